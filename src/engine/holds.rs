@@ -1,0 +1,204 @@
+//! Holds: what a pending transfer waits for, the windows that bound each
+//! wait, and the timer queue that fires them on the logical clock.
+//!
+//! A pending transfer carries a set of holds. Each hold has an end: a
+//! verification window (FACE_REVIEW, SMS_OTP, MANUAL_REVIEW, CLIENT) whose
+//! end voids the transfer if the hold is still open, or a cooling-off period
+//! (COOLING_OFF) whose end releases the hold. Timers are ordered by
+//! `(due_ms, transfer_id)`, so expiries at the same instant fire in id order
+//! on every run and every replay.
+
+use std::collections::BTreeSet;
+
+use crate::engine::transfers::TransferIndex;
+use crate::hash::{IdBuildHasher, IdMap};
+
+/// A set of hold reasons (the wire's `holds` bit mask).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Holds(u8);
+
+impl Holds {
+    /// No holds.
+    pub const NONE: Holds = Holds(0);
+    /// Facial re-verification (AML level 1).
+    pub const FACE_REVIEW: Holds = Holds(1);
+    /// Second SMS verification (AML level 2).
+    pub const SMS_OTP: Holds = Holds(2);
+    /// Cooling-off period (AML level 3): released, not voided, at its end.
+    pub const COOLING_OFF: Holds = Holds(4);
+    /// An operator's review (AML budget fallback or missing HKD rate).
+    pub const MANUAL_REVIEW: Holds = Holds(8);
+    /// The client's own hold (transfer flag PENDING).
+    pub const CLIENT: Holds = Holds(16);
+    /// Every defined hold, in bit order.
+    pub const ALL: [Holds; 5] =
+        [Self::FACE_REVIEW, Self::SMS_OTP, Self::COOLING_OFF, Self::MANUAL_REVIEW, Self::CLIENT];
+
+    /// The bit mask.
+    #[must_use]
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+    /// A set from a bit mask; `None` if an undefined bit is set.
+    #[must_use]
+    pub const fn from_bits(bits: u8) -> Option<Holds> {
+        if bits & !0x1F == 0 { Some(Holds(bits)) } else { None }
+    }
+    /// Whether every hold of `other` is in this set.
+    #[must_use]
+    pub const fn contains(self, other: Holds) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Whether the set is empty.
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// This set plus `other`.
+    #[must_use]
+    pub const fn with(self, other: Holds) -> Holds {
+        Holds(self.0 | other.0)
+    }
+    /// This set less `other`.
+    #[must_use]
+    pub const fn without(self, other: Holds) -> Holds {
+        Holds(self.0 & !other.0)
+    }
+}
+
+/// How long each verification may take before the transfer is voided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldWindows {
+    /// FACE_REVIEW and SMS_OTP (contract default 10 minutes).
+    pub step_up_ms: u64,
+    /// MANUAL_REVIEW (contract default 24 hours).
+    pub manual_review_ms: u64,
+    /// CLIENT (contract default 7 days).
+    pub client_ms: u64,
+}
+
+impl Default for HoldWindows {
+    fn default() -> Self {
+        Self { step_up_ms: 10 * 60_000, manual_review_ms: 24 * 3_600_000, client_ms: 7 * 24 * 3_600_000 }
+    }
+}
+
+/// Timing of one pending transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingEntry {
+    /// Where the transfer is stored.
+    pub at: TransferIndex,
+    /// Switch time at submission; verification windows run from here.
+    pub submitted_ms: u64,
+    /// End of the account's cooling-off period if COOLING_OFF holds it.
+    pub cooling_until_ms: u64,
+    /// When its timer is due: the soonest end among its open holds.
+    pub due_ms: u64,
+}
+
+impl PendingEntry {
+    /// When one hold of this transfer ends.
+    #[must_use]
+    pub fn end_of(&self, hold: Holds, windows: &HoldWindows) -> u64 {
+        let window = match hold {
+            Holds::COOLING_OFF => return self.cooling_until_ms,
+            Holds::FACE_REVIEW | Holds::SMS_OTP => windows.step_up_ms,
+            Holds::MANUAL_REVIEW => windows.manual_review_ms,
+            Holds::CLIENT => windows.client_ms,
+            _ => unreachable!("end_of takes a single hold"),
+        };
+        self.submitted_ms.saturating_add(window)
+    }
+
+    /// The soonest end among `holds` (`hold_until_ms` on the wire).
+    #[must_use]
+    pub fn soonest_end(&self, holds: Holds, windows: &HoldWindows) -> u64 {
+        Holds::ALL
+            .iter()
+            .filter(|h| holds.contains(**h))
+            .map(|h| self.end_of(*h, windows))
+            .min()
+            .expect("a pending transfer has at least one hold")
+    }
+}
+
+/// Every pending transfer of a shard and its timer.
+#[derive(Clone, Debug, Default)]
+pub struct PendingTable {
+    entries: IdMap<u128, PendingEntry>,
+    timers: BTreeSet<(u64, u128)>,
+}
+
+impl PendingTable {
+    /// An empty table.
+    #[must_use]
+    pub fn new() -> Self {
+        Self { entries: IdMap::with_hasher(IdBuildHasher), timers: BTreeSet::new() }
+    }
+
+    /// Adds a pending transfer with its timer.
+    pub fn insert(&mut self, id: u128, entry: PendingEntry) {
+        assert!(self.timers.insert((entry.due_ms, id)), "timer for {id} scheduled twice");
+        assert!(self.entries.insert(id, entry).is_none(), "transfer {id} pending twice");
+    }
+
+    /// A pending transfer's timing.
+    #[must_use]
+    pub fn get(&self, id: u128) -> Option<&PendingEntry> {
+        self.entries.get(&id)
+    }
+
+    /// Moves a pending transfer's timer.
+    pub fn reschedule(&mut self, id: u128, due_ms: u64) {
+        let entry = self.entries.get_mut(&id).expect("rescheduled transfer is pending");
+        assert!(self.timers.remove(&(entry.due_ms, id)), "timer of {id} present");
+        entry.due_ms = due_ms;
+        self.timers.insert((due_ms, id));
+    }
+
+    /// Removes a transfer that is no longer pending.
+    pub fn remove(&mut self, id: u128) -> PendingEntry {
+        let entry = self.entries.remove(&id).expect("removed transfer is pending");
+        assert!(self.timers.remove(&(entry.due_ms, id)), "timer of {id} present");
+        entry
+    }
+
+    /// The earliest timer due at or before `now_ms`, if any.
+    #[must_use]
+    pub fn next_due(&self, now_ms: u64) -> Option<u128> {
+        self.timers.first().filter(|(due, _)| *due <= now_ms).map(|(_, id)| *id)
+    }
+
+    /// When the earliest timer is due.
+    #[must_use]
+    pub fn earliest_due(&self) -> Option<u64> {
+        self.timers.first().map(|(due, _)| *due)
+    }
+
+    /// Number of pending transfers.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is pending.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every pending transfer, sorted by id.
+    #[must_use]
+    pub fn sorted(&self) -> Vec<(u128, PendingEntry)> {
+        let mut all: Vec<_> = self.entries.iter().map(|(id, e)| (*id, *e)).collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
+    }
+
+    /// Whether every entry has exactly its one timer.
+    #[must_use]
+    pub fn timers_consistent(&self) -> bool {
+        self.timers.len() == self.entries.len()
+            && self.entries.iter().all(|(id, e)| self.timers.contains(&(e.due_ms, *id)))
+    }
+}

@@ -1,0 +1,658 @@
+//! The engine: one shard's books, transfers and holds, as a pure,
+//! deterministic state machine.
+//!
+//! The engine owns its state outright and is driven by commands (a wire kind
+//! and a body of fixed-size records) and a logical clock (`now_ms`, carried
+//! in with every command and recorded in the log). It never does I/O, never
+//! reads the system clock, never allocates per record except where a
+//! transfer is stored, and never lets hash-map order decide an outcome, so
+//! replaying the log reproduces every decision and every byte of state.
+//!
+//! A channel's mistake is a result code, checked in the contract's order of
+//! precedence; a broken internal invariant is a panic. Under backpressure the
+//! engine is not involved: its caller (the shard loop) decides what to feed
+//! it. It has no shutdown of its own: it is dropped.
+
+pub mod audit;
+pub mod book;
+pub mod holds;
+pub mod snapshot;
+pub mod transfers;
+
+use crate::money::{self, CurrencyIndex};
+use crate::protocol::ResultCode;
+use crate::protocol::kind;
+use crate::protocol::records::{
+    self, Account, Balance as BalanceRecord, BalanceKey, Finalize, Id, Record, RecordResult, SetTime, StepUp,
+    Transfer, TransferResult,
+};
+use book::{AccountKind, Balance, Book};
+use holds::{HoldWindows, Holds, PendingEntry, PendingTable};
+use transfers::{StoredTransfer, TransferIndex, TransferStore};
+
+pub use audit::AuditError;
+pub use snapshot::SnapshotError;
+
+/// 2026-01-01T00:00:00Z: where a manual clock starts on a new data directory.
+pub const MANUAL_CLOCK_START_MS: u64 = 1_767_225_600_000;
+
+/// Rate of a same-currency transfer: 1 × 10^9.
+pub const RATE_ONE_E9: u64 = 1_000_000_000;
+
+/// Settings that shape the engine's decisions. Part of the switch's
+/// configuration; a replay must use the same values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Accounts to size the book for (no rehash below this).
+    pub accounts_capacity: usize,
+    /// Transfers to size the store's index for (no rehash below this).
+    pub transfers_capacity: usize,
+    /// Verification windows of held transfers.
+    pub hold_windows: HoldWindows,
+    /// Whether the clock is manual (SET_TIME accepted) rather than the
+    /// system's.
+    pub manual_clock: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            accounts_capacity: 1024,
+            transfers_capacity: 1024,
+            hold_windows: HoldWindows::default(),
+            manual_clock: false,
+        }
+    }
+}
+
+/// A command the engine can't apply at all: the caller broke the framing
+/// contract (the server checks both before the engine sees a body).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    /// The kind is not one the engine applies.
+    UnknownKind(u16),
+    /// The body is not a whole number of the kind's records.
+    BadLength { kind: u16, len: usize },
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownKind(k) => write!(f, "kind {k:#06x} is not applied by the engine"),
+            Self::BadLength { kind, len } => write!(f, "body of {len} bytes is not whole records of kind {kind:#06x}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// How a pending transfer ended without posting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VoidReason {
+    /// A verification failed or the client voided it.
+    Failed,
+    /// A window closed with its hold still open.
+    Expired,
+    /// The customer cancelled it.
+    Cancelled,
+}
+
+/// One shard's state machine.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    /// The logical clock: the latest time any command carried. Never moves
+    /// backwards.
+    now_ms: u64,
+    book: Book,
+    transfers: TransferStore,
+    pending: PendingTable,
+}
+
+impl Engine {
+    /// A new shard with its system accounts, at time `now_ms`.
+    #[must_use]
+    pub fn new(config: EngineConfig, now_ms: u64) -> Self {
+        let mut engine = Self::empty(config, now_ms);
+        for id in book::SYSTEM_ACCOUNTS {
+            engine.book.insert_account(id, AccountKind::System, money::HONG_KONG, 0);
+        }
+        engine
+    }
+
+    fn empty(config: EngineConfig, now_ms: u64) -> Self {
+        Self {
+            config,
+            now_ms,
+            book: Book::with_capacity(config.accounts_capacity),
+            transfers: TransferStore::with_capacity(config.transfers_capacity),
+            pending: PendingTable::new(),
+        }
+    }
+
+    /// The logical clock.
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The book (read-only).
+    #[must_use]
+    pub fn book(&self) -> &Book {
+        &self.book
+    }
+
+    /// The transfer store (read-only).
+    #[must_use]
+    pub fn transfers(&self) -> &TransferStore {
+        &self.transfers
+    }
+
+    /// Number of pending transfers.
+    #[must_use]
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// When the next hold timer is due, so the shard loop can wake for it.
+    #[must_use]
+    pub fn next_timer_ms(&self) -> Option<u64> {
+        self.pending.earliest_due()
+    }
+
+    /// Moves the clock to `now_ms` (if later) and fires every hold timer due
+    /// by then, in `(due, id)` order. Returns how many fired.
+    pub fn advance(&mut self, now_ms: u64) -> usize {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut fired = 0;
+        while let Some(id) = self.pending.next_due(self.now_ms) {
+            fired += 1;
+            self.fire_timer(id);
+        }
+        fired
+    }
+
+    /// Applies one command at time `now_ms`, appending one response record
+    /// per request record to `out`. Lookups change nothing but the clock.
+    pub fn apply(&mut self, kind: u16, body: &[u8], now_ms: u64, out: &mut Vec<u8>) -> Result<(), EngineError> {
+        self.check_length(kind, body)?;
+        self.advance(now_ms);
+        match kind {
+            kind::CREATE_ACCOUNTS => self.each(body, out, |e, a: Account, _| e.create_account(&a)),
+            kind::SUBMIT_TRANSFERS => self.each(body, out, |e, t: Transfer, _| e.submit_transfer(&t)),
+            kind::CONFIRM_STEP_UP => self.each(body, out, |e, s: StepUp, _| e.confirm_step_up(&s)),
+            kind::RESOLVE_REVIEW => self.each(body, out, |e, s: StepUp, _| e.resolve_review(&s)),
+            kind::CANCEL_TRANSFERS => self.each(body, out, |e, i: Id, _| e.cancel_transfer(i.id)),
+            kind::FINALIZE_PENDING => self.each(body, out, |e, f: Finalize, _| e.finalize_pending(&f)),
+            kind::LOOKUP_TRANSFERS => self.each(body, out, |e, i: Id, _| e.lookup_transfer(i.id)),
+            kind::LOOKUP_BALANCES => self.each(body, out, |e, k: BalanceKey, _| e.lookup_balance(&k)),
+            kind::SET_TIME => self.each(body, out, |e, s: SetTime, i| e.set_time(&s, i)),
+            kind::TICK => {}
+            other => return Err(EngineError::UnknownKind(other)),
+        }
+        Ok(())
+    }
+
+    /// The request record size of a kind the engine applies.
+    #[must_use]
+    pub fn request_size(kind: u16) -> Option<usize> {
+        Some(match kind {
+            kind::CREATE_ACCOUNTS => Account::SIZE,
+            kind::SUBMIT_TRANSFERS => Transfer::SIZE,
+            kind::CONFIRM_STEP_UP | kind::RESOLVE_REVIEW => StepUp::SIZE,
+            kind::CANCEL_TRANSFERS | kind::LOOKUP_TRANSFERS => Id::SIZE,
+            kind::FINALIZE_PENDING => Finalize::SIZE,
+            kind::LOOKUP_BALANCES => BalanceKey::SIZE,
+            kind::SET_TIME => SetTime::SIZE,
+            kind::TICK => 1,
+            _ => return None,
+        })
+    }
+
+    fn check_length(&self, kind: u16, body: &[u8]) -> Result<(), EngineError> {
+        let size = Self::request_size(kind).ok_or(EngineError::UnknownKind(kind))?;
+        if body.len() % size != 0 || (kind == kind::TICK && !body.is_empty()) {
+            return Err(EngineError::BadLength { kind, len: body.len() });
+        }
+        Ok(())
+    }
+
+    fn each<R: Record, A: Record>(&mut self, body: &[u8], out: &mut Vec<u8>, mut f: impl FnMut(&mut Self, R, u64) -> A) {
+        out.reserve(body.len() / R::SIZE * A::SIZE);
+        for (i, chunk) in body.chunks_exact(R::SIZE).enumerate() {
+            let answer = f(self, R::decode(chunk), i as u64);
+            records::push(out, &answer);
+        }
+    }
+
+    // ---- accounts -------------------------------------------------------
+
+    /// CREATE_ACCOUNTS, one record. Precedence: INVALID_ID, ALREADY_EXISTS or
+    /// ACCOUNT_EXISTS, INVALID_FIELD (kind, flags), UNKNOWN_COUNTRY.
+    pub fn create_account(&mut self, a: &Account) -> RecordResult {
+        let code = self.check_account(a);
+        if code == ResultCode::Ok {
+            self.book.insert_account(a.account_id, AccountKind::Customer, a.home_country, a.customer_ref);
+        }
+        RecordResult { key: a.account_id, code: code.as_u16() }
+    }
+
+    fn check_account(&self, a: &Account) -> ResultCode {
+        if a.account_id < book::CUSTOMER_ID_MIN {
+            return ResultCode::InvalidId;
+        }
+        if let Some(existing) = self.book.account(a.account_id) {
+            let same = existing.kind == AccountKind::Customer
+                && a.kind == records::ACCOUNT_KIND_CUSTOMER
+                && a.flags == 0
+                && existing.home_country == a.home_country
+                && existing.customer_ref == a.customer_ref;
+            return if same { ResultCode::AlreadyExists } else { ResultCode::AccountExists };
+        }
+        if a.kind != records::ACCOUNT_KIND_CUSTOMER || a.flags != 0 {
+            return ResultCode::InvalidField;
+        }
+        if !money::is_country(a.home_country) {
+            return ResultCode::UnknownCountry;
+        }
+        ResultCode::Ok
+    }
+
+    // ---- transfers ------------------------------------------------------
+
+    /// SUBMIT_TRANSFERS, one record, with the holds the transfer's own flags
+    /// ask for.
+    pub fn submit_transfer(&mut self, t: &Transfer) -> TransferResult {
+        self.submit_with_holds(t, Holds::NONE, 0)
+    }
+
+    /// Submits a transfer with extra holds decided by the caller (AML), and
+    /// the end of the account's cooling-off period if `holds` has
+    /// COOLING_OFF. Precedence is the contract's (§5).
+    pub fn submit_with_holds(&mut self, t: &Transfer, extra: Holds, cooling_until_ms: u64) -> TransferResult {
+        match self.check_transfer(t) {
+            Err(code) => self.reject(t.transfer_id, code),
+            Ok(accepted) => {
+                let mut holds = extra;
+                if t.flags & records::TRANSFER_PENDING != 0 {
+                    holds = holds.with(Holds::CLIENT);
+                }
+                self.accept(t, &accepted, holds, cooling_until_ms)
+            }
+        }
+    }
+
+    /// The answer for a rejected or unknown id: its stored state if the id
+    /// names a stored transfer, else zeros.
+    fn reject(&self, id: u128, code: ResultCode) -> TransferResult {
+        match self.transfers.find(id) {
+            Some(at) if id != 0 => self.result_of(at, code),
+            _ => TransferResult { transfer_id: id, code: code.as_u16(), ..TransferResult::default() },
+        }
+    }
+
+    fn check_transfer(&self, t: &Transfer) -> Result<Accepted, ResultCode> {
+        if t.transfer_id == 0 {
+            return Err(ResultCode::InvalidId);
+        }
+        if let Some(at) = self.transfers.find(t.transfer_id) {
+            return Err(if self.transfers.get(at).same_request(t) {
+                ResultCode::AlreadyExists
+            } else {
+                ResultCode::IdConflict
+            });
+        }
+        let debit = self.book.account(t.debit_account).ok_or(ResultCode::DebitAccountNotFound)?;
+        let debit_kind = debit.kind;
+        self.book.account(t.credit_account).ok_or(ResultCode::CreditAccountNotFound)?;
+        if t.debit_account == t.credit_account && t.debit_currency == t.credit_currency {
+            return Err(ResultCode::SameAccount);
+        }
+        if !may_debit(t.debit_account) || !may_credit(t.credit_account) {
+            return Err(ResultCode::Forbidden);
+        }
+        if t.flags & !records::TRANSFER_FLAGS_DEFINED != 0 {
+            // The wire refuses this frame whole (MALFORMED) before it gets
+            // here; a library caller gets a per-record code.
+            return Err(ResultCode::InvalidField);
+        }
+        if t.amount == 0 {
+            return Err(ResultCode::InvalidAmount);
+        }
+        let debit_currency = CurrencyIndex::of(t.debit_currency).ok_or(ResultCode::UnknownCurrency)?;
+        let credit_currency = CurrencyIndex::of(t.credit_currency).ok_or(ResultCode::UnknownCurrency)?;
+        if !money::is_destination(t.destination_country) {
+            return Err(ResultCode::UnknownCountry);
+        }
+        if t.fx_quote_id != 0 {
+            // No quote has been given: FX quotes arrive with issue 4.
+            return Err(ResultCode::QuoteInvalid);
+        }
+        if debit_currency != credit_currency {
+            // The rate table is empty until FX arrives with issue 4.
+            return Err(ResultCode::NoFxRate);
+        }
+        let amount = t.amount;
+        let signed = i64::try_from(amount).map_err(|_| ResultCode::Overflow)?;
+        let credit = self.book.balance(t.credit_account, credit_currency);
+        if i128::from(credit.posted) + i128::from(credit.incoming) + i128::from(signed) > i128::from(i64::MAX) {
+            return Err(ResultCode::Overflow);
+        }
+        let debit_balance = self.book.balance(t.debit_account, debit_currency);
+        match debit_kind {
+            AccountKind::System => {
+                if debit_balance.available() - i128::from(signed) < i128::from(i64::MIN)
+                    || debit_balance.held.checked_add(amount).is_none()
+                {
+                    return Err(ResultCode::Overflow);
+                }
+            }
+            AccountKind::Customer => {
+                if debit_balance.available() < i128::from(signed) {
+                    return Err(ResultCode::InsufficientFunds);
+                }
+            }
+        }
+        Ok(Accepted { debit_currency, credit_currency, debit_amount: amount, credit_amount: amount, rate_e9: RATE_ONE_E9 })
+    }
+
+    fn accept(&mut self, t: &Transfer, a: &Accepted, holds: Holds, cooling_until_ms: u64) -> TransferResult {
+        let mut stored =
+            StoredTransfer::new(t, a.debit_currency, a.credit_currency, a.debit_amount, a.credit_amount, a.rate_e9);
+        if holds.is_empty() {
+            self.move_funds(&stored);
+            let at = self.transfers.insert(stored);
+            return self.result_of(at, ResultCode::Ok);
+        }
+        stored.state = records::STATE_PENDING;
+        stored.holds = holds.bits();
+        self.book.balance_mut(stored.debit_account, stored.debit_currency).held += stored.debit_amount;
+        self.book.balance_mut(stored.credit_account, stored.credit_currency).incoming += stored.credit_amount;
+        let at = self.transfers.insert(stored);
+        let mut entry = PendingEntry { at, submitted_ms: self.now_ms, cooling_until_ms, due_ms: 0 };
+        entry.due_ms = entry.soonest_end(holds, &self.config.hold_windows);
+        self.pending.insert(t.transfer_id, entry);
+        // A window already closed (a zero-length window, or a cooling-off
+        // period in the past) fires now, in the same step.
+        self.advance(self.now_ms);
+        self.result_of(at, ResultCode::Ok)
+    }
+
+    /// Posts a transfer's movement: debit leg and credit leg, through
+    /// FX_POSITION when the currencies differ. Checks were done at
+    /// submission; a failure here is a broken invariant.
+    fn move_funds(&mut self, s: &StoredTransfer) {
+        let debit = i64::try_from(s.debit_amount).expect("amount checked at submission");
+        let credit = i64::try_from(s.credit_amount).expect("amount checked at submission");
+        if s.debit_currency == s.credit_currency {
+            assert_eq!(debit, credit, "same-currency legs are equal");
+            self.add(s.debit_account, s.debit_currency, -debit);
+            self.add(s.credit_account, s.credit_currency, credit);
+        } else {
+            self.add(s.debit_account, s.debit_currency, -debit);
+            self.add(book::FX_POSITION, s.debit_currency, debit);
+            self.add(book::FX_POSITION, s.credit_currency, -credit);
+            self.add(s.credit_account, s.credit_currency, credit);
+        }
+    }
+
+    fn add(&mut self, account: u64, currency: CurrencyIndex, delta: i64) {
+        let kind = self.book.account(account).expect("account exists").kind;
+        let balance = self.book.balance_mut(account, currency);
+        balance.posted = balance.posted.checked_add(delta).expect("balance overflow checked at submission");
+        if kind == AccountKind::Customer {
+            assert!(balance.posted >= 0, "customer {account} negative");
+            assert!(balance.held <= balance.posted as u64, "customer {account} held above posted");
+        }
+    }
+
+    /// The wire result for a stored transfer.
+    fn result_of(&self, at: TransferIndex, code: ResultCode) -> TransferResult {
+        let stored = self.transfers.get(at);
+        let mut result = stored.result(code.as_u16());
+        if stored.state == records::STATE_PENDING {
+            result.hold_until_ms = self.pending.get(stored.id()).expect("pending entry").due_ms;
+        }
+        result
+    }
+
+    /// Finds a transfer a hold operation names, in precedence order:
+    /// INVALID_ID, TRANSFER_NOT_FOUND.
+    fn find_for_hold(&self, id: u128) -> Result<TransferIndex, ResultCode> {
+        if id == 0 {
+            return Err(ResultCode::InvalidId);
+        }
+        self.transfers.find(id).ok_or(ResultCode::TransferNotFound)
+    }
+
+    /// Checks a transfer is pending and waiting for `hold`: NOT_PENDING,
+    /// WRONG_METHOD.
+    fn check_waiting(&self, at: TransferIndex, hold: Holds) -> Result<(), ResultCode> {
+        let stored = self.transfers.get(at);
+        if stored.state != records::STATE_PENDING {
+            return Err(ResultCode::NotPending);
+        }
+        if !Holds::from_bits(stored.holds).expect("valid holds").contains(hold) {
+            return Err(ResultCode::WrongMethod);
+        }
+        Ok(())
+    }
+
+    /// CONFIRM_STEP_UP, one record: FACE or SMS_OTP outcome from the
+    /// channel. Precedence: INVALID_ID, TRANSFER_NOT_FOUND, FORBIDDEN (method
+    /// 3 is an operator's), NOT_PENDING, WRONG_METHOD.
+    pub fn confirm_step_up(&mut self, s: &StepUp) -> TransferResult {
+        let hold = match s.method {
+            records::METHOD_FACE => Holds::FACE_REVIEW,
+            records::METHOD_SMS_OTP => Holds::SMS_OTP,
+            _ => Holds::MANUAL_REVIEW,
+        };
+        let outcome = self.find_for_hold(s.transfer_id).and_then(|at| {
+            if hold == Holds::MANUAL_REVIEW {
+                return Err(ResultCode::Forbidden);
+            }
+            self.check_waiting(at, hold).map(|()| at)
+        });
+        self.step_up_outcome(s, hold, outcome)
+    }
+
+    /// RESOLVE_REVIEW, one record: an operator's verdict on a MANUAL_REVIEW
+    /// hold. Precedence: INVALID_ID, TRANSFER_NOT_FOUND, INVALID_FIELD
+    /// (method other than 3), NOT_PENDING, WRONG_METHOD.
+    pub fn resolve_review(&mut self, s: &StepUp) -> TransferResult {
+        let outcome = self.find_for_hold(s.transfer_id).and_then(|at| {
+            if s.method != records::METHOD_MANUAL_REVIEW {
+                return Err(ResultCode::InvalidField);
+            }
+            self.check_waiting(at, Holds::MANUAL_REVIEW).map(|()| at)
+        });
+        self.step_up_outcome(s, Holds::MANUAL_REVIEW, outcome)
+    }
+
+    fn step_up_outcome(&mut self, s: &StepUp, hold: Holds, found: Result<TransferIndex, ResultCode>) -> TransferResult {
+        let at = match found {
+            Ok(at) => at,
+            Err(code) => return self.reject(s.transfer_id, code),
+        };
+        if s.outcome == records::OUTCOME_PASS {
+            self.release(at, hold);
+        } else if s.outcome == records::OUTCOME_FAIL {
+            self.void(at, VoidReason::Failed);
+        } else {
+            return self.reject(s.transfer_id, ResultCode::InvalidField);
+        }
+        self.result_of(at, ResultCode::Ok)
+    }
+
+    /// CANCEL_TRANSFERS, one record: the customer voids a pending transfer
+    /// whatever holds it. Precedence: INVALID_ID, TRANSFER_NOT_FOUND,
+    /// NOT_PENDING.
+    pub fn cancel_transfer(&mut self, id: u128) -> TransferResult {
+        let at = match self.find_for_hold(id) {
+            Ok(at) => at,
+            Err(code) => return self.reject(id, code),
+        };
+        if self.transfers.get(at).state != records::STATE_PENDING {
+            return self.reject(id, ResultCode::NotPending);
+        }
+        self.void(at, VoidReason::Cancelled);
+        self.result_of(at, ResultCode::Ok)
+    }
+
+    /// FINALIZE_PENDING, one record: the CLIENT hold only. Precedence:
+    /// INVALID_ID, TRANSFER_NOT_FOUND, INVALID_FIELD (action), NOT_PENDING,
+    /// WRONG_METHOD.
+    pub fn finalize_pending(&mut self, f: &Finalize) -> TransferResult {
+        let found = self.find_for_hold(f.transfer_id).and_then(|at| {
+            if !matches!(f.action, records::FINALIZE_POST | records::FINALIZE_VOID) {
+                return Err(ResultCode::InvalidField);
+            }
+            self.check_waiting(at, Holds::CLIENT).map(|()| at)
+        });
+        let at = match found {
+            Ok(at) => at,
+            Err(code) => return self.reject(f.transfer_id, code),
+        };
+        if f.action == records::FINALIZE_POST {
+            self.release(at, Holds::CLIENT);
+        } else {
+            self.void(at, VoidReason::Failed);
+        }
+        self.result_of(at, ResultCode::Ok)
+    }
+
+    /// Releases one hold; posts the transfer if none remains.
+    fn release(&mut self, at: TransferIndex, hold: Holds) {
+        let stored = self.transfers.get_mut(at);
+        let id = stored.id();
+        let remaining = Holds::from_bits(stored.holds).expect("valid holds").without(hold);
+        stored.holds = remaining.bits();
+        if remaining.is_empty() {
+            self.post_pending(at);
+        } else {
+            let entry = *self.pending.get(id).expect("pending entry");
+            self.pending.reschedule(id, entry.soonest_end(remaining, &self.config.hold_windows));
+        }
+    }
+
+    fn post_pending(&mut self, at: TransferIndex) {
+        let stored = *self.transfers.get(at);
+        self.pending.remove(stored.id());
+        self.unreserve(&stored);
+        self.move_funds(&stored);
+        let s = self.transfers.get_mut(at);
+        s.state = records::STATE_POSTED;
+        s.holds = 0;
+    }
+
+    fn void(&mut self, at: TransferIndex, reason: VoidReason) {
+        let stored = *self.transfers.get(at);
+        assert_eq!(stored.state, records::STATE_PENDING, "only a pending transfer is voided");
+        self.pending.remove(stored.id());
+        self.unreserve(&stored);
+        let s = self.transfers.get_mut(at);
+        s.state = records::STATE_VOIDED;
+        s.holds = 0;
+        // The reason feeds AML cases (issue 5); all three void alike.
+        let _ = reason;
+    }
+
+    fn unreserve(&mut self, s: &StoredTransfer) {
+        let debit = self.book.balance_mut(s.debit_account, s.debit_currency);
+        debit.held = debit.held.checked_sub(s.debit_amount).expect("reservation present");
+        let credit = self.book.balance_mut(s.credit_account, s.credit_currency);
+        credit.incoming = credit.incoming.checked_sub(s.credit_amount).expect("promise present");
+    }
+
+    /// A due timer: a closed verification window voids the transfer; the
+    /// end of cooling-off releases that hold (and posts if nothing else
+    /// holds it).
+    fn fire_timer(&mut self, id: u128) {
+        let entry = *self.pending.get(id).expect("timer of a pending transfer");
+        let holds = Holds::from_bits(self.transfers.get(entry.at).holds).expect("valid holds");
+        let windows = self.config.hold_windows;
+        let window_closed = Holds::ALL
+            .iter()
+            .filter(|h| **h != Holds::COOLING_OFF && holds.contains(**h))
+            .any(|h| entry.end_of(*h, &windows) <= self.now_ms);
+        if window_closed {
+            self.void(entry.at, VoidReason::Expired);
+        } else {
+            assert!(holds.contains(Holds::COOLING_OFF), "a timer fired for an open window");
+            assert!(entry.cooling_until_ms <= self.now_ms, "cooling-off fired early");
+            self.release(entry.at, Holds::COOLING_OFF);
+        }
+    }
+
+    // ---- lookups and time -------------------------------------------------
+
+    /// LOOKUP_TRANSFERS, one record.
+    #[must_use]
+    pub fn lookup_transfer(&self, id: u128) -> TransferResult {
+        match self.find_for_hold(id) {
+            Ok(at) => self.result_of(at, ResultCode::Ok),
+            Err(code) => self.reject(id, code),
+        }
+    }
+
+    /// LOOKUP_BALANCES, one record. Precedence: ACCOUNT_NOT_FOUND,
+    /// UNKNOWN_CURRENCY.
+    #[must_use]
+    pub fn lookup_balance(&self, k: &BalanceKey) -> BalanceRecord {
+        let mut answer = BalanceRecord { account_id: k.account_id, currency: k.currency, ..BalanceRecord::default() };
+        if self.book.account(k.account_id).is_none() {
+            answer.code = ResultCode::AccountNotFound.as_u16();
+        } else if let Some(currency) = CurrencyIndex::of(k.currency) {
+            let b: Balance = self.book.balance(k.account_id, currency);
+            answer.balance = b.posted;
+            answer.held = b.held;
+        } else {
+            answer.code = ResultCode::UnknownCurrency.as_u16();
+        }
+        answer
+    }
+
+    /// SET_TIME, one record: CLOCK_NOT_MANUAL, TIME_BACKWARDS, else the clock
+    /// moves and due timers fire.
+    pub fn set_time(&mut self, s: &SetTime, index: u64) -> RecordResult {
+        let code = if !self.config.manual_clock {
+            ResultCode::ClockNotManual
+        } else if s.unix_ms < self.now_ms {
+            ResultCode::TimeBackwards
+        } else {
+            self.advance(s.unix_ms);
+            ResultCode::Ok
+        };
+        RecordResult { key: index, code: code.as_u16() }
+    }
+}
+
+/// What the checks of an accepted transfer decided.
+struct Accepted {
+    debit_currency: CurrencyIndex,
+    credit_currency: CurrencyIndex,
+    debit_amount: u64,
+    credit_amount: u64,
+    rate_e9: u64,
+}
+
+/// Whether SUBMIT_TRANSFERS may debit an account: not FX_POSITION,
+/// LOAN_FUNDING, REMITTANCE_OUT or INTEREST_INCOME.
+fn may_debit(account: u64) -> bool {
+    !matches!(account, book::FX_POSITION | book::LOAN_FUNDING | book::REMITTANCE_OUT | book::INTEREST_INCOME)
+}
+
+/// Whether SUBMIT_TRANSFERS may credit an account: not FX_POSITION,
+/// LOAN_FUNDING or INTEREST_INCOME.
+fn may_credit(account: u64) -> bool {
+    !matches!(account, book::FX_POSITION | book::LOAN_FUNDING | book::INTEREST_INCOME)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! The engine's state as bytes: the body of a snapshot file and the input of
+//! the state hash.
+//!
+//! The encoding is canonical: accounts and balances sorted by id and
+//! currency, transfers in the order they were stored, pending transfers by
+//! id. Two engines with the same state encode to the same bytes whatever
+//! their hash maps' history, so `state_hash` compares whole states and
+//! replay determinism is a byte comparison. Checksums belong to the file
+//! around it (`wal::snapshot`).
+
+use sha2::{Digest, Sha256};
+
+use super::book::{AccountKind, Balance};
+use super::holds::{Holds, PendingEntry};
+use super::transfers::{StoredTransfer, TransferIndex};
+use super::{Engine, EngineConfig};
+use crate::money::CurrencyIndex;
+use crate::protocol::records::{self, Transfer};
+
+const STATE_MAGIC: &[u8; 4] = b"HKST";
+const STATE_VERSION: u32 = 1;
+
+/// A snapshot body that does not decode: the file is corrupt or from
+/// another version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotError(pub String);
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "snapshot does not decode: {}", self.0)
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u128(&mut self, v: u128) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
+        let end = self.at.checked_add(N).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| SnapshotError(format!("truncated at byte {}", self.at)))?;
+        let out = self.bytes[self.at..end].try_into().expect("N bytes");
+        self.at = end;
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, SnapshotError> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, SnapshotError> {
+        Ok(u16::from_le_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+    fn u64(&mut self) -> Result<u64, SnapshotError> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+    fn u128(&mut self) -> Result<u128, SnapshotError> {
+        Ok(u128::from_le_bytes(self.take()?))
+    }
+    fn count(&mut self, what: &str, item_size: usize) -> Result<usize, SnapshotError> {
+        let n = self.u64()?;
+        let left = (self.bytes.len() - self.at) as u64;
+        if n.saturating_mul(item_size as u64) > left {
+            return Err(SnapshotError(format!("{what} count {n} exceeds the bytes left")));
+        }
+        Ok(n as usize)
+    }
+    fn currency(&mut self) -> Result<CurrencyIndex, SnapshotError> {
+        let raw = self.u8()?;
+        CurrencyIndex::from_raw(raw).ok_or_else(|| SnapshotError(format!("currency index {raw}")))
+    }
+}
+
+fn bad(what: &str) -> SnapshotError {
+    SnapshotError(what.to_string())
+}
+
+impl Engine {
+    /// Appends the canonical encoding of the whole state to `out`.
+    pub fn encode_state(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
+        w.0.extend_from_slice(STATE_MAGIC);
+        w.u32(STATE_VERSION);
+        w.u64(self.now_ms);
+        let ids = self.book.account_ids_sorted();
+        w.u64(ids.len() as u64);
+        for id in ids {
+            let a = self.book.account(id).expect("listed account");
+            w.u64(id);
+            w.u8(a.kind as u8);
+            w.u16(a.home_country);
+            w.u64(a.customer_ref);
+        }
+        let balances = self.book.balances_sorted();
+        w.u64(balances.len() as u64);
+        for (id, cur, b) in balances {
+            w.u64(id);
+            w.u8(cur.raw());
+            w.u64(b.posted as u64);
+            w.u64(b.held);
+            w.u64(b.incoming);
+        }
+        w.u64(self.transfers.len() as u64);
+        for s in self.transfers.iter() {
+            w.u128(s.id());
+            w.u64(s.debit_account);
+            w.u64(s.credit_account);
+            w.u64(s.amount);
+            w.u64(s.debit_amount);
+            w.u64(s.credit_amount);
+            w.u64(s.rate_e9);
+            w.u64(s.fx_quote_id);
+            w.u64(s.user_data);
+            w.u16(s.destination_country);
+            w.u16(s.flags);
+            w.u8(s.debit_currency.raw());
+            w.u8(s.credit_currency.raw());
+            w.u8(s.state);
+            w.u8(s.holds);
+        }
+        let pending = self.pending.sorted();
+        w.u64(pending.len() as u64);
+        for (id, e) in pending {
+            w.u128(id);
+            w.u32(index_raw(e.at));
+            w.u64(e.submitted_ms);
+            w.u64(e.cooling_until_ms);
+            w.u64(e.due_ms);
+        }
+    }
+
+    /// SHA-256 of the canonical state: equal hashes mean equal states.
+    #[must_use]
+    pub fn state_hash(&self) -> [u8; 32] {
+        let mut bytes = Vec::new();
+        self.encode_state(&mut bytes);
+        Sha256::digest(&bytes).into()
+    }
+
+    /// Rebuilds an engine from [`Engine::encode_state`]'s bytes, checking
+    /// every value it can and finally every invariant (`audit`).
+    pub fn decode_state(config: EngineConfig, bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        let mut r = Reader { bytes, at: 0 };
+        if &r.take::<4>()? != STATE_MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let version = r.u32()?;
+        if version != STATE_VERSION {
+            return Err(SnapshotError(format!("version {version}, expected {STATE_VERSION}")));
+        }
+        let now_ms = r.u64()?;
+        let mut engine = Engine::empty(config, now_ms);
+        let accounts = r.count("account", 19)?;
+        for _ in 0..accounts {
+            let id = r.u64()?;
+            let kind = match r.u8()? {
+                0 => AccountKind::System,
+                1 => AccountKind::Customer,
+                k => return Err(SnapshotError(format!("account kind {k}"))),
+            };
+            let home_country = r.u16()?;
+            let customer_ref = r.u64()?;
+            if engine.book.account(id).is_some() {
+                return Err(SnapshotError(format!("account {id} twice")));
+            }
+            engine.book.insert_account(id, kind, home_country, customer_ref);
+        }
+        let balances = r.count("balance", 33)?;
+        for _ in 0..balances {
+            let id = r.u64()?;
+            let cur = r.currency()?;
+            let balance = Balance { posted: r.u64()? as i64, held: r.u64()?, incoming: r.u64()? };
+            if engine.book.account(id).is_none() {
+                return Err(SnapshotError(format!("balance of unknown account {id}")));
+            }
+            engine.book.restore_balance(id, cur, balance);
+        }
+        let transfers = r.count("transfer", 94)?;
+        for _ in 0..transfers {
+            let request = Transfer {
+                transfer_id: r.u128()?,
+                debit_account: r.u64()?,
+                credit_account: r.u64()?,
+                amount: r.u64()?,
+                ..Transfer::default()
+            };
+            let debit_amount = r.u64()?;
+            let credit_amount = r.u64()?;
+            let rate_e9 = r.u64()?;
+            let request = Transfer {
+                fx_quote_id: r.u64()?,
+                user_data: r.u64()?,
+                destination_country: r.u16()?,
+                flags: r.u16()?,
+                ..request
+            };
+            let debit_currency = r.currency()?;
+            let credit_currency = r.currency()?;
+            let mut stored =
+                StoredTransfer::new(&request, debit_currency, credit_currency, debit_amount, credit_amount, rate_e9);
+            stored.state = r.u8()?;
+            stored.holds = r.u8()?;
+            if !(records::STATE_POSTED..=records::STATE_VOIDED).contains(&stored.state)
+                || Holds::from_bits(stored.holds).is_none()
+            {
+                return Err(SnapshotError(format!("transfer {} state {}", request.transfer_id, stored.state)));
+            }
+            if request.transfer_id == 0 || engine.transfers.find(request.transfer_id).is_some() {
+                return Err(SnapshotError(format!("transfer id {} invalid or twice", request.transfer_id)));
+            }
+            engine.transfers.insert(stored);
+        }
+        let pending = r.count("pending transfer", 44)?;
+        for _ in 0..pending {
+            let id = r.u128()?;
+            let at = r.u32()?;
+            let entry = PendingEntry {
+                at: index_from_raw(at),
+                submitted_ms: r.u64()?,
+                cooling_until_ms: r.u64()?,
+                due_ms: r.u64()?,
+            };
+            let found = engine.transfers.find(id).ok_or_else(|| bad("pending transfer not stored"))?;
+            if found != entry.at || engine.pending.get(id).is_some() {
+                return Err(SnapshotError(format!("pending transfer {id} misplaced")));
+            }
+            engine.pending.insert(id, entry);
+        }
+        if r.at != bytes.len() {
+            return Err(SnapshotError(format!("{} trailing bytes", bytes.len() - r.at)));
+        }
+        engine.audit().map_err(|e| SnapshotError(format!("restored state fails the audit: {e}")))?;
+        Ok(engine)
+    }
+}
+
+fn index_raw(at: TransferIndex) -> u32 {
+    // TransferIndex is a u32 position; its Ord and Hash follow it.
+    let TransferIndex(raw) = at;
+    raw
+}
+
+fn index_from_raw(raw: u32) -> TransferIndex {
+    TransferIndex(raw)
+}

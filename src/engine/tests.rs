@@ -1,0 +1,434 @@
+//! Engine rules, table-driven: each table reads like the contract.
+
+use super::*;
+use crate::protocol::records::*;
+
+const HKD: u16 = 344;
+const USD: u16 = 840;
+const ALICE: u64 = 1024;
+const BOB: u64 = 1025;
+const CAROL: u64 = 1026;
+const DAY_MS: u64 = 86_400_000;
+
+fn engine() -> Engine {
+    let mut e = Engine::new(EngineConfig { manual_clock: true, ..EngineConfig::default() }, MANUAL_CLOCK_START_MS);
+    for id in [ALICE, BOB, CAROL] {
+        let r = e.create_account(&Account { account_id: id, kind: 1, flags: 0, home_country: 344, customer_ref: id });
+        assert_eq!(r.code, 0);
+    }
+    // Alice has HK$1,000.00, Bob nothing, Carol US$50.00.
+    assert_eq!(e.submit_transfer(&deposit(9_001, ALICE, 100_000, HKD)).code, 0);
+    assert_eq!(e.submit_transfer(&deposit(9_002, CAROL, 5_000, USD)).code, 0);
+    e
+}
+
+fn deposit(id: u128, to: u64, amount: u64, currency: u16) -> Transfer {
+    transfer(id, book::SETTLEMENT_IN, to, amount, currency)
+}
+
+fn transfer(id: u128, debit: u64, credit: u64, amount: u64, currency: u16) -> Transfer {
+    Transfer {
+        transfer_id: id,
+        debit_account: debit,
+        credit_account: credit,
+        amount,
+        debit_currency: currency,
+        credit_currency: currency,
+        ..Transfer::default()
+    }
+}
+
+fn balance(e: &Engine, account: u64, currency: u16) -> (i64, u64) {
+    let b = e.lookup_balance(&BalanceKey { account_id: account, currency });
+    assert_eq!(b.code, 0, "balance of {account}");
+    (b.balance, b.held)
+}
+
+fn code(c: u16) -> ResultCode {
+    ResultCode::from_u16(c).expect("a defined code")
+}
+
+/// Applies each case to the same engine in order; every answer must carry
+/// the expected code and the audit must hold after each.
+fn check_transfers(e: &mut Engine, cases: &[(&str, Transfer, ResultCode)]) {
+    for (name, t, expected) in cases {
+        let r = e.submit_transfer(t);
+        assert_eq!(code(r.code), *expected, "{name}");
+        assert_eq!(r.transfer_id, t.transfer_id, "{name}: id echoed");
+        e.audit().unwrap_or_else(|err| panic!("{name}: audit: {err}"));
+    }
+}
+
+#[test]
+fn transfer_codes_in_precedence_order() {
+    let mut e = engine();
+    let ok = transfer(1, ALICE, BOB, 100, HKD);
+    let t = |f: &dyn Fn(&mut Transfer)| {
+        let mut t = transfer(50, ALICE, BOB, 100, HKD);
+        f(&mut t);
+        t
+    };
+    check_transfers(
+        &mut e,
+        &[
+            ("first transfer posts", ok, ResultCode::Ok),
+            ("identical resend", ok, ResultCode::AlreadyExists),
+            ("same id, other amount", Transfer { amount: 101, ..ok }, ResultCode::IdConflict),
+            ("same id, other user_data", Transfer { user_data: 1, ..ok }, ResultCode::IdConflict),
+            ("zero id beats everything", t(&|t| {
+                t.transfer_id = 0;
+                t.debit_account = 77;
+            }), ResultCode::InvalidId),
+            ("debit missing before credit missing", t(&|t| {
+                t.debit_account = 7777;
+                t.credit_account = 8888;
+            }), ResultCode::DebitAccountNotFound),
+            ("system id that is not an account", t(&|t| t.debit_account = 6), ResultCode::DebitAccountNotFound),
+            ("credit missing", t(&|t| t.credit_account = 8888), ResultCode::CreditAccountNotFound),
+            ("same account before forbidden and amount", t(&|t| {
+                t.credit_account = ALICE;
+                t.amount = 0;
+            }), ResultCode::SameAccount),
+            ("debit FX_POSITION", t(&|t| t.debit_account = book::FX_POSITION), ResultCode::Forbidden),
+            ("debit LOAN_FUNDING", t(&|t| t.debit_account = book::LOAN_FUNDING), ResultCode::Forbidden),
+            ("debit REMITTANCE_OUT", t(&|t| t.debit_account = book::REMITTANCE_OUT), ResultCode::Forbidden),
+            ("debit INTEREST_INCOME", t(&|t| t.debit_account = book::INTEREST_INCOME), ResultCode::Forbidden),
+            ("credit FX_POSITION", t(&|t| t.credit_account = book::FX_POSITION), ResultCode::Forbidden),
+            ("credit LOAN_FUNDING", t(&|t| t.credit_account = book::LOAN_FUNDING), ResultCode::Forbidden),
+            ("credit INTEREST_INCOME", t(&|t| t.credit_account = book::INTEREST_INCOME), ResultCode::Forbidden),
+            ("forbidden before zero amount", t(&|t| {
+                t.credit_account = book::FX_POSITION;
+                t.amount = 0;
+            }), ResultCode::Forbidden),
+            ("zero amount before unknown currency", t(&|t| {
+                t.amount = 0;
+                t.debit_currency = 999;
+            }), ResultCode::InvalidAmount),
+            ("unknown debit currency", t(&|t| {
+                t.debit_currency = 999;
+                t.credit_currency = 999;
+            }), ResultCode::UnknownCurrency),
+            ("unknown credit currency", t(&|t| t.credit_currency = 1), ResultCode::UnknownCurrency),
+            ("unknown country", t(&|t| t.destination_country = 345), ResultCode::UnknownCountry),
+            ("unknown country before quote", t(&|t| {
+                t.destination_country = 999;
+                t.fx_quote_id = 3;
+            }), ResultCode::UnknownCountry),
+            ("a quote nobody gave", t(&|t| t.fx_quote_id = 3), ResultCode::QuoteInvalid),
+            ("no rate yet for a cross", t(&|t| t.credit_currency = USD), ResultCode::NoFxRate),
+            ("conversion within one account is not SAME_ACCOUNT", t(&|t| {
+                t.credit_account = ALICE;
+                t.credit_currency = USD;
+            }), ResultCode::NoFxRate),
+            ("amount beyond i64", t(&|t| {
+                t.debit_account = book::SETTLEMENT_IN;
+                t.amount = u64::MAX;
+            }), ResultCode::Overflow),
+            ("overflow before insufficient funds", t(&|t| t.amount = u64::MAX), ResultCode::Overflow),
+            ("more than Alice has", t(&|t| t.amount = 100_000), ResultCode::InsufficientFunds),
+            ("undefined flag bit (library only)", t(&|t| t.flags = 8), ResultCode::InvalidField),
+            ("domestic country 0 is fine", t(&|t| t.destination_country = 0), ResultCode::Ok),
+            ("Hong Kong as destination", transfer(51, ALICE, BOB, 1, HKD), ResultCode::Ok),
+            ("cross-border to REMITTANCE_OUT", Transfer {
+                destination_country: 156,
+                ..transfer(52, ALICE, book::REMITTANCE_OUT, 1, HKD)
+            }, ResultCode::Ok),
+            ("withdrawal to SETTLEMENT_IN", transfer(53, ALICE, book::SETTLEMENT_IN, 1, HKD), ResultCode::Ok),
+            ("exactly the rest of Alice's money", transfer(54, ALICE, BOB, 100_000 - 100 - 100 - 3, HKD), ResultCode::Ok),
+            ("one cent more is too much", transfer(55, ALICE, BOB, 1, HKD), ResultCode::InsufficientFunds),
+        ],
+    );
+    assert_eq!(balance(&e, ALICE, HKD), (0, 0));
+    assert_eq!(balance(&e, BOB, HKD), (100_000 - 2, 0), "all but the remittance and the withdrawal");
+    assert_eq!(balance(&e, book::REMITTANCE_OUT, HKD), (1, 0));
+}
+
+#[test]
+fn rejected_transfer_is_not_stored_and_is_judged_afresh() {
+    let mut e = engine();
+    let t = transfer(7, ALICE, BOB, 200_000, HKD);
+    let r = e.submit_transfer(&t);
+    assert_eq!(code(r.code), ResultCode::InsufficientFunds);
+    assert_eq!((r.state, r.debit_amount), (STATE_NONE, 0), "rejected: nothing else shown");
+    assert_eq!(code(e.lookup_transfer(7).code), ResultCode::TransferNotFound);
+    e.submit_transfer(&deposit(8, ALICE, 100_000, HKD));
+    assert_eq!(code(e.submit_transfer(&t).code), ResultCode::Ok, "same id, now funded");
+}
+
+#[test]
+fn id_conflict_shows_the_stored_transfer() {
+    let mut e = engine();
+    let t = transfer(5, ALICE, BOB, 300, HKD);
+    e.submit_transfer(&t);
+    let r = e.submit_transfer(&Transfer { credit_account: CAROL, ..t });
+    assert_eq!(code(r.code), ResultCode::IdConflict);
+    assert_eq!((r.state, r.debit_amount, r.credit_amount, r.rate_e9), (STATE_POSTED, 300, 300, RATE_ONE_E9));
+    assert_eq!(balance(&e, CAROL, HKD), (0, 0), "conflict moved nothing");
+}
+
+#[test]
+fn system_account_overflow_and_credit_overflow() {
+    const EUR: u16 = 978;
+    let mut e = engine();
+    let big = i64::MAX as u64;
+    check_transfers(
+        &mut e,
+        &[
+            ("Bob receives i64::MAX", deposit(1, BOB, big, EUR), ResultCode::Ok),
+            ("one more overflows Bob", deposit(2, BOB, 1, EUR), ResultCode::Overflow),
+            ("settlement reaches i64::MIN", deposit(3, ALICE, 1, EUR), ResultCode::Ok),
+            ("settlement would pass i64::MIN", deposit(4, ALICE, 1, EUR), ResultCode::Overflow),
+        ],
+    );
+    assert_eq!(balance(&e, book::SETTLEMENT_IN, EUR), (i64::MIN, 0));
+}
+
+#[test]
+fn accounts_in_precedence_order() {
+    let mut e = engine();
+    let a = Account { account_id: 5000, kind: 1, flags: 0, home_country: 344, customer_ref: 9 };
+    let cases: &[(&str, Account, ResultCode)] = &[
+        ("new", a, ResultCode::Ok),
+        ("identical resend", a, ResultCode::AlreadyExists),
+        ("same id, other ref", Account { customer_ref: 10, ..a }, ResultCode::AccountExists),
+        ("same id, other country and unknown", Account { home_country: 999, ..a }, ResultCode::AccountExists),
+        ("system range", Account { account_id: 1023, ..a }, ResultCode::InvalidId),
+        ("system account id", Account { account_id: 4, ..a }, ResultCode::InvalidId),
+        ("zero", Account { account_id: 0, ..a }, ResultCode::InvalidId),
+        ("unknown country", Account { account_id: 5001, home_country: 999, ..a }, ResultCode::UnknownCountry),
+        ("country 0 is not assigned", Account { account_id: 5001, home_country: 0, ..a }, ResultCode::UnknownCountry),
+        ("kind 2 (library only)", Account { account_id: 5001, kind: 2, ..a }, ResultCode::InvalidField),
+        ("Macau customer", Account { account_id: 5001, home_country: 446, ..a }, ResultCode::Ok),
+    ];
+    for (name, account, expected) in cases {
+        let r = e.create_account(account);
+        assert_eq!((r.key, code(r.code)), (account.account_id, *expected), "{name}");
+    }
+    assert_eq!(e.book().account_count(), 5 + 3 + 2);
+}
+
+#[test]
+fn lookups_and_clock_codes() {
+    let mut e = engine();
+    let lookup = |e: &Engine, account_id, currency| code(e.lookup_balance(&BalanceKey { account_id, currency }).code);
+    assert_eq!(lookup(&e, 4242, HKD), ResultCode::AccountNotFound);
+    assert_eq!(lookup(&e, 4242, 999), ResultCode::AccountNotFound, "existence before values");
+    assert_eq!(lookup(&e, ALICE, 999), ResultCode::UnknownCurrency);
+    assert_eq!(lookup(&e, ALICE, 392), ResultCode::Ok, "untouched currency is zero");
+    assert_eq!(balance(&e, book::SETTLEMENT_IN, HKD), (-100_000, 0));
+    assert_eq!(code(e.lookup_transfer(0).code), ResultCode::InvalidId);
+    assert_eq!(code(e.lookup_transfer(404).code), ResultCode::TransferNotFound);
+
+    let now = e.now_ms();
+    assert_eq!(code(e.set_time(&SetTime { unix_ms: now - 1 }, 0).code), ResultCode::TimeBackwards);
+    assert_eq!(code(e.set_time(&SetTime { unix_ms: now }, 0).code), ResultCode::Ok, "standing still is fine");
+    assert_eq!(code(e.set_time(&SetTime { unix_ms: now + 5 }, 3).code), ResultCode::Ok);
+    assert_eq!(e.now_ms(), now + 5);
+    let mut system = Engine::new(EngineConfig::default(), 0);
+    let r = system.set_time(&SetTime { unix_ms: 10 }, 2);
+    assert_eq!((r.key, code(r.code)), (2, ResultCode::ClockNotManual));
+}
+
+fn pending(id: u128, debit: u64, credit: u64, amount: u64) -> Transfer {
+    Transfer { flags: TRANSFER_PENDING, ..transfer(id, debit, credit, amount, HKD) }
+}
+
+#[test]
+fn client_pending_reserves_then_posts_or_voids() {
+    let mut e = engine();
+    let start = e.now_ms();
+    let r = e.submit_transfer(&pending(1, ALICE, BOB, 60_000));
+    assert_eq!((code(r.code), r.state, r.holds), (ResultCode::Ok, STATE_PENDING, Holds::CLIENT.bits()));
+    assert_eq!(r.hold_until_ms, start + 7 * DAY_MS, "CLIENT window is 7 days");
+    assert_eq!(balance(&e, ALICE, HKD), (100_000, 60_000), "reserved, not moved");
+    assert_eq!(balance(&e, BOB, HKD), (0, 0));
+    assert_eq!(
+        code(e.submit_transfer(&transfer(2, ALICE, BOB, 40_001, HKD)).code),
+        ResultCode::InsufficientFunds,
+        "held money is not available"
+    );
+    let r = e.finalize_pending(&Finalize { transfer_id: 1, action: FINALIZE_POST });
+    assert_eq!((code(r.code), r.state, r.holds, r.hold_until_ms), (ResultCode::Ok, STATE_POSTED, 0, 0));
+    assert_eq!(balance(&e, ALICE, HKD), (40_000, 0));
+    assert_eq!(balance(&e, BOB, HKD), (60_000, 0));
+    e.audit().expect("audit");
+
+    e.submit_transfer(&pending(3, ALICE, BOB, 10_000));
+    let r = e.finalize_pending(&Finalize { transfer_id: 3, action: FINALIZE_VOID });
+    assert_eq!((code(r.code), r.state), (ResultCode::Ok, STATE_VOIDED));
+    assert_eq!(balance(&e, ALICE, HKD), (40_000, 0), "void released the reservation");
+
+    e.submit_transfer(&pending(4, ALICE, BOB, 10_000));
+    let r = e.cancel_transfer(4);
+    assert_eq!((code(r.code), r.state), (ResultCode::Ok, STATE_VOIDED));
+    e.audit().expect("audit");
+
+    let cases: &[(&str, ResultCode, ResultCode)] = &[
+        ("finalize posted", code(e.finalize_pending(&Finalize { transfer_id: 1, action: 1 }).code), ResultCode::NotPending),
+        ("finalize voided", code(e.finalize_pending(&Finalize { transfer_id: 3, action: 2 }).code), ResultCode::NotPending),
+        ("finalize unknown", code(e.finalize_pending(&Finalize { transfer_id: 99, action: 1 }).code), ResultCode::TransferNotFound),
+        ("finalize id 0", code(e.finalize_pending(&Finalize { transfer_id: 0, action: 1 }).code), ResultCode::InvalidId),
+        ("cancel posted", code(e.cancel_transfer(1).code), ResultCode::NotPending),
+        ("cancel unknown", code(e.cancel_transfer(99).code), ResultCode::TransferNotFound),
+    ];
+    for (name, got, expected) in cases {
+        assert_eq!(got, expected, "{name}");
+    }
+    let r = e.lookup_transfer(4);
+    assert_eq!((code(r.code), r.state, r.debit_amount), (ResultCode::Ok, STATE_VOIDED, 10_000));
+}
+
+#[test]
+fn client_hold_expires_at_the_end_of_its_window() {
+    let mut e = engine();
+    let start = e.now_ms();
+    e.submit_transfer(&pending(1, ALICE, BOB, 500));
+    e.advance(start + 7 * DAY_MS - 1);
+    assert_eq!(e.lookup_transfer(1).state, STATE_PENDING, "one ms before the end");
+    e.advance(start + 7 * DAY_MS);
+    assert_eq!(e.lookup_transfer(1).state, STATE_VOIDED, "at the end the window has closed");
+    assert_eq!(balance(&e, ALICE, HKD), (100_000, 0));
+    assert_eq!(e.pending_count(), 0);
+    e.audit().expect("audit");
+}
+
+#[test]
+fn step_up_holds_combine_and_release_one_by_one() {
+    let mut e = engine();
+    let start = e.now_ms();
+    let held = Holds::FACE_REVIEW.with(Holds::SMS_OTP);
+    let r = e.submit_with_holds(&transfer(1, ALICE, BOB, 700, HKD), held, 0);
+    assert_eq!((r.state, r.holds, r.hold_until_ms), (STATE_PENDING, 3, start + 10 * 60_000));
+    let step = |method, outcome| StepUp { transfer_id: 1, method, outcome };
+    let cases: &[(&str, StepUp, bool, ResultCode, u8, u8)] = &[
+        ("manual review by a channel", step(METHOD_MANUAL_REVIEW, OUTCOME_PASS), false, ResultCode::Forbidden, STATE_PENDING, 3),
+        ("operator with a face method", step(METHOD_FACE, OUTCOME_PASS), true, ResultCode::InvalidField, STATE_PENDING, 3),
+        ("operator, no manual hold", step(METHOD_MANUAL_REVIEW, OUTCOME_PASS), true, ResultCode::WrongMethod, STATE_PENDING, 3),
+        ("face passes", step(METHOD_FACE, OUTCOME_PASS), false, ResultCode::Ok, STATE_PENDING, 2),
+        ("face again", step(METHOD_FACE, OUTCOME_PASS), false, ResultCode::WrongMethod, STATE_PENDING, 2),
+        ("sms passes: posts", step(METHOD_SMS_OTP, OUTCOME_PASS), false, ResultCode::Ok, STATE_POSTED, 0),
+        ("sms after posting", step(METHOD_SMS_OTP, OUTCOME_PASS), false, ResultCode::NotPending, STATE_POSTED, 0),
+    ];
+    for (name, s, operator, expected, state, holds) in cases {
+        let r = if *operator { e.resolve_review(s) } else { e.confirm_step_up(s) };
+        assert_eq!((code(r.code), r.state, r.holds), (*expected, *state, *holds), "{name}");
+        e.audit().unwrap_or_else(|err| panic!("{name}: {err}"));
+    }
+    assert_eq!(balance(&e, BOB, HKD), (700, 0));
+
+    e.submit_with_holds(&transfer(2, ALICE, BOB, 700, HKD), Holds::MANUAL_REVIEW.with(Holds::SMS_OTP), 0);
+    let r = e.confirm_step_up(&StepUp { transfer_id: 2, method: METHOD_SMS_OTP, outcome: OUTCOME_FAIL });
+    assert_eq!((code(r.code), r.state), (ResultCode::Ok, STATE_VOIDED), "one FAIL voids");
+    let r = e.resolve_review(&StepUp { transfer_id: 3, method: METHOD_MANUAL_REVIEW, outcome: OUTCOME_PASS });
+    assert_eq!(code(r.code), ResultCode::TransferNotFound);
+    e.audit().expect("audit");
+}
+
+#[test]
+fn cooling_off_releases_at_its_end_and_windows_void() {
+    let mut e = engine();
+    let start = e.now_ms();
+    // Cooling-off for 5 minutes plus a face check (10-minute window).
+    let holds = Holds::COOLING_OFF.with(Holds::FACE_REVIEW);
+    let r = e.submit_with_holds(&transfer(1, ALICE, BOB, 100, HKD), holds, start + 5 * 60_000);
+    assert_eq!(r.hold_until_ms, start + 5 * 60_000, "soonest end");
+    e.advance(start + 5 * 60_000);
+    let r = e.lookup_transfer(1);
+    assert_eq!((r.state, r.holds, r.hold_until_ms), (STATE_PENDING, 1, start + 10 * 60_000), "cooling-off over");
+    e.advance(start + 10 * 60_000);
+    assert_eq!(e.lookup_transfer(1).state, STATE_VOIDED, "face window closed unpassed");
+
+    // Cooling-off alone posts at its end.
+    let r = e.submit_with_holds(&transfer(2, ALICE, BOB, 100, HKD), Holds::COOLING_OFF, e.now_ms() + DAY_MS);
+    assert_eq!(r.state, STATE_PENDING);
+    let r = e.cancel_transfer(2);
+    assert_eq!(r.state, STATE_VOIDED, "cancel works during cooling-off");
+    e.submit_with_holds(&transfer(3, ALICE, BOB, 100, HKD), Holds::COOLING_OFF, e.now_ms() + DAY_MS);
+    e.advance(e.now_ms() + DAY_MS);
+    assert_eq!(e.lookup_transfer(3).state, STATE_POSTED);
+    assert_eq!(balance(&e, BOB, HKD), (100, 0));
+
+    // A cooling-off period already over posts in the same step.
+    let r = e.submit_with_holds(&transfer(4, ALICE, BOB, 100, HKD), Holds::COOLING_OFF, e.now_ms());
+    assert_eq!(r.state, STATE_POSTED);
+    e.audit().expect("audit");
+}
+
+#[test]
+fn timers_due_together_fire_in_id_order() {
+    // Two transfers that each want all of Alice's money: whichever posts first
+    // wins. Both are pending on cooling-off ending at the same instant; the
+    // lower id fires first on every run.
+    let mut e = engine();
+    let end = e.now_ms() + 1000;
+    e.submit_with_holds(&transfer(20, ALICE, BOB, 60_000, HKD), Holds::COOLING_OFF, end);
+    e.submit_with_holds(&transfer(10, ALICE, CAROL, 40_000, HKD), Holds::COOLING_OFF, end);
+    assert_eq!(e.advance(end), 2);
+    assert_eq!(e.lookup_transfer(10).state, STATE_POSTED);
+    assert_eq!(e.lookup_transfer(20).state, STATE_POSTED);
+    assert_eq!(balance(&e, ALICE, HKD), (0, 0));
+    e.audit().expect("audit");
+}
+
+#[test]
+fn apply_decodes_bodies_and_refuses_bad_lengths() {
+    let mut e = engine();
+    let body = encode_all(&[transfer(1, ALICE, BOB, 10, HKD), transfer(2, ALICE, BOB, 0, HKD)]);
+    let mut out = Vec::new();
+    e.apply(kind::SUBMIT_TRANSFERS, &body, e.now_ms(), &mut out).expect("applies");
+    let results: Vec<TransferResult> = decode_all(&out).collect();
+    assert_eq!(results.iter().map(|r| code(r.code)).collect::<Vec<_>>(), [ResultCode::Ok, ResultCode::InvalidAmount]);
+    assert_eq!(
+        e.apply(kind::SUBMIT_TRANSFERS, &body[..63], 0, &mut out),
+        Err(EngineError::BadLength { kind: kind::SUBMIT_TRANSFERS, len: 63 })
+    );
+    assert_eq!(e.apply(0x7777, &[], 0, &mut out), Err(EngineError::UnknownKind(0x7777)));
+    assert_eq!(e.apply(kind::TICK, &[1], 0, &mut out), Err(EngineError::BadLength { kind: kind::TICK, len: 1 }));
+    out.clear();
+    e.apply(kind::SUBMIT_TRANSFERS, &[], 0, &mut out).expect("count 0 is allowed");
+    assert!(out.is_empty());
+}
+
+#[test]
+fn snapshot_round_trips_exactly() {
+    let mut e = engine();
+    e.submit_transfer(&pending(1, ALICE, BOB, 500));
+    e.submit_with_holds(&transfer(2, CAROL, BOB, 5, USD), Holds::COOLING_OFF, e.now_ms() + 60_000);
+    e.submit_transfer(&transfer(3, ALICE, CAROL, 5, HKD));
+    let mut bytes = Vec::new();
+    e.encode_state(&mut bytes);
+    let restored = Engine::decode_state(*e.config(), &bytes).expect("decodes");
+    assert_eq!(restored.state_hash(), e.state_hash());
+    assert_eq!(restored.lookup_transfer(1), e.lookup_transfer(1));
+
+    // Changing any value changes the hash; damaged bytes never decode into a
+    // state that breaks the audit.
+    let mut other = e.clone();
+    other.submit_transfer(&transfer(4, ALICE, CAROL, 1, HKD));
+    assert_ne!(other.state_hash(), e.state_hash());
+    assert!(Engine::decode_state(*e.config(), &bytes[..bytes.len() - 1]).is_err(), "truncated");
+    for at in (0..bytes.len()).step_by(7) {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x5A;
+        if let Ok(engine) = Engine::decode_state(*e.config(), &damaged) {
+            engine.audit().expect("a decoded state passes the audit");
+        }
+    }
+}
+
+#[test]
+fn audit_catches_broken_books() {
+    let mut e = engine();
+    e.submit_transfer(&pending(1, ALICE, BOB, 500));
+    e.audit().expect("healthy");
+    let mut leaked = e.clone();
+    leaked.book.balance_mut(ALICE, CurrencyIndex::of(HKD).unwrap()).held += 1;
+    assert!(matches!(leaked.audit(), Err(AuditError::ReservationMismatch { field: "held", .. })));
+    let mut minted = e.clone();
+    minted.book.balance_mut(BOB, CurrencyIndex::of(HKD).unwrap()).posted += 1;
+    assert!(matches!(minted.audit(), Err(AuditError::NonZeroSum { currency: 344, sum: 1 })));
+    let mut negative = e.clone();
+    negative.book.balance_mut(BOB, CurrencyIndex::of(HKD).unwrap()).posted -= 1;
+    negative.book.balance_mut(book::SETTLEMENT_IN, CurrencyIndex::of(HKD).unwrap()).posted += 1;
+    assert!(matches!(negative.audit(), Err(AuditError::NegativeCustomer { account: BOB, .. })));
+}

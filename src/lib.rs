@@ -1,0 +1,18 @@
+//! Harbour: a payment and transfer switch for Hong Kong virtual banks.
+//!
+//! See `ARCHITECTURE.md` for the map. In short: [`protocol`] owns the wire
+//! format, [`engine`] is the pure per-shard state machine, [`wal`] makes its
+//! commands durable, and [`shard`] runs one engine and its log per thread and
+//! routes requests to them ([`shard::Switch`]).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![allow(missing_docs)] // Record fields are documented by the contract's tables.
+
+pub mod clock;
+pub mod engine;
+pub mod hash;
+pub mod money;
+pub mod protocol;
+pub mod shard;
+pub mod wal;

@@ -1,0 +1,54 @@
+//! The channel protocol of `../shared/contract/wire-v1.md`: records, result
+//! codes and message kinds.
+//!
+//! Owns every byte offset of the wire format; nothing outside this module
+//! reads or writes one. It never does I/O and never allocates per record.
+//! Frame headers, the codec and the session arrive with the server (issue 3).
+
+pub mod codes;
+pub mod records;
+
+pub use codes::ResultCode;
+
+/// Message kinds of contract §3 that the engine applies, plus internal log
+/// kinds (never on the wire) in the `0xF0xx` range.
+pub mod kind {
+    /// PING.
+    pub const PING: u16 = 0x0001;
+    /// CREATE_ACCOUNTS.
+    pub const CREATE_ACCOUNTS: u16 = 0x0010;
+    /// SUBMIT_TRANSFERS.
+    pub const SUBMIT_TRANSFERS: u16 = 0x0011;
+    /// CONFIRM_STEP_UP.
+    pub const CONFIRM_STEP_UP: u16 = 0x0012;
+    /// CANCEL_TRANSFERS.
+    pub const CANCEL_TRANSFERS: u16 = 0x0013;
+    /// FINALIZE_PENDING.
+    pub const FINALIZE_PENDING: u16 = 0x0014;
+    /// LOOKUP_TRANSFERS.
+    pub const LOOKUP_TRANSFERS: u16 = 0x0015;
+    /// LOOKUP_BALANCES.
+    pub const LOOKUP_BALANCES: u16 = 0x0016;
+    /// RESOLVE_REVIEW.
+    pub const RESOLVE_REVIEW: u16 = 0x0040;
+    /// SET_TIME.
+    pub const SET_TIME: u16 = 0x0041;
+    /// Internal log record: the clock moved and timers fired. Empty body.
+    pub const TICK: u16 = 0xF001;
+
+    /// Whether a kind changes state and therefore goes to the log.
+    #[must_use]
+    pub const fn is_logged(kind: u16) -> bool {
+        matches!(
+            kind,
+            CREATE_ACCOUNTS
+                | SUBMIT_TRANSFERS
+                | CONFIRM_STEP_UP
+                | CANCEL_TRANSFERS
+                | FINALIZE_PENDING
+                | RESOLVE_REVIEW
+                | SET_TIME
+                | TICK
+        )
+    }
+}

@@ -1,0 +1,543 @@
+//! Fixed-size records of contract §4, encoded little-endian.
+//!
+//! Each record is a plain struct with a `SIZE` checked at compile time, an
+//! `encode` into a slice of exactly `SIZE` bytes and a `decode` from one. No
+//! record allocates. `well_formed` is the MALFORMED check of contract §1:
+//! reserved bytes zero, no undefined flag bits, enum values in range.
+//! Nothing outside `protocol` knows byte offsets.
+
+/// A fixed-size wire record.
+pub trait Record: Sized + Copy {
+    /// Encoded size in bytes.
+    const SIZE: usize;
+    /// Writes the record into `out`, which is exactly `SIZE` bytes.
+    fn encode(&self, out: &mut [u8]);
+    /// Reads a record from `bytes`, which is exactly `SIZE` bytes.
+    fn decode(bytes: &[u8]) -> Self;
+    /// Whether the encoded record has zero reserved bytes, only defined flag
+    /// bits and valid enum values (else the frame is MALFORMED).
+    fn well_formed(_bytes: &[u8]) -> bool {
+        true
+    }
+}
+
+#[inline]
+fn get_u8(b: &[u8], off: usize) -> u8 {
+    b[off]
+}
+#[inline]
+fn get_u16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+#[inline]
+fn get_u64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+#[inline]
+fn get_u128(b: &[u8], off: usize) -> u128 {
+    u128::from_le_bytes(b[off..off + 16].try_into().expect("16 bytes"))
+}
+#[inline]
+fn put_u16(b: &mut [u8], off: usize, v: u16) {
+    b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
+fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
+fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
+fn put_u128(b: &mut [u8], off: usize, v: u128) {
+    b[off..off + 16].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
+fn zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
+/// Account kind 1: a customer's account (the only kind a channel creates).
+pub const ACCOUNT_KIND_CUSTOMER: u16 = 1;
+
+/// Account (32): a customer account to create.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    pub account_id: u64,
+    pub kind: u16,
+    pub flags: u16,
+    pub home_country: u16,
+    pub customer_ref: u64,
+}
+
+impl Record for Account {
+    const SIZE: usize = 32;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u64(b, 0, self.account_id);
+        put_u16(b, 8, self.kind);
+        put_u16(b, 10, self.flags);
+        put_u16(b, 12, self.home_country);
+        put_u64(b, 16, self.customer_ref);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            account_id: get_u64(b, 0),
+            kind: get_u16(b, 8),
+            flags: get_u16(b, 10),
+            home_country: get_u16(b, 12),
+            customer_ref: get_u64(b, 16),
+        }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        get_u16(b, 8) == ACCOUNT_KIND_CUSTOMER && get_u16(b, 10) == 0 && zero(&b[14..16]) && zero(&b[24..32])
+    }
+}
+
+/// Result (32): the answer to one record of a kind without its own result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordResult {
+    /// The account id, or the record's index for kinds without an id.
+    pub key: u64,
+    pub code: u16,
+}
+
+impl Record for RecordResult {
+    const SIZE: usize = 32;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u64(b, 0, self.key);
+        put_u16(b, 8, self.code);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { key: get_u64(b, 0), code: get_u16(b, 8) }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        zero(&b[10..32])
+    }
+}
+
+/// Transfer flag: `amount` is in the credit currency.
+pub const TRANSFER_AMOUNT_IN_CREDIT_CURRENCY: u16 = 1;
+/// Transfer flag: draw a micro-loan for a shortfall.
+pub const TRANSFER_AUTO_CREDIT: u16 = 2;
+/// Transfer flag: hold the transfer for the client (FINALIZE_PENDING).
+pub const TRANSFER_PENDING: u16 = 4;
+/// Every defined transfer flag bit.
+pub const TRANSFER_FLAGS_DEFINED: u16 =
+    TRANSFER_AMOUNT_IN_CREDIT_CURRENCY | TRANSFER_AUTO_CREDIT | TRANSFER_PENDING;
+
+/// Transfer (64): a movement of money to submit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Transfer {
+    /// Non-zero idempotency key.
+    pub transfer_id: u128,
+    pub debit_account: u64,
+    pub credit_account: u64,
+    /// Minor units of the debit currency, or of the credit currency with
+    /// `TRANSFER_AMOUNT_IN_CREDIT_CURRENCY`.
+    pub amount: u64,
+    pub debit_currency: u16,
+    pub credit_currency: u16,
+    /// ISO 3166-1 numeric; 0 or 344 is domestic.
+    pub destination_country: u16,
+    pub flags: u16,
+    /// 0 means the current rate.
+    pub fx_quote_id: u64,
+    pub user_data: u64,
+}
+
+impl Record for Transfer {
+    const SIZE: usize = 64;
+    fn encode(&self, b: &mut [u8]) {
+        put_u128(b, 0, self.transfer_id);
+        put_u64(b, 16, self.debit_account);
+        put_u64(b, 24, self.credit_account);
+        put_u64(b, 32, self.amount);
+        put_u16(b, 40, self.debit_currency);
+        put_u16(b, 42, self.credit_currency);
+        put_u16(b, 44, self.destination_country);
+        put_u16(b, 46, self.flags);
+        put_u64(b, 48, self.fx_quote_id);
+        put_u64(b, 56, self.user_data);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            transfer_id: get_u128(b, 0),
+            debit_account: get_u64(b, 16),
+            credit_account: get_u64(b, 24),
+            amount: get_u64(b, 32),
+            debit_currency: get_u16(b, 40),
+            credit_currency: get_u16(b, 42),
+            destination_country: get_u16(b, 44),
+            flags: get_u16(b, 46),
+            fx_quote_id: get_u64(b, 48),
+            user_data: get_u64(b, 56),
+        }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        get_u16(b, 46) & !TRANSFER_FLAGS_DEFINED == 0
+    }
+}
+
+/// TransferResult state 0: rejected, nothing stored.
+pub const STATE_NONE: u8 = 0;
+/// TransferResult state 1: posted.
+pub const STATE_POSTED: u8 = 1;
+/// TransferResult state 2: pending (held).
+pub const STATE_PENDING: u8 = 2;
+/// TransferResult state 3: voided.
+pub const STATE_VOIDED: u8 = 3;
+
+/// TransferResult (64): the state of one transfer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferResult {
+    pub transfer_id: u128,
+    pub code: u16,
+    /// `STATE_*`.
+    pub state: u8,
+    /// `Holds` bits a pending transfer waits for.
+    pub holds: u8,
+    pub debit_amount: u64,
+    pub credit_amount: u64,
+    pub rate_e9: u64,
+    pub auto_credit_amount: u64,
+    pub hold_until_ms: u64,
+}
+
+impl Record for TransferResult {
+    const SIZE: usize = 64;
+    fn encode(&self, b: &mut [u8]) {
+        put_u128(b, 0, self.transfer_id);
+        put_u16(b, 16, self.code);
+        b[18] = self.state;
+        b[19] = self.holds;
+        put_u32(b, 20, 0);
+        put_u64(b, 24, self.debit_amount);
+        put_u64(b, 32, self.credit_amount);
+        put_u64(b, 40, self.rate_e9);
+        put_u64(b, 48, self.auto_credit_amount);
+        put_u64(b, 56, self.hold_until_ms);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            transfer_id: get_u128(b, 0),
+            code: get_u16(b, 16),
+            state: get_u8(b, 18),
+            holds: get_u8(b, 19),
+            debit_amount: get_u64(b, 24),
+            credit_amount: get_u64(b, 32),
+            rate_e9: get_u64(b, 40),
+            auto_credit_amount: get_u64(b, 48),
+            hold_until_ms: get_u64(b, 56),
+        }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        get_u8(b, 18) <= STATE_VOIDED && get_u8(b, 19) & !0x1F == 0 && zero(&b[20..24])
+    }
+}
+
+/// StepUp method 1: facial re-verification.
+pub const METHOD_FACE: u8 = 1;
+/// StepUp method 2: SMS one-time password.
+pub const METHOD_SMS_OTP: u8 = 2;
+/// StepUp method 3: an operator's manual review (RESOLVE_REVIEW only).
+pub const METHOD_MANUAL_REVIEW: u8 = 3;
+/// StepUp outcome 1.
+pub const OUTCOME_PASS: u8 = 1;
+/// StepUp outcome 2.
+pub const OUTCOME_FAIL: u8 = 2;
+
+/// StepUp (24): the outcome of a verification a held transfer waits for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepUp {
+    pub transfer_id: u128,
+    /// `METHOD_*`.
+    pub method: u8,
+    /// `OUTCOME_*`.
+    pub outcome: u8,
+}
+
+impl Record for StepUp {
+    const SIZE: usize = 24;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u128(b, 0, self.transfer_id);
+        b[16] = self.method;
+        b[17] = self.outcome;
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { transfer_id: get_u128(b, 0), method: b[16], outcome: b[17] }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        (METHOD_FACE..=METHOD_MANUAL_REVIEW).contains(&b[16])
+            && (OUTCOME_PASS..=OUTCOME_FAIL).contains(&b[17])
+            && zero(&b[18..24])
+    }
+}
+
+/// Id (16): a transfer or loan id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Id {
+    pub id: u128,
+}
+
+impl Record for Id {
+    const SIZE: usize = 16;
+    fn encode(&self, b: &mut [u8]) {
+        put_u128(b, 0, self.id);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { id: get_u128(b, 0) }
+    }
+}
+
+/// Finalize action 1: release the CLIENT hold.
+pub const FINALIZE_POST: u8 = 1;
+/// Finalize action 2: void the transfer.
+pub const FINALIZE_VOID: u8 = 2;
+
+/// Finalize (32): the client's decision on its own PENDING transfer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Finalize {
+    pub transfer_id: u128,
+    /// `FINALIZE_POST` or `FINALIZE_VOID`.
+    pub action: u8,
+}
+
+impl Record for Finalize {
+    const SIZE: usize = 32;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u128(b, 0, self.transfer_id);
+        b[16] = self.action;
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { transfer_id: get_u128(b, 0), action: b[16] }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        (FINALIZE_POST..=FINALIZE_VOID).contains(&b[16]) && zero(&b[17..32])
+    }
+}
+
+/// BalanceKey (16): one account's balance in one currency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BalanceKey {
+    pub account_id: u64,
+    pub currency: u16,
+}
+
+impl Record for BalanceKey {
+    const SIZE: usize = 16;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u64(b, 0, self.account_id);
+        put_u16(b, 8, self.currency);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { account_id: get_u64(b, 0), currency: get_u16(b, 8) }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        zero(&b[10..16])
+    }
+}
+
+/// Balance (48): one account's position in one currency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Balance {
+    pub account_id: u64,
+    pub currency: u16,
+    pub code: u16,
+    /// Posted balance (system accounts may be negative).
+    pub balance: i64,
+    /// Reserved by PENDING debits.
+    pub held: u64,
+    /// Unused credit line.
+    pub credit_available: u64,
+    /// Loan principal plus accrued interest.
+    pub loans_outstanding: u64,
+}
+
+impl Record for Balance {
+    const SIZE: usize = 48;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u64(b, 0, self.account_id);
+        put_u16(b, 8, self.currency);
+        put_u16(b, 10, self.code);
+        put_u64(b, 16, self.balance as u64);
+        put_u64(b, 24, self.held);
+        put_u64(b, 32, self.credit_available);
+        put_u64(b, 40, self.loans_outstanding);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            account_id: get_u64(b, 0),
+            currency: get_u16(b, 8),
+            code: get_u16(b, 10),
+            balance: get_u64(b, 16) as i64,
+            held: get_u64(b, 24),
+            credit_available: get_u64(b, 32),
+            loans_outstanding: get_u64(b, 40),
+        }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        zero(&b[12..16])
+    }
+}
+
+/// SetTime (16): move a manual clock forward.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetTime {
+    pub unix_ms: u64,
+}
+
+impl Record for SetTime {
+    const SIZE: usize = 16;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u64(b, 0, self.unix_ms);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { unix_ms: get_u64(b, 0) }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        zero(&b[8..16])
+    }
+}
+
+/// Decodes every record of a body that is a whole number of records.
+pub fn decode_all<'a, R: Record + 'a>(body: &'a [u8]) -> impl Iterator<Item = R> + 'a {
+    debug_assert_eq!(body.len() % R::SIZE, 0);
+    body.chunks_exact(R::SIZE).map(R::decode)
+}
+
+/// Appends one encoded record to `out`.
+pub fn push<R: Record>(out: &mut Vec<u8>, record: &R) {
+    let start = out.len();
+    out.resize(start + R::SIZE, 0);
+    record.encode(&mut out[start..]);
+}
+
+/// Encodes a slice of records into a new body.
+#[must_use]
+pub fn encode_all<R: Record>(records: &[R]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.len() * R::SIZE);
+    for r in records {
+        push(&mut out, r);
+    }
+    out
+}
+
+// The contract's sizes; a change to a struct that breaks them fails the build.
+const _: () = assert!(<Account as Record>::SIZE == 32);
+const _: () = assert!(<RecordResult as Record>::SIZE == 32);
+const _: () = assert!(<Transfer as Record>::SIZE == 64);
+const _: () = assert!(<TransferResult as Record>::SIZE == 64);
+const _: () = assert!(<StepUp as Record>::SIZE == 24);
+const _: () = assert!(<Id as Record>::SIZE == 16);
+const _: () = assert!(<Finalize as Record>::SIZE == 32);
+const _: () = assert!(<BalanceKey as Record>::SIZE == 16);
+const _: () = assert!(<Balance as Record>::SIZE == 48);
+const _: () = assert!(<SetTime as Record>::SIZE == 16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<R: Record + PartialEq + std::fmt::Debug>(r: R) {
+        let mut buf = vec![0xAA; R::SIZE];
+        r.encode(&mut buf);
+        assert!(R::well_formed(&buf), "{r:?} encodes well formed");
+        assert_eq!(R::decode(&buf), r);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        round_trip(Account { account_id: 1024, kind: 1, flags: 0, home_country: 344, customer_ref: 7 });
+        round_trip(RecordResult { key: 9, code: 23 });
+        round_trip(Transfer {
+            transfer_id: u128::MAX - 1,
+            debit_account: 4,
+            credit_account: 2048,
+            amount: u64::MAX,
+            debit_currency: 344,
+            credit_currency: 840,
+            destination_country: 156,
+            flags: TRANSFER_PENDING,
+            fx_quote_id: 3,
+            user_data: 42,
+        });
+        round_trip(TransferResult {
+            transfer_id: 1,
+            code: 0,
+            state: STATE_PENDING,
+            holds: 0x11,
+            debit_amount: 5,
+            credit_amount: 6,
+            rate_e9: 1_000_000_000,
+            auto_credit_amount: 0,
+            hold_until_ms: 99,
+        });
+        round_trip(StepUp { transfer_id: 5, method: METHOD_SMS_OTP, outcome: OUTCOME_FAIL });
+        round_trip(Id { id: 77 });
+        round_trip(Finalize { transfer_id: 8, action: FINALIZE_VOID });
+        round_trip(BalanceKey { account_id: 1, currency: 392 });
+        round_trip(Balance {
+            account_id: 4,
+            currency: 344,
+            code: 0,
+            balance: -5,
+            held: 1,
+            credit_available: 2,
+            loans_outstanding: 3,
+        });
+        round_trip(SetTime { unix_ms: 1_767_225_600_000 });
+    }
+
+    #[test]
+    fn transfer_layout_matches_contract_offsets() {
+        let t = Transfer {
+            transfer_id: 0x0102,
+            debit_account: 0x0304,
+            credit_account: 0x0506,
+            amount: 0x0708,
+            debit_currency: 0x090A,
+            credit_currency: 0x0B0C,
+            destination_country: 0x0D0E,
+            flags: 0x0001,
+            fx_quote_id: 0x1112,
+            user_data: 0x1314,
+        };
+        let mut b = [0u8; 64];
+        t.encode(&mut b);
+        assert_eq!(&b[0..2], &[0x02, 0x01]);
+        assert_eq!(&b[16..18], &[0x04, 0x03]);
+        assert_eq!(&b[24..26], &[0x06, 0x05]);
+        assert_eq!(&b[32..34], &[0x08, 0x07]);
+        assert_eq!(&b[40..46], &[0x0A, 0x09, 0x0C, 0x0B, 0x0E, 0x0D]);
+        assert_eq!(&b[46..48], &[0x01, 0x00]);
+        assert_eq!(&b[48..50], &[0x12, 0x11]);
+        assert_eq!(&b[56..58], &[0x14, 0x13]);
+    }
+
+    #[test]
+    fn malformed_records_are_detected() {
+        let mut b = [0u8; 64];
+        Transfer { flags: 8, ..Transfer::default() }.encode(&mut b);
+        assert!(!Transfer::well_formed(&b), "undefined flag bit 8");
+        let mut a = [0u8; 32];
+        Account { account_id: 2000, kind: 2, ..Account::default() }.encode(&mut a);
+        assert!(!Account::well_formed(&a), "kind 2 is not defined");
+        Account { account_id: 2000, kind: 1, ..Account::default() }.encode(&mut a);
+        a[30] = 1;
+        assert!(!Account::well_formed(&a), "reserved byte set");
+        let mut s = [0u8; 24];
+        StepUp { transfer_id: 1, method: 4, outcome: 1 }.encode(&mut s);
+        assert!(!StepUp::well_formed(&s), "method 4");
+        let mut f = [0u8; 32];
+        Finalize { transfer_id: 1, action: 0 }.encode(&mut f);
+        assert!(!Finalize::well_formed(&f), "action 0");
+    }
+}

@@ -1,0 +1,521 @@
+//! The write-ahead log: checksummed command records in segment files, group
+//! commit, snapshots, and recovery.
+//!
+//! The log is a clean sequence of commands: each record is one applied
+//! request (a wire kind and its body, byte for byte as received) with the
+//! logical time it was applied at and a log sequence number (LSN). Replaying
+//! the records in LSN order into an engine rebuilt from the newest snapshot
+//! reproduces the state exactly, because the engine is deterministic.
+//!
+//! Only this module calls `sync_data`. `append` only buffers; `commit`
+//! writes every buffered record and syncs once (group commit), and a caller
+//! answers a request only after the `commit` that covers it returned Ok.
+//! After any write or sync error the log refuses every further write
+//! (`WalError::Failed`): the page cache can no longer be trusted, and the
+//! process must restart from what is on disk.
+//!
+//! On disk, per shard directory:
+//! - `wal-<first LSN, 20 digits>.log`: segments, rolled at
+//!   `segment_bytes_max`.
+//! - `snap-<LSN, 20 digits>.snap`: the engine's state covering every record
+//!   below that LSN. The two newest are kept; segments wholly below the
+//!   older one are removed.
+//!
+//! Record layout (little-endian), 32-byte header then the body:
+//!
+//! | off | type | field |
+//! |---|---|---|
+//! | 0 | u32 | CRC-32C of header bytes 4..32 |
+//! | 4 | u32 | CRC-32C of the body |
+//! | 8 | u32 | body length |
+//! | 12 | u16 | kind (wire kind, or `kind::TICK`) |
+//! | 14 | u16 | reserved, 0 |
+//! | 16 | u64 | LSN |
+//! | 24 | u64 | logical time, Unix ms |
+
+pub mod storage;
+
+use std::io;
+use std::sync::Arc;
+
+use storage::{Storage, StorageFile};
+
+/// Bytes of a record header.
+pub const RECORD_HEADER_SIZE: usize = 32;
+/// Largest record body (a whole request; the wire's `max_body` is 1 MiB).
+pub const RECORD_BODY_MAX: usize = 16 << 20;
+/// The first LSN of a new log.
+pub const LSN_FIRST: u64 = 1;
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"HKSP";
+const SNAPSHOT_HEADER_SIZE: usize = 32;
+/// Snapshots kept; segments below the oldest are removed.
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// Log settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalConfig {
+    /// A segment is closed and a new one started once it is this large.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self { segment_bytes_max: 64 << 20 }
+    }
+}
+
+/// Why the log can't go on.
+#[derive(Debug)]
+pub enum WalError {
+    /// An operation on a file failed.
+    Io { op: &'static str, file: String, source: io::Error },
+    /// Bytes that were acknowledged do not read back as written.
+    Corrupt { file: String, offset: u64, reason: String },
+    /// An earlier write or sync failed; nothing more is written.
+    Failed,
+}
+
+impl std::fmt::Display for WalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io { op, file, source } => write!(f, "{op} {file}: {source}"),
+            Self::Corrupt { file, offset, reason } => write!(f, "log corrupt in {file} at offset {offset}: {reason}"),
+            Self::Failed => write!(f, "the log failed earlier and refuses further writes; restart to recover"),
+        }
+    }
+}
+
+impl std::error::Error for WalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// One record read back from the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogRecord<'a> {
+    pub lsn: u64,
+    pub kind: u16,
+    pub time_ms: u64,
+    pub body: &'a [u8],
+}
+
+/// What recovery found, for the operator's log line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// LSN of the snapshot loaded, if any.
+    pub snapshot_lsn: Option<u64>,
+    /// Snapshots skipped because their checksum failed.
+    pub snapshots_skipped: Vec<String>,
+    /// Records replayed after the snapshot.
+    pub records_replayed: u64,
+    /// A torn last record that was cut off: file, offset, bytes cut.
+    pub torn_tail: Option<(String, u64, u64)>,
+    /// The next LSN the log will write.
+    pub next_lsn: u64,
+}
+
+/// Counters for metrics and benches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub syncs: u64,
+    pub snapshots: u64,
+}
+
+/// The log of one shard, open for appending.
+pub struct Wal {
+    storage: Arc<dyn Storage>,
+    config: WalConfig,
+    file: Box<dyn StorageFile>,
+    file_name: String,
+    /// Where the next write goes in the current segment.
+    offset: u64,
+    next_lsn: u64,
+    /// Encoded records not written yet.
+    buffer: Vec<u8>,
+    failed: bool,
+    stats: WalStats,
+}
+
+fn segment_name(first_lsn: u64) -> String {
+    format!("wal-{first_lsn:020}.log")
+}
+
+fn snapshot_name(lsn: u64) -> String {
+    format!("snap-{lsn:020}.snap")
+}
+
+fn parse_name(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+}
+
+fn io_err(storage: &dyn Storage, op: &'static str, name: &str) -> impl FnOnce(io::Error) -> WalError {
+    let file = storage.describe(name);
+    move |source| WalError::Io { op, file, source }
+}
+
+/// Encodes one record into `out`.
+pub fn encode_record(out: &mut Vec<u8>, lsn: u64, kind: u16, time_ms: u64, body: &[u8]) {
+    assert!(body.len() <= RECORD_BODY_MAX, "record body of {} bytes", body.len());
+    let start = out.len();
+    out.resize(start + RECORD_HEADER_SIZE, 0);
+    let h = &mut out[start..];
+    h[4..8].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    h[8..12].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    h[12..14].copy_from_slice(&kind.to_le_bytes());
+    h[16..24].copy_from_slice(&lsn.to_le_bytes());
+    h[24..32].copy_from_slice(&time_ms.to_le_bytes());
+    let header_crc = crc32c::crc32c(&h[4..RECORD_HEADER_SIZE]);
+    h[0..4].copy_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+/// How a record failed to read.
+enum Bad {
+    /// Fewer bytes than a header, or a header whose body runs past the end.
+    Short,
+    /// The header checksum fails.
+    Header,
+    /// The body checksum fails.
+    Body,
+}
+
+fn read_record(bytes: &[u8], at: usize) -> Result<(LogRecord<'_>, usize), Bad> {
+    let h = bytes.get(at..at + RECORD_HEADER_SIZE).ok_or(Bad::Short)?;
+    let header_crc = u32::from_le_bytes(h[0..4].try_into().expect("4"));
+    if crc32c::crc32c(&h[4..]) != header_crc || h[14..16] != [0, 0] {
+        return Err(Bad::Header);
+    }
+    let body_crc = u32::from_le_bytes(h[4..8].try_into().expect("4"));
+    let body_len = u32::from_le_bytes(h[8..12].try_into().expect("4")) as usize;
+    let kind = u16::from_le_bytes(h[12..14].try_into().expect("2"));
+    let lsn = u64::from_le_bytes(h[16..24].try_into().expect("8"));
+    let time_ms = u64::from_le_bytes(h[24..32].try_into().expect("8"));
+    let start = at + RECORD_HEADER_SIZE;
+    let body = bytes.get(start..start + body_len).ok_or(Bad::Short)?;
+    if crc32c::crc32c(body) != body_crc {
+        return Err(Bad::Body);
+    }
+    Ok((LogRecord { lsn, kind, time_ms, body }, start + body_len))
+}
+
+/// A snapshot file: header (magic, LSN, body length, body CRC, header CRC)
+/// then the engine's state.
+fn encode_snapshot(lsn: u64, state: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; SNAPSHOT_HEADER_SIZE];
+    out[0..4].copy_from_slice(SNAPSHOT_MAGIC);
+    out[4..8].copy_from_slice(&1u32.to_le_bytes());
+    out[8..16].copy_from_slice(&lsn.to_le_bytes());
+    out[16..24].copy_from_slice(&(state.len() as u64).to_le_bytes());
+    out[24..28].copy_from_slice(&crc32c::crc32c(state).to_le_bytes());
+    let header_crc = crc32c::crc32c(&out[0..28]);
+    out[28..32].copy_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(state);
+    out
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let h = bytes.get(..SNAPSHOT_HEADER_SIZE)?;
+    let header_crc = u32::from_le_bytes(h[28..32].try_into().ok()?);
+    if &h[0..4] != SNAPSHOT_MAGIC || crc32c::crc32c(&h[0..28]) != header_crc {
+        return None;
+    }
+    let lsn = u64::from_le_bytes(h[8..16].try_into().ok()?);
+    let len = usize::try_from(u64::from_le_bytes(h[16..24].try_into().ok()?)).ok()?;
+    let body_crc = u32::from_le_bytes(h[24..28].try_into().ok()?);
+    let body = bytes.get(SNAPSHOT_HEADER_SIZE..)?;
+    (body.len() == len && crc32c::crc32c(body) == body_crc).then_some((lsn, body))
+}
+
+impl Wal {
+    /// Opens a shard's log: loads the newest valid snapshot (handing its
+    /// bytes and LSN to `on_snapshot`), replays every later record through
+    /// `on_record` in LSN order, cuts off a torn last record, and returns the
+    /// log ready to append after the last good record.
+    ///
+    /// A record that fails its checksum anywhere but at the very end of the
+    /// last segment is corruption of acknowledged data: the open fails,
+    /// naming the file and offset, and nothing is dropped.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        config: WalConfig,
+        on_snapshot: impl FnOnce(u64, &[u8]) -> Result<(), String>,
+        mut on_record: impl FnMut(&LogRecord<'_>) -> Result<(), String>,
+    ) -> Result<(Wal, RecoveryReport), WalError> {
+        let names = storage.list().map_err(io_err(&*storage, "list", "."))?;
+        let mut segments: Vec<u64> = names.iter().filter_map(|n| parse_name(n, "wal-", ".log")).collect();
+        let mut snapshots: Vec<u64> = names.iter().filter_map(|n| parse_name(n, "snap-", ".snap")).collect();
+        segments.sort_unstable();
+        snapshots.sort_unstable();
+        for stale in names.iter().filter(|n| n.ends_with(".tmp")) {
+            storage.remove(stale).map_err(io_err(&*storage, "remove", stale))?;
+        }
+
+        let mut report = RecoveryReport::default();
+        let mut start_lsn = LSN_FIRST;
+        let mut on_snapshot = Some(on_snapshot);
+        for &lsn in snapshots.iter().rev() {
+            let name = snapshot_name(lsn);
+            let bytes = storage::read_all(&*storage, &name).map_err(io_err(&*storage, "read", &name))?;
+            match decode_snapshot(&bytes) {
+                Some((inner_lsn, state)) if inner_lsn == lsn => {
+                    let load = on_snapshot.take().expect("one snapshot loads");
+                    load(lsn, state).map_err(|reason| WalError::Corrupt {
+                        file: storage.describe(&name),
+                        offset: SNAPSHOT_HEADER_SIZE as u64,
+                        reason,
+                    })?;
+                    report.snapshot_lsn = Some(lsn);
+                    start_lsn = lsn;
+                    break;
+                }
+                _ => report.snapshots_skipped.push(storage.describe(&name)),
+            }
+        }
+
+        // The segment holding `start_lsn` is the last one starting at or
+        // before it; every later segment must follow on without a gap.
+        let first = segments.iter().rposition(|&s| s <= start_lsn);
+        if first.is_none() && segments.first().is_some_and(|&s| s > start_lsn) {
+            let name = segment_name(segments[0]);
+            return Err(WalError::Corrupt {
+                file: storage.describe(&name),
+                offset: 0,
+                reason: format!("log starts at LSN {} but recovery needs LSN {start_lsn}", segments[0]),
+            });
+        }
+        let replay = first.map_or(&[][..], |i| &segments[i..]);
+        let mut next_lsn = start_lsn;
+        let mut last: Option<(String, u64)> = None;
+        for (i, &segment_lsn) in replay.iter().enumerate() {
+            let name = segment_name(segment_lsn);
+            let is_last = i + 1 == replay.len();
+            let bytes = storage::read_all(&*storage, &name).map_err(io_err(&*storage, "read", &name))?;
+            let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+                file: storage.describe(&name),
+                offset: offset as u64,
+                reason,
+            };
+            if segment_lsn > next_lsn {
+                return Err(corrupt(0, format!("segment starts at LSN {segment_lsn}, expected {next_lsn}")));
+            }
+            let mut at = 0usize;
+            let mut expected_lsn = segment_lsn;
+            while at < bytes.len() {
+                match read_record(&bytes, at) {
+                    Ok((record, end)) => {
+                        if record.lsn != expected_lsn {
+                            return Err(corrupt(at, format!("LSN {} where {expected_lsn} was due", record.lsn)));
+                        }
+                        if record.lsn >= next_lsn {
+                            on_record(&record).map_err(|reason| corrupt(at, reason))?;
+                            report.records_replayed += 1;
+                            next_lsn = record.lsn + 1;
+                        }
+                        expected_lsn += 1;
+                        at = end;
+                    }
+                    Err(bad) => {
+                        let rest = &bytes[at..];
+                        let torn = is_last
+                            && match bad {
+                                Bad::Short => true,
+                                Bad::Header => rest.iter().all(|&b| b == 0),
+                                Bad::Body => read_record_len(rest) == Some(rest.len()),
+                            };
+                        if !torn {
+                            let what = match bad {
+                                Bad::Short => "record runs past the end of a closed segment",
+                                Bad::Header => "header checksum fails",
+                                Bad::Body => "body checksum fails",
+                            };
+                            return Err(corrupt(at, what.to_string()));
+                        }
+                        let cut = (bytes.len() - at) as u64;
+                        report.torn_tail = Some((storage.describe(&name), at as u64, cut));
+                        let mut file = storage.open(&name, false).map_err(io_err(&*storage, "open", &name))?;
+                        file.truncate(at as u64).map_err(io_err(&*storage, "truncate", &name))?;
+                        file.sync_data().map_err(io_err(&*storage, "sync", &name))?;
+                        break;
+                    }
+                }
+            }
+            if expected_lsn < next_lsn {
+                return Err(corrupt(at, format!("segment ends at LSN {expected_lsn}, before {next_lsn}")));
+            }
+            last = Some((name, at as u64));
+        }
+
+        let (file_name, offset) = match last {
+            Some(found) => found,
+            None => {
+                let name = segment_name(next_lsn);
+                storage.open(&name, true).map_err(io_err(&*storage, "create", &name))?;
+                storage.sync_dir().map_err(io_err(&*storage, "sync dir", &name))?;
+                (name, 0)
+            }
+        };
+        let file = storage.open(&file_name, false).map_err(io_err(&*storage, "open", &file_name))?;
+        report.next_lsn = next_lsn;
+        let wal = Wal {
+            storage,
+            config,
+            file,
+            file_name,
+            offset,
+            next_lsn,
+            buffer: Vec::with_capacity(1 << 20),
+            failed: false,
+            stats: WalStats::default(),
+        };
+        Ok((wal, report))
+    }
+
+    /// Buffers one record; returns its LSN. Nothing is durable until
+    /// [`Wal::commit`].
+    pub fn append(&mut self, kind: u16, time_ms: u64, body: &[u8]) -> Result<u64, WalError> {
+        if self.failed {
+            return Err(WalError::Failed);
+        }
+        let lsn = self.next_lsn;
+        encode_record(&mut self.buffer, lsn, kind, time_ms, body);
+        self.next_lsn += 1;
+        self.stats.records += 1;
+        Ok(lsn)
+    }
+
+    /// Whether records are buffered and not yet committed.
+    #[must_use]
+    pub fn has_uncommitted(&self) -> bool {
+        !self.buffer.is_empty()
+    }
+
+    /// Writes every buffered record and syncs once. Ok means every record
+    /// appended so far is durable. Any error fails the log for good.
+    pub fn commit(&mut self) -> Result<(), WalError> {
+        if self.failed {
+            return Err(WalError::Failed);
+        }
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let result = self.write_and_sync();
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn write_and_sync(&mut self) -> Result<(), WalError> {
+        let storage = &*self.storage;
+        let name = &self.file_name;
+        self.file.write_at(&self.buffer, self.offset).map_err(io_err(storage, "write", name))?;
+        self.file.sync_data().map_err(io_err(storage, "sync", name))?;
+        self.offset += self.buffer.len() as u64;
+        self.stats.bytes += self.buffer.len() as u64;
+        self.stats.syncs += 1;
+        self.buffer.clear();
+        if self.offset >= self.config.segment_bytes_max {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment at the next LSN.
+    fn roll(&mut self) -> Result<(), WalError> {
+        let name = segment_name(self.next_lsn);
+        let storage = &*self.storage;
+        let file = storage.open(&name, true).map_err(io_err(storage, "create", &name))?;
+        storage.sync_dir().map_err(io_err(storage, "sync dir", &name))?;
+        self.file = file;
+        self.file_name = name;
+        self.offset = 0;
+        Ok(())
+    }
+
+    /// The LSN the next record gets.
+    #[must_use]
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> WalStats {
+        self.stats
+    }
+
+    /// Writes a snapshot of the state after every record so far, then
+    /// removes snapshots beyond the newest two and the segments the older
+    /// one covers. Call with nothing uncommitted.
+    pub fn write_snapshot(&mut self, state: &[u8]) -> Result<(), WalError> {
+        if self.failed {
+            return Err(WalError::Failed);
+        }
+        assert!(self.buffer.is_empty(), "snapshot taken with uncommitted records");
+        let result = self.write_snapshot_files(state);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn write_snapshot_files(&mut self, state: &[u8]) -> Result<(), WalError> {
+        let storage = Arc::clone(&self.storage);
+        let storage = &*storage;
+        let lsn = self.next_lsn;
+        let name = snapshot_name(lsn);
+        let tmp = format!("{name}.tmp");
+        let bytes = encode_snapshot(lsn, state);
+        let mut file = storage.open(&tmp, true).map_err(io_err(storage, "create", &tmp))?;
+        file.truncate(0).map_err(io_err(storage, "truncate", &tmp))?;
+        file.write_at(&bytes, 0).map_err(io_err(storage, "write", &tmp))?;
+        file.sync_data().map_err(io_err(storage, "sync", &tmp))?;
+        drop(file);
+        storage.rename(&tmp, &name).map_err(io_err(storage, "rename", &tmp))?;
+        storage.sync_dir().map_err(io_err(storage, "sync dir", &name))?;
+        self.stats.snapshots += 1;
+
+        // Start a fresh segment so the old ones can go as a whole.
+        if self.offset > 0 {
+            self.roll()?;
+        }
+        let names = storage.list().map_err(io_err(storage, "list", "."))?;
+        let mut snapshots: Vec<u64> = names.iter().filter_map(|n| parse_name(n, "snap-", ".snap")).collect();
+        snapshots.sort_unstable();
+        let keep_from = snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
+        for &old in &snapshots[..keep_from] {
+            let old_name = snapshot_name(old);
+            storage.remove(&old_name).map_err(io_err(storage, "remove", &old_name))?;
+        }
+        let oldest_kept = snapshots[keep_from];
+        let mut segments: Vec<u64> = names.iter().filter_map(|n| parse_name(n, "wal-", ".log")).collect();
+        segments.sort_unstable();
+        for pair in segments.windows(2) {
+            // Every record of pair[0] is below pair[1]'s first LSN.
+            if pair[1] <= oldest_kept {
+                let seg = segment_name(pair[0]);
+                storage.remove(&seg).map_err(io_err(storage, "remove", &seg))?;
+            }
+        }
+        storage.sync_dir().map_err(io_err(storage, "sync dir", "."))?;
+        Ok(())
+    }
+}
+
+/// The total length a record header claims, if the header is intact.
+fn read_record_len(rest: &[u8]) -> Option<usize> {
+    let h = rest.get(..RECORD_HEADER_SIZE)?;
+    let header_crc = u32::from_le_bytes(h[0..4].try_into().ok()?);
+    (crc32c::crc32c(&h[4..]) == header_crc)
+        .then(|| RECORD_HEADER_SIZE + u32::from_le_bytes(h[8..12].try_into().expect("4")) as usize)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! The log on the fault-injecting storage: round trips, torn tails,
+//! corruption, failed syncs, snapshots and segment removal.
+
+use std::sync::Arc;
+
+use super::storage::{FaultPlan, MemStorage, Storage};
+use super::*;
+
+fn open_collect(storage: &MemStorage, config: WalConfig) -> Result<(Wal, RecoveryReport, Option<(u64, Vec<u8>)>, Vec<(u64, u16, u64, Vec<u8>)>), WalError> {
+    let mut snapshot = None;
+    let mut records = Vec::new();
+    let (wal, report) = Wal::open(
+        Arc::new(storage.clone()),
+        config,
+        |lsn, bytes| {
+            snapshot = Some((lsn, bytes.to_vec()));
+            Ok(())
+        },
+        |r| {
+            records.push((r.lsn, r.kind, r.time_ms, r.body.to_vec()));
+            Ok(())
+        },
+    )?;
+    Ok((wal, report, snapshot, records))
+}
+
+fn open(storage: &MemStorage) -> (Wal, RecoveryReport, Vec<(u64, u16, u64, Vec<u8>)>) {
+    let (wal, report, _, records) = open_collect(storage, WalConfig::default()).expect("opens");
+    (wal, report, records)
+}
+
+fn body(i: u64) -> Vec<u8> {
+    vec![(i % 251) as u8; (i % 7 * 16) as usize]
+}
+
+#[test]
+fn committed_records_come_back_in_order() {
+    let storage = MemStorage::new();
+    let (mut wal, report, records) = open(&storage);
+    assert!(records.is_empty());
+    assert_eq!(report.next_lsn, LSN_FIRST);
+    for i in 0..10 {
+        assert_eq!(wal.append(0x11, 1000 + i, &body(i)).expect("append"), LSN_FIRST + i);
+        if i % 3 == 2 {
+            wal.commit().expect("commit");
+        }
+    }
+    wal.commit().expect("commit");
+    assert_eq!(wal.stats().syncs, 4, "one sync per group");
+    drop(wal);
+    let (wal, report, records) = open(&storage);
+    assert_eq!(records.len(), 10);
+    for (i, (lsn, kind, time, b)) in records.iter().enumerate() {
+        let i = i as u64;
+        assert_eq!((*lsn, *kind, *time, b.clone()), (LSN_FIRST + i, 0x11, 1000 + i, body(i)));
+    }
+    assert_eq!((report.torn_tail, wal.next_lsn()), (None, LSN_FIRST + 10));
+}
+
+#[test]
+fn a_torn_last_record_is_cut_off_and_reported() {
+    let storage = MemStorage::new();
+    let (mut wal, _, _) = open(&storage);
+    for i in 0..3 {
+        wal.append(0x11, i, &body(5)).expect("append");
+    }
+    wal.commit().expect("commit");
+    drop(wal);
+    let name = segment_name(LSN_FIRST);
+    let full = storage.contents(&name).expect("segment");
+    let record_len = full.len() / 3;
+    // Every cut inside the third record is a torn write of it.
+    for cut in [1, RECORD_HEADER_SIZE - 1, RECORD_HEADER_SIZE, record_len - 1] {
+        let torn = MemStorage::new();
+        torn.open(&name, true).unwrap().write_at(&full[..2 * record_len + cut], 0).unwrap();
+        let (mut wal, report, records) = open(&torn);
+        assert_eq!(records.len(), 2, "cut {cut}");
+        let (file, offset, bytes) = report.torn_tail.expect("reported");
+        assert_eq!((file, offset, bytes), (torn.describe(&name), 2 * record_len as u64, cut as u64));
+        // The log goes on after the cut.
+        wal.append(0x11, 9, b"after").unwrap();
+        wal.commit().unwrap();
+        drop(wal);
+        let (_, report, records) = open(&torn);
+        assert_eq!((records.len(), records[2].3.as_slice(), report.torn_tail), (3, &b"after"[..], None));
+    }
+    // Zeros where a record should be (an extended file never written) are a tear too.
+    let zeros = MemStorage::new();
+    let mut bytes = full[..2 * record_len].to_vec();
+    bytes.extend_from_slice(&[0; 100]);
+    zeros.open(&name, true).unwrap().write_at(&bytes, 0).unwrap();
+    let (_, report, records) = open(&zeros);
+    assert_eq!((records.len(), report.torn_tail.map(|t| t.2)), (2, Some(100)));
+}
+
+#[test]
+fn corruption_before_the_tail_stops_recovery_naming_file_and_offset() {
+    let storage = MemStorage::new();
+    let (mut wal, _, _) = open(&storage);
+    for i in 0..4 {
+        wal.append(0x11, i, &body(3)).expect("append");
+    }
+    wal.commit().expect("commit");
+    drop(wal);
+    let name = segment_name(LSN_FIRST);
+    let record_len = storage.contents(&name).unwrap().len() / 4;
+    let cases = [
+        ("body byte of record 2", record_len + RECORD_HEADER_SIZE + 1, record_len, "body checksum"),
+        ("header byte of record 2", record_len + 9, record_len, "header checksum"),
+        ("body of the last record, not at the end", 3 * record_len + RECORD_HEADER_SIZE, 3 * record_len, "body checksum"),
+    ];
+    for (name_case, flip, offset, reason) in cases {
+        let damaged = MemStorage::new();
+        let mut bytes = storage.contents(&name).unwrap();
+        if name_case.starts_with("body of the last") {
+            // A complete last record with a bad body followed by more bytes.
+            bytes.extend_from_slice(&[1, 2, 3]);
+        }
+        damaged.open(&name, true).unwrap().write_at(&bytes, 0).unwrap();
+        damaged.corrupt(&name, flip);
+        match open_collect(&damaged, WalConfig::default()) {
+            Err(WalError::Corrupt { file, offset: at, reason: why }) => {
+                assert_eq!((file, at), (damaged.describe(&name), offset as u64), "{name_case}");
+                assert!(why.contains(reason), "{name_case}: {why}");
+            }
+            Err(other) => panic!("{name_case}: {other}"),
+            Ok(_) => panic!("{name_case}: corruption accepted"),
+        }
+    }
+}
+
+#[test]
+fn a_failed_sync_fails_the_log_for_good() {
+    // Op 1 creates the segment, 2 syncs the directory, 3 writes, 4 syncs.
+    let storage = MemStorage::with_faults(FaultPlan { fail_sync_at_op: Some(4), crash_at_op: None }, 1);
+    let (mut wal, _, _) = open(&storage);
+    wal.append(0x11, 1, b"x").unwrap();
+    assert!(matches!(wal.commit(), Err(WalError::Io { op: "sync", .. })));
+    assert!(matches!(wal.append(0x11, 2, b"y"), Err(WalError::Failed)));
+    assert!(matches!(wal.commit(), Err(WalError::Failed)));
+    assert!(matches!(wal.write_snapshot(b"state"), Err(WalError::Failed)));
+}
+
+#[test]
+fn snapshots_cover_old_segments_which_are_removed() {
+    let storage = MemStorage::new();
+    let config = WalConfig { segment_bytes_max: 200 };
+    let (mut wal, _, _, _) = open_collect(&storage, config).unwrap();
+    let mut lsn_at_snapshot = Vec::new();
+    for i in 0..30u64 {
+        wal.append(0x11, i, &[i as u8; 40]).unwrap();
+        wal.commit().unwrap();
+        if i % 10 == 9 {
+            lsn_at_snapshot.push(wal.next_lsn());
+            wal.write_snapshot(format!("state {i}").as_bytes()).unwrap();
+        }
+    }
+    wal.append(0x11, 99, b"tail").unwrap();
+    wal.commit().unwrap();
+    drop(wal);
+    let names = storage.list().unwrap();
+    let snaps: Vec<_> = names.iter().filter(|n| n.ends_with(".snap")).collect();
+    assert_eq!(snaps.len(), 2, "{names:?}");
+    let oldest_kept = lsn_at_snapshot[1];
+    for n in names.iter().filter(|n| n.ends_with(".log")) {
+        assert!(parse_name(n, "wal-", ".log").unwrap() >= oldest_kept, "{n} should be gone");
+    }
+    let (_, report, snapshot, records) = open_collect(&storage, config).unwrap();
+    assert_eq!(snapshot, Some((lsn_at_snapshot[2], b"state 29".to_vec())));
+    assert_eq!(report.snapshot_lsn, Some(lsn_at_snapshot[2]));
+    assert_eq!(records.iter().map(|r| r.3.clone()).collect::<Vec<_>>(), vec![b"tail".to_vec()]);
+
+    // A damaged newest snapshot falls back to the older one and the log
+    // since it.
+    storage.corrupt(&snapshot_name(lsn_at_snapshot[2]), 35);
+    let (_, report, snapshot, records) = open_collect(&storage, config).unwrap();
+    assert_eq!(snapshot.map(|s| s.1), Some(b"state 19".to_vec()));
+    assert_eq!(report.snapshots_skipped.len(), 1);
+    assert_eq!(records.len(), 11, "ten records after the older snapshot plus the tail");
+}
+
+#[test]
+fn a_missing_segment_is_a_gap_not_silence() {
+    let storage = MemStorage::new();
+    let config = WalConfig { segment_bytes_max: 100 };
+    let (mut wal, _, _, _) = open_collect(&storage, config).unwrap();
+    for i in 0..6u64 {
+        wal.append(0x11, i, &[0; 80]).unwrap();
+        wal.commit().unwrap();
+    }
+    drop(wal);
+    storage.remove(&segment_name(LSN_FIRST + 2)).unwrap();
+    assert!(matches!(open_collect(&storage, config), Err(WalError::Corrupt { .. })));
+    storage.remove(&segment_name(LSN_FIRST)).unwrap();
+    assert!(matches!(open_collect(&storage, config), Err(WalError::Corrupt { .. })), "log starting late");
+}
