@@ -119,9 +119,15 @@ impl std::error::Error for SwitchError {}
 pub enum OpenError {
     Io(io::Error),
     /// Recovery of a shard failed.
-    Recovery { shard: usize, error: WalError },
+    Recovery {
+        shard: usize,
+        error: WalError,
+    },
     /// The data directory was written with another shard count.
-    ShardCount { recorded: usize, configured: usize },
+    ShardCount {
+        recorded: usize,
+        configured: usize,
+    },
     /// The configuration is out of bounds.
     Config(String),
 }
@@ -434,7 +440,13 @@ impl Switch {
         self.route(kind, body, false)
     }
 
-    fn send(&self, shard: usize, kind: u16, body: Vec<u8>, wait: bool) -> Result<oneshot::Receiver<Reply>, SwitchError> {
+    fn send(
+        &self,
+        shard: usize,
+        kind: u16,
+        body: Vec<u8>,
+        wait: bool,
+    ) -> Result<oneshot::Receiver<Reply>, SwitchError> {
         let (reply, rx) = oneshot::channel();
         let message = Message::Request(Request { kind, body, reply });
         let tx = &self.shards[shard].tx;
@@ -459,9 +471,9 @@ impl Switch {
             return Self::wait(self.send(0, kind, body.to_vec(), wait)?);
         }
         match kind {
-            kind::CREATE_ACCOUNTS => self.scatter::<Account, records::RecordResult>(body, wait, |a| {
-                Ok(shard_of(a.account_id, n))
-            }),
+            kind::CREATE_ACCOUNTS => {
+                self.scatter::<Account, records::RecordResult>(body, wait, |a| Ok(shard_of(a.account_id, n)))
+            }
             kind::SUBMIT_TRANSFERS => self.scatter::<Transfer, TransferResult>(body, wait, |t| {
                 route_transfer(t, n).ok_or(TransferResult {
                     transfer_id: t.transfer_id,
@@ -477,7 +489,7 @@ impl Switch {
     /// Sends each record to its shard (or answers it at once), keeping the
     /// request's order in the answer.
     fn scatter<R: Record, A: Record>(&self, body: &[u8], wait: bool, place: impl Fn(&R) -> Result<usize, A>) -> Reply {
-        if body.len() % R::SIZE != 0 {
+        if !body.len().is_multiple_of(R::SIZE) {
             return Err(SwitchError::Engine(EngineError::BadLength { kind: 0, len: body.len() }));
         }
         let n = self.shards.len();

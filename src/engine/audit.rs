@@ -41,7 +41,10 @@ impl std::fmt::Display for AuditError {
                 write!(f, "customer {account} holds {held} of {posted} in currency {currency}")
             }
             Self::ReservationMismatch { account, currency, field, actual, expected } => {
-                write!(f, "account {account} currency {currency}: {field} is {actual}, pending transfers say {expected}")
+                write!(
+                    f,
+                    "account {account} currency {currency}: {field} is {actual}, pending transfers say {expected}"
+                )
             }
             Self::IncomingOverflow { account, currency } => {
                 write!(f, "account {account} currency {currency}: posted + incoming overflows")
@@ -108,11 +111,23 @@ impl Engine {
             }
             let (held, incoming) = expected.remove(&(account, cur)).unwrap_or_default();
             if b.held != held {
-                return Err(AuditError::ReservationMismatch { account, currency, field: "held", actual: b.held, expected: held });
+                return Err(AuditError::ReservationMismatch {
+                    account,
+                    currency,
+                    field: "held",
+                    actual: b.held,
+                    expected: held,
+                });
             }
             if b.incoming != incoming {
                 let field = "incoming";
-                return Err(AuditError::ReservationMismatch { account, currency, field, actual: b.incoming, expected: incoming });
+                return Err(AuditError::ReservationMismatch {
+                    account,
+                    currency,
+                    field,
+                    actual: b.incoming,
+                    expected: incoming,
+                });
             }
         }
         if let Some((&(account, cur), &(held, incoming))) = expected.iter().next() {

@@ -20,8 +20,7 @@ pub const SETTLEMENT_IN: u64 = 4;
 /// System account 5: interest earned.
 pub const INTEREST_INCOME: u64 = 5;
 /// The system accounts created at first start, in id order.
-pub const SYSTEM_ACCOUNTS: [u64; 5] =
-    [FX_POSITION, LOAN_FUNDING, REMITTANCE_OUT, SETTLEMENT_IN, INTEREST_INCOME];
+pub const SYSTEM_ACCOUNTS: [u64; 5] = [FX_POSITION, LOAN_FUNDING, REMITTANCE_OUT, SETTLEMENT_IN, INTEREST_INCOME];
 /// Customer account ids start here; 1..=1023 are reserved for the system.
 pub const CUSTOMER_ID_MIN: u64 = 1024;
 
@@ -102,13 +101,8 @@ impl Book {
 
     /// Adds an account. Panics if it exists: callers check first.
     pub fn insert_account(&mut self, id: u64, kind: AccountKind, home_country: u16, customer_ref: u64) {
-        let entry = AccountEntry {
-            customer_ref,
-            home_country,
-            kind,
-            main_currency: NO_CURRENCY,
-            main: Balance::default(),
-        };
+        let entry =
+            AccountEntry { customer_ref, home_country, kind, main_currency: NO_CURRENCY, main: Balance::default() };
         let previous = self.accounts.insert(id, entry);
         assert!(previous.is_none(), "account {id} inserted twice");
     }

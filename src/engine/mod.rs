@@ -23,8 +23,8 @@ use crate::money::{self, CurrencyIndex};
 use crate::protocol::ResultCode;
 use crate::protocol::kind;
 use crate::protocol::records::{
-    self, Account, Balance as BalanceRecord, BalanceKey, Finalize, Id, Record, RecordResult, SetTime, StepUp,
-    Transfer, TransferResult,
+    self, Account, Balance as BalanceRecord, BalanceKey, Finalize, Id, Record, RecordResult, SetTime, StepUp, Transfer,
+    TransferResult,
 };
 use book::{AccountKind, Balance, Book};
 use holds::{HoldWindows, Holds, PendingEntry, PendingTable};
@@ -217,13 +217,18 @@ impl Engine {
 
     fn check_length(&self, kind: u16, body: &[u8]) -> Result<(), EngineError> {
         let size = Self::request_size(kind).ok_or(EngineError::UnknownKind(kind))?;
-        if body.len() % size != 0 || (kind == kind::TICK && !body.is_empty()) {
+        if !body.len().is_multiple_of(size) || (kind == kind::TICK && !body.is_empty()) {
             return Err(EngineError::BadLength { kind, len: body.len() });
         }
         Ok(())
     }
 
-    fn each<R: Record, A: Record>(&mut self, body: &[u8], out: &mut Vec<u8>, mut f: impl FnMut(&mut Self, R, u64) -> A) {
+    fn each<R: Record, A: Record>(
+        &mut self,
+        body: &[u8],
+        out: &mut Vec<u8>,
+        mut f: impl FnMut(&mut Self, R, u64) -> A,
+    ) {
         out.reserve(body.len() / R::SIZE * A::SIZE);
         for (i, chunk) in body.chunks_exact(R::SIZE).enumerate() {
             let answer = f(self, R::decode(chunk), i as u64);
@@ -359,7 +364,13 @@ impl Engine {
                 }
             }
         }
-        Ok(Accepted { debit_currency, credit_currency, debit_amount: amount, credit_amount: amount, rate_e9: RATE_ONE_E9 })
+        Ok(Accepted {
+            debit_currency,
+            credit_currency,
+            debit_amount: amount,
+            credit_amount: amount,
+            rate_e9: RATE_ONE_E9,
+        })
     }
 
     fn accept(&mut self, t: &Transfer, a: &Accepted, holds: Holds, cooling_until_ms: u64) -> TransferResult {

@@ -199,7 +199,7 @@ impl Engine {
             }
             engine.book.restore_balance(id, cur, balance);
         }
-        let transfers = r.count("transfer", 94)?;
+        let transfers = r.count("transfer", 88)?;
         for _ in 0..transfers {
             let request = Transfer {
                 transfer_id: r.u128()?,

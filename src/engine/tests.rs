@@ -75,20 +75,32 @@ fn transfer_codes_in_precedence_order() {
             ("identical resend", ok, ResultCode::AlreadyExists),
             ("same id, other amount", Transfer { amount: 101, ..ok }, ResultCode::IdConflict),
             ("same id, other user_data", Transfer { user_data: 1, ..ok }, ResultCode::IdConflict),
-            ("zero id beats everything", t(&|t| {
-                t.transfer_id = 0;
-                t.debit_account = 77;
-            }), ResultCode::InvalidId),
-            ("debit missing before credit missing", t(&|t| {
-                t.debit_account = 7777;
-                t.credit_account = 8888;
-            }), ResultCode::DebitAccountNotFound),
+            (
+                "zero id beats everything",
+                t(&|t| {
+                    t.transfer_id = 0;
+                    t.debit_account = 77;
+                }),
+                ResultCode::InvalidId,
+            ),
+            (
+                "debit missing before credit missing",
+                t(&|t| {
+                    t.debit_account = 7777;
+                    t.credit_account = 8888;
+                }),
+                ResultCode::DebitAccountNotFound,
+            ),
             ("system id that is not an account", t(&|t| t.debit_account = 6), ResultCode::DebitAccountNotFound),
             ("credit missing", t(&|t| t.credit_account = 8888), ResultCode::CreditAccountNotFound),
-            ("same account before forbidden and amount", t(&|t| {
-                t.credit_account = ALICE;
-                t.amount = 0;
-            }), ResultCode::SameAccount),
+            (
+                "same account before forbidden and amount",
+                t(&|t| {
+                    t.credit_account = ALICE;
+                    t.amount = 0;
+                }),
+                ResultCode::SameAccount,
+            ),
             ("debit FX_POSITION", t(&|t| t.debit_account = book::FX_POSITION), ResultCode::Forbidden),
             ("debit LOAN_FUNDING", t(&|t| t.debit_account = book::LOAN_FUNDING), ResultCode::Forbidden),
             ("debit REMITTANCE_OUT", t(&|t| t.debit_account = book::REMITTANCE_OUT), ResultCode::Forbidden),
@@ -96,45 +108,74 @@ fn transfer_codes_in_precedence_order() {
             ("credit FX_POSITION", t(&|t| t.credit_account = book::FX_POSITION), ResultCode::Forbidden),
             ("credit LOAN_FUNDING", t(&|t| t.credit_account = book::LOAN_FUNDING), ResultCode::Forbidden),
             ("credit INTEREST_INCOME", t(&|t| t.credit_account = book::INTEREST_INCOME), ResultCode::Forbidden),
-            ("forbidden before zero amount", t(&|t| {
-                t.credit_account = book::FX_POSITION;
-                t.amount = 0;
-            }), ResultCode::Forbidden),
-            ("zero amount before unknown currency", t(&|t| {
-                t.amount = 0;
-                t.debit_currency = 999;
-            }), ResultCode::InvalidAmount),
-            ("unknown debit currency", t(&|t| {
-                t.debit_currency = 999;
-                t.credit_currency = 999;
-            }), ResultCode::UnknownCurrency),
+            (
+                "forbidden before zero amount",
+                t(&|t| {
+                    t.credit_account = book::FX_POSITION;
+                    t.amount = 0;
+                }),
+                ResultCode::Forbidden,
+            ),
+            (
+                "zero amount before unknown currency",
+                t(&|t| {
+                    t.amount = 0;
+                    t.debit_currency = 999;
+                }),
+                ResultCode::InvalidAmount,
+            ),
+            (
+                "unknown debit currency",
+                t(&|t| {
+                    t.debit_currency = 999;
+                    t.credit_currency = 999;
+                }),
+                ResultCode::UnknownCurrency,
+            ),
             ("unknown credit currency", t(&|t| t.credit_currency = 1), ResultCode::UnknownCurrency),
             ("unknown country", t(&|t| t.destination_country = 345), ResultCode::UnknownCountry),
-            ("unknown country before quote", t(&|t| {
-                t.destination_country = 999;
-                t.fx_quote_id = 3;
-            }), ResultCode::UnknownCountry),
+            (
+                "unknown country before quote",
+                t(&|t| {
+                    t.destination_country = 999;
+                    t.fx_quote_id = 3;
+                }),
+                ResultCode::UnknownCountry,
+            ),
             ("a quote nobody gave", t(&|t| t.fx_quote_id = 3), ResultCode::QuoteInvalid),
             ("no rate yet for a cross", t(&|t| t.credit_currency = USD), ResultCode::NoFxRate),
-            ("conversion within one account is not SAME_ACCOUNT", t(&|t| {
-                t.credit_account = ALICE;
-                t.credit_currency = USD;
-            }), ResultCode::NoFxRate),
-            ("amount beyond i64", t(&|t| {
-                t.debit_account = book::SETTLEMENT_IN;
-                t.amount = u64::MAX;
-            }), ResultCode::Overflow),
+            (
+                "conversion within one account is not SAME_ACCOUNT",
+                t(&|t| {
+                    t.credit_account = ALICE;
+                    t.credit_currency = USD;
+                }),
+                ResultCode::NoFxRate,
+            ),
+            (
+                "amount beyond i64",
+                t(&|t| {
+                    t.debit_account = book::SETTLEMENT_IN;
+                    t.amount = u64::MAX;
+                }),
+                ResultCode::Overflow,
+            ),
             ("overflow before insufficient funds", t(&|t| t.amount = u64::MAX), ResultCode::Overflow),
             ("more than Alice has", t(&|t| t.amount = 100_000), ResultCode::InsufficientFunds),
             ("undefined flag bit (library only)", t(&|t| t.flags = 8), ResultCode::InvalidField),
             ("domestic country 0 is fine", t(&|t| t.destination_country = 0), ResultCode::Ok),
             ("Hong Kong as destination", transfer(51, ALICE, BOB, 1, HKD), ResultCode::Ok),
-            ("cross-border to REMITTANCE_OUT", Transfer {
-                destination_country: 156,
-                ..transfer(52, ALICE, book::REMITTANCE_OUT, 1, HKD)
-            }, ResultCode::Ok),
+            (
+                "cross-border to REMITTANCE_OUT",
+                Transfer { destination_country: 156, ..transfer(52, ALICE, book::REMITTANCE_OUT, 1, HKD) },
+                ResultCode::Ok,
+            ),
             ("withdrawal to SETTLEMENT_IN", transfer(53, ALICE, book::SETTLEMENT_IN, 1, HKD), ResultCode::Ok),
-            ("exactly the rest of Alice's money", transfer(54, ALICE, BOB, 100_000 - 100 - 100 - 3, HKD), ResultCode::Ok),
+            (
+                "exactly the rest of Alice's money",
+                transfer(54, ALICE, BOB, 100_000 - 100 - 100 - 3, HKD),
+                ResultCode::Ok,
+            ),
             ("one cent more is too much", transfer(55, ALICE, BOB, 1, HKD), ResultCode::InsufficientFunds),
         ],
     );
@@ -264,10 +305,26 @@ fn client_pending_reserves_then_posts_or_voids() {
     e.audit().expect("audit");
 
     let cases: &[(&str, ResultCode, ResultCode)] = &[
-        ("finalize posted", code(e.finalize_pending(&Finalize { transfer_id: 1, action: 1 }).code), ResultCode::NotPending),
-        ("finalize voided", code(e.finalize_pending(&Finalize { transfer_id: 3, action: 2 }).code), ResultCode::NotPending),
-        ("finalize unknown", code(e.finalize_pending(&Finalize { transfer_id: 99, action: 1 }).code), ResultCode::TransferNotFound),
-        ("finalize id 0", code(e.finalize_pending(&Finalize { transfer_id: 0, action: 1 }).code), ResultCode::InvalidId),
+        (
+            "finalize posted",
+            code(e.finalize_pending(&Finalize { transfer_id: 1, action: 1 }).code),
+            ResultCode::NotPending,
+        ),
+        (
+            "finalize voided",
+            code(e.finalize_pending(&Finalize { transfer_id: 3, action: 2 }).code),
+            ResultCode::NotPending,
+        ),
+        (
+            "finalize unknown",
+            code(e.finalize_pending(&Finalize { transfer_id: 99, action: 1 }).code),
+            ResultCode::TransferNotFound,
+        ),
+        (
+            "finalize id 0",
+            code(e.finalize_pending(&Finalize { transfer_id: 0, action: 1 }).code),
+            ResultCode::InvalidId,
+        ),
         ("cancel posted", code(e.cancel_transfer(1).code), ResultCode::NotPending),
         ("cancel unknown", code(e.cancel_transfer(99).code), ResultCode::TransferNotFound),
     ];
@@ -301,9 +358,30 @@ fn step_up_holds_combine_and_release_one_by_one() {
     assert_eq!((r.state, r.holds, r.hold_until_ms), (STATE_PENDING, 3, start + 10 * 60_000));
     let step = |method, outcome| StepUp { transfer_id: 1, method, outcome };
     let cases: &[(&str, StepUp, bool, ResultCode, u8, u8)] = &[
-        ("manual review by a channel", step(METHOD_MANUAL_REVIEW, OUTCOME_PASS), false, ResultCode::Forbidden, STATE_PENDING, 3),
-        ("operator with a face method", step(METHOD_FACE, OUTCOME_PASS), true, ResultCode::InvalidField, STATE_PENDING, 3),
-        ("operator, no manual hold", step(METHOD_MANUAL_REVIEW, OUTCOME_PASS), true, ResultCode::WrongMethod, STATE_PENDING, 3),
+        (
+            "manual review by a channel",
+            step(METHOD_MANUAL_REVIEW, OUTCOME_PASS),
+            false,
+            ResultCode::Forbidden,
+            STATE_PENDING,
+            3,
+        ),
+        (
+            "operator with a face method",
+            step(METHOD_FACE, OUTCOME_PASS),
+            true,
+            ResultCode::InvalidField,
+            STATE_PENDING,
+            3,
+        ),
+        (
+            "operator, no manual hold",
+            step(METHOD_MANUAL_REVIEW, OUTCOME_PASS),
+            true,
+            ResultCode::WrongMethod,
+            STATE_PENDING,
+            3,
+        ),
         ("face passes", step(METHOD_FACE, OUTCOME_PASS), false, ResultCode::Ok, STATE_PENDING, 2),
         ("face again", step(METHOD_FACE, OUTCOME_PASS), false, ResultCode::WrongMethod, STATE_PENDING, 2),
         ("sms passes: posts", step(METHOD_SMS_OTP, OUTCOME_PASS), false, ResultCode::Ok, STATE_POSTED, 0),

@@ -183,9 +183,7 @@ impl TransferStore {
     #[must_use]
     pub fn find(&self, id: u128) -> Option<TransferIndex> {
         let chunks = &self.chunks;
-        self.index
-            .find(hash_u128(id), |&pos| arena_get(chunks, pos).id() == id)
-            .map(|&pos| TransferIndex(pos))
+        self.index.find(hash_u128(id), |&pos| arena_get(chunks, pos).id() == id).map(|&pos| TransferIndex(pos))
     }
 
     /// The transfer at an index.
@@ -207,7 +205,7 @@ impl TransferStore {
     pub fn insert(&mut self, transfer: StoredTransfer) -> TransferIndex {
         assert!(self.len < TRANSFERS_PER_SHARD_MAX, "transfer store full");
         let pos = self.len as u32;
-        if self.len % CHUNK_LEN == 0 {
+        if self.len.is_multiple_of(CHUNK_LEN) {
             self.chunks.push(Vec::with_capacity(CHUNK_LEN));
         }
         let id = transfer.id();

@@ -125,8 +125,7 @@ pub const TRANSFER_AUTO_CREDIT: u16 = 2;
 /// Transfer flag: hold the transfer for the client (FINALIZE_PENDING).
 pub const TRANSFER_PENDING: u16 = 4;
 /// Every defined transfer flag bit.
-pub const TRANSFER_FLAGS_DEFINED: u16 =
-    TRANSFER_AMOUNT_IN_CREDIT_CURRENCY | TRANSFER_AUTO_CREDIT | TRANSFER_PENDING;
+pub const TRANSFER_FLAGS_DEFINED: u16 = TRANSFER_AMOUNT_IN_CREDIT_CURRENCY | TRANSFER_AUTO_CREDIT | TRANSFER_PENDING;
 
 /// Transfer (64): a movement of money to submit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -40,6 +40,7 @@ pub trait Storage: Send + Sync {
 }
 
 /// One open file.
+#[allow(clippy::len_without_is_empty)] // a file's length is an I/O result, not a collection's
 pub trait StorageFile {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
@@ -234,8 +235,9 @@ pub struct FaultPlan {
     /// operation and every later one fails. A write that crashes lands a
     /// prefix of its bytes (a torn write).
     pub crash_at_op: Option<u64>,
-    /// This `sync_data` call fails with EIO (the machine stays up).
-    pub fail_sync_at_op: Option<u64>,
+    /// The n-th sync (`sync_data` or `sync_dir`, counting from 1) fails
+    /// with EIO; the machine stays up.
+    pub fail_sync_number: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -249,6 +251,7 @@ struct MemFile {
 struct MemFs {
     files: BTreeMap<String, MemFile>,
     ops: u64,
+    syncs: u64,
     plan: FaultPlan,
     crashed: bool,
     /// Drives how much of a torn write lands.
@@ -266,8 +269,11 @@ impl MemFs {
             self.crashed = true;
             return Err(Fault::CrashNow);
         }
-        if is_sync && self.plan.fail_sync_at_op == Some(self.ops) {
-            return Err(Fault::SyncFailed);
+        if is_sync {
+            self.syncs += 1;
+            if self.plan.fail_sync_number == Some(self.syncs) {
+                return Err(Fault::SyncFailed);
+            }
         }
         Ok(())
     }

@@ -6,7 +6,12 @@ use std::sync::Arc;
 use super::storage::{FaultPlan, MemStorage, Storage};
 use super::*;
 
-fn open_collect(storage: &MemStorage, config: WalConfig) -> Result<(Wal, RecoveryReport, Option<(u64, Vec<u8>)>, Vec<(u64, u16, u64, Vec<u8>)>), WalError> {
+/// A record as replay saw it: LSN, kind, time, body.
+type Seen = (u64, u16, u64, Vec<u8>);
+/// The log, its report, the snapshot it loaded and the records it replayed.
+type Opened = (Wal, RecoveryReport, Option<(u64, Vec<u8>)>, Vec<Seen>);
+
+fn open_collect(storage: &MemStorage, config: WalConfig) -> Result<Opened, WalError> {
     let mut snapshot = None;
     let mut records = Vec::new();
     let (wal, report) = Wal::open(
@@ -24,7 +29,7 @@ fn open_collect(storage: &MemStorage, config: WalConfig) -> Result<(Wal, Recover
     Ok((wal, report, snapshot, records))
 }
 
-fn open(storage: &MemStorage) -> (Wal, RecoveryReport, Vec<(u64, u16, u64, Vec<u8>)>) {
+fn open(storage: &MemStorage) -> (Wal, RecoveryReport, Vec<Seen>) {
     let (wal, report, _, records) = open_collect(storage, WalConfig::default()).expect("opens");
     (wal, report, records)
 }
@@ -107,7 +112,12 @@ fn corruption_before_the_tail_stops_recovery_naming_file_and_offset() {
     let cases = [
         ("body byte of record 2", record_len + RECORD_HEADER_SIZE + 1, record_len, "body checksum"),
         ("header byte of record 2", record_len + 9, record_len, "header checksum"),
-        ("body of the last record, not at the end", 3 * record_len + RECORD_HEADER_SIZE, 3 * record_len, "body checksum"),
+        (
+            "body of the last record, not at the end",
+            3 * record_len + RECORD_HEADER_SIZE,
+            3 * record_len,
+            "body checksum",
+        ),
     ];
     for (name_case, flip, offset, reason) in cases {
         let damaged = MemStorage::new();
@@ -131,8 +141,8 @@ fn corruption_before_the_tail_stops_recovery_naming_file_and_offset() {
 
 #[test]
 fn a_failed_sync_fails_the_log_for_good() {
-    // Op 1 creates the segment, 2 syncs the directory, 3 writes, 4 syncs.
-    let storage = MemStorage::with_faults(FaultPlan { fail_sync_at_op: Some(4), crash_at_op: None }, 1);
+    // Sync 1 is the directory's after creating the segment; 2 is the commit's.
+    let storage = MemStorage::with_faults(FaultPlan { fail_sync_number: Some(2), crash_at_op: None }, 1);
     let (mut wal, _, _) = open(&storage);
     wal.append(0x11, 1, b"x").unwrap();
     assert!(matches!(wal.commit(), Err(WalError::Io { op: "sync", .. })));

@@ -1,0 +1,193 @@
+//! The switch through its library API: shard threads, real files, restart,
+//! routing across shards, backpressure, and both file backends.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{HKD, account, deposit, transfer};
+use harbour::clock::Clock;
+use harbour::engine::book::{REMITTANCE_OUT, SETTLEMENT_IN};
+use harbour::protocol::records::*;
+use harbour::protocol::{ResultCode, kind};
+use harbour::shard::{Backend, OpenError, Switch, SwitchConfig, SwitchError};
+
+fn config(shards: usize) -> SwitchConfig {
+    SwitchConfig { shards, clock: Clock::Manual, snapshot_every_records: 5, ..SwitchConfig::default() }
+}
+
+fn transfers(s: &Switch, ts: &[Transfer]) -> Vec<TransferResult> {
+    decode_all(&s.submit(kind::SUBMIT_TRANSFERS, &encode_all(ts)).expect("answered")).collect()
+}
+
+fn codes(results: &[TransferResult]) -> Vec<ResultCode> {
+    results.iter().map(|r| ResultCode::from_u16(r.code).expect("defined")).collect()
+}
+
+fn balance(s: &Switch, account_id: u64) -> (i64, u64) {
+    let body = s.submit(kind::LOOKUP_BALANCES, &encode_all(&[BalanceKey { account_id, currency: HKD }])).unwrap();
+    let b = Balance::decode(&body);
+    (b.balance, b.held)
+}
+
+fn session(dir: &std::path::Path, backend: Backend) {
+    let s = Switch::open_dir(dir, config(1), backend).expect("opens");
+    let created: Vec<RecordResult> =
+        decode_all(&s.submit(kind::CREATE_ACCOUNTS, &encode_all(&[account(1024), account(1025)])).unwrap()).collect();
+    assert!(created.iter().all(|r| r.code == 0));
+    let results = transfers(
+        &s,
+        &[
+            deposit(1, 1024, 10_000, HKD),
+            transfer(2, 1024, 1025, 2_500, HKD),
+            Transfer { flags: TRANSFER_PENDING, ..transfer(3, 1024, 1025, 1_000, HKD) },
+            transfer(2, 1024, 1025, 2_500, HKD),
+            transfer(4, 1025, 1024, 1_000_000, HKD),
+        ],
+    );
+    assert_eq!(
+        codes(&results),
+        [ResultCode::Ok, ResultCode::Ok, ResultCode::Ok, ResultCode::AlreadyExists, ResultCode::InsufficientFunds]
+    );
+    assert_eq!(balance(&s, 1024), (7_500, 1_000));
+    let fin =
+        s.submit(kind::FINALIZE_PENDING, &encode_all(&[Finalize { transfer_id: 3, action: FINALIZE_POST }])).unwrap();
+    assert_eq!(TransferResult::decode(&fin).state, STATE_POSTED);
+    for i in 10..30u128 {
+        transfers(&s, &[transfer(i, 1024, 1025, 1, HKD)]);
+    }
+    s.shutdown();
+
+    // Everything answered is there after a restart (snapshots were taken
+    // every 5 records, so this loads one and replays the rest).
+    let s = Switch::open_dir(dir, config(1), backend).expect("reopens");
+    let report = &s.recovery_reports()[0];
+    assert!(report.snapshot_lsn.is_some(), "{report:?}");
+    assert_eq!(balance(&s, 1024), (7_500 - 1_000 - 20, 0));
+    assert_eq!(balance(&s, 1025), (2_500 + 1_000 + 20, 0));
+    let looked: Vec<TransferResult> =
+        decode_all(&s.submit(kind::LOOKUP_TRANSFERS, &encode_all(&[Id { id: 3 }, Id { id: 4 }])).unwrap()).collect();
+    assert_eq!((looked[0].state, looked[0].debit_amount), (STATE_POSTED, 1_000));
+    assert_eq!(ResultCode::from_u16(looked[1].code), Some(ResultCode::TransferNotFound), "rejected: not stored");
+    assert_eq!(codes(&transfers(&s, &[transfer(2, 1024, 1025, 2_500, HKD)])), [ResultCode::AlreadyExists]);
+    s.shutdown();
+}
+
+#[test]
+fn durable_across_restart_with_std_files() {
+    let dir = tempfile::tempdir().unwrap();
+    session(dir.path(), Backend::Std);
+}
+
+#[test]
+fn durable_across_restart_with_io_uring() {
+    // This machine's kernel gives io_uring; elsewhere the switch falls back
+    // to std files, but here the test must exercise the ring.
+    #[cfg(target_os = "linux")]
+    assert!(harbour::wal::storage::UringStorage::available(), "io_uring available");
+    let dir = tempfile::tempdir().unwrap();
+    session(dir.path(), Backend::Uring);
+}
+
+#[test]
+fn a_different_shard_count_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    Switch::open_dir(dir.path(), config(2), Backend::Std).expect("opens").shutdown();
+    match Switch::open_dir(dir.path(), config(3), Backend::Std) {
+        Err(OpenError::ShardCount { recorded: 2, configured: 3 }) => {}
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("three shards opened a two-shard directory"),
+    }
+}
+
+#[test]
+fn two_shards_route_by_account_and_sum_system_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Switch::open_dir(dir.path(), config(2), Backend::Std).expect("opens");
+    let ids: Vec<u64> = (1024..1040).collect();
+    s.submit(kind::CREATE_ACCOUNTS, &encode_all(&ids.iter().map(|&a| account(a)).collect::<Vec<_>>())).unwrap();
+    let deposits: Vec<Transfer> = ids.iter().map(|&a| deposit(u128::from(a), a, 100, HKD)).collect();
+    assert!(codes(&transfers(&s, &deposits)).iter().all(|c| *c == ResultCode::Ok));
+    // Find one pair on the same shard and one across.
+    let same = ids.iter().find(|&&b| b != 1024 && s.shard_of(b) == s.shard_of(1024)).copied().unwrap();
+    let other = ids.iter().find(|&&b| s.shard_of(b) != s.shard_of(1024)).copied().unwrap();
+    let results = transfers(
+        &s,
+        &[
+            transfer(5000, 1024, same, 10, HKD),
+            transfer(5001, 1024, other, 10, HKD),
+            Transfer { destination_country: 156, ..transfer(5002, other, REMITTANCE_OUT, 5, HKD) },
+        ],
+    );
+    assert_eq!(codes(&results), [ResultCode::Ok, ResultCode::CrossShard, ResultCode::Ok]);
+    assert_eq!(balance(&s, 1024), (90, 0));
+    assert_eq!(balance(&s, same), (110, 0));
+    assert_eq!(balance(&s, SETTLEMENT_IN), (-1600, 0), "sum of both shards' parts");
+    assert_eq!(balance(&s, REMITTANCE_OUT), (5, 0));
+    // Lookups by id find the transfer on whichever shard has it.
+    let looked: Vec<TransferResult> = decode_all(
+        &s.submit(kind::LOOKUP_TRANSFERS, &encode_all(&[Id { id: 5000 }, Id { id: 5002 }, Id { id: 5001 }])).unwrap(),
+    )
+    .collect();
+    assert_eq!(codes(&looked), [ResultCode::Ok, ResultCode::Ok, ResultCode::TransferNotFound]);
+    s.shutdown();
+}
+
+#[test]
+fn a_full_queue_answers_busy_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SwitchConfig { queue_depth_max: 1, group_requests_max: 1, ..config(1) };
+    let s = Arc::new(Switch::open_dir(dir.path(), cfg, Backend::Std).expect("opens"));
+    s.submit(kind::CREATE_ACCOUNTS, &encode_all(&[account(1024)])).unwrap();
+    let threads: Vec<_> = (0..4u128)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                (0..50u128)
+                    .map(|i| {
+                        let id = 1 + t * 1000 + i;
+                        let answer = s.try_submit(kind::SUBMIT_TRANSFERS, &encode_all(&[deposit(id, 1024, 1, HKD)]));
+                        (id, answer)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut busy = 0;
+    let mut applied = 0i64;
+    for t in threads {
+        for (id, answer) in t.join().unwrap() {
+            let looked = TransferResult::decode(&s.submit(kind::LOOKUP_TRANSFERS, &encode_all(&[Id { id }])).unwrap());
+            match answer {
+                Err(SwitchError::Busy) => {
+                    busy += 1;
+                    assert_eq!(
+                        ResultCode::from_u16(looked.code),
+                        Some(ResultCode::TransferNotFound),
+                        "BUSY applied {id}"
+                    );
+                }
+                Ok(_) => {
+                    applied += 1;
+                    assert_eq!(looked.state, STATE_POSTED);
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    }
+    assert_eq!(balance(&s, 1024), (applied, 0), "exactly the answered deposits");
+    eprintln!("{busy} of 200 answered BUSY");
+}
+
+#[test]
+fn bad_requests_get_an_error_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Switch::open_dir(dir.path(), config(1), Backend::Std).expect("opens");
+    assert!(matches!(s.submit(0x7777, &[]), Err(SwitchError::Engine(_))));
+    assert!(matches!(s.submit(kind::SUBMIT_TRANSFERS, &[0; 63]), Err(SwitchError::Engine(_))));
+    assert!(matches!(s.submit(kind::TICK, &[]), Err(SwitchError::Engine(_))), "internal kinds are not requests");
+    s.submit(kind::CREATE_ACCOUNTS, &encode_all(&[account(1024)])).unwrap();
+    s.shutdown();
+    let s = Switch::open_dir(dir.path(), config(1), Backend::Std).expect("reopens after refused requests");
+    assert_eq!(balance(&s, 1024), (0, 0));
+}
