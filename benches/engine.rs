@@ -1,1 +1,184 @@
-fn main() {}
+//! Engine benchmarks, no I/O: transfers applied per second by one shard with
+//! 1M accounts, and the memory each balance and stored transfer costs.
+//!
+//! Run: `cargo bench --bench engine`. Targets (issue 2): at least 5M
+//! same-currency transfers/s per shard; at most 64 bytes per account-currency
+//! balance and 96 bytes per stored transfer.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use harbour::alloc::HugePageAlloc;
+use harbour::engine::book::SETTLEMENT_IN;
+use harbour::engine::{Engine, EngineConfig};
+use harbour::hash::mix64;
+use harbour::protocol::kind;
+use harbour::protocol::records::{Account, TRANSFER_PENDING, Transfer, encode_all};
+
+/// Counts live heap bytes, to measure what the books cost; allocates as the
+/// `harbour` binary does (huge-page advice on large blocks).
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged and only
+// keeps a counter beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { HugePageAlloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { HugePageAlloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { HugePageAlloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const ACCOUNTS: u64 = 1_000_000;
+const FIRST: u64 = 1024;
+const BATCH: usize = 8189;
+const HKD: u16 = 344;
+
+fn funded_engine(transfers_capacity: usize) -> Engine {
+    let config =
+        EngineConfig { accounts_capacity: ACCOUNTS as usize + 8, transfers_capacity, ..EngineConfig::default() };
+    let mut engine = Engine::new(config, 1);
+    let mut out = Vec::new();
+    for chunk in (FIRST..FIRST + ACCOUNTS).collect::<Vec<_>>().chunks(BATCH) {
+        let accounts: Vec<Account> = chunk
+            .iter()
+            .map(|&id| Account { account_id: id, kind: 1, flags: 0, home_country: 344, customer_ref: id })
+            .collect();
+        out.clear();
+        engine.apply(kind::CREATE_ACCOUNTS, &encode_all(&accounts), 1, &mut out).unwrap();
+        let deposits: Vec<Transfer> =
+            chunk.iter().map(|&id| transfer(u128::from(id) << 64, SETTLEMENT_IN, id, 1_000_000_000)).collect();
+        out.clear();
+        engine.apply(kind::SUBMIT_TRANSFERS, &encode_all(&deposits), 1, &mut out).unwrap();
+    }
+    engine
+}
+
+fn transfer(id: u128, debit: u64, credit: u64, amount: u64) -> Transfer {
+    Transfer {
+        transfer_id: id,
+        debit_account: debit,
+        credit_account: credit,
+        amount,
+        debit_currency: HKD,
+        credit_currency: HKD,
+        ..Transfer::default()
+    }
+}
+
+/// A batch of transfers between uniformly random accounts, ids from `next`.
+fn batch(next: &mut u64, flags: u16) -> Vec<u8> {
+    let ts: Vec<Transfer> = (0..BATCH)
+        .map(|_| {
+            *next += 1;
+            let r = mix64(*next);
+            let debit = FIRST + r % ACCOUNTS;
+            let credit = FIRST + (r >> 32) % ACCOUNTS;
+            let credit = if credit == debit { FIRST + (debit - FIRST + 1) % ACCOUNTS } else { credit };
+            Transfer { flags, ..transfer(u128::from(*next), debit, credit, 1 + r % 100) }
+        })
+        .collect();
+    encode_all(&ts)
+}
+
+/// Gives each record of `body` a fresh id from `next` (in place).
+fn renumber(body: &mut [u8], next: &mut u64) {
+    use harbour::protocol::records::Record;
+    for chunk in body.chunks_exact_mut(Transfer::SIZE) {
+        let mut t = Transfer::decode(chunk);
+        *next += 1;
+        t.transfer_id = u128::from(*next);
+        t.encode(chunk);
+    }
+}
+
+fn bench_apply(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(BATCH as u64));
+    for (name, flags) in [("same_currency_1M_accounts", 0), ("pending_1M_accounts", TRANSFER_PENDING)] {
+        let mut engine = funded_engine(40_000_000);
+        // A pool of batches between random accounts; each use renumbers its
+        // ids (outside the timed region) so every transfer is new.
+        let mut next = 1u64;
+        let mut pool: Vec<Vec<u8>> = (0..256).map(|_| batch(&mut next, flags)).collect();
+        let mut turn = 0usize;
+        let mut out = Vec::with_capacity(BATCH * 64);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let body = &mut pool[turn % 256];
+                    turn += 1;
+                    renumber(body, &mut next);
+                    out.clear();
+                    let start = Instant::now();
+                    engine.apply(kind::SUBMIT_TRANSFERS, black_box(body), 1, &mut out).unwrap();
+                    elapsed += start.elapsed();
+                }
+                elapsed
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Live heap bytes per balance and per stored transfer, measured, not
+/// computed from struct sizes.
+fn report_memory() {
+    // Sized as an operator would: capacities for what the shard will hold.
+    const STORED: usize = 3_000_000;
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let mut engine = funded_engine(STORED);
+    let with_accounts = LIVE_BYTES.load(Ordering::Relaxed);
+    let books = engine.book().allocated_bytes();
+    let mut next = 1u64;
+    let mut out = Vec::new();
+    while engine.transfers().len() + BATCH <= STORED {
+        out.clear();
+        engine.apply(kind::SUBMIT_TRANSFERS, &batch(&mut next, 0), 1, &mut out).unwrap();
+    }
+    let stored = engine.transfers().len();
+    let store_bytes = engine.transfers().allocated_bytes();
+    let heap = with_accounts - before;
+    println!(
+        "memory: {:.1} bytes per account with its balance ({} accounts, one currency each; heap {:.1} MiB with the store)",
+        books as f64 / ACCOUNTS as f64,
+        ACCOUNTS,
+        heap as f64 / (1 << 20) as f64
+    );
+    println!(
+        "memory: {:.1} bytes per stored transfer ({stored} stored, store sized for {STORED}; index load {:.2})",
+        store_bytes as f64 / stored as f64,
+        stored as f64 / (engine.transfers().index_slots() as f64)
+    );
+}
+
+fn main() {
+    report_memory();
+    let mut c = Criterion::default().configure_from_args();
+    bench_apply(&mut c);
+    c.final_summary();
+}

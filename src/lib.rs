@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 #![allow(missing_docs)] // Record fields are documented by the contract's tables.
 
+pub mod alloc;
 pub mod clock;
 pub mod engine;
 pub mod hash;

@@ -46,6 +46,9 @@ pub const HKD: u16 = 344;
 pub struct CurrencyIndex(u8);
 
 impl CurrencyIndex {
+    /// HKD's index.
+    pub const HKD: CurrencyIndex = CurrencyIndex(0);
+
     /// The index of an ISO 4217 numeric code, `None` if the switch does not
     /// book it.
     #[must_use]

@@ -1,12 +1,14 @@
 //! The book: every account of one shard and its balance in every currency.
 //!
 //! An account holds a balance in every currency, but most accounts use one.
-//! The first currency an account touches lives inline in its map entry (one
-//! probe finds the account and its main balance); further currencies go to a
+//! Accounts live in an arena found through an [`IdIndex`]; the first
+//! currency an account touches lives inline in its entry (one cache line
+//! holds the account and its main balance), further currencies go to a
 //! second map keyed by (account, currency). The book never decides anything:
 //! it stores and checks; the transfer rules live in `engine`.
 
-use crate::hash::{IdBuildHasher, IdMap};
+use super::index::{Arena, IdIndex, prefetch};
+use crate::hash::{IdBuildHasher, IdMap, mix64};
 use crate::money::CurrencyIndex;
 
 /// System account 1: the bank's FX position.
@@ -60,6 +62,7 @@ const NO_CURRENCY: u8 = u8::MAX;
 /// An account and its main balance.
 #[derive(Clone, Copy, Debug)]
 pub struct AccountEntry {
+    pub id: u64,
     /// The channel's reference for the customer.
     pub customer_ref: u64,
     /// ISO 3166-1 numeric.
@@ -70,15 +73,21 @@ pub struct AccountEntry {
     main: Balance,
 }
 
-/// Per-balance storage overhead, for the memory bench.
-pub const ACCOUNT_ENTRY_SIZE: usize = size_of::<(u64, AccountEntry)>();
-const _: () = assert!(size_of::<AccountEntry>() <= 40);
+/// Where an account lives in its shard's book (valid for the book's life:
+/// accounts are never removed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountPos(u32);
+
+/// Bytes of one account entry (its index slot adds 8 to 16).
+pub const ACCOUNT_ENTRY_SIZE: usize = size_of::<AccountEntry>();
+const _: () = assert!(ACCOUNT_ENTRY_SIZE == 48);
 const _: () = assert!(size_of::<Balance>() == 24);
 
 /// All accounts and balances of one shard.
 #[derive(Clone, Debug, Default)]
 pub struct Book {
-    accounts: IdMap<u64, AccountEntry>,
+    accounts: Arena<AccountEntry>,
+    index: IdIndex,
     /// Balances beyond each account's main currency, keyed by
     /// `account_id << 8 | currency index`.
     other: IdMap<u128, Balance>,
@@ -93,25 +102,101 @@ impl Book {
     /// An empty book with room for `accounts` accounts.
     #[must_use]
     pub fn with_capacity(accounts: usize) -> Self {
+        let filler = AccountEntry {
+            id: 0,
+            customer_ref: 0,
+            home_country: 0,
+            kind: AccountKind::System,
+            main_currency: NO_CURRENCY,
+            main: Balance::default(),
+        };
         Self {
-            accounts: IdMap::with_capacity_and_hasher(accounts, IdBuildHasher),
+            accounts: Arena::with_capacity(accounts, filler),
+            index: IdIndex::with_capacity(accounts),
             other: IdMap::with_hasher(IdBuildHasher),
         }
     }
 
     /// Adds an account. Panics if it exists: callers check first.
     pub fn insert_account(&mut self, id: u64, kind: AccountKind, home_country: u16, customer_ref: u64) {
+        assert!(self.position(id).is_none(), "account {id} inserted twice");
         let entry =
-            AccountEntry { customer_ref, home_country, kind, main_currency: NO_CURRENCY, main: Balance::default() };
-        let previous = self.accounts.insert(id, entry);
-        assert!(previous.is_none(), "account {id} inserted twice");
+            AccountEntry { id, customer_ref, home_country, kind, main_currency: NO_CURRENCY, main: Balance::default() };
+        let at = self.accounts.len() as u32;
+        let accounts = &self.accounts;
+        self.index.insert(mix64(id), at, || accounts.iter().map(|a| mix64(a.id)));
+        self.accounts.push(entry);
+    }
+
+    #[inline]
+    fn position(&self, id: u64) -> Option<u32> {
+        let accounts = &self.accounts;
+        self.index.find(mix64(id), |at| accounts.get(at).id == id)
+    }
+
+    /// Where an account lives, so one transfer looks it up once.
+    #[inline]
+    #[must_use]
+    pub fn find(&self, id: u64) -> Option<AccountPos> {
+        self.position(id).map(AccountPos)
+    }
+
+    /// The account at a position.
+    #[inline]
+    #[must_use]
+    pub fn entry(&self, at: AccountPos) -> &AccountEntry {
+        self.accounts.get(at.0)
+    }
+
+    /// The balance of the account at `at` in a currency (zero if never
+    /// touched).
+    #[inline]
+    #[must_use]
+    pub fn balance_at(&self, at: AccountPos, currency: CurrencyIndex) -> Balance {
+        let entry = self.accounts.get(at.0);
+        if entry.main_currency == currency.raw() {
+            entry.main
+        } else {
+            self.other.get(&other_key(entry.id, currency)).copied().unwrap_or_default()
+        }
+    }
+
+    /// The balance of the account at `at`, mutably, created at zero.
+    #[inline]
+    pub fn balance_at_mut(&mut self, at: AccountPos, currency: CurrencyIndex) -> &mut Balance {
+        let entry = self.accounts.get_mut(at.0);
+        if entry.main_currency == NO_CURRENCY {
+            entry.main_currency = currency.raw();
+        }
+        if entry.main_currency == currency.raw() {
+            return &mut entry.main;
+        }
+        let id = entry.id;
+        self.other.entry(other_key(id, currency)).or_default()
+    }
+
+    /// Starts loading an account's index slot (first stage of a prefetch).
+    #[inline]
+    pub fn prefetch_slot(&self, id: u64) {
+        self.index.prefetch(mix64(id));
+    }
+
+    /// Starts loading an account's entry (second stage, once its slot is in
+    /// cache).
+    #[inline]
+    pub fn prefetch_entry(&self, id: u64) {
+        // Checking the key would read the entry and wait for it: take the
+        // first tag match instead (right unless two ids share 32 hash bits).
+        if let Some(at) = self.index.candidate(mix64(id)) {
+            prefetch(self.accounts.get(at));
+        }
     }
 
     /// The account, if it exists.
     #[inline]
     #[must_use]
     pub fn account(&self, id: u64) -> Option<&AccountEntry> {
-        self.accounts.get(&id)
+        self.find(id).map(|at| self.entry(at))
     }
 
     /// Number of accounts.
@@ -124,32 +209,20 @@ impl Book {
     #[inline]
     #[must_use]
     pub fn balance(&self, id: u64, currency: CurrencyIndex) -> Balance {
-        let entry = self.accounts.get(&id).expect("balance of an existing account");
-        if entry.main_currency == currency.raw() {
-            entry.main
-        } else {
-            self.other.get(&other_key(id, currency)).copied().unwrap_or_default()
-        }
+        self.balance_at(self.find(id).expect("balance of an existing account"), currency)
     }
 
     /// A mutable balance of an existing account, created at zero.
     #[inline]
     pub fn balance_mut(&mut self, id: u64, currency: CurrencyIndex) -> &mut Balance {
-        let Self { accounts, other } = self;
-        let entry = accounts.get_mut(&id).expect("balance of an existing account");
-        if entry.main_currency == NO_CURRENCY {
-            entry.main_currency = currency.raw();
-        }
-        if entry.main_currency == currency.raw() {
-            return &mut entry.main;
-        }
-        other.entry(other_key(id, currency)).or_default()
+        let at = self.find(id).expect("balance of an existing account");
+        self.balance_at_mut(at, currency)
     }
 
     /// Every account id, sorted (for snapshots, audits and hashes).
     #[must_use]
     pub fn account_ids_sorted(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.accounts.keys().copied().collect();
+        let mut ids: Vec<u64> = self.accounts.iter().map(|a| a.id).collect();
         ids.sort_unstable();
         ids
     }
@@ -159,9 +232,9 @@ impl Book {
     #[must_use]
     pub fn balances_sorted(&self) -> Vec<(u64, CurrencyIndex, Balance)> {
         let mut out = Vec::with_capacity(self.accounts.len() + self.other.len());
-        for (&id, entry) in &self.accounts {
+        for entry in self.accounts.iter() {
             if let Some(cur) = CurrencyIndex::from_raw(entry.main_currency) {
-                out.push((id, cur, entry.main));
+                out.push((entry.id, cur, entry.main));
             }
         }
         for (&key, balance) in &self.other {
@@ -176,5 +249,13 @@ impl Book {
     /// Restores a balance read from a snapshot.
     pub fn restore_balance(&mut self, id: u64, currency: CurrencyIndex, balance: Balance) {
         *self.balance_mut(id, currency) = balance;
+    }
+
+    /// Bytes the accounts and their balances hold, for the memory bench.
+    #[must_use]
+    pub fn allocated_bytes(&self) -> usize {
+        self.accounts.allocated_bytes()
+            + self.index.allocated_bytes()
+            + self.other.capacity() * (size_of::<(u128, Balance)>() + 1)
     }
 }

@@ -129,7 +129,6 @@ impl Engine {
             w.u128(s.id());
             w.u64(s.debit_account);
             w.u64(s.credit_account);
-            w.u64(s.amount);
             w.u64(s.debit_amount);
             w.u64(s.credit_amount);
             w.u64(s.rate_e9);
@@ -199,24 +198,30 @@ impl Engine {
             }
             engine.book.restore_balance(id, cur, balance);
         }
-        let transfers = r.count("transfer", 88)?;
+        let transfers = r.count("transfer", 80)?;
         for _ in 0..transfers {
-            let request = Transfer {
-                transfer_id: r.u128()?,
-                debit_account: r.u64()?,
-                credit_account: r.u64()?,
-                amount: r.u64()?,
-                ..Transfer::default()
-            };
+            let transfer_id = r.u128()?;
+            let debit_account = r.u64()?;
+            let credit_account = r.u64()?;
             let debit_amount = r.u64()?;
             let credit_amount = r.u64()?;
             let rate_e9 = r.u64()?;
+            let fx_quote_id = r.u64()?;
+            let user_data = r.u64()?;
+            let destination_country = r.u16()?;
+            let flags = r.u16()?;
+            let amount =
+                if flags & records::TRANSFER_AMOUNT_IN_CREDIT_CURRENCY != 0 { credit_amount } else { debit_amount };
             let request = Transfer {
-                fx_quote_id: r.u64()?,
-                user_data: r.u64()?,
-                destination_country: r.u16()?,
-                flags: r.u16()?,
-                ..request
+                transfer_id,
+                debit_account,
+                credit_account,
+                amount,
+                fx_quote_id,
+                user_data,
+                destination_country,
+                flags,
+                ..Transfer::default()
             };
             let debit_currency = r.currency()?;
             let credit_currency = r.currency()?;

@@ -1,40 +1,33 @@
 //! The transfer store: every accepted transfer of one shard, for idempotency,
 //! holds and lookups.
 //!
-//! Transfers are appended to a chunked arena (fixed 64 Ki-entry chunks, so
-//! growth never copies and never over-allocates by more than one chunk) and
-//! indexed by a `hashbrown::HashTable<u32>` of arena positions. The index
-//! costs about 5 bytes a slot (4-byte position plus hashbrown's control
-//! byte), so a stored transfer costs 88 + ~8 bytes. Insertion touches one
-//! index slot and the arena's tail, which stays in cache.
+//! Transfers are appended to an [`Arena`] and found through an [`IdIndex`]
+//! (see `index`): 80 bytes of record plus 8 to 16 bytes of index slot per
+//! transfer. Inserting a new id touches one index cache line and the
+//! arena's tail, which stays in cache; the engine prefetches the index line
+//! for transfers further down the batch.
 //!
 //! Never removes a transfer: a resent id must always be recognised
 //! (ARCHITECTURE.md, "Memory and retention").
 
-use hashbrown::HashTable;
-
+use super::index::{Arena, IdIndex};
 use crate::hash::hash_u128;
 use crate::money::CurrencyIndex;
 use crate::protocol::records::{self, Transfer, TransferResult};
 
-/// Arena chunk size: 64 Ki transfers (5.5 MiB).
-const CHUNK_LEN: usize = 1 << 16;
-/// Most transfers one shard stores (arena positions are `u32`).
-pub const TRANSFERS_PER_SHARD_MAX: usize = u32::MAX as usize;
-
 /// One stored transfer: its request fields, the amounts it moved and its
 /// state. Everything `LOOKUP_TRANSFERS` shows and everything an identical
-/// resend is compared on.
+/// resend is compared on. The request's `amount` is not stored: it is
+/// `credit_amount` with `TRANSFER_AMOUNT_IN_CREDIT_CURRENCY`, else
+/// `debit_amount`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoredTransfer {
     /// The id as two words, so the struct is 8-byte aligned (a `u128` would
-    /// round it up to 96 bytes).
+    /// round it up to 16-byte alignment and 96 bytes).
     id_lo: u64,
     id_hi: u64,
     pub debit_account: u64,
     pub credit_account: u64,
-    /// The request's `amount` (in the debit or credit currency per `flags`).
-    pub amount: u64,
     /// Minor units of the debit currency actually moved (or reserved).
     pub debit_amount: u64,
     /// Minor units of the credit currency.
@@ -54,9 +47,9 @@ pub struct StoredTransfer {
     pub holds: u8,
 }
 
-/// Bytes per stored transfer in the arena (the index adds 5 to 12).
+/// Bytes per stored transfer in the arena (the index adds 8 to 16).
 pub const STORED_TRANSFER_SIZE: usize = size_of::<StoredTransfer>();
-const _: () = assert!(STORED_TRANSFER_SIZE == 88);
+const _: () = assert!(STORED_TRANSFER_SIZE == 80);
 
 impl StoredTransfer {
     /// A new stored transfer for an accepted request.
@@ -69,12 +62,11 @@ impl StoredTransfer {
         credit_amount: u64,
         rate_e9: u64,
     ) -> Self {
-        Self {
+        let stored = Self {
             id_lo: t.transfer_id as u64,
             id_hi: (t.transfer_id >> 64) as u64,
             debit_account: t.debit_account,
             credit_account: t.credit_account,
-            amount: t.amount,
             debit_amount,
             credit_amount,
             rate_e9,
@@ -86,7 +78,9 @@ impl StoredTransfer {
             credit_currency,
             state: records::STATE_POSTED,
             holds: 0,
-        }
+        };
+        assert_eq!(stored.amount(), t.amount, "the request's amount is one of the legs");
+        stored
     }
 
     /// The transfer id.
@@ -96,19 +90,21 @@ impl StoredTransfer {
         u128::from(self.id_lo) | (u128::from(self.id_hi) << 64)
     }
 
+    /// The request's `amount`.
+    #[inline]
+    #[must_use]
+    pub fn amount(&self) -> u64 {
+        if self.flags & records::TRANSFER_AMOUNT_IN_CREDIT_CURRENCY != 0 {
+            self.credit_amount
+        } else {
+            self.debit_amount
+        }
+    }
+
     /// Whether `t` is an identical resend of this transfer.
     #[must_use]
     pub fn same_request(&self, t: &Transfer) -> bool {
-        self.id() == t.transfer_id
-            && self.debit_account == t.debit_account
-            && self.credit_account == t.credit_account
-            && self.amount == t.amount
-            && self.debit_currency.code() == t.debit_currency
-            && self.credit_currency.code() == t.credit_currency
-            && self.destination_country == t.destination_country
-            && self.flags == t.flags
-            && self.fx_quote_id == t.fx_quote_id
-            && self.user_data == t.user_data
+        *t == self.request()
     }
 
     /// The request this transfer was stored from.
@@ -118,7 +114,7 @@ impl StoredTransfer {
             transfer_id: self.id(),
             debit_account: self.debit_account,
             credit_account: self.credit_account,
-            amount: self.amount,
+            amount: self.amount(),
             debit_currency: self.debit_currency.code(),
             credit_currency: self.credit_currency.code(),
             destination_country: self.destination_country,
@@ -153,87 +149,85 @@ pub struct TransferIndex(pub(crate) u32);
 /// Every transfer one shard has accepted.
 #[derive(Clone, Debug, Default)]
 pub struct TransferStore {
-    chunks: Vec<Vec<StoredTransfer>>,
-    len: usize,
-    index: HashTable<u32>,
+    arena: Arena<StoredTransfer>,
+    index: IdIndex,
 }
 
 impl TransferStore {
-    /// An empty store whose index has room for `capacity` transfers without
-    /// rehashing.
+    /// An empty store whose index has room for `capacity` transfers before
+    /// it grows.
     #[must_use]
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { chunks: Vec::new(), len: 0, index: HashTable::with_capacity(capacity) }
+        let filler = StoredTransfer::new(&Transfer::default(), CurrencyIndex::HKD, CurrencyIndex::HKD, 0, 0, 0);
+        Self { arena: Arena::with_capacity(capacity, filler), index: IdIndex::with_capacity(capacity) }
     }
 
     /// Number of stored transfers.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.len
+        self.arena.len()
     }
 
     /// Whether the store is empty.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.arena.is_empty()
+    }
+
+    /// Starts loading the index slot of an id.
+    #[inline]
+    pub fn prefetch(&self, id: u128) {
+        self.index.prefetch(hash_u128(id));
     }
 
     /// Finds a transfer by id.
     #[inline]
     #[must_use]
     pub fn find(&self, id: u128) -> Option<TransferIndex> {
-        let chunks = &self.chunks;
-        self.index.find(hash_u128(id), |&pos| arena_get(chunks, pos).id() == id).map(|&pos| TransferIndex(pos))
+        let arena = &self.arena;
+        self.index.find(hash_u128(id), |at| arena.get(at).id() == id).map(TransferIndex)
     }
 
     /// The transfer at an index.
     #[inline]
     #[must_use]
     pub fn get(&self, at: TransferIndex) -> &StoredTransfer {
-        arena_get(&self.chunks, at.0)
+        self.arena.get(at.0)
     }
 
     /// The transfer at an index, to change its state.
     #[inline]
     pub fn get_mut(&mut self, at: TransferIndex) -> &mut StoredTransfer {
-        let pos = at.0 as usize;
-        &mut self.chunks[pos / CHUNK_LEN][pos % CHUNK_LEN]
+        self.arena.get_mut(at.0)
     }
 
-    /// Stores a new transfer. Panics if its id is stored already (callers
-    /// check first) or the shard is full.
+    /// Stores a new transfer. Panics if the shard is full; callers check the
+    /// id is new first.
     pub fn insert(&mut self, transfer: StoredTransfer) -> TransferIndex {
-        assert!(self.len < TRANSFERS_PER_SHARD_MAX, "transfer store full");
-        let pos = self.len as u32;
-        if self.len.is_multiple_of(CHUNK_LEN) {
-            self.chunks.push(Vec::with_capacity(CHUNK_LEN));
-        }
-        let id = transfer.id();
-        self.chunks.last_mut().expect("a chunk").push(transfer);
-        self.len += 1;
-        let chunks = &self.chunks;
-        self.index.insert_unique(hash_u128(id), pos, |&p| hash_u128(arena_get(chunks, p).id()));
-        TransferIndex(pos)
+        let at = self.arena.len() as u32;
+        let arena = &self.arena;
+        self.index.insert(hash_u128(transfer.id()), at, || arena.iter().map(|t| hash_u128(t.id())));
+        let pushed = self.arena.push(transfer);
+        debug_assert_eq!(pushed, at);
+        TransferIndex(at)
     }
 
     /// Every transfer in the order it was stored.
     pub fn iter(&self) -> impl Iterator<Item = &StoredTransfer> {
-        self.chunks.iter().flatten()
+        self.arena.iter()
+    }
+
+    /// Slots in the id index (its load is `len / index_slots`).
+    #[must_use]
+    pub fn index_slots(&self) -> usize {
+        self.index.slots()
     }
 
     /// Bytes allocated by the store (arena and index), for the memory bench.
     #[must_use]
     pub fn allocated_bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.capacity() * STORED_TRANSFER_SIZE).sum::<usize>()
-            + self.index.capacity() * size_of::<u32>()
-            + self.index.capacity()
+        self.arena.allocated_bytes() + self.index.allocated_bytes()
     }
-}
-
-#[inline]
-fn arena_get(chunks: &[Vec<StoredTransfer>], pos: u32) -> &StoredTransfer {
-    let pos = pos as usize;
-    &chunks[pos / CHUNK_LEN][pos % CHUNK_LEN]
 }
 
 #[cfg(test)]
@@ -249,12 +243,12 @@ mod tests {
     #[test]
     fn finds_what_it_stored_across_chunks() {
         let mut store = TransferStore::with_capacity(0);
-        let n = CHUNK_LEN as u128 + 10;
+        let n = (1u128 << 16) + 10;
         for id in 1..=n {
             store.insert(transfer(id * 0x1_0000_0001));
         }
         assert_eq!(store.len(), n as usize);
-        for id in [1, 2, CHUNK_LEN as u128, n] {
+        for id in [1, 2, 1 << 16, n] {
             let at = store.find(id * 0x1_0000_0001).expect("stored");
             assert_eq!(store.get(at).id(), id * 0x1_0000_0001);
         }
@@ -263,7 +257,24 @@ mod tests {
     }
 
     #[test]
-    fn stored_transfer_fits_its_budget() {
-        assert_eq!(STORED_TRANSFER_SIZE, 88);
+    fn the_request_round_trips_through_the_stored_form() {
+        let hkd = CurrencyIndex::of(344).expect("HKD");
+        let usd = CurrencyIndex::of(840).expect("USD");
+        let t = Transfer {
+            transfer_id: 9,
+            debit_account: 1024,
+            credit_account: 1025,
+            amount: 700,
+            debit_currency: 344,
+            credit_currency: 840,
+            destination_country: 840,
+            flags: records::TRANSFER_AMOUNT_IN_CREDIT_CURRENCY,
+            fx_quote_id: 4,
+            user_data: 5,
+        };
+        let stored = StoredTransfer::new(&t, hkd, usd, 5_460, 700, 128_000_000);
+        assert!(stored.same_request(&t));
+        assert_eq!(stored.request(), t);
+        assert!(!stored.same_request(&Transfer { amount: 5_460, ..t }));
     }
 }
