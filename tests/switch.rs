@@ -13,7 +13,7 @@ use harbour::protocol::{ResultCode, kind};
 use harbour::shard::{Backend, OpenError, Switch, SwitchConfig, SwitchError};
 
 fn config(shards: usize) -> SwitchConfig {
-    SwitchConfig { shards, clock: Clock::Manual, snapshot_every_records: 5, ..SwitchConfig::default() }
+    SwitchConfig { shards, clock: Clock::Manual, snapshot_log_bytes: 600, ..SwitchConfig::default() }
 }
 
 fn transfers(s: &Switch, ts: &[Transfer]) -> Vec<TransferResult> {
