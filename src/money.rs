@@ -83,8 +83,15 @@ impl CurrencyIndex {
     }
 }
 
-/// Formats minor units as a decimal string in the currency's major units,
-/// e.g. `12345` HKD is `123.45`.
+/// Formats minor units as a decimal string in the currency's major units.
+///
+/// ```
+/// use harbour::money::{CurrencyIndex, format_minor};
+/// let hkd = CurrencyIndex::of(344).unwrap().currency();
+/// assert_eq!(format_minor(12345, hkd), "123.45");
+/// let jpy = CurrencyIndex::of(392).unwrap().currency();
+/// assert_eq!(format_minor(-7, jpy), "-7");
+/// ```
 #[must_use]
 pub fn format_minor(amount: i128, currency: &Currency) -> String {
     let digits = u32::from(currency.minor_units);
