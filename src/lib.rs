@@ -10,10 +10,14 @@
 #![allow(missing_docs)] // Record fields are documented by the contract's tables.
 
 pub mod alloc;
+pub mod client;
 pub mod clock;
+pub mod config;
 pub mod engine;
 pub mod hash;
+pub mod metrics;
 pub mod money;
 pub mod protocol;
+pub mod server;
 pub mod shard;
 pub mod wal;

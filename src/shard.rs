@@ -31,6 +31,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -281,7 +282,7 @@ impl Shard {
         Some(Duration::from_millis(due.saturating_sub(now)).min(IDLE_WAKE_MAX))
     }
 
-    fn run(mut self, rx: &Receiver<Message>, group_max: usize) {
+    fn run(mut self, rx: &Receiver<Message>, group_max: usize, now_ms: &AtomicU64) {
         let mut batch: Vec<Request> = Vec::with_capacity(group_max);
         let mut stopping = false;
         while !stopping {
@@ -308,6 +309,7 @@ impl Shard {
             }
             let group: Vec<(u16, &[u8])> = batch.iter().map(|r| (r.kind, r.body.as_slice())).collect();
             let (replies, _) = self.process(&group);
+            now_ms.fetch_max(self.engine.now_ms(), Ordering::Relaxed);
             for (request, reply) in batch.drain(..).zip(replies) {
                 // A requester that gave up is not an error.
                 let _ = request.reply.send(reply);
@@ -327,6 +329,8 @@ pub struct Switch {
     shards: Vec<ShardHandle>,
     config: SwitchConfig,
     reports: Vec<RecoveryReport>,
+    /// The latest engine time any shard reached (for HELLO's server time).
+    now_ms: Arc<AtomicU64>,
 }
 
 /// File recording how many shards a data directory was written with.
@@ -384,16 +388,19 @@ impl Switch {
         }
         let mut shards = Vec::with_capacity(config.shards);
         let mut reports = Vec::with_capacity(config.shards);
+        let now_ms = Arc::new(AtomicU64::new(0));
         let mut first_error = None;
         for (i, storage) in storages.into_iter().enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max.min(QUEUE_DEPTH_MAX));
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            let shard_now = Arc::clone(&now_ms);
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn(move || match Shard::open(storage, &config) {
                     Ok((shard, report)) => {
+                        shard_now.fetch_max(shard.engine.now_ms(), Ordering::Relaxed);
                         let _ = ready_tx.send(Ok(report));
-                        shard.run(&rx, config.group_requests_max);
+                        shard.run(&rx, config.group_requests_max, &shard_now);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -416,7 +423,7 @@ impl Switch {
             }
             shards.push(ShardHandle { tx, thread: Some(thread) });
         }
-        let switch = Switch { shards, config, reports };
+        let switch = Switch { shards, config, reports, now_ms };
         match first_error {
             Some(e) => Err(e),
             None => Ok(switch),
@@ -427,6 +434,13 @@ impl Switch {
     #[must_use]
     pub fn recovery_reports(&self) -> &[RecoveryReport] {
         &self.reports
+    }
+
+    /// The switch's time as of the last group any shard applied (on the
+    /// system clock, at least the wall clock).
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        self.config.clock.now_ms(self.now_ms.load(Ordering::Relaxed))
     }
 
     /// The configuration.
@@ -444,13 +458,56 @@ impl Switch {
     /// Applies a request and waits for its durable answer; waits for queue
     /// room rather than answering `Busy`.
     pub fn submit(&self, kind: u16, body: &[u8]) -> Reply {
-        self.route(kind, body, true)
+        self.dispatch(kind, body, true)?.wait_blocking()
     }
 
     /// Like [`Switch::submit`], but answers `Busy` at once (nothing applied)
     /// if a shard's queue is full.
     pub fn try_submit(&self, kind: u16, body: &[u8]) -> Reply {
-        self.route(kind, body, false)
+        self.dispatch(kind, body, false)?.wait_blocking()
+    }
+
+    /// Hands a request to its shard(s) without waiting for the answer: the
+    /// async server's entry point. With `wait` false a full queue is `Busy`
+    /// and nothing is sent anywhere.
+    pub fn dispatch(&self, kind: u16, body: &[u8], wait: bool) -> Result<PendingReply, SwitchError> {
+        let n = self.shards.len();
+        if n == 1 {
+            let rx = self.send(0, kind, body.to_vec(), wait)?;
+            return Ok(PendingReply { parts: vec![rx], merge: Merge::Single });
+        }
+        match kind {
+            kind::CREATE_ACCOUNTS => {
+                self.scatter::<Account, records::RecordResult>(kind, body, wait, |a| Ok(shard_of(a.account_id, n)))
+            }
+            kind::SUBMIT_TRANSFERS => self.scatter::<Transfer, TransferResult>(kind, body, wait, |t| {
+                route_transfer(t, n).ok_or(TransferResult {
+                    transfer_id: t.transfer_id,
+                    code: ResultCode::CrossShard.as_u16(),
+                    ..TransferResult::default()
+                })
+            }),
+            kind::LOOKUP_BALANCES => {
+                let keys = body.chunks_exact(BalanceKey::SIZE).map(BalanceKey::decode).collect();
+                Ok(PendingReply { parts: self.broadcast(kind, body, wait)?, merge: Merge::Balances(keys) })
+            }
+            _ => Ok(PendingReply { parts: self.broadcast(kind, body, wait)?, merge: Merge::ById(kind) }),
+        }
+    }
+
+    /// Checks every target queue has room before sending anything, so a
+    /// `Busy` answer means nothing was applied anywhere.
+    fn reserve(&self, targets: impl Iterator<Item = usize>, wait: bool) -> Result<(), SwitchError> {
+        if wait {
+            return Ok(());
+        }
+        for s in targets {
+            let tx = &self.shards[s].tx;
+            if tx.capacity().is_some_and(|cap| tx.len() >= cap) {
+                return Err(SwitchError::Busy);
+            }
+        }
+        Ok(())
     }
 
     fn send(
@@ -474,124 +531,49 @@ impl Switch {
         Ok(rx)
     }
 
-    fn wait(rx: oneshot::Receiver<Reply>) -> Reply {
-        rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed))
-    }
-
-    fn route(&self, kind: u16, body: &[u8], wait: bool) -> Reply {
-        let n = self.shards.len();
-        if n == 1 {
-            return Self::wait(self.send(0, kind, body.to_vec(), wait)?);
-        }
-        match kind {
-            kind::CREATE_ACCOUNTS => {
-                self.scatter::<Account, records::RecordResult>(body, wait, |a| Ok(shard_of(a.account_id, n)))
-            }
-            kind::SUBMIT_TRANSFERS => self.scatter::<Transfer, TransferResult>(body, wait, |t| {
-                route_transfer(t, n).ok_or(TransferResult {
-                    transfer_id: t.transfer_id,
-                    code: ResultCode::CrossShard.as_u16(),
-                    ..TransferResult::default()
-                })
-            }),
-            kind::LOOKUP_BALANCES => self.lookup_balances(body, wait),
-            _ => self.broadcast(kind, body, wait),
-        }
-    }
-
-    /// Sends each record to its shard (or answers it at once), keeping the
-    /// request's order in the answer.
-    fn scatter<R: Record, A: Record>(&self, body: &[u8], wait: bool, place: impl Fn(&R) -> Result<usize, A>) -> Reply {
+    /// Sends each record to its shard (or answers it at once), remembering
+    /// the request's order for the merge.
+    fn scatter<R: Record, A: Record>(
+        &self,
+        kind: u16,
+        body: &[u8],
+        wait: bool,
+        place: impl Fn(&R) -> Result<usize, A>,
+    ) -> Result<PendingReply, SwitchError> {
         if !body.len().is_multiple_of(R::SIZE) {
-            return Err(SwitchError::Engine(EngineError::BadLength { kind: 0, len: body.len() }));
+            return Err(SwitchError::Engine(EngineError::BadLength { kind, len: body.len() }));
         }
         let n = self.shards.len();
         let mut bodies = vec![Vec::new(); n];
-        let mut slots: Vec<Result<usize, A>> = Vec::with_capacity(body.len() / R::SIZE);
+        let mut slots: Vec<Result<usize, Vec<u8>>> = Vec::with_capacity(body.len() / R::SIZE);
         for chunk in body.chunks_exact(R::SIZE) {
-            let placed = place(&R::decode(chunk));
-            if let Ok(s) = placed {
-                bodies[s].extend_from_slice(chunk);
-            }
-            slots.push(placed);
-        }
-        let kind = if R::SIZE == Account::SIZE { kind::CREATE_ACCOUNTS } else { kind::SUBMIT_TRANSFERS };
-        let mut pending = Vec::with_capacity(n);
-        for (s, b) in bodies.into_iter().enumerate() {
-            pending.push(if b.is_empty() { None } else { Some(self.send(s, kind, b, wait)?) });
-        }
-        let mut answers: Vec<Option<(Vec<u8>, usize)>> = Vec::with_capacity(n);
-        for p in pending {
-            answers.push(match p {
-                Some(rx) => Some((Self::wait(rx)?, 0)),
-                None => None,
-            });
-        }
-        let mut out = Vec::with_capacity(slots.len() * A::SIZE);
-        for slot in slots {
-            match slot {
+            match place(&R::decode(chunk)) {
                 Ok(s) => {
-                    let (bytes, at) = answers[s].as_mut().expect("shard answered");
-                    out.extend_from_slice(&bytes[*at..*at + A::SIZE]);
-                    *at += A::SIZE;
+                    bodies[s].extend_from_slice(chunk);
+                    slots.push(Ok(s));
                 }
-                Err(answer) => records::push(&mut out, &answer),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Balances of customer accounts come from their shard; a system
-    /// account's balance is the sum of its parts on every shard.
-    fn lookup_balances(&self, body: &[u8], wait: bool) -> Reply {
-        let all = self.broadcast_raw(kind::LOOKUP_BALANCES, body, wait)?;
-        let n = self.shards.len();
-        let mut out = Vec::with_capacity(body.len() / BalanceKey::SIZE * Balance::SIZE);
-        for (i, chunk) in body.chunks_exact(BalanceKey::SIZE).enumerate() {
-            let key = BalanceKey::decode(chunk);
-            let at = i * Balance::SIZE;
-            let answer = if key.account_id < crate::engine::book::CUSTOMER_ID_MIN {
-                let mut sum = Balance::decode(&all[0][at..at + Balance::SIZE]);
-                for part in &all[1..] {
-                    let b = Balance::decode(&part[at..at + Balance::SIZE]);
-                    sum.balance = sum.balance.wrapping_add(b.balance);
-                    sum.held = sum.held.wrapping_add(b.held);
-                }
-                sum
-            } else {
-                let s = shard_of(key.account_id, n);
-                Balance::decode(&all[s][at..at + Balance::SIZE])
-            };
-            records::push(&mut out, &answer);
-        }
-        Ok(out)
-    }
-
-    /// Sends a request keyed by transfer id to every shard and keeps, per
-    /// record, the answer of the shard that knows the id.
-    fn broadcast(&self, kind: u16, body: &[u8], wait: bool) -> Reply {
-        let all = self.broadcast_raw(kind, body, wait)?;
-        let size = if kind == kind::SET_TIME { records::RecordResult::SIZE } else { TransferResult::SIZE };
-        let mut out = all[0].clone();
-        if size == TransferResult::SIZE {
-            for part in &all[1..] {
-                for (mine, theirs) in out.chunks_exact_mut(size).zip(part.chunks_exact(size)) {
-                    let code = TransferResult::decode(mine).code;
-                    if code == ResultCode::TransferNotFound.as_u16() {
-                        mine.copy_from_slice(theirs);
-                    }
+                Err(answer) => {
+                    let mut bytes = Vec::with_capacity(A::SIZE);
+                    records::push(&mut bytes, &answer);
+                    slots.push(Err(bytes));
                 }
             }
         }
-        Ok(out)
+        self.reserve((0..n).filter(|&s| !bodies[s].is_empty()), wait)?;
+        let mut parts = Vec::with_capacity(n);
+        let mut targets = Vec::with_capacity(n);
+        for (s, b) in bodies.into_iter().enumerate() {
+            if !b.is_empty() {
+                parts.push(self.send(s, kind, b, wait)?);
+                targets.push(s);
+            }
+        }
+        Ok(PendingReply { parts, merge: Merge::Scatter { slots, targets, size: A::SIZE } })
     }
 
-    fn broadcast_raw(&self, kind: u16, body: &[u8], wait: bool) -> Result<Vec<Vec<u8>>, SwitchError> {
-        let mut pending = Vec::with_capacity(self.shards.len());
-        for s in 0..self.shards.len() {
-            pending.push(self.send(s, kind, body.to_vec(), wait)?);
-        }
-        pending.into_iter().map(Self::wait).collect()
+    fn broadcast(&self, kind: u16, body: &[u8], wait: bool) -> Result<Vec<oneshot::Receiver<Reply>>, SwitchError> {
+        self.reserve(0..self.shards.len(), wait)?;
+        (0..self.shards.len()).map(|s| self.send(s, kind, body.to_vec(), wait)).collect()
     }
 
     /// Stops every shard after the group it is applying; waits for them.
@@ -614,6 +596,104 @@ impl Switch {
 impl Drop for Switch {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// How the answers of a request's parts become one answer.
+enum Merge {
+    /// One shard answered the whole request.
+    Single,
+    /// Records went to their shards; `slots` says, per record, which shard
+    /// answered it (in order) or holds the answer given without a shard.
+    Scatter { slots: Vec<Result<usize, Vec<u8>>>, targets: Vec<usize>, size: usize },
+    /// Every shard answered; customer balances come from their shard,
+    /// system accounts sum their parts.
+    Balances(Vec<BalanceKey>),
+    /// Every shard answered a request keyed by transfer id; per record, the
+    /// shard that knows the id wins.
+    ById(u16),
+}
+
+/// A request handed to its shard(s), whose answer is on its way.
+pub struct PendingReply {
+    parts: Vec<oneshot::Receiver<Reply>>,
+    merge: Merge,
+}
+
+impl PendingReply {
+    /// Waits on this thread (not inside an async runtime).
+    pub fn wait_blocking(self) -> Reply {
+        let mut answers = Vec::with_capacity(self.parts.len());
+        for rx in self.parts {
+            answers.push(rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed))?);
+        }
+        Ok(merge(self.merge, answers))
+    }
+
+    /// Waits asynchronously.
+    pub async fn wait(self) -> Reply {
+        let mut answers = Vec::with_capacity(self.parts.len());
+        for rx in self.parts {
+            answers.push(rx.await.unwrap_or(Err(SwitchError::ShardFailed))?);
+        }
+        Ok(merge(self.merge, answers))
+    }
+}
+
+fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
+    match how {
+        Merge::Single => answers.pop().expect("one answer"),
+        Merge::Scatter { slots, targets, size } => {
+            let mut cursor = vec![0usize; targets.len()];
+            let mut out = Vec::with_capacity(slots.len() * size);
+            for slot in slots {
+                match slot {
+                    Ok(shard) => {
+                        let part = targets.iter().position(|&t| t == shard).expect("shard was sent a part");
+                        let at = cursor[part];
+                        out.extend_from_slice(&answers[part][at..at + size]);
+                        cursor[part] += size;
+                    }
+                    Err(bytes) => out.extend_from_slice(&bytes),
+                }
+            }
+            out
+        }
+        Merge::Balances(keys) => {
+            let n = answers.len();
+            let mut out = Vec::with_capacity(keys.len() * Balance::SIZE);
+            for (i, key) in keys.iter().enumerate() {
+                let at = i * Balance::SIZE;
+                let part = |s: usize| Balance::decode(&answers[s][at..at + Balance::SIZE]);
+                let answer = if key.account_id < crate::engine::book::CUSTOMER_ID_MIN {
+                    let mut sum = part(0);
+                    for s in 1..n {
+                        let b = part(s);
+                        sum.balance = sum.balance.wrapping_add(b.balance);
+                        sum.held = sum.held.wrapping_add(b.held);
+                    }
+                    sum
+                } else {
+                    part(shard_of(key.account_id, n))
+                };
+                records::push(&mut out, &answer);
+            }
+            out
+        }
+        Merge::ById(kind) => {
+            let mut out = answers[0].clone();
+            if kind != kind::SET_TIME {
+                let size = TransferResult::SIZE;
+                for part in &answers[1..] {
+                    for (mine, theirs) in out.chunks_exact_mut(size).zip(part.chunks_exact(size)) {
+                        if TransferResult::decode(mine).code == ResultCode::TransferNotFound.as_u16() {
+                            mine.copy_from_slice(theirs);
+                        }
+                    }
+                }
+            }
+            out
+        }
     }
 }
 

@@ -3,10 +3,13 @@
 //!
 //! Owns every byte offset of the wire format; nothing outside this module
 //! reads or writes one. It never does I/O and never allocates per record.
-//! Frame headers, the codec and the session arrive with the server (issue 3).
+//! `frame` holds the header codec and the table of kinds; `session` the
+//! CHALLENGE/HELLO handshake.
 
 pub mod codes;
+pub mod frame;
 pub mod records;
+pub mod session;
 
 pub use codes::ResultCode;
 
@@ -29,6 +32,24 @@ pub mod kind {
     pub const LOOKUP_TRANSFERS: u16 = 0x0015;
     /// LOOKUP_BALANCES.
     pub const LOOKUP_BALANCES: u16 = 0x0016;
+    /// SET_FX_RATES.
+    pub const SET_FX_RATES: u16 = 0x0020;
+    /// FX_QUOTE.
+    pub const FX_QUOTE: u16 = 0x0021;
+    /// SET_CREDIT_LINES.
+    pub const SET_CREDIT_LINES: u16 = 0x0030;
+    /// DISBURSE_LOANS.
+    pub const DISBURSE_LOANS: u16 = 0x0031;
+    /// REPAY_LOANS.
+    pub const REPAY_LOANS: u16 = 0x0032;
+    /// LOOKUP_LOANS.
+    pub const LOOKUP_LOANS: u16 = 0x0033;
+    /// EXPORT_STR.
+    pub const EXPORT_STR: u16 = 0x0042;
+    /// CHALLENGE (switch to channel, on connect).
+    pub const CHALLENGE: u16 = 0x0100;
+    /// HELLO.
+    pub const HELLO: u16 = 0x0101;
     /// RESOLVE_REVIEW.
     pub const RESOLVE_REVIEW: u16 = 0x0040;
     /// SET_TIME.

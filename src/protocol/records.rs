@@ -30,6 +30,10 @@ fn get_u16(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
 #[inline]
+fn get_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+#[inline]
 fn get_u64(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
@@ -406,6 +410,297 @@ impl Record for SetTime {
     }
 }
 
+/// Quote / FxRate flag: the amount is on the credit side.
+pub const QUOTE_AMOUNT_IN_CREDIT_CURRENCY: u16 = 1;
+
+/// FxRate (16): a rate TREASURY sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FxRate {
+    pub from: u16,
+    pub to: u16,
+    /// `to` per `from` × 10^9, spread included.
+    pub rate_e9: u64,
+}
+
+impl Record for FxRate {
+    const SIZE: usize = 16;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u16(b, 0, self.from);
+        put_u16(b, 2, self.to);
+        put_u64(b, 8, self.rate_e9);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { from: get_u16(b, 0), to: get_u16(b, 2), rate_e9: get_u64(b, 8) }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        zero(&b[4..8])
+    }
+}
+
+/// QuoteRequest (16): ask for a locked rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuoteRequest {
+    pub from: u16,
+    pub to: u16,
+    pub flags: u16,
+    pub amount: u64,
+}
+
+impl Record for QuoteRequest {
+    const SIZE: usize = 16;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u16(b, 0, self.from);
+        put_u16(b, 2, self.to);
+        put_u16(b, 4, self.flags);
+        put_u64(b, 8, self.amount);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { from: get_u16(b, 0), to: get_u16(b, 2), flags: get_u16(b, 4), amount: get_u64(b, 8) }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        get_u16(b, 4) & !QUOTE_AMOUNT_IN_CREDIT_CURRENCY == 0 && zero(&b[6..8])
+    }
+}
+
+/// Quote (48): a locked rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quote {
+    pub quote_id: u64,
+    pub code: u16,
+    pub rate_e9: u64,
+    pub debit_amount: u64,
+    pub credit_amount: u64,
+    pub expires_at_ms: u64,
+}
+
+impl Record for Quote {
+    const SIZE: usize = 48;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u64(b, 0, self.quote_id);
+        put_u16(b, 8, self.code);
+        put_u64(b, 16, self.rate_e9);
+        put_u64(b, 24, self.debit_amount);
+        put_u64(b, 32, self.credit_amount);
+        put_u64(b, 40, self.expires_at_ms);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            quote_id: get_u64(b, 0),
+            code: get_u16(b, 8),
+            rate_e9: get_u64(b, 16),
+            debit_amount: get_u64(b, 24),
+            credit_amount: get_u64(b, 32),
+            expires_at_ms: get_u64(b, 40),
+        }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        zero(&b[10..16])
+    }
+}
+
+/// CreditLine flag: draw micro-loans automatically on shortfall.
+pub const CREDIT_AUTO_MICRO_CREDIT: u16 = 1;
+
+/// CreditLine (32): an account's credit line in one currency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CreditLine {
+    pub account_id: u64,
+    pub currency: u16,
+    pub flags: u16,
+    pub apr_bps: u32,
+    pub limit: u64,
+    pub micro_credit_max: u64,
+}
+
+impl Record for CreditLine {
+    const SIZE: usize = 32;
+    fn encode(&self, b: &mut [u8]) {
+        put_u64(b, 0, self.account_id);
+        put_u16(b, 8, self.currency);
+        put_u16(b, 10, self.flags);
+        put_u32(b, 12, self.apr_bps);
+        put_u64(b, 16, self.limit);
+        put_u64(b, 24, self.micro_credit_max);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            account_id: get_u64(b, 0),
+            currency: get_u16(b, 8),
+            flags: get_u16(b, 10),
+            apr_bps: get_u32(b, 12),
+            limit: get_u64(b, 16),
+            micro_credit_max: get_u64(b, 24),
+        }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        get_u16(b, 10) & !CREDIT_AUTO_MICRO_CREDIT == 0
+    }
+}
+
+/// Disburse (48): a loan to pay out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Disburse {
+    pub loan_id: u128,
+    pub account_id: u64,
+    pub currency: u16,
+    pub term_days: u32,
+    pub principal: u64,
+}
+
+impl Record for Disburse {
+    const SIZE: usize = 48;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u128(b, 0, self.loan_id);
+        put_u64(b, 16, self.account_id);
+        put_u16(b, 24, self.currency);
+        put_u32(b, 28, self.term_days);
+        put_u64(b, 32, self.principal);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            loan_id: get_u128(b, 0),
+            account_id: get_u64(b, 16),
+            currency: get_u16(b, 24),
+            term_days: get_u32(b, 28),
+            principal: get_u64(b, 32),
+        }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        zero(&b[26..28]) && zero(&b[40..48])
+    }
+}
+
+/// Repay (48): a repayment of a loan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Repay {
+    pub repayment_id: u128,
+    pub loan_id: u128,
+    pub amount: u64,
+}
+
+impl Record for Repay {
+    const SIZE: usize = 48;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u128(b, 0, self.repayment_id);
+        put_u128(b, 16, self.loan_id);
+        put_u64(b, 32, self.amount);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { repayment_id: get_u128(b, 0), loan_id: get_u128(b, 16), amount: get_u64(b, 32) }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        zero(&b[40..48])
+    }
+}
+
+/// LoanResult (64): the state of one loan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoanResult {
+    pub loan_id: u128,
+    pub code: u16,
+    /// 0 NONE, 1 ACTIVE, 2 REPAID.
+    pub state: u8,
+    pub apr_bps: u32,
+    pub account_id: u64,
+    pub currency: u16,
+    pub ear_bps: u32,
+    pub principal_outstanding: u64,
+    pub interest_accrued: u64,
+    pub disbursed_at_ms: u64,
+}
+
+impl Record for LoanResult {
+    const SIZE: usize = 64;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u128(b, 0, self.loan_id);
+        put_u16(b, 16, self.code);
+        b[18] = self.state;
+        put_u32(b, 20, self.apr_bps);
+        put_u64(b, 24, self.account_id);
+        put_u16(b, 32, self.currency);
+        put_u32(b, 36, self.ear_bps);
+        put_u64(b, 40, self.principal_outstanding);
+        put_u64(b, 48, self.interest_accrued);
+        put_u64(b, 56, self.disbursed_at_ms);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            loan_id: get_u128(b, 0),
+            code: get_u16(b, 16),
+            state: b[18],
+            apr_bps: get_u32(b, 20),
+            account_id: get_u64(b, 24),
+            currency: get_u16(b, 32),
+            ear_bps: get_u32(b, 36),
+            principal_outstanding: get_u64(b, 40),
+            interest_accrued: get_u64(b, 48),
+            disbursed_at_ms: get_u64(b, 56),
+        }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        b[18] <= 2 && b[19] == 0 && zero(&b[34..36])
+    }
+}
+
+/// STR format 1: XML.
+pub const STR_FORMAT_XML: u8 = 1;
+/// STR format 2: CSV.
+pub const STR_FORMAT_CSV: u8 = 2;
+
+/// StrRequest (16): which month's Suspicious Transaction Report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrRequest {
+    pub year: u16,
+    pub month: u8,
+    pub format: u8,
+}
+
+impl Record for StrRequest {
+    const SIZE: usize = 16;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u16(b, 0, self.year);
+        b[2] = self.month;
+        b[3] = self.format;
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { year: get_u16(b, 0), month: b[2], format: b[3] }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        (STR_FORMAT_XML..=STR_FORMAT_CSV).contains(&b[3]) && zero(&b[4..16])
+    }
+}
+
+/// StrHeader (8): precedes the report bytes in EXPORT_STR's answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrHeader {
+    pub code: u16,
+    pub format: u8,
+    pub report_len: u32,
+}
+
+impl Record for StrHeader {
+    const SIZE: usize = 8;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u16(b, 0, self.code);
+        b[2] = self.format;
+        put_u32(b, 4, self.report_len);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Self { code: get_u16(b, 0), format: b[2], report_len: get_u32(b, 4) }
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        b[3] == 0
+    }
+}
+
 /// Decodes every record of a body that is a whole number of records.
 pub fn decode_all<'a, R: Record + 'a>(body: &'a [u8]) -> impl Iterator<Item = R> + 'a {
     debug_assert_eq!(body.len() % R::SIZE, 0);
@@ -440,6 +735,15 @@ const _: () = assert!(<Finalize as Record>::SIZE == 32);
 const _: () = assert!(<BalanceKey as Record>::SIZE == 16);
 const _: () = assert!(<Balance as Record>::SIZE == 48);
 const _: () = assert!(<SetTime as Record>::SIZE == 16);
+const _: () = assert!(<FxRate as Record>::SIZE == 16);
+const _: () = assert!(<QuoteRequest as Record>::SIZE == 16);
+const _: () = assert!(<Quote as Record>::SIZE == 48);
+const _: () = assert!(<CreditLine as Record>::SIZE == 32);
+const _: () = assert!(<Disburse as Record>::SIZE == 48);
+const _: () = assert!(<Repay as Record>::SIZE == 48);
+const _: () = assert!(<LoanResult as Record>::SIZE == 64);
+const _: () = assert!(<StrRequest as Record>::SIZE == 16);
+const _: () = assert!(<StrHeader as Record>::SIZE == 8);
 
 #[cfg(test)]
 mod tests {
@@ -493,6 +797,33 @@ mod tests {
             loans_outstanding: 3,
         });
         round_trip(SetTime { unix_ms: 1_767_225_600_000 });
+        round_trip(FxRate { from: 344, to: 840, rate_e9: 128_000_000 });
+        round_trip(QuoteRequest { from: 344, to: 840, flags: 1, amount: 5 });
+        round_trip(Quote { quote_id: 1, code: 0, rate_e9: 2, debit_amount: 3, credit_amount: 4, expires_at_ms: 5 });
+        round_trip(CreditLine {
+            account_id: 1024,
+            currency: 344,
+            flags: 1,
+            apr_bps: 4800,
+            limit: 9,
+            micro_credit_max: 3,
+        });
+        round_trip(Disburse { loan_id: 7, account_id: 1024, currency: 344, term_days: 30, principal: 100 });
+        round_trip(Repay { repayment_id: 8, loan_id: 7, amount: 5 });
+        round_trip(LoanResult {
+            loan_id: 7,
+            code: 0,
+            state: 1,
+            apr_bps: 1000,
+            account_id: 1024,
+            currency: 344,
+            ear_bps: 1052,
+            principal_outstanding: 1,
+            interest_accrued: 2,
+            disbursed_at_ms: 3,
+        });
+        round_trip(StrRequest { year: 2026, month: 11, format: STR_FORMAT_CSV });
+        round_trip(StrHeader { code: 26, format: 1, report_len: 0 });
     }
 
     #[test]

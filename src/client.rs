@@ -1,0 +1,376 @@
+//! The async Rust client: connect and authenticate, then typed calls for
+//! every kind, pipelined on one connection.
+//!
+//! Requests get increasing ids; a reader task matches answers to requests by
+//! id, so many requests may be in flight at once and answers may arrive in
+//! any order. Typed calls split a long slice into batches of the session's
+//! `max_batch` and send them all before waiting. Every call has a timeout.
+//! Backpressure: at most `max_in_flight` requests are outstanding (a
+//! semaphore); further calls wait for a slot rather than being refused.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::protocol::frame::{self, ErrorCode, RESPONSE_BIT};
+use crate::protocol::kind;
+use crate::protocol::records::{
+    self, Account, Balance, BalanceKey, Finalize, Id, Record, RecordResult, SetTime, StepUp, Transfer, TransferResult,
+};
+use crate::protocol::session::{Challenge, Hello, HelloResponse};
+
+/// Largest answer body the client accepts (EXPORT_STR's may be 256 MiB).
+pub const RESPONSE_BODY_MAX: u32 = (256 << 20) + 8;
+/// Default time a call waits for its answer.
+pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    Io(std::io::Error),
+    /// No answer within the call's timeout.
+    Timeout,
+    /// The connection closed before the answer came.
+    Closed,
+    /// The switch answered with an ERROR frame.
+    Refused {
+        code: u16,
+        detail: String,
+    },
+    /// The switch said something the protocol does not allow.
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The ERROR frame's code, if the switch refused the request.
+    #[must_use]
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Refused { code, .. } => ErrorCode::from_u16(*code),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Timeout => write!(f, "no answer in time"),
+            Self::Closed => write!(f, "connection closed"),
+            Self::Refused { code, detail } => {
+                let name = ErrorCode::from_u16(*code).map_or("?", ErrorCode::name);
+                write!(f, "refused: {name} ({code}): {detail}")
+            }
+            Self::Protocol(e) => write!(f, "protocol: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// An answer frame.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub kind: u16,
+    pub count: u32,
+    pub body: Bytes,
+}
+
+type Waiters = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Response, ClientError>>>>>>;
+
+/// One authenticated connection to the switch.
+pub struct Client {
+    out: mpsc::Sender<BytesMut>,
+    waiters: Waiters,
+    next_id: AtomicU64,
+    slots: Arc<Semaphore>,
+    limits: HelloResponse,
+    timeout: Duration,
+}
+
+async fn read_frame(reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<(frame::Header, Bytes), ClientError> {
+    loop {
+        match frame::decode(buf, RESPONSE_BODY_MAX) {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {
+                if reader.read_buf(buf).await? == 0 {
+                    return Err(ClientError::Closed);
+                }
+            }
+            Err(e) => return Err(ClientError::Protocol(format!("bad frame from the switch: {}", e.code))),
+        }
+    }
+}
+
+fn refused(body: &[u8]) -> ClientError {
+    match frame::parse_error_body(body) {
+        Some((code, detail)) => ClientError::Refused { code, detail },
+        None => ClientError::Protocol("unreadable ERROR frame".into()),
+    }
+}
+
+impl Client {
+    /// Connects, answers the CHALLENGE with HELLO, and reads the session's
+    /// limits.
+    pub async fn connect(addr: SocketAddr, channel_id: u32, key: &[u8]) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut reader, mut writer) = stream.into_split();
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let (h, body) = tokio::time::timeout(TIMEOUT_DEFAULT, read_frame(&mut reader, &mut buf))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        if h.kind == frame::ERROR_KIND {
+            return Err(refused(&body));
+        }
+        let challenge = Challenge::decode(&body)
+            .filter(|_| h.kind == kind::CHALLENGE)
+            .ok_or_else(|| ClientError::Protocol("expected CHALLENGE".into()))?;
+        let mut client_nonce = [0u8; 16];
+        getrandom::fill(&mut client_nonce).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let hello = Hello::new(channel_id, key, &challenge.server_nonce, client_nonce);
+        let mut out = BytesMut::new();
+        frame::encode(&mut out, kind::HELLO, 1, 0, &hello.encode());
+        writer.write_all(&out).await?;
+        let (h, body) = tokio::time::timeout(TIMEOUT_DEFAULT, read_frame(&mut reader, &mut buf))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        if h.kind == frame::ERROR_KIND {
+            return Err(refused(&body));
+        }
+        let limits = HelloResponse::decode(&body)
+            .filter(|_| h.kind == kind::HELLO | RESPONSE_BIT)
+            .ok_or_else(|| ClientError::Protocol("expected the HELLO response".into()))?;
+
+        let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
+        let (out_tx, mut out_rx) = mpsc::channel::<BytesMut>(limits.max_in_flight as usize + 4);
+        tokio::spawn(async move {
+            let mut gathered = BytesMut::new();
+            while let Some(first) = out_rx.recv().await {
+                gathered.extend_from_slice(&first);
+                while let Ok(more) = out_rx.try_recv() {
+                    gathered.extend_from_slice(&more);
+                    if gathered.len() > 1 << 20 {
+                        break;
+                    }
+                }
+                if writer.write_all(&gathered).await.is_err() {
+                    return;
+                }
+                gathered.clear();
+            }
+        });
+        let reader_waiters = Arc::clone(&waiters);
+        tokio::spawn(async move {
+            loop {
+                match read_frame(&mut reader, &mut buf).await {
+                    Ok((h, body)) => {
+                        let error = h.kind == frame::ERROR_KIND;
+                        let answer = if error {
+                            Err(refused(&body))
+                        } else {
+                            Ok(Response { kind: h.kind, count: h.count, body })
+                        };
+                        let mut guard = reader_waiters.lock();
+                        let Some(map) = guard.as_mut() else { return };
+                        if h.request_id == 0 && error {
+                            // An error about no request in particular: the
+                            // switch closes the connection; fail everyone.
+                            let Err(ClientError::Refused { code, detail }) = answer else { unreachable!() };
+                            for (_, w) in map.drain() {
+                                let _ = w.send(Err(ClientError::Refused { code, detail: detail.clone() }));
+                            }
+                        } else if let Some(waiter) = map.remove(&h.request_id) {
+                            let _ = waiter.send(answer);
+                        }
+                    }
+                    Err(_) => {
+                        // Dropping the waiters fails every outstanding call.
+                        reader_waiters.lock().take();
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Client {
+            out: out_tx,
+            waiters,
+            next_id: AtomicU64::new(1),
+            slots: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
+            limits,
+            timeout: TIMEOUT_DEFAULT,
+        })
+    }
+
+    /// Sets how long each call waits for its answer.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The session's limits and roles, from the HELLO response.
+    #[must_use]
+    pub fn limits(&self) -> HelloResponse {
+        self.limits
+    }
+
+    /// Sends one request and waits for its answer (an ERROR frame is
+    /// `Refused`).
+    pub async fn request(&self, kind: u16, count: u32, body: &[u8]) -> Result<Response, ClientError> {
+        self.send(kind, count, body).await?.wait().await
+    }
+
+    /// Sends one request without waiting for its answer: call
+    /// [`InFlight::wait`] later. Up to `max_in_flight` may be out at once;
+    /// one more waits here until an earlier one is answered and dropped.
+    pub async fn send(&self, kind: u16, count: u32, body: &[u8]) -> Result<InFlight<'_>, ClientError> {
+        let slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ClientError::Closed)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match self.waiters.lock().as_mut() {
+            Some(map) => map.insert(id, tx),
+            None => return Err(ClientError::Closed),
+        };
+        let mut bytes = BytesMut::with_capacity(frame::HEADER_SIZE + body.len());
+        frame::encode(&mut bytes, kind, count, id, body);
+        if self.out.send(bytes).await.is_err() {
+            return Err(ClientError::Closed);
+        }
+        Ok(InFlight { client: self, id, kind, rx, _slot: slot })
+    }
+
+    /// Sends `items` as batches of at most `max_batch` records, all in flight
+    /// at once, and returns every answer record in order.
+    pub async fn batch<R: Record, A: Record>(&self, kind: u16, items: &[R]) -> Result<Vec<A>, ClientError> {
+        let max = (self.limits.max_batch as usize).max(1);
+        let chunks: Vec<&[R]> = if items.is_empty() { vec![items] } else { items.chunks(max).collect() };
+        // Keep at most max_in_flight requests out; wait for the oldest first.
+        let window = (self.limits.max_in_flight as usize).max(1);
+        let mut sent = std::collections::VecDeque::with_capacity(window);
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in &chunks {
+            if sent.len() == window {
+                decode_into(sent.pop_front().expect("a request in flight"), &mut out).await?;
+            }
+            sent.push_back(self.send(kind, chunk.len() as u32, &records::encode_all(chunk)).await?);
+        }
+        for in_flight in sent {
+            decode_into(in_flight, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    /// PING.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        self.request(kind::PING, 0, &[]).await.map(|_| ())
+    }
+
+    /// CREATE_ACCOUNTS.
+    pub async fn create_accounts(&self, accounts: &[Account]) -> Result<Vec<RecordResult>, ClientError> {
+        self.batch(kind::CREATE_ACCOUNTS, accounts).await
+    }
+
+    /// SUBMIT_TRANSFERS.
+    pub async fn submit_transfers(&self, transfers: &[Transfer]) -> Result<Vec<TransferResult>, ClientError> {
+        self.batch(kind::SUBMIT_TRANSFERS, transfers).await
+    }
+
+    /// LOOKUP_TRANSFERS.
+    pub async fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<TransferResult>, ClientError> {
+        let ids: Vec<Id> = ids.iter().map(|&id| Id { id }).collect();
+        self.batch(kind::LOOKUP_TRANSFERS, &ids).await
+    }
+
+    /// LOOKUP_BALANCES.
+    pub async fn lookup_balances(&self, keys: &[BalanceKey]) -> Result<Vec<Balance>, ClientError> {
+        self.batch(kind::LOOKUP_BALANCES, keys).await
+    }
+
+    /// FINALIZE_PENDING.
+    pub async fn finalize_pending(&self, items: &[Finalize]) -> Result<Vec<TransferResult>, ClientError> {
+        self.batch(kind::FINALIZE_PENDING, items).await
+    }
+
+    /// CANCEL_TRANSFERS.
+    pub async fn cancel_transfers(&self, ids: &[u128]) -> Result<Vec<TransferResult>, ClientError> {
+        let ids: Vec<Id> = ids.iter().map(|&id| Id { id }).collect();
+        self.batch(kind::CANCEL_TRANSFERS, &ids).await
+    }
+
+    /// CONFIRM_STEP_UP.
+    pub async fn confirm_step_up(&self, items: &[StepUp]) -> Result<Vec<TransferResult>, ClientError> {
+        self.batch(kind::CONFIRM_STEP_UP, items).await
+    }
+
+    /// RESOLVE_REVIEW (an OPERATOR's).
+    pub async fn resolve_review(&self, items: &[StepUp]) -> Result<Vec<TransferResult>, ClientError> {
+        self.batch(kind::RESOLVE_REVIEW, items).await
+    }
+
+    /// SET_TIME (manual clock only).
+    pub async fn set_time(&self, unix_ms: u64) -> Result<RecordResult, ClientError> {
+        let answers: Vec<RecordResult> = self.batch(kind::SET_TIME, &[SetTime { unix_ms }]).await?;
+        answers.into_iter().next().ok_or_else(|| ClientError::Protocol("no SET_TIME answer".into()))
+    }
+}
+
+async fn decode_into<A: Record>(in_flight: InFlight<'_>, out: &mut Vec<A>) -> Result<(), ClientError> {
+    let answer = in_flight.wait().await?;
+    if answer.body.len() != answer.count as usize * A::SIZE {
+        return Err(ClientError::Protocol("answer body is not whole records".into()));
+    }
+    out.extend(records::decode_all::<A>(&answer.body));
+    Ok(())
+}
+
+/// A request sent and not yet answered.
+pub struct InFlight<'a> {
+    client: &'a Client,
+    id: u64,
+    kind: u16,
+    rx: oneshot::Receiver<Result<Response, ClientError>>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl InFlight<'_> {
+    /// The request id the client chose.
+    #[must_use]
+    pub fn request_id(&self) -> u64 {
+        self.id
+    }
+
+    /// Waits for the answer, up to the client's timeout.
+    pub async fn wait(self) -> Result<Response, ClientError> {
+        let answer = match tokio::time::timeout(self.client.timeout, self.rx).await {
+            Err(_) => {
+                if let Some(map) = self.client.waiters.lock().as_mut() {
+                    map.remove(&self.id);
+                }
+                return Err(ClientError::Timeout);
+            }
+            Ok(Err(_)) => return Err(ClientError::Closed),
+            Ok(Ok(answer)) => answer?,
+        };
+        if answer.kind != self.kind | RESPONSE_BIT {
+            return Err(ClientError::Protocol(format!("answer kind {:#06x} to kind {:#06x}", answer.kind, self.kind)));
+        }
+        Ok(answer)
+    }
+}

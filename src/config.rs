@@ -1,0 +1,321 @@
+//! The switch's configuration: embedded defaults (contract §0), an optional
+//! TOML file, and command-line flags on top.
+//!
+//! With no file the switch has one channel (`channel_id = 1`, key
+//! `hksw-dev-key`, every role) and refuses to listen on anything but
+//! loopback with that key. Every limit has a default and a bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::clock::Clock;
+use crate::engine::EngineConfig;
+use crate::protocol::frame::role;
+use crate::shard::{Backend, SwitchConfig};
+use crate::wal::WalConfig;
+
+/// The development channel's key (contract §2).
+pub const DEV_KEY: &[u8] = b"hksw-dev-key";
+/// Largest request or response body (contract default 1 MiB).
+pub const MAX_BODY_DEFAULT: u32 = 1 << 20;
+/// Records per request at most: a full batch of the largest response record
+/// (64 bytes) fits in `max_body`.
+pub const MAX_BATCH_DEFAULT: u32 = 8189;
+/// Unanswered requests per connection at most.
+pub const MAX_IN_FLIGHT_DEFAULT: u32 = 128;
+/// Open connections at most.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// A connection that sends nothing and waits for nothing this long is closed.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+const _: () = assert!(MAX_BATCH_DEFAULT as usize * 64 <= MAX_BODY_DEFAULT as usize);
+const _: () = assert!(MAX_BATCH_DEFAULT >= 8189 && MAX_IN_FLIGHT_DEFAULT >= 64);
+
+/// One channel allowed to connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Channel {
+    pub id: u32,
+    pub key: Vec<u8>,
+    pub roles: u16,
+}
+
+/// Everything `harbour serve` needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub channels: Vec<Channel>,
+    pub switch: SwitchConfig,
+    pub backend: Backend,
+    pub max_body: u32,
+    pub max_batch: u32,
+    pub max_in_flight: u32,
+    pub connections_max: usize,
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::from("./data"),
+            listen: "127.0.0.1:7400".parse().expect("address"),
+            metrics: Some("127.0.0.1:9464".parse().expect("address")),
+            channels: vec![Channel { id: 1, key: DEV_KEY.to_vec(), roles: role::ALL }],
+            switch: SwitchConfig {
+                engine: EngineConfig {
+                    accounts_capacity: 1 << 20,
+                    transfers_capacity: 1 << 22,
+                    ..EngineConfig::default()
+                },
+                ..SwitchConfig::default()
+            },
+            backend: Backend::Uring,
+            max_body: MAX_BODY_DEFAULT,
+            max_batch: MAX_BATCH_DEFAULT,
+            max_in_flight: MAX_IN_FLIGHT_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+/// A configuration the switch refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The TOML file's shape; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    metrics: Option<String>,
+    clock: Option<String>,
+    shards: Option<usize>,
+    backend: Option<String>,
+    max_in_flight: Option<u32>,
+    connections_max: Option<usize>,
+    idle_timeout_ms: Option<u64>,
+    accounts_capacity: Option<usize>,
+    transfers_capacity: Option<usize>,
+    wal: Option<WalFile>,
+    #[serde(default)]
+    channels: Vec<ChannelFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WalFile {
+    segment_bytes_max: Option<u64>,
+    snapshot_log_bytes: Option<u64>,
+    queue_depth_max: Option<usize>,
+    group_requests_max: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelFile {
+    id: u32,
+    /// The key as text (its UTF-8 bytes) ...
+    key: Option<String>,
+    /// ... or as hex.
+    key_hex: Option<String>,
+    roles: Vec<String>,
+}
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Parses `system` or `manual`.
+pub fn parse_clock(s: &str) -> Result<Clock, ConfigError> {
+    match s {
+        "system" => Ok(Clock::System),
+        "manual" => Ok(Clock::Manual),
+        other => Err(ConfigError(format!("clock must be system or manual, not {other:?}"))),
+    }
+}
+
+impl Config {
+    /// Applies a TOML file's settings over `self`.
+    pub fn merge_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError(format!("config file: {e}")))?;
+        if let Some(v) = file.data {
+            self.data = v;
+        }
+        if let Some(v) = file.listen {
+            self.listen = v;
+        }
+        if let Some(v) = file.metrics {
+            self.metrics = if v == "off" {
+                None
+            } else {
+                Some(v.parse().map_err(|_| ConfigError(format!("metrics address {v:?}")))?)
+            };
+        }
+        if let Some(v) = file.clock {
+            self.switch.clock = parse_clock(&v)?;
+        }
+        if let Some(v) = file.shards {
+            self.switch.shards = v;
+        }
+        if let Some(v) = file.backend {
+            self.backend = match v.as_str() {
+                "std" => Backend::Std,
+                "uring" => Backend::Uring,
+                other => return Err(ConfigError(format!("backend must be std or uring, not {other:?}"))),
+            };
+        }
+        if let Some(v) = file.max_in_flight {
+            self.max_in_flight = v;
+        }
+        if let Some(v) = file.connections_max {
+            self.connections_max = v;
+        }
+        if let Some(v) = file.idle_timeout_ms {
+            self.idle_timeout_ms = v;
+        }
+        if let Some(v) = file.accounts_capacity {
+            self.switch.engine.accounts_capacity = v;
+        }
+        if let Some(v) = file.transfers_capacity {
+            self.switch.engine.transfers_capacity = v;
+        }
+        if let Some(w) = file.wal {
+            let defaults = WalConfig::default();
+            self.switch.wal =
+                WalConfig { segment_bytes_max: w.segment_bytes_max.unwrap_or(defaults.segment_bytes_max) };
+            if let Some(v) = w.snapshot_log_bytes {
+                self.switch.snapshot_log_bytes = v;
+            }
+            if let Some(v) = w.queue_depth_max {
+                self.switch.queue_depth_max = v;
+            }
+            if let Some(v) = w.group_requests_max {
+                self.switch.group_requests_max = v;
+            }
+        }
+        if !file.channels.is_empty() {
+            self.channels = file.channels.into_iter().map(channel).collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+
+    /// Checks bounds and the dev-key rule; call after every override.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.channels.is_empty() {
+            return bad("no channels configured".into());
+        }
+        let mut ids: Vec<u32> = self.channels.iter().map(|c| c.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return bad("two channels share an id".into());
+        }
+        if self.channels.iter().any(|c| c.key.len() < 8) {
+            return bad("every channel key must be at least 8 bytes".into());
+        }
+        let dev_key = self.channels.iter().any(|c| c.key == DEV_KEY);
+        if dev_key && !self.listen.ip().is_loopback() {
+            return bad(format!(
+                "refusing to listen on {} with the development key {:?}: configure channel keys (--config) \
+                 or listen on loopback",
+                self.listen,
+                String::from_utf8_lossy(DEV_KEY)
+            ));
+        }
+        if !(64..=4096).contains(&self.max_in_flight) {
+            return bad(format!("max_in_flight {} outside 64..=4096", self.max_in_flight));
+        }
+        if self.connections_max == 0 || self.connections_max > 65_536 {
+            return bad(format!("connections_max {} outside 1..=65536", self.connections_max));
+        }
+        if self.idle_timeout_ms == 0 {
+            return bad("idle_timeout_ms must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+fn channel(c: ChannelFile) -> Result<Channel, ConfigError> {
+    let key = match (c.key, c.key_hex) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(hex)) => {
+            parse_hex(&hex).ok_or_else(|| ConfigError(format!("channel {}: key_hex is not hex", c.id)))?
+        }
+        _ => return Err(ConfigError(format!("channel {}: give exactly one of key and key_hex", c.id))),
+    };
+    let mut roles = 0;
+    for name in &c.roles {
+        let bit = role::NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, b)| *b)
+            .ok_or_else(|| ConfigError(format!("channel {}: unknown role {name:?}", c.id)))?;
+        roles |= bit;
+    }
+    Ok(Channel { id: c.id, key, roles })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_contracts() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(c.metrics.map(|m| m.to_string()), Some("127.0.0.1:9464".into()));
+        assert_eq!(c.data, PathBuf::from("./data"));
+        assert_eq!(c.channels, vec![Channel { id: 1, key: b"hksw-dev-key".to_vec(), roles: 63 }]);
+        c.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn the_dev_key_stays_on_loopback() {
+        let mut c = Config { listen: "0.0.0.0:7400".parse().unwrap(), ..Config::default() };
+        assert!(c.validate().unwrap_err().0.contains("development key"));
+        c.merge_toml(
+            "[[channels]]\nid = 7\nkey_hex = \"00112233445566778899\"\nroles = [\"payments\", \"ACCOUNTS\"]\n",
+        )
+        .unwrap();
+        c.validate().expect("a real key may listen anywhere");
+        assert_eq!(c.channels[0].roles, role::PAYMENTS | role::ACCOUNTS);
+    }
+
+    #[test]
+    fn files_are_read_strictly() {
+        let mut c = Config::default();
+        c.merge_toml(
+            "data = \"/srv/harbour\"\nshards = 1\nclock = \"manual\"\nbackend = \"std\"\nmetrics = \"off\"\n\
+             [wal]\nsegment_bytes_max = 1048576\nsnapshot_log_bytes = 99\n",
+        )
+        .unwrap();
+        assert_eq!((c.switch.clock, c.backend, c.metrics), (Clock::Manual, Backend::Std, None));
+        assert_eq!((c.switch.wal.segment_bytes_max, c.switch.snapshot_log_bytes), (1 << 20, 99));
+        for bad in [
+            "colour = \"blue\"",
+            "clock = \"sundial\"",
+            "[[channels]]\nid = 1\nkey = \"k\"\nkey_hex = \"00\"\nroles = []",
+            "[[channels]]\nid = 1\nkey = \"longenoughkey\"\nroles = [\"ADMIN\"]",
+        ] {
+            assert!(Config::default().merge_toml(bad).is_err(), "{bad}");
+        }
+        let mut short = Config::default();
+        short.merge_toml("[[channels]]\nid = 1\nkey = \"k\"\nroles = []").unwrap();
+        assert!(short.validate().is_err(), "a one-byte key");
+    }
+}

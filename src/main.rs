@@ -1,0 +1,409 @@
+//! `harbour`: the switch (`serve`) and small operator commands that drive it
+//! over the wire protocol with the Rust client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use harbour::client::{Client, ClientError};
+use harbour::config::{self, Config};
+use harbour::money::{CURRENCIES, CurrencyIndex, format_minor};
+use harbour::protocol::ResultCode;
+use harbour::protocol::records::{
+    self, ACCOUNT_KIND_CUSTOMER, Account, BalanceKey, FINALIZE_POST, FINALIZE_VOID, Finalize, TRANSFER_PENDING,
+    Transfer, TransferResult,
+};
+
+#[global_allocator]
+static ALLOCATOR: harbour::alloc::HugePageAlloc = harbour::alloc::HugePageAlloc;
+
+#[derive(Parser)]
+#[command(name = "harbour", version, about = "Payment and transfer switch for Hong Kong virtual banks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the switch.
+    Serve(ServeArgs),
+    /// Check the switch answers.
+    Ping(Conn),
+    /// Accounts.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Submit one transfer.
+    Transfer(TransferArgs),
+    /// Show an account's balances.
+    Balance(BalanceArgs),
+    /// Post or void a PENDING transfer's client hold.
+    Finalize(FinalizeArgs),
+    /// Show a transfer.
+    Lookup(LookupArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Channel address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Metrics address (HTTP, Prometheus text), or "off".
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Clock: system or manual (tests).
+    #[arg(long)]
+    clock: Option<String>,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Number of shards (recorded in the data directory).
+    #[arg(long)]
+    shards: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct Conn {
+    /// The switch's channel address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    addr: SocketAddr,
+    /// Channel id.
+    #[arg(long, default_value_t = 1)]
+    channel: u32,
+    /// Channel key (or HARBOUR_KEY).
+    #[arg(long, env = "HARBOUR_KEY", default_value = "hksw-dev-key", hide_env_values = true)]
+    key: String,
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create a customer account.
+    Create {
+        /// Account id (1024 or more).
+        #[arg(long)]
+        id: u64,
+        /// Home country, ISO 3166-1 numeric (Hong Kong 344).
+        #[arg(long, default_value_t = 344)]
+        country: u16,
+        /// The channel's customer reference.
+        #[arg(long = "ref", default_value_t = 0)]
+        customer_ref: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Args)]
+struct TransferArgs {
+    /// Transfer id (the idempotency key; resend with the same id).
+    #[arg(long)]
+    id: u128,
+    /// Debit account (4 = SETTLEMENT_IN, for deposits).
+    #[arg(long)]
+    from: u64,
+    /// Credit account (3 = REMITTANCE_OUT, for payments leaving the bank).
+    #[arg(long)]
+    to: u64,
+    /// Amount in major units, e.g. 100.50.
+    #[arg(long)]
+    amount: String,
+    /// Currency, alphabetic (HKD) or numeric (344).
+    #[arg(long, default_value = "HKD")]
+    currency: String,
+    /// Destination country for a remittance (ISO 3166-1 numeric).
+    #[arg(long, default_value_t = 0)]
+    country: u16,
+    /// Hold the transfer until `harbour finalize`.
+    #[arg(long)]
+    pending: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+struct BalanceArgs {
+    /// Account id.
+    #[arg(long)]
+    account: u64,
+    /// Only this currency (default: every currency with money in it).
+    #[arg(long)]
+    currency: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+struct FinalizeArgs {
+    /// Transfer id.
+    #[arg(long)]
+    id: u128,
+    /// Void instead of post.
+    #[arg(long)]
+    void: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+struct LookupArgs {
+    /// Transfer id.
+    #[arg(long)]
+    id: u128,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("harbour: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Ping(conn) => ping(&conn).await,
+            Command::Account { command: AccountCommand::Create { id, country, customer_ref, conn } } => {
+                create_account(&conn, id, country, customer_ref).await
+            }
+            Command::Transfer(args) => transfer(args).await,
+            Command::Balance(args) => balance(args).await,
+            Command::Finalize(args) => finalize(args).await,
+            Command::Lookup(args) => lookup(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("harbour: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut config = Config::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.merge_toml(&text).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = args.data {
+        config.data = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.metrics {
+        config.metrics = if v == "off" { None } else { Some(v.parse().map_err(|_| format!("--metrics {v:?}"))?) };
+    }
+    if let Some(v) = args.clock {
+        config.switch.clock = config::parse_clock(&v).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = args.shards {
+        config.switch.shards = v;
+    }
+    let mut running = harbour::server::start(&config).await?;
+    println!("listening on {}", running.addr);
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        () = wait_for_signal() => {}
+        failed = running.stopped() => {
+            // A shard's log failed: exit without syncing or answering more,
+            // and let the restart recover from disk.
+            eprintln!("harbour: {}", failed.err().map_or_else(|| "server stopped".to_string(), |e| e.to_string()));
+            std::process::exit(1);
+        }
+    }
+    running.stop().await.map_err(|e| e.to_string())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn connect(conn: &Conn) -> Result<Client, String> {
+    Client::connect(conn.addr, conn.channel, conn.key.as_bytes()).await.map_err(|e| format!("{}: {e}", conn.addr))
+}
+
+fn err(e: ClientError) -> String {
+    e.to_string()
+}
+
+fn code_name(code: u16) -> String {
+    ResultCode::from_u16(code).map_or_else(|| format!("code {code}"), |c| c.name().to_string())
+}
+
+async fn ping(conn: &Conn) -> Result<(), String> {
+    let client = connect(conn).await?;
+    let start = std::time::Instant::now();
+    client.ping().await.map_err(err)?;
+    let limits = client.limits();
+    println!(
+        "pong from {} in {:?} (roles {:#x}, max_batch {}, max_in_flight {}, server time {} ms)",
+        conn.addr,
+        start.elapsed(),
+        limits.roles,
+        limits.max_batch,
+        limits.max_in_flight,
+        limits.server_time_ms
+    );
+    Ok(())
+}
+
+async fn create_account(conn: &Conn, id: u64, country: u16, customer_ref: u64) -> Result<(), String> {
+    let client = connect(conn).await?;
+    let account =
+        Account { account_id: id, kind: ACCOUNT_KIND_CUSTOMER, flags: 0, home_country: country, customer_ref };
+    let result = client.create_accounts(&[account]).await.map_err(err)?;
+    let code = result.first().map_or(u16::MAX, |r| r.code);
+    println!("account {id}: {}", code_name(code));
+    if code == 0 || code == ResultCode::AlreadyExists.as_u16() { Ok(()) } else { Err(code_name(code)) }
+}
+
+fn currency(text: &str) -> Result<CurrencyIndex, String> {
+    let found = match text.parse::<u16>() {
+        Ok(code) => CurrencyIndex::of(code),
+        Err(_) => CURRENCIES
+            .iter()
+            .position(|c| c.alpha.eq_ignore_ascii_case(text))
+            .and_then(|i| CurrencyIndex::of(CURRENCIES[i].code)),
+    };
+    found.ok_or_else(|| format!("unknown currency {text:?}"))
+}
+
+/// Parses "123.45" in a currency's major units into minor units, exactly.
+fn parse_amount(text: &str, currency: CurrencyIndex) -> Result<u64, String> {
+    let digits = u32::from(currency.currency().minor_units);
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() && frac.is_empty() || frac.len() > digits as usize {
+        return Err(format!("amount {text:?} has more than {digits} decimals for {}", currency.currency().alpha));
+    }
+    let parse = |s: &str| if s.is_empty() { Ok(0) } else { s.parse::<u64>().map_err(|_| format!("amount {text:?}")) };
+    let frac_value = parse(frac)? * 10u64.pow(digits - frac.len() as u32);
+    parse(whole)?
+        .checked_mul(10u64.pow(digits))
+        .and_then(|w| w.checked_add(frac_value))
+        .ok_or_else(|| format!("amount {text:?} too large"))
+}
+
+fn show_transfer(r: &TransferResult, currency: CurrencyIndex) {
+    let state = ["NONE", "POSTED", "PENDING", "VOIDED"].get(r.state as usize).copied().unwrap_or("?");
+    print!("transfer {}: {} state {state}", r.transfer_id, code_name(r.code));
+    if r.state != records::STATE_NONE {
+        print!(
+            " amount {} {}",
+            format_minor(i128::from(r.debit_amount), currency.currency()),
+            currency.currency().alpha
+        );
+    }
+    if r.state == records::STATE_PENDING {
+        print!(" holds {:#04x} until {} ms", r.holds, r.hold_until_ms);
+    }
+    println!();
+}
+
+async fn transfer(args: TransferArgs) -> Result<(), String> {
+    let cur = currency(&args.currency)?;
+    let amount = parse_amount(&args.amount, cur)?;
+    let client = connect(&args.conn).await?;
+    let t = Transfer {
+        transfer_id: args.id,
+        debit_account: args.from,
+        credit_account: args.to,
+        amount,
+        debit_currency: cur.code(),
+        credit_currency: cur.code(),
+        destination_country: args.country,
+        flags: if args.pending { TRANSFER_PENDING } else { 0 },
+        ..Transfer::default()
+    };
+    let r = client.submit_transfers(&[t]).await.map_err(err)?;
+    let r = r.first().ok_or("no answer")?;
+    show_transfer(r, cur);
+    if r.code == 0 || r.code == ResultCode::AlreadyExists.as_u16() { Ok(()) } else { Err(code_name(r.code)) }
+}
+
+async fn balance(args: BalanceArgs) -> Result<(), String> {
+    let client = connect(&args.conn).await?;
+    let wanted: Vec<CurrencyIndex> = match &args.currency {
+        Some(c) => vec![currency(c)?],
+        None => CURRENCIES.iter().filter_map(|c| CurrencyIndex::of(c.code)).collect(),
+    };
+    let keys: Vec<BalanceKey> =
+        wanted.iter().map(|c| BalanceKey { account_id: args.account, currency: c.code() }).collect();
+    let balances = client.lookup_balances(&keys).await.map_err(err)?;
+    if let Some(b) = balances.iter().find(|b| b.code != 0) {
+        return Err(format!("account {}: {}", args.account, code_name(b.code)));
+    }
+    println!("account {}", args.account);
+    let mut shown = 0;
+    for (b, c) in balances.iter().zip(&wanted) {
+        if args.currency.is_some() || b.balance != 0 || b.held != 0 {
+            let cur = c.currency();
+            println!(
+                "  {}  balance {:>20}  held {:>16}",
+                cur.alpha,
+                format_minor(i128::from(b.balance), cur),
+                format_minor(i128::from(b.held), cur)
+            );
+            shown += 1;
+        }
+    }
+    if shown == 0 {
+        println!("  (no money in any currency)");
+    }
+    Ok(())
+}
+
+async fn finalize(args: FinalizeArgs) -> Result<(), String> {
+    let client = connect(&args.conn).await?;
+    let action = if args.void { FINALIZE_VOID } else { FINALIZE_POST };
+    let r = client.finalize_pending(&[Finalize { transfer_id: args.id, action }]).await.map_err(err)?;
+    let r = r.first().ok_or("no answer")?;
+    show_transfer(r, CurrencyIndex::HKD);
+    if r.code == 0 { Ok(()) } else { Err(code_name(r.code)) }
+}
+
+async fn lookup(args: LookupArgs) -> Result<(), String> {
+    let client = connect(&args.conn).await?;
+    let r = client.lookup_transfers(&[args.id]).await.map_err(err)?;
+    let r = r.first().ok_or("no answer")?;
+    show_transfer(r, CurrencyIndex::HKD);
+    if r.code == 0 { Ok(()) } else { Err(code_name(r.code)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_parse_exactly_in_minor_units() {
+        let hkd = currency("HKD").unwrap();
+        let jpy = currency("392").unwrap();
+        let kwd = currency("kwd").unwrap();
+        assert_eq!(parse_amount("100.50", hkd), Ok(10_050));
+        assert_eq!(parse_amount("0.01", hkd), Ok(1));
+        assert_eq!(parse_amount("7", hkd), Ok(700));
+        assert_eq!(parse_amount("1234", jpy), Ok(1234));
+        assert_eq!(parse_amount("1.234", kwd), Ok(1234));
+        assert!(parse_amount("1.234", hkd).is_err(), "three decimals in HKD");
+        assert!(parse_amount("1.5", jpy).is_err(), "JPY has no minor unit");
+        assert!(parse_amount("-1", hkd).is_err());
+        assert!(parse_amount("99999999999999999999", hkd).is_err());
+        assert!(currency("XYZ").is_err());
+    }
+}

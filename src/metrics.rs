@@ -1,0 +1,103 @@
+//! Operators' counters, and the HTTP endpoint that exposes them in the
+//! Prometheus text format.
+//!
+//! Counters are plain relaxed atomics: recording never locks and never
+//! allocates. This is the first set (connections, requests, frame errors,
+//! BUSY); per-stage latency histograms arrive with issue 7. The endpoint
+//! answers any GET with the current values and closes the connection; it
+//! never blocks the switch.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::protocol::frame::ErrorCode;
+
+/// Every counter the switch keeps.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub requests_total: AtomicU64,
+    pub records_total: AtomicU64,
+    pub busy_total: AtomicU64,
+    /// ERROR frames sent, by code (index = code - 1).
+    pub frame_errors: [AtomicU64; 13],
+}
+
+/// The process's counters.
+pub static METRICS: Metrics = Metrics {
+    connections_open: AtomicU64::new(0),
+    connections_total: AtomicU64::new(0),
+    connections_refused: AtomicU64::new(0),
+    requests_total: AtomicU64::new(0),
+    records_total: AtomicU64::new(0),
+    busy_total: AtomicU64::new(0),
+    frame_errors: [const { AtomicU64::new(0) }; 13],
+};
+
+impl Metrics {
+    /// Counts one ERROR frame.
+    pub fn frame_error(&self, code: ErrorCode) {
+        self.frame_errors[code as usize - 1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        one("harbour_connections_open", "gauge", "Channel connections open now.", get(&self.connections_open));
+        one("harbour_connections_total", "counter", "Channel connections accepted.", get(&self.connections_total));
+        one(
+            "harbour_connections_refused_total",
+            "counter",
+            "Connections refused at the connection limit.",
+            get(&self.connections_refused),
+        );
+        one("harbour_requests_total", "counter", "Requests handed to the shards.", get(&self.requests_total));
+        one("harbour_records_total", "counter", "Records in requests handed to the shards.", get(&self.records_total));
+        one("harbour_busy_total", "counter", "Requests answered BUSY (nothing applied).", get(&self.busy_total));
+        let _ = writeln!(
+            out,
+            "# HELP harbour_frame_errors_total ERROR frames sent, by code.\n# TYPE harbour_frame_errors_total counter"
+        );
+        for code in ErrorCode::ALL {
+            let value = get(&self.frame_errors[code as usize - 1]);
+            let _ = writeln!(out, "harbour_frame_errors_total{{code=\"{}\"}} {value}", code.name());
+        }
+        out
+    }
+}
+
+/// Serves the counters over HTTP until the task is dropped.
+pub async fn serve(listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            // Read (and ignore) the request head; any path gets the metrics.
+            let mut head = [0u8; 1024];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut head)).await;
+            let body = METRICS.render();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Binds the metrics endpoint.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,381 @@
+//! Frames: the 32-byte header, its checks in the contract's order, and the
+//! table of message kinds (record sizes, roles, count rules).
+//!
+//! Decoding is incremental (check → parse → advance): [`decode`] looks at
+//! the bytes received so far and either asks for more, yields one whole
+//! frame and removes it from the buffer, or reports the first failed check.
+//! It never reads past what arrived and never allocates a body larger than
+//! `max_body`, so a slow or hostile sender costs only its own buffer.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::kind;
+use super::records::{
+    Account, BalanceKey, CreditLine, Disburse, Finalize, FxRate, Id, QuoteRequest, Record, Repay, SetTime, StepUp,
+    StrRequest, Transfer,
+};
+
+/// Bytes of a frame header.
+pub const HEADER_SIZE: usize = 32;
+/// `HKSW`.
+pub const MAGIC: [u8; 4] = *b"HKSW";
+/// Protocol version.
+pub const VERSION: u16 = 1;
+/// A response's kind is the request's with this bit set.
+pub const RESPONSE_BIT: u16 = 0x8000;
+/// Kind of an ERROR frame.
+pub const ERROR_KIND: u16 = 0xFFFF;
+
+/// Frame-level error codes (contract §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    BadMagic = 1,
+    BadVersion = 2,
+    BadChecksum = 3,
+    FrameTooLarge = 4,
+    BadLength = 5,
+    UnknownKind = 6,
+    BatchTooLarge = 7,
+    NotAuthenticated = 8,
+    AuthFailed = 9,
+    Forbidden = 10,
+    TooManyInFlight = 11,
+    Busy = 12,
+    Malformed = 13,
+}
+
+impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 13] = [
+        Self::BadMagic,
+        Self::BadVersion,
+        Self::BadChecksum,
+        Self::FrameTooLarge,
+        Self::BadLength,
+        Self::UnknownKind,
+        Self::BatchTooLarge,
+        Self::NotAuthenticated,
+        Self::AuthFailed,
+        Self::Forbidden,
+        Self::TooManyInFlight,
+        Self::Busy,
+        Self::Malformed,
+    ];
+
+    /// The contract's name.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::BadMagic => "BAD_MAGIC",
+            Self::BadVersion => "BAD_VERSION",
+            Self::BadChecksum => "BAD_CHECKSUM",
+            Self::FrameTooLarge => "FRAME_TOO_LARGE",
+            Self::BadLength => "BAD_LENGTH",
+            Self::UnknownKind => "UNKNOWN_KIND",
+            Self::BatchTooLarge => "BATCH_TOO_LARGE",
+            Self::NotAuthenticated => "NOT_AUTHENTICATED",
+            Self::AuthFailed => "AUTH_FAILED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::TooManyInFlight => "TOO_MANY_IN_FLIGHT",
+            Self::Busy => "BUSY",
+            Self::Malformed => "MALFORMED",
+        }
+    }
+
+    /// Parses a wire value.
+    #[must_use]
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| *c as u16 == v)
+    }
+
+    /// Whether the connection is closed after this error (the frame, or the
+    /// session, can't be trusted).
+    #[must_use]
+    pub const fn closes(self) -> bool {
+        matches!(
+            self,
+            Self::BadMagic
+                | Self::BadVersion
+                | Self::BadChecksum
+                | Self::FrameTooLarge
+                | Self::NotAuthenticated
+                | Self::AuthFailed
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The fields of a header a receiver acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u16,
+    pub body_len: u32,
+    pub count: u32,
+    pub request_id: u64,
+}
+
+/// A frame that failed a check before its body could be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: ErrorCode,
+    /// The frame's request id if its header could be read, else 0.
+    pub request_id: u64,
+}
+
+/// Writes a whole frame (header and body) to `out`.
+pub fn encode(out: &mut BytesMut, kind: u16, count: u32, request_id: u64, body: &[u8]) {
+    let mut h = [0u8; HEADER_SIZE];
+    h[0..4].copy_from_slice(&MAGIC);
+    h[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    h[6..8].copy_from_slice(&kind.to_le_bytes());
+    h[8..12].copy_from_slice(&u32::try_from(body.len()).expect("body fits u32").to_le_bytes());
+    h[12..16].copy_from_slice(&count.to_le_bytes());
+    h[16..24].copy_from_slice(&request_id.to_le_bytes());
+    let body_crc = if body.is_empty() { 0 } else { crc32c::crc32c(body) };
+    h[24..28].copy_from_slice(&body_crc.to_le_bytes());
+    let header_crc = crc32c::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&header_crc.to_le_bytes());
+    out.reserve(HEADER_SIZE + body.len());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(body);
+}
+
+/// An ERROR frame's body: code, detail length, detail.
+#[must_use]
+pub fn error_body(code: ErrorCode, detail: &str) -> Vec<u8> {
+    let detail = &detail.as_bytes()[..detail.len().min(1024)];
+    let mut body = Vec::with_capacity(4 + detail.len());
+    body.extend_from_slice(&(code as u16).to_le_bytes());
+    body.extend_from_slice(&(detail.len() as u16).to_le_bytes());
+    body.extend_from_slice(detail);
+    body
+}
+
+/// Reads an ERROR frame's body.
+#[must_use]
+pub fn parse_error_body(body: &[u8]) -> Option<(u16, String)> {
+    let code = u16::from_le_bytes(body.get(0..2)?.try_into().ok()?);
+    let len = u16::from_le_bytes(body.get(2..4)?.try_into().ok()?) as usize;
+    let detail = body.get(4..4 + len)?;
+    Some((code, String::from_utf8_lossy(detail).into_owned()))
+}
+
+/// Takes one frame off the front of `buf` if it has arrived whole.
+///
+/// Checks, in the contract's order: magic, version, header CRC, body length
+/// (`max_body`), body CRC. `Ok(None)` means "wait for more bytes"; nothing is
+/// consumed until a whole frame is there.
+pub fn decode(buf: &mut BytesMut, max_body: u32) -> Result<Option<(Header, Bytes)>, FrameError> {
+    let have = buf.len();
+    if have >= 4 && buf[0..4] != MAGIC {
+        return Err(FrameError { code: ErrorCode::BadMagic, request_id: 0 });
+    }
+    if have < HEADER_SIZE {
+        return Ok(None);
+    }
+    let h = &buf[..HEADER_SIZE];
+    let read_u32 = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4"));
+    let request_id = u64::from_le_bytes(h[16..24].try_into().expect("8"));
+    let fail = |code| Err(FrameError { code, request_id });
+    if u16::from_le_bytes([h[4], h[5]]) != VERSION {
+        return fail(ErrorCode::BadVersion);
+    }
+    if crc32c::crc32c(&h[0..28]) != read_u32(28) {
+        return fail(ErrorCode::BadChecksum);
+    }
+    let header =
+        Header { kind: u16::from_le_bytes([h[6], h[7]]), body_len: read_u32(8), count: read_u32(12), request_id };
+    if header.body_len > max_body {
+        return fail(ErrorCode::FrameTooLarge);
+    }
+    let body_crc = read_u32(24);
+    let total = HEADER_SIZE + header.body_len as usize;
+    if have < total {
+        buf.reserve(total - have);
+        return Ok(None);
+    }
+    let body_ok =
+        if header.body_len == 0 { body_crc == 0 } else { crc32c::crc32c(&buf[HEADER_SIZE..total]) == body_crc };
+    if !body_ok {
+        return fail(ErrorCode::BadChecksum);
+    }
+    buf.advance(HEADER_SIZE);
+    let body = buf.split_to(header.body_len as usize).freeze();
+    Ok(Some((header, body)))
+}
+
+/// Channel roles (bit mask).
+pub mod role {
+    pub const ACCOUNTS: u16 = 1;
+    pub const PAYMENTS: u16 = 2;
+    pub const LENDING: u16 = 4;
+    pub const TREASURY: u16 = 8;
+    pub const OPERATOR: u16 = 16;
+    pub const REPORTING: u16 = 32;
+    /// Every role.
+    pub const ALL: u16 = 63;
+    /// Role names, for configuration files.
+    pub const NAMES: [(&str, u16); 6] = [
+        ("ACCOUNTS", ACCOUNTS),
+        ("PAYMENTS", PAYMENTS),
+        ("LENDING", LENDING),
+        ("TREASURY", TREASURY),
+        ("OPERATOR", OPERATOR),
+        ("REPORTING", REPORTING),
+    ];
+}
+
+/// How many records a kind's request may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CountRule {
+    /// 0..=max_batch.
+    Batch,
+    /// Exactly 0 (PING).
+    Zero,
+    /// Exactly 1 (HELLO, EXPORT_STR).
+    One,
+}
+
+/// What the contract's table (§3) says of a request kind.
+#[derive(Clone, Copy, Debug)]
+pub struct KindSpec {
+    pub kind: u16,
+    pub name: &'static str,
+    /// Request record size (0 for PING).
+    pub request_size: usize,
+    /// Response record size (EXPORT_STR: the StrHeader's).
+    pub response_size: usize,
+    /// Roles any one of which may send it; 0 = any channel.
+    pub roles: u16,
+    pub count: CountRule,
+    /// Whether every record's reserved bytes, flags and enums are valid.
+    pub well_formed: fn(&[u8]) -> bool,
+}
+
+fn each<R: Record>(body: &[u8]) -> bool {
+    body.chunks_exact(R::SIZE).all(R::well_formed)
+}
+
+fn hello_well_formed(body: &[u8]) -> bool {
+    body.len() == 56 && body[4..8] == [0; 4]
+}
+
+fn nothing(_: &[u8]) -> bool {
+    true
+}
+
+const fn spec(
+    kind: u16,
+    name: &'static str,
+    request_size: usize,
+    response_size: usize,
+    roles: u16,
+    count: CountRule,
+    well_formed: fn(&[u8]) -> bool,
+) -> KindSpec {
+    KindSpec { kind, name, request_size, response_size, roles, count, well_formed }
+}
+
+/// Every request kind the switch accepts, in kind order.
+pub static KINDS: [KindSpec; 19] = [
+    spec(kind::PING, "PING", 0, 0, 0, CountRule::Zero, nothing),
+    spec(kind::CHALLENGE, "CHALLENGE", 32, 32, 0, CountRule::One, nothing),
+    spec(kind::HELLO, "HELLO", 56, 24, 0, CountRule::One, hello_well_formed),
+    spec(kind::CREATE_ACCOUNTS, "CREATE_ACCOUNTS", 32, 32, role::ACCOUNTS, CountRule::Batch, each::<Account>),
+    spec(kind::SUBMIT_TRANSFERS, "SUBMIT_TRANSFERS", 64, 64, role::PAYMENTS, CountRule::Batch, each::<Transfer>),
+    spec(kind::CONFIRM_STEP_UP, "CONFIRM_STEP_UP", 24, 64, role::PAYMENTS, CountRule::Batch, each::<StepUp>),
+    spec(kind::CANCEL_TRANSFERS, "CANCEL_TRANSFERS", 16, 64, role::PAYMENTS, CountRule::Batch, each::<Id>),
+    spec(kind::FINALIZE_PENDING, "FINALIZE_PENDING", 32, 64, role::PAYMENTS, CountRule::Batch, each::<Finalize>),
+    spec(kind::LOOKUP_TRANSFERS, "LOOKUP_TRANSFERS", 16, 64, 0, CountRule::Batch, each::<Id>),
+    spec(kind::LOOKUP_BALANCES, "LOOKUP_BALANCES", 16, 48, 0, CountRule::Batch, each::<BalanceKey>),
+    spec(kind::SET_FX_RATES, "SET_FX_RATES", 16, 32, role::TREASURY, CountRule::Batch, each::<FxRate>),
+    spec(kind::FX_QUOTE, "FX_QUOTE", 16, 48, role::PAYMENTS, CountRule::Batch, each::<QuoteRequest>),
+    spec(kind::SET_CREDIT_LINES, "SET_CREDIT_LINES", 32, 32, role::LENDING, CountRule::Batch, each::<CreditLine>),
+    spec(kind::DISBURSE_LOANS, "DISBURSE_LOANS", 48, 64, role::LENDING, CountRule::Batch, each::<Disburse>),
+    spec(kind::REPAY_LOANS, "REPAY_LOANS", 48, 64, role::PAYMENTS | role::LENDING, CountRule::Batch, each::<Repay>),
+    spec(kind::LOOKUP_LOANS, "LOOKUP_LOANS", 16, 64, 0, CountRule::Batch, each::<Id>),
+    spec(kind::RESOLVE_REVIEW, "RESOLVE_REVIEW", 24, 64, role::OPERATOR, CountRule::Batch, each::<StepUp>),
+    spec(kind::SET_TIME, "SET_TIME", 16, 32, role::OPERATOR, CountRule::Batch, each::<SetTime>),
+    spec(kind::EXPORT_STR, "EXPORT_STR", 16, 8, role::REPORTING, CountRule::One, each::<StrRequest>),
+];
+
+/// The spec of a request kind a channel may send (not CHALLENGE, which only
+/// the switch sends).
+#[must_use]
+pub fn kind_spec(kind: u16) -> Option<&'static KindSpec> {
+    KINDS.iter().find(|s| s.kind == kind && kind != kind::CHALLENGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u16, count: u32, request_id: u64, body: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        encode(&mut out, kind, count, request_id, body);
+        out
+    }
+
+    fn check(mut bytes: BytesMut, max_body: u32, expect: Result<Option<u16>, (ErrorCode, u64)>) {
+        let got = decode(&mut bytes, max_body).map(|f| f.map(|(h, _)| h.kind)).map_err(|e| (e.code, e.request_id));
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn checks_in_the_contracts_order() {
+        let good = frame(kind::PING, 0, 9, &[]);
+        check(good.clone(), 1024, Ok(Some(kind::PING)));
+        // Partial frames wait; nothing is consumed.
+        check(BytesMut::from(&good[..31]), 1024, Ok(None));
+        check(BytesMut::from(&good[..3]), 1024, Ok(None));
+        // Garbage is refused as soon as four bytes show it.
+        check(BytesMut::from(&b"GET / HTTP/1.1"[..]), 1024, Err((ErrorCode::BadMagic, 0)));
+        let mut v = good.clone();
+        v[4] = 2;
+        v[0] = b'X';
+        check(v.clone(), 1024, Err((ErrorCode::BadMagic, 0)));
+        v[0] = b'H';
+        check(v, 1024, Err((ErrorCode::BadVersion, 9)));
+        let mut c = good.clone();
+        c[20] ^= 1;
+        check(c, 1024, Err((ErrorCode::BadChecksum, 9 ^ (1 << 32))));
+        let body = vec![1u8; 64];
+        let big = frame(kind::SUBMIT_TRANSFERS, 1, 3, &body);
+        check(big.clone(), 63, Err((ErrorCode::FrameTooLarge, 3)));
+        check(BytesMut::from(&big[..40]), 64, Ok(None));
+        let mut bad_body = big;
+        bad_body[40] ^= 1;
+        check(bad_body, 64, Err((ErrorCode::BadChecksum, 3)));
+    }
+
+    #[test]
+    fn takes_frames_off_one_at_a_time() {
+        let mut buf = frame(kind::PING, 0, 1, &[]);
+        buf.extend_from_slice(&frame(kind::LOOKUP_TRANSFERS, 1, 2, &[7; 16]));
+        buf.extend_from_slice(&frame(kind::PING, 0, 3, &[])[..10]);
+        let (h1, b1) = decode(&mut buf, 1024).unwrap().unwrap();
+        let (h2, b2) = decode(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!((h1.request_id, b1.len()), (1, 0));
+        assert_eq!((h2.request_id, h2.count, &b2[..]), (2, 1, &[7u8; 16][..]));
+        assert_eq!(decode(&mut buf, 1024).unwrap(), None);
+        assert_eq!(buf.len(), 10, "the partial third frame waits");
+    }
+
+    #[test]
+    fn error_bodies_round_trip_and_kinds_are_known() {
+        let body = error_body(ErrorCode::Forbidden, "role PAYMENTS needed");
+        assert_eq!(parse_error_body(&body), Some((10, "role PAYMENTS needed".to_string())));
+        assert!(kind_spec(kind::CHALLENGE).is_none(), "only the switch sends CHALLENGE");
+        assert!(kind_spec(0x7777).is_none());
+        assert_eq!(kind_spec(kind::REPAY_LOANS).map(|s| s.roles), Some(role::PAYMENTS | role::LENDING));
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_u16(code as u16), Some(code));
+        }
+    }
+}

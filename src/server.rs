@@ -1,0 +1,486 @@
+//! The channel server: TCP listener, per-connection session, frame checks in
+//! the contract's order, and the hand-off of requests to the shards.
+//!
+//! Each connection is one task that reads frames and one that writes them,
+//! so a slow or stalled channel only ever holds up itself. A request that
+//! passes every check is handed to its shard(s) at once (`Switch::dispatch`,
+//! never waiting for queue room: a full queue is BUSY and nothing is
+//! applied); its answer is awaited in its own task and written whenever it
+//! comes, so answers may leave out of order (match on `request_id`).
+//!
+//! Limits: `max_body` per frame, `max_batch` records per request,
+//! `max_in_flight` unanswered requests per connection (a semaphore),
+//! `connections_max` connections (one more is told BUSY and closed), and an
+//! idle timeout for connections that neither send nor wait.
+//!
+//! Shutdown: when told to stop, every connection stops reading new frames,
+//! waits until every request it handed over is answered and written, and
+//! closes; then the switch stops its shards after their current group. A
+//! request not yet read is never applied.
+//!
+//! Failure: if a shard's log fails, the server stops at once without
+//! answering what that shard could not make durable; the process exits
+//! non-zero and a restart recovers from disk.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::config::{Channel, Config};
+use crate::metrics::METRICS;
+use crate::protocol::frame::{self, CountRule, ErrorCode, Header, KindSpec, RESPONSE_BIT};
+use crate::protocol::records::{
+    self, CreditLine, Disburse, FxRate, Id, LoanResult, Quote, QuoteRequest, Record, RecordResult, Repay, StrHeader,
+    StrRequest,
+};
+use crate::protocol::session::{Challenge, Hello, HelloResponse};
+use crate::protocol::{ResultCode, kind};
+use crate::shard::{Switch, SwitchError};
+
+/// Bytes a connection reads at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes of answers the writer gathers into one write.
+const WRITE_GATHER_MAX: usize = 1 << 20;
+
+/// The server's settings that a connection needs.
+#[derive(Clone, Debug)]
+struct Limits {
+    max_body: u32,
+    max_batch: u32,
+    max_in_flight: u32,
+    idle_timeout: Duration,
+}
+
+/// Why the server stopped.
+#[derive(Debug)]
+pub enum ServeError {
+    Io(std::io::Error),
+    /// A shard's log failed: state in memory is ahead of the disk.
+    Fatal(String),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Fatal(e) => write!(f, "fatal: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Runs the server on `listener` until `stop` turns true (or a fatal error),
+/// then drains every connection. The switch is left running: the caller
+/// shuts it down.
+pub async fn serve(
+    listener: TcpListener,
+    switch: Arc<Switch>,
+    config: &Config,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    let limits = Limits {
+        max_body: config.max_body,
+        max_batch: config.max_batch,
+        max_in_flight: config.max_in_flight,
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+    };
+    let channels: Arc<[Channel]> = config.channels.clone().into();
+    let connections = Arc::new(Semaphore::new(config.connections_max));
+    // Connections watch `draining`; the server waits for them through `done`.
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(1);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let fatal = loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break None;
+                }
+            }
+            Some(message) = fatal_rx.recv() => break Some(message),
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                    METRICS.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(refuse(stream));
+                    continue;
+                };
+                METRICS.connections_total.fetch_add(1, Ordering::Relaxed);
+                METRICS.connections_open.fetch_add(1, Ordering::Relaxed);
+                let conn = Connection {
+                    switch: Arc::clone(&switch),
+                    channels: Arc::clone(&channels),
+                    limits: limits.clone(),
+                    in_flight: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
+                    session: None,
+                    fatal: fatal_tx.clone(),
+                };
+                let draining = drain_rx.clone();
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    conn.run(stream, draining).await;
+                    METRICS.connections_open.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                    drop(done);
+                });
+            }
+        }
+    };
+    drop(listener);
+    let _ = drain_tx.send(true);
+    drop(done_tx);
+    if let Some(message) = fatal {
+        return Err(ServeError::Fatal(message));
+    }
+    // Every connection holds a `done` sender; all dropped means all drained.
+    tokio::select! {
+        _ = done_rx.recv() => Ok(()),
+        Some(message) = fatal_rx.recv() => Err(ServeError::Fatal(message)),
+    }
+}
+
+/// Tells a connection over the limit BUSY and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    let mut out = BytesMut::new();
+    frame::encode(&mut out, frame::ERROR_KIND, 0, 0, &frame::error_body(ErrorCode::Busy, "connection limit reached"));
+    METRICS.frame_error(ErrorCode::Busy);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// An authenticated session.
+#[derive(Clone, Copy, Debug)]
+struct Session {
+    roles: u16,
+}
+
+struct Connection {
+    switch: Arc<Switch>,
+    channels: Arc<[Channel]>,
+    limits: Limits,
+    /// One permit per unanswered request.
+    in_flight: Arc<Semaphore>,
+    session: Option<Session>,
+    fatal: mpsc::Sender<String>,
+}
+
+/// What the reader does after a frame.
+enum Next {
+    Continue,
+    Close,
+}
+
+impl Connection {
+    async fn run(mut self, stream: tokio::net::TcpStream, mut draining: watch::Receiver<bool>) {
+        let (mut reader, writer) = stream.into_split();
+        let (out_tx, out_rx) = mpsc::channel::<BytesMut>(self.limits.max_in_flight as usize + 4);
+        let writer_task = tokio::spawn(write_loop(writer, out_rx));
+        let nonce = random_nonce();
+        let challenge = Challenge { server_nonce: nonce, server_version: frame::VERSION };
+        send_frame(&out_tx, kind::CHALLENGE, 1, 0, &challenge.encode()).await;
+
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        'frames: loop {
+            // Take every whole frame already buffered.
+            loop {
+                match frame::decode(&mut buf, self.limits.max_body) {
+                    Err(e) => {
+                        send_error(&out_tx, e.code, e.request_id, "frame rejected").await;
+                        break 'frames;
+                    }
+                    Ok(Some((header, body))) => {
+                        if let Next::Close = self.handle(header, body, &nonce, &out_tx).await {
+                            break 'frames;
+                        }
+                    }
+                    Ok(None) => break,
+                }
+            }
+            if *draining.borrow() {
+                break;
+            }
+            let idle = self.in_flight.available_permits() == self.limits.max_in_flight as usize;
+            let timeout = if idle { self.limits.idle_timeout } else { Duration::from_secs(86_400) };
+            tokio::select! {
+                read = tokio::time::timeout(timeout, reader.read_buf(&mut buf)) => match read {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(_)) => {}
+                    Err(_) => {
+                        // Idle too long: only close if still nothing is pending.
+                        if self.in_flight.available_permits() == self.limits.max_in_flight as usize {
+                            break;
+                        }
+                    }
+                },
+                _ = draining.changed() => break,
+            }
+        }
+        // Answer everything handed over before closing.
+        let _ = self.in_flight.acquire_many(self.limits.max_in_flight).await;
+        drop(out_tx);
+        let _ = writer_task.await;
+        drop(reader);
+    }
+
+    /// Runs the per-frame checks after the codec's, in the contract's order:
+    /// session, kind, role, length, count, in-flight, record contents.
+    async fn handle(&mut self, h: Header, body: Bytes, nonce: &[u8; 16], out: &mpsc::Sender<BytesMut>) -> Next {
+        let fail = |code: ErrorCode, detail: String| async move {
+            send_error(out, code, h.request_id, &detail).await;
+            if code.closes() { Next::Close } else { Next::Continue }
+        };
+        if self.session.is_none() && h.kind != kind::HELLO {
+            return fail(ErrorCode::NotAuthenticated, "send HELLO first".into()).await;
+        }
+        let Some(spec) = frame::kind_spec(h.kind) else {
+            return fail(ErrorCode::UnknownKind, format!("kind {:#06x}", h.kind)).await;
+        };
+        let roles = self.session.map_or(0, |s| s.roles);
+        if spec.roles != 0 && roles & spec.roles == 0 {
+            return fail(ErrorCode::Forbidden, format!("{} needs role mask {:#x}", spec.name, spec.roles)).await;
+        }
+        let count_ok = match spec.count {
+            CountRule::Batch => true,
+            CountRule::Zero => h.count == 0,
+            CountRule::One => h.count == 1,
+        };
+        if !count_ok || u64::from(h.body_len) != u64::from(h.count) * spec.request_size as u64 {
+            let detail = format!("{} takes records of {} bytes", spec.name, spec.request_size);
+            return fail(ErrorCode::BadLength, detail).await;
+        }
+        if h.count > self.limits.max_batch {
+            return fail(ErrorCode::BatchTooLarge, format!("max_batch is {}", self.limits.max_batch)).await;
+        }
+        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+            let detail = format!("max_in_flight is {}", self.limits.max_in_flight);
+            return fail(ErrorCode::TooManyInFlight, detail).await;
+        };
+        if !(spec.well_formed)(&body) || (h.kind == kind::HELLO && self.session.is_some()) {
+            return fail(ErrorCode::Malformed, format!("{}: reserved bytes, flags or enum values", spec.name)).await;
+        }
+        match h.kind {
+            kind::HELLO => return self.hello(h, &body, nonce, out).await,
+            kind::PING => send_frame(out, kind::PING | RESPONSE_BIT, 0, h.request_id, &[]).await,
+            _ if crate::engine::Engine::request_size(h.kind).is_some() => {
+                return self.dispatch(h, body, spec, permit, out).await;
+            }
+            _ => {
+                let answer = not_supported(h.kind, &body);
+                send_frame(out, h.kind | RESPONSE_BIT, h.count, h.request_id, &answer).await;
+            }
+        }
+        Next::Continue
+    }
+
+    async fn hello(&mut self, h: Header, body: &[u8], nonce: &[u8; 16], out: &mpsc::Sender<BytesMut>) -> Next {
+        let hello = Hello::decode(body);
+        let channel = self.channels.iter().find(|c| c.id == hello.channel_id);
+        let Some(channel) = channel.filter(|c| hello.verify(&c.key, nonce)) else {
+            send_error(out, ErrorCode::AuthFailed, h.request_id, "unknown channel or wrong mac").await;
+            return Next::Close;
+        };
+        self.session = Some(Session { roles: channel.roles });
+        let answer = HelloResponse {
+            code: 0,
+            roles: channel.roles,
+            max_batch: self.limits.max_batch,
+            max_in_flight: self.limits.max_in_flight,
+            max_body: self.limits.max_body,
+            server_time_ms: self.switch.now_ms(),
+        };
+        send_frame(out, kind::HELLO | RESPONSE_BIT, 1, h.request_id, &answer.encode()).await;
+        Next::Continue
+    }
+
+    async fn dispatch(
+        &self,
+        h: Header,
+        body: Bytes,
+        spec: &KindSpec,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        out: &mpsc::Sender<BytesMut>,
+    ) -> Next {
+        let pending = match self.switch.dispatch(h.kind, &body, false) {
+            Ok(p) => p,
+            Err(SwitchError::Busy) => {
+                METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
+                send_error(out, ErrorCode::Busy, h.request_id, "shard queue full; nothing applied").await;
+                return Next::Continue;
+            }
+            Err(e) => {
+                let _ = self.fatal.try_send(e.to_string());
+                return Next::Close;
+            }
+        };
+        METRICS.requests_total.fetch_add(1, Ordering::Relaxed);
+        METRICS.records_total.fetch_add(u64::from(h.count), Ordering::Relaxed);
+        let out = out.clone();
+        let fatal = self.fatal.clone();
+        let response_kind = spec.kind | RESPONSE_BIT;
+        tokio::spawn(async move {
+            match pending.wait().await {
+                Ok(answer) => send_frame(&out, response_kind, h.count, h.request_id, &answer).await,
+                Err(e) => {
+                    // The answer is not durable: never send it; stop.
+                    let _ = fatal.try_send(e.to_string());
+                }
+            }
+            drop(permit);
+        });
+        Next::Continue
+    }
+}
+
+/// Answers, per record, a kind whose feature is not in this build yet:
+/// NOT_SUPPORTED (65), with the record's id or key echoed.
+fn not_supported(kind: u16, body: &[u8]) -> Vec<u8> {
+    let code = ResultCode::NotSupported.as_u16();
+    let mut out = Vec::new();
+    match kind {
+        kind::SET_FX_RATES => {
+            for (i, _) in body.chunks_exact(FxRate::SIZE).enumerate() {
+                records::push(&mut out, &RecordResult { key: i as u64, code });
+            }
+        }
+        kind::FX_QUOTE => {
+            for _ in body.chunks_exact(QuoteRequest::SIZE) {
+                records::push(&mut out, &Quote { code, ..Quote::default() });
+            }
+        }
+        kind::SET_CREDIT_LINES => {
+            for c in records::decode_all::<CreditLine>(body) {
+                records::push(&mut out, &RecordResult { key: c.account_id, code });
+            }
+        }
+        kind::DISBURSE_LOANS => {
+            for d in records::decode_all::<Disburse>(body) {
+                records::push(&mut out, &LoanResult { loan_id: d.loan_id, code, ..LoanResult::default() });
+            }
+        }
+        kind::REPAY_LOANS => {
+            for r in records::decode_all::<Repay>(body) {
+                records::push(&mut out, &LoanResult { loan_id: r.loan_id, code, ..LoanResult::default() });
+            }
+        }
+        kind::LOOKUP_LOANS => {
+            for i in records::decode_all::<Id>(body) {
+                records::push(&mut out, &LoanResult { loan_id: i.id, code, ..LoanResult::default() });
+            }
+        }
+        kind::EXPORT_STR => {
+            let request = StrRequest::decode(body);
+            records::push(&mut out, &StrHeader { code, format: request.format, report_len: 0 });
+        }
+        other => unreachable!("kind {other:#06x} is either applied by the engine or listed here"),
+    }
+    out
+}
+
+fn random_nonce() -> [u8; 16] {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).expect("the OS gives random bytes");
+    nonce
+}
+
+async fn send_frame(out: &mpsc::Sender<BytesMut>, kind: u16, count: u32, request_id: u64, body: &[u8]) {
+    let mut bytes = BytesMut::with_capacity(frame::HEADER_SIZE + body.len());
+    frame::encode(&mut bytes, kind, count, request_id, body);
+    // A closed writer means the channel went away; nothing to answer.
+    let _ = out.send(bytes).await;
+}
+
+async fn send_error(out: &mpsc::Sender<BytesMut>, code: ErrorCode, request_id: u64, detail: &str) {
+    METRICS.frame_error(code);
+    send_frame(out, frame::ERROR_KIND, 0, request_id, &frame::error_body(code, detail)).await;
+}
+
+/// Writes frames as they come, gathering whatever is queued into one write.
+async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<BytesMut>) {
+    let mut gathered = BytesMut::with_capacity(READ_CHUNK);
+    while let Some(first) = rx.recv().await {
+        gathered.extend_from_slice(&first);
+        while gathered.len() < WRITE_GATHER_MAX {
+            match rx.try_recv() {
+                Ok(more) => gathered.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&gathered).await.is_err() {
+            return;
+        }
+        gathered.clear();
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// A server started by [`start`]: its address, and the means to stop it.
+pub struct Running {
+    /// Where channels connect.
+    pub addr: std::net::SocketAddr,
+    /// Where the metrics endpoint listens, if it does.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+    switch: Arc<Switch>,
+}
+
+/// Opens the data directory (recovering every shard), binds the channel and
+/// metrics addresses and starts serving.
+pub async fn start(config: &Config) -> Result<Running, String> {
+    config.validate().map_err(|e| e.to_string())?;
+    let open_config = config.clone();
+    let switch = tokio::task::spawn_blocking(move || {
+        Switch::open_dir(&open_config.data, open_config.switch, open_config.backend)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let switch = Arc::new(switch);
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("{}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_addr = match config.metrics {
+        Some(at) => {
+            let metrics = crate::metrics::bind(at).await.map_err(|e| format!("metrics {at}: {e}"))?;
+            let bound = metrics.local_addr().map_err(|e| e.to_string())?;
+            tokio::spawn(crate::metrics::serve(metrics));
+            Some(bound)
+        }
+        None => None,
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let task_switch = Arc::clone(&switch);
+    let task_config = config.clone();
+    let task = tokio::spawn(async move { serve(listener, task_switch, &task_config, stop_rx).await });
+    Ok(Running { addr, metrics_addr, stop, task, switch })
+}
+
+impl Running {
+    /// Waits until the server stops by itself (a fatal error); `Ok` never
+    /// comes before [`Running::stop`] is called from elsewhere.
+    pub async fn stopped(&mut self) -> Result<(), ServeError> {
+        (&mut self.task).await.unwrap_or_else(|e| Err(ServeError::Fatal(e.to_string())))
+    }
+
+    /// Stops reading new frames, answers everything begun, closes every
+    /// connection, then stops the shards after their current groups.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(true);
+        let served = self.task.await.unwrap_or_else(|e| Err(ServeError::Fatal(e.to_string())));
+        served?;
+        let switch = self.switch;
+        tokio::task::spawn_blocking(move || match Arc::try_unwrap(switch) {
+            Ok(switch) => switch.shutdown(),
+            Err(shared) => drop(shared),
+        })
+        .await
+        .map_err(|e| ServeError::Fatal(e.to_string()))
+    }
+}

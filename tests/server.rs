@@ -1,0 +1,448 @@
+//! End-to-end over loopback: a real server on an ephemeral port, driven by
+//! the Rust client and by hand-made frames for every bad input.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::{HKD, account, deposit, transfer};
+use harbour::client::{Client, ClientError};
+use harbour::clock::Clock;
+use harbour::config::{Channel, Config};
+use harbour::engine::book::SETTLEMENT_IN;
+use harbour::protocol::frame::{self, ErrorCode, Header, RESPONSE_BIT, role};
+use harbour::protocol::records::*;
+use harbour::protocol::session::{Challenge, Hello};
+use harbour::protocol::{ResultCode, kind};
+use harbour::server;
+use harbour::shard::Backend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const KEY: &[u8] = b"hksw-dev-key";
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config {
+        data: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics: None,
+        backend: Backend::Std,
+        ..Config::default()
+    };
+    c.switch.clock = Clock::Manual;
+    c.switch.engine.accounts_capacity = 1024;
+    c.switch.engine.transfers_capacity = 4096;
+    c.channels.push(Channel { id: 2, key: b"accounts-only-key".to_vec(), roles: role::ACCOUNTS });
+    c
+}
+
+async fn client(addr: SocketAddr) -> Client {
+    Client::connect(addr, 1, KEY).await.expect("connects")
+}
+
+fn codes(results: &[TransferResult]) -> Vec<ResultCode> {
+    results.iter().map(|r| ResultCode::from_u16(r.code).expect("defined")).collect()
+}
+
+async fn balance(c: &Client, account_id: u64) -> (i64, u64) {
+    let b = c.lookup_balances(&[BalanceKey { account_id, currency: HKD }]).await.unwrap()[0];
+    (b.balance, b.held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_moves_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(&config(dir.path())).await.expect("starts");
+    let c = client(running.addr).await;
+    c.ping().await.unwrap();
+    let created = c.create_accounts(&[account(1024), account(1025), account(1024)]).await.unwrap();
+    let created: Vec<u16> = created.iter().map(|r| r.code).collect();
+    assert_eq!(created, [0, 0, ResultCode::AlreadyExists.as_u16()]);
+
+    let deposits = c.submit_transfers(&[deposit(1, 1024, 100_000, HKD)]).await.unwrap();
+    assert_eq!(codes(&deposits), [ResultCode::Ok]);
+    let moved = c
+        .submit_transfers(&[
+            transfer(2, 1024, 1025, 30_000, HKD),
+            transfer(2, 1024, 1025, 30_000, HKD),
+            transfer(3, 1024, 1025, 1, 999),
+            Transfer { flags: TRANSFER_PENDING, ..transfer(4, 1024, 1025, 5_000, HKD) },
+            transfer(5, 1025, 1024, 1_000_000, HKD),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        codes(&moved),
+        [
+            ResultCode::Ok,
+            ResultCode::AlreadyExists,
+            ResultCode::UnknownCurrency,
+            ResultCode::Ok,
+            ResultCode::InsufficientFunds
+        ]
+    );
+    assert_eq!(moved[3].state, STATE_PENDING);
+    assert_eq!(balance(&c, 1024).await, (70_000, 5_000));
+    let fin = c.finalize_pending(&[Finalize { transfer_id: 4, action: FINALIZE_POST }]).await.unwrap();
+    assert_eq!((fin[0].code, fin[0].state), (0, STATE_POSTED));
+    assert_eq!(balance(&c, 1025).await, (35_000, 0));
+    assert_eq!(balance(&c, SETTLEMENT_IN).await, (-100_000, 0));
+
+    // Pipelining: many requests in flight on one connection, answers matched
+    // by id whatever their order.
+    let batch: Vec<Transfer> = (100..2100).map(|i| transfer(i, 1024, 1025, 1, HKD)).collect();
+    let sent = futures_all(&c, &batch).await;
+    assert_eq!(sent, 2000);
+    assert_eq!(balance(&c, 1024).await, (65_000 - 2000, 0));
+
+    // A clock move fires the CLIENT hold's 7-day window.
+    c.submit_transfers(&[Transfer { flags: TRANSFER_PENDING, ..transfer(9, 1024, 1025, 10, HKD) }]).await.unwrap();
+    let now = c.limits().server_time_ms;
+    assert_eq!(c.set_time(now + 8 * 86_400_000).await.unwrap().code, 0);
+    assert_eq!(c.lookup_transfers(&[9]).await.unwrap()[0].state, STATE_VOIDED);
+    drop(c);
+    running.stop().await.expect("stops cleanly");
+
+    let running = server::start(&config(dir.path())).await.expect("restarts");
+    let c = client(running.addr).await;
+    let looked = c.lookup_transfers(&[1, 2, 4, 5, 9, 2099]).await.unwrap();
+    let states: Vec<u8> = looked.iter().map(|r| r.state).collect();
+    assert_eq!(states, [STATE_POSTED, STATE_POSTED, STATE_POSTED, STATE_NONE, STATE_VOIDED, STATE_POSTED]);
+    assert_eq!(balance(&c, 1024).await, (63_000, 0));
+    let again = c.submit_transfers(&[transfer(2, 1024, 1025, 30_000, HKD)]).await.unwrap();
+    assert_eq!(codes(&again), [ResultCode::AlreadyExists], "idempotent across the restart");
+    running.stop().await.unwrap();
+}
+
+/// Sends one-transfer requests keeping `max_in_flight` of them in flight;
+/// returns how many were answered OK.
+async fn futures_all(c: &Client, batch: &[Transfer]) -> usize {
+    let window = c.limits().max_in_flight as usize;
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut ok = 0;
+    let mut settle = |answer: harbour::client::Response| {
+        if TransferResult::decode(&answer.body).code == 0 {
+            ok += 1;
+        }
+    };
+    for t in batch {
+        if in_flight.len() == window {
+            let f: harbour::client::InFlight<'_> = in_flight.pop_front().unwrap();
+            settle(f.wait().await.unwrap());
+        }
+        in_flight.push_back(c.send(kind::SUBMIT_TRANSFERS, 1, &encode_all(&[*t])).await.unwrap());
+    }
+    for f in in_flight {
+        settle(f.wait().await.unwrap());
+    }
+    ok
+}
+
+// ---- raw frames ------------------------------------------------------------
+
+struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+    nonce: [u8; 16],
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut raw = Raw { stream, buf: BytesMut::new(), nonce: [0; 16] };
+        let (h, body) = raw.read().await.expect("CHALLENGE");
+        assert_eq!(h.kind, kind::CHALLENGE);
+        raw.nonce = Challenge::decode(&body).unwrap().server_nonce;
+        raw
+    }
+
+    async fn authenticated(addr: SocketAddr) -> Raw {
+        let mut raw = Raw::connect(addr).await;
+        raw.hello(1, KEY).await;
+        let (h, _) = raw.read().await.expect("HELLO answer");
+        assert_eq!(h.kind, kind::HELLO | RESPONSE_BIT);
+        raw
+    }
+
+    async fn hello(&mut self, channel: u32, key: &[u8]) {
+        let hello = Hello::new(channel, key, &self.nonce, [5; 16]);
+        self.send(kind::HELLO, 1, 77, &hello.encode()).await;
+    }
+
+    async fn send(&mut self, kind: u16, count: u32, id: u64, body: &[u8]) {
+        let mut out = BytesMut::new();
+        frame::encode(&mut out, kind, count, id, body);
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next frame, or `None` once the switch closed the connection.
+    async fn read(&mut self) -> Option<(Header, Bytes)> {
+        loop {
+            if let Some(f) = frame::decode(&mut self.buf, 1 << 24).expect("the switch sends good frames") {
+                return Some(f);
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("the switch answers in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn expect_error(&mut self, code: ErrorCode, request_id: u64) {
+        let (h, body) = self.read().await.expect("an ERROR frame");
+        assert_eq!(h.kind, frame::ERROR_KIND, "expected {code}");
+        let (got, detail) = frame::parse_error_body(&body).unwrap();
+        assert_eq!((ErrorCode::from_u16(got), h.request_id), (Some(code), request_id), "{detail}");
+        if code.closes() {
+            assert!(self.read().await.is_none(), "{code} closes the connection");
+        }
+    }
+
+    async fn expect_ping(&mut self, id: u64) {
+        self.send(kind::PING, 0, id, &[]).await;
+        let (h, _) = self.read().await.expect("PING answer: the connection stays open");
+        assert_eq!((h.kind, h.request_id), (kind::PING | RESPONSE_BIT, id));
+    }
+}
+
+fn frame_bytes(kind: u16, count: u32, id: u64, body: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    frame::encode(&mut out, kind, count, id, body);
+    out
+}
+
+/// Recomputes the header CRC after a test changed a header field.
+fn reseal(bytes: &mut [u8]) {
+    let crc = crc32c::crc32c(&bytes[0..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_frame_error_gets_its_code_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(&config(dir.path())).await.expect("starts");
+    let addr = running.addr;
+    let c = client(addr).await;
+    c.create_accounts(&[account(1024), account(1025)]).await.unwrap();
+    c.submit_transfers(&[deposit(1, 1024, 1_000, HKD)]).await.unwrap();
+
+    // Garbage bytes.
+    let mut raw = Raw::connect(addr).await;
+    raw.send_bytes(b"GET / HTTP/1.1\r\n\r\n").await;
+    raw.expect_error(ErrorCode::BadMagic, 0).await;
+
+    // Version 2.
+    let mut raw = Raw::authenticated(addr).await;
+    let mut bytes = frame_bytes(kind::PING, 0, 11, &[]);
+    bytes[4] = 2;
+    reseal(&mut bytes);
+    raw.send_bytes(&bytes).await;
+    raw.expect_error(ErrorCode::BadVersion, 11).await;
+
+    // Header checksum.
+    let mut raw = Raw::authenticated(addr).await;
+    let mut bytes = frame_bytes(kind::PING, 0, 12, &[]);
+    bytes[29] ^= 1;
+    raw.send_bytes(&bytes).await;
+    raw.expect_error(ErrorCode::BadChecksum, 12).await;
+
+    // Body checksum.
+    let mut raw = Raw::authenticated(addr).await;
+    let mut bytes = frame_bytes(kind::SUBMIT_TRANSFERS, 1, 13, &encode_all(&[transfer(50, 1024, 1025, 1, HKD)]));
+    bytes[40] ^= 1;
+    raw.send_bytes(&bytes).await;
+    raw.expect_error(ErrorCode::BadChecksum, 13).await;
+
+    // Oversized frame: the header alone is refused, the body never read.
+    let mut raw = Raw::authenticated(addr).await;
+    let mut bytes = frame_bytes(kind::SUBMIT_TRANSFERS, 0, 14, &[]);
+    bytes[8..12].copy_from_slice(&((1u32 << 20) + 64).to_le_bytes());
+    reseal(&mut bytes);
+    raw.send_bytes(&bytes).await;
+    raw.expect_error(ErrorCode::FrameTooLarge, 14).await;
+
+    // Not authenticated: anything but HELLO first.
+    let mut raw = Raw::connect(addr).await;
+    raw.send(kind::PING, 0, 15, &[]).await;
+    raw.expect_error(ErrorCode::NotAuthenticated, 15).await;
+
+    // Wrong key, unknown channel, and a HELLO replayed from another session.
+    let mut raw = Raw::connect(addr).await;
+    raw.hello(1, b"not-the-key!").await;
+    raw.expect_error(ErrorCode::AuthFailed, 77).await;
+    let mut raw = Raw::connect(addr).await;
+    raw.hello(99, KEY).await;
+    raw.expect_error(ErrorCode::AuthFailed, 77).await;
+    let first = Raw::connect(addr).await;
+    let replayed = Hello::new(1, KEY, &first.nonce, [5; 16]);
+    let mut second = Raw::connect(addr).await;
+    second.send(kind::HELLO, 1, 78, &replayed.encode()).await;
+    second.expect_error(ErrorCode::AuthFailed, 78).await;
+
+    // Errors that leave the connection open.
+    let mut raw = Raw::authenticated(addr).await;
+    raw.send(0x0099, 0, 20, &[]).await;
+    raw.expect_error(ErrorCode::UnknownKind, 20).await;
+    raw.send(kind::SUBMIT_TRANSFERS, 2, 21, &encode_all(&[transfer(51, 1024, 1025, 1, HKD)])).await;
+    raw.expect_error(ErrorCode::BadLength, 21).await;
+    raw.send(kind::PING, 1, 22, &[0; 16]).await;
+    raw.expect_error(ErrorCode::BadLength, 22).await;
+    let ids = vec![Id { id: 1 }; 8190];
+    raw.send(kind::LOOKUP_TRANSFERS, 8190, 23, &encode_all(&ids)).await;
+    raw.expect_error(ErrorCode::BatchTooLarge, 23).await;
+    let malformed =
+        encode_all(&[transfer(52, 1024, 1025, 1, HKD), Transfer { flags: 8, ..transfer(53, 1024, 1025, 1, HKD) }]);
+    raw.send(kind::SUBMIT_TRANSFERS, 2, 24, &malformed).await;
+    raw.expect_error(ErrorCode::Malformed, 24).await;
+    let mut bad_account = encode_all(&[account(2000)]);
+    bad_account[31] = 1;
+    raw.send(kind::CREATE_ACCOUNTS, 1, 25, &bad_account).await;
+    raw.expect_error(ErrorCode::Malformed, 25).await;
+    let hello = Hello::new(1, KEY, &raw.nonce, [5; 16]);
+    raw.send(kind::HELLO, 1, 26, &hello.encode()).await;
+    raw.expect_error(ErrorCode::Malformed, 26).await;
+    raw.expect_ping(27).await;
+
+    // A role the channel does not have.
+    let mut limited = Raw::connect(addr).await;
+    limited.hello(2, b"accounts-only-key").await;
+    limited.read().await.expect("HELLO answer");
+    limited.send(kind::SUBMIT_TRANSFERS, 1, 30, &encode_all(&[transfer(54, 1024, 1025, 1, HKD)])).await;
+    limited.expect_error(ErrorCode::Forbidden, 30).await;
+    limited.expect_ping(31).await;
+
+    // A frame cut off mid-body waits without blocking anyone, then vanishes
+    // with its connection.
+    let mut cut = Raw::authenticated(addr).await;
+    let whole = frame_bytes(kind::SUBMIT_TRANSFERS, 1, 40, &encode_all(&[transfer(55, 1024, 1025, 1, HKD)]));
+    cut.send_bytes(&whole[..60]).await;
+    c.ping().await.expect("others are served meanwhile");
+    drop(cut);
+
+    // Nothing any bad frame carried was applied.
+    let looked = c.lookup_transfers(&[50, 51, 52, 53, 54, 55]).await.unwrap();
+    assert!(looked.iter().all(|r| r.code == ResultCode::TransferNotFound.as_u16()), "{looked:?}");
+    assert_eq!(balance(&c, 1024).await, (1_000, 0));
+    assert_eq!(c.create_accounts(&[account(2000)]).await.unwrap()[0].code, 0, "the malformed account was not created");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_and_queue_limits_answer_every_request_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_in_flight = 64;
+    cfg.switch.queue_depth_max = 2;
+    cfg.switch.group_requests_max = 1;
+    let running = server::start(&cfg).await.expect("starts");
+    let c = client(running.addr).await;
+    c.create_accounts(&[account(1024)]).await.unwrap();
+
+    // 400 deposits in one write: more than max_in_flight arrive before the
+    // first fsync, and more than the shard queue holds.
+    let mut raw = Raw::authenticated(running.addr).await;
+    let mut bytes = BytesMut::new();
+    for i in 0..400u64 {
+        frame::encode(
+            &mut bytes,
+            kind::SUBMIT_TRANSFERS,
+            1,
+            1000 + i,
+            &encode_all(&[deposit(u128::from(i) + 1, 1024, 1, HKD)]),
+        );
+    }
+    raw.send_bytes(&bytes).await;
+    let mut answered = std::collections::BTreeMap::new();
+    while answered.len() < 400 {
+        let (h, body) = raw.read().await.expect("every request is answered");
+        let outcome = if h.kind == frame::ERROR_KIND {
+            ErrorCode::from_u16(frame::parse_error_body(&body).unwrap().0).unwrap().name()
+        } else {
+            "OK"
+        };
+        assert!(answered.insert(h.request_id, outcome).is_none(), "answered twice: {}", h.request_id);
+    }
+    let count = |what: &str| answered.values().filter(|v| **v == what).count();
+    let (ok, busy, too_many) = (count("OK"), count("BUSY"), count("TOO_MANY_IN_FLIGHT"));
+    assert_eq!(ok + busy + too_many, 400);
+    assert!(busy + too_many > 0, "the limits were reached ({ok} OK)");
+    // Exactly the answered deposits were applied.
+    assert_eq!(balance(&c, 1024).await, (ok as i64, 0));
+    let refused: Vec<u128> =
+        answered.iter().filter(|(_, v)| **v != "OK").map(|(id, _)| u128::from(*id - 1000 + 1)).collect();
+    let looked = c.lookup_transfers(&refused).await.unwrap();
+    assert!(looked.iter().all(|r| r.state == STATE_NONE), "a refused request changed nothing");
+    raw.expect_ping(9).await;
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_holds_and_idle_connections_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.connections_max = 3;
+    cfg.idle_timeout_ms = 300;
+    let running = server::start(&cfg).await.expect("starts");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Raw::connect(running.addr).await);
+    }
+    // The fourth is told BUSY and closed.
+    let mut extra = TcpStream::connect(running.addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    let frame = loop {
+        if let Some(f) = frame::decode(&mut buf, 1 << 20).unwrap() {
+            break f;
+        }
+        assert!(extra.read_buf(&mut buf).await.unwrap() > 0, "an ERROR before the close");
+    };
+    assert_eq!(frame.0.kind, frame::ERROR_KIND);
+    assert_eq!(frame::parse_error_body(&frame.1).unwrap().0, ErrorCode::Busy as u16);
+    assert_eq!(extra.read_buf(&mut buf).await.unwrap(), 0, "closed");
+    // The accepted ones are still served.
+    held[0].hello(1, KEY).await;
+    held[0].read().await.expect("HELLO answer");
+    held[0].expect_ping(5).await;
+    // Idle ones are closed after the timeout, freeing their places.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(held[1].read().await.is_none(), "idle connection closed");
+    let c = client(running.addr).await;
+    c.ping().await.expect("a place is free again");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_to_come_answer_not_supported_and_the_client_reports_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(&config(dir.path())).await.expect("starts");
+    let c = client(running.addr).await;
+    let answer = c
+        .request(kind::FX_QUOTE, 1, &encode_all(&[QuoteRequest { from: 344, to: 840, flags: 0, amount: 5 }]))
+        .await
+        .unwrap();
+    assert_eq!(Quote::decode(&answer.body).code, ResultCode::NotSupported.as_u16());
+    let loans: Vec<LoanResult> = c.batch(kind::LOOKUP_LOANS, &[Id { id: 7 }]).await.unwrap();
+    assert_eq!((loans[0].loan_id, loans[0].code), (7, ResultCode::NotSupported.as_u16()));
+    let str_answer =
+        c.request(kind::EXPORT_STR, 1, &encode_all(&[StrRequest { year: 2026, month: 1, format: 1 }])).await.unwrap();
+    assert_eq!(StrHeader::decode(&str_answer.body).code, ResultCode::NotSupported.as_u16());
+
+    let limited = Client::connect(running.addr, 2, b"accounts-only-key").await.unwrap();
+    let refused = limited.submit_transfers(&[transfer(1, 4, 1024, 1, HKD)]).await.unwrap_err();
+    assert_eq!(refused.error_code(), Some(ErrorCode::Forbidden));
+    match Client::connect(running.addr, 1, b"wrong-key-here").await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::AuthFailed as u16),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a wrong key authenticated"),
+    }
+    running.stop().await.unwrap();
+}
