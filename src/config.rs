@@ -243,6 +243,16 @@ impl Config {
         if self.connections_max == 0 || self.connections_max > 65_536 {
             return bad(format!("connections_max {} outside 1..=65536", self.connections_max));
         }
+        if self.switch.shards != 1 {
+            // The library runs several shards, but a transfer id is unique
+            // only within its shard until the cross-shard protocol and its
+            // id directory land (issue 8); channels must never see a resent
+            // id applied twice.
+            return bad(format!(
+                "shards = {}: the server runs one shard until cross-shard transfers land (issue 8)",
+                self.switch.shards
+            ));
+        }
         if self.idle_timeout_ms == 0 {
             return bad("idle_timeout_ms must be positive".into());
         }

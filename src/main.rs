@@ -160,6 +160,13 @@ struct LookupArgs {
 }
 
 fn main() -> ExitCode {
+    // A panic anywhere (a shard's broken invariant) must stop the whole
+    // switch, not one thread of it: recovery restarts from the log.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -13,13 +13,15 @@
 //!
 //! Shutdown: [`Switch::shutdown`] (or drop) tells every shard to stop; a
 //! shard finishes and answers the group it has begun, syncs, and exits.
-//! Requests still queued behind it are dropped unanswered, and so never
-//! applied (their senders see `Stopped`).
+//! Requests still queued behind the stop are dropped unanswered, and so
+//! never applied (their senders see `ShardFailed`, the reply channel having
+//! closed; `Stopped` is for requests sent after the shard exited).
 //!
 //! Failure: if the log fails, the shard answers the group and every later
-//! request with `LogFailed` and applies nothing more; the process must
-//! restart and recover from disk. A broken invariant panics the shard thread;
-//! its requests see `ShardFailed`.
+//! request with `LogFailed` (outcome unknown: not answered as applied) and
+//! applies nothing more; the process must restart and recover from disk. A
+//! broken invariant panics the shard thread; the `harbour` binary turns any
+//! panic into an abort, so recovery restarts from the log.
 //!
 //! Sharding seam: accounts map to shards by a fixed hash of their id, and
 //! every shard has its own part of each system account, so a deposit, a
@@ -127,10 +129,12 @@ pub enum OpenError {
         shard: usize,
         error: WalError,
     },
-    /// The data directory was written with another shard count.
-    ShardCount {
-        recorded: usize,
-        configured: usize,
+    /// The data directory was written with another value of a setting that
+    /// decides outcomes (shard count, clock, hold windows).
+    Settings {
+        key: String,
+        recorded: String,
+        configured: String,
     },
     /// The configuration is out of bounds.
     Config(String),
@@ -141,10 +145,10 @@ impl std::fmt::Display for OpenError {
         match self {
             Self::Io(e) => write!(f, "{e}"),
             Self::Recovery { shard, error } => write!(f, "shard {shard}: {error}"),
-            Self::ShardCount { recorded, configured } => write!(
+            Self::Settings { key, recorded, configured } => write!(
                 f,
-                "data directory was written with {recorded} shards but {configured} are configured; \
-                 start with --shards {recorded} (re-sharding is not supported yet)"
+                "the data directory was written with {key}={recorded} but {key}={configured} is configured; \
+                 start with the recorded value (replaying the log under other settings would decide differently)"
             ),
             Self::Config(e) => write!(f, "configuration: {e}"),
         }
@@ -222,29 +226,45 @@ impl Shard {
     }
 
     /// Applies a group of requests, makes them durable with one sync, and
-    /// returns one answer per request. On a log error every answer is
-    /// `LogFailed` and the error is returned too.
+    /// returns one answer per request, then takes a snapshot if one is due.
+    /// On a log error every answer is `LogFailed` and the error is returned
+    /// too. (The shard thread answers before it snapshots; see `run`.)
     pub fn process(&mut self, group: &[(u16, &[u8])]) -> (Vec<Reply>, Result<(), WalError>) {
+        let answered = self.commit_group(group);
+        if answered.1.is_ok() {
+            self.snapshot_if_due();
+        }
+        answered
+    }
+
+    fn commit_group(&mut self, group: &[(u16, &[u8])]) -> (Vec<Reply>, Result<(), WalError>) {
         let mut replies = Vec::with_capacity(group.len());
         let result = self.apply_group(group, &mut replies).and_then(|()| self.wal.commit());
         if let Err(e) = &result {
+            // Whether the group reached the disk is unknown (a failed fsync
+            // may still have written some of it): it is not answered as
+            // applied, and the log refuses everything after.
             let message = e.to_string();
             replies.clear();
             replies.resize(group.len(), Err(SwitchError::LogFailed(message)));
-            return (replies, result);
         }
+        (replies, result)
+    }
+
+    /// Takes a snapshot once enough log was written since the last one. A
+    /// failure is reported and retried after the next interval; the log
+    /// goes on.
+    fn snapshot_if_due(&mut self) {
         let bytes = self.wal.stats().bytes;
-        if bytes - self.bytes_at_snapshot >= self.snapshot_log_bytes {
-            let mut state = Vec::new();
-            self.engine.encode_state(&mut state);
-            let snapshot = self.wal.write_snapshot(&state);
-            self.bytes_at_snapshot = bytes;
-            if let Err(e) = snapshot {
-                // The group is durable and answered; the next one will fail.
-                return (replies, Err(e));
-            }
+        if bytes - self.bytes_at_snapshot < self.snapshot_log_bytes {
+            return;
         }
-        (replies, Ok(()))
+        self.bytes_at_snapshot = bytes;
+        let mut state = Vec::new();
+        self.engine.encode_state(&mut state);
+        if let Err(e) = self.wal.write_snapshot(&state) {
+            eprintln!("snapshot failed (the log is unaffected; retrying later): {e}");
+        }
     }
 
     fn apply_group(&mut self, group: &[(u16, &[u8])], replies: &mut Vec<Reply>) -> Result<(), WalError> {
@@ -255,8 +275,9 @@ impl Shard {
         }
         for &(kind, body) in group {
             if let Some(size) = Engine::request_size(kind).filter(|_| kind != kind::TICK) {
-                if body.len() % size == 0 {
-                    if kind::is_logged(kind) {
+                if body.len().is_multiple_of(size) && body.len() <= crate::wal::RECORD_BODY_MAX {
+                    // An empty batch changes nothing and needs no log record.
+                    if kind::is_logged(kind) && !body.is_empty() {
                         self.wal.append(kind, now, body)?;
                     }
                     let mut out = Vec::with_capacity(body.len() / size * 64);
@@ -308,11 +329,15 @@ impl Shard {
                 }
             }
             let group: Vec<(u16, &[u8])> = batch.iter().map(|r| (r.kind, r.body.as_slice())).collect();
-            let (replies, _) = self.process(&group);
+            let (replies, result) = self.commit_group(&group);
             now_ms.fetch_max(self.engine.now_ms(), Ordering::Relaxed);
             for (request, reply) in batch.drain(..).zip(replies) {
                 // A requester that gave up is not an error.
                 let _ = request.reply.send(reply);
+            }
+            // Answers first: a snapshot must not delay what is durable.
+            if result.is_ok() {
+                self.snapshot_if_due();
             }
         }
     }
@@ -333,8 +358,34 @@ pub struct Switch {
     now_ms: Arc<AtomicU64>,
 }
 
-/// File recording how many shards a data directory was written with.
-const SHARDS_FILE: &str = "SHARDS";
+/// File recording the settings a data directory was written with.
+const META_FILE: &str = "META";
+
+/// The settings that must not change over a data directory's life, as
+/// `key=value` lines.
+fn meta(config: &SwitchConfig) -> String {
+    let w = config.engine.hold_windows;
+    let clock = if config.clock.is_manual() { "manual" } else { "system" };
+    format!(
+        "shards={}\nclock={clock}\nstep_up_window_ms={}\nmanual_review_window_ms={}\nclient_window_ms={}\n",
+        config.shards, w.step_up_ms, w.manual_review_ms, w.client_ms
+    )
+}
+
+/// The first setting that differs: (key, recorded, configured).
+fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, String, String)> {
+    let pairs = |text: &str| -> Vec<(String, String)> {
+        text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().into(), v.trim().into())).collect()
+    };
+    let recorded = pairs(recorded);
+    for (key, now) in pairs(wanted) {
+        let was = recorded.iter().find(|(k, _)| *k == key).map_or_else(|| "(absent)".to_string(), |(_, v)| v.clone());
+        if was != now {
+            return Some((key, was, now));
+        }
+    }
+    None
+}
 
 /// The storage a data directory's shard uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -348,25 +399,20 @@ pub enum Backend {
 
 impl Switch {
     /// Opens (or creates) a data directory: `dir/shard-N/` per shard, and a
-    /// record of the shard count that later starts must match.
+    /// record (`META`) of the settings that decide outcomes (shard count,
+    /// clock, hold windows), which later starts must match: a replay under
+    /// other settings would decide differently.
     pub fn open_dir(dir: &Path, config: SwitchConfig, backend: Backend) -> Result<Switch, OpenError> {
-        std::fs::create_dir_all(dir).map_err(OpenError::Io)?;
-        let shards_file = dir.join(SHARDS_FILE);
-        match std::fs::read_to_string(&shards_file) {
-            Ok(text) => {
-                let recorded: usize = text.trim().parse().map_err(|_| {
-                    OpenError::Io(io::Error::other(format!("{} is not a number", shards_file.display())))
-                })?;
-                if recorded != config.shards {
-                    return Err(OpenError::ShardCount { recorded, configured: config.shards });
+        let root = FileStorage::new(dir).map_err(OpenError::Io)?;
+        let wanted = meta(&config);
+        match std::fs::read_to_string(dir.join(META_FILE)) {
+            Ok(recorded) => {
+                if let Some((key, was, now)) = meta_mismatch(&recorded, &wanted) {
+                    return Err(OpenError::Settings { key, recorded: was, configured: now });
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let tmp = dir.join("SHARDS.tmp");
-                std::fs::write(&tmp, format!("{}\n", config.shards)).map_err(OpenError::Io)?;
-                std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(OpenError::Io)?;
-                std::fs::rename(&tmp, &shards_file).map_err(OpenError::Io)?;
-                std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(OpenError::Io)?;
+                root.write_durably(META_FILE, wanted.as_bytes()).map_err(OpenError::Io)?;
             }
             Err(e) => return Err(OpenError::Io(e)),
         }
@@ -383,15 +429,22 @@ impl Switch {
         if config.shards == 0 || config.shards > SHARDS_MAX || storages.len() != config.shards {
             return Err(OpenError::Config(format!("shards must be 1..={SHARDS_MAX}, one storage each")));
         }
-        if config.group_requests_max == 0 || config.queue_depth_max < config.group_requests_max {
-            return Err(OpenError::Config("need 0 < group_requests_max <= queue_depth_max".into()));
+        if config.group_requests_max == 0
+            || config.group_requests_max > GROUP_REQUESTS_MAX
+            || config.queue_depth_max < config.group_requests_max
+            || config.queue_depth_max > QUEUE_DEPTH_MAX
+        {
+            return Err(OpenError::Config(format!(
+                "need 0 < group_requests_max <= {GROUP_REQUESTS_MAX} and group_requests_max <= queue_depth_max \
+                 <= {QUEUE_DEPTH_MAX}"
+            )));
         }
         let mut shards = Vec::with_capacity(config.shards);
         let mut reports = Vec::with_capacity(config.shards);
         let now_ms = Arc::new(AtomicU64::new(0));
         let mut first_error = None;
         for (i, storage) in storages.into_iter().enumerate() {
-            let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max.min(QUEUE_DEPTH_MAX));
+            let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max);
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let shard_now = Arc::clone(&now_ms);
             let thread = std::thread::Builder::new()
@@ -666,11 +719,26 @@ fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
                 let at = i * Balance::SIZE;
                 let part = |s: usize| Balance::decode(&answers[s][at..at + Balance::SIZE]);
                 let answer = if key.account_id < crate::engine::book::CUSTOMER_ID_MIN {
+                    // The parts each fit; their sum may not.
                     let mut sum = part(0);
+                    let mut balance = i128::from(sum.balance);
+                    let mut held = u128::from(sum.held);
                     for s in 1..n {
                         let b = part(s);
-                        sum.balance = sum.balance.wrapping_add(b.balance);
-                        sum.held = sum.held.wrapping_add(b.held);
+                        balance += i128::from(b.balance);
+                        held += u128::from(b.held);
+                    }
+                    match (i64::try_from(balance), u64::try_from(held)) {
+                        (Ok(b), Ok(h)) if sum.code == 0 => {
+                            sum.balance = b;
+                            sum.held = h;
+                        }
+                        _ if sum.code == 0 => {
+                            sum = Balance { code: ResultCode::Overflow.as_u16(), ..Balance::decode(&[0; 48]) };
+                            sum.account_id = key.account_id;
+                            sum.currency = key.currency;
+                        }
+                        _ => {}
                     }
                     sum
                 } else {

@@ -122,6 +122,13 @@ impl Model {
         {
             return zero(ResultCode::UnknownCurrency);
         }
+        if t.destination_country != 0 && !harbour::money::is_country(t.destination_country) {
+            return zero(ResultCode::UnknownCountry);
+        }
+        if t.fx_quote_id != 0 {
+            // The contract: a quote that was never given is QUOTE_INVALID.
+            return zero(ResultCode::QuoteInvalid);
+        }
         if t.debit_currency != t.credit_currency {
             return zero(ResultCode::NoFxRate);
         }
@@ -153,8 +160,6 @@ impl Model {
 
     fn post(&mut self, id: u128) {
         let t = self.transfers.get_mut(&id).unwrap();
-        let was_held = t.holds != 0 || t.state == STATE_PENDING && t.request.flags & TRANSFER_PENDING != 0;
-        let _ = was_held;
         let r = t.request;
         t.state = STATE_POSTED;
         t.holds = 0;
@@ -326,8 +331,12 @@ fn cmd() -> impl Strategy<Value = Cmd> {
     );
     prop_oneof![
         1 => (prop::sample::select(&[1000u64, 1024, 1025, 1026, 1027, 5000][..]), prop::sample::select(&[344u16, 344, 999][..])).prop_map(|(a, c)| Cmd::Create(a, c)),
-        8 => (transfer, 0u8..32, 0u64..3).prop_map(|((id, d, c, amount, dc, cc, pending, data), holds, cool)| {
+        8 => (transfer, 0u8..32, 0u64..3, prop::sample::select(&[0u16, 0, 344, 156, 408, 345][..]), prop_oneof![8 => Just(0u64), 1 => Just(5u64)], 0u16..4).prop_map(|((id, d, c, amount, dc, cc, pending, data), holds, cool, country, quote, extra_flags)| {
             let credit_currency = if cc == 344 || dc == 999 { dc } else { cc };
+            // AMOUNT_IN_CREDIT_CURRENCY and AUTO_CREDIT change nothing for a
+            // same-currency transfer without a credit line; they must still
+            // be stored and compared.
+            let flags = (if pending { TRANSFER_PENDING } else { 0 }) | (extra_flags & 3);
             let t = Transfer {
                 transfer_id: id,
                 debit_account: d,
@@ -335,9 +344,10 @@ fn cmd() -> impl Strategy<Value = Cmd> {
                 amount,
                 debit_currency: dc,
                 credit_currency,
-                flags: if pending { TRANSFER_PENDING } else { 0 },
+                destination_country: country,
+                flags,
+                fx_quote_id: quote,
                 user_data: data,
-                ..Transfer::default()
             };
             // Holds other than CLIENT come from the caller (AML later).
             Cmd::Submit(t, holds & 0x0F, cool * 400_000)

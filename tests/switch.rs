@@ -90,14 +90,25 @@ fn durable_across_restart_with_io_uring() {
 }
 
 #[test]
-fn a_different_shard_count_is_refused() {
+fn settings_that_decide_outcomes_cannot_change() {
     let dir = tempfile::tempdir().unwrap();
     Switch::open_dir(dir.path(), config(2), Backend::Std).expect("opens").shutdown();
     match Switch::open_dir(dir.path(), config(3), Backend::Std) {
-        Err(OpenError::ShardCount { recorded: 2, configured: 3 }) => {}
+        Err(OpenError::Settings { key, recorded, configured }) => {
+            assert_eq!((key.as_str(), recorded.as_str(), configured.as_str()), ("shards", "2", "3"));
+        }
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("three shards opened a two-shard directory"),
     }
+    let system_clock = SwitchConfig { clock: Clock::System, ..config(2) };
+    assert!(matches!(Switch::open_dir(dir.path(), system_clock, Backend::Std), Err(OpenError::Settings { .. })));
+    let mut shorter = config(2);
+    shorter.engine.hold_windows.client_ms = 1000;
+    match Switch::open_dir(dir.path(), shorter, Backend::Std) {
+        Err(e) => assert!(e.to_string().contains("client_window_ms=604800000"), "{e}"),
+        Ok(_) => panic!("another hold window opened the directory"),
+    }
+    Switch::open_dir(dir.path(), config(2), Backend::Std).expect("the recorded settings open it").shutdown();
 }
 
 #[test]

@@ -20,7 +20,7 @@ const LOAD_DEN: usize = 4;
 pub const INDEX_ENTRIES_MAX: usize = u32::MAX as usize - 1;
 
 /// Maps 64-bit hashes to arena positions.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct IdIndex {
     /// 0 = empty; else `tag << 32 | (position + 1)`.
     slots: Vec<u64>,
@@ -30,6 +30,12 @@ pub struct IdIndex {
 #[inline]
 fn tag_of(hash: u64) -> u64 {
     hash >> 32
+}
+
+impl Default for IdIndex {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
 }
 
 impl IdIndex {
@@ -209,8 +215,10 @@ impl<T: Copy> Arena<T> {
         let mut chunks = Vec::new();
         let mut left = capacity;
         while left > 0 {
+            // Every chunk gets its full size (so appending never copies one);
+            // only the part within `capacity` is mapped now.
             let len = left.min(CHUNK_LEN);
-            let mut chunk = Vec::with_capacity(len);
+            let mut chunk = Vec::with_capacity(CHUNK_LEN);
             chunk.resize(len, filler);
             chunk.clear();
             chunks.push(chunk);

@@ -501,6 +501,7 @@ impl Engine {
             if hold == Holds::MANUAL_REVIEW {
                 return Err(ResultCode::Forbidden);
             }
+            check_outcome(s.outcome)?;
             self.check_waiting(at, hold).map(|()| at)
         });
         self.step_up_outcome(s, hold, outcome)
@@ -514,6 +515,7 @@ impl Engine {
             if s.method != records::METHOD_MANUAL_REVIEW {
                 return Err(ResultCode::InvalidField);
             }
+            check_outcome(s.outcome)?;
             self.check_waiting(at, Holds::MANUAL_REVIEW).map(|()| at)
         });
         self.step_up_outcome(s, Holds::MANUAL_REVIEW, outcome)
@@ -526,10 +528,8 @@ impl Engine {
         };
         if s.outcome == records::OUTCOME_PASS {
             self.release(at, hold);
-        } else if s.outcome == records::OUTCOME_FAIL {
-            self.void(at, VoidReason::Failed);
         } else {
-            return self.reject(s.transfer_id, ResultCode::InvalidField);
+            self.void(at, VoidReason::Failed);
         }
         self.result_of(at, ResultCode::Ok)
     }
@@ -688,6 +688,15 @@ struct Accepted {
     debit_amount: u64,
     credit_amount: u64,
     rate_e9: u64,
+}
+
+/// A step-up outcome is PASS or FAIL (values come before state).
+fn check_outcome(outcome: u8) -> Result<(), ResultCode> {
+    if matches!(outcome, records::OUTCOME_PASS | records::OUTCOME_FAIL) {
+        Ok(())
+    } else {
+        Err(ResultCode::InvalidField)
+    }
 }
 
 /// Whether SUBMIT_TRANSFERS may debit an account: not FX_POSITION,

@@ -32,6 +32,14 @@
 //! | 14 | u16 | reserved, 0 |
 //! | 16 | u64 | LSN |
 //! | 24 | u64 | logical time, Unix ms |
+//! | 32 | u64 | group LSN: the LSN of the first record of the group commit this record was written in |
+//!
+//! The group LSN is what lets recovery tell a torn write from corruption.
+//! Group k+1 is written only after group k's fsync returned, so a damaged
+//! record followed anywhere by an intact record of a *later* group means
+//! acknowledged data was damaged (an error), while damage with only records
+//! of its own group (or nothing) after it is an unacknowledged group that
+//! the power cut tore (cut off).
 
 pub mod storage;
 
@@ -41,7 +49,7 @@ use std::sync::Arc;
 use storage::{Storage, StorageFile};
 
 /// Bytes of a record header.
-pub const RECORD_HEADER_SIZE: usize = 32;
+pub const RECORD_HEADER_SIZE: usize = 40;
 /// Largest record body (a whole request; the wire's `max_body` is 1 MiB).
 pub const RECORD_BODY_MAX: usize = 16 << 20;
 /// The first LSN of a new log.
@@ -99,6 +107,8 @@ impl std::error::Error for WalError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogRecord<'a> {
     pub lsn: u64,
+    /// LSN of the first record of this record's group commit.
+    pub group_lsn: u64,
     pub kind: u16,
     pub time_ms: u64,
     pub body: &'a [u8],
@@ -139,6 +149,11 @@ pub struct Wal {
     next_lsn: u64,
     /// Encoded records not written yet.
     buffer: Vec<u8>,
+    /// LSN of the first record in `buffer` (the group being formed).
+    group_lsn: u64,
+    /// A full segment is closed before the next write, not after a sync, so
+    /// a failure to open the next one can never fail a group already synced.
+    roll_due: bool,
     failed: bool,
     stats: WalStats,
 }
@@ -161,7 +176,7 @@ fn io_err(storage: &dyn Storage, op: &'static str, name: &str) -> impl FnOnce(io
 }
 
 /// Encodes one record into `out`.
-pub fn encode_record(out: &mut Vec<u8>, lsn: u64, kind: u16, time_ms: u64, body: &[u8]) {
+pub fn encode_record(out: &mut Vec<u8>, lsn: u64, group_lsn: u64, kind: u16, time_ms: u64, body: &[u8]) {
     assert!(body.len() <= RECORD_BODY_MAX, "record body of {} bytes", body.len());
     let start = out.len();
     out.resize(start + RECORD_HEADER_SIZE, 0);
@@ -171,6 +186,7 @@ pub fn encode_record(out: &mut Vec<u8>, lsn: u64, kind: u16, time_ms: u64, body:
     h[12..14].copy_from_slice(&kind.to_le_bytes());
     h[16..24].copy_from_slice(&lsn.to_le_bytes());
     h[24..32].copy_from_slice(&time_ms.to_le_bytes());
+    h[32..40].copy_from_slice(&group_lsn.to_le_bytes());
     let header_crc = crc32c::crc32c(&h[4..RECORD_HEADER_SIZE]);
     h[0..4].copy_from_slice(&header_crc.to_le_bytes());
     out.extend_from_slice(body);
@@ -197,12 +213,13 @@ fn read_record(bytes: &[u8], at: usize) -> Result<(LogRecord<'_>, usize), Bad> {
     let kind = u16::from_le_bytes(h[12..14].try_into().expect("2"));
     let lsn = u64::from_le_bytes(h[16..24].try_into().expect("8"));
     let time_ms = u64::from_le_bytes(h[24..32].try_into().expect("8"));
+    let group_lsn = u64::from_le_bytes(h[32..40].try_into().expect("8"));
     let start = at + RECORD_HEADER_SIZE;
     let body = bytes.get(start..start + body_len).ok_or(Bad::Short)?;
     if crc32c::crc32c(body) != body_crc {
         return Err(Bad::Body);
     }
-    Ok((LogRecord { lsn, kind, time_ms, body }, start + body_len))
+    Ok((LogRecord { lsn, group_lsn, kind, time_ms, body }, start + body_len))
 }
 
 /// A snapshot file: header (magic, LSN, body length, body CRC, header CRC)
@@ -275,7 +292,15 @@ impl Wal {
                     start_lsn = lsn;
                     break;
                 }
-                _ => report.snapshots_skipped.push(storage.describe(&name)),
+                _ => {
+                    // Set the damaged snapshot aside so it never counts as
+                    // one of the snapshots kept (which would let a good one
+                    // and its segments be deleted).
+                    let aside = format!("{name}.corrupt");
+                    storage.rename(&name, &aside).map_err(io_err(&*storage, "rename", &name))?;
+                    storage.sync_dir().map_err(io_err(&*storage, "sync dir", &aside))?;
+                    report.snapshots_skipped.push(storage.describe(&name));
+                }
             }
         }
 
@@ -322,20 +347,20 @@ impl Wal {
                         at = end;
                     }
                     Err(bad) => {
-                        let rest = &bytes[at..];
-                        let torn = is_last
-                            && match bad {
-                                Bad::Short => true,
-                                Bad::Header => rest.iter().all(|&b| b == 0),
-                                Bad::Body => read_record_len(rest) == Some(rest.len()),
-                            };
-                        if !torn {
+                        // Torn only in the last segment, and only if nothing
+                        // of a later group survives after the damage.
+                        let later = if is_last { later_group_after(&bytes, at, expected_lsn) } else { None };
+                        if !is_last || later.is_some() {
                             let what = match bad {
                                 Bad::Short => "record runs past the end of a closed segment",
                                 Bad::Header => "header checksum fails",
                                 Bad::Body => "body checksum fails",
                             };
-                            return Err(corrupt(at, what.to_string()));
+                            let reason = match later {
+                                Some(lsn) => format!("{what}, and record {lsn} of a later group follows intact"),
+                                None => what.to_string(),
+                            };
+                            return Err(corrupt(at, reason));
                         }
                         let cut = (bytes.len() - at) as u64;
                         report.torn_tail = Some((storage.describe(&name), at as u64, cut));
@@ -361,7 +386,12 @@ impl Wal {
                 (name, 0)
             }
         };
-        let file = storage.open(&file_name, false).map_err(io_err(&*storage, "open", &file_name))?;
+        let mut file = storage.open(&file_name, false).map_err(io_err(&*storage, "open", &file_name))?;
+        // What was replayed may have been only in the page cache (a process
+        // killed between write and fsync): make it durable before anything
+        // that depends on it is answered.
+        file.sync_data().map_err(io_err(&*storage, "sync", &file_name))?;
+        storage.sync_dir().map_err(io_err(&*storage, "sync dir", &file_name))?;
         report.next_lsn = next_lsn;
         let wal = Wal {
             storage,
@@ -371,6 +401,8 @@ impl Wal {
             offset,
             next_lsn,
             buffer: Vec::with_capacity(1 << 20),
+            group_lsn: next_lsn,
+            roll_due: false,
             failed: false,
             stats: WalStats::default(),
         };
@@ -384,7 +416,10 @@ impl Wal {
             return Err(WalError::Failed);
         }
         let lsn = self.next_lsn;
-        encode_record(&mut self.buffer, lsn, kind, time_ms, body);
+        if self.buffer.is_empty() {
+            self.group_lsn = lsn;
+        }
+        encode_record(&mut self.buffer, lsn, self.group_lsn, kind, time_ms, body);
         self.next_lsn += 1;
         self.stats.records += 1;
         Ok(lsn)
@@ -413,6 +448,10 @@ impl Wal {
     }
 
     fn write_and_sync(&mut self) -> Result<(), WalError> {
+        if self.roll_due {
+            self.roll()?;
+            self.roll_due = false;
+        }
         let storage = &*self.storage;
         let name = &self.file_name;
         self.file.write_at(&self.buffer, self.offset).map_err(io_err(storage, "write", name))?;
@@ -421,15 +460,15 @@ impl Wal {
         self.stats.bytes += self.buffer.len() as u64;
         self.stats.syncs += 1;
         self.buffer.clear();
-        if self.offset >= self.config.segment_bytes_max {
-            self.roll()?;
-        }
+        self.roll_due = self.offset >= self.config.segment_bytes_max;
         Ok(())
     }
 
-    /// Starts a new segment at the next LSN.
+    /// Starts a new segment whose first record is the first one buffered
+    /// (or, with nothing buffered, the next one appended).
     fn roll(&mut self) -> Result<(), WalError> {
-        let name = segment_name(self.next_lsn);
+        let first = if self.buffer.is_empty() { self.next_lsn } else { self.group_lsn };
+        let name = segment_name(first);
         let storage = &*self.storage;
         let file = storage.open(&name, true).map_err(io_err(storage, "create", &name))?;
         storage.sync_dir().map_err(io_err(storage, "sync dir", &name))?;
@@ -453,17 +492,15 @@ impl Wal {
 
     /// Writes a snapshot of the state after every record so far, then
     /// removes snapshots beyond the newest two and the segments the older
-    /// one covers. Call with nothing uncommitted.
+    /// one covers. Call with nothing uncommitted. A failure here leaves the
+    /// log itself healthy (snapshots are an optimisation): the caller
+    /// reports it and tries again later.
     pub fn write_snapshot(&mut self, state: &[u8]) -> Result<(), WalError> {
         if self.failed {
             return Err(WalError::Failed);
         }
         assert!(self.buffer.is_empty(), "snapshot taken with uncommitted records");
-        let result = self.write_snapshot_files(state);
-        if result.is_err() {
-            self.failed = true;
-        }
-        result
+        self.write_snapshot_files(state)
     }
 
     fn write_snapshot_files(&mut self, state: &[u8]) -> Result<(), WalError> {
@@ -482,9 +519,10 @@ impl Wal {
         storage.sync_dir().map_err(io_err(storage, "sync dir", &name))?;
         self.stats.snapshots += 1;
 
-        // Start a fresh segment so the old ones can go as a whole.
+        // The next write starts a fresh segment, so the old ones can go as
+        // a whole once a later snapshot covers them.
         if self.offset > 0 {
-            self.roll()?;
+            self.roll_due = true;
         }
         let names = storage.list().map_err(io_err(storage, "list", "."))?;
         let mut snapshots: Vec<u64> = names.iter().filter_map(|n| parse_name(n, "snap-", ".snap")).collect();
@@ -509,12 +547,16 @@ impl Wal {
     }
 }
 
-/// The total length a record header claims, if the header is intact.
-fn read_record_len(rest: &[u8]) -> Option<usize> {
-    let h = rest.get(..RECORD_HEADER_SIZE)?;
-    let header_crc = u32::from_le_bytes(h[0..4].try_into().ok()?);
-    (crc32c::crc32c(&h[4..]) == header_crc)
-        .then(|| RECORD_HEADER_SIZE + u32::from_le_bytes(h[8..12].try_into().expect("4")) as usize)
+/// The LSN of an intact record after offset `at` that belongs to a group
+/// later than the damaged record's, if any. The damaged record's LSN is
+/// `expected_lsn` (its group started at or before it); a later group starts
+/// after it, so its group LSN is above `expected_lsn`. Scans every offset:
+/// this runs only when recovery met damage.
+fn later_group_after(bytes: &[u8], at: usize, expected_lsn: u64) -> Option<u64> {
+    (at + 1..bytes.len().saturating_sub(RECORD_HEADER_SIZE - 1)).find_map(|offset| match read_record(bytes, offset) {
+        Ok((r, _)) if r.group_lsn > expected_lsn && r.lsn > expected_lsn => Some(r.lsn),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -72,10 +72,26 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
-    /// Uses `dir`, creating it if needed.
+    /// Uses `dir`, creating it if needed; a new directory's entry is made
+    /// durable in its parent.
     pub fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
-        fs::create_dir_all(dir.as_ref())?;
-        Ok(Self { dir: dir.as_ref().to_path_buf() })
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            fs::create_dir_all(dir)?;
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            File::open(parent)?.sync_all()?;
+        }
+        Ok(Self { dir: dir.to_path_buf() })
+    }
+
+    /// Writes a small file whole and durably: a temporary file, fsync,
+    /// rename, directory fsync.
+    pub fn write_durably(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.path(&format!("{name}.tmp"));
+        fs::write(&tmp, bytes)?;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, self.path(name))?;
+        self.sync_dir()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -332,20 +348,35 @@ impl MemStorage {
     }
 
     /// What the disk holds after the power comes back: each file keeps its
-    /// durable bytes plus a seeded prefix of what was written after the last
-    /// sync (so torn tails occur). The result never fails.
+    /// durable bytes plus a seeded part of what was written after the last
+    /// sync: a prefix of it reached the file's length, and within that
+    /// prefix each 512-byte sector independently did or did not reach the
+    /// disk (a sector that did not reads as zeros). So torn tails have holes
+    /// in the middle too, as a real disk's unordered writeback leaves them.
+    /// The result never fails.
     #[must_use]
     pub fn after_crash(&self, seed: u64) -> MemStorage {
+        const SECTOR: usize = 512;
         let mut fs = self.fs.lock();
         fs.seed ^= seed;
         let mut files = BTreeMap::new();
         let names: Vec<String> = fs.files.keys().cloned().collect();
         for name in names {
             let r = fs.next_random();
-            let f = &fs.files[&name];
-            let unsynced = f.data.len() - f.durable_len;
-            let keep = f.durable_len + if unsynced == 0 { 0 } else { (r % (unsynced as u64 + 1)) as usize };
-            let data = f.data[..keep].to_vec();
+            let (durable, unsynced) = {
+                let f = &fs.files[&name];
+                (f.durable_len, f.data.len() - f.durable_len)
+            };
+            let keep = durable + if unsynced == 0 { 0 } else { (r % (unsynced as u64 + 1)) as usize };
+            let mut data = fs.files[&name].data[..keep].to_vec();
+            let mut at = durable;
+            while at < keep {
+                let end = (at + SECTOR).min(keep);
+                if fs.next_random().is_multiple_of(4) {
+                    data[at..end].fill(0);
+                }
+                at = end;
+            }
             files.insert(name, MemFile { durable_len: data.len(), data });
         }
         MemStorage { fs: Arc::new(Mutex::new(MemFs { files, ..MemFs::default() })) }

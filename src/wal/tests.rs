@@ -102,36 +102,28 @@ fn a_torn_last_record_is_cut_off_and_reported() {
 fn corruption_before_the_tail_stops_recovery_naming_file_and_offset() {
     let storage = MemStorage::new();
     let (mut wal, _, _) = open(&storage);
+    // One group commit per record: damage is followed by later groups.
     for i in 0..4 {
         wal.append(0x11, i, &body(3)).expect("append");
+        wal.commit().expect("commit");
     }
-    wal.commit().expect("commit");
     drop(wal);
     let name = segment_name(LSN_FIRST);
     let record_len = storage.contents(&name).unwrap().len() / 4;
     let cases = [
         ("body byte of record 2", record_len + RECORD_HEADER_SIZE + 1, record_len, "body checksum"),
         ("header byte of record 2", record_len + 9, record_len, "header checksum"),
-        (
-            "body of the last record, not at the end",
-            3 * record_len + RECORD_HEADER_SIZE,
-            3 * record_len,
-            "body checksum",
-        ),
+        ("header of record 3, zeroed sector", 2 * record_len + 3, 2 * record_len, "header checksum"),
     ];
     for (name_case, flip, offset, reason) in cases {
         let damaged = MemStorage::new();
-        let mut bytes = storage.contents(&name).unwrap();
-        if name_case.starts_with("body of the last") {
-            // A complete last record with a bad body followed by more bytes.
-            bytes.extend_from_slice(&[1, 2, 3]);
-        }
+        let bytes = storage.contents(&name).unwrap();
         damaged.open(&name, true).unwrap().write_at(&bytes, 0).unwrap();
         damaged.corrupt(&name, flip);
         match open_collect(&damaged, WalConfig::default()) {
             Err(WalError::Corrupt { file, offset: at, reason: why }) => {
                 assert_eq!((file, at), (damaged.describe(&name), offset as u64), "{name_case}");
-                assert!(why.contains(reason), "{name_case}: {why}");
+                assert!(why.contains(reason) && why.contains("later group"), "{name_case}: {why}");
             }
             Err(other) => panic!("{name_case}: {other}"),
             Ok(_) => panic!("{name_case}: corruption accepted"),
@@ -141,8 +133,9 @@ fn corruption_before_the_tail_stops_recovery_naming_file_and_offset() {
 
 #[test]
 fn a_failed_sync_fails_the_log_for_good() {
-    // Sync 1 is the directory's after creating the segment; 2 is the commit's.
-    let storage = MemStorage::with_faults(FaultPlan { fail_sync_number: Some(2), crash_at_op: None }, 1);
+    // Opening syncs three times (the new segment's directory entry, then the
+    // segment and the directory again); the fourth sync is the commit's.
+    let storage = MemStorage::with_faults(FaultPlan { fail_sync_number: Some(4), crash_at_op: None }, 1);
     let (mut wal, _, _) = open(&storage);
     wal.append(0x11, 1, b"x").unwrap();
     assert!(matches!(wal.commit(), Err(WalError::Io { op: "sync", .. })));
@@ -203,4 +196,31 @@ fn a_missing_segment_is_a_gap_not_silence() {
     assert!(matches!(open_collect(&storage, config), Err(WalError::Corrupt { .. })));
     storage.remove(&segment_name(LSN_FIRST)).unwrap();
     assert!(matches!(open_collect(&storage, config), Err(WalError::Corrupt { .. })), "log starting late");
+}
+
+#[test]
+fn damage_inside_the_last_group_is_a_tear_even_with_records_after_it() {
+    // A group of four records written by one commit, whose second record
+    // lost a sector: the power failed before the group's fsync returned, so
+    // none of it was acknowledged, and the intact records after the hole
+    // belong to the same group. Recovery cuts at the hole.
+    let storage = MemStorage::new();
+    let (mut wal, _, _) = open(&storage);
+    wal.append(0x11, 0, &body(3)).unwrap();
+    wal.commit().unwrap();
+    for i in 1..5 {
+        wal.append(0x11, i, &body(3)).unwrap();
+    }
+    wal.commit().unwrap();
+    drop(wal);
+    let name = segment_name(LSN_FIRST);
+    let bytes = storage.contents(&name).unwrap();
+    let record_len = bytes.len() / 5;
+    let damaged = MemStorage::new();
+    let mut copy = bytes.clone();
+    copy[2 * record_len..2 * record_len + 8].fill(0);
+    damaged.open(&name, true).unwrap().write_at(&copy, 0).unwrap();
+    let (_, report, records) = open(&damaged);
+    assert_eq!(records.len(), 2, "the first group and the group's first record");
+    assert_eq!(report.torn_tail.map(|t| t.1), Some(2 * record_len as u64));
 }
