@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{fdatasync_latencies, percentile, scratch_dir};
 use criterion::{Criterion, Throughput};
 use harbour::alloc::HugePageAlloc;
 use harbour::clock::Clock;
@@ -26,6 +27,9 @@ use harbour::shard::{Shard, SwitchConfig};
 use harbour::wal::storage::{FileStorage, Storage, UringStorage};
 use harbour::wal::{Wal, WalConfig};
 
+#[path = "common/mod.rs"]
+mod common;
+
 #[global_allocator]
 static ALLOCATOR: HugePageAlloc = HugePageAlloc;
 
@@ -34,30 +38,6 @@ const GROUP: usize = 1000;
 const ACCOUNTS: u64 = 100_000;
 const TRANSFERS_PER_REQUEST: usize = 1000;
 const REQUESTS_PER_GROUP: usize = 8;
-
-fn scratch_dir() -> tempfile::TempDir {
-    // Under target/, on the same disk as a default data directory.
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir")
-}
-
-/// Latency of `write 64 B + fdatasync` on a fresh file, `n` times.
-fn fdatasync_latencies(dir: &Path, n: usize) -> Vec<Duration> {
-    let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(dir.join("raw")).unwrap();
-    let buf = [7u8; RECORD];
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let start = Instant::now();
-        file.write_all_at(&buf, (i * RECORD) as u64).unwrap();
-        file.sync_data().unwrap();
-        out.push(start.elapsed());
-    }
-    out.sort_unstable();
-    out
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
-}
 
 fn storage(dir: &Path, uring: bool) -> Arc<dyn Storage> {
     if uring { Arc::new(UringStorage::new(dir).unwrap()) } else { Arc::new(FileStorage::new(dir).unwrap()) }

@@ -18,8 +18,8 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::protocol::frame::{self, ErrorCode, RESPONSE_BIT};
 use crate::protocol::kind;
@@ -96,7 +96,9 @@ type Waiters = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Response, Cl
 
 /// One authenticated connection to the switch.
 pub struct Client {
-    out: mpsc::Sender<BytesMut>,
+    /// Requests are written by the caller's own task (no hand-off, so no
+    /// extra wake-up per request); the lock orders concurrent senders.
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
     waiters: Waiters,
     next_id: AtomicU64,
     slots: Arc<Semaphore>,
@@ -159,23 +161,6 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("expected the HELLO response".into()))?;
 
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
-        let (out_tx, mut out_rx) = mpsc::channel::<BytesMut>(limits.max_in_flight as usize + 4);
-        tokio::spawn(async move {
-            let mut gathered = BytesMut::new();
-            while let Some(first) = out_rx.recv().await {
-                gathered.extend_from_slice(&first);
-                while let Ok(more) = out_rx.try_recv() {
-                    gathered.extend_from_slice(&more);
-                    if gathered.len() > 1 << 20 {
-                        break;
-                    }
-                }
-                if writer.write_all(&gathered).await.is_err() {
-                    return;
-                }
-                gathered.clear();
-            }
-        });
         let reader_waiters = Arc::clone(&waiters);
         tokio::spawn(async move {
             loop {
@@ -209,7 +194,7 @@ impl Client {
             }
         });
         Ok(Client {
-            out: out_tx,
+            writer: tokio::sync::Mutex::new(writer),
             waiters,
             next_id: AtomicU64::new(1),
             slots: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
@@ -250,7 +235,10 @@ impl Client {
         };
         let mut bytes = BytesMut::with_capacity(frame::HEADER_SIZE + body.len());
         frame::encode(&mut bytes, kind, count, id, body);
-        if self.out.send(bytes).await.is_err() {
+        if self.writer.lock().await.write_all(&bytes).await.is_err() {
+            if let Some(map) = self.waiters.lock().as_mut() {
+                map.remove(&id);
+            }
             return Err(ClientError::Closed);
         }
         Ok(InFlight { client: self, id, kind, rx, _slot: slot })

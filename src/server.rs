@@ -30,7 +30,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::{Channel, Config};
 use crate::metrics::METRICS;
@@ -116,6 +116,7 @@ pub async fn serve(
                 METRICS.connections_total.fetch_add(1, Ordering::Relaxed);
                 METRICS.connections_open.fetch_add(1, Ordering::Relaxed);
                 let conn = Connection {
+                    answers: None,
                     switch: Arc::clone(&switch),
                     channels: Arc::clone(&channels),
                     limits: limits.clone(),
@@ -162,7 +163,14 @@ struct Session {
     roles: u16,
 }
 
+/// An answer from the shards and the in-flight place it frees once the
+/// writer takes it.
+type Answer = (BytesMut, OwnedSemaphorePermit);
+
 struct Connection {
+    /// Where shards' answers go: a place per in-flight permit, so sending
+    /// never waits and never fails for want of room.
+    answers: Option<mpsc::Sender<Answer>>,
     switch: Arc<Switch>,
     channels: Arc<[Channel]>,
     limits: Limits,
@@ -181,8 +189,12 @@ enum Next {
 impl Connection {
     async fn run(mut self, stream: tokio::net::TcpStream, mut draining: watch::Receiver<bool>) {
         let (mut reader, writer) = stream.into_split();
-        let (out_tx, out_rx) = mpsc::channel::<BytesMut>(self.limits.max_in_flight as usize + 4);
-        let writer_task = tokio::spawn(write_loop(writer, out_rx));
+        // Frames the reader itself answers (CHALLENGE, HELLO, PING, errors)
+        // wait for room; shards' answers never do.
+        let (out_tx, out_rx) = mpsc::channel::<BytesMut>(16);
+        let (answers_tx, answers_rx) = mpsc::channel::<Answer>(self.limits.max_in_flight as usize);
+        self.answers = Some(answers_tx);
+        let writer_task = tokio::spawn(write_loop(writer, out_rx, answers_rx));
         let nonce = random_nonce();
         let challenge = Challenge { server_nonce: nonce, server_version: frame::VERSION };
         send_frame(&out_tx, kind::CHALLENGE, 1, 0, &challenge.encode()).await;
@@ -226,6 +238,7 @@ impl Connection {
         // Answer everything handed over before closing.
         let _ = self.in_flight.acquire_many(self.limits.max_in_flight).await;
         drop(out_tx);
+        self.answers = None;
         let _ = writer_task.await;
         drop(reader);
     }
@@ -308,34 +321,56 @@ impl Connection {
         permit: tokio::sync::OwnedSemaphorePermit,
         out: &mpsc::Sender<BytesMut>,
     ) -> Next {
+        let response_kind = spec.kind | RESPONSE_BIT;
+        let answers = self.answers.clone().expect("a running connection has an answer queue");
+        if self.switch.single_shard() {
+            // The shard thread encodes the answer and queues it for the
+            // writer itself: one wake-up less per request.
+            let fatal = self.fatal.clone();
+            let reply: crate::shard::ReplyFn = Box::new(move |answer| match answer {
+                Ok(records) => deliver(&answers, response_kind, h, &records, permit),
+                Err(e) => drop(fatal.try_send(e.to_string())),
+            });
+            return match self.switch.dispatch_direct(h.kind, body.to_vec(), false, reply) {
+                Ok(()) => {
+                    METRICS.requests_total.fetch_add(1, Ordering::Relaxed);
+                    METRICS.records_total.fetch_add(u64::from(h.count), Ordering::Relaxed);
+                    Next::Continue
+                }
+                Err(e) => self.refused(e, h, out).await,
+            };
+        }
         let pending = match self.switch.dispatch(h.kind, &body, false) {
             Ok(p) => p,
-            Err(SwitchError::Busy) => {
-                METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
-                send_error(out, ErrorCode::Busy, h.request_id, "shard queue full; nothing applied").await;
-                return Next::Continue;
-            }
-            Err(e) => {
-                let _ = self.fatal.try_send(e.to_string());
-                return Next::Close;
-            }
+            Err(e) => return self.refused(e, h, out).await,
         };
         METRICS.requests_total.fetch_add(1, Ordering::Relaxed);
         METRICS.records_total.fetch_add(u64::from(h.count), Ordering::Relaxed);
-        let out = out.clone();
         let fatal = self.fatal.clone();
-        let response_kind = spec.kind | RESPONSE_BIT;
         tokio::spawn(async move {
             match pending.wait().await {
-                Ok(answer) => send_frame(&out, response_kind, h.count, h.request_id, &answer).await,
+                Ok(answer) => deliver(&answers, response_kind, h, &answer, permit),
                 Err(e) => {
                     // The answer is not durable: never send it; stop.
                     let _ = fatal.try_send(e.to_string());
                 }
             }
-            drop(permit);
         });
         Next::Continue
+    }
+}
+
+impl Connection {
+    /// A request the shards did not take: BUSY (nothing applied), or the
+    /// switch is failing.
+    async fn refused(&self, e: SwitchError, h: Header, out: &mpsc::Sender<BytesMut>) -> Next {
+        if e == SwitchError::Busy {
+            METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
+            send_error(out, ErrorCode::Busy, h.request_id, "shard queue full; nothing applied").await;
+            return Next::Continue;
+        }
+        let _ = self.fatal.try_send(e.to_string());
+        Next::Close
     }
 }
 
@@ -384,6 +419,14 @@ fn not_supported(kind: u16, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Queues a shard's answer for the writer, with its in-flight place.
+fn deliver(answers: &mpsc::Sender<Answer>, kind: u16, h: Header, records: &[u8], permit: OwnedSemaphorePermit) {
+    let mut bytes = BytesMut::with_capacity(frame::HEADER_SIZE + records.len());
+    frame::encode(&mut bytes, kind, h.count, h.request_id, records);
+    // There is a place per permit; Closed means the channel went away.
+    let _ = answers.try_send((bytes, permit));
+}
+
 fn random_nonce() -> [u8; 16] {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).expect("the OS gives random bytes");
@@ -403,20 +446,47 @@ async fn send_error(out: &mpsc::Sender<BytesMut>, code: ErrorCode, request_id: u
 }
 
 /// Writes frames as they come, gathering whatever is queued into one write.
-async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<BytesMut>) {
+/// Answers' in-flight places are freed before the write that carries them,
+/// so a channel that has seen an answer always finds its place free.
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut frames: mpsc::Receiver<BytesMut>,
+    mut answers: mpsc::Receiver<Answer>,
+) {
     let mut gathered = BytesMut::with_capacity(READ_CHUNK);
-    while let Some(first) = rx.recv().await {
-        gathered.extend_from_slice(&first);
+    let mut places: Vec<OwnedSemaphorePermit> = Vec::new();
+    let (mut frames_open, mut answers_open) = (true, true);
+    while frames_open || answers_open {
+        tokio::select! {
+            answer = answers.recv(), if answers_open => match answer {
+                Some((bytes, place)) => {
+                    gathered.extend_from_slice(&bytes);
+                    places.push(place);
+                }
+                None => answers_open = false,
+            },
+            frame = frames.recv(), if frames_open => match frame {
+                Some(bytes) => gathered.extend_from_slice(&bytes),
+                None => frames_open = false,
+            },
+        }
         while gathered.len() < WRITE_GATHER_MAX {
-            match rx.try_recv() {
-                Ok(more) => gathered.extend_from_slice(&more),
-                Err(_) => break,
+            if let Ok((bytes, place)) = answers.try_recv() {
+                gathered.extend_from_slice(&bytes);
+                places.push(place);
+            } else if let Ok(bytes) = frames.try_recv() {
+                gathered.extend_from_slice(&bytes);
+            } else {
+                break;
             }
         }
-        if writer.write_all(&gathered).await.is_err() {
-            return;
+        places.clear();
+        if !gathered.is_empty() {
+            if writer.write_all(&gathered).await.is_err() {
+                return;
+            }
+            gathered.clear();
         }
-        gathered.clear();
     }
     let _ = writer.shutdown().await;
 }

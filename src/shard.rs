@@ -160,11 +160,15 @@ impl std::error::Error for OpenError {}
 /// The answer to one request: response records, or why there are none.
 pub type Reply = Result<Vec<u8>, SwitchError>;
 
+/// Where a shard delivers an answer: called once, on the shard thread,
+/// after the group's fsync. It must not block.
+pub type ReplyFn = Box<dyn FnOnce(Reply) + Send>;
+
 /// A request for one shard.
 pub struct Request {
     pub kind: u16,
     pub body: Vec<u8>,
-    pub reply: oneshot::Sender<Reply>,
+    pub reply: ReplyFn,
 }
 
 enum Message {
@@ -333,7 +337,7 @@ impl Shard {
             now_ms.fetch_max(self.engine.now_ms(), Ordering::Relaxed);
             for (request, reply) in batch.drain(..).zip(replies) {
                 // A requester that gave up is not an error.
-                let _ = request.reply.send(reply);
+                (request.reply)(reply);
             }
             // Answers first: a snapshot must not delay what is durable.
             if result.is_ok() {
@@ -570,8 +574,15 @@ impl Switch {
         body: Vec<u8>,
         wait: bool,
     ) -> Result<oneshot::Receiver<Reply>, SwitchError> {
-        let (reply, rx) = oneshot::channel();
-        let message = Message::Request(Request { kind, body, reply });
+        let (tx, rx) = oneshot::channel();
+        // A requester that gave up is not an error.
+        let reply: ReplyFn = Box::new(move |answer| drop(tx.send(answer)));
+        self.enqueue(shard, Request { kind, body, reply }, wait)?;
+        Ok(rx)
+    }
+
+    fn enqueue(&self, shard: usize, request: Request, wait: bool) -> Result<(), SwitchError> {
+        let message = Message::Request(request);
         let tx = &self.shards[shard].tx;
         if wait {
             tx.send(message).map_err(|_| SwitchError::Stopped)?;
@@ -581,7 +592,24 @@ impl Switch {
                 TrySendError::Disconnected(_) => SwitchError::Stopped,
             })?;
         }
-        Ok(rx)
+        Ok(())
+    }
+
+    /// Whether every request goes whole to one shard (then
+    /// [`Switch::dispatch_direct`] applies).
+    #[must_use]
+    pub fn single_shard(&self) -> bool {
+        self.shards.len() == 1
+    }
+
+    /// With one shard: hands the request over with a callback the shard
+    /// thread calls with the answer right after the fsync, sparing the
+    /// caller a task wake-up per request. `Busy` (nothing sent) if the
+    /// queue is full and `wait` is false; the callback is then dropped
+    /// uncalled.
+    pub fn dispatch_direct(&self, kind: u16, body: Vec<u8>, wait: bool, reply: ReplyFn) -> Result<(), SwitchError> {
+        assert!(self.single_shard(), "dispatch_direct needs a single shard");
+        self.enqueue(0, Request { kind, body, reply }, wait)
     }
 
     /// Sends each record to its shard (or answers it at once), remembering

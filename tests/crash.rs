@@ -18,15 +18,18 @@ use harbour::clock::Clock;
 use harbour::engine::{Engine, EngineConfig, MANUAL_CLOCK_START_MS};
 use harbour::protocol::kind;
 use harbour::shard::{Shard, SwitchConfig};
-use harbour::wal::WalConfig;
 use harbour::wal::storage::{FaultPlan, MemStorage};
+use harbour::wal::{Preallocate, WalConfig};
 
 fn config() -> SwitchConfig {
     SwitchConfig {
         clock: Clock::Manual,
         // Small segments and frequent snapshots put crash points inside
         // segment rolls, snapshot writes and old-file removal.
-        wal: WalConfig { segment_bytes_max: 2048 },
+        // Preallocation inline (not on a helper thread) keeps storage
+        // operations in one deterministic order, and puts zero-filled
+        // segment tails in every crash.
+        wal: WalConfig { segment_bytes_max: 2048, preallocate: Preallocate::Inline },
         snapshot_log_bytes: 1500,
         ..SwitchConfig::default()
     }
@@ -131,9 +134,13 @@ fn every_crash_point_recovers_a_prefix_with_every_acknowledged_request() {
 fn a_failed_fsync_stops_the_shard_and_loses_nothing_acknowledged() {
     let work = common::workload(42, 30);
     let hashes = reference(&work);
-    for fail_at in [4, 6, 13, 30] {
+    let mut log_failures = 0;
+    for fail_at in 4..40 {
         let storage = MemStorage::with_faults(FaultPlan { crash_at_op: None, fail_sync_number: Some(fail_at) }, 7);
-        let (mut shard, _) = Shard::open(Arc::new(storage.clone()), &config()).expect("opens");
+        let Ok((mut shard, _)) = Shard::open(Arc::new(storage.clone()), &config()) else {
+            // The failing sync was one of opening's: nothing was answered.
+            continue;
+        };
         let mut acked = 0;
         let mut failed = false;
         for group in &work {
@@ -149,11 +156,14 @@ fn a_failed_fsync_stops_the_shard_and_loses_nothing_acknowledged() {
                 acked += logged_in(group);
             }
         }
-        assert!(failed, "sync {fail_at} failed");
+        // A failed snapshot sync leaves the log going; a failed log sync
+        // stops it. Either way nothing acknowledged may be lost.
+        log_failures += usize::from(failed);
         let (recovered, _) = Shard::open(Arc::new(storage.after_crash(fail_at)), &config()).expect("recovers");
         let hash = recovered.engine().state_hash();
         assert!(hashes[acked..].contains(&hash), "fail at sync {fail_at}: lost an acknowledged request");
     }
+    assert!(log_failures >= 10, "most of these syncs are the log's ({log_failures})");
 }
 
 /// Runs a workload through a shard on real files and returns the shard's

@@ -34,6 +34,7 @@ fn config(dir: &std::path::Path) -> Config {
     c.switch.clock = Clock::Manual;
     c.switch.engine.accounts_capacity = 1024;
     c.switch.engine.transfers_capacity = 4096;
+    c.switch.wal.segment_bytes_max = 1 << 20;
     c.channels.push(Channel { id: 2, key: b"accounts-only-key".to_vec(), roles: role::ACCOUNTS });
     c
 }
@@ -423,7 +424,9 @@ async fn the_connection_limit_holds_and_idle_connections_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinds_to_come_answer_not_supported_and_the_client_reports_refusals() {
     let dir = tempfile::tempdir().unwrap();
-    let running = server::start(&config(dir.path())).await.expect("starts");
+    let mut cfg = config(dir.path());
+    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
+    let running = server::start(&cfg).await.expect("starts");
     let c = client(running.addr).await;
     let answer = c
         .request(kind::FX_QUOTE, 1, &encode_all(&[QuoteRequest { from: 344, to: 840, flags: 0, amount: 5 }]))
@@ -444,5 +447,23 @@ async fn kinds_to_come_answer_not_supported_and_the_client_reports_refusals() {
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("a wrong key authenticated"),
     }
+
+    // The operators' endpoint answers in the Prometheus text format.
+    let mut http = TcpStream::connect(running.metrics_addr.expect("metrics on")).await.unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    http.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for line in text.split("\r\n\r\n").nth(1).unwrap().lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').expect("name value");
+        assert!(name.starts_with("harbour_"), "{line}");
+        value.parse::<f64>().expect("a number");
+    }
+    // Counters are per process (tests share them), so at least ours.
+    let forbidden = text
+        .lines()
+        .find_map(|l| l.strip_prefix("harbour_frame_errors_total{code=\"FORBIDDEN\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(forbidden >= Some(1), "{text}");
     running.stop().await.unwrap();
 }

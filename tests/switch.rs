@@ -13,7 +13,13 @@ use harbour::protocol::{ResultCode, kind};
 use harbour::shard::{Backend, OpenError, Switch, SwitchConfig, SwitchError};
 
 fn config(shards: usize) -> SwitchConfig {
-    SwitchConfig { shards, clock: Clock::Manual, snapshot_log_bytes: 600, ..SwitchConfig::default() }
+    SwitchConfig {
+        shards,
+        clock: Clock::Manual,
+        snapshot_log_bytes: 600,
+        wal: harbour::wal::WalConfig { segment_bytes_max: 1 << 20, ..harbour::wal::WalConfig::default() },
+        ..SwitchConfig::default()
+    }
 }
 
 fn transfers(s: &Switch, ts: &[Transfer]) -> Vec<TransferResult> {

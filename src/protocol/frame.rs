@@ -379,3 +379,54 @@ mod tests {
         }
     }
 }
+
+/// The worked example of `docs/protocol.md`, pinned so the document cannot
+/// drift from the code.
+#[cfg(test)]
+mod worked_example {
+    use super::*;
+    use crate::protocol::records::{STATE_POSTED, Transfer, TransferResult, encode_all};
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .chunks(16)
+            .map(|l| l.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn submit_transfers_frame_and_answer() {
+        // Deposit HK$1,000.00 from SETTLEMENT_IN (4) to account 1024,
+        // transfer id 1, request id 7.
+        let t = Transfer {
+            transfer_id: 1,
+            debit_account: 4,
+            credit_account: 1024,
+            amount: 100_000,
+            debit_currency: 344,
+            credit_currency: 344,
+            ..Transfer::default()
+        };
+        let mut request = BytesMut::new();
+        encode(&mut request, kind::SUBMIT_TRANSFERS, 1, 7, &encode_all(&[t]));
+        let answer = TransferResult {
+            transfer_id: 1,
+            code: 0,
+            state: STATE_POSTED,
+            holds: 0,
+            debit_amount: 100_000,
+            credit_amount: 100_000,
+            rate_e9: 1_000_000_000,
+            auto_credit_amount: 0,
+            hold_until_ms: 0,
+        };
+        let mut response = BytesMut::new();
+        encode(&mut response, kind::SUBMIT_TRANSFERS | RESPONSE_BIT, 1, 7, &encode_all(&[answer]));
+        let doc = include_str!("../../docs/protocol.md");
+        let (request_hex, response_hex) = (hex(&request), hex(&response));
+        println!("request:\n{request_hex}\nresponse:\n{response_hex}");
+        assert!(doc.contains(&request_hex), "docs/protocol.md shows this request:\n{request_hex}");
+        assert!(doc.contains(&response_hex), "docs/protocol.md shows this response:\n{response_hex}");
+    }
+}

@@ -65,12 +65,61 @@ const SNAPSHOTS_KEPT: usize = 2;
 pub struct WalConfig {
     /// A segment is closed and a new one started once it is this large.
     pub segment_bytes_max: u64,
+    /// Whether and how new segments are filled with zeros before use.
+    pub preallocate: Preallocate,
 }
 
 impl Default for WalConfig {
     fn default() -> Self {
-        Self { segment_bytes_max: 64 << 20 }
+        Self { segment_bytes_max: 64 << 20, preallocate: Preallocate::Background }
     }
+}
+
+/// Segment preallocation. Appending to a file also changes its size, which
+/// every `fdatasync` must then commit through the file system's journal;
+/// writing into a segment already filled with zeros (and synced) changes
+/// only data, and measured here that makes each sync about 30% cheaper.
+/// Recovery reads an all-zero remainder of a segment as its clean end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preallocate {
+    /// Segments grow as records are appended.
+    Off,
+    /// The next segment is zero-filled when it is needed, on the log's
+    /// thread (deterministic storage operations, for crash tests).
+    Inline,
+    /// The next segment is zero-filled ahead of need by a helper thread, as
+    /// `wal-next.prep`, and renamed into place at the roll.
+    Background,
+}
+
+/// Name of a segment being prepared in the background.
+const PREP_NAME: &str = "wal-next.prep";
+/// Zeros written per call while preparing a segment.
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// Fills a new file with `size` zero bytes and syncs it.
+fn zero_fill(file: &mut dyn StorageFile, size: u64) -> io::Result<()> {
+    static ZEROS: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
+    let mut at = 0u64;
+    while at < size {
+        let n = (size - at).min(ZERO_CHUNK as u64);
+        file.write_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    file.sync_data()
+}
+
+/// Starts preparing the next segment on a helper thread.
+fn prepare_in_background(storage: &Arc<dyn Storage>, size: u64) -> std::thread::JoinHandle<io::Result<()>> {
+    let storage = Arc::clone(storage);
+    std::thread::Builder::new()
+        .name("wal-prepare".into())
+        .spawn(move || {
+            let mut file = storage.open(PREP_NAME, true)?;
+            file.truncate(0)?;
+            zero_fill(&mut *file, size)
+        })
+        .expect("a thread for segment preparation")
 }
 
 /// Why the log can't go on.
@@ -154,6 +203,8 @@ pub struct Wal {
     /// A full segment is closed before the next write, not after a sync, so
     /// a failure to open the next one can never fail a group already synced.
     roll_due: bool,
+    /// The helper thread preparing the next segment (`Background`).
+    preparing: Option<std::thread::JoinHandle<io::Result<()>>>,
     failed: bool,
     stats: WalStats,
 }
@@ -270,7 +321,7 @@ impl Wal {
         let mut snapshots: Vec<u64> = names.iter().filter_map(|n| parse_name(n, "snap-", ".snap")).collect();
         segments.sort_unstable();
         snapshots.sort_unstable();
-        for stale in names.iter().filter(|n| n.ends_with(".tmp")) {
+        for stale in names.iter().filter(|n| n.ends_with(".tmp") || n.as_str() == PREP_NAME) {
             storage.remove(stale).map_err(io_err(&*storage, "remove", stale))?;
         }
 
@@ -346,6 +397,10 @@ impl Wal {
                         expected_lsn += 1;
                         at = end;
                     }
+                    Err(_) if bytes[at..].iter().all(|&b| b == 0) => {
+                        // The preallocated, never-written rest of a segment.
+                        break;
+                    }
                     Err(bad) => {
                         // Torn only in the last segment, and only if nothing
                         // of a later group survives after the damage.
@@ -381,7 +436,11 @@ impl Wal {
             Some(found) => found,
             None => {
                 let name = segment_name(next_lsn);
-                storage.open(&name, true).map_err(io_err(&*storage, "create", &name))?;
+                let mut file = storage.open(&name, true).map_err(io_err(&*storage, "create", &name))?;
+                if config.preallocate != Preallocate::Off {
+                    // A new log's first segment is filled before it serves.
+                    zero_fill(&mut *file, config.segment_bytes_max).map_err(io_err(&*storage, "preallocate", &name))?;
+                }
                 storage.sync_dir().map_err(io_err(&*storage, "sync dir", &name))?;
                 (name, 0)
             }
@@ -403,9 +462,12 @@ impl Wal {
             buffer: Vec::with_capacity(1 << 20),
             group_lsn: next_lsn,
             roll_due: false,
+            preparing: None,
             failed: false,
             stats: WalStats::default(),
         };
+        let mut wal = wal;
+        wal.prepare_next();
         Ok((wal, report))
     }
 
@@ -469,13 +531,36 @@ impl Wal {
     fn roll(&mut self) -> Result<(), WalError> {
         let first = if self.buffer.is_empty() { self.next_lsn } else { self.group_lsn };
         let name = segment_name(first);
-        let storage = &*self.storage;
-        let file = storage.open(&name, true).map_err(io_err(storage, "create", &name))?;
+        let storage = Arc::clone(&self.storage);
+        let storage = &*storage;
+        let size = self.config.segment_bytes_max;
+        let prepared = self.preparing.take().map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("panicked"))));
+        let file = match prepared {
+            Some(Ok(())) => {
+                storage.rename(PREP_NAME, &name).map_err(io_err(storage, "rename", PREP_NAME))?;
+                storage.open(&name, false).map_err(io_err(storage, "open", &name))?
+            }
+            // A failed preparation costs speed, not correctness: start empty.
+            Some(Err(_)) | None => {
+                let mut file = storage.open(&name, true).map_err(io_err(storage, "create", &name))?;
+                if self.config.preallocate == Preallocate::Inline {
+                    zero_fill(&mut *file, size).map_err(io_err(storage, "preallocate", &name))?;
+                }
+                file
+            }
+        };
         storage.sync_dir().map_err(io_err(storage, "sync dir", &name))?;
         self.file = file;
         self.file_name = name;
         self.offset = 0;
+        self.prepare_next();
         Ok(())
+    }
+
+    fn prepare_next(&mut self) {
+        if self.config.preallocate == Preallocate::Background && self.preparing.is_none() {
+            self.preparing = Some(prepare_in_background(&self.storage, self.config.segment_bytes_max));
+        }
     }
 
     /// The LSN the next record gets.
@@ -553,10 +638,27 @@ impl Wal {
 /// after it, so its group LSN is above `expected_lsn`. Scans every offset:
 /// this runs only when recovery met damage.
 fn later_group_after(bytes: &[u8], at: usize, expected_lsn: u64) -> Option<u64> {
-    (at + 1..bytes.len().saturating_sub(RECORD_HEADER_SIZE - 1)).find_map(|offset| match read_record(bytes, offset) {
-        Ok((r, _)) if r.group_lsn > expected_lsn && r.lsn > expected_lsn => Some(r.lsn),
-        _ => None,
-    })
+    let mut offset = at + 1;
+    while offset + RECORD_HEADER_SIZE <= bytes.len() {
+        // A header is never all zeros: skip zero runs (a preallocated tail)
+        // to the first place a header could start.
+        let window = &bytes[offset..offset + RECORD_HEADER_SIZE];
+        if window[0] == 0 && window.iter().all(|&b| b == 0) {
+            match bytes[offset..].iter().position(|&b| b != 0) {
+                Some(p) => offset = (offset + p).saturating_sub(RECORD_HEADER_SIZE - 1).max(offset + 1),
+                None => return None,
+            }
+            continue;
+        }
+        if let Ok((r, _)) = read_record(bytes, offset)
+            && r.group_lsn > expected_lsn
+            && r.lsn > expected_lsn
+        {
+            return Some(r.lsn);
+        }
+        offset += 1;
+    }
+    None
 }
 
 #[cfg(test)]

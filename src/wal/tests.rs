@@ -29,8 +29,14 @@ fn open_collect(storage: &MemStorage, config: WalConfig) -> Result<Opened, WalEr
     Ok((wal, report, snapshot, records))
 }
 
+/// Segments that grow as written: storage operations happen only on the
+/// test's thread, so fault points are deterministic.
+fn plain() -> WalConfig {
+    WalConfig { preallocate: Preallocate::Off, ..WalConfig::default() }
+}
+
 fn open(storage: &MemStorage) -> (Wal, RecoveryReport, Vec<Seen>) {
-    let (wal, report, _, records) = open_collect(storage, WalConfig::default()).expect("opens");
+    let (wal, report, _, records) = open_collect(storage, plain()).expect("opens");
     (wal, report, records)
 }
 
@@ -89,13 +95,20 @@ fn a_torn_last_record_is_cut_off_and_reported() {
         let (_, report, records) = open(&torn);
         assert_eq!((records.len(), records[2].3.as_slice(), report.torn_tail), (3, &b"after"[..], None));
     }
-    // Zeros where a record should be (an extended file never written) are a tear too.
+    // Zeros where a record should be (an extended file never written, or a
+    // preallocated tail) are the log's clean end: nothing to cut, and the
+    // next record is written over them.
     let zeros = MemStorage::new();
     let mut bytes = full[..2 * record_len].to_vec();
     bytes.extend_from_slice(&[0; 100]);
     zeros.open(&name, true).unwrap().write_at(&bytes, 0).unwrap();
-    let (_, report, records) = open(&zeros);
-    assert_eq!((records.len(), report.torn_tail.map(|t| t.2)), (2, Some(100)));
+    let (mut wal, report, records) = open(&zeros);
+    assert_eq!((records.len(), report.torn_tail), (2, None));
+    wal.append(0x11, 9, b"over the zeros").unwrap();
+    wal.commit().unwrap();
+    drop(wal);
+    let (_, _, records) = open(&zeros);
+    assert_eq!(records.last().map(|r| r.3.clone()), Some(b"over the zeros".to_vec()));
 }
 
 #[test]
@@ -120,7 +133,7 @@ fn corruption_before_the_tail_stops_recovery_naming_file_and_offset() {
         let bytes = storage.contents(&name).unwrap();
         damaged.open(&name, true).unwrap().write_at(&bytes, 0).unwrap();
         damaged.corrupt(&name, flip);
-        match open_collect(&damaged, WalConfig::default()) {
+        match open_collect(&damaged, plain()) {
             Err(WalError::Corrupt { file, offset: at, reason: why }) => {
                 assert_eq!((file, at), (damaged.describe(&name), offset as u64), "{name_case}");
                 assert!(why.contains(reason) && why.contains("later group"), "{name_case}: {why}");
@@ -147,7 +160,7 @@ fn a_failed_sync_fails_the_log_for_good() {
 #[test]
 fn snapshots_cover_old_segments_which_are_removed() {
     let storage = MemStorage::new();
-    let config = WalConfig { segment_bytes_max: 200 };
+    let config = WalConfig { segment_bytes_max: 200, preallocate: Preallocate::Off };
     let (mut wal, _, _, _) = open_collect(&storage, config).unwrap();
     let mut lsn_at_snapshot = Vec::new();
     for i in 0..30u64 {
@@ -185,7 +198,7 @@ fn snapshots_cover_old_segments_which_are_removed() {
 #[test]
 fn a_missing_segment_is_a_gap_not_silence() {
     let storage = MemStorage::new();
-    let config = WalConfig { segment_bytes_max: 100 };
+    let config = WalConfig { segment_bytes_max: 100, preallocate: Preallocate::Off };
     let (mut wal, _, _, _) = open_collect(&storage, config).unwrap();
     for i in 0..6u64 {
         wal.append(0x11, i, &[0; 80]).unwrap();
@@ -223,4 +236,32 @@ fn damage_inside_the_last_group_is_a_tear_even_with_records_after_it() {
     let (_, report, records) = open(&damaged);
     assert_eq!(records.len(), 2, "the first group and the group's first record");
     assert_eq!(report.torn_tail.map(|t| t.1), Some(2 * record_len as u64));
+}
+
+#[test]
+fn preallocated_segments_end_cleanly_at_their_zeros() {
+    for preallocate in [Preallocate::Inline, Preallocate::Background] {
+        let storage = MemStorage::new();
+        let config = WalConfig { segment_bytes_max: 300, preallocate };
+        let (mut wal, _, _, _) = open_collect(&storage, config).unwrap();
+        for i in 0..20u64 {
+            wal.append(0x11, i, &[i as u8; 50]).unwrap();
+            wal.commit().unwrap();
+        }
+        drop(wal);
+        let names = storage.list().unwrap();
+        let segments: Vec<_> = names.iter().filter(|n| n.ends_with(".log")).collect();
+        assert!(segments.len() > 3, "{names:?}");
+        // Every rolled segment was zero-filled to its full size first.
+        for name in &segments[1..] {
+            assert!(storage.contents(name).unwrap().len() >= 300, "{name} preallocated");
+        }
+        let (mut wal, report, _, records) = open_collect(&storage, config).unwrap();
+        assert_eq!((records.len(), report.torn_tail), (20, None), "{preallocate:?}: zeros are a clean end");
+        wal.append(0x11, 99, b"more").unwrap();
+        wal.commit().unwrap();
+        drop(wal);
+        let (_, _, _, records) = open_collect(&storage, config).unwrap();
+        assert_eq!(records.last().map(|r| r.3.clone()), Some(b"more".to_vec()), "{preallocate:?}");
+    }
 }

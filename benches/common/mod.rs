@@ -1,0 +1,33 @@
+//! Shared by the benches: the raw fdatasync baseline every disk figure is
+//! reported against, and percentiles.
+#![allow(dead_code)]
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// A scratch directory under `target/`, on the same disk as `./data`.
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir")
+}
+
+/// Latency of `write 64 B + fdatasync` on a fresh file, `n` times, sorted.
+pub fn fdatasync_latencies(dir: &Path, n: usize) -> Vec<Duration> {
+    let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(dir.join("raw")).unwrap();
+    let buf = [7u8; 64];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = std::time::Instant::now();
+        file.write_all_at(&buf, (i * 64) as u64).unwrap();
+        file.sync_data().unwrap();
+        out.push(start.elapsed());
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The `p` quantile (0..=1) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
