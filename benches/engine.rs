@@ -10,6 +10,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::transfer;
 use criterion::{Criterion, Throughput};
 use harbour::alloc::HugePageAlloc;
 use harbour::engine::book::SETTLEMENT_IN;
@@ -17,6 +18,9 @@ use harbour::engine::{Engine, EngineConfig};
 use harbour::hash::mix64;
 use harbour::protocol::kind;
 use harbour::protocol::records::{Account, TRANSFER_PENDING, Transfer, encode_all};
+
+#[path = "common/mod.rs"]
+mod common;
 
 /// Counts live heap bytes, to measure what the books cost; allocates as the
 /// `harbour` binary does (huge-page advice on large blocks).
@@ -51,7 +55,6 @@ static ALLOCATOR: Counting = Counting;
 const ACCOUNTS: u64 = 1_000_000;
 const FIRST: u64 = 1024;
 const BATCH: usize = 8189;
-const HKD: u16 = 344;
 
 fn funded_engine(transfers_capacity: usize) -> Engine {
     let config =
@@ -71,18 +74,6 @@ fn funded_engine(transfers_capacity: usize) -> Engine {
         engine.apply(kind::SUBMIT_TRANSFERS, &encode_all(&deposits), 1, &mut out).unwrap();
     }
     engine
-}
-
-fn transfer(id: u128, debit: u64, credit: u64, amount: u64) -> Transfer {
-    Transfer {
-        transfer_id: id,
-        debit_account: debit,
-        credit_account: credit,
-        amount,
-        debit_currency: HKD,
-        credit_currency: HKD,
-        ..Transfer::default()
-    }
 }
 
 /// A batch of transfers between uniformly random accounts, ids from `next`.

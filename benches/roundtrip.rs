@@ -10,29 +10,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fdatasync_latencies, percentile, scratch_dir};
+use common::{fdatasync_latencies, percentile, scratch_dir, transfer};
 use harbour::alloc::HugePageAlloc;
 use harbour::client::Client;
 use harbour::config::Config;
-use harbour::protocol::records::{ACCOUNT_KIND_CUSTOMER, Account, Transfer};
+use harbour::protocol::records::{ACCOUNT_KIND_CUSTOMER, Account};
 use harbour::shard::Backend;
 
 #[global_allocator]
 static ALLOCATOR: HugePageAlloc = HugePageAlloc;
 
 const ROUND_TRIPS: usize = 3000;
-
-fn transfer(id: u128, debit: u64, credit: u64, amount: u64) -> Transfer {
-    Transfer {
-        transfer_id: id,
-        debit_account: debit,
-        credit_account: credit,
-        amount,
-        debit_currency: 344,
-        credit_currency: 344,
-        ..Transfer::default()
-    }
-}
 
 async fn round_trips(backend: Backend) -> Vec<Duration> {
     let dir = scratch_dir();

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fdatasync_latencies, percentile, scratch_dir};
+use common::{fdatasync_latencies, percentile, scratch_dir, transfer};
 use criterion::{Criterion, Throughput};
 use harbour::alloc::HugePageAlloc;
 use harbour::clock::Clock;
@@ -61,18 +61,6 @@ fn group_commits(wal: &mut Wal, n: usize) -> Vec<Duration> {
     }
     out.sort_unstable();
     out
-}
-
-fn transfer(id: u128, debit: u64, credit: u64, amount: u64) -> Transfer {
-    Transfer {
-        transfer_id: id,
-        debit_account: debit,
-        credit_account: credit,
-        amount,
-        debit_currency: 344,
-        credit_currency: 344,
-        ..Transfer::default()
-    }
 }
 
 /// A shard on real files with funded accounts.

@@ -7,6 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
+use harbour::protocol::records::Transfer;
+
 /// A scratch directory under `target/`, on the same disk as `./data`.
 pub fn scratch_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir")
@@ -30,4 +32,17 @@ pub fn fdatasync_latencies(dir: &Path, n: usize) -> Vec<Duration> {
 /// The `p` quantile (0..=1) of sorted durations.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+/// A same-currency HKD transfer.
+pub fn transfer(id: u128, debit: u64, credit: u64, amount: u64) -> Transfer {
+    Transfer {
+        transfer_id: id,
+        debit_account: debit,
+        credit_account: credit,
+        amount,
+        debit_currency: 344,
+        credit_currency: 344,
+        ..Transfer::default()
+    }
 }
