@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::protocol::frame::{self, ErrorCode, RESPONSE_BIT};
 use crate::protocol::kind;
@@ -92,13 +92,20 @@ pub struct Response {
     pub body: Bytes,
 }
 
-type Waiters = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Response, ClientError>>>>>>;
+/// A request's waiter and its in-flight place. The place is freed when the
+/// answer arrives (or the connection closes), not when the caller stops
+/// waiting, so the client never has more requests out than the switch
+/// counts.
+type Waiter = (oneshot::Sender<Result<Response, ClientError>>, OwnedSemaphorePermit);
+type Waiters = Arc<Mutex<Option<HashMap<u64, Waiter>>>>;
 
 /// One authenticated connection to the switch.
 pub struct Client {
     /// Requests are written by the caller's own task (no hand-off, so no
     /// extra wake-up per request); the lock orders concurrent senders.
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    /// Set once a write failed or was cut short: nothing more is sent.
+    broken: AtomicBool,
     waiters: Waiters,
     next_id: AtomicU64,
     slots: Arc<Semaphore>,
@@ -131,7 +138,9 @@ impl Client {
     /// Connects, answers the CHALLENGE with HELLO, and reads the session's
     /// limits.
     pub async fn connect(addr: SocketAddr, channel_id: u32, key: &[u8]) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(addr).await?;
+        let stream = tokio::time::timeout(TIMEOUT_DEFAULT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
         stream.set_nodelay(true)?;
         let (mut reader, mut writer) = stream.into_split();
         let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -159,6 +168,9 @@ impl Client {
         let limits = HelloResponse::decode(&body)
             .filter(|_| h.kind == kind::HELLO | RESPONSE_BIT)
             .ok_or_else(|| ClientError::Protocol("expected the HELLO response".into()))?;
+        if limits.code != 0 {
+            return Err(ClientError::Protocol(format!("HELLO answered with code {}", limits.code)));
+        }
 
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
         let reader_waiters = Arc::clone(&waiters);
@@ -178,10 +190,10 @@ impl Client {
                             // An error about no request in particular: the
                             // switch closes the connection; fail everyone.
                             let Err(ClientError::Refused { code, detail }) = answer else { unreachable!() };
-                            for (_, w) in map.drain() {
+                            for (_, (w, _place)) in map.drain() {
                                 let _ = w.send(Err(ClientError::Refused { code, detail: detail.clone() }));
                             }
-                        } else if let Some(waiter) = map.remove(&h.request_id) {
+                        } else if let Some((waiter, _place)) = map.remove(&h.request_id) {
                             let _ = waiter.send(answer);
                         }
                     }
@@ -195,6 +207,7 @@ impl Client {
         });
         Ok(Client {
             writer: tokio::sync::Mutex::new(writer),
+            broken: AtomicBool::new(false),
             waiters,
             next_id: AtomicU64::new(1),
             slots: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
@@ -226,22 +239,38 @@ impl Client {
     /// [`InFlight::wait`] later. Up to `max_in_flight` may be out at once;
     /// one more waits here until an earlier one is answered and dropped.
     pub async fn send(&self, kind: u16, count: u32, body: &[u8]) -> Result<InFlight<'_>, ClientError> {
-        let slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ClientError::Closed)?;
+        let place = tokio::time::timeout(self.timeout, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|_| ClientError::Closed)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match self.waiters.lock().as_mut() {
-            Some(map) => map.insert(id, tx),
+            Some(map) => map.insert(id, (tx, place)),
             None => return Err(ClientError::Closed),
         };
         let mut bytes = BytesMut::with_capacity(frame::HEADER_SIZE + body.len());
         frame::encode(&mut bytes, kind, count, id, body);
-        if self.writer.lock().await.write_all(&bytes).await.is_err() {
+        let mut writer = self.writer.lock().await;
+        if self.broken.load(Ordering::Acquire) {
             if let Some(map) = self.waiters.lock().as_mut() {
                 map.remove(&id);
             }
             return Err(ClientError::Closed);
         }
-        Ok(InFlight { client: self, id, kind, rx, _slot: slot })
+        // If this future is dropped mid-write, half a frame is on the wire:
+        // the connection is then unusable, and the guard marks it so.
+        let guard = BrokenUnlessDone(&self.broken);
+        let written = writer.write_all(&bytes).await;
+        std::mem::forget(guard);
+        if written.is_err() {
+            self.broken.store(true, Ordering::Release);
+            if let Some(map) = self.waiters.lock().as_mut() {
+                map.remove(&id);
+            }
+            return Err(ClientError::Closed);
+        }
+        Ok(InFlight { client: self, id, kind, rx })
     }
 
     /// Sends `items` as batches of at most `max_batch` records, all in flight
@@ -328,13 +357,21 @@ async fn decode_into<A: Record>(in_flight: InFlight<'_>, out: &mut Vec<A>) -> Re
     Ok(())
 }
 
+/// Marks the connection broken when dropped (forgotten once a write ends).
+struct BrokenUnlessDone<'a>(&'a AtomicBool);
+
+impl Drop for BrokenUnlessDone<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// A request sent and not yet answered.
 pub struct InFlight<'a> {
     client: &'a Client,
     id: u64,
     kind: u16,
     rx: oneshot::Receiver<Result<Response, ClientError>>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl InFlight<'_> {
@@ -347,12 +384,8 @@ impl InFlight<'_> {
     /// Waits for the answer, up to the client's timeout.
     pub async fn wait(self) -> Result<Response, ClientError> {
         let answer = match tokio::time::timeout(self.client.timeout, self.rx).await {
-            Err(_) => {
-                if let Some(map) = self.client.waiters.lock().as_mut() {
-                    map.remove(&self.id);
-                }
-                return Err(ClientError::Timeout);
-            }
+            // The request's place stays taken until the switch answers it.
+            Err(_) => return Err(ClientError::Timeout),
             Ok(Err(_)) => return Err(ClientError::Closed),
             Ok(Ok(answer)) => answer?,
         };

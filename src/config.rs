@@ -29,6 +29,13 @@ pub const MAX_IN_FLIGHT_DEFAULT: u32 = 128;
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
 /// A connection that sends nothing and waits for nothing this long is closed.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// A connection must complete HELLO this soon after connecting.
+pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// A write to a channel that does not read for this long closes it.
+pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// At shutdown, connections still not drained after this long are dropped
+/// (their answers are durable; the channel resends).
+pub const DRAIN_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 const _: () = assert!(MAX_BATCH_DEFAULT as usize * 64 <= MAX_BODY_DEFAULT as usize);
 const _: () = assert!(MAX_BATCH_DEFAULT >= 8189 && MAX_IN_FLIGHT_DEFAULT >= 64);
 
@@ -54,6 +61,9 @@ pub struct Config {
     pub max_in_flight: u32,
     pub connections_max: usize,
     pub idle_timeout_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -79,6 +89,9 @@ impl Default for Config {
             max_in_flight: MAX_IN_FLIGHT_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            write_timeout_ms: WRITE_TIMEOUT_MS_DEFAULT,
+            drain_timeout_ms: DRAIN_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -108,6 +121,8 @@ struct File {
     max_in_flight: Option<u32>,
     connections_max: Option<usize>,
     idle_timeout_ms: Option<u64>,
+    handshake_timeout_ms: Option<u64>,
+    write_timeout_ms: Option<u64>,
     accounts_capacity: Option<usize>,
     transfers_capacity: Option<usize>,
     wal: Option<WalFile>,
@@ -192,6 +207,12 @@ impl Config {
         if let Some(v) = file.idle_timeout_ms {
             self.idle_timeout_ms = v;
         }
+        if let Some(v) = file.handshake_timeout_ms {
+            self.handshake_timeout_ms = v;
+        }
+        if let Some(v) = file.write_timeout_ms {
+            self.write_timeout_ms = v;
+        }
         if let Some(v) = file.accounts_capacity {
             self.switch.engine.accounts_capacity = v;
         }
@@ -217,9 +238,9 @@ impl Config {
                 self.switch.group_requests_max = v;
             }
         }
-        if !file.channels.is_empty() {
-            self.channels = file.channels.into_iter().map(channel).collect::<Result<_, _>>()?;
-        }
+        // The development channel exists only without a configuration file
+        // (contract §2): a file names every channel it allows.
+        self.channels = file.channels.into_iter().map(channel).collect::<Result<_, _>>()?;
         Ok(())
     }
 
@@ -262,8 +283,12 @@ impl Config {
                 self.switch.shards
             ));
         }
-        if self.idle_timeout_ms == 0 {
-            return bad("idle_timeout_ms must be positive".into());
+        if self.idle_timeout_ms == 0
+            || self.handshake_timeout_ms == 0
+            || self.write_timeout_ms == 0
+            || self.drain_timeout_ms == 0
+        {
+            return bad("every timeout must be positive".into());
         }
         Ok(())
     }
@@ -313,6 +338,8 @@ mod tests {
         .unwrap();
         c.validate().expect("a real key may listen anywhere");
         assert_eq!(c.channels[0].roles, role::PAYMENTS | role::ACCOUNTS);
+        c.merge_toml("[[channels]]\nid = 1\nkey = \"hksw-dev-key\"\nroles = [\"PAYMENTS\"]\n").unwrap();
+        assert!(c.validate().is_err(), "the development key from a file stays on loopback too");
     }
 
     #[test]
@@ -336,5 +363,9 @@ mod tests {
         let mut short = Config::default();
         short.merge_toml("[[channels]]\nid = 1\nkey = \"k\"\nroles = []").unwrap();
         assert!(short.validate().is_err(), "a one-byte key");
+        let mut no_channels = Config::default();
+        no_channels.merge_toml("listen = \"127.0.0.1:7401\"").unwrap();
+        assert!(no_channels.channels.is_empty(), "a file without channels has no development channel");
+        assert!(no_channels.validate().is_err());
     }
 }

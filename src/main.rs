@@ -218,12 +218,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.shards {
         config.switch.shards = v;
     }
+    // Handlers are in place before the line a supervisor waits for.
+    let signals = signal_handlers().map_err(|e| format!("signal handlers: {e}"))?;
     let mut running = harbour::server::start(&config).await?;
     println!("listening on {}", running.addr);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     tokio::select! {
-        () = wait_for_signal() => {}
+        () = wait_for_signal(signals) => {}
         failed = running.stopped() => {
             // A shard's log failed: exit without syncing or answering more,
             // and let the restart recover from disk.
@@ -234,11 +236,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     running.stop().await.map_err(|e| e.to_string())
 }
 
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+fn signal_handlers() -> std::io::Result<Signals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+}
+
+async fn wait_for_signal((mut term, mut interrupt): Signals) {
     tokio::select! {
         _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
     }
 }
 

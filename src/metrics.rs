@@ -77,11 +77,18 @@ impl Metrics {
     }
 }
 
-/// Serves the counters over HTTP until the task is dropped.
-pub async fn serve(listener: TcpListener) {
+/// Serves the counters over HTTP until the task is dropped, to at most
+/// `max_connections` scrapers at once.
+pub async fn serve(listener: TcpListener, max_connections: usize) {
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(place) = std::sync::Arc::clone(&places).try_acquire_owned() else { continue };
         tokio::spawn(async move {
+            let _place = place;
             // Read (and ignore) the request head; any path gets the metrics.
             let mut head = [0u8; 1024];
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut head)).await;

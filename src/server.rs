@@ -55,7 +55,16 @@ struct Limits {
     max_batch: u32,
     max_in_flight: u32,
     idle_timeout: Duration,
+    handshake_timeout: Duration,
+    write_timeout: Duration,
 }
+
+/// Metrics scrapes served at once at most.
+const METRICS_CONNECTIONS_MAX: usize = 16;
+/// How long a closing connection keeps reading (and discarding) what the
+/// channel still sends, so the close is a FIN after our last answer and not
+/// a reset that could destroy it.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Why the server stopped.
 #[derive(Debug)]
@@ -90,6 +99,8 @@ pub async fn serve(
         max_batch: config.max_batch,
         max_in_flight: config.max_in_flight,
         idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+        write_timeout: Duration::from_millis(config.write_timeout_ms),
     };
     let channels: Arc<[Channel]> = config.channels.clone().into();
     let connections = Arc::new(Semaphore::new(config.connections_max));
@@ -106,7 +117,11 @@ pub async fn serve(
             }
             Some(message) = fatal_rx.recv() => break Some(message),
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // Out of descriptors or the like: back off, don't spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
                     METRICS.connections_refused.fetch_add(1, Ordering::Relaxed);
@@ -142,9 +157,12 @@ pub async fn serve(
         return Err(ServeError::Fatal(message));
     }
     // Every connection holds a `done` sender; all dropped means all drained.
+    // A connection that still has not drained by the deadline is dropped:
+    // what it was owed is durable, and the channel resends.
     tokio::select! {
         _ = done_rx.recv() => Ok(()),
         Some(message) = fatal_rx.recv() => Err(ServeError::Fatal(message)),
+        () = tokio::time::sleep(Duration::from_millis(config.drain_timeout_ms)) => Ok(()),
     }
 }
 
@@ -189,12 +207,13 @@ enum Next {
 impl Connection {
     async fn run(mut self, stream: tokio::net::TcpStream, mut draining: watch::Receiver<bool>) {
         let (mut reader, writer) = stream.into_split();
+        let connected = tokio::time::Instant::now();
         // Frames the reader itself answers (CHALLENGE, HELLO, PING, errors)
         // wait for room; shards' answers never do.
         let (out_tx, out_rx) = mpsc::channel::<BytesMut>(16);
         let (answers_tx, answers_rx) = mpsc::channel::<Answer>(self.limits.max_in_flight as usize);
         self.answers = Some(answers_tx);
-        let writer_task = tokio::spawn(write_loop(writer, out_rx, answers_rx));
+        let writer_task = tokio::spawn(write_loop(writer, out_rx, answers_rx, self.limits.write_timeout));
         let nonce = random_nonce();
         let challenge = Challenge { server_nonce: nonce, server_version: frame::VERSION };
         send_frame(&out_tx, kind::CHALLENGE, 1, 0, &challenge.encode()).await;
@@ -220,7 +239,14 @@ impl Connection {
                 break;
             }
             let idle = self.in_flight.available_permits() == self.limits.max_in_flight as usize;
-            let timeout = if idle { self.limits.idle_timeout } else { Duration::from_secs(86_400) };
+            let timeout = if self.session.is_none() {
+                // HELLO must come in time, however slowly bytes trickle in.
+                self.limits.handshake_timeout.saturating_sub(connected.elapsed())
+            } else if idle {
+                self.limits.idle_timeout
+            } else {
+                Duration::from_secs(86_400)
+            };
             tokio::select! {
                 read = tokio::time::timeout(timeout, reader.read_buf(&mut buf)) => match read {
                     Ok(Ok(0)) | Ok(Err(_)) => break,
@@ -235,12 +261,20 @@ impl Connection {
                 _ = draining.changed() => break,
             }
         }
-        // Answer everything handed over before closing.
+        // Answer everything handed over before closing. (A writer that gave
+        // up on a channel that stopped reading drops its queue, which frees
+        // every place.)
         let _ = self.in_flight.acquire_many(self.limits.max_in_flight).await;
         drop(out_tx);
         self.answers = None;
         let _ = writer_task.await;
-        drop(reader);
+        // Read and discard what the channel still sends until it closes (or
+        // briefly), so our last answers are not lost to a reset.
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut sink = [0u8; 4096];
+            while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 
     /// Runs the per-frame checks after the codec's, in the contract's order:
@@ -452,6 +486,7 @@ async fn write_loop(
     mut writer: OwnedWriteHalf,
     mut frames: mpsc::Receiver<BytesMut>,
     mut answers: mpsc::Receiver<Answer>,
+    write_timeout: Duration,
 ) {
     let mut gathered = BytesMut::with_capacity(READ_CHUNK);
     let mut places: Vec<OwnedSemaphorePermit> = Vec::new();
@@ -482,10 +517,12 @@ async fn write_loop(
         }
         places.clear();
         if !gathered.is_empty() {
-            if writer.write_all(&gathered).await.is_err() {
-                return;
+            // A channel that stops reading does not hold the connection (or
+            // a shutdown) forever.
+            match tokio::time::timeout(write_timeout, writer.write_all(&gathered)).await {
+                Ok(Ok(())) => gathered.clear(),
+                _ => return,
             }
-            gathered.clear();
         }
     }
     let _ = writer.shutdown().await;
@@ -520,7 +557,7 @@ pub async fn start(config: &Config) -> Result<Running, String> {
         Some(at) => {
             let metrics = crate::metrics::bind(at).await.map_err(|e| format!("metrics {at}: {e}"))?;
             let bound = metrics.local_addr().map_err(|e| e.to_string())?;
-            tokio::spawn(crate::metrics::serve(metrics));
+            tokio::spawn(crate::metrics::serve(metrics, METRICS_CONNECTIONS_MAX));
             Some(bound)
         }
         None => None,

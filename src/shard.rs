@@ -360,6 +360,9 @@ pub struct Switch {
     reports: Vec<RecoveryReport>,
     /// The latest engine time any shard reached (for HELLO's server time).
     now_ms: Arc<AtomicU64>,
+    /// With several shards, checking room on every target queue and sending
+    /// happen under this lock, so `Busy` really means nothing was sent.
+    route: parking_lot::Mutex<()>,
 }
 
 /// File recording the settings a data directory was written with.
@@ -480,7 +483,7 @@ impl Switch {
             }
             shards.push(ShardHandle { tx, thread: Some(thread) });
         }
-        let switch = Switch { shards, config, reports, now_ms };
+        let switch = Switch { shards, config, reports, now_ms, route: parking_lot::Mutex::new(()) };
         match first_error {
             Some(e) => Err(e),
             None => Ok(switch),
@@ -533,6 +536,7 @@ impl Switch {
             let rx = self.send(0, kind, body.to_vec(), wait)?;
             return Ok(PendingReply { parts: vec![rx], merge: Merge::Single });
         }
+        let _route = self.route.lock();
         match kind {
             kind::CREATE_ACCOUNTS => {
                 self.scatter::<Account, records::RecordResult>(kind, body, wait, |a| Ok(shard_of(a.account_id, n)))

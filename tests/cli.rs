@@ -45,7 +45,9 @@ fn a_person_moves_money_by_hand() {
     // Small capacities keep a debug build's start-up quick.
     std::fs::write(
         &config,
-        "accounts_capacity = 1024\ntransfers_capacity = 4096\n[wal]\nsegment_bytes_max = 1048576\n",
+        "accounts_capacity = 1024\ntransfers_capacity = 4096\n[wal]\nsegment_bytes_max = 1048576\n\
+         [[channels]]\nid = 1\nkey = \"hksw-dev-key\"\n\
+         roles = [\"ACCOUNTS\", \"PAYMENTS\", \"LENDING\", \"TREASURY\", \"OPERATOR\", \"REPORTING\"]\n",
     )
     .unwrap();
     let data = dir.path().join("data");

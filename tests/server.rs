@@ -162,8 +162,12 @@ impl Raw {
     async fn authenticated(addr: SocketAddr) -> Raw {
         let mut raw = Raw::connect(addr).await;
         raw.hello(1, KEY).await;
-        let (h, _) = raw.read().await.expect("HELLO answer");
-        assert_eq!(h.kind, kind::HELLO | RESPONSE_BIT);
+        let (h, body) = raw.read().await.expect("HELLO answer");
+        assert_eq!((h.kind, h.request_id), (kind::HELLO | RESPONSE_BIT, 77));
+        let limits = harbour::protocol::session::HelloResponse::decode(&body).expect("24 bytes");
+        assert_eq!((limits.code, limits.roles), (0, role::ALL));
+        assert_eq!((limits.max_batch, limits.max_body), (8189, 1 << 20));
+        assert!(limits.max_in_flight >= 64);
         raw
     }
 
@@ -271,10 +275,14 @@ async fn every_frame_error_gets_its_code_and_changes_nothing() {
     raw.send_bytes(&bytes).await;
     raw.expect_error(ErrorCode::FrameTooLarge, 14).await;
 
-    // Not authenticated: anything but HELLO first.
+    // Not authenticated: anything but HELLO first, even an unknown kind
+    // (the session is checked before the kind).
     let mut raw = Raw::connect(addr).await;
     raw.send(kind::PING, 0, 15, &[]).await;
     raw.expect_error(ErrorCode::NotAuthenticated, 15).await;
+    let mut raw = Raw::connect(addr).await;
+    raw.send(0x0099, 0, 16, &[]).await;
+    raw.expect_error(ErrorCode::NotAuthenticated, 16).await;
 
     // Wrong key, unknown channel, and a HELLO replayed from another session.
     let mut raw = Raw::connect(addr).await;
@@ -295,8 +303,22 @@ async fn every_frame_error_gets_its_code_and_changes_nothing() {
     raw.expect_error(ErrorCode::UnknownKind, 20).await;
     raw.send(kind::SUBMIT_TRANSFERS, 2, 21, &encode_all(&[transfer(51, 1024, 1025, 1, HKD)])).await;
     raw.expect_error(ErrorCode::BadLength, 21).await;
-    raw.send(kind::PING, 1, 22, &[0; 16]).await;
+    raw.send(kind::PING, 1, 22, &[]).await;
     raw.expect_error(ErrorCode::BadLength, 22).await;
+    let report = encode_all(&[StrRequest { year: 2026, month: 1, format: 1 }; 2]);
+    raw.send(kind::EXPORT_STR, 2, 28, &report).await;
+    raw.expect_error(ErrorCode::BadLength, 28).await;
+    raw.send(kind::EXPORT_STR, 0, 29, &[]).await;
+    raw.expect_error(ErrorCode::BadLength, 29).await;
+    // Count 0 is allowed for every batch kind and gets an empty answer.
+    raw.send(kind::SUBMIT_TRANSFERS, 0, 32, &[]).await;
+    let (h, body) = raw.read().await.expect("an empty answer");
+    assert_eq!((h.kind, h.count, body.len()), (kind::SUBMIT_TRANSFERS | RESPONSE_BIT, 0, 0));
+    // The first failed check is the one reported: batch size before records.
+    let mut many = encode_all(&vec![account(3000); 8190]);
+    many[31] = 1;
+    raw.send(kind::CREATE_ACCOUNTS, 8190, 33, &many).await;
+    raw.expect_error(ErrorCode::BatchTooLarge, 33).await;
     let ids = vec![Id { id: 1 }; 8190];
     raw.send(kind::LOOKUP_TRANSFERS, 8190, 23, &encode_all(&ids)).await;
     raw.expect_error(ErrorCode::BatchTooLarge, 23).await;
@@ -319,6 +341,9 @@ async fn every_frame_error_gets_its_code_and_changes_nothing() {
     limited.read().await.expect("HELLO answer");
     limited.send(kind::SUBMIT_TRANSFERS, 1, 30, &encode_all(&[transfer(54, 1024, 1025, 1, HKD)])).await;
     limited.expect_error(ErrorCode::Forbidden, 30).await;
+    // The role is checked before the length.
+    limited.send(kind::SUBMIT_TRANSFERS, 2, 32, &encode_all(&[transfer(54, 1024, 1025, 1, HKD)])).await;
+    limited.expect_error(ErrorCode::Forbidden, 32).await;
     limited.expect_ping(31).await;
 
     // A frame cut off mid-body waits without blocking anyone, then vanishes
@@ -337,11 +362,52 @@ async fn every_frame_error_gets_its_code_and_changes_nothing() {
     running.stop().await.unwrap();
 }
 
+/// Pipelines `n` one-deposit requests in one write and reads every answer:
+/// request id -> "OK" or the ERROR's name. Each is answered exactly once.
+async fn flood(raw: &mut Raw, n: u64) -> std::collections::BTreeMap<u64, &'static str> {
+    let mut bytes = BytesMut::new();
+    for i in 0..n {
+        let body = encode_all(&[deposit(u128::from(i) + 1, 1024, 1, HKD)]);
+        frame::encode(&mut bytes, kind::SUBMIT_TRANSFERS, 1, 1000 + i, &body);
+    }
+    raw.send_bytes(&bytes).await;
+    let mut answered = std::collections::BTreeMap::new();
+    while (answered.len() as u64) < n {
+        let (h, body) = raw.read().await.expect("every request is answered");
+        let outcome = if h.kind == frame::ERROR_KIND {
+            ErrorCode::from_u16(frame::parse_error_body(&body).unwrap().0).unwrap().name()
+        } else {
+            "OK"
+        };
+        assert!(answered.insert(h.request_id, outcome).is_none(), "answered twice: {}", h.request_id);
+    }
+    answered
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_flight_and_queue_limits_answer_every_request_once() {
+async fn more_than_max_in_flight_is_refused_and_nothing_else_is() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.max_in_flight = 64;
+    let running = server::start(&cfg).await.expect("starts");
+    let c = client(running.addr).await;
+    c.create_accounts(&[account(1024)]).await.unwrap();
+    let mut raw = Raw::authenticated(running.addr).await;
+    // 2,000 requests arrive long before the first group's fsync is done.
+    let answered = flood(&mut raw, 2000).await;
+    let count = |what: &str| answered.values().filter(|v| **v == what).count();
+    assert!(count("TOO_MANY_IN_FLIGHT") > 0, "the limit was reached");
+    assert_eq!(count("OK") + count("TOO_MANY_IN_FLIGHT"), 2000, "the deep queue never said BUSY");
+    assert_eq!(balance(&c, 1024).await, (count("OK") as i64, 0));
+    raw.expect_ping(9).await;
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_shard_queue_answers_busy_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_in_flight = 4096;
     cfg.switch.queue_depth_max = 2;
     cfg.switch.group_requests_max = 1;
     let running = server::start(&cfg).await.expect("starts");
@@ -392,6 +458,7 @@ async fn the_connection_limit_holds_and_idle_connections_close() {
     let mut cfg = config(dir.path());
     cfg.connections_max = 3;
     cfg.idle_timeout_ms = 300;
+    cfg.handshake_timeout_ms = 400;
     let running = server::start(&cfg).await.expect("starts");
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -413,9 +480,14 @@ async fn the_connection_limit_holds_and_idle_connections_close() {
     held[0].hello(1, KEY).await;
     held[0].read().await.expect("HELLO answer");
     held[0].expect_ping(5).await;
-    // Idle ones are closed after the timeout, freeing their places.
+    // An idle session closes after the idle timeout, a connection that never
+    // says HELLO after the handshake timeout; both free their places.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(held[1].read().await.is_none(), "idle connection closed");
+    assert!(held[0].read().await.is_none(), "idle session closed");
+    assert!(held[1].read().await.is_none(), "connection without HELLO closed");
+    // (A closed connection keeps its place while it lingers for the peer's
+    // close, at most a second; these peers close now.)
+    drop(held);
     let c = client(running.addr).await;
     c.ping().await.expect("a place is free again");
     running.stop().await.unwrap();
@@ -465,5 +537,99 @@ async fn kinds_to_come_answer_not_supported_and_the_client_reports_refusals() {
         .find_map(|l| l.strip_prefix("harbour_frame_errors_total{code=\"FORBIDDEN\"} "))
         .and_then(|v| v.parse::<u64>().ok());
     assert!(forbidden >= Some(1), "{text}");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_answers_everything_begun_and_applies_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(&config(dir.path())).await.expect("starts");
+    let c = client(running.addr).await;
+    c.create_accounts(&[account(1024)]).await.unwrap();
+    drop(c);
+    let mut raw = Raw::authenticated(running.addr).await;
+    let mut bytes = BytesMut::new();
+    for i in 0..300u64 {
+        frame::encode(
+            &mut bytes,
+            kind::SUBMIT_TRANSFERS,
+            1,
+            1000 + i,
+            &encode_all(&[deposit(u128::from(i) + 1, 1024, 1, HKD)]),
+        );
+    }
+    raw.send_bytes(&bytes).await;
+    // Stop while those are being applied.
+    let first = raw.read().await.expect("a first answer");
+    let stopping = tokio::spawn(running.stop());
+    let mut ok: Vec<u128> = Vec::new();
+    let mut frame = Some(first);
+    while let Some((h, _)) = frame {
+        if h.kind == kind::SUBMIT_TRANSFERS | RESPONSE_BIT {
+            ok.push(u128::from(h.request_id - 1000 + 1));
+        }
+        frame = raw.read().await;
+    }
+    stopping.await.unwrap().expect("stops cleanly");
+
+    // After a restart, exactly the answered transfers exist.
+    let running = server::start(&config(dir.path())).await.expect("restarts");
+    let c = client(running.addr).await;
+    let ids: Vec<u128> = (1..=300).collect();
+    let looked = c.lookup_transfers(&ids).await.unwrap();
+    let applied: Vec<u128> = looked.iter().filter(|r| r.state == STATE_POSTED).map(|r| r.transfer_id).collect();
+    assert_eq!(applied, ok, "answered = applied");
+    assert_eq!(balance(&c, 1024).await, (ok.len() as i64, 0));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_that_stops_reading_cannot_hold_up_a_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.write_timeout_ms = 300;
+    let running = server::start(&cfg).await.expect("starts");
+    let mut raw = Raw::authenticated(running.addr).await;
+    // Large answers (8,189 balances, 393 KB each) that are never read.
+    let keys = encode_all(&vec![BalanceKey { account_id: 4, currency: HKD }; 8189]);
+    for i in 0..40 {
+        raw.send(kind::LOOKUP_BALANCES, 8189, 100 + i, &keys).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), running.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "shutdown finished despite the stuck channel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_frees_places_as_answers_arrive_not_as_callers_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(&config(dir.path())).await.expect("starts");
+    let c = std::sync::Arc::new(client(running.addr).await);
+    c.create_accounts(&[account(1024)]).await.unwrap();
+    // Two tasks each hold 100 unanswered-by-them requests: 200 > the window
+    // of 128, which only works if answers free places on arrival.
+    let tasks: Vec<_> = (0..2u128)
+        .map(|t| {
+            let c = std::sync::Arc::clone(&c);
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                for i in 0..100u128 {
+                    let body = encode_all(&[deposit(1 + t * 1000 + i, 1024, 1, HKD)]);
+                    held.push(c.send(kind::SUBMIT_TRANSFERS, 1, &body).await.expect("a place frees up"));
+                }
+                let mut ok = 0;
+                for f in held {
+                    ok += usize::from(TransferResult::decode(&f.wait().await.unwrap().body).code == 0);
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += tokio::time::timeout(Duration::from_secs(20), t).await.expect("no deadlock").unwrap();
+    }
+    assert_eq!(ok, 200);
+    assert_eq!(balance(&c, 1024).await, (200, 0));
     running.stop().await.unwrap();
 }

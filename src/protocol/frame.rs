@@ -149,7 +149,11 @@ pub fn encode(out: &mut BytesMut, kind: u16, count: u32, request_id: u64, body: 
 /// An ERROR frame's body: code, detail length, detail.
 #[must_use]
 pub fn error_body(code: ErrorCode, detail: &str) -> Vec<u8> {
-    let detail = &detail.as_bytes()[..detail.len().min(1024)];
+    let mut end = detail.len().min(1024);
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    let detail = &detail.as_bytes()[..end];
     let mut body = Vec::with_capacity(4 + detail.len());
     body.extend_from_slice(&(code as u16).to_le_bytes());
     body.extend_from_slice(&(detail.len() as u16).to_le_bytes());
@@ -197,7 +201,7 @@ pub fn decode(buf: &mut BytesMut, max_body: u32) -> Result<Option<(Header, Bytes
     let body_crc = read_u32(24);
     let total = HEADER_SIZE + header.body_len as usize;
     if have < total {
-        buf.reserve(total - have);
+        // Memory grows with bytes that arrive, never with a claimed length.
         return Ok(None);
     }
     let body_ok =
