@@ -14,6 +14,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod fx;
 pub mod hash;
 pub mod metrics;
 pub mod money;

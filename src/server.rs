@@ -36,8 +36,7 @@ use crate::config::{Channel, Config};
 use crate::metrics::METRICS;
 use crate::protocol::frame::{self, CountRule, ErrorCode, Header, KindSpec, RESPONSE_BIT};
 use crate::protocol::records::{
-    self, CreditLine, Disburse, FxRate, Id, LoanResult, Quote, QuoteRequest, Record, RecordResult, Repay, StrHeader,
-    StrRequest,
+    self, CreditLine, Disburse, Id, LoanResult, Record, RecordResult, Repay, StrHeader, StrRequest,
 };
 use crate::protocol::session::{Challenge, Hello, HelloResponse};
 use crate::protocol::{ResultCode, kind};
@@ -414,16 +413,6 @@ fn not_supported(kind: u16, body: &[u8]) -> Vec<u8> {
     let code = ResultCode::NotSupported.as_u16();
     let mut out = Vec::new();
     match kind {
-        kind::SET_FX_RATES => {
-            for (i, _) in body.chunks_exact(FxRate::SIZE).enumerate() {
-                records::push(&mut out, &RecordResult { key: i as u64, code });
-            }
-        }
-        kind::FX_QUOTE => {
-            for _ in body.chunks_exact(QuoteRequest::SIZE) {
-                records::push(&mut out, &Quote { code, ..Quote::default() });
-            }
-        }
         kind::SET_CREDIT_LINES => {
             for c in records::decode_all::<CreditLine>(body) {
                 records::push(&mut out, &RecordResult { key: c.account_id, code });

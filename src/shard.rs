@@ -374,8 +374,9 @@ fn meta(config: &SwitchConfig) -> String {
     let w = config.engine.hold_windows;
     let clock = if config.clock.is_manual() { "manual" } else { "system" };
     format!(
-        "shards={}\nclock={clock}\nstep_up_window_ms={}\nmanual_review_window_ms={}\nclient_window_ms={}\n",
-        config.shards, w.step_up_ms, w.manual_review_ms, w.client_ms
+        "shards={}\nclock={clock}\nstep_up_window_ms={}\nmanual_review_window_ms={}\nclient_window_ms={}\n\
+         quote_ttl_ms={}\n",
+        config.shards, w.step_up_ms, w.manual_review_ms, w.client_ms, config.engine.quote_ttl_ms
     )
 }
 
@@ -548,6 +549,11 @@ impl Switch {
                     ..TransferResult::default()
                 })
             }),
+            // A quote lives on the shard that gave it; with several shards
+            // they come from shard 0 (cross-shard quotes are issue 8's).
+            kind::FX_QUOTE => {
+                Ok(PendingReply { parts: vec![self.send(0, kind, body.to_vec(), wait)?], merge: Merge::Single })
+            }
             kind::LOOKUP_BALANCES => {
                 let keys = body.chunks_exact(BalanceKey::SIZE).map(BalanceKey::decode).collect();
                 Ok(PendingReply { parts: self.broadcast(kind, body, wait)?, merge: Merge::Balances(keys) })
@@ -782,7 +788,9 @@ fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
         }
         Merge::ById(kind) => {
             let mut out = answers[0].clone();
-            if kind != kind::SET_TIME {
+            // SET_TIME and SET_FX_RATES are applied alike on every shard:
+            // any one's answer is the answer.
+            if kind != kind::SET_TIME && kind != kind::SET_FX_RATES {
                 let size = TransferResult::SIZE;
                 for part in &answers[1..] {
                     for (mine, theirs) in out.chunks_exact_mut(size).zip(part.chunks_exact(size)) {

@@ -500,11 +500,10 @@ async fn kinds_to_come_answer_not_supported_and_the_client_reports_refusals() {
     cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
     let running = server::start(&cfg).await.expect("starts");
     let c = client(running.addr).await;
-    let answer = c
-        .request(kind::FX_QUOTE, 1, &encode_all(&[QuoteRequest { from: 344, to: 840, flags: 0, amount: 5 }]))
-        .await
-        .unwrap();
-    assert_eq!(Quote::decode(&answer.body).code, ResultCode::NotSupported.as_u16());
+    let line = CreditLine { account_id: 1024, currency: 344, flags: 0, apr_bps: 100, limit: 1, micro_credit_max: 0 };
+    let answer = c.request(kind::SET_CREDIT_LINES, 1, &encode_all(&[line])).await.unwrap();
+    let answer = RecordResult::decode(&answer.body);
+    assert_eq!((answer.key, answer.code), (1024, ResultCode::NotSupported.as_u16()));
     let loans: Vec<LoanResult> = c.batch(kind::LOOKUP_LOANS, &[Id { id: 7 }]).await.unwrap();
     assert_eq!((loans[0].loan_id, loans[0].code), (7, ResultCode::NotSupported.as_u16()));
     let str_answer =

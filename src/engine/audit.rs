@@ -88,6 +88,13 @@ impl Engine {
             debit.0 += s.debit_amount;
             let credit = expected.entry((s.credit_account, s.credit_currency)).or_default();
             credit.1 += s.credit_amount;
+            if s.debit_currency != s.credit_currency {
+                // FX_POSITION takes the debit currency in, pays the credit out.
+                let fx_in = expected.entry((super::book::FX_POSITION, s.debit_currency)).or_default();
+                fx_in.1 += s.debit_amount;
+                let fx_out = expected.entry((super::book::FX_POSITION, s.credit_currency)).or_default();
+                fx_out.0 += s.credit_amount;
+            }
         }
         if pending_seen != self.pending.len() || !self.pending.timers_consistent() {
             return Err(AuditError::PendingMismatch { transfer_id: 0, what: "pending table size or timers" });

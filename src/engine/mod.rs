@@ -17,18 +17,21 @@ pub mod audit;
 pub mod book;
 pub mod holds;
 pub mod index;
+pub mod quotes;
 pub mod snapshot;
 pub mod transfers;
 
+use crate::fx::{self, FxError, RateTable, Side};
 use crate::money::{self, CurrencyIndex};
 use crate::protocol::ResultCode;
 use crate::protocol::kind;
 use crate::protocol::records::{
-    self, Account, Balance as BalanceRecord, BalanceKey, Finalize, Id, Record, RecordResult, SetTime, StepUp, Transfer,
-    TransferResult,
+    self, Account, Balance as BalanceRecord, BalanceKey, Finalize, FxRate, Id, Quote as QuoteRecord, QuoteRequest,
+    Record, RecordResult, SetTime, StepUp, Transfer, TransferResult,
 };
 use book::{AccountKind, AccountPos, Balance, Book};
 use holds::{HoldWindows, Holds, PendingEntry, PendingTable};
+use quotes::{Quote, Quotes};
 use transfers::{StoredTransfer, TransferIndex, TransferStore};
 
 pub use audit::AuditError;
@@ -57,6 +60,8 @@ pub struct EngineConfig {
     /// Whether the clock is manual (SET_TIME accepted) rather than the
     /// system's.
     pub manual_clock: bool,
+    /// How long a quote is good (contract default 30 s).
+    pub quote_ttl_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +71,7 @@ impl Default for EngineConfig {
             transfers_capacity: 1024,
             hold_windows: HoldWindows::default(),
             manual_clock: false,
+            quote_ttl_ms: 30_000,
         }
     }
 }
@@ -112,6 +118,10 @@ pub struct Engine {
     book: Book,
     transfers: TransferStore,
     pending: PendingTable,
+    /// Customer rates set by TREASURY.
+    rates: RateTable,
+    /// Live quotes.
+    quotes: Quotes,
 }
 
 impl Engine {
@@ -132,6 +142,8 @@ impl Engine {
             book: Book::with_capacity(config.accounts_capacity),
             transfers: TransferStore::with_capacity(config.transfers_capacity),
             pending: PendingTable::new(),
+            rates: RateTable::default(),
+            quotes: Quotes::default(),
         }
     }
 
@@ -175,6 +187,7 @@ impl Engine {
     /// by then, in `(due, id)` order. Returns how many fired.
     pub fn advance(&mut self, now_ms: u64) -> usize {
         self.now_ms = self.now_ms.max(now_ms);
+        self.quotes.expire(self.now_ms);
         let mut fired = 0;
         while let Some(id) = self.pending.next_due(self.now_ms) {
             fired += 1;
@@ -198,6 +211,8 @@ impl Engine {
             kind::LOOKUP_TRANSFERS => self.each(body, out, |e, i: Id, _| e.lookup_transfer(i.id)),
             kind::LOOKUP_BALANCES => self.each(body, out, |e, k: BalanceKey, _| e.lookup_balance(&k)),
             kind::SET_TIME => self.each(body, out, |e, s: SetTime, i| e.set_time(&s, i)),
+            kind::SET_FX_RATES => self.each(body, out, |e, r: FxRate, i| e.set_fx_rate(&r, i)),
+            kind::FX_QUOTE => self.each(body, out, |e, q: QuoteRequest, _| e.fx_quote(&q)),
             kind::TICK => {}
             other => return Err(EngineError::UnknownKind(other)),
         }
@@ -215,6 +230,8 @@ impl Engine {
             kind::FINALIZE_PENDING => Finalize::SIZE,
             kind::LOOKUP_BALANCES => BalanceKey::SIZE,
             kind::SET_TIME => SetTime::SIZE,
+            kind::SET_FX_RATES => FxRate::SIZE,
+            kind::FX_QUOTE => QuoteRequest::SIZE,
             kind::TICK => 1,
             _ => return None,
         })
@@ -365,51 +382,100 @@ impl Engine {
         if !money::is_destination(t.destination_country) {
             return Err(ResultCode::UnknownCountry);
         }
-        if t.fx_quote_id != 0 {
-            // No quote has been given: FX quotes arrive with issue 4.
-            return Err(ResultCode::QuoteInvalid);
-        }
-        if debit_currency != credit_currency {
-            // The rate table is empty until FX arrives with issue 4.
-            return Err(ResultCode::NoFxRate);
-        }
-        let amount = t.amount;
-        let signed = i64::try_from(amount).map_err(|_| ResultCode::Overflow)?;
-        let credit_balance = self.book.balance_at(credit, credit_currency);
-        if i128::from(credit_balance.posted) + i128::from(credit_balance.incoming) + i128::from(signed)
-            > i128::from(i64::MAX)
-        {
-            return Err(ResultCode::Overflow);
+        let side = if t.flags & records::TRANSFER_AMOUNT_IN_CREDIT_CURRENCY != 0 { Side::Credit } else { Side::Debit };
+        let (debit_amount, credit_amount, rate_e9, quote) = if t.fx_quote_id != 0 {
+            let q = self
+                .quotes
+                .usable(t.fx_quote_id, debit_currency, credit_currency, t.amount, side)
+                .ok_or(ResultCode::QuoteInvalid)?;
+            (q.debit_amount, q.credit_amount, q.rate.rate_e9(), Some(t.fx_quote_id))
+        } else if debit_currency == credit_currency {
+            (t.amount, t.amount, RATE_ONE_E9, None)
+        } else {
+            let rate = self.rates.rate(debit_currency, credit_currency).ok_or(ResultCode::NoFxRate)?;
+            let (d, c) = fx::convert(t.amount, side, debit_currency, credit_currency, rate).map_err(fx_code)?;
+            (d, c, rate.rate_e9(), None)
+        };
+        // Every leg must fit: the credit, the debit, and through FX_POSITION
+        // for a conversion (it takes the debit currency in and pays the credit
+        // currency out).
+        let fx = if debit_currency == credit_currency {
+            None
+        } else {
+            Some(self.book.find(book::FX_POSITION).expect("FX_POSITION exists"))
+        };
+        check_credit(&self.book.balance_at(credit, credit_currency), credit_amount)?;
+        if let Some(fx) = fx {
+            check_credit(&self.book.balance_at(fx, debit_currency), debit_amount)?;
+            check_system_debit(&self.book.balance_at(fx, credit_currency), credit_amount)?;
         }
         let debit_balance = self.book.balance_at(debit, debit_currency);
         match self.book.entry(debit).kind {
-            AccountKind::System => {
-                if debit_balance.available() - i128::from(signed) < i128::from(i64::MIN)
-                    || debit_balance.held.checked_add(amount).is_none()
-                {
-                    return Err(ResultCode::Overflow);
-                }
-            }
+            AccountKind::System => check_system_debit(&debit_balance, debit_amount)?,
             AccountKind::Customer => {
-                if debit_balance.available() < i128::from(signed) {
+                if debit_balance.available() < i128::from(debit_amount) {
                     return Err(ResultCode::InsufficientFunds);
                 }
             }
         }
-        Ok(Accepted {
-            debit,
-            credit,
-            debit_currency,
-            credit_currency,
-            debit_amount: amount,
-            credit_amount: amount,
-            rate_e9: RATE_ONE_E9,
-        })
+        Ok(Accepted { debit, credit, debit_currency, credit_currency, debit_amount, credit_amount, rate_e9, quote })
+    }
+
+    /// SET_FX_RATES, one record. Precedence: UNKNOWN_CURRENCY, INVALID_FIELD
+    /// (a currency to itself, or a zero rate).
+    pub fn set_fx_rate(&mut self, r: &FxRate, index: u64) -> RecordResult {
+        let code = match (CurrencyIndex::of(r.from), CurrencyIndex::of(r.to)) {
+            (Some(from), Some(to)) if from != to && r.rate_e9 != 0 => {
+                self.rates.set(from, to, r.rate_e9);
+                ResultCode::Ok
+            }
+            (Some(_), Some(_)) => ResultCode::InvalidField,
+            _ => ResultCode::UnknownCurrency,
+        };
+        RecordResult { key: index, code: code.as_u16() }
+    }
+
+    /// FX_QUOTE, one record: locks the current rate for one transfer of this
+    /// pair, amount and side until `now + quote_ttl_ms`. Precedence:
+    /// UNKNOWN_CURRENCY, INVALID_FIELD (a currency to itself),
+    /// INVALID_AMOUNT (zero), NO_FX_RATE, INVALID_AMOUNT (rounds to zero),
+    /// OVERFLOW.
+    pub fn fx_quote(&mut self, q: &QuoteRequest) -> QuoteRecord {
+        let refused = |code: ResultCode| QuoteRecord { code: code.as_u16(), ..QuoteRecord::default() };
+        let (Some(from), Some(to)) = (CurrencyIndex::of(q.from), CurrencyIndex::of(q.to)) else {
+            return refused(ResultCode::UnknownCurrency);
+        };
+        if from == to {
+            return refused(ResultCode::InvalidField);
+        }
+        if q.amount == 0 {
+            return refused(ResultCode::InvalidAmount);
+        }
+        let Some(rate) = self.rates.rate(from, to) else { return refused(ResultCode::NoFxRate) };
+        let side = if q.flags & records::QUOTE_AMOUNT_IN_CREDIT_CURRENCY != 0 { Side::Credit } else { Side::Debit };
+        let (debit_amount, credit_amount) = match fx::convert(q.amount, side, from, to, rate) {
+            Ok(amounts) => amounts,
+            Err(e) => return refused(fx_code(e)),
+        };
+        let expires_at_ms = self.now_ms.saturating_add(self.config.quote_ttl_ms);
+        let quote = Quote { from, to, side, amount: q.amount, debit_amount, credit_amount, rate, expires_at_ms };
+        let quote_id = self.quotes.insert(quote);
+        QuoteRecord { quote_id, code: 0, rate_e9: rate.rate_e9(), debit_amount, credit_amount, expires_at_ms }
+    }
+
+    /// The rate table (read-only), e.g. for AML's HKD valuation.
+    #[must_use]
+    pub fn rates(&self) -> &RateTable {
+        &self.rates
     }
 
     fn accept(&mut self, t: &Transfer, a: &Accepted, holds: Holds, cooling_until_ms: u64) -> TransferResult {
         let mut stored =
             StoredTransfer::new(t, a.debit_currency, a.credit_currency, a.debit_amount, a.credit_amount, a.rate_e9);
+        if let Some(id) = a.quote {
+            // Spent by the transfer it locked the rate for, posted or held.
+            self.quotes.remove(id);
+        }
         if holds.is_empty() {
             self.move_funds(a.debit, a.credit, &stored);
             let at = self.transfers.insert(stored);
@@ -417,8 +483,7 @@ impl Engine {
         }
         stored.state = records::STATE_PENDING;
         stored.holds = holds.bits();
-        self.book.balance_at_mut(a.debit, stored.debit_currency).held += stored.debit_amount;
-        self.book.balance_at_mut(a.credit, stored.credit_currency).incoming += stored.credit_amount;
+        self.reserve(a.debit, a.credit, &stored, true);
         let at = self.transfers.insert(stored);
         let mut entry = PendingEntry { at, submitted_ms: self.now_ms, cooling_until_ms, due_ms: 0 };
         entry.due_ms = entry.soonest_end(holds, &self.config.hold_windows);
@@ -610,10 +675,26 @@ impl Engine {
     }
 
     fn unreserve(&mut self, s: &StoredTransfer) {
-        let debit = self.book.balance_mut(s.debit_account, s.debit_currency);
-        debit.held = debit.held.checked_sub(s.debit_amount).expect("reservation present");
-        let credit = self.book.balance_mut(s.credit_account, s.credit_currency);
-        credit.incoming = credit.incoming.checked_sub(s.credit_amount).expect("promise present");
+        let debit = self.book.find(s.debit_account).expect("debit account exists");
+        let credit = self.book.find(s.credit_account).expect("credit account exists");
+        self.reserve(debit, credit, s, false);
+    }
+
+    /// Reserves (or releases) what a pending transfer will move: its debit
+    /// is held and its credit promised, and for a conversion FX_POSITION's
+    /// two legs likewise, so posting later can neither overdraw nor
+    /// overflow.
+    fn reserve(&mut self, debit: AccountPos, credit: AccountPos, s: &StoredTransfer, add: bool) {
+        let change = |v: &mut u64, by: u64| {
+            *v = if add { v.checked_add(by) } else { v.checked_sub(by) }.expect("reservation within bounds");
+        };
+        change(&mut self.book.balance_at_mut(debit, s.debit_currency).held, s.debit_amount);
+        change(&mut self.book.balance_at_mut(credit, s.credit_currency).incoming, s.credit_amount);
+        if s.debit_currency != s.credit_currency {
+            let fx = self.book.find(book::FX_POSITION).expect("FX_POSITION exists");
+            change(&mut self.book.balance_at_mut(fx, s.debit_currency).incoming, s.debit_amount);
+            change(&mut self.book.balance_at_mut(fx, s.credit_currency).held, s.credit_amount);
+        }
     }
 
     /// A due timer: a closed verification window voids the transfer; the
@@ -683,11 +764,40 @@ impl Engine {
 struct Accepted {
     debit: AccountPos,
     credit: AccountPos,
+    /// The quote it spends, if any.
+    quote: Option<u64>,
     debit_currency: CurrencyIndex,
     credit_currency: CurrencyIndex,
     debit_amount: u64,
     credit_amount: u64,
     rate_e9: u64,
+}
+
+/// The result code of a failed conversion.
+fn fx_code(e: FxError) -> ResultCode {
+    match e {
+        FxError::NoRate => ResultCode::NoFxRate,
+        FxError::RoundsToZero => ResultCode::InvalidAmount,
+        FxError::Overflow => ResultCode::Overflow,
+    }
+}
+
+/// Whether a balance can take a credit (posted plus promised credits stay
+/// within i64).
+fn check_credit(b: &Balance, amount: u64) -> Result<(), ResultCode> {
+    if i128::from(b.posted) + i128::from(b.incoming) + i128::from(amount) > i128::from(i64::MAX) {
+        return Err(ResultCode::Overflow);
+    }
+    Ok(())
+}
+
+/// Whether a system account's balance can pay `amount` (it may go negative,
+/// but not past i64).
+fn check_system_debit(b: &Balance, amount: u64) -> Result<(), ResultCode> {
+    if b.available() - i128::from(amount) < i128::from(i64::MIN) || b.held.checked_add(amount).is_none() {
+        return Err(ResultCode::Overflow);
+    }
+    Ok(())
 }
 
 /// A step-up outcome is PASS or FAIL (values come before state).

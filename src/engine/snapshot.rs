@@ -12,13 +12,15 @@ use sha2::{Digest, Sha256};
 
 use super::book::{AccountKind, Balance};
 use super::holds::{Holds, PendingEntry};
+use super::quotes::Quote;
 use super::transfers::{StoredTransfer, TransferIndex};
 use super::{Engine, EngineConfig};
+use crate::fx::{Rate, Side};
 use crate::money::CurrencyIndex;
 use crate::protocol::records::{self, Transfer};
 
 const STATE_MAGIC: &[u8; 4] = b"HKST";
-const STATE_VERSION: u32 = 1;
+const STATE_VERSION: u32 = 2;
 
 /// A snapshot body that does not decode: the file is corrupt or from
 /// another version.
@@ -150,6 +152,28 @@ impl Engine {
             w.u64(e.cooling_until_ms);
             w.u64(e.due_ms);
         }
+        let rates = self.rates.entries();
+        w.u64(rates.len() as u64);
+        for (from, to, rate_e9) in rates {
+            w.u8(from.raw());
+            w.u8(to.raw());
+            w.u64(rate_e9);
+        }
+        w.u64(self.quotes.next_id());
+        w.u64(self.quotes.len() as u64);
+        for (id, q) in self.quotes.iter() {
+            let (product, legs) = q.rate.parts();
+            w.u64(id);
+            w.u8(q.from.raw());
+            w.u8(q.to.raw());
+            w.u8(u8::from(q.side == Side::Credit));
+            w.u64(q.amount);
+            w.u64(q.debit_amount);
+            w.u64(q.credit_amount);
+            w.u128(product);
+            w.u8(legs as u8);
+            w.u64(q.expires_at_ms);
+        }
     }
 
     /// SHA-256 of the canonical state: equal hashes mean equal states.
@@ -255,6 +279,41 @@ impl Engine {
             }
             engine.pending.insert(id, entry);
         }
+        let rates = r.count("rate", 10)?;
+        for _ in 0..rates {
+            let from = r.currency()?;
+            let to = r.currency()?;
+            let rate_e9 = r.u64()?;
+            if from == to || rate_e9 == 0 {
+                return Err(bad("rate of a currency to itself, or zero"));
+            }
+            engine.rates.set(from, to, rate_e9);
+        }
+        let next_quote = r.u64()?;
+        let quotes = r.count("quote", 60)?;
+        let mut restored = Vec::with_capacity(quotes);
+        for _ in 0..quotes {
+            let id = r.u64()?;
+            let from = r.currency()?;
+            let to = r.currency()?;
+            let side = match r.u8()? {
+                0 => Side::Debit,
+                1 => Side::Credit,
+                s => return Err(SnapshotError(format!("quote side {s}"))),
+            };
+            let amount = r.u64()?;
+            let debit_amount = r.u64()?;
+            let credit_amount = r.u64()?;
+            let product = r.u128()?;
+            let legs = u32::from(r.u8()?);
+            let rate = Rate::from_parts(product, legs).ok_or_else(|| bad("quote rate"))?;
+            let expires_at_ms = r.u64()?;
+            if id == 0 || id >= next_quote || restored.iter().any(|(i, _)| *i == id) {
+                return Err(SnapshotError(format!("quote id {id}")));
+            }
+            restored.push((id, Quote { from, to, side, amount, debit_amount, credit_amount, rate, expires_at_ms }));
+        }
+        engine.quotes.restore(next_quote, restored);
         if r.at != bytes.len() {
             return Err(SnapshotError(format!("{} trailing bytes", bytes.len() - r.at)));
         }

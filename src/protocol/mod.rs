@@ -69,6 +69,8 @@ pub mod kind {
                 | FINALIZE_PENDING
                 | RESOLVE_REVIEW
                 | SET_TIME
+                | SET_FX_RATES
+                | FX_QUOTE
                 | TICK
         )
     }
