@@ -180,7 +180,7 @@ pub enum Round {
 
 fn div_round(n: u128, d: u128, round: Round) -> Option<u128> {
     let q = n / d;
-    Some(if round == Round::Up && n % d != 0 { q + 1 } else { q })
+    Some(if round == Round::Up && !n.is_multiple_of(d) { q + 1 } else { q })
 }
 
 /// `a × b / d`, rounded as asked, exactly (256-bit intermediate); `None`
@@ -256,11 +256,14 @@ mod tests {
         t
     }
 
+    /// (name, from, to, amount, side, expected (debit, credit)).
+    type Case = (&'static str, u16, u16, u64, Side, Result<(u64, u64), FxError>);
+
     /// (from, to, amount, side) -> expected (debit, credit), computed by hand.
     #[test]
     fn conversions_match_hand_computed_amounts() {
         let t = table();
-        let cases: &[(&str, u16, u16, u64, Side, Result<(u64, u64), FxError>)] = &[
+        let cases: &[Case] = &[
             // HK$100.00 × 0.128 = US$12.80 exactly.
             ("HKD to USD", HKD, USD, 10_000, Side::Debit, Ok((10_000, 1_280))),
             // HK$0.01 × 0.128 = 0.00128 USD: rounds down to 0 cents.
