@@ -17,7 +17,7 @@ use harbour::engine::book::SETTLEMENT_IN;
 use harbour::engine::{Engine, EngineConfig};
 use harbour::hash::mix64;
 use harbour::protocol::kind;
-use harbour::protocol::records::{Account, TRANSFER_PENDING, Transfer, encode_all};
+use harbour::protocol::records::{Account, FxRate, TRANSFER_PENDING, Transfer, encode_all};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -55,6 +55,8 @@ static ALLOCATOR: Counting = Counting;
 const ACCOUNTS: u64 = 1_000_000;
 const FIRST: u64 = 1024;
 const BATCH: usize = 8189;
+const HKD: u16 = 344;
+const USD: u16 = 840;
 
 fn funded_engine(transfers_capacity: usize) -> Engine {
     let config =
@@ -76,8 +78,9 @@ fn funded_engine(transfers_capacity: usize) -> Engine {
     engine
 }
 
-/// A batch of transfers between uniformly random accounts, ids from `next`.
-fn batch(next: &mut u64, flags: u16) -> Vec<u8> {
+/// A batch of transfers between uniformly random accounts, ids from `next`;
+/// with `to` the credit side is in that currency (a conversion from HKD).
+fn batch(next: &mut u64, flags: u16, to: u16) -> Vec<u8> {
     let ts: Vec<Transfer> = (0..BATCH)
         .map(|_| {
             *next += 1;
@@ -85,7 +88,8 @@ fn batch(next: &mut u64, flags: u16) -> Vec<u8> {
             let debit = FIRST + r % ACCOUNTS;
             let credit = FIRST + (r >> 32) % ACCOUNTS;
             let credit = if credit == debit { FIRST + (debit - FIRST + 1) % ACCOUNTS } else { credit };
-            Transfer { flags, ..transfer(u128::from(*next), debit, credit, 1 + r % 100) }
+            // Amounts of HK$1.00 to HK$100.00, so conversions never round to zero.
+            Transfer { flags, credit_currency: to, ..transfer(u128::from(*next), debit, credit, 100 + r % 10_000) }
         })
         .collect();
     encode_all(&ts)
@@ -109,12 +113,20 @@ fn bench_apply(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
         .throughput(Throughput::Elements(BATCH as u64));
-    for (name, flags) in [("same_currency_1M_accounts", 0), ("pending_1M_accounts", TRANSFER_PENDING)] {
+    let cases = [
+        ("same_currency_1M_accounts", 0, HKD),
+        ("cross_currency_1M_accounts", 0, USD),
+        ("pending_1M_accounts", TRANSFER_PENDING, HKD),
+    ];
+    for (name, flags, to) in cases {
         let mut engine = funded_engine(40_000_000);
+        let mut out = Vec::new();
+        let rate = encode_all(&[FxRate { from: HKD, to: USD, rate_e9: 128_000_000 }]);
+        engine.apply(kind::SET_FX_RATES, &rate, 1, &mut out).unwrap();
         // A pool of batches between random accounts; each use renumbers its
         // ids (outside the timed region) so every transfer is new.
         let mut next = 1u64;
-        let mut pool: Vec<Vec<u8>> = (0..256).map(|_| batch(&mut next, flags)).collect();
+        let mut pool: Vec<Vec<u8>> = (0..256).map(|_| batch(&mut next, flags, to)).collect();
         let mut turn = 0usize;
         let mut out = Vec::with_capacity(BATCH * 64);
         group.bench_function(name, |b| {
@@ -149,7 +161,7 @@ fn report_memory() {
     let mut out = Vec::new();
     while engine.transfers().len() + BATCH <= STORED {
         out.clear();
-        engine.apply(kind::SUBMIT_TRANSFERS, &batch(&mut next, 0), 1, &mut out).unwrap();
+        engine.apply(kind::SUBMIT_TRANSFERS, &batch(&mut next, 0, HKD), 1, &mut out).unwrap();
     }
     let stored = engine.transfers().len();
     let store_bytes = engine.transfers().allocated_bytes();
@@ -177,9 +189,33 @@ fn report_memory() {
     );
 }
 
+/// The conversion alone: direct and through HKD.
+fn bench_convert(c: &mut Criterion) {
+    use harbour::fx::{Rate, Side, convert};
+    use harbour::money::CurrencyIndex;
+    let (hkd, usd, cny) = (CurrencyIndex::HKD, CurrencyIndex::of(USD).unwrap(), CurrencyIndex::of(156).unwrap());
+    let mut group = c.benchmark_group("fx");
+    group.throughput(Throughput::Elements(1));
+    let mut amount = 1_000u64;
+    group.bench_function("convert_direct", |b| {
+        b.iter(|| {
+            amount = amount.wrapping_mul(6364136223846793005).wrapping_add(1) % 1_000_000_000 + 100;
+            black_box(convert(black_box(amount), Side::Debit, hkd, usd, Rate::direct(128_000_000)))
+        });
+    });
+    group.bench_function("convert_cross_credit_side", |b| {
+        b.iter(|| {
+            amount = amount.wrapping_mul(6364136223846793005).wrapping_add(1) % 1_000_000_000 + 100;
+            black_box(convert(black_box(amount), Side::Credit, usd, cny, Rate::cross(7_780_000_000, 923_456_789)))
+        });
+    });
+    group.finish();
+}
+
 fn main() {
     report_memory();
     let mut c = Criterion::default().configure_from_args();
+    bench_convert(&mut c);
     bench_apply(&mut c);
     c.final_summary();
 }

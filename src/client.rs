@@ -24,7 +24,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use crate::protocol::frame::{self, ErrorCode, RESPONSE_BIT};
 use crate::protocol::kind;
 use crate::protocol::records::{
-    self, Account, Balance, BalanceKey, Finalize, Id, Record, RecordResult, SetTime, StepUp, Transfer, TransferResult,
+    self, Account, Balance, BalanceKey, Finalize, FxRate, Id, Quote, QuoteRequest, Record, RecordResult, SetTime,
+    StepUp, Transfer, TransferResult,
 };
 use crate::protocol::session::{Challenge, Hello, HelloResponse};
 
@@ -339,6 +340,16 @@ impl Client {
     /// RESOLVE_REVIEW (an OPERATOR's).
     pub async fn resolve_review(&self, items: &[StepUp]) -> Result<Vec<TransferResult>, ClientError> {
         self.batch(kind::RESOLVE_REVIEW, items).await
+    }
+
+    /// SET_FX_RATES (a TREASURY's).
+    pub async fn set_fx_rates(&self, rates: &[FxRate]) -> Result<Vec<RecordResult>, ClientError> {
+        self.batch(kind::SET_FX_RATES, rates).await
+    }
+
+    /// FX_QUOTE.
+    pub async fn fx_quote(&self, requests: &[QuoteRequest]) -> Result<Vec<Quote>, ClientError> {
+        self.batch(kind::FX_QUOTE, requests).await
     }
 
     /// SET_TIME (manual clock only).

@@ -488,8 +488,21 @@ async fn the_connection_limit_holds_and_idle_connections_close() {
     // (A closed connection keeps its place while it lingers for the peer's
     // close, at most a second; these peers close now.)
     drop(held);
-    let c = client(running.addr).await;
-    c.ping().await.expect("a place is free again");
+    // The server notices the closes asynchronously: a place frees shortly.
+    let mut c = None;
+    for _ in 0..60 {
+        match Client::connect(running.addr, 1, KEY).await {
+            Ok(client) => {
+                c = Some(client);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.error_code(), Some(ErrorCode::Busy), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    c.expect("a place is free again").ping().await.unwrap();
     running.stop().await.unwrap();
 }
 
@@ -630,5 +643,72 @@ async fn the_client_frees_places_as_answers_arrive_not_as_callers_wait() {
     }
     assert_eq!(ok, 200);
     assert_eq!(balance(&c, 1024).await, (200, 0));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currencies_convert_over_the_wire_with_quotes_and_the_manual_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(&config(dir.path())).await.expect("starts");
+    let c = client(running.addr).await;
+    const USD: u16 = 840;
+    const CNY: u16 = 156;
+    c.create_accounts(&[account(1024), account(1025)]).await.unwrap();
+    c.submit_transfers(&[deposit(1, 1024, 100_000, HKD)]).await.unwrap();
+    let set = c
+        .set_fx_rates(&[
+            FxRate { from: HKD, to: USD, rate_e9: 128_000_000 },
+            FxRate { from: USD, to: HKD, rate_e9: 7_780_000_000 },
+            FxRate { from: HKD, to: CNY, rate_e9: 923_456_789 },
+            FxRate { from: USD, to: USD, rate_e9: 1 },
+        ])
+        .await
+        .unwrap();
+    let set: Vec<u16> = set.iter().map(|r| r.code).collect();
+    assert_eq!(set, [0, 0, 0, ResultCode::InvalidField.as_u16()]);
+    let limited = Client::connect(running.addr, 2, b"accounts-only-key").await.unwrap();
+    let refused = limited.set_fx_rates(&[FxRate { from: HKD, to: USD, rate_e9: 1 }]).await.unwrap_err();
+    assert_eq!(refused.error_code(), Some(ErrorCode::Forbidden), "only TREASURY sets rates");
+
+    // A quote locks 0.128; the rate then moves to 0.100; the quoted transfer
+    // still gets 12.80 for HK$100.00.
+    let q = c.fx_quote(&[QuoteRequest { from: HKD, to: USD, flags: 0, amount: 10_000 }]).await.unwrap()[0];
+    assert_eq!((q.code, q.credit_amount), (0, 1_280));
+    c.set_fx_rates(&[FxRate { from: HKD, to: USD, rate_e9: 100_000_000 }]).await.unwrap();
+    let t = Transfer { fx_quote_id: q.quote_id, credit_currency: USD, ..transfer(2, 1024, 1025, 10_000, HKD) };
+    let r = c.submit_transfers(&[t]).await.unwrap()[0];
+    assert_eq!((r.code, r.credit_amount, r.rate_e9), (0, 1_280, 128_000_000));
+    // Without a quote: the current rate.
+    let now = Transfer { credit_currency: USD, ..transfer(3, 1024, 1025, 10_000, HKD) };
+    assert_eq!(c.submit_transfers(&[now]).await.unwrap()[0].credit_amount, 1_000);
+
+    // A quote expires on the switch's clock: good one ms before, not at.
+    let q = c.fx_quote(&[QuoteRequest { from: HKD, to: CNY, flags: 0, amount: 1_000 }]).await.unwrap()[0];
+    assert_eq!(c.set_time(q.expires_at_ms - 1).await.unwrap().code, 0);
+    let early = Transfer { fx_quote_id: q.quote_id, credit_currency: CNY, ..transfer(4, 1024, 1025, 1_000, HKD) };
+    let q2 = c.fx_quote(&[QuoteRequest { from: HKD, to: CNY, flags: 0, amount: 1_000 }]).await.unwrap()[0];
+    assert_eq!(c.set_time(q.expires_at_ms).await.unwrap().code, 0);
+    assert_eq!(c.submit_transfers(&[early]).await.unwrap()[0].code, ResultCode::QuoteInvalid.as_u16());
+    let late = Transfer { fx_quote_id: q2.quote_id, credit_currency: CNY, ..transfer(5, 1024, 1025, 1_000, HKD) };
+    let r = c.submit_transfers(&[late]).await.unwrap()[0];
+    assert_eq!((r.code, r.credit_amount), (0, 923), "HK$10.00 x 0.923456789 = 9.23 CNY");
+
+    // FX_POSITION shows the bank's open position per currency.
+    let fx = c
+        .lookup_balances(&[BalanceKey { account_id: 1, currency: HKD }, BalanceKey { account_id: 1, currency: USD }])
+        .await
+        .unwrap();
+    assert_eq!((fx[0].balance, fx[1].balance), (21_000, -2_280));
+    drop(c);
+    drop(limited);
+    running.stop().await.unwrap();
+
+    // Rates and quotes are replayed: the same answers after a restart.
+    let running = server::start(&config(dir.path())).await.expect("restarts");
+    let c = client(running.addr).await;
+    let r = c.lookup_transfers(&[2, 5]).await.unwrap();
+    assert_eq!((r[0].credit_amount, r[1].credit_amount), (1_280, 923));
+    let q = c.fx_quote(&[QuoteRequest { from: USD, to: CNY, flags: 0, amount: 10_000 }]).await.unwrap()[0];
+    assert_eq!((q.code, q.credit_amount), (0, 71_844), "the cross through HKD survives in the rate table");
     running.stop().await.unwrap();
 }

@@ -8,7 +8,7 @@
 //! it stores and checks; the transfer rules live in `engine`.
 
 use super::index::{Arena, IdIndex, prefetch};
-use crate::hash::{IdBuildHasher, IdMap, mix64};
+use crate::hash::mix64;
 use crate::money::CurrencyIndex;
 
 /// System account 1: the bank's FX position.
@@ -88,14 +88,23 @@ const _: () = assert!(size_of::<Balance>() == 24);
 pub struct Book {
     accounts: Arena<AccountEntry>,
     index: IdIndex,
-    /// Balances beyond each account's main currency, keyed by
-    /// `account_id << 8 | currency index`.
-    other: IdMap<u128, Balance>,
+    /// Balances beyond each account's main currency, found through their
+    /// own index (so they can be prefetched like accounts).
+    other: Arena<OtherBalance>,
+    other_index: IdIndex,
+}
+
+/// A balance in a currency other than its account's main one.
+#[derive(Clone, Copy, Debug)]
+struct OtherBalance {
+    account_id: u64,
+    currency: CurrencyIndex,
+    balance: Balance,
 }
 
 #[inline]
-fn other_key(account_id: u64, currency: CurrencyIndex) -> u128 {
-    (u128::from(account_id) << 8) | u128::from(currency.raw())
+fn other_hash(account_id: u64, currency: CurrencyIndex) -> u64 {
+    mix64(account_id ^ (u64::from(currency.raw()) << 56) ^ 0x5bd1_e995)
 }
 
 impl Book {
@@ -113,7 +122,8 @@ impl Book {
         Self {
             accounts: Arena::with_capacity(accounts, filler),
             index: IdIndex::with_capacity(accounts),
-            other: IdMap::with_hasher(IdBuildHasher),
+            other: Arena::default(),
+            other_index: IdIndex::default(),
         }
     }
 
@@ -157,7 +167,7 @@ impl Book {
         if entry.main_currency == currency.raw() {
             entry.main
         } else {
-            self.other.get(&other_key(entry.id, currency)).copied().unwrap_or_default()
+            self.other_position(entry.id, currency).map(|at| self.other.get(at).balance).unwrap_or_default()
         }
     }
 
@@ -168,11 +178,45 @@ impl Book {
         if entry.main_currency == NO_CURRENCY {
             entry.main_currency = currency.raw();
         }
-        if entry.main_currency == currency.raw() {
-            return &mut entry.main;
+        let (is_main, id) = (entry.main_currency == currency.raw(), entry.id);
+        if is_main {
+            return &mut self.accounts.get_mut(at.0).main;
         }
-        let id = entry.id;
-        self.other.entry(other_key(id, currency)).or_default()
+        let at = match self.other_position(id, currency) {
+            Some(at) => at,
+            None => {
+                let at = self.other.len() as u32;
+                let other = &self.other;
+                let hashes = || other.iter().map(|o| other_hash(o.account_id, o.currency));
+                self.other_index.insert(other_hash(id, currency), at, hashes);
+                self.other.push(OtherBalance { account_id: id, currency, balance: Balance::default() })
+            }
+        };
+        &mut self.other.get_mut(at).balance
+    }
+
+    #[inline]
+    fn other_position(&self, id: u64, currency: CurrencyIndex) -> Option<u32> {
+        let other = &self.other;
+        self.other_index.find(other_hash(id, currency), |at| {
+            let o = other.get(at);
+            o.account_id == id && o.currency == currency
+        })
+    }
+
+    /// Starts loading the index slot of an account's balance in a currency
+    /// that may not be its main one (first stage of a prefetch).
+    #[inline]
+    pub fn prefetch_other_slot(&self, id: u64, currency: CurrencyIndex) {
+        self.other_index.prefetch(other_hash(id, currency));
+    }
+
+    /// Second stage: the balance entry itself, if its slot shows one.
+    #[inline]
+    pub fn prefetch_other_entry(&self, id: u64, currency: CurrencyIndex) {
+        if let Some(at) = self.other_index.candidate(other_hash(id, currency)) {
+            prefetch(self.other.get(at));
+        }
     }
 
     /// Starts loading an account's index slot (first stage of a prefetch).
@@ -237,9 +281,8 @@ impl Book {
                 out.push((entry.id, cur, entry.main));
             }
         }
-        for (&key, balance) in &self.other {
-            let cur = CurrencyIndex::from_raw((key & 0xFF) as u8).expect("valid currency key");
-            out.push(((key >> 8) as u64, cur, *balance));
+        for o in self.other.iter() {
+            out.push((o.account_id, o.currency, o.balance));
         }
         out.retain(|(_, _, b)| *b != Balance::default());
         out.sort_unstable_by_key(|(id, cur, _)| (*id, *cur));
@@ -256,6 +299,7 @@ impl Book {
     pub fn allocated_bytes(&self) -> usize {
         self.accounts.allocated_bytes()
             + self.index.allocated_bytes()
-            + self.other.capacity() * (size_of::<(u128, Balance)>() + 1)
+            + self.other.allocated_bytes()
+            + self.other_index.allocated_bytes()
     }
 }

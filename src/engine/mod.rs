@@ -260,11 +260,21 @@ impl Engine {
                 self.transfers.prefetch(t.transfer_id);
                 self.book.prefetch_slot(t.debit_account);
                 self.book.prefetch_slot(t.credit_account);
+                if let Some((dc, cc)) = conversion(&t) {
+                    // A conversion usually touches a currency that is not
+                    // the account's main one.
+                    self.book.prefetch_other_slot(t.debit_account, dc);
+                    self.book.prefetch_other_slot(t.credit_account, cc);
+                }
             }
             if i + PREFETCH_AHEAD / 2 < n {
                 let t = record(i + PREFETCH_AHEAD / 2);
                 self.book.prefetch_entry(t.debit_account);
                 self.book.prefetch_entry(t.credit_account);
+                if let Some((dc, cc)) = conversion(&t) {
+                    self.book.prefetch_other_entry(t.debit_account, dc);
+                    self.book.prefetch_other_entry(t.credit_account, cc);
+                }
             }
             let answer = self.submit_transfer(&record(i));
             records::push(out, &answer);
@@ -771,6 +781,15 @@ struct Accepted {
     debit_amount: u64,
     credit_amount: u64,
     rate_e9: u64,
+}
+
+/// The two currencies of a transfer that converts, both known.
+#[inline]
+fn conversion(t: &Transfer) -> Option<(CurrencyIndex, CurrencyIndex)> {
+    if t.debit_currency == t.credit_currency {
+        return None;
+    }
+    Some((CurrencyIndex::of(t.debit_currency)?, CurrencyIndex::of(t.credit_currency)?))
 }
 
 /// The result code of a failed conversion.

@@ -520,3 +520,164 @@ fn audit_catches_broken_books() {
     negative.book.balance_mut(book::SETTLEMENT_IN, CurrencyIndex::of(HKD).unwrap()).posted += 1;
     assert!(matches!(negative.audit(), Err(AuditError::NegativeCustomer { account: BOB, .. })));
 }
+
+// ---- FX ---------------------------------------------------------------------
+
+const JPY: u16 = 392;
+const CNY: u16 = 156;
+
+fn rate(e: &mut Engine, from: u16, to: u16, rate_e9: u64) {
+    let r = e.set_fx_rate(&FxRate { from, to, rate_e9 }, 0);
+    assert_eq!(code(r.code), ResultCode::Ok, "rate {from}->{to}");
+}
+
+fn fx_engine() -> Engine {
+    let mut e = engine();
+    rate(&mut e, HKD, USD, 128_000_000);
+    rate(&mut e, USD, HKD, 7_780_000_000);
+    rate(&mut e, HKD, CNY, 923_456_789);
+    e
+}
+
+fn cross(id: u128, debit: u64, credit: u64, amount: u64, from: u16, to: u16) -> Transfer {
+    Transfer { debit_currency: from, credit_currency: to, ..transfer(id, debit, credit, amount, from) }
+}
+
+#[test]
+fn rates_are_set_with_codes() {
+    let mut e = engine();
+    let cases: &[(&str, FxRate, ResultCode)] = &[
+        ("a rate", FxRate { from: HKD, to: USD, rate_e9: 128_000_000 }, ResultCode::Ok),
+        ("unknown currency", FxRate { from: 999, to: USD, rate_e9: 1 }, ResultCode::UnknownCurrency),
+        ("unknown before same", FxRate { from: 999, to: 999, rate_e9: 0 }, ResultCode::UnknownCurrency),
+        ("to itself", FxRate { from: USD, to: USD, rate_e9: 1 }, ResultCode::InvalidField),
+        ("zero", FxRate { from: USD, to: HKD, rate_e9: 0 }, ResultCode::InvalidField),
+    ];
+    for (i, (name, r, expected)) in cases.iter().enumerate() {
+        let got = e.set_fx_rate(r, i as u64);
+        assert_eq!((got.key, code(got.code)), (i as u64, *expected), "{name}");
+    }
+}
+
+#[test]
+fn a_conversion_moves_both_legs_through_fx_position() {
+    let mut e = fx_engine();
+    // Alice converts HK$100.00 of her own money to USD: 12.80.
+    let r = e.submit_transfer(&cross(1, ALICE, ALICE, 10_000, HKD, USD));
+    assert_eq!(
+        (code(r.code), r.debit_amount, r.credit_amount, r.rate_e9),
+        (ResultCode::Ok, 10_000, 1_280, 128_000_000)
+    );
+    assert_eq!(balance(&e, ALICE, HKD), (90_000, 0));
+    assert_eq!(balance(&e, ALICE, USD), (1_280, 0));
+    assert_eq!(balance(&e, book::FX_POSITION, HKD), (10_000, 0), "the bank's open HKD position");
+    assert_eq!(balance(&e, book::FX_POSITION, USD), (-1_280, 0));
+    // Carol pays Bob US$... in CNY through HKD: USD->HKD 7.78, HKD->CNY 0.923456789.
+    let r = e.submit_transfer(&cross(2, CAROL, BOB, 1_000, USD, CNY));
+    assert_eq!((code(r.code), r.debit_amount, r.credit_amount), (ResultCode::Ok, 1_000, 7_184));
+    assert_eq!(r.rate_e9, 7_184_493_818, "7.78 x 0.923456789, rounded down in the answer");
+    e.audit().expect("every currency still sums to zero");
+    let looked = e.lookup_transfer(2);
+    assert_eq!((looked.credit_amount, looked.rate_e9), (7_184, 7_184_493_818), "LOOKUP shows the same");
+}
+
+#[test]
+fn fx_codes_in_precedence_order() {
+    let mut e = fx_engine();
+    check_transfers(
+        &mut e,
+        &[
+            ("no route JPY", cross(1, ALICE, BOB, 100, HKD, JPY), ResultCode::NoFxRate),
+            (
+                "unknown quote before no rate",
+                Transfer { fx_quote_id: 9, ..cross(2, ALICE, BOB, 100, HKD, JPY) },
+                ResultCode::QuoteInvalid,
+            ),
+            ("a cent that rounds to nothing", cross(3, ALICE, BOB, 1, HKD, USD), ResultCode::InvalidAmount),
+            ("overflow before funds", cross(4, ALICE, BOB, u64::MAX / 2, USD, HKD), ResultCode::Overflow),
+            (
+                "funds checked on the debit amount",
+                Transfer { flags: TRANSFER_AMOUNT_IN_CREDIT_CURRENCY, ..cross(5, ALICE, BOB, 12_801, HKD, USD) },
+                ResultCode::InsufficientFunds,
+            ),
+            (
+                "credit side rounds the debit up",
+                Transfer { flags: TRANSFER_AMOUNT_IN_CREDIT_CURRENCY, ..cross(6, ALICE, BOB, 100, HKD, USD) },
+                ResultCode::Ok,
+            ),
+        ],
+    );
+    assert_eq!(e.lookup_transfer(6).debit_amount, 782, "US$1.00 costs HK$7.8125 -> 7.82");
+    let resend = Transfer { flags: TRANSFER_AMOUNT_IN_CREDIT_CURRENCY, ..cross(6, ALICE, BOB, 100, HKD, USD) };
+    assert_eq!(code(e.submit_transfer(&resend).code), ResultCode::AlreadyExists);
+}
+
+#[test]
+fn quotes_lock_a_rate_for_one_transfer_until_they_expire() {
+    let mut e = fx_engine();
+    let q = e.fx_quote(&QuoteRequest { from: HKD, to: USD, flags: 0, amount: 10_000 });
+    assert_eq!((code(q.code), q.quote_id, q.credit_amount, q.rate_e9), (ResultCode::Ok, 1, 1_280, 128_000_000));
+    assert_eq!(q.expires_at_ms, e.now_ms() + 30_000);
+    // The rate moves; the quote holds.
+    rate(&mut e, HKD, USD, 100_000_000);
+    let with_quote = Transfer { fx_quote_id: q.quote_id, ..cross(1, ALICE, BOB, 10_000, HKD, USD) };
+    let mismatches: &[(&str, Transfer)] = &[
+        ("other amount", Transfer { amount: 10_001, ..with_quote }),
+        ("other pair", Transfer { credit_currency: CNY, ..with_quote }),
+        ("other side", Transfer { flags: TRANSFER_AMOUNT_IN_CREDIT_CURRENCY, ..with_quote }),
+    ];
+    for (name, t) in mismatches {
+        assert_eq!(code(e.submit_transfer(t).code), ResultCode::QuoteInvalid, "{name}");
+    }
+    // A transfer refused for another reason leaves the quote unspent.
+    let poor = Transfer { fx_quote_id: q.quote_id, ..cross(2, BOB, ALICE, 10_000, HKD, USD) };
+    assert_eq!(code(e.submit_transfer(&poor).code), ResultCode::InsufficientFunds);
+    let r = e.submit_transfer(&with_quote);
+    assert_eq!((code(r.code), r.credit_amount, r.rate_e9), (ResultCode::Ok, 1_280, 128_000_000), "the locked rate");
+    let again = Transfer { transfer_id: 3, ..with_quote };
+    assert_eq!(code(e.submit_transfer(&again).code), ResultCode::QuoteInvalid, "spent");
+    // Expiry: good before expires_at, not at it.
+    let q2 = e.fx_quote(&QuoteRequest { from: HKD, to: USD, flags: 0, amount: 5_000 });
+    let use_q2 = Transfer { fx_quote_id: q2.quote_id, ..cross(4, ALICE, BOB, 5_000, HKD, USD) };
+    e.advance(q2.expires_at_ms - 1);
+    let q3 = e.fx_quote(&QuoteRequest { from: HKD, to: USD, flags: 0, amount: 5_000 });
+    e.advance(q2.expires_at_ms);
+    assert_eq!(code(e.submit_transfer(&use_q2).code), ResultCode::QuoteInvalid, "expired at expires_at");
+    let use_q3 = Transfer { fx_quote_id: q3.quote_id, ..cross(5, ALICE, BOB, 5_000, HKD, USD) };
+    let r = e.submit_transfer(&use_q3);
+    assert_eq!((code(r.code), r.credit_amount), (ResultCode::Ok, 500), "q3 was taken at the new rate 0.10");
+    let refused = |req: QuoteRequest| code(e.clone().fx_quote(&req).code);
+    assert_eq!(refused(QuoteRequest { from: 999, to: USD, flags: 0, amount: 1 }), ResultCode::UnknownCurrency);
+    assert_eq!(refused(QuoteRequest { from: USD, to: USD, flags: 0, amount: 1 }), ResultCode::InvalidField);
+    assert_eq!(refused(QuoteRequest { from: HKD, to: USD, flags: 0, amount: 0 }), ResultCode::InvalidAmount);
+    assert_eq!(refused(QuoteRequest { from: HKD, to: JPY, flags: 0, amount: 1 }), ResultCode::NoFxRate);
+    assert_eq!(refused(QuoteRequest { from: HKD, to: USD, flags: 0, amount: 1 }), ResultCode::InvalidAmount);
+    e.audit().expect("audit");
+}
+
+#[test]
+fn a_pending_conversion_reserves_every_leg_and_voids_cleanly() {
+    let mut e = fx_engine();
+    let t = Transfer { flags: TRANSFER_PENDING, ..cross(1, ALICE, BOB, 10_000, HKD, USD) };
+    let r = e.submit_transfer(&t);
+    assert_eq!((r.state, r.credit_amount), (STATE_PENDING, 1_280));
+    assert_eq!(balance(&e, ALICE, HKD), (100_000, 10_000));
+    assert_eq!(balance(&e, book::FX_POSITION, USD), (0, 1_280), "FX_POSITION's USD leg is held");
+    e.audit().expect("reservations add up, FX legs included");
+    // Voiding releases everything; the snapshot round trip keeps it exact.
+    let mut voided = e.clone();
+    voided.finalize_pending(&Finalize { transfer_id: 1, action: FINALIZE_VOID });
+    assert_eq!(balance(&voided, book::FX_POSITION, USD), (0, 0));
+    voided.audit().expect("audit");
+    e.finalize_pending(&Finalize { transfer_id: 1, action: FINALIZE_POST });
+    assert_eq!(balance(&e, BOB, USD), (1_280, 0));
+    assert_eq!(balance(&e, book::FX_POSITION, HKD), (10_000, 0));
+    e.audit().expect("audit");
+    let q = e.fx_quote(&QuoteRequest { from: USD, to: HKD, flags: 0, amount: 100 });
+    let mut bytes = Vec::new();
+    e.encode_state(&mut bytes);
+    let restored = Engine::decode_state(*e.config(), &bytes).expect("decodes");
+    assert_eq!(restored.state_hash(), e.state_hash(), "rates and quotes are in the snapshot");
+    let use_q = Transfer { fx_quote_id: q.quote_id, ..cross(9, CAROL, BOB, 100, USD, HKD) };
+    assert_eq!(code(restored.clone().submit_transfer(&use_q).code), ResultCode::Ok);
+}
