@@ -16,6 +16,30 @@ use crate::money::{CURRENCY_COUNT, CurrencyIndex};
 /// `rate_e9` of 1: one unit of a currency in itself.
 pub const RATE_SCALE: u64 = 1_000_000_000;
 
+/// Parses a decimal rate (e.g. `7.78`, `0.052123456`) exactly into
+/// `rate_e9`; more than nine decimal places, zero, or too large is an error.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    use std::str::FromStr;
+    let d = rust_decimal::Decimal::from_str_exact(text.trim()).map_err(|e| format!("rate {text:?}: {e}"))?;
+    let scaled =
+        d.checked_mul(rust_decimal::Decimal::from(RATE_SCALE)).ok_or_else(|| format!("rate {text:?} too large"))?;
+    if !scaled.fract().is_zero() {
+        return Err(format!("rate {text:?} has more than nine decimal places"));
+    }
+    let value =
+        u64::from_str(&scaled.trunc().normalize().to_string()).map_err(|_| format!("rate {text:?} out of range"))?;
+    if value == 0 {
+        return Err("a rate must be positive".into());
+    }
+    Ok(value)
+}
+
+/// Formats `rate_e9` as the exact decimal it stands for (e.g. `7.78`).
+#[must_use]
+pub fn format_rate(rate_e9: u64) -> String {
+    rust_decimal::Decimal::from_i128_with_scale(i128::from(rate_e9), 9).normalize().to_string()
+}
+
 /// How a conversion failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FxError {
@@ -303,6 +327,20 @@ mod tests {
             assert_eq!(got, *expected, "{name}");
         }
         assert_eq!(t.rate(cur(USD), cur(CNY)).map(Rate::rate_e9), Some(7_184_493_818), "cross rate_e9 rounded down");
+    }
+
+    #[test]
+    fn rates_parse_and_print_exactly() {
+        assert_eq!(parse_rate("7.78"), Ok(7_780_000_000));
+        assert_eq!(parse_rate("0.052123456"), Ok(52_123_456));
+        assert_eq!(parse_rate("149.25"), Ok(149_250_000_000));
+        assert!(parse_rate("0.0521234567").unwrap_err().contains("nine decimal"));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("-1").is_err());
+        assert!(parse_rate("abc").is_err());
+        assert!(parse_rate("99999999999999999999").is_err());
+        assert_eq!(format_rate(7_780_000_000), "7.78");
+        assert_eq!(format_rate(52_123_456), "0.052123456");
     }
 
     #[test]

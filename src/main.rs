@@ -44,6 +44,43 @@ enum Command {
     Finalize(FinalizeArgs),
     /// Show a transfer.
     Lookup(LookupArgs),
+    /// Set a customer rate (a TREASURY's).
+    Rate(RateArgs),
+    /// Lock a rate for one transfer.
+    Quote(QuoteArgs),
+}
+
+#[derive(Args)]
+struct RateArgs {
+    /// From currency (alphabetic or numeric).
+    #[arg(long)]
+    from: String,
+    /// To currency.
+    #[arg(long)]
+    to: String,
+    /// `to` per `from`, an exact decimal of at most nine places (7.78).
+    #[arg(long)]
+    rate: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+struct QuoteArgs {
+    /// Debit currency.
+    #[arg(long)]
+    from: String,
+    /// Credit currency.
+    #[arg(long)]
+    to: String,
+    /// Amount in major units.
+    #[arg(long)]
+    amount: String,
+    /// The amount is what the credit side receives.
+    #[arg(long)]
+    credit_side: bool,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 #[derive(Args)]
@@ -116,6 +153,15 @@ struct TransferArgs {
     /// Currency, alphabetic (HKD) or numeric (344).
     #[arg(long, default_value = "HKD")]
     currency: String,
+    /// Credit currency, for a conversion (default: the same).
+    #[arg(long)]
+    to_currency: Option<String>,
+    /// The amount is in the credit currency.
+    #[arg(long)]
+    credit_side: bool,
+    /// A quote from `harbour quote` that locks the rate.
+    #[arg(long, default_value_t = 0)]
+    quote: u64,
     /// Destination country for a remittance (ISO 3166-1 numeric).
     #[arg(long, default_value_t = 0)]
     country: u16,
@@ -186,6 +232,8 @@ fn main() -> ExitCode {
             Command::Balance(args) => balance(args).await,
             Command::Finalize(args) => finalize(args).await,
             Command::Lookup(args) => lookup(args).await,
+            Command::Rate(args) => set_rate(args).await,
+            Command::Quote(args) => quote(args).await,
         }
     });
     match result {
@@ -333,22 +381,39 @@ fn show_transfer(r: &TransferResult, currency: CurrencyIndex) {
 
 async fn transfer(args: TransferArgs) -> Result<(), String> {
     let cur = currency(&args.currency)?;
-    let amount = parse_amount(&args.amount, cur)?;
+    let to_cur = match &args.to_currency {
+        Some(c) => currency(c)?,
+        None => cur,
+    };
+    let amount = parse_amount(&args.amount, if args.credit_side { to_cur } else { cur })?;
     let client = connect(&args.conn).await?;
+    let mut flags = if args.pending { TRANSFER_PENDING } else { 0 };
+    if args.credit_side {
+        flags |= records::TRANSFER_AMOUNT_IN_CREDIT_CURRENCY;
+    }
     let t = Transfer {
         transfer_id: args.id,
         debit_account: args.from,
         credit_account: args.to,
         amount,
         debit_currency: cur.code(),
-        credit_currency: cur.code(),
+        credit_currency: to_cur.code(),
         destination_country: args.country,
-        flags: if args.pending { TRANSFER_PENDING } else { 0 },
+        flags,
+        fx_quote_id: args.quote,
         ..Transfer::default()
     };
     let r = client.submit_transfers(&[t]).await.map_err(err)?;
     let r = r.first().ok_or("no answer")?;
     show_transfer(r, cur);
+    if cur != to_cur && r.state != records::STATE_NONE {
+        println!(
+            "  credited {} {} at {}",
+            format_minor(i128::from(r.credit_amount), to_cur.currency()),
+            to_cur.currency().alpha,
+            harbour::fx::format_rate(r.rate_e9)
+        );
+    }
     if r.code == 0 || r.code == ResultCode::AlreadyExists.as_u16() { Ok(()) } else { Err(code_name(r.code)) }
 }
 
@@ -381,6 +446,42 @@ async fn balance(args: BalanceArgs) -> Result<(), String> {
     if shown == 0 {
         println!("  (no money in any currency)");
     }
+    Ok(())
+}
+
+async fn set_rate(args: RateArgs) -> Result<(), String> {
+    let (from, to) = (currency(&args.from)?, currency(&args.to)?);
+    let rate_e9 = harbour::fx::parse_rate(&args.rate)?;
+    let client = connect(&args.conn).await?;
+    let r = client.set_fx_rates(&[records::FxRate { from: from.code(), to: to.code(), rate_e9 }]).await.map_err(err)?;
+    let code = r.first().map_or(u16::MAX, |r| r.code);
+    println!("rate {} -> {}: {} ({})", from.currency().alpha, to.currency().alpha, args.rate, code_name(code));
+    if code == 0 { Ok(()) } else { Err(code_name(code)) }
+}
+
+async fn quote(args: QuoteArgs) -> Result<(), String> {
+    let (from, to) = (currency(&args.from)?, currency(&args.to)?);
+    let amount = parse_amount(&args.amount, if args.credit_side { to } else { from })?;
+    let flags = if args.credit_side { records::QUOTE_AMOUNT_IN_CREDIT_CURRENCY } else { 0 };
+    let client = connect(&args.conn).await?;
+    let q = client
+        .fx_quote(&[records::QuoteRequest { from: from.code(), to: to.code(), flags, amount }])
+        .await
+        .map_err(err)?;
+    let q = q.first().ok_or("no answer")?;
+    if q.code != 0 {
+        return Err(code_name(q.code));
+    }
+    println!(
+        "quote {}: {} {} -> {} {} at {}, good until {} ms",
+        q.quote_id,
+        format_minor(i128::from(q.debit_amount), from.currency()),
+        from.currency().alpha,
+        format_minor(i128::from(q.credit_amount), to.currency()),
+        to.currency().alpha,
+        harbour::fx::format_rate(q.rate_e9),
+        q.expires_at_ms
+    );
     Ok(())
 }
 

@@ -71,6 +71,18 @@ fn a_person_moves_money_by_hand() {
     assert!(!ok && out.contains("INSUFFICIENT_FUNDS"), "{out}");
     let (ok, out) = run(&addr, &["transfer", "--id", "5", "--from", "1024", "--to", "1025", "--amount", "1.001"]);
     assert!(!ok && out.contains("decimals"), "bad input is refused before it is sent: {out}");
+    // Conversions: a rate, a quote that locks it, a transfer that uses it.
+    let (ok, out) = run(&addr, &["rate", "--from", "HKD", "--to", "USD", "--rate", "0.128"]);
+    assert!(ok && out.contains("OK"), "{out}");
+    let (ok, out) = run(&addr, &["rate", "--from", "HKD", "--to", "USD", "--rate", "0.1234567891"]);
+    assert!(!ok && out.contains("nine decimal"), "{out}");
+    let (ok, out) = run(&addr, &["quote", "--from", "HKD", "--to", "USD", "--amount", "100"]);
+    assert!(ok && out.contains("quote 1: 100.00 HKD -> 12.80 USD at 0.128"), "{out}");
+    let args = ["transfer", "--id", "6", "--from", "1024", "--to", "1025", "--amount", "100", "--to-currency", "USD"];
+    let (ok, out) = run(&addr, &[&args[..], &["--quote", "1"]].concat());
+    assert!(ok && out.contains("credited 12.80 USD at 0.128"), "{out}");
+    let (ok, out) = run(&addr, &["balance", "--account", "1"]);
+    assert!(ok && out.contains("HKD") && out.contains("-12.80"), "FX_POSITION's open position: {out}");
     let (ok, out) = run(&addr, &["ping", "--key", "wrong-key-123"]);
     assert!(!ok && out.contains("AUTH_FAILED"), "{out}");
     terminate(child);
