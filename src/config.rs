@@ -125,6 +125,8 @@ struct File {
     write_timeout_ms: Option<u64>,
     accounts_capacity: Option<usize>,
     transfers_capacity: Option<usize>,
+    /// How long an FX quote is good (default 30 s).
+    quote_ttl_ms: Option<u64>,
     wal: Option<WalFile>,
     #[serde(default)]
     channels: Vec<ChannelFile>,
@@ -219,6 +221,9 @@ impl Config {
         if let Some(v) = file.transfers_capacity {
             self.switch.engine.transfers_capacity = v;
         }
+        if let Some(v) = file.quote_ttl_ms {
+            self.switch.engine.quote_ttl_ms = v;
+        }
         if let Some(w) = file.wal {
             let defaults = WalConfig::default();
             self.switch.wal = WalConfig {
@@ -282,6 +287,9 @@ impl Config {
                 "shards = {}: the server runs one shard until cross-shard transfers land (issue 8)",
                 self.switch.shards
             ));
+        }
+        if self.switch.engine.quote_ttl_ms == 0 {
+            return bad("quote_ttl_ms must be positive".into());
         }
         if self.idle_timeout_ms == 0
             || self.handshake_timeout_ms == 0
