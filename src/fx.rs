@@ -91,10 +91,12 @@ impl Rate {
         10u128.pow(9 * self.legs)
     }
 
-    /// The rate as the wire shows it: × 10^9, rounded down.
+    /// The rate as the wire shows it: × 10^9, rounded down; `None` if a
+    /// cross rate is too large for the wire's 64 bits (such a conversion is
+    /// refused as OVERFLOW).
     #[must_use]
-    pub fn rate_e9(self) -> u64 {
-        u64::try_from(self.product / (self.scale() / u128::from(RATE_SCALE))).unwrap_or(u64::MAX)
+    pub fn rate_e9(self) -> Option<u64> {
+        u64::try_from(self.product / (self.scale() / u128::from(RATE_SCALE))).ok()
     }
 
     /// The stored form: (product's low and high 64 bits, legs).
@@ -126,6 +128,9 @@ impl RateTable {
     /// The rate a conversion uses: direct if set, else through HKD.
     #[must_use]
     pub fn rate(&self, from: CurrencyIndex, to: CurrencyIndex) -> Option<Rate> {
+        if from == to {
+            return None;
+        }
         if let Some(r) = self.direct(from, to) {
             return Some(Rate::direct(r));
         }
@@ -161,7 +166,9 @@ pub enum Side {
 
 /// Converts an amount exactly: returns (debit minor units, credit minor
 /// units). With the amount on the debit side the credit is rounded down;
-/// on the credit side the debit is rounded up.
+/// on the credit side the debit is rounded up. Both legs must fit a
+/// balance (`i64`), and the rate the wire shows must fit its 64 bits;
+/// otherwise OVERFLOW.
 pub fn convert(
     amount: u64,
     side: Side,
@@ -169,6 +176,9 @@ pub fn convert(
     to: CurrencyIndex,
     rate: Rate,
 ) -> Result<(u64, u64), FxError> {
+    if rate.rate_e9().is_none() {
+        return Err(FxError::Overflow);
+    }
     let minor_from = 10u128.pow(u32::from(from.currency().minor_units));
     let minor_to = 10u128.pow(u32::from(to.currency().minor_units));
     // credit_minor / minor_to = debit_minor / minor_from × product / scale
@@ -188,6 +198,10 @@ pub fn convert(
     let converted = converted.and_then(|v| u64::try_from(v).ok()).ok_or(FxError::Overflow)?;
     if converted == 0 {
         return Err(FxError::RoundsToZero);
+    }
+    let leg_max = i64::MAX as u64;
+    if converted > leg_max || amount > leg_max {
+        return Err(FxError::Overflow);
     }
     Ok(match side {
         Side::Debit => (amount, converted),
@@ -326,7 +340,22 @@ mod tests {
                 .and_then(|r| convert(*amount, *side, cur(*from), cur(*to), r));
             assert_eq!(got, *expected, "{name}");
         }
-        assert_eq!(t.rate(cur(USD), cur(CNY)).map(Rate::rate_e9), Some(7_184_493_818), "cross rate_e9 rounded down");
+        assert_eq!(
+            t.rate(cur(USD), cur(CNY)).and_then(Rate::rate_e9),
+            Some(7_184_493_818),
+            "cross rate_e9 rounded down"
+        );
+        assert_eq!(t.rate(cur(USD), cur(USD)), None, "no rate from a currency to itself");
+        let huge = Rate::cross(u64::MAX, u64::MAX);
+        assert_eq!(huge.rate_e9(), None);
+        assert_eq!(
+            convert(1, Side::Debit, cur(USD), cur(CNY), huge),
+            Err(FxError::Overflow),
+            "a cross too large to show"
+        );
+        // A leg above i64::MAX could never be posted: OVERFLOW.
+        let big = convert(i64::MAX as u64 / 7, Side::Debit, cur(USD), cur(HKD), Rate::direct(7_780_000_000));
+        assert_eq!(big, Err(FxError::Overflow));
     }
 
     #[test]
@@ -345,10 +374,21 @@ mod tests {
 
     #[test]
     fn large_amounts_use_wide_arithmetic_exactly() {
-        // 2^64 - 1 yen at a cross rate: the intermediate needs 256 bits.
-        let rate = Rate::cross(9_999_999_999, 9_999_999_999);
-        let got = convert(u64::MAX / 1_000_000, Side::Debit, cur(USD), cur(USD), rate);
-        assert!(got.is_ok(), "{got:?}");
+        // Credit side through a tiny cross rate: credit x 100 x 10^18 needs
+        // more than 128 bits before the division. 10^15 cents at a rate of
+        // 10^-9 x 10^-9 per unit: debit = 10^15 x 10^18 = 10^33 cents, which
+        // does not fit u64: OVERFLOW, found exactly rather than wrapped.
+        let tiny = Rate::cross(1, 1);
+        assert_eq!(convert(1_000_000_000_000_000, Side::Credit, cur(USD), cur(CNY), tiny), Err(FxError::Overflow));
+        // Exact wide results, including a divisor above 2^127 (the long
+        // division's carry) and rounding up a non-zero remainder.
+        let big_d = (1u128 << 127) + 12_345;
+        assert_eq!(mul_div(u128::MAX, u128::MAX, big_d, Round::Down), None);
+        // Expected values computed independently with Python's big integers.
+        assert_eq!(mul_div(u128::MAX, 1 << 126, big_d, Round::Down), Some(0x7fff_ffff_ffff_ffff_ffff_ffff_ffff_cfc6));
+        assert_eq!(mul_div(u128::MAX, 1 << 126, big_d, Round::Up), Some(0x7fff_ffff_ffff_ffff_ffff_ffff_ffff_cfc7));
+        assert_eq!(mul_div(3 << 120, 5 << 120, 1 << 112, Round::Down), None, "15 << 128 does not fit");
+        assert_eq!(mul_div(3 << 120, 5 << 120, 1 << 126, Round::Down), Some(15 << 114));
         assert_eq!(mul_div(u128::MAX, 2, 4, Round::Down), Some(u128::MAX / 2));
         assert_eq!(mul_div(u128::MAX, 3, 3, Round::Up), Some(u128::MAX));
         assert_eq!(mul_div(u128::MAX, 3, 2, Round::Down), None, "quotient over 128 bits");

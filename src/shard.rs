@@ -387,9 +387,12 @@ fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, String, String
     };
     let recorded = pairs(recorded);
     for (key, now) in pairs(wanted) {
-        let was = recorded.iter().find(|(k, _)| *k == key).map_or_else(|| "(absent)".to_string(), |(_, v)| v.clone());
-        if was != now {
-            return Some((key, was, now));
+        // A key an older build did not record is accepted: that build had
+        // no such setting to decide anything with.
+        if let Some((_, was)) = recorded.iter().find(|(k, _)| *k == key)
+            && *was != now
+        {
+            return Some((key, was.clone(), now));
         }
     }
     None

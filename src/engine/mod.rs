@@ -398,14 +398,18 @@ impl Engine {
                 .quotes
                 .usable(t.fx_quote_id, debit_currency, credit_currency, t.amount, side)
                 .ok_or(ResultCode::QuoteInvalid)?;
-            (q.debit_amount, q.credit_amount, q.rate.rate_e9(), Some(t.fx_quote_id))
+            (q.debit_amount, q.credit_amount, q.rate.rate_e9().expect("a quote's rate fits"), Some(t.fx_quote_id))
         } else if debit_currency == credit_currency {
             (t.amount, t.amount, RATE_ONE_E9, None)
         } else {
             let rate = self.rates.rate(debit_currency, credit_currency).ok_or(ResultCode::NoFxRate)?;
             let (d, c) = fx::convert(t.amount, side, debit_currency, credit_currency, rate).map_err(fx_code)?;
-            (d, c, rate.rate_e9(), None)
+            (d, c, rate.rate_e9().expect("convert checked the rate fits"), None)
         };
+        if i64::try_from(debit_amount).is_err() || i64::try_from(credit_amount).is_err() {
+            // A leg no balance can hold (a same-currency amount over i64).
+            return Err(ResultCode::Overflow);
+        }
         // Every leg must fit: the credit, the debit, and through FX_POSITION
         // for a conversion (it takes the debit currency in and pays the credit
         // currency out).
@@ -452,14 +456,19 @@ impl Engine {
     /// OVERFLOW.
     pub fn fx_quote(&mut self, q: &QuoteRequest) -> QuoteRecord {
         let refused = |code: ResultCode| QuoteRecord { code: code.as_u16(), ..QuoteRecord::default() };
+        // The same order as a transfer's: amount, currencies, then the rest.
+        if q.amount == 0 {
+            return refused(ResultCode::InvalidAmount);
+        }
         let (Some(from), Some(to)) = (CurrencyIndex::of(q.from), CurrencyIndex::of(q.to)) else {
             return refused(ResultCode::UnknownCurrency);
         };
-        if from == to {
+        if from == to || q.flags & !records::QUOTE_AMOUNT_IN_CREDIT_CURRENCY != 0 {
             return refused(ResultCode::InvalidField);
         }
-        if q.amount == 0 {
-            return refused(ResultCode::InvalidAmount);
+        if self.quotes.is_full() {
+            // Every live quote stays good until it expires: refuse a new one.
+            return refused(ResultCode::QuotesFull);
         }
         let Some(rate) = self.rates.rate(from, to) else { return refused(ResultCode::NoFxRate) };
         let side = if q.flags & records::QUOTE_AMOUNT_IN_CREDIT_CURRENCY != 0 { Side::Credit } else { Side::Debit };
@@ -470,7 +479,8 @@ impl Engine {
         let expires_at_ms = self.now_ms.saturating_add(self.config.quote_ttl_ms);
         let quote = Quote { from, to, side, amount: q.amount, debit_amount, credit_amount, rate, expires_at_ms };
         let quote_id = self.quotes.insert(quote);
-        QuoteRecord { quote_id, code: 0, rate_e9: rate.rate_e9(), debit_amount, credit_amount, expires_at_ms }
+        let rate_e9 = rate.rate_e9().expect("convert checked the rate fits");
+        QuoteRecord { quote_id, code: 0, rate_e9, debit_amount, credit_amount, expires_at_ms }
     }
 
     /// The rate table (read-only), e.g. for AML's HKD valuation.

@@ -35,20 +35,23 @@ pub struct Quotes {
     next_id: u64,
 }
 
-/// Live quotes per shard at most; past it the oldest-expiring go first.
+/// Live quotes per shard at most; past it FX_QUOTE answers QUOTES_FULL
+/// until some expire or are spent (a live quote is never dropped early).
 pub const QUOTES_MAX: usize = 1 << 20;
 
 impl Quotes {
-    /// Gives a new quote an id.
+    /// Whether no more quotes may be given until some expire or are spent.
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.by_id.len() >= QUOTES_MAX
+    }
+
+    /// Gives a new quote an id. The caller checks [`Quotes::is_full`].
     pub fn insert(&mut self, quote: Quote) -> u64 {
+        assert!(!self.is_full(), "quote table full");
         self.next_id = self.next_id.max(1);
         let id = self.next_id;
         self.next_id += 1;
-        if self.by_id.len() >= QUOTES_MAX {
-            // Bounded memory: the quote closest to expiring goes first.
-            let oldest = *self.expiries.first().expect("quotes present");
-            self.remove(oldest.1);
-        }
         self.by_id.insert(id, quote);
         self.expiries.insert((quote.expires_at_ms, id));
         id

@@ -308,7 +308,9 @@ impl Engine {
             let legs = u32::from(r.u8()?);
             let rate = Rate::from_parts(product, legs).ok_or_else(|| bad("quote rate"))?;
             let expires_at_ms = r.u64()?;
-            if id == 0 || id >= next_quote || restored.iter().any(|(i, _)| *i == id) {
+            // Encoded in ascending id order: each id above the last.
+            let previous = restored.last().map_or(0, |(i, _)| *i);
+            if id <= previous || id >= next_quote {
                 return Err(SnapshotError(format!("quote id {id}")));
             }
             restored.push((id, Quote { from, to, side, amount, debit_amount, credit_amount, rate, expires_at_ms }));

@@ -640,6 +640,8 @@ fn quotes_lock_a_rate_for_one_transfer_until_they_expire() {
     let q2 = e.fx_quote(&QuoteRequest { from: HKD, to: USD, flags: 0, amount: 5_000 });
     let use_q2 = Transfer { fx_quote_id: q2.quote_id, ..cross(4, ALICE, BOB, 5_000, HKD, USD) };
     e.advance(q2.expires_at_ms - 1);
+    let mut early = e.clone();
+    assert_eq!(code(early.submit_transfer(&use_q2).code), ResultCode::Ok, "good one ms before expires_at");
     let q3 = e.fx_quote(&QuoteRequest { from: HKD, to: USD, flags: 0, amount: 5_000 });
     e.advance(q2.expires_at_ms);
     assert_eq!(code(e.submit_transfer(&use_q2).code), ResultCode::QuoteInvalid, "expired at expires_at");
@@ -647,6 +649,12 @@ fn quotes_lock_a_rate_for_one_transfer_until_they_expire() {
     let r = e.submit_transfer(&use_q3);
     assert_eq!((code(r.code), r.credit_amount), (ResultCode::Ok, 500), "q3 was taken at the new rate 0.10");
     let refused = |req: QuoteRequest| code(e.clone().fx_quote(&req).code);
+    assert_eq!(
+        refused(QuoteRequest { from: 999, to: USD, flags: 0, amount: 0 }),
+        ResultCode::InvalidAmount,
+        "as for transfers"
+    );
+    assert_eq!(refused(QuoteRequest { from: HKD, to: USD, flags: 4, amount: 1 }), ResultCode::InvalidField);
     assert_eq!(refused(QuoteRequest { from: 999, to: USD, flags: 0, amount: 1 }), ResultCode::UnknownCurrency);
     assert_eq!(refused(QuoteRequest { from: USD, to: USD, flags: 0, amount: 1 }), ResultCode::InvalidField);
     assert_eq!(refused(QuoteRequest { from: HKD, to: USD, flags: 0, amount: 0 }), ResultCode::InvalidAmount);
@@ -676,8 +684,45 @@ fn a_pending_conversion_reserves_every_leg_and_voids_cleanly() {
     let q = e.fx_quote(&QuoteRequest { from: USD, to: HKD, flags: 0, amount: 100 });
     let mut bytes = Vec::new();
     e.encode_state(&mut bytes);
-    let restored = Engine::decode_state(*e.config(), &bytes).expect("decodes");
+    let mut restored = Engine::decode_state(*e.config(), &bytes).expect("decodes");
     assert_eq!(restored.state_hash(), e.state_hash(), "rates and quotes are in the snapshot");
-    let use_q = Transfer { fx_quote_id: q.quote_id, ..cross(9, CAROL, BOB, 100, USD, HKD) };
-    assert_eq!(code(restored.clone().submit_transfer(&use_q).code), ResultCode::Ok);
+    // The restored engine decides as the original does: a quoted, a direct
+    // and a crossed conversion.
+    let next = [
+        Transfer { fx_quote_id: q.quote_id, ..cross(9, CAROL, BOB, 100, USD, HKD) },
+        cross(10, ALICE, BOB, 5_000, HKD, USD),
+        cross(11, CAROL, BOB, 300, USD, CNY),
+    ];
+    for t in &next {
+        let (a, b) = (e.submit_transfer(t), restored.submit_transfer(t));
+        assert_eq!(a, b, "{t:?}");
+        assert_eq!(code(a.code), ResultCode::Ok);
+    }
+
+    // A quote spent by a held transfer stays spent when that transfer voids.
+    let q = e.fx_quote(&QuoteRequest { from: HKD, to: USD, flags: 0, amount: 1_000 });
+    let held = Transfer { flags: TRANSFER_PENDING, fx_quote_id: q.quote_id, ..cross(12, ALICE, BOB, 1_000, HKD, USD) };
+    assert_eq!(e.submit_transfer(&held).state, STATE_PENDING);
+    e.cancel_transfer(12);
+    let again = Transfer { fx_quote_id: q.quote_id, ..cross(13, ALICE, BOB, 1_000, HKD, USD) };
+    assert_eq!(code(e.submit_transfer(&again).code), ResultCode::QuoteInvalid);
+}
+
+#[test]
+fn fx_position_legs_are_checked_for_overflow() {
+    let mut e = engine();
+    rate(&mut e, HKD, USD, 10_000_000_000); // 10 USD per HKD
+    let big = 500_000_000_000_000_000u64; // 5 x 10^17 HKD cents -> 5 x 10^18 USD cents
+    let t1 = cross(1, book::SETTLEMENT_IN, BOB, big, HKD, USD);
+    assert_eq!(code(e.submit_transfer(&t1).code), ResultCode::Ok);
+    // Carol could take it and SETTLEMENT_IN could pay it, but FX_POSITION
+    // would pass i64::MIN in USD.
+    let t2 = cross(2, book::SETTLEMENT_IN, CAROL, big, HKD, USD);
+    assert_eq!(code(e.submit_transfer(&t2).code), ResultCode::Overflow);
+    assert_eq!(balance(&e, CAROL, USD), (5_000, 0), "nothing moved: only her first US$50.00");
+    // A converted leg above i64::MAX is OVERFLOW, never a panic at posting.
+    rate(&mut e, USD, HKD, u64::MAX);
+    let t3 = cross(3, BOB, ALICE, 1_000_000_000, USD, HKD);
+    assert_eq!(code(e.submit_transfer(&t3).code), ResultCode::Overflow);
+    e.audit().expect("audit");
 }

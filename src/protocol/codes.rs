@@ -43,11 +43,14 @@ pub enum ResultCode {
     /// Harbour addition: the feature behind this kind is not in this build
     /// yet. Nothing was applied.
     NotSupported = 65,
+    /// Harbour addition: the shard holds the most live FX quotes it keeps
+    /// (2^20); a new one is refused until some expire or are spent.
+    QuotesFull = 66,
 }
 
 impl ResultCode {
     /// Every code, in numeric order (for metrics and docs tables).
-    pub const ALL: [ResultCode; 30] = [
+    pub const ALL: [ResultCode; 31] = [
         Self::Ok,
         Self::AlreadyExists,
         Self::IdConflict,
@@ -78,6 +81,7 @@ impl ResultCode {
         Self::AccountNotFound,
         Self::CrossShard,
         Self::NotSupported,
+        Self::QuotesFull,
     ];
 
     /// The wire value.
@@ -126,6 +130,7 @@ impl ResultCode {
             Self::AccountNotFound => "ACCOUNT_NOT_FOUND",
             Self::CrossShard => "CROSS_SHARD",
             Self::NotSupported => "NOT_SUPPORTED",
+            Self::QuotesFull => "QUOTES_FULL",
         }
     }
 }
