@@ -54,6 +54,9 @@ pub const GROUP_REQUESTS_MAX: usize = 4096;
 pub const QUEUE_DEPTH_MAX: usize = 65_536;
 /// Most shards a switch runs.
 pub const SHARDS_MAX: usize = 256;
+/// Bytes of request bodies queued for the shards at most; past it a
+/// request is BUSY (nothing applied), however few requests that is.
+pub const QUEUED_BYTES_MAX: u64 = 256 << 20;
 const _: () = assert!(GROUP_REQUESTS_MAX <= QUEUE_DEPTH_MAX);
 /// Longest a shard sleeps with hold timers pending and no traffic.
 const IDLE_WAKE_MAX: Duration = Duration::from_millis(100);
@@ -307,7 +310,7 @@ impl Shard {
         Some(Duration::from_millis(due.saturating_sub(now)).min(IDLE_WAKE_MAX))
     }
 
-    fn run(mut self, rx: &Receiver<Message>, group_max: usize, now_ms: &AtomicU64) {
+    fn run(mut self, rx: &Receiver<Message>, group_max: usize, now_ms: &AtomicU64, queued_bytes: &AtomicU64) {
         let mut batch: Vec<Request> = Vec::with_capacity(group_max);
         let mut stopping = false;
         while !stopping {
@@ -335,6 +338,8 @@ impl Shard {
             let group: Vec<(u16, &[u8])> = batch.iter().map(|r| (r.kind, r.body.as_slice())).collect();
             let (replies, result) = self.commit_group(&group);
             now_ms.fetch_max(self.engine.now_ms(), Ordering::Relaxed);
+            let applied: u64 = batch.iter().map(|r| r.body.len() as u64).sum();
+            queued_bytes.fetch_sub(applied, Ordering::Relaxed);
             for (request, reply) in batch.drain(..).zip(replies) {
                 // A requester that gave up is not an error.
                 (request.reply)(reply);
@@ -363,6 +368,8 @@ pub struct Switch {
     /// With several shards, checking room on every target queue and sending
     /// happen under this lock, so `Busy` really means nothing was sent.
     route: parking_lot::Mutex<()>,
+    /// Bytes of request bodies queued and not yet applied, all shards.
+    queued_bytes: Arc<AtomicU64>,
 }
 
 /// File recording the settings a data directory was written with.
@@ -453,18 +460,20 @@ impl Switch {
         let mut shards = Vec::with_capacity(config.shards);
         let mut reports = Vec::with_capacity(config.shards);
         let now_ms = Arc::new(AtomicU64::new(0));
+        let queued_bytes = Arc::new(AtomicU64::new(0));
         let mut first_error = None;
         for (i, storage) in storages.into_iter().enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max);
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let shard_now = Arc::clone(&now_ms);
+            let shard_queued = Arc::clone(&queued_bytes);
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn(move || match Shard::open(storage, &config) {
                     Ok((shard, report)) => {
                         shard_now.fetch_max(shard.engine.now_ms(), Ordering::Relaxed);
                         let _ = ready_tx.send(Ok(report));
-                        shard.run(&rx, config.group_requests_max, &shard_now);
+                        shard.run(&rx, config.group_requests_max, &shard_now, &shard_queued);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -487,7 +496,7 @@ impl Switch {
             }
             shards.push(ShardHandle { tx, thread: Some(thread) });
         }
-        let switch = Switch { shards, config, reports, now_ms, route: parking_lot::Mutex::new(()) };
+        let switch = Switch { shards, config, reports, now_ms, route: parking_lot::Mutex::new(()), queued_bytes };
         match first_error {
             Some(e) => Err(e),
             None => Ok(switch),
@@ -567,9 +576,12 @@ impl Switch {
 
     /// Checks every target queue has room before sending anything, so a
     /// `Busy` answer means nothing was applied anywhere.
-    fn reserve(&self, targets: impl Iterator<Item = usize>, wait: bool) -> Result<(), SwitchError> {
+    fn reserve(&self, targets: impl Iterator<Item = usize>, bytes: u64, wait: bool) -> Result<(), SwitchError> {
         if wait {
             return Ok(());
+        }
+        if self.queued_bytes.load(Ordering::Relaxed) + bytes > QUEUED_BYTES_MAX {
+            return Err(SwitchError::Busy);
         }
         for s in targets {
             let tx = &self.shards[s].tx;
@@ -595,17 +607,26 @@ impl Switch {
     }
 
     fn enqueue(&self, shard: usize, request: Request, wait: bool) -> Result<(), SwitchError> {
+        let len = request.body.len() as u64;
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if !wait && before + len > QUEUED_BYTES_MAX {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(SwitchError::Busy);
+        }
         let message = Message::Request(request);
         let tx = &self.shards[shard].tx;
-        if wait {
-            tx.send(message).map_err(|_| SwitchError::Stopped)?;
+        let sent = if wait {
+            tx.send(message).map_err(|_| SwitchError::Stopped)
         } else {
             tx.try_send(message).map_err(|e| match e {
                 TrySendError::Full(_) => SwitchError::Busy,
                 TrySendError::Disconnected(_) => SwitchError::Stopped,
-            })?;
+            })
+        };
+        if sent.is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
         }
-        Ok(())
+        sent
     }
 
     /// Whether every request goes whole to one shard (then
@@ -653,7 +674,7 @@ impl Switch {
                 }
             }
         }
-        self.reserve((0..n).filter(|&s| !bodies[s].is_empty()), wait)?;
+        self.reserve((0..n).filter(|&s| !bodies[s].is_empty()), body.len() as u64, wait)?;
         let mut parts = Vec::with_capacity(n);
         let mut targets = Vec::with_capacity(n);
         for (s, b) in bodies.into_iter().enumerate() {
@@ -666,7 +687,8 @@ impl Switch {
     }
 
     fn broadcast(&self, kind: u16, body: &[u8], wait: bool) -> Result<Vec<oneshot::Receiver<Reply>>, SwitchError> {
-        self.reserve(0..self.shards.len(), wait)?;
+        let bytes = body.len() as u64 * self.shards.len() as u64;
+        self.reserve(0..self.shards.len(), bytes, wait)?;
         (0..self.shards.len()).map(|s| self.send(s, kind, body.to_vec(), wait)).collect()
     }
 

@@ -712,3 +712,57 @@ async fn currencies_convert_over_the_wire_with_quotes_and_the_manual_clock() {
     assert_eq!((q.code, q.credit_amount), (0, 71_844), "the cross through HKD survives in the rate table");
     running.stop().await.unwrap();
 }
+
+/// A stand-in switch that answers a client's first two requests in reverse
+/// order: the client must match answers by request id, not by order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_matches_answers_that_arrive_out_of_order() {
+    use harbour::protocol::session::HelloResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut out = BytesMut::new();
+        let challenge = Challenge { server_nonce: [3; 16], server_version: 1 };
+        frame::encode(&mut out, kind::CHALLENGE, 1, 0, &challenge.encode());
+        s.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        while frames.len() < 3 {
+            if let Some(f) = frame::decode(&mut buf, 1 << 20).unwrap() {
+                if f.0.kind == kind::HELLO {
+                    let limits = HelloResponse {
+                        code: 0,
+                        roles: role::ALL,
+                        max_batch: 8189,
+                        max_in_flight: 64,
+                        max_body: 1 << 20,
+                        server_time_ms: 0,
+                    };
+                    let mut out = BytesMut::new();
+                    frame::encode(&mut out, kind::HELLO | RESPONSE_BIT, 1, f.0.request_id, &limits.encode());
+                    s.write_all(&out).await.unwrap();
+                }
+                frames.push(f);
+                continue;
+            }
+            s.read_buf(&mut buf).await.unwrap();
+        }
+        // Answer the second lookup first, each with its own id echoed.
+        let mut out = BytesMut::new();
+        for (h, body) in [&frames[2], &frames[1]] {
+            let id = Id::decode(body).id;
+            let answer = TransferResult { transfer_id: id, code: 14, ..TransferResult::default() };
+            frame::encode(&mut out, kind::LOOKUP_TRANSFERS | RESPONSE_BIT, 1, h.request_id, &encode_all(&[answer]));
+        }
+        s.write_all(&out).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let c = Client::connect(addr, 1, KEY).await.unwrap();
+    let first = c.send(kind::LOOKUP_TRANSFERS, 1, &encode_all(&[Id { id: 111 }])).await.unwrap();
+    let second = c.send(kind::LOOKUP_TRANSFERS, 1, &encode_all(&[Id { id: 222 }])).await.unwrap();
+    let a = TransferResult::decode(&first.wait().await.unwrap().body);
+    let b = TransferResult::decode(&second.wait().await.unwrap().body);
+    assert_eq!((a.transfer_id, b.transfer_id), (111, 222), "each answer went to its own request");
+    fake.await.unwrap();
+}
