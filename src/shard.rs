@@ -69,10 +69,13 @@ pub struct SwitchConfig {
     pub engine: EngineConfig,
     pub wal: WalConfig,
     /// A shard snapshots its state once this many bytes were logged since
-    /// the last one: it bounds the log a recovery replays. A snapshot stops
-    /// the shard while it encodes (about 1.4 s for 1M accounts and 3M
-    /// transfers), so this should be large in production.
+    /// the last one: it bounds the log a recovery replays.
     pub snapshot_log_bytes: u64,
+    /// Whether snapshots are encoded and written on a helper thread from a
+    /// copy of the state (the shard stops only for the copy), or on the
+    /// shard's own thread (deterministic storage operations, for crash
+    /// tests).
+    pub snapshot_in_background: bool,
     /// Bound of each shard's queue.
     pub queue_depth_max: usize,
     /// Most requests per group commit.
@@ -87,6 +90,7 @@ impl Default for SwitchConfig {
             engine: EngineConfig::default(),
             wal: WalConfig::default(),
             snapshot_log_bytes: 1 << 30,
+            snapshot_in_background: true,
             queue_depth_max: 4096,
             group_requests_max: 1024,
             clock: Clock::System,
@@ -187,6 +191,12 @@ pub struct Shard {
     snapshot_log_bytes: u64,
     /// The log's byte count when the last snapshot was taken.
     bytes_at_snapshot: u64,
+    snapshot_in_background: bool,
+    /// A snapshot being written on a helper thread; it hands back its copy
+    /// of the state for the next snapshot to reuse.
+    snapshotting: Option<std::thread::JoinHandle<(Result<(), WalError>, Engine)>>,
+    /// The last snapshot's copy, kept so the next copy reuses its memory.
+    spare: Option<Engine>,
 }
 
 impl Shard {
@@ -216,6 +226,9 @@ impl Shard {
             clock: config.clock,
             snapshot_log_bytes: config.snapshot_log_bytes.max(1),
             bytes_at_snapshot: 0,
+            snapshot_in_background: config.snapshot_in_background,
+            snapshotting: None,
+            spare: None,
         };
         Ok((shard, report))
     }
@@ -262,14 +275,60 @@ impl Shard {
     /// failure is reported and retried after the next interval; the log
     /// goes on.
     fn snapshot_if_due(&mut self) {
+        self.finish_snapshot(false);
         let bytes = self.wal.stats().bytes;
-        if bytes - self.bytes_at_snapshot < self.snapshot_log_bytes {
+        if self.snapshotting.is_some() || bytes - self.bytes_at_snapshot < self.snapshot_log_bytes {
             return;
         }
         self.bytes_at_snapshot = bytes;
+        let writer = match self.wal.snapshot_writer() {
+            Ok(w) => w,
+            Err(e) => return eprintln!("snapshot not taken: {e}"),
+        };
+        if self.snapshot_in_background {
+            // The shard stops only to copy its state; encoding and writing
+            // happen beside it while the log goes on.
+            let copy = match self.spare.take() {
+                Some(mut spare) => {
+                    spare.clone_from(&self.engine);
+                    spare
+                }
+                None => self.engine.clone(),
+            };
+            let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+                let mut state = Vec::new();
+                copy.encode_state(&mut state);
+                (writer.write(&state), copy)
+            });
+            match spawned {
+                Ok(handle) => self.snapshotting = Some(handle),
+                Err(e) => eprintln!("snapshot not taken: {e}"),
+            }
+            return;
+        }
         let mut state = Vec::new();
         self.engine.encode_state(&mut state);
-        if let Err(e) = self.wal.write_snapshot(&state) {
+        let written = writer.write(&state).and_then(|()| self.wal.snapshot_written());
+        if let Err(e) = written {
+            eprintln!("snapshot failed (the log is unaffected; retrying later): {e}");
+        }
+    }
+
+    /// Completes a background snapshot that has finished (or, with `wait`,
+    /// waits for it): old snapshots and segments are removed only now.
+    fn finish_snapshot(&mut self, wait: bool) {
+        if !self.snapshotting.as_ref().is_some_and(|h| wait || h.is_finished()) {
+            return;
+        }
+        let handle = self.snapshotting.take().expect("a snapshot in progress");
+        let written = match handle.join() {
+            Ok((result, copy)) => {
+                self.spare = Some(copy);
+                result.and_then(|()| self.wal.snapshot_written())
+            }
+            Err(_) => Err(WalError::Failed),
+        };
+        if let Err(e) = written {
             eprintln!("snapshot failed (the log is unaffected; retrying later): {e}");
         }
     }
@@ -349,6 +408,13 @@ impl Shard {
                 self.snapshot_if_due();
             }
         }
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        // A snapshot still being written is finished before the shard goes.
+        self.finish_snapshot(true);
     }
 }
 

@@ -30,6 +30,7 @@ fn config() -> SwitchConfig {
         // operations in one deterministic order, and puts zero-filled
         // segment tails in every crash.
         wal: WalConfig { segment_bytes_max: 2048, preallocate: Preallocate::Inline },
+        snapshot_in_background: false,
         snapshot_log_bytes: 1500,
         ..SwitchConfig::default()
     }

@@ -84,7 +84,7 @@ const _: () = assert!(ACCOUNT_ENTRY_SIZE == 48);
 const _: () = assert!(size_of::<Balance>() == 24);
 
 /// All accounts and balances of one shard.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Book {
     accounts: Arena<AccountEntry>,
     index: IdIndex,
@@ -100,6 +100,23 @@ struct OtherBalance {
     account_id: u64,
     currency: CurrencyIndex,
     balance: Balance,
+}
+
+impl Clone for Book {
+    fn clone(&self) -> Self {
+        Self {
+            accounts: self.accounts.clone(),
+            index: self.index.clone(),
+            other: self.other.clone(),
+            other_index: self.other_index.clone(),
+        }
+    }
+    fn clone_from(&mut self, source: &Self) {
+        self.accounts.clone_from(&source.accounts);
+        self.index.clone_from(&source.index);
+        self.other.clone_from(&source.other);
+        self.other_index.clone_from(&source.other_index);
+    }
 }
 
 #[inline]

@@ -20,11 +20,22 @@ const LOAD_DEN: usize = 4;
 pub const INDEX_ENTRIES_MAX: usize = u32::MAX as usize - 1;
 
 /// Maps 64-bit hashes to arena positions.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct IdIndex {
     /// 0 = empty; else `tag << 32 | (position + 1)`.
     slots: Vec<u64>,
     len: usize,
+}
+
+impl Clone for IdIndex {
+    fn clone(&self) -> Self {
+        Self { slots: self.slots.clone(), len: self.len }
+    }
+    /// Reuses this index's memory (no page faults on a repeated copy).
+    fn clone_from(&mut self, source: &Self) {
+        self.slots.clone_from(&source.slots);
+        self.len = source.len;
+    }
 }
 
 #[inline]
@@ -193,10 +204,21 @@ pub fn prefetch<T>(value: &T) {
 const CHUNK_LEN: usize = 1 << 16;
 
 /// An append-only vector in fixed-size chunks.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Arena<T> {
     chunks: Vec<Vec<T>>,
     len: usize,
+}
+
+impl<T: Clone> Clone for Arena<T> {
+    fn clone(&self) -> Self {
+        Self { chunks: self.chunks.clone(), len: self.len }
+    }
+    /// Reuses this arena's chunks (no page faults on a repeated copy).
+    fn clone_from(&mut self, source: &Self) {
+        self.chunks.clone_from(&source.chunks);
+        self.len = source.len;
+    }
 }
 
 impl<T> Default for Arena<T> {

@@ -109,7 +109,7 @@ enum VoidReason {
 }
 
 /// One shard's state machine.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
     /// The logical clock: the latest time any command carried. Never moves
@@ -122,6 +122,32 @@ pub struct Engine {
     rates: RateTable,
     /// Live quotes.
     quotes: Quotes,
+}
+
+impl Clone for Engine {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config,
+            now_ms: self.now_ms,
+            book: self.book.clone(),
+            transfers: self.transfers.clone(),
+            pending: self.pending.clone(),
+            rates: self.rates.clone(),
+            quotes: self.quotes.clone(),
+        }
+    }
+    /// Copies `source` into this engine's existing memory: the snapshot
+    /// copy reuses the previous one's, so it is a memory copy, not a round
+    /// of page faults.
+    fn clone_from(&mut self, source: &Self) {
+        self.config = source.config;
+        self.now_ms = source.now_ms;
+        self.book.clone_from(&source.book);
+        self.transfers.clone_from(&source.transfers);
+        self.pending.clone_from(&source.pending);
+        self.rates.clone_from(&source.rates);
+        self.quotes.clone_from(&source.quotes);
+    }
 }
 
 impl Engine {

@@ -147,10 +147,20 @@ impl StoredTransfer {
 pub struct TransferIndex(pub(crate) u32);
 
 /// Every transfer one shard has accepted.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct TransferStore {
     arena: Arena<StoredTransfer>,
     index: IdIndex,
+}
+
+impl Clone for TransferStore {
+    fn clone(&self) -> Self {
+        Self { arena: self.arena.clone(), index: self.index.clone() }
+    }
+    fn clone_from(&mut self, source: &Self) {
+        self.arena.clone_from(&source.arena);
+        self.index.clone_from(&source.index);
+    }
 }
 
 impl TransferStore {

@@ -581,27 +581,27 @@ impl Wal {
     /// log itself healthy (snapshots are an optimisation): the caller
     /// reports it and tries again later.
     pub fn write_snapshot(&mut self, state: &[u8]) -> Result<(), WalError> {
+        self.snapshot_writer()?.write(state)?;
+        self.snapshot_written()
+    }
+
+    /// A writer for a snapshot of the state after every record so far,
+    /// usable from another thread while the log goes on. Call with nothing
+    /// uncommitted; then [`Wal::snapshot_written`] once it succeeded.
+    pub fn snapshot_writer(&self) -> Result<SnapshotWriter, WalError> {
         if self.failed {
             return Err(WalError::Failed);
         }
         assert!(self.buffer.is_empty(), "snapshot taken with uncommitted records");
-        self.write_snapshot_files(state)
+        Ok(SnapshotWriter { storage: Arc::clone(&self.storage), lsn: self.next_lsn })
     }
 
-    fn write_snapshot_files(&mut self, state: &[u8]) -> Result<(), WalError> {
+    /// After a snapshot was written: removes snapshots beyond the newest two
+    /// and the segments the older one covers, and starts a fresh segment at
+    /// the next write (so old segments can go whole later).
+    pub fn snapshot_written(&mut self) -> Result<(), WalError> {
         let storage = Arc::clone(&self.storage);
         let storage = &*storage;
-        let lsn = self.next_lsn;
-        let name = snapshot_name(lsn);
-        let tmp = format!("{name}.tmp");
-        let bytes = encode_snapshot(lsn, state);
-        let mut file = storage.open(&tmp, true).map_err(io_err(storage, "create", &tmp))?;
-        file.truncate(0).map_err(io_err(storage, "truncate", &tmp))?;
-        file.write_at(&bytes, 0).map_err(io_err(storage, "write", &tmp))?;
-        file.sync_data().map_err(io_err(storage, "sync", &tmp))?;
-        drop(file);
-        storage.rename(&tmp, &name).map_err(io_err(storage, "rename", &tmp))?;
-        storage.sync_dir().map_err(io_err(storage, "sync dir", &name))?;
         self.stats.snapshots += 1;
 
         // The next write starts a fresh segment, so the old ones can go as
@@ -629,6 +629,36 @@ impl Wal {
         }
         storage.sync_dir().map_err(io_err(storage, "sync dir", "."))?;
         Ok(())
+    }
+}
+
+/// Writes one snapshot file (temporary name, fsync, rename, directory
+/// fsync); it touches no state of the log, so it may run on any thread.
+pub struct SnapshotWriter {
+    storage: Arc<dyn Storage>,
+    lsn: u64,
+}
+
+impl SnapshotWriter {
+    /// The LSN the snapshot covers up to (exclusive).
+    #[must_use]
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    /// Writes the snapshot of `state` durably.
+    pub fn write(&self, state: &[u8]) -> Result<(), WalError> {
+        let storage = &*self.storage;
+        let name = snapshot_name(self.lsn);
+        let tmp = format!("{name}.tmp");
+        let bytes = encode_snapshot(self.lsn, state);
+        let mut file = storage.open(&tmp, true).map_err(io_err(storage, "create", &tmp))?;
+        file.truncate(0).map_err(io_err(storage, "truncate", &tmp))?;
+        file.write_at(&bytes, 0).map_err(io_err(storage, "write", &tmp))?;
+        file.sync_data().map_err(io_err(storage, "sync", &tmp))?;
+        drop(file);
+        storage.rename(&tmp, &name).map_err(io_err(storage, "rename", &tmp))?;
+        storage.sync_dir().map_err(io_err(storage, "sync dir", &name))
     }
 }
 
