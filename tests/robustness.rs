@@ -74,11 +74,8 @@ proptest! {
         let mut buf = BytesMut::new();
         for c in chunks {
             buf.extend_from_slice(&c);
-            loop {
-                match frame::decode(&mut buf, max_body) {
-                    Ok(Some((h, body))) => prop_assert_eq!(body.len(), h.body_len as usize),
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some((h, body))) = frame::decode(&mut buf, max_body) {
+                prop_assert_eq!(body.len(), h.body_len as usize);
             }
         }
     }
