@@ -21,11 +21,11 @@
 //!   below that LSN. The two newest are kept; segments wholly below the
 //!   older one are removed.
 //!
-//! Record layout (little-endian), 32-byte header then the body:
+//! Record layout (little-endian), 40-byte header then the body:
 //!
 //! | off | type | field |
 //! |---|---|---|
-//! | 0 | u32 | CRC-32C of header bytes 4..32 |
+//! | 0 | u32 | CRC-32C of header bytes 4..40 |
 //! | 4 | u32 | CRC-32C of the body |
 //! | 8 | u32 | body length |
 //! | 12 | u16 | kind (wire kind, or `kind::TICK`) |
