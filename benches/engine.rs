@@ -10,14 +10,13 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::transfer;
+use common::{funding_bodies, transfer};
 use criterion::{Criterion, Throughput};
 use harbour::alloc::HugePageAlloc;
-use harbour::engine::book::SETTLEMENT_IN;
 use harbour::engine::{Engine, EngineConfig};
 use harbour::hash::mix64;
 use harbour::protocol::kind;
-use harbour::protocol::records::{Account, FxRate, TRANSFER_PENDING, Transfer, encode_all};
+use harbour::protocol::records::{FxRate, TRANSFER_PENDING, Transfer, encode_all};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -64,16 +63,11 @@ fn funded_engine(transfers_capacity: usize) -> Engine {
     let mut engine = Engine::new(config, 1);
     let mut out = Vec::new();
     for chunk in (FIRST..FIRST + ACCOUNTS).collect::<Vec<_>>().chunks(BATCH) {
-        let accounts: Vec<Account> = chunk
-            .iter()
-            .map(|&id| Account { account_id: id, kind: 1, flags: 0, home_country: 344, customer_ref: id })
-            .collect();
+        let (accounts, deposits) = funding_bodies(chunk);
         out.clear();
-        engine.apply(kind::CREATE_ACCOUNTS, &encode_all(&accounts), 1, &mut out).unwrap();
-        let deposits: Vec<Transfer> =
-            chunk.iter().map(|&id| transfer(u128::from(id) << 64, SETTLEMENT_IN, id, 1_000_000_000)).collect();
+        engine.apply(kind::CREATE_ACCOUNTS, &accounts, 1, &mut out).unwrap();
         out.clear();
-        engine.apply(kind::SUBMIT_TRANSFERS, &encode_all(&deposits), 1, &mut out).unwrap();
+        engine.apply(kind::SUBMIT_TRANSFERS, &deposits, 1, &mut out).unwrap();
     }
     engine
 }

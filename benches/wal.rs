@@ -14,15 +14,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fdatasync_latencies, percentile, scratch_dir, transfer};
+use common::{fdatasync_latencies, funding_bodies, percentile, scratch_dir, transfer};
 use criterion::{Criterion, Throughput};
 use harbour::alloc::HugePageAlloc;
 use harbour::clock::Clock;
 use harbour::engine::EngineConfig;
-use harbour::engine::book::SETTLEMENT_IN;
 use harbour::hash::mix64;
 use harbour::protocol::kind;
-use harbour::protocol::records::{Account, Transfer, encode_all};
+use harbour::protocol::records::{Transfer, encode_all};
 use harbour::shard::{Shard, SwitchConfig};
 use harbour::wal::storage::{FileStorage, Storage, UringStorage};
 use harbour::wal::{Wal, WalConfig};
@@ -78,13 +77,7 @@ fn funded_shard(storage: Arc<dyn Storage>, transfers: usize) -> Shard {
     let (mut shard, _) = Shard::open(storage, &config).unwrap();
     let ids: Vec<u64> = (1024..1024 + ACCOUNTS).collect();
     for chunk in ids.chunks(8000) {
-        let accounts: Vec<Account> = chunk
-            .iter()
-            .map(|&id| Account { account_id: id, kind: 1, flags: 0, home_country: 344, customer_ref: id })
-            .collect();
-        let deposits: Vec<Transfer> =
-            chunk.iter().map(|&id| transfer(u128::from(id) << 64, SETTLEMENT_IN, id, 1_000_000_000)).collect();
-        let (a, d) = (encode_all(&accounts), encode_all(&deposits));
+        let (a, d) = funding_bodies(chunk);
         shard.process(&[(kind::CREATE_ACCOUNTS, &a), (kind::SUBMIT_TRANSFERS, &d)]).1.unwrap();
     }
     shard
