@@ -25,7 +25,7 @@ use crate::protocol::frame::{self, ErrorCode, RESPONSE_BIT};
 use crate::protocol::kind;
 use crate::protocol::records::{
     self, Account, Balance, BalanceKey, Finalize, FxRate, Id, Quote, QuoteRequest, Record, RecordResult, SetTime,
-    StepUp, Transfer, TransferResult,
+    StepUp, StrHeader, StrRequest, Transfer, TransferResult,
 };
 use crate::protocol::session::{Challenge, Hello, HelloResponse};
 
@@ -350,6 +350,22 @@ impl Client {
     /// FX_QUOTE.
     pub async fn fx_quote(&self, requests: &[QuoteRequest]) -> Result<Vec<Quote>, ClientError> {
         self.batch(kind::FX_QUOTE, requests).await
+    }
+
+    /// EXPORT_STR: the month's Suspicious Transaction Report (format
+    /// `aml::report::FORMAT_XML` or `FORMAT_CSV`), as its header and bytes.
+    pub async fn export_str(&self, year: u16, month: u8, format: u8) -> Result<(StrHeader, Vec<u8>), ClientError> {
+        let request = StrRequest { year, month, format };
+        let answer = self.request(kind::EXPORT_STR, 1, &records::encode_all(&[request])).await?;
+        if answer.body.len() < StrHeader::SIZE {
+            return Err(ClientError::Protocol("EXPORT_STR answer shorter than its header".into()));
+        }
+        let header = StrHeader::decode(&answer.body[..StrHeader::SIZE]);
+        let report = answer.body[StrHeader::SIZE..].to_vec();
+        if report.len() != header.report_len as usize {
+            return Err(ClientError::Protocol("EXPORT_STR report_len does not match the body".into()));
+        }
+        Ok((header, report))
     }
 
     /// SET_TIME (manual clock only).

@@ -7,13 +7,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::aml::{CountrySet, FATF_INCREASED_MONITORING};
 use crate::clock::Clock;
 use crate::engine::EngineConfig;
 use crate::protocol::frame::role;
-use crate::shard::{Backend, SwitchConfig};
+use crate::shard::{Backend, ScorerConfig, SwitchConfig};
 use crate::wal::WalConfig;
 
 /// The development channel's key (contract §2).
@@ -64,6 +66,10 @@ pub struct Config {
     pub handshake_timeout_ms: u64,
     pub write_timeout_ms: u64,
     pub drain_timeout_ms: u64,
+    /// The AML latency budget (for the remote scorer's verdicts).
+    pub aml_budget: Duration,
+    /// The remote scorer connection's own deadline.
+    pub aml_scorer_timeout: Duration,
 }
 
 impl Default for Config {
@@ -92,6 +98,8 @@ impl Default for Config {
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
             write_timeout_ms: WRITE_TIMEOUT_MS_DEFAULT,
             drain_timeout_ms: DRAIN_TIMEOUT_MS_DEFAULT,
+            aml_budget: Duration::from_micros(AML_BUDGET_US_DEFAULT),
+            aml_scorer_timeout: Duration::from_millis(AML_SCORER_TIMEOUT_MS_DEFAULT),
         }
     }
 }
@@ -128,8 +136,50 @@ struct File {
     /// How long an FX quote is good (default 30 s).
     quote_ttl_ms: Option<u64>,
     wal: Option<WalFile>,
+    aml: Option<AmlFile>,
     #[serde(default)]
     channels: Vec<ChannelFile>,
+}
+
+/// `[aml]`: the AML rules (docs/aml.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmlFile {
+    enabled: Option<bool>,
+    /// Level 1's daily limit as an HKD decimal, e.g. "80000.00".
+    daily_limit_hkd: Option<String>,
+    /// Level 2's list (ISO 3166-1 numeric); replaces the default.
+    high_risk_countries: Option<Vec<u16>>,
+    /// Adds the FATF increased-monitoring list to level 2's.
+    increased_monitoring: Option<bool>,
+    /// Level 3 on or off.
+    behaviour: Option<bool>,
+    cooling_off_ms: Option<u64>,
+    /// The latency budget for the remote scorer's verdicts.
+    budget_us: Option<u64>,
+    /// The remote scorer's address (none by default).
+    scorer: Option<SocketAddr>,
+    /// The scorer connection's own deadline.
+    scorer_timeout_ms: Option<u64>,
+}
+
+/// The AML latency budget's default (issue 5): 50 µs.
+pub const AML_BUDGET_US_DEFAULT: u64 = 50;
+/// The longest AML budget accepted: a shard never waits longer per group.
+pub const AML_BUDGET_US_MAX: u64 = 1_000_000;
+/// The remote scorer connection's default deadline.
+pub const AML_SCORER_TIMEOUT_MS_DEFAULT: u64 = 1_000;
+
+/// Parses an HKD decimal with at most two places into minor units.
+pub fn parse_hkd(text: &str) -> Result<u64, ConfigError> {
+    use std::str::FromStr;
+    let bad = || ConfigError(format!("{text:?} is not an HKD amount with at most two decimal places"));
+    let d = rust_decimal::Decimal::from_str_exact(text.trim()).map_err(|_| bad())?;
+    let minor = d.checked_mul(rust_decimal::Decimal::from(100)).ok_or_else(bad)?;
+    if !minor.fract().is_zero() || minor.is_sign_negative() {
+        return Err(bad());
+    }
+    u64::from_str(&minor.trunc().normalize().to_string()).map_err(|_| bad())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,9 +293,53 @@ impl Config {
                 self.switch.group_requests_max = v;
             }
         }
+        if let Some(a) = file.aml {
+            self.merge_aml(a)?;
+        }
         // The development channel exists only without a configuration file
         // (contract §2): a file names every channel it allows.
         self.channels = file.channels.into_iter().map(channel).collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    fn merge_aml(&mut self, a: AmlFile) -> Result<(), ConfigError> {
+        let aml = &mut self.switch.engine.aml;
+        if let Some(v) = a.enabled {
+            aml.enabled = v;
+        }
+        if let Some(v) = a.daily_limit_hkd {
+            aml.daily_limit_hkd_minor = parse_hkd(&v)?;
+        }
+        if let Some(codes) = a.high_risk_countries {
+            if let Some(bad) = codes.iter().find(|c| !crate::money::is_country(**c)) {
+                return Err(ConfigError(format!("aml.high_risk_countries: {bad} is not an ISO 3166-1 country")));
+            }
+            aml.high_risk = CountrySet::of(&codes);
+        }
+        if a.increased_monitoring == Some(true) {
+            for c in FATF_INCREASED_MONITORING {
+                aml.high_risk.insert(c);
+            }
+        }
+        if let Some(v) = a.behaviour {
+            aml.behaviour = v;
+        }
+        if let Some(v) = a.cooling_off_ms {
+            aml.cooling_off_ms = v;
+        }
+        if let Some(v) = a.budget_us {
+            self.aml_budget = Duration::from_micros(v);
+        }
+        if let Some(v) = a.scorer_timeout_ms {
+            self.aml_scorer_timeout = Duration::from_millis(v);
+        }
+        if let Some(addr) = a.scorer {
+            self.switch.aml_scorer = Some(ScorerConfig { addr, budget: Duration::ZERO, io_timeout: Duration::ZERO });
+        }
+        if let Some(s) = &mut self.switch.aml_scorer {
+            s.budget = self.aml_budget;
+            s.io_timeout = self.aml_scorer_timeout;
+        }
         Ok(())
     }
 
@@ -287,6 +381,13 @@ impl Config {
                 "shards = {}: the server runs one shard until cross-shard transfers land (issue 8)",
                 self.switch.shards
             ));
+        }
+        let budget_us = self.aml_budget.as_micros();
+        if budget_us == 0 || budget_us > u128::from(AML_BUDGET_US_MAX) {
+            return bad(format!("aml.budget_us {budget_us} outside 1..={AML_BUDGET_US_MAX}"));
+        }
+        if self.switch.engine.aml.cooling_off_ms == 0 || self.aml_scorer_timeout.is_zero() {
+            return bad("aml.cooling_off_ms and aml.scorer_timeout_ms must be positive".into());
         }
         if self.switch.engine.quote_ttl_ms == 0 {
             return bad("quote_ttl_ms must be positive".into());
@@ -371,6 +472,28 @@ mod tests {
         let mut short = Config::default();
         short.merge_toml("[[channels]]\nid = 1\nkey = \"k\"\nroles = []").unwrap();
         assert!(short.validate().is_err(), "a one-byte key");
+        let mut aml = Config::default();
+        aml.merge_toml(
+            "[aml]\ndaily_limit_hkd = \"50000.50\"\nhigh_risk_countries = [408]\nincreased_monitoring = true\n\
+             cooling_off_ms = 3600000\nbudget_us = 200\nscorer = \"127.0.0.1:7500\"\nbehaviour = false\n",
+        )
+        .unwrap();
+        let a = aml.switch.engine.aml;
+        assert_eq!((a.daily_limit_hkd_minor, a.cooling_off_ms, a.behaviour), (5_000_050, 3_600_000, false));
+        assert!(a.high_risk.contains(408) && !a.high_risk.contains(364) && a.high_risk.contains(887));
+        let s = aml.switch.aml_scorer.unwrap();
+        assert_eq!((s.addr.port(), s.budget, s.io_timeout), (7500, Duration::from_micros(200), Duration::from_secs(1)));
+        for bad in [
+            "[aml]\ndaily_limit_hkd = \"1.005\"",
+            "[aml]\ndaily_limit_hkd = \"-1\"",
+            "[aml]\nhigh_risk_countries = [999]",
+            "[aml]\nlevel = 4",
+        ] {
+            assert!(Config::default().merge_toml(bad).is_err(), "{bad}");
+        }
+        let mut zero = Config::default();
+        zero.merge_toml("[aml]\nbudget_us = 0").unwrap();
+        assert!(zero.validate().is_err(), "a zero budget");
         let mut no_channels = Config::default();
         no_channels.merge_toml("listen = \"127.0.0.1:7401\"").unwrap();
         assert!(no_channels.channels.is_empty(), "a file without channels has no development channel");

@@ -10,12 +10,14 @@
 #![allow(missing_docs)] // Record fields are documented by the contract's tables.
 
 pub mod alloc;
+pub mod aml;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod fx;
 pub mod hash;
+pub mod http;
 pub mod metrics;
 pub mod money;
 pub mod protocol;

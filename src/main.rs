@@ -11,7 +11,7 @@ use harbour::config::{self, Config};
 use harbour::money::{CURRENCIES, CurrencyIndex, format_minor};
 use harbour::protocol::ResultCode;
 use harbour::protocol::records::{
-    self, ACCOUNT_KIND_CUSTOMER, Account, BalanceKey, FINALIZE_POST, FINALIZE_VOID, Finalize, TRANSFER_PENDING,
+    self, ACCOUNT_KIND_CUSTOMER, Account, BalanceKey, FINALIZE_POST, FINALIZE_VOID, Finalize, StepUp, TRANSFER_PENDING,
     Transfer, TransferResult,
 };
 
@@ -48,6 +48,59 @@ enum Command {
     Rate(RateArgs),
     /// Lock a rate for one transfer.
     Quote(QuoteArgs),
+    /// Report a FACE or SMS_OTP verification's outcome for a held transfer.
+    StepUp(StepUpArgs),
+    /// Resolve a MANUAL_REVIEW hold (an OPERATOR's).
+    Review(ReviewArgs),
+    /// Cancel a PENDING transfer at the customer's request.
+    Cancel(LookupArgs),
+    /// Export a month's Suspicious Transaction Report (a REPORTING channel's).
+    Str(StrArgs),
+}
+
+#[derive(Args)]
+struct StepUpArgs {
+    /// Transfer id.
+    #[arg(long)]
+    id: u128,
+    /// face or sms.
+    #[arg(long)]
+    method: String,
+    /// The verification failed (default: passed).
+    #[arg(long)]
+    fail: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+struct ReviewArgs {
+    /// Transfer id.
+    #[arg(long)]
+    id: u128,
+    /// Void the transfer (default: release it).
+    #[arg(long)]
+    fail: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+struct StrArgs {
+    /// The Hong Kong calendar month, YYYY-MM.
+    #[arg(long)]
+    month: String,
+    /// xml or csv.
+    #[arg(long, default_value = "xml")]
+    format: String,
+    /// Save the report here (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also POST it to the intelligence unit's endpoint (http://host:port/path).
+    #[arg(long)]
+    submit: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 #[derive(Args)]
@@ -234,6 +287,10 @@ fn main() -> ExitCode {
             Command::Lookup(args) => lookup(args).await,
             Command::Rate(args) => set_rate(args).await,
             Command::Quote(args) => quote(args).await,
+            Command::StepUp(args) => step_up(args).await,
+            Command::Review(args) => review(args).await,
+            Command::Cancel(args) => cancel(args).await,
+            Command::Str(args) => export_str(args).await,
         }
     });
     match result {
@@ -502,9 +559,97 @@ async fn lookup(args: LookupArgs) -> Result<(), String> {
     if r.code == 0 { Ok(()) } else { Err(code_name(r.code)) }
 }
 
+async fn step_up(args: StepUpArgs) -> Result<(), String> {
+    let method = match args.method.to_ascii_lowercase().as_str() {
+        "face" => records::METHOD_FACE,
+        "sms" | "sms_otp" => records::METHOD_SMS_OTP,
+        other => return Err(format!("method must be face or sms, not {other:?}")),
+    };
+    let outcome = if args.fail { records::OUTCOME_FAIL } else { records::OUTCOME_PASS };
+    let client = connect(&args.conn).await?;
+    let r = client.confirm_step_up(&[StepUp { transfer_id: args.id, method, outcome }]).await.map_err(err)?;
+    finish_transfer(r.first())
+}
+
+async fn review(args: ReviewArgs) -> Result<(), String> {
+    let outcome = if args.fail { records::OUTCOME_FAIL } else { records::OUTCOME_PASS };
+    let client = connect(&args.conn).await?;
+    let step = StepUp { transfer_id: args.id, method: records::METHOD_MANUAL_REVIEW, outcome };
+    let r = client.resolve_review(&[step]).await.map_err(err)?;
+    finish_transfer(r.first())
+}
+
+async fn cancel(args: LookupArgs) -> Result<(), String> {
+    let client = connect(&args.conn).await?;
+    let r = client.cancel_transfers(&[args.id]).await.map_err(err)?;
+    finish_transfer(r.first())
+}
+
+fn finish_transfer(r: Option<&TransferResult>) -> Result<(), String> {
+    let r = r.ok_or("no answer")?;
+    show_transfer(r, CurrencyIndex::HKD);
+    if r.code == 0 { Ok(()) } else { Err(code_name(r.code)) }
+}
+
+/// Parses `YYYY-MM`.
+fn parse_month(text: &str) -> Result<(u16, u8), String> {
+    let bad = || format!("month {text:?} is not YYYY-MM");
+    let (y, m) = text.split_once('-').ok_or_else(bad)?;
+    let year: u16 = y.parse().map_err(|_| bad())?;
+    let month: u8 = m.parse().map_err(|_| bad())?;
+    if y.len() != 4 || m.len() != 2 || !(1..=12).contains(&month) {
+        return Err(bad());
+    }
+    Ok((year, month))
+}
+
+async fn export_str(args: StrArgs) -> Result<(), String> {
+    let (year, month) = parse_month(&args.month)?;
+    let (format, content_type) = match args.format.to_ascii_lowercase().as_str() {
+        "xml" => (harbour::aml::report::FORMAT_XML, "application/xml"),
+        "csv" => (harbour::aml::report::FORMAT_CSV, "text/csv"),
+        other => return Err(format!("format must be xml or csv, not {other:?}")),
+    };
+    // Parse the endpoint before asking for the report: a typo fails fast.
+    let endpoint = args.submit.as_deref().map(harbour::http::Endpoint::parse).transpose()?;
+    let client = connect(&args.conn).await?;
+    let (header, report) = client.export_str(year, month, format).await.map_err(err)?;
+    if header.code == ResultCode::NothingToReport.as_u16() {
+        eprintln!("{}: no AML cases; nothing to report", args.month);
+        return Ok(());
+    }
+    if header.code != 0 {
+        return Err(code_name(header.code));
+    }
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!("{}: {} bytes of report saved to {}", args.month, report.len(), path.display());
+        }
+        None if endpoint.is_none() => {
+            use std::io::Write as _;
+            std::io::stdout().write_all(&report).map_err(|e| e.to_string())?;
+        }
+        None => {}
+    }
+    if let Some(endpoint) = endpoint {
+        let status = endpoint.post(content_type, &report, std::time::Duration::from_secs(30))?;
+        eprintln!("{}: submitted to {} ({status})", args.month, args.submit.unwrap_or_default());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_parse() {
+        assert_eq!(parse_month("2026-11"), Ok((2026, 11)));
+        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "2026-00", ""] {
+            assert!(parse_month(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn amounts_parse_exactly_in_minor_units() {

@@ -27,7 +27,26 @@ pub struct Metrics {
     pub busy_total: AtomicU64,
     /// ERROR frames sent, by code (index = code - 1).
     pub frame_errors: [AtomicU64; 13],
+    /// New AML holds by kind: FACE_REVIEW (level 1), SMS_OTP (level 2),
+    /// COOLING_OFF (level 3), MANUAL_REVIEW (no HKD rate, scorer, budget).
+    pub aml_holds: [AtomicU64; 4],
+    /// Transfers sent to the remote scorer.
+    pub aml_scorer_evaluations: AtomicU64,
+    /// Transfers held because the scorer's verdict missed the budget.
+    pub aml_budget_fallbacks: AtomicU64,
+    /// Transfers the remote scorer asked to review.
+    pub aml_scorer_reviews: AtomicU64,
+    /// Longest wait for the scorer, microseconds.
+    pub aml_scorer_wait_max_us: AtomicU64,
 }
+
+/// Names of `Metrics::aml_holds`, in order.
+const AML_HOLDS: [(crate::engine::holds::Holds, &str, &str); 4] = [
+    (crate::engine::holds::Holds::FACE_REVIEW, "FACE_REVIEW", "1"),
+    (crate::engine::holds::Holds::SMS_OTP, "SMS_OTP", "2"),
+    (crate::engine::holds::Holds::COOLING_OFF, "COOLING_OFF", "3"),
+    (crate::engine::holds::Holds::MANUAL_REVIEW, "MANUAL_REVIEW", "review"),
+];
 
 /// The process's counters.
 pub static METRICS: Metrics = Metrics {
@@ -38,12 +57,36 @@ pub static METRICS: Metrics = Metrics {
     records_total: AtomicU64::new(0),
     busy_total: AtomicU64::new(0),
     frame_errors: [const { AtomicU64::new(0) }; 13],
+    aml_holds: [const { AtomicU64::new(0) }; 4],
+    aml_scorer_evaluations: AtomicU64::new(0),
+    aml_budget_fallbacks: AtomicU64::new(0),
+    aml_scorer_reviews: AtomicU64::new(0),
+    aml_scorer_wait_max_us: AtomicU64::new(0),
 };
 
 impl Metrics {
     /// Counts one ERROR frame.
     pub fn frame_error(&self, code: ErrorCode) {
         self.frame_errors[code as usize - 1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts the AML holds of one new pending transfer.
+    pub fn aml_holds(&self, holds: crate::engine::holds::Holds) {
+        for (i, (hold, _, _)) in AML_HOLDS.iter().enumerate() {
+            if holds.contains(*hold) {
+                self.aml_holds[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Publishes a shard's scorer-gate counters (one shard runs a gate
+    /// until issue 8; with several, each publishes its own running totals
+    /// and the largest wins).
+    pub fn record_gate(&self, s: crate::aml::scorer::GateStats) {
+        self.aml_scorer_evaluations.fetch_max(s.evaluations, Ordering::Relaxed);
+        self.aml_budget_fallbacks.fetch_max(s.fallbacks, Ordering::Relaxed);
+        self.aml_scorer_reviews.fetch_max(s.reviews, Ordering::Relaxed);
+        self.aml_scorer_wait_max_us.fetch_max(s.wait_max_us, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of every counter.
@@ -73,6 +116,43 @@ impl Metrics {
             let value = get(&self.frame_errors[code as usize - 1]);
             let _ = writeln!(out, "harbour_frame_errors_total{{code=\"{}\"}} {value}", code.name());
         }
+        let _ = writeln!(
+            out,
+            "# HELP harbour_aml_holds_total Transfers AML held, by hold (level 1 FACE_REVIEW, 2 SMS_OTP, 3 \
+             COOLING_OFF; MANUAL_REVIEW for no HKD rate, scorer or budget fallback).\n\
+             # TYPE harbour_aml_holds_total counter"
+        );
+        for (i, (_, name, level)) in AML_HOLDS.iter().enumerate() {
+            let value = get(&self.aml_holds[i]);
+            let _ = writeln!(out, "harbour_aml_holds_total{{hold=\"{name}\",level=\"{level}\"}} {value}");
+        }
+        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        one(
+            "harbour_aml_scorer_evaluations_total",
+            "counter",
+            "Transfers sent to the remote AML scorer.",
+            get(&self.aml_scorer_evaluations),
+        );
+        one(
+            "harbour_aml_budget_fallbacks_total",
+            "counter",
+            "Transfers held for MANUAL_REVIEW because the scorer missed the AML budget.",
+            get(&self.aml_budget_fallbacks),
+        );
+        one(
+            "harbour_aml_scorer_reviews_total",
+            "counter",
+            "Transfers the remote scorer asked to review.",
+            get(&self.aml_scorer_reviews),
+        );
+        one(
+            "harbour_aml_scorer_wait_max_microseconds",
+            "gauge",
+            "Longest wait for the remote scorer's verdicts.",
+            get(&self.aml_scorer_wait_max_us),
+        );
         out
     }
 }

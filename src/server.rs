@@ -35,9 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use crate::config::{Channel, Config};
 use crate::metrics::METRICS;
 use crate::protocol::frame::{self, CountRule, ErrorCode, Header, KindSpec, RESPONSE_BIT};
-use crate::protocol::records::{
-    self, CreditLine, Disburse, Id, LoanResult, Record, RecordResult, Repay, StrHeader, StrRequest,
-};
+use crate::protocol::records::{self, CreditLine, Disburse, Id, LoanResult, RecordResult, Repay};
 use crate::protocol::session::{Challenge, Hello, HelloResponse};
 use crate::protocol::{ResultCode, kind};
 use crate::shard::{Switch, SwitchError};
@@ -432,10 +430,6 @@ fn not_supported(kind: u16, body: &[u8]) -> Vec<u8> {
             for i in records::decode_all::<Id>(body) {
                 records::push(&mut out, &LoanResult { loan_id: i.id, code, ..LoanResult::default() });
             }
-        }
-        kind::EXPORT_STR => {
-            let request = StrRequest::decode(body);
-            records::push(&mut out, &StrHeader { code, format: request.format, report_len: 0 });
         }
         other => unreachable!("kind {other:#06x} is either applied by the engine or listed here"),
     }

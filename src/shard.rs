@@ -40,10 +40,12 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
+use crate::aml::report::{CaseRow, ROW_SIZE};
+use crate::aml::scorer::{Gate, GateStats, RemoteScorer, encode_verdicts};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS};
 use crate::hash::mix64;
-use crate::protocol::records::{self, Account, Balance, BalanceKey, Record, Transfer, TransferResult};
+use crate::protocol::records::{self, Account, Balance, BalanceKey, Record, StrRequest, Transfer, TransferResult};
 use crate::protocol::{ResultCode, kind};
 use crate::wal::storage::{FileStorage, Storage};
 use crate::wal::{RecoveryReport, Wal, WalConfig, WalError};
@@ -81,6 +83,19 @@ pub struct SwitchConfig {
     /// Most requests per group commit.
     pub group_requests_max: usize,
     pub clock: Clock,
+    /// The remote AML scorer, if the bank runs one.
+    pub aml_scorer: Option<ScorerConfig>,
+}
+
+/// Where the remote AML scorer is and how long the shards wait for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScorerConfig {
+    pub addr: std::net::SocketAddr,
+    /// The AML latency budget: the longest a shard waits for a group's
+    /// verdicts (contract §6; default 50 µs). Late is MANUAL_REVIEW.
+    pub budget: Duration,
+    /// The scorer connection's own deadline (connect, read, write).
+    pub io_timeout: Duration,
 }
 
 impl Default for SwitchConfig {
@@ -94,6 +109,7 @@ impl Default for SwitchConfig {
             queue_depth_max: 4096,
             group_requests_max: 1024,
             clock: Clock::System,
+            aml_scorer: None,
         }
     }
 }
@@ -197,6 +213,8 @@ pub struct Shard {
     snapshotting: Option<std::thread::JoinHandle<(Result<(), WalError>, Engine)>>,
     /// The last snapshot's copy, kept so the next copy reuses its memory.
     spare: Option<Engine>,
+    /// The remote AML scorer behind its budget, if there is one.
+    gate: Option<Gate>,
 }
 
 impl Shard {
@@ -229,8 +247,22 @@ impl Shard {
             snapshot_in_background: config.snapshot_in_background,
             snapshotting: None,
             spare: None,
+            gate: None,
         };
         Ok((shard, report))
+    }
+
+    /// Puts a remote AML scorer in front of the engine: from now on every
+    /// group's outgoing transfers wait for its verdicts, at most the gate's
+    /// budget.
+    pub fn set_gate(&mut self, gate: Gate) {
+        self.gate = Some(gate);
+    }
+
+    /// The scorer gate's counters, if there is a gate.
+    #[must_use]
+    pub fn gate_stats(&self) -> Option<GateStats> {
+        self.gate.as_ref().map(Gate::stats)
     }
 
     /// The engine (read-only), for audits and hashes.
@@ -333,28 +365,66 @@ impl Shard {
         }
     }
 
+    /// Whether a request of `kind` with `body` is one the engine takes from
+    /// outside (internal log kinds are the shard's own).
+    fn acceptable(kind: u16, body: &[u8]) -> Result<(), SwitchError> {
+        let internal = matches!(kind, kind::TICK | kind::AML_VERDICTS);
+        let Some(size) = Engine::request_size(kind).filter(|_| !internal) else {
+            return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
+        };
+        let one = matches!(kind, kind::EXPORT_STR | kind::STR_ROWS);
+        if !body.len().is_multiple_of(size) || body.len() > crate::wal::RECORD_BODY_MAX || (one && body.len() != size) {
+            return Err(SwitchError::Engine(EngineError::BadLength { kind, len: body.len() }));
+        }
+        Ok(())
+    }
+
     fn apply_group(&mut self, group: &[(u16, &[u8])], replies: &mut Vec<Reply>) -> Result<(), WalError> {
         let now = self.clock.now_ms(self.engine.now_ms());
         if self.engine.advance(now) > 0 {
             // Timers fired: record the time so a replay fires them too.
             self.wal.append(kind::TICK, now, &[])?;
         }
+        // The remote scorer sees the whole group's transfers at once and is
+        // waited for once, at most the budget.
+        let submits: Vec<&[u8]> = group
+            .iter()
+            .filter(|(k, b)| *k == kind::SUBMIT_TRANSFERS && Self::acceptable(*k, b).is_ok())
+            .map(|(_, b)| *b)
+            .collect();
+        let mut verdicts = match &mut self.gate {
+            Some(gate) if !submits.is_empty() => gate.judge(&submits),
+            _ => Vec::new(),
+        }
+        .into_iter();
         for &(kind, body) in group {
-            if let Some(size) = Engine::request_size(kind).filter(|_| kind != kind::TICK) {
-                if body.len().is_multiple_of(size) && body.len() <= crate::wal::RECORD_BODY_MAX {
-                    // An empty batch changes nothing and needs no log record.
-                    if kind::is_logged(kind) && !body.is_empty() {
-                        self.wal.append(kind, now, body)?;
-                    }
-                    let mut out = Vec::with_capacity(body.len() / size * 64);
-                    self.engine.apply(kind, body, now, &mut out).expect("kind and length checked before logging");
-                    replies.push(Ok(out));
-                    continue;
-                }
-                replies.push(Err(SwitchError::Engine(EngineError::BadLength { kind, len: body.len() })));
-            } else {
-                replies.push(Err(SwitchError::Engine(EngineError::UnknownKind(kind))));
+            if let Err(e) = Self::acceptable(kind, body) {
+                replies.push(Err(e));
+                continue;
             }
+            if kind == kind::SUBMIT_TRANSFERS
+                && let Some(v) = verdicts.next().filter(|v| !v.is_empty())
+            {
+                // Logged before the transfers they judge, so a replay
+                // applies the same verdicts to the same records.
+                let encoded = encode_verdicts(&v);
+                self.wal.append(kind::AML_VERDICTS, now, &encoded)?;
+                self.engine.apply(kind::AML_VERDICTS, &encoded, now, &mut Vec::new()).expect("verdicts well formed");
+            }
+            // An empty batch changes nothing and needs no log record.
+            if kind::is_logged(kind) && !body.is_empty() {
+                self.wal.append(kind, now, body)?;
+            }
+            let size = Engine::request_size(kind).expect("acceptable kind");
+            let mut out = Vec::with_capacity(body.len() / size * 64);
+            self.engine.apply(kind, body, now, &mut out).expect("kind and length checked before logging");
+            if kind == kind::SUBMIT_TRANSFERS {
+                count_aml_holds(&out);
+            }
+            replies.push(Ok(out));
+        }
+        if let Some(gate) = &self.gate {
+            crate::metrics::METRICS.record_gate(gate.stats());
         }
         Ok(())
     }
@@ -418,6 +488,18 @@ impl Drop for Shard {
     }
 }
 
+/// Counts the AML holds in SUBMIT_TRANSFERS answers, for the operators'
+/// counters (new holds only: code OK and pending).
+fn count_aml_holds(answers: &[u8]) {
+    use crate::engine::holds::Holds;
+    for a in answers.chunks_exact(TransferResult::SIZE) {
+        let r = TransferResult::decode(a);
+        if r.code == 0 && r.state == records::STATE_PENDING {
+            crate::metrics::METRICS.aml_holds(Holds::from_bits(r.holds).unwrap_or_default());
+        }
+    }
+}
+
 struct ShardHandle {
     tx: Sender<Message>,
     thread: Option<JoinHandle<()>>,
@@ -446,10 +528,23 @@ const META_FILE: &str = "META";
 fn meta(config: &SwitchConfig) -> String {
     let w = config.engine.hold_windows;
     let clock = if config.clock.is_manual() { "manual" } else { "system" };
+    let aml = config.engine.aml;
+    let high_risk: Vec<String> = aml.high_risk.codes().iter().map(u16::to_string).collect();
     format!(
         "shards={}\nclock={clock}\nstep_up_window_ms={}\nmanual_review_window_ms={}\nclient_window_ms={}\n\
-         quote_ttl_ms={}\n",
-        config.shards, w.step_up_ms, w.manual_review_ms, w.client_ms, config.engine.quote_ttl_ms
+         quote_ttl_ms={}\naml_enabled={}\naml_daily_limit_hkd_minor={}\naml_high_risk_countries={}\n\
+         aml_behaviour={}\naml_behaviour_model={}\naml_cooling_off_ms={}\n",
+        config.shards,
+        w.step_up_ms,
+        w.manual_review_ms,
+        w.client_ms,
+        config.engine.quote_ttl_ms,
+        aml.enabled,
+        aml.daily_limit_hkd_minor,
+        high_risk.join(","),
+        aml.behaviour,
+        crate::aml::BEHAVIOUR_MODEL_VERSION,
+        aml.cooling_off_ms,
     )
 }
 
@@ -536,7 +631,20 @@ impl Switch {
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn(move || match Shard::open(storage, &config) {
-                    Ok((shard, report)) => {
+                    Ok((mut shard, report)) => {
+                        if let Some(s) = config.aml_scorer {
+                            match RemoteScorer::start(s.addr, s.io_timeout) {
+                                Ok(scorer) => shard.set_gate(Gate::new(Box::new(scorer), s.budget)),
+                                Err(e) => {
+                                    let _ = ready_tx.send(Err(WalError::Io {
+                                        op: "start aml scorer thread",
+                                        file: String::new(),
+                                        source: e,
+                                    }));
+                                    return;
+                                }
+                            }
+                        }
                         shard_now.fetch_max(shard.engine.now_ms(), Ordering::Relaxed);
                         let _ = ready_tx.send(Ok(report));
                         shard.run(&rx, config.group_requests_max, &shard_now, &shard_queued);
@@ -631,6 +739,13 @@ impl Switch {
             // they come from shard 0 (cross-shard quotes are issue 8's).
             kind::FX_QUOTE => {
                 Ok(PendingReply { parts: vec![self.send(0, kind, body.to_vec(), wait)?], merge: Merge::Single })
+            }
+            kind::EXPORT_STR => {
+                // Each shard hands over its rows; the switch merges and
+                // formats them.
+                let request = StrRequest::decode(body);
+                let parts = self.broadcast(kind::STR_ROWS, body, wait)?;
+                Ok(PendingReply { parts, merge: Merge::Str(request, self.now_ms()) })
             }
             kind::LOOKUP_BALANCES => {
                 let keys = body.chunks_exact(BalanceKey::SIZE).map(BalanceKey::decode).collect();
@@ -794,6 +909,8 @@ enum Merge {
     /// Every shard answered a request keyed by transfer id; per record, the
     /// shard that knows the id wins.
     ById(u16),
+    /// Every shard gave its STR rows for the month; the report is made here.
+    Str(StrRequest, u64),
 }
 
 /// A request handed to its shard(s), whose answer is on its way.
@@ -875,6 +992,16 @@ fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
                 };
                 records::push(&mut out, &answer);
             }
+            out
+        }
+        Merge::Str(request, now_ms) => {
+            let mut rows: Vec<_> =
+                answers.iter().flat_map(|a| a.chunks_exact(ROW_SIZE)).filter_map(CaseRow::decode).collect();
+            crate::engine::sort_rows(&mut rows);
+            let valid = (1..=12).contains(&request.month)
+                && matches!(request.format, crate::aml::report::FORMAT_XML | crate::aml::report::FORMAT_CSV);
+            let mut out = Vec::new();
+            crate::engine::str_answer(&rows, &request, valid, now_ms, &mut out);
             out
         }
         Merge::ById(kind) => {

@@ -18,6 +18,9 @@ const CURRENCIES: [u16; 4] = [344, 840, 392, 999];
 const STEP_UP_MS: u64 = 600_000;
 const MANUAL_MS: u64 = 86_400_000;
 const CLIENT_MS: u64 = 7 * 86_400_000;
+/// AML level 1's limit in the model: low, so random sequences cross it.
+const DAILY_LIMIT: i128 = 60_000;
+const HK_OFFSET_MS: u64 = 8 * 3_600_000;
 
 #[derive(Clone, Debug)]
 enum Cmd {
@@ -38,6 +41,12 @@ struct MTransfer {
     holds: u8,
     submitted: u64,
     cooling_until: u64,
+    /// Whether AML held it (a case), and how the case ended.
+    case: Option<&'static str>,
+}
+
+fn hk_day(ms: u64) -> u64 {
+    (ms + HK_OFFSET_MS) / 86_400_000
 }
 
 /// The reference: the contract's rules written as plainly as possible.
@@ -145,8 +154,36 @@ impl Model {
         if customer && dp - dh < amount {
             return zero(ResultCode::InsufficientFunds);
         }
-        let holds = extra | if t.flags & TRANSFER_PENDING != 0 { 16 } else { 0 };
-        let mt = MTransfer { request: *t, state: STATE_PENDING, holds, submitted: self.now, cooling_until };
+        let mut holds = extra | if t.flags & TRANSFER_PENDING != 0 { 16 } else { 0 };
+        // AML, written plainly: the day's total is recomputed from every
+        // stored transfer of the account that still counts.
+        let mut aml = 0;
+        if customer && t.debit_account != t.credit_account {
+            if t.debit_currency == 344 {
+                let today = hk_day(self.now);
+                let total: i128 = self
+                    .transfers
+                    .values()
+                    .filter(|m| {
+                        m.request.debit_account == t.debit_account && m.request.credit_account != t.debit_account
+                    })
+                    .filter(|m| m.request.debit_currency == 344 && m.state != STATE_VOIDED)
+                    .filter(|m| hk_day(m.submitted) == today)
+                    .map(|m| i128::from(m.request.amount))
+                    .sum();
+                if total + amount > DAILY_LIMIT {
+                    aml |= 1;
+                }
+            } else {
+                aml |= 8; // No rate to HKD in the model: MANUAL_REVIEW.
+            }
+            if t.destination_country == 408 {
+                aml |= 2;
+            }
+        }
+        holds |= aml;
+        let case = (aml != 0).then_some("pending");
+        let mt = MTransfer { request: *t, state: STATE_PENDING, holds, submitted: self.now, cooling_until, case };
         self.transfers.insert(t.transfer_id, mt);
         if holds == 0 {
             self.post(t.transfer_id);
@@ -161,6 +198,9 @@ impl Model {
     fn post(&mut self, id: u128) {
         let t = self.transfers.get_mut(&id).unwrap();
         let r = t.request;
+        if t.case.is_some() {
+            t.case = Some("passed");
+        }
         t.state = STATE_POSTED;
         t.holds = 0;
         let amount = i128::from(r.amount);
@@ -175,9 +215,12 @@ impl Model {
         self.bal(r.credit_account, r.credit_currency).2 -= amount;
     }
 
-    fn void(&mut self, id: u128) {
+    fn void(&mut self, id: u128, outcome: &'static str) {
         self.unreserve(id);
         let t = self.transfers.get_mut(&id).unwrap();
+        if t.case.is_some() {
+            t.case = Some(outcome);
+        }
         t.state = STATE_VOIDED;
         t.holds = 0;
     }
@@ -206,7 +249,7 @@ impl Model {
             let t = &self.transfers[&id];
             let closed = [1u8, 2, 8, 16].iter().any(|h| t.holds & h != 0 && end_of(t, *h) <= self.now);
             if closed {
-                self.void(id);
+                self.void(id, "expired");
             } else {
                 self.release(id, 4);
             }
@@ -264,7 +307,7 @@ impl Model {
         if outcome == OUTCOME_PASS {
             self.release(id, hold)
         } else {
-            self.void(id)
+            self.void(id, "failed")
         }
         self.result(id, ResultCode::Ok)
     }
@@ -292,7 +335,7 @@ impl Model {
         if action == FINALIZE_POST {
             self.release(id, 16)
         } else {
-            self.void(id)
+            self.void(id, "cancelled")
         }
         self.result(id, ResultCode::Ok)
     }
@@ -304,8 +347,15 @@ impl Model {
         if self.transfers[&id].state != STATE_PENDING {
             return self.lookup_or(id, ResultCode::NotPending);
         }
-        self.void(id);
+        self.void(id, "cancelled");
         self.result(id, ResultCode::Ok)
+    }
+
+    /// AML cases as (transfer id, outcome), in submission order (ties by
+    /// submission sequence: the model stores them in a map, so order by
+    /// time, then by the order they were judged, kept in `case_order`).
+    fn cases(&self, order: &[u128]) -> Vec<(u128, &'static str)> {
+        order.iter().filter_map(|id| self.transfers[id].case.map(|o| (*id, o))).collect()
     }
 }
 
@@ -362,7 +412,11 @@ fn cmd() -> impl Strategy<Value = Cmd> {
 }
 
 fn setup() -> (Engine, Model) {
-    let mut engine = Engine::new(EngineConfig { manual_clock: true, ..EngineConfig::default() }, MANUAL_CLOCK_START_MS);
+    let mut config = EngineConfig { manual_clock: true, ..EngineConfig::default() };
+    // Levels 1 and 2 are modelled; level 3 has its own tests (tests/aml.rs).
+    config.aml.daily_limit_hkd_minor = DAILY_LIMIT as u64;
+    config.aml.behaviour = false;
+    let mut engine = Engine::new(config, MANUAL_CLOCK_START_MS);
     let mut model = Model::new();
     for id in CUSTOMERS {
         engine.create_account(&Account { customer_ref: id, ..common::account(id) });
@@ -401,6 +455,7 @@ proptest! {
     #[test]
     fn engine_matches_the_model(cmds in prop::collection::vec(cmd(), 1..60)) {
         let (mut engine, mut model) = setup();
+        let mut judged = Vec::new();
         for (step, c) in cmds.iter().enumerate() {
             match c {
                 Cmd::Create(id, country) => {
@@ -413,8 +468,11 @@ proptest! {
                     let holds = Holds::from_bits(*holds).unwrap();
                     let cooling_until = model.now + cooling;
                     let got = engine.submit_with_holds(t, holds, cooling_until);
-                    let (_, want) = model.submit(t, holds.bits(), cooling_until);
+                    let (code, want) = model.submit(t, holds.bits(), cooling_until);
                     prop_assert_eq!(got, want, "step {} {:?}", step, c);
+                    if code == ResultCode::Ok {
+                        judged.push(t.transfer_id);
+                    }
                 }
                 Cmd::StepUp(id, m, o) => {
                     let got = engine.confirm_step_up(&StepUp { transfer_id: *id, method: *m, outcome: *o });
@@ -448,6 +506,8 @@ proptest! {
                 prop_assert!(false, "audit after step {} {:?}: {}", step, c, e);
             }
             compare_balances(&engine, &model);
+            let cases: Vec<(u128, &str)> = engine.cases().iter().map(|k| (k.transfer_id, k.outcome.name())).collect();
+            prop_assert_eq!(cases, model.cases(&judged), "AML cases after step {} {:?}", step, c);
         }
     }
 }

@@ -78,6 +78,16 @@ pub struct AccountEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccountPos(u32);
 
+impl AccountPos {
+    /// The position as an index into per-account arrays kept beside the
+    /// book (AML profiles): accounts are numbered in insertion order.
+    #[inline]
+    #[must_use]
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
+
 /// Bytes of one account entry (its index slot adds 8 to 16).
 pub const ACCOUNT_ENTRY_SIZE: usize = size_of::<AccountEntry>();
 const _: () = assert!(ACCOUNT_ENTRY_SIZE == 48);
@@ -251,6 +261,14 @@ impl Book {
         if let Some(at) = self.index.candidate(mix64(id)) {
             prefetch(self.accounts.get(at));
         }
+    }
+
+    /// The position an account's index slot points at first (for
+    /// prefetching state kept beside the book), without reading the entry.
+    #[inline]
+    #[must_use]
+    pub fn candidate(&self, id: u64) -> Option<u32> {
+        self.index.candidate(mix64(id))
     }
 
     /// The account, if it exists.

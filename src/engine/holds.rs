@@ -94,7 +94,15 @@ pub struct PendingEntry {
     pub cooling_until_ms: u64,
     /// When its timer is due: the soonest end among its open holds.
     pub due_ms: u64,
+    /// What it added to its account's AML day total (value units), taken
+    /// off again if it is voided.
+    pub counted: u128,
+    /// Its AML case (index into the engine's cases), or `NO_CASE`.
+    pub case: u32,
 }
+
+/// `PendingEntry::case` of a transfer AML did not hold.
+pub const NO_CASE: u32 = u32::MAX;
 
 impl PendingEntry {
     /// When one hold of this transfer ends.

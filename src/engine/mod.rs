@@ -21,16 +21,20 @@ pub mod quotes;
 pub mod snapshot;
 pub mod transfers;
 
+use crate::aml::report::{self, CaseRow, ReportError};
+use crate::aml::scorer::{self, Verdict};
+use crate::aml::{self, AmlConfig, Case, Judgement, Outcome, Outgoing, Profile};
 use crate::fx::{self, FxError, RateTable, Side};
 use crate::money::{self, CurrencyIndex};
 use crate::protocol::ResultCode;
 use crate::protocol::kind;
 use crate::protocol::records::{
     self, Account, Balance as BalanceRecord, BalanceKey, Finalize, FxRate, Id, Quote as QuoteRecord, QuoteRequest,
-    Record, RecordResult, SetTime, StepUp, Transfer, TransferResult,
+    Record, RecordResult, SetTime, StepUp, StrHeader, StrRequest, Transfer, TransferResult,
 };
 use book::{AccountKind, AccountPos, Balance, Book};
-use holds::{HoldWindows, Holds, PendingEntry, PendingTable};
+use holds::{HoldWindows, Holds, NO_CASE, PendingEntry, PendingTable};
+use index::Arena;
 use quotes::{Quote, Quotes};
 use transfers::{StoredTransfer, TransferIndex, TransferStore};
 
@@ -62,6 +66,8 @@ pub struct EngineConfig {
     pub manual_clock: bool,
     /// How long a quote is good (contract default 30 s).
     pub quote_ttl_ms: u64,
+    /// The AML rules' settings.
+    pub aml: AmlConfig,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +78,7 @@ impl Default for EngineConfig {
             hold_windows: HoldWindows::default(),
             manual_clock: false,
             quote_ttl_ms: 30_000,
+            aml: AmlConfig::default(),
         }
     }
 }
@@ -100,8 +107,10 @@ impl std::error::Error for EngineError {}
 /// How a pending transfer ended without posting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum VoidReason {
-    /// A verification failed or the client voided it.
+    /// A verification or review failed.
     Failed,
+    /// The client voided its own hold (FINALIZE_PENDING VOID).
+    ClientVoided,
     /// A window closed with its hold still open.
     Expired,
     /// The customer cancelled it.
@@ -122,6 +131,13 @@ pub struct Engine {
     rates: RateTable,
     /// Live quotes.
     quotes: Quotes,
+    /// AML state per account, at the account's book position.
+    profiles: Arena<Profile>,
+    /// Every transfer AML held, in submission order.
+    cases: Vec<Case>,
+    /// Verdicts logged for the next SUBMIT_TRANSFERS record (empty between
+    /// records).
+    verdicts: Vec<Verdict>,
 }
 
 impl Clone for Engine {
@@ -134,6 +150,9 @@ impl Clone for Engine {
             pending: self.pending.clone(),
             rates: self.rates.clone(),
             quotes: self.quotes.clone(),
+            profiles: self.profiles.clone(),
+            cases: self.cases.clone(),
+            verdicts: self.verdicts.clone(),
         }
     }
     /// Copies `source` into this engine's existing memory: the snapshot
@@ -147,6 +166,9 @@ impl Clone for Engine {
         self.pending.clone_from(&source.pending);
         self.rates.clone_from(&source.rates);
         self.quotes.clone_from(&source.quotes);
+        self.profiles.clone_from(&source.profiles);
+        self.cases.clone_from(&source.cases);
+        self.verdicts.clone_from(&source.verdicts);
     }
 }
 
@@ -156,9 +178,16 @@ impl Engine {
     pub fn new(config: EngineConfig, now_ms: u64) -> Self {
         let mut engine = Self::empty(config, now_ms);
         for id in book::SYSTEM_ACCOUNTS {
-            engine.book.insert_account(id, AccountKind::System, money::HONG_KONG, 0);
+            engine.insert_account(id, AccountKind::System, money::HONG_KONG, 0);
         }
         engine
+    }
+
+    /// Adds an account to the book, with its AML profile beside it.
+    fn insert_account(&mut self, id: u64, kind: AccountKind, home_country: u16, customer_ref: u64) {
+        self.book.insert_account(id, kind, home_country, customer_ref);
+        self.profiles.push(Profile::default());
+        assert_eq!(self.profiles.len(), self.book.account_count(), "one profile per account");
     }
 
     fn empty(config: EngineConfig, now_ms: u64) -> Self {
@@ -170,6 +199,9 @@ impl Engine {
             pending: PendingTable::new(),
             rates: RateTable::default(),
             quotes: Quotes::default(),
+            profiles: Arena::with_capacity(config.accounts_capacity, Profile::default()),
+            cases: Vec::new(),
+            verdicts: Vec::new(),
         }
     }
 
@@ -239,6 +271,17 @@ impl Engine {
             kind::SET_TIME => self.each(body, out, |e, s: SetTime, i| e.set_time(&s, i)),
             kind::SET_FX_RATES => self.each(body, out, |e, r: FxRate, i| e.set_fx_rate(&r, i)),
             kind::FX_QUOTE => self.each(body, out, |e, q: QuoteRequest, _| e.fx_quote(&q)),
+            kind::EXPORT_STR => self.export_str(&StrRequest::decode(body), out),
+            kind::STR_ROWS => {
+                let request = StrRequest::decode(body);
+                for row in self.str_rows(u32::from(request.year), u32::from(request.month)) {
+                    row.encode(out);
+                }
+            }
+            kind::AML_VERDICTS => {
+                assert!(self.verdicts.is_empty(), "AML verdicts logged twice before their transfers");
+                self.verdicts = scorer::decode_verdicts(body).expect("verdicts checked before logging");
+            }
             kind::TICK => {}
             other => return Err(EngineError::UnknownKind(other)),
         }
@@ -258,6 +301,8 @@ impl Engine {
             kind::SET_TIME => SetTime::SIZE,
             kind::SET_FX_RATES => FxRate::SIZE,
             kind::FX_QUOTE => QuoteRequest::SIZE,
+            kind::EXPORT_STR | kind::STR_ROWS => StrRequest::SIZE,
+            kind::AML_VERDICTS => scorer::VERDICT_SIZE,
             kind::TICK => 1,
             _ => return None,
         })
@@ -265,7 +310,12 @@ impl Engine {
 
     fn check_length(&self, kind: u16, body: &[u8]) -> Result<(), EngineError> {
         let size = Self::request_size(kind).ok_or(EngineError::UnknownKind(kind))?;
-        if !body.len().is_multiple_of(size) || (kind == kind::TICK && !body.is_empty()) {
+        let one = matches!(kind, kind::EXPORT_STR | kind::STR_ROWS);
+        if !body.len().is_multiple_of(size)
+            || (kind == kind::TICK && !body.is_empty())
+            || (one && body.len() != size)
+            || (kind == kind::AML_VERDICTS && scorer::decode_verdicts(body).is_none())
+        {
             return Err(EngineError::BadLength { kind, len: body.len() });
         }
         Ok(())
@@ -296,15 +346,32 @@ impl Engine {
             if i + PREFETCH_AHEAD / 2 < n {
                 let t = record(i + PREFETCH_AHEAD / 2);
                 self.book.prefetch_entry(t.debit_account);
+                if self.config.aml.enabled
+                    && let Some(at) = self.book.candidate(t.debit_account)
+                {
+                    index::prefetch(self.profiles.get(at));
+                }
                 self.book.prefetch_entry(t.credit_account);
                 if let Some((dc, cc)) = conversion(&t) {
                     self.book.prefetch_other_entry(t.debit_account, dc);
                     self.book.prefetch_other_entry(t.credit_account, cc);
                 }
             }
-            let answer = self.submit_transfer(&record(i));
+            let external = self.external_verdict(i as u32);
+            let answer = self.submit_judged(&record(i), Holds::NONE, 0, external);
             records::push(out, &answer);
         }
+        // Verdicts for records that were rejected (or not outgoing) lapse.
+        self.verdicts.clear();
+    }
+
+    /// The logged verdict for record `index` of the SUBMIT_TRANSFERS being
+    /// applied, as reason bits (0 for none).
+    fn external_verdict(&self, index: u32) -> u16 {
+        if self.verdicts.is_empty() {
+            return 0;
+        }
+        self.verdicts.binary_search_by_key(&index, |v| v.index).map_or(0, |at| self.verdicts[at].reason)
     }
 
     fn each<R: Record, A: Record>(
@@ -327,7 +394,7 @@ impl Engine {
     pub fn create_account(&mut self, a: &Account) -> RecordResult {
         let code = self.check_account(a);
         if code == ResultCode::Ok {
-            self.book.insert_account(a.account_id, AccountKind::Customer, a.home_country, a.customer_ref);
+            self.insert_account(a.account_id, AccountKind::Customer, a.home_country, a.customer_ref);
         }
         RecordResult { key: a.account_id, code: code.as_u16() }
     }
@@ -361,20 +428,54 @@ impl Engine {
         self.submit_with_holds(t, Holds::NONE, 0)
     }
 
-    /// Submits a transfer with extra holds decided by the caller (AML), and
-    /// the end of the account's cooling-off period if `holds` has
-    /// COOLING_OFF. Precedence is the contract's (§5).
+    /// Submits a transfer with extra holds decided by the caller, and the
+    /// end of a cooling-off period if `extra` has COOLING_OFF (tests of the
+    /// hold machinery use this; AML still judges on top).
     pub fn submit_with_holds(&mut self, t: &Transfer, extra: Holds, cooling_until_ms: u64) -> TransferResult {
-        match self.check_transfer(t) {
-            Err(code) => self.reject(t.transfer_id, code),
-            Ok(accepted) => {
-                let mut holds = extra;
-                if t.flags & records::TRANSFER_PENDING != 0 {
-                    holds = holds.with(Holds::CLIENT);
-                }
-                self.accept(t, &accepted, holds, cooling_until_ms)
-            }
+        self.submit_judged(t, extra, cooling_until_ms, 0)
+    }
+
+    /// Submits a transfer: the checks in the contract's precedence (§5),
+    /// then AML for an outgoing one (with `external`, a logged verdict's
+    /// reason bits), then posting or holding.
+    fn submit_judged(&mut self, t: &Transfer, extra: Holds, cooling_until_ms: u64, external: u16) -> TransferResult {
+        let accepted = match self.check_transfer(t) {
+            Err(code) => return self.reject(t.transfer_id, code),
+            Ok(accepted) => accepted,
+        };
+        let mut holds = extra;
+        if t.flags & records::TRANSFER_PENDING != 0 {
+            holds = holds.with(Holds::CLIENT);
         }
+        let mut judged = None;
+        let outgoing =
+            self.book.entry(accepted.debit).kind == AccountKind::Customer && accepted.debit != accepted.credit;
+        if self.config.aml.enabled && outgoing {
+            let mut j = self.judge(t, &accepted);
+            if external != 0 {
+                j.holds = j.holds.with(Holds::MANUAL_REVIEW);
+                j.reasons.0 |= external;
+            }
+            holds = holds.with(j.holds);
+            judged = Some(j);
+        }
+        let cooling = judged.map_or(cooling_until_ms, |j| cooling_until_ms.max(j.cooling_until_ms));
+        self.accept(t, &accepted, holds, cooling, judged)
+    }
+
+    /// AML's judgement of an outgoing transfer that will be accepted (its
+    /// profile records it).
+    fn judge(&mut self, t: &Transfer, a: &Accepted) -> Judgement {
+        let o = Outgoing {
+            now_ms: self.now_ms,
+            debit_currency: a.debit_currency,
+            debit_amount: a.debit_amount,
+            credit_account: t.credit_account,
+            credit_currency: a.credit_currency,
+            destination_country: t.destination_country,
+        };
+        let profile = self.profiles.get_mut(a.debit.index());
+        profile.judge(&self.config.aml, &self.rates, &o)
     }
 
     /// The answer for a rejected or unknown id: its stored state if the id
@@ -515,7 +616,14 @@ impl Engine {
         &self.rates
     }
 
-    fn accept(&mut self, t: &Transfer, a: &Accepted, holds: Holds, cooling_until_ms: u64) -> TransferResult {
+    fn accept(
+        &mut self,
+        t: &Transfer,
+        a: &Accepted,
+        holds: Holds,
+        cooling_until_ms: u64,
+        judged: Option<Judgement>,
+    ) -> TransferResult {
         let mut stored =
             StoredTransfer::new(t, a.debit_currency, a.credit_currency, a.debit_amount, a.credit_amount, a.rate_e9);
         if let Some(id) = a.quote {
@@ -531,7 +639,23 @@ impl Engine {
         stored.holds = holds.bits();
         self.reserve(a.debit, a.credit, &stored, true);
         let at = self.transfers.insert(stored);
-        let mut entry = PendingEntry { at, submitted_ms: self.now_ms, cooling_until_ms, due_ms: 0 };
+        let mut case = NO_CASE;
+        let aml_holds = Holds::FACE_REVIEW.with(Holds::SMS_OTP).with(Holds::COOLING_OFF).with(Holds::MANUAL_REVIEW);
+        if let Some(j) = judged.filter(|j| !j.holds.is_empty()) {
+            case = self.cases.len() as u32;
+            self.cases.push(Case {
+                transfer_id: t.transfer_id,
+                submitted_ms: self.now_ms,
+                closed_ms: 0,
+                hkd_value: j.hkd_value,
+                day_total: j.day_total,
+                reasons: j.reasons,
+                holds: (holds.bits() & aml_holds.bits()),
+                outcome: Outcome::Pending,
+            });
+        }
+        let counted = judged.map_or(0, |j| j.counted);
+        let mut entry = PendingEntry { at, submitted_ms: self.now_ms, cooling_until_ms, due_ms: 0, counted, case };
         entry.due_ms = entry.soonest_end(holds, &self.config.hold_windows);
         self.pending.insert(t.transfer_id, entry);
         // A window already closed (a zero-length window, or a cooling-off
@@ -677,7 +801,7 @@ impl Engine {
         if f.action == records::FINALIZE_POST {
             self.release(at, Holds::CLIENT);
         } else {
-            self.void(at, VoidReason::Failed);
+            self.void(at, VoidReason::ClientVoided);
         }
         self.result_of(at, ResultCode::Ok)
     }
@@ -698,7 +822,8 @@ impl Engine {
 
     fn post_pending(&mut self, at: TransferIndex) {
         let stored = *self.transfers.get(at);
-        self.pending.remove(stored.id());
+        let entry = self.pending.remove(stored.id());
+        self.close_case(&entry, Outcome::Passed);
         self.unreserve(&stored);
         let debit = self.book.find(stored.debit_account).expect("debit account exists");
         let credit = self.book.find(stored.credit_account).expect("credit account exists");
@@ -711,13 +836,30 @@ impl Engine {
     fn void(&mut self, at: TransferIndex, reason: VoidReason) {
         let stored = *self.transfers.get(at);
         assert_eq!(stored.state, records::STATE_PENDING, "only a pending transfer is voided");
-        self.pending.remove(stored.id());
+        let entry = self.pending.remove(stored.id());
         self.unreserve(&stored);
         let s = self.transfers.get_mut(at);
         s.state = records::STATE_VOIDED;
         s.holds = 0;
-        // The reason feeds AML cases (issue 5); all three void alike.
-        let _ = reason;
+        // A voided transfer no longer counts toward its day's total.
+        let debit = self.book.find(stored.debit_account).expect("debit account exists");
+        self.profiles.get_mut(debit.index()).uncount(entry.submitted_ms, entry.counted);
+        let outcome = match reason {
+            VoidReason::Failed => Outcome::Failed,
+            VoidReason::Expired => Outcome::Expired,
+            VoidReason::Cancelled | VoidReason::ClientVoided => Outcome::Cancelled,
+        };
+        self.close_case(&entry, outcome);
+    }
+
+    /// Records how an AML case ended, if the transfer was one.
+    fn close_case(&mut self, entry: &PendingEntry, outcome: Outcome) {
+        if entry.case != NO_CASE {
+            let case = &mut self.cases[entry.case as usize];
+            assert_eq!(case.outcome, Outcome::Pending, "a case closes once");
+            case.outcome = outcome;
+            case.closed_ms = self.now_ms;
+        }
     }
 
     fn unreserve(&mut self, s: &StoredTransfer) {
@@ -791,6 +933,63 @@ impl Engine {
         answer
     }
 
+    // ---- AML cases and the STR ---------------------------------------------
+
+    /// Every AML case, in submission order.
+    #[must_use]
+    pub fn cases(&self) -> &[Case] {
+        &self.cases
+    }
+
+    /// An account's AML profile.
+    #[must_use]
+    pub fn profile(&self, account_id: u64) -> Option<&Profile> {
+        self.book.find(account_id).map(|at| self.profiles.get(at.index()))
+    }
+
+    /// The case rows of a HK calendar month, in report order (submission
+    /// time, then transfer id: cases are stored in submission order).
+    #[must_use]
+    pub fn str_rows(&self, year: u32, month: u32) -> Vec<CaseRow> {
+        if !(1..=12).contains(&month) {
+            return Vec::new();
+        }
+        let start = aml::hk_month_start_ms(year, month);
+        let end =
+            if month == 12 { aml::hk_month_start_ms(year + 1, 1) } else { aml::hk_month_start_ms(year, month + 1) };
+        let first = self.cases.partition_point(|c| c.submitted_ms < start);
+        let last = self.cases.partition_point(|c| c.submitted_ms < end);
+        let mut rows: Vec<CaseRow> = self.cases[first..last]
+            .iter()
+            .map(|case| {
+                let s = self.transfers.get(self.transfers.find(case.transfer_id).expect("a case's transfer is stored"));
+                let account = self.book.account(s.debit_account).expect("a case's account exists");
+                CaseRow {
+                    case: *case,
+                    debit_account: s.debit_account,
+                    customer_ref: account.customer_ref,
+                    credit_account: s.credit_account,
+                    debit_amount: s.debit_amount,
+                    credit_amount: s.credit_amount,
+                    debit_currency: s.debit_currency,
+                    credit_currency: s.credit_currency,
+                    destination_country: s.destination_country,
+                    state: s.state,
+                }
+            })
+            .collect();
+        sort_rows(&mut rows);
+        rows
+    }
+
+    /// EXPORT_STR: StrHeader, then the report. Precedence: INVALID_FIELD
+    /// (month outside 1..12, or an unknown format), NOTHING_TO_REPORT.
+    fn export_str(&self, r: &StrRequest, out: &mut Vec<u8>) {
+        let valid = (1..=12).contains(&r.month) && matches!(r.format, report::FORMAT_XML | report::FORMAT_CSV);
+        let rows = if valid { self.str_rows(u32::from(r.year), u32::from(r.month)) } else { Vec::new() };
+        str_answer(&rows, r, valid, self.now_ms, out);
+    }
+
     /// SET_TIME, one record: CLOCK_NOT_MANUAL, TIME_BACKWARDS, else the clock
     /// moves and due timers fire.
     pub fn set_time(&mut self, s: &SetTime, index: u64) -> RecordResult {
@@ -803,6 +1002,39 @@ impl Engine {
             ResultCode::Ok
         };
         RecordResult { key: index, code: code.as_u16() }
+    }
+}
+
+/// Puts case rows in report order: submission time, then transfer id.
+pub fn sort_rows(rows: &mut [CaseRow]) {
+    rows.sort_unstable_by_key(|r| (r.case.submitted_ms, r.case.transfer_id));
+}
+
+/// EXPORT_STR's answer for `rows` (the month's, in report order): a
+/// StrHeader and the report. `valid` is false for a month or format the
+/// rules refuse (INVALID_FIELD).
+pub fn str_answer(rows: &[CaseRow], r: &StrRequest, valid: bool, now_ms: u64, out: &mut Vec<u8>) {
+    let mut header = StrHeader { code: 0, format: r.format, report_len: 0 };
+    let body = if valid {
+        report::format(rows, u32::from(r.year), u32::from(r.month), r.format, now_ms)
+    } else {
+        header.code = ResultCode::InvalidField.as_u16();
+        Ok(Vec::new())
+    };
+    match body {
+        Ok(bytes) => {
+            header.report_len = u32::try_from(bytes.len()).expect("a report is at most REPORT_MAX");
+            records::push(out, &header);
+            out.extend_from_slice(&bytes);
+        }
+        Err(e) => {
+            header.code = match e {
+                ReportError::Empty => ResultCode::NothingToReport,
+                ReportError::TooLarge => ResultCode::Overflow,
+            }
+            .as_u16();
+            records::push(out, &header);
+        }
     }
 }
 

@@ -15,12 +15,13 @@ use super::holds::{Holds, PendingEntry};
 use super::quotes::Quote;
 use super::transfers::{StoredTransfer, TransferIndex};
 use super::{Engine, EngineConfig};
+use crate::aml::{Case, Outcome, Profile, Reasons};
 use crate::fx::{Rate, Side};
 use crate::money::CurrencyIndex;
 use crate::protocol::records::{self, Transfer};
 
 const STATE_MAGIC: &[u8; 4] = b"HKST";
-const STATE_VERSION: u32 = 2;
+const STATE_VERSION: u32 = 3;
 
 /// A snapshot body that does not decode: the file is corrupt or from
 /// another version.
@@ -104,6 +105,7 @@ fn bad(what: &str) -> SnapshotError {
 impl Engine {
     /// Appends the canonical encoding of the whole state to `out`.
     pub fn encode_state(&self, out: &mut Vec<u8>) {
+        assert!(self.verdicts.is_empty(), "AML verdicts are consumed in the record after theirs");
         let mut w = Writer(out);
         w.0.extend_from_slice(STATE_MAGIC);
         w.u32(STATE_VERSION);
@@ -151,6 +153,8 @@ impl Engine {
             w.u64(e.submitted_ms);
             w.u64(e.cooling_until_ms);
             w.u64(e.due_ms);
+            w.u128(e.counted);
+            w.u32(e.case);
         }
         let rates = self.rates.entries();
         w.u64(rates.len() as u64);
@@ -173,6 +177,32 @@ impl Engine {
             w.u128(product);
             w.u8(legs as u8);
             w.u64(q.expires_at_ms);
+        }
+        // AML: profiles that are not blank, by account id; then cases.
+        let profiles: Vec<(u64, Profile)> = self
+            .book
+            .account_ids_sorted()
+            .into_iter()
+            .map(|id| (id, *self.profile(id).expect("listed account")))
+            .filter(|(_, p)| *p != Profile::default())
+            .collect();
+        w.u64(profiles.len() as u64);
+        for (id, p) in profiles {
+            w.u64(id);
+            for word in p.to_words() {
+                w.u64(word);
+            }
+        }
+        w.u64(self.cases.len() as u64);
+        for c in &self.cases {
+            w.u128(c.transfer_id);
+            w.u64(c.submitted_ms);
+            w.u64(c.closed_ms);
+            w.u128(c.hkd_value);
+            w.u128(c.day_total);
+            w.u16(c.reasons.0);
+            w.u8(c.holds);
+            w.u8(c.outcome as u8);
         }
     }
 
@@ -210,7 +240,7 @@ impl Engine {
             if engine.book.account(id).is_some() {
                 return Err(SnapshotError(format!("account {id} twice")));
             }
-            engine.book.insert_account(id, kind, home_country, customer_ref);
+            engine.insert_account(id, kind, home_country, customer_ref);
         }
         let balances = r.count("balance", 33)?;
         for _ in 0..balances {
@@ -263,7 +293,7 @@ impl Engine {
             }
             engine.transfers.insert(stored);
         }
-        let pending = r.count("pending transfer", 44)?;
+        let pending = r.count("pending transfer", 64)?;
         for _ in 0..pending {
             let id = r.u128()?;
             let at = r.u32()?;
@@ -272,6 +302,8 @@ impl Engine {
                 submitted_ms: r.u64()?,
                 cooling_until_ms: r.u64()?,
                 due_ms: r.u64()?,
+                counted: r.u128()?,
+                case: r.u32()?,
             };
             let found = engine.transfers.find(id).ok_or_else(|| bad("pending transfer not stored"))?;
             if found != entry.at || engine.pending.get(id).is_some() {
@@ -316,6 +348,49 @@ impl Engine {
             restored.push((id, Quote { from, to, side, amount, debit_amount, credit_amount, rate, expires_at_ms }));
         }
         engine.quotes.restore(next_quote, restored);
+        let profiles = r.count("profile", 72)?;
+        let mut previous = None;
+        for _ in 0..profiles {
+            let id = r.u64()?;
+            let mut words = [0u64; 8];
+            for w in &mut words {
+                *w = r.u64()?;
+            }
+            let at = engine.book.find(id).ok_or_else(|| bad("profile of an unknown account"))?;
+            if previous.is_some_and(|p| p >= id) {
+                return Err(bad("profiles out of order"));
+            }
+            previous = Some(id);
+            *engine.profiles.get_mut(at.index()) = Profile::from_words(words);
+        }
+        let cases = r.count("case", 68)?;
+        for _ in 0..cases {
+            let case = Case {
+                transfer_id: r.u128()?,
+                submitted_ms: r.u64()?,
+                closed_ms: r.u64()?,
+                hkd_value: r.u128()?,
+                day_total: r.u128()?,
+                reasons: Reasons(r.u16()?),
+                holds: r.u8()?,
+                outcome: Outcome::from_u8(r.u8()?).ok_or_else(|| bad("case outcome"))?,
+            };
+            let ordered = engine.cases.last().is_none_or(|last| last.submitted_ms <= case.submitted_ms);
+            if engine.transfers.find(case.transfer_id).is_none() || !ordered {
+                return Err(SnapshotError(format!("case of transfer {} misplaced", case.transfer_id)));
+            }
+            engine.cases.push(case);
+        }
+        for (id, entry) in engine.pending.sorted() {
+            let open = entry.case == super::holds::NO_CASE
+                || engine
+                    .cases
+                    .get(entry.case as usize)
+                    .is_some_and(|c| c.transfer_id == id && c.outcome == Outcome::Pending);
+            if !open {
+                return Err(SnapshotError(format!("pending transfer {id} names case {}", entry.case)));
+            }
+        }
         if r.at != bytes.len() {
             return Err(SnapshotError(format!("{} trailing bytes", bytes.len() - r.at)));
         }

@@ -1,0 +1,657 @@
+//! Anti-money-laundering: the three levels of contract §6, judged inline on
+//! every outgoing transfer, and the cases they leave for the monthly
+//! Suspicious Transaction Report.
+//!
+//! Pure and deterministic, like the engine that calls it: a judgement
+//! depends only on the account's [`Profile`], the transfer, the rate table
+//! and the logged clock. Nothing here does I/O, allocates or reads a clock;
+//! the one part that can wait (an optional remote scorer) lives in
+//! [`scorer`], outside the engine, and its verdicts reach the engine through
+//! the log so replay decides the same.
+//!
+//! - Level 1: the account's outgoing total for the Hong Kong day (UTC+8),
+//!   each transfer valued in HKD at the exact direct rate when judged, above
+//!   the limit (HK$80,000.00) holds for FACE_REVIEW. No direct rate to HKD
+//!   holds for MANUAL_REVIEW and counts nothing.
+//! - Level 2: a destination on the high-risk list holds for SMS_OTP.
+//! - Level 3: a 64-byte per-account behaviour profile scores each transfer
+//!   against the account's own history (amount, payee, country, hour,
+//!   burst); a score at the threshold starts a cooling-off period. The model
+//!   and its parameters are in `docs/aml.md`.
+
+pub mod report;
+pub mod scorer;
+
+use crate::engine::holds::Holds;
+use crate::fx::RateTable;
+use crate::hash::mix64;
+use crate::money::{self, CurrencyIndex};
+
+/// A HKD value is kept in units of 10^-12 HKD minor units (10^-14 HKD): a
+/// debit amount times a nine-decimal rate, in any currency of up to three
+/// minor digits, is an integer in these units, so values and day totals are
+/// exact.
+pub const HKD_VALUE_SCALE: u128 = 1_000_000_000_000;
+
+/// One Hong Kong day in milliseconds.
+pub const DAY_MS: u64 = 86_400_000;
+/// Hong Kong time is UTC+8 (no daylight saving).
+pub const HONG_KONG_OFFSET_MS: u64 = 8 * 3_600_000;
+
+/// FATF "call for action" list (February 2026): DPRK, Iran, Myanmar.
+pub const FATF_CALL_FOR_ACTION: [u16; 3] = [408, 364, 104];
+
+/// FATF "increased monitoring" list as this build knows it (the October
+/// 2025 plenary's outcome; compliance confirms each plenary's changes and
+/// sets `aml.high_risk_countries` accordingly): Algeria, Angola, Bolivia,
+/// Bulgaria, Cameroon, Côte d'Ivoire, DR Congo, Haiti, Kenya, Lao PDR,
+/// Lebanon, Monaco, Namibia, Nepal, South Sudan, Syria, Venezuela, Viet Nam,
+/// British Virgin Islands, Yemen.
+pub const FATF_INCREASED_MONITORING: [u16; 20] =
+    [12, 24, 68, 100, 120, 384, 180, 332, 404, 418, 422, 492, 516, 524, 728, 760, 862, 704, 92, 887];
+
+/// A set of ISO 3166-1 numeric codes (all below 1024).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountrySet([u64; 16]);
+
+impl CountrySet {
+    /// The empty set.
+    pub const EMPTY: CountrySet = CountrySet([0; 16]);
+
+    /// A set of the given codes; codes of 1024 or more are ignored (none is
+    /// assigned).
+    #[must_use]
+    pub fn of(codes: &[u16]) -> Self {
+        let mut set = Self::EMPTY;
+        for &c in codes {
+            set.insert(c);
+        }
+        set
+    }
+
+    /// Adds a code.
+    pub fn insert(&mut self, code: u16) {
+        if code < 1024 {
+            self.0[usize::from(code / 64)] |= 1 << (code % 64);
+        }
+    }
+
+    /// Whether the set holds `code`.
+    #[inline]
+    #[must_use]
+    pub fn contains(&self, code: u16) -> bool {
+        code < 1024 && self.0[usize::from(code / 64)] & (1 << (code % 64)) != 0
+    }
+
+    /// The codes, ascending.
+    #[must_use]
+    pub fn codes(&self) -> Vec<u16> {
+        (0..1024u16).filter(|&c| self.contains(c)).collect()
+    }
+}
+
+/// The settings that decide AML outcomes. Part of the engine's
+/// configuration and of the data directory's META: a replay must judge with
+/// the same values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AmlConfig {
+    /// Whether outgoing transfers are judged at all.
+    pub enabled: bool,
+    /// Level 1: the day's outgoing total above this (HKD minor units) holds.
+    pub daily_limit_hkd_minor: u64,
+    /// Level 2: destinations that need SMS_OTP.
+    pub high_risk: CountrySet,
+    /// Level 3: whether the behaviour model runs.
+    pub behaviour: bool,
+    /// Level 3: how long an account cools off once tripped.
+    pub cooling_off_ms: u64,
+}
+
+impl Default for AmlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            daily_limit_hkd_minor: 8_000_000,
+            high_risk: CountrySet::of(&FATF_CALL_FOR_ACTION),
+            behaviour: true,
+            cooling_off_ms: DAY_MS,
+        }
+    }
+}
+
+impl AmlConfig {
+    /// Level 1's limit in value units.
+    fn limit_value(&self) -> u128 {
+        u128::from(self.daily_limit_hkd_minor) * HKD_VALUE_SCALE
+    }
+}
+
+/// Why AML held a transfer: a bit per rule, kept with its case.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reasons(pub u16);
+
+impl Reasons {
+    /// Level 1: the day's total passed the limit.
+    pub const DAILY_LIMIT: u16 = 1 << 0;
+    /// Level 1: no direct rate to HKD (MANUAL_REVIEW).
+    pub const NO_HKD_RATE: u16 = 1 << 1;
+    /// Level 2: high-risk destination.
+    pub const HIGH_RISK_COUNTRY: u16 = 1 << 2;
+    /// Level 3: this transfer started a cooling-off period.
+    pub const BEHAVIOUR_CHANGE: u16 = 1 << 3;
+    /// Level 3: submitted during a cooling-off period.
+    pub const COOLING_OFF: u16 = 1 << 4;
+    /// Level 3 signal: amount far above the account's usual.
+    pub const UNUSUAL_AMOUNT: u16 = 1 << 5;
+    /// Level 3 signal: a payee (or corridor) the account never used.
+    pub const NEW_PAYEE: u16 = 1 << 6;
+    /// Level 3 signal: a destination country the account never used.
+    pub const NEW_COUNTRY: u16 = 1 << 7;
+    /// Level 3 signal: an hour of the day the account never uses.
+    pub const UNUSUAL_HOUR: u16 = 1 << 8;
+    /// Level 3 signal: far more transfers in a short time than usual.
+    pub const BURST: u16 = 1 << 9;
+    /// The remote scorer asked for a manual review.
+    pub const REMOTE_SCORER: u16 = 1 << 10;
+    /// The check did not finish inside the latency budget (MANUAL_REVIEW).
+    pub const BUDGET_FALLBACK: u16 = 1 << 11;
+
+    /// Each rule's name in the report, by bit.
+    pub const NAMES: [(u16, &'static str); 12] = [
+        (Self::DAILY_LIMIT, "DAILY_LIMIT"),
+        (Self::NO_HKD_RATE, "NO_HKD_RATE"),
+        (Self::HIGH_RISK_COUNTRY, "HIGH_RISK_COUNTRY"),
+        (Self::BEHAVIOUR_CHANGE, "BEHAVIOUR_CHANGE"),
+        (Self::COOLING_OFF, "COOLING_OFF"),
+        (Self::UNUSUAL_AMOUNT, "UNUSUAL_AMOUNT"),
+        (Self::NEW_PAYEE, "NEW_PAYEE"),
+        (Self::NEW_COUNTRY, "NEW_COUNTRY"),
+        (Self::UNUSUAL_HOUR, "UNUSUAL_HOUR"),
+        (Self::BURST, "BURST"),
+        (Self::REMOTE_SCORER, "REMOTE_SCORER"),
+        (Self::BUDGET_FALLBACK, "BUDGET_FALLBACK"),
+    ];
+
+    /// Whether a rule's bit is set.
+    #[must_use]
+    pub fn has(self, bit: u16) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// The AML levels these reasons belong to, ascending. The remote
+    /// scorer and the budget fallback belong to no level: their rule names
+    /// say what they are.
+    #[must_use]
+    pub fn levels(self) -> Vec<u8> {
+        let mut levels = Vec::new();
+        if self.0 & (Self::DAILY_LIMIT | Self::NO_HKD_RATE) != 0 {
+            levels.push(1);
+        }
+        if self.has(Self::HIGH_RISK_COUNTRY) {
+            levels.push(2);
+        }
+        if self.0 & (Self::BEHAVIOUR_CHANGE | Self::COOLING_OFF) != 0 {
+            levels.push(3);
+        }
+        levels
+    }
+}
+
+/// How a case ended (contract §6: passed, failed, expired, cancelled, still
+/// pending).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Outcome {
+    /// Still held.
+    Pending = 0,
+    /// Every hold passed (or cooling-off ended): the transfer posted.
+    Passed = 1,
+    /// A verification or review failed: voided.
+    Failed = 2,
+    /// A window closed with its hold open: voided.
+    Expired = 3,
+    /// The customer cancelled it (or the client voided its own hold).
+    Cancelled = 4,
+}
+
+impl Outcome {
+    /// From its byte (snapshots).
+    #[must_use]
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Pending,
+            1 => Self::Passed,
+            2 => Self::Failed,
+            3 => Self::Expired,
+            4 => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Its name in the report.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One transfer AML held: a row of the month's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Case {
+    pub transfer_id: u128,
+    /// Switch time at submission; the case belongs to this HK month.
+    pub submitted_ms: u64,
+    /// Switch time the case closed (posted or voided); 0 while pending.
+    pub closed_ms: u64,
+    /// The transfer's HKD value when judged (value units), 0 without a rate.
+    pub hkd_value: u128,
+    /// The account's day total including this transfer (value units).
+    pub day_total: u128,
+    pub reasons: Reasons,
+    /// The AML holds it got.
+    pub holds: u8,
+    pub outcome: Outcome,
+}
+
+/// What AML decided for one outgoing transfer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Judgement {
+    /// Holds to add (none: the transfer posts, unless the client holds it).
+    pub holds: Holds,
+    /// End of the cooling-off period when `holds` has COOLING_OFF.
+    pub cooling_until_ms: u64,
+    pub reasons: Reasons,
+    /// What the transfer added to the day total (value units), to take off
+    /// again if it is voided on the same day.
+    pub counted: u128,
+    /// Its HKD value (value units), 0 without a rate.
+    pub hkd_value: u128,
+    /// The day total after it.
+    pub day_total: u128,
+}
+
+/// The part of an outgoing transfer AML looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct Outgoing {
+    pub now_ms: u64,
+    pub debit_currency: CurrencyIndex,
+    pub debit_amount: u64,
+    pub credit_account: u64,
+    pub credit_currency: CurrencyIndex,
+    pub destination_country: u16,
+}
+
+/// The HK calendar day number of a time (days since 1970-01-01 HKT).
+#[must_use]
+pub fn hk_day(now_ms: u64) -> u32 {
+    ((now_ms + HONG_KONG_OFFSET_MS) / DAY_MS) as u32
+}
+
+/// The HK hour of day (0..24) of a time.
+#[must_use]
+pub fn hk_hour(now_ms: u64) -> u32 {
+    (((now_ms + HONG_KONG_OFFSET_MS) % DAY_MS) / 3_600_000) as u32
+}
+
+/// The HK calendar (year, month 1..=12) of a time.
+#[must_use]
+pub fn hk_month(now_ms: u64) -> (u32, u32) {
+    let (y, m, _) = civil_from_days(i64::from(hk_day(now_ms)));
+    (y as u32, m)
+}
+
+/// The switch time at which a HK calendar month starts.
+#[must_use]
+pub fn hk_month_start_ms(year: u32, month: u32) -> u64 {
+    let days = days_from_civil(i64::from(year), month, 1);
+    (days.max(0) as u64 * DAY_MS).saturating_sub(HONG_KONG_OFFSET_MS)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm).
+#[must_use]
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date (year, month, day) of a day number since 1970-01-01.
+#[must_use]
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+/// A debit amount's HKD value when judged, in value units: exact, never
+/// rounded. HKD is at 1; another currency needs a direct rate to HKD.
+#[must_use]
+pub fn hkd_value(amount: u64, currency: CurrencyIndex, rates: &RateTable) -> Option<u128> {
+    let rate_e9 = if currency == CurrencyIndex::HKD {
+        crate::fx::RATE_SCALE
+    } else {
+        rates.direct(currency, CurrencyIndex::HKD)?
+    };
+    // HKD minor = amount / 10^d × rate_e9 / 10^9 × 10^2, so in value units
+    // (× 10^12): amount × rate_e9 × 10^(5 - d), d ≤ 3.
+    let digits = u32::from(currency.currency().minor_units);
+    let scale = 10u128.pow(5 - digits);
+    // Past u128 the value is far over any limit; it saturates (and is
+    // counted and uncounted as saturated, so totals stay consistent).
+    Some((u128::from(amount) * u128::from(rate_e9)).saturating_mul(scale))
+}
+
+// ---- level 3: the behaviour profile ---------------------------------------
+
+/// Version of the level-3 model (its features, weights and thresholds). A
+/// data directory records it: a replay must score with the same model.
+pub const BEHAVIOUR_MODEL_VERSION: u32 = 1;
+/// Transfers an account must have made before its behaviour can trip.
+pub const HISTORY_MIN: u32 = 10;
+/// Score at which the behaviour model trips.
+pub const TRIP_SCORE: u32 = 4;
+/// Half-life of the burst counter.
+pub const BURST_HALF_LIFE_MS: u64 = 10 * 60_000;
+/// A burst counts only from this many recent transfers (Q4: 16 = one).
+const BURST_MIN_Q4: u32 = 6 * 16;
+/// ... and from this many times the account's usual level.
+const BURST_FACTOR: u32 = 4;
+/// The usual level never counts as less than 1.5 transfers (Q4).
+const BURST_USUAL_FLOOR_Q4: u32 = 24;
+/// EWMA weight of a new amount: 1/8.
+const EWMA_SHIFT: u32 = 3;
+/// EWMA weight of a new burst level: 1/32, so a burst in progress barely
+/// moves what is usual for the account.
+const BURST_EWMA_SHIFT: u32 = 5;
+/// Log2 amounts are Q8: 256 is one doubling.
+const DOUBLING: i32 = 256;
+/// The spread never counts as less than half a doubling.
+const SPREAD_FLOOR: i32 = DOUBLING / 2;
+
+/// One account's AML state: its HK day total (level 1) and its behaviour
+/// profile (level 3). 64 bytes, one cache line, updated in O(1) per
+/// transfer, driven only by the logged clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Outgoing total of `day`, value units, as two words (8-byte aligned).
+    day_total_lo: u64,
+    day_total_hi: u64,
+    /// End of the cooling-off period; in one while `now < cooling_until_ms`.
+    pub cooling_until_ms: u64,
+    /// Time of the last outgoing transfer (for the burst counter).
+    pub last_ms: u64,
+    /// Bloom filter (two bits per key) of payees: accounts, or corridors
+    /// (country, currency) for remittances.
+    pub payees: u64,
+    /// Bit h: the account has sent money at HK hour h.
+    pub hours: u32,
+    /// Bloom filter (one bit per key) of cross-border destinations.
+    pub countries: u32,
+    /// Transfers learned from.
+    pub count: u32,
+    /// HK day number of `day_total`.
+    pub day: u32,
+    /// EWMA of log2(HKD minor value), Q8.
+    pub amount_mean: u16,
+    /// EWMA of |log2 value − mean|, Q8.
+    pub amount_spread: u16,
+    /// Recent transfers, decaying with `BURST_HALF_LIFE_MS`, Q4.
+    pub burst: u16,
+    /// EWMA of `burst` at the account's transfers, Q4.
+    pub burst_usual: u16,
+}
+
+/// Bytes of one profile.
+pub const PROFILE_SIZE: usize = size_of::<Profile>();
+const _: () = assert!(PROFILE_SIZE == 64);
+
+/// Log2 of `x` in Q8 (x ≥ 1): whole part from the top bit, fraction from
+/// the next eight bits (linear between powers of two).
+#[must_use]
+pub fn log2_q8(x: u128) -> i32 {
+    let x = x.max(1);
+    let top = 127 - x.leading_zeros();
+    let fraction = if top >= 8 { (x >> (top - 8)) & 0xFF } else { (x << (8 - top)) & 0xFF };
+    (top * 256) as i32 + fraction as i32
+}
+
+fn payee_key(o: &Outgoing) -> u64 {
+    if o.credit_account == crate::engine::book::REMITTANCE_OUT {
+        // A remittance's payee is its corridor: where and in what currency.
+        mix64((1 << 63) | (u64::from(o.destination_country) << 8) | u64::from(o.credit_currency.raw()))
+    } else {
+        mix64(o.credit_account)
+    }
+}
+
+fn payee_bits(key: u64) -> u64 {
+    (1 << (key & 63)) | (1 << ((key >> 6) & 63))
+}
+
+fn country_bit(country: u16) -> u32 {
+    1 << (mix64(u64::from(country)) & 31)
+}
+
+fn is_cross_border(country: u16) -> bool {
+    country != 0 && country != money::HONG_KONG
+}
+
+/// Decays a Q4 burst counter over `elapsed` milliseconds: halves per
+/// half-life, linearly in between.
+fn decay(burst: u16, elapsed: u64) -> u32 {
+    let halvings = elapsed / BURST_HALF_LIFE_MS;
+    if halvings >= 16 {
+        return 0;
+    }
+    let b = u32::from(burst) >> halvings;
+    let rest = elapsed % BURST_HALF_LIFE_MS;
+    b - (u64::from(b) * rest / (2 * BURST_HALF_LIFE_MS)) as u32
+}
+
+impl Profile {
+    /// The day total, value units.
+    #[must_use]
+    pub fn day_total(&self) -> u128 {
+        u128::from(self.day_total_lo) | (u128::from(self.day_total_hi) << 64)
+    }
+
+    fn set_day_total(&mut self, v: u128) {
+        self.day_total_lo = v as u64;
+        self.day_total_hi = (v >> 64) as u64;
+    }
+
+    /// Judges one outgoing transfer that will be accepted, and records it:
+    /// its value joins the day total, and if it is in line with the
+    /// account's history the profile learns from it.
+    pub fn judge(&mut self, cfg: &AmlConfig, rates: &RateTable, o: &Outgoing) -> Judgement {
+        let mut j = Judgement::default();
+        // Level 1.
+        let today = hk_day(o.now_ms);
+        if self.day != today {
+            self.day = today;
+            self.set_day_total(0);
+        }
+        let value = hkd_value(o.debit_amount, o.debit_currency, rates);
+        match value {
+            Some(v) => {
+                let total = self.day_total().saturating_add(v);
+                self.set_day_total(total);
+                j.counted = v;
+                j.hkd_value = v;
+                if total > cfg.limit_value() {
+                    j.holds = j.holds.with(Holds::FACE_REVIEW);
+                    j.reasons.0 |= Reasons::DAILY_LIMIT;
+                }
+            }
+            None => {
+                j.holds = j.holds.with(Holds::MANUAL_REVIEW);
+                j.reasons.0 |= Reasons::NO_HKD_RATE;
+            }
+        }
+        j.day_total = self.day_total();
+        // Level 2.
+        if cfg.high_risk.contains(o.destination_country) {
+            j.holds = j.holds.with(Holds::SMS_OTP);
+            j.reasons.0 |= Reasons::HIGH_RISK_COUNTRY;
+        }
+        // Level 3.
+        if cfg.behaviour {
+            self.behaviour(cfg, o, value, &mut j);
+        }
+        j
+    }
+
+    fn behaviour(&mut self, cfg: &AmlConfig, o: &Outgoing, value: Option<u128>, j: &mut Judgement) {
+        let elapsed = o.now_ms.saturating_sub(self.last_ms);
+        let burst = (decay(self.burst, elapsed) + 16).min(u32::from(u16::MAX));
+        self.burst = burst as u16;
+        self.last_ms = o.now_ms;
+        if o.now_ms < self.cooling_until_ms {
+            j.holds = j.holds.with(Holds::COOLING_OFF);
+            j.cooling_until_ms = self.cooling_until_ms;
+            j.reasons.0 |= Reasons::COOLING_OFF;
+            return;
+        }
+        let x = value.map(|v| log2_q8(v / HKD_VALUE_SCALE));
+        let key = payee_key(o);
+        let hour_bit = 1u32 << hk_hour(o.now_ms);
+        let cross_border = is_cross_border(o.destination_country);
+        let (score, signals) = self.score(x, key, hour_bit, cross_border.then_some(o.destination_country), burst);
+        if self.count >= HISTORY_MIN && score >= TRIP_SCORE {
+            self.cooling_until_ms = o.now_ms.saturating_add(cfg.cooling_off_ms);
+            j.holds = j.holds.with(Holds::COOLING_OFF);
+            j.cooling_until_ms = self.cooling_until_ms;
+            j.reasons.0 |= Reasons::BEHAVIOUR_CHANGE | signals;
+            return;
+        }
+        // In line with the account's history (or too new to judge): learn.
+        if let Some(x) = x {
+            if self.count == 0 {
+                self.amount_mean = x as u16;
+                self.amount_spread = DOUBLING as u16;
+            } else {
+                let mean = i32::from(self.amount_mean);
+                let spread = i32::from(self.amount_spread);
+                self.amount_mean = (mean + ((x - mean) >> EWMA_SHIFT)) as u16;
+                self.amount_spread = (spread + (((x - mean).abs() - spread) >> EWMA_SHIFT)).max(0) as u16;
+            }
+        }
+        let usual = i32::from(self.burst_usual);
+        self.burst_usual = (usual + ((burst as i32 - usual) >> BURST_EWMA_SHIFT)).max(0) as u16;
+        self.payees |= payee_bits(key);
+        self.hours |= hour_bit;
+        if cross_border {
+            self.countries |= country_bit(o.destination_country);
+        }
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// The behaviour score of a transfer and the signals that made it.
+    fn score(&self, x: Option<i32>, key: u64, hour_bit: u32, country: Option<u16>, burst: u32) -> (u32, u16) {
+        let mut score = 0;
+        let mut signals = 0;
+        if let Some(x) = x {
+            let band = 2 * i32::from(self.amount_spread).max(SPREAD_FLOOR);
+            let excess = x - i32::from(self.amount_mean) - band;
+            let points = if excess >= 2 * DOUBLING {
+                3
+            } else if excess >= DOUBLING {
+                2
+            } else {
+                u32::from(excess >= DOUBLING / 2)
+            };
+            if points > 0 {
+                score += points;
+                signals |= Reasons::UNUSUAL_AMOUNT;
+            }
+        }
+        let bits = payee_bits(key);
+        if self.payees & bits != bits {
+            score += 1;
+            signals |= Reasons::NEW_PAYEE;
+        }
+        if let Some(c) = country
+            && self.countries & country_bit(c) == 0
+        {
+            score += 2;
+            signals |= Reasons::NEW_COUNTRY;
+        }
+        if self.hours & hour_bit == 0 {
+            score += 1;
+            signals |= Reasons::UNUSUAL_HOUR;
+        }
+        let usual = u32::from(self.burst_usual).max(BURST_USUAL_FLOOR_Q4);
+        if burst >= BURST_MIN_Q4 && burst >= BURST_FACTOR * usual {
+            score += 3;
+            signals |= Reasons::BURST;
+        }
+        (score, signals)
+    }
+
+    /// Takes a voided transfer's value off the day total, if it was counted
+    /// on the day the total is for.
+    pub fn uncount(&mut self, submitted_ms: u64, counted: u128) {
+        if counted > 0 && self.day == hk_day(submitted_ms) {
+            let total = self.day_total().checked_sub(counted).expect("a counted value is in its day's total");
+            self.set_day_total(total);
+        }
+    }
+
+    /// The profile's words, for snapshots (canonical order).
+    #[must_use]
+    pub fn to_words(&self) -> [u64; 8] {
+        [
+            self.day_total_lo,
+            self.day_total_hi,
+            self.cooling_until_ms,
+            self.last_ms,
+            self.payees,
+            u64::from(self.hours) | (u64::from(self.countries) << 32),
+            u64::from(self.count) | (u64::from(self.day) << 32),
+            u64::from(self.amount_mean)
+                | (u64::from(self.amount_spread) << 16)
+                | (u64::from(self.burst) << 32)
+                | (u64::from(self.burst_usual) << 48),
+        ]
+    }
+
+    /// The inverse of [`Profile::to_words`].
+    #[must_use]
+    pub fn from_words(w: [u64; 8]) -> Self {
+        Self {
+            day_total_lo: w[0],
+            day_total_hi: w[1],
+            cooling_until_ms: w[2],
+            last_ms: w[3],
+            payees: w[4],
+            hours: w[5] as u32,
+            countries: (w[5] >> 32) as u32,
+            count: w[6] as u32,
+            day: (w[6] >> 32) as u32,
+            amount_mean: w[7] as u16,
+            amount_spread: (w[7] >> 16) as u16,
+            burst: (w[7] >> 32) as u16,
+            burst_usual: (w[7] >> 48) as u16,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
