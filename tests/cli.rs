@@ -108,3 +108,98 @@ fn the_dev_key_never_listens_beyond_loopback() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("development key"));
 }
+
+/// A one-shot HTTP receiver: answers `status` to the first request and
+/// hands back the request's head and body.
+fn receiver(status: &'static str) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jfiu/str", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let (head, body_len) = loop {
+            let n = stream.read(&mut chunk).unwrap();
+            bytes.extend_from_slice(&chunk[..n]);
+            if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(bytes[..end].to_vec()).unwrap();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+                    .unwrap();
+                bytes.drain(..end + 4);
+                break (head, len);
+            }
+        };
+        while bytes.len() < body_len {
+            let n = stream.read(&mut chunk).unwrap();
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        (head, bytes)
+    });
+    (url, handle)
+}
+
+#[test]
+fn an_operator_reports_the_months_aml_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("harbour.toml");
+    std::fs::write(
+        &config,
+        "accounts_capacity = 1024\ntransfers_capacity = 4096\n[wal]\nsegment_bytes_max = 1048576\n\
+         [[channels]]\nid = 1\nkey = \"hksw-dev-key\"\n\
+         roles = [\"ACCOUNTS\", \"PAYMENTS\", \"OPERATOR\", \"REPORTING\"]\n",
+    )
+    .unwrap();
+    let (child, addr) = serve(&dir.path().join("data"), &config);
+    assert!(run(&addr, &["account", "create", "--id", "1024", "--ref", "77"]).0);
+    assert!(run(&addr, &["transfer", "--id", "1", "--from", "4", "--to", "1024", "--amount", "200000"]).0);
+    // To DPRK: held for SMS; then over the day's HK$80,000: held for FACE.
+    let (ok, out) =
+        run(&addr, &["transfer", "--id", "2", "--from", "1024", "--to", "3", "--amount", "100", "--country", "408"]);
+    assert!(ok && out.contains("PENDING") && out.contains("holds 0x02"), "{out}");
+    let (ok, out) = run(&addr, &["transfer", "--id", "3", "--from", "1024", "--to", "3", "--amount", "79900.01"]);
+    assert!(ok && out.contains("holds 0x01"), "{out}");
+    let (ok, out) = run(&addr, &["step-up", "--id", "2", "--method", "face"]);
+    assert!(!ok && out.contains("WRONG_METHOD"), "{out}");
+    let (ok, out) = run(&addr, &["step-up", "--id", "2", "--method", "sms"]);
+    assert!(ok && out.contains("POSTED"), "{out}");
+    let (ok, out) = run(&addr, &["cancel", "--id", "3"]);
+    assert!(ok && out.contains("VOIDED"), "{out}");
+
+    // The month of the manual clock (2026-01) as XML, then CSV.
+    let xml = dir.path().join("str.xml");
+    let (ok, out) = run(&addr, &["str", "--month", "2026-01", "--format", "xml", "--out", xml.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let report = std::fs::read_to_string(&xml).unwrap();
+    assert_eq!(report.matches("<case>").count(), 2, "{report}");
+    assert!(report.contains("<transfer_id>2</transfer_id>") && report.contains("<outcome>passed</outcome>"));
+    assert!(report.contains("<customer_ref>77</customer_ref>") && report.contains("<outcome>cancelled</outcome>"));
+    let (ok, csv) = run(&addr, &["str", "--month", "2026-01", "--format", "csv"]);
+    assert!(ok && csv.starts_with("transfer_id,submitted_at,") && csv.lines().count() == 3, "{csv}");
+    // Submitted to the intelligence unit's endpoint.
+    let (url, received) = receiver("200 OK");
+    let (ok, out) = run(&addr, &["str", "--month", "2026-01", "--submit", &url, "--out", xml.to_str().unwrap()]);
+    assert!(ok && out.contains("submitted"), "{out}");
+    let (head, body) = received.join().unwrap();
+    assert!(head.starts_with("POST /jfiu/str HTTP/1.1") && head.contains("application/xml"), "{head}");
+    assert_eq!(body, std::fs::read(&xml).unwrap(), "the endpoint got the saved report");
+    // An endpoint that refuses it is a failure the operator sees.
+    let (url, received) = receiver("503 Service Unavailable");
+    let (ok, out) = run(&addr, &["str", "--month", "2026-01", "--submit", &url]);
+    assert!(!ok && out.contains("503"), "{out}");
+    received.join().unwrap();
+    // Bad input is refused; a month without cases says so.
+    for bad in [&["str", "--month", "2026-13"][..], &["str", "--month", "2026-01", "--format", "pdf"][..]] {
+        let (ok, out) = run(&addr, bad);
+        assert!(!ok, "{bad:?}: {out}");
+    }
+    let (ok, out) = run(&addr, &["str", "--month", "2026-02", "--submit", "https://jfiu.example/str"]);
+    assert!(!ok && out.contains("http://"), "{out}");
+    let (ok, out) = run(&addr, &["str", "--month", "2026-02"]);
+    assert!(ok && out.contains("nothing to report"), "{out}");
+    terminate(child);
+}

@@ -21,6 +21,7 @@
 
 pub mod report;
 pub mod scorer;
+pub mod synth;
 
 use crate::engine::holds::Holds;
 use crate::fx::RateTable;
@@ -570,7 +571,10 @@ impl Profile {
         if let Some(x) = x {
             let band = 2 * i32::from(self.amount_spread).max(SPREAD_FLOOR);
             let excess = x - i32::from(self.amount_mean) - band;
-            let points = if excess >= 2 * DOUBLING {
+            let points = if excess >= 3 * DOUBLING {
+                // So far outside the account's range it trips by itself.
+                TRIP_SCORE
+            } else if excess >= 2 * DOUBLING {
                 3
             } else if excess >= DOUBLING {
                 2

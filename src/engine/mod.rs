@@ -852,13 +852,15 @@ impl Engine {
         self.close_case(&entry, outcome);
     }
 
-    /// Records how an AML case ended, if the transfer was one.
+    /// Records how an AML case ended, if the transfer was one: when its
+    /// window closed for an expiry (the clock may pass it later), else now.
     fn close_case(&mut self, entry: &PendingEntry, outcome: Outcome) {
         if entry.case != NO_CASE {
+            let at = if outcome == Outcome::Expired { entry.due_ms } else { self.now_ms };
             let case = &mut self.cases[entry.case as usize];
             assert_eq!(case.outcome, Outcome::Pending, "a case closes once");
             case.outcome = outcome;
-            case.closed_ms = self.now_ms;
+            case.closed_ms = at;
         }
     }
 

@@ -1,0 +1,332 @@
+//! A seeded generator of account behaviour for measuring AML level 3:
+//! normal customers with their own habits, and injected anomalies of known
+//! kinds, each transfer labelled with what it is.
+//!
+//! Not used by the switch. Tests measure the behaviour model's detection
+//! and false-positive rates on it (`docs/aml.md`), and the load tester can
+//! draw AML-tripping traffic from it. Floating point is used only to draw
+//! random numbers; every amount it emits is integer minor units, and the
+//! same seed gives the same scenario on every machine.
+
+use crate::engine::book::{REMITTANCE_OUT, SETTLEMENT_IN};
+use crate::money::HKD;
+use crate::protocol::records::Transfer;
+
+use super::{DAY_MS, HONG_KONG_OFFSET_MS};
+
+/// A small, fast, seeded generator (SplitMix64).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x6a09_e667_f3bc_c909)
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+    /// Uniform integer in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.unit().max(1e-12);
+        let v = self.unit();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+    /// Exponential with the given mean.
+    pub fn exp(&mut self, mean: f64) -> f64 {
+        -mean * self.unit().max(1e-12).ln()
+    }
+}
+
+/// The kinds of injected anomaly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Anomaly {
+    /// Account takeover: 20-100 times the usual amount, to a new payee, at
+    /// an hour the account never uses.
+    Takeover,
+    /// A remittance to a country the account never sent to, 8-30 times the
+    /// usual amount.
+    NewCorridor,
+    /// A money-mule burst: 8-15 transfers of usual size within 15 minutes,
+    /// each to a new payee.
+    MuleBurst,
+    /// A dormant account drained: 40-150 times the usual amount to a usual
+    /// payee, at an hour the account never uses.
+    Drain,
+}
+
+impl Anomaly {
+    /// Every kind.
+    pub const ALL: [Anomaly; 4] = [Self::Takeover, Self::NewCorridor, Self::MuleBurst, Self::Drain];
+}
+
+/// What a generated transfer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Label {
+    /// Deposits that fund the accounts (not outgoing).
+    Funding,
+    /// In line with the account's habits.
+    Normal,
+    /// Part of injected anomaly number `n`, of a kind.
+    Anomaly(usize, Anomaly),
+}
+
+/// One generated transfer at its time.
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub time_ms: u64,
+    pub transfer: Transfer,
+    pub label: Label,
+}
+
+/// A generated population and its traffic, in time order.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Customer account ids (create these first).
+    pub accounts: Vec<u64>,
+    pub events: Vec<Event>,
+    /// Number of injected anomalies.
+    pub anomalies: usize,
+}
+
+/// The shape of a scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct SynthConfig {
+    pub seed: u64,
+    pub accounts: usize,
+    /// Days of normal history before anomalies are injected.
+    pub days: u32,
+    /// Share of accounts that get one anomaly after their history.
+    pub anomaly_share: f64,
+    /// First account id.
+    pub first_account: u64,
+    /// Time of the first day's HK midnight.
+    pub start_ms: u64,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            accounts: 1_000,
+            days: 60,
+            anomaly_share: 0.25,
+            first_account: 100_000,
+            // 2026-09-01T00:00 HKT.
+            start_ms: 1_788_192_000_000 - HONG_KONG_OFFSET_MS,
+        }
+    }
+}
+
+/// Remittance corridors common from Hong Kong (Philippines, Indonesia,
+/// mainland China, India, Thailand, Nepal is monitored so left out).
+const CORRIDORS: [u16; 5] = [608, 360, 156, 356, 764];
+/// Countries a new-corridor anomaly sends to (none on the call-for-action
+/// list, so level 2 is not what catches them).
+const NEW_COUNTRIES: [u16; 6] = [566, 458, 116, 50, 784, 643];
+
+/// One customer's habits.
+struct Persona {
+    id: u64,
+    /// Median amount, HKD minor units.
+    median: f64,
+    /// Spread of ln(amount).
+    sigma: f64,
+    payees: Vec<u64>,
+    /// First active hour (HKT) and window length.
+    hour_start: u64,
+    hour_len: u64,
+    /// Mean transfers per day.
+    rate: f64,
+    corridor: Option<u16>,
+}
+
+impl Persona {
+    fn amount(&self, rng: &mut Rng, times: f64) -> u64 {
+        ((self.median * (self.sigma * rng.normal()).exp() * times).round() as u64).max(100)
+    }
+
+    /// A time on `day` inside the account's active window (95%) or at any
+    /// hour (5%).
+    fn time(&self, rng: &mut Rng, start_ms: u64, day: u64) -> u64 {
+        let hour = if rng.unit() < 0.95 { self.hour_start + rng.below(self.hour_len) } else { rng.below(24) };
+        start_ms + day * DAY_MS + (hour % 24) * 3_600_000 + rng.below(3_600_000)
+    }
+
+    /// An hour the account's window never covers.
+    fn odd_hour(&self, rng: &mut Rng) -> u64 {
+        let outside = 24 - self.hour_len;
+        (self.hour_start + self.hour_len + rng.below(outside)) % 24
+    }
+}
+
+/// Builds a scenario.
+#[must_use]
+pub fn generate(c: &SynthConfig) -> Scenario {
+    let mut rng = Rng::new(c.seed);
+    let accounts: Vec<u64> = (0..c.accounts as u64).map(|i| c.first_account + i).collect();
+    let personas: Vec<Persona> = accounts
+        .iter()
+        .map(|&id| {
+            let n_payees = 2 + rng.below(7) as usize;
+            Persona {
+                id,
+                median: rng.range(4.0, 8.5).exp() * 100.0, // HK$55 to HK$4,900, in cents
+                sigma: rng.range(0.25, 0.9),
+                payees: (0..n_payees)
+                    .map(|k| {
+                        accounts[((id - c.first_account) as usize
+                            + 1
+                            + k
+                            + rng.below(accounts.len() as u64 - 1) as usize)
+                            % accounts.len()]
+                    })
+                    .filter(|&to| to != id)
+                    .chain(std::iter::once(accounts[((id - c.first_account) as usize + 1) % accounts.len()]))
+                    .collect(),
+                hour_start: 7 + rng.below(5),
+                hour_len: 8 + rng.below(7),
+                rate: rng.range(0.3, 3.0),
+                corridor: (rng.unit() < 0.2).then(|| CORRIDORS[rng.below(CORRIDORS.len() as u64) as usize]),
+            }
+        })
+        .collect();
+    let mut events = Vec::new();
+    let mut next_id: u128 = 1;
+    let mut push =
+        |events: &mut Vec<Event>, time_ms: u64, debit: u64, credit: u64, amount: u64, country: u16, label| {
+            let transfer = Transfer {
+                transfer_id: next_id,
+                debit_account: debit,
+                credit_account: credit,
+                amount,
+                debit_currency: HKD,
+                credit_currency: HKD,
+                destination_country: country,
+                ..Transfer::default()
+            };
+            next_id += 1;
+            events.push(Event { time_ms, transfer, label });
+        };
+    for p in &personas {
+        // Enough money for everything, in one deposit before day 0.
+        push(&mut events, c.start_ms, SETTLEMENT_IN, p.id, 1 << 40, 0, Label::Funding);
+    }
+    let history_end = c.start_ms + u64::from(c.days) * DAY_MS;
+    let mut anomalies = 0;
+    for p in &personas {
+        let mut rng = Rng::new(c.seed ^ p.id.wrapping_mul(0x9e37_79b9));
+        let mut payees = p.payees.clone();
+        for day in 0..u64::from(c.days) {
+            // A Poisson number of transfers per day.
+            let mut t = rng.exp(1.0);
+            while t < 1.0 {
+                t += rng.exp(1.0 / p.rate);
+                let time = p.time(&mut rng, c.start_ms, day);
+                if rng.unit() < 0.03 {
+                    // Now and then, someone new.
+                    payees.push(accounts[rng.below(accounts.len() as u64) as usize]);
+                }
+                let to = payees[(rng.below(payees.len() as u64) as usize).min(rng.below(payees.len() as u64) as usize)];
+                if to != p.id {
+                    let amount = p.amount(&mut rng, 1.0);
+                    push(&mut events, time, p.id, to, amount, 0, Label::Normal);
+                }
+            }
+            // A monthly bill run: 3-5 payments within minutes.
+            if day % 30 == 7 {
+                let time = p.time(&mut rng, c.start_ms, day);
+                for k in 0..3 + rng.below(3) {
+                    let to = payees[k as usize % payees.len()];
+                    if to != p.id {
+                        let amount = p.amount(&mut rng, 1.0);
+                        push(&mut events, time + k * 40_000, p.id, to, amount, 0, Label::Normal);
+                    }
+                }
+            }
+            // A monthly remittance home.
+            if let Some(country) = p.corridor
+                && day % 30 == 14
+            {
+                let time = p.time(&mut rng, c.start_ms, day);
+                let amount = p.amount(&mut rng, 3.0);
+                push(&mut events, time, p.id, REMITTANCE_OUT, amount, country, Label::Normal);
+            }
+        }
+        if rng.unit() >= c.anomaly_share {
+            continue;
+        }
+        let kind = Anomaly::ALL[anomalies % Anomaly::ALL.len()];
+        let n = anomalies;
+        anomalies += 1;
+        let day_start = history_end + rng.below(5) * DAY_MS;
+        let at_hour = |hour: u64, rng: &mut Rng| day_start + hour * 3_600_000 + rng.below(3_600_000);
+        let stranger = |rng: &mut Rng| c.first_account + c.accounts as u64 + 1_000_000 + rng.below(1 << 30);
+        match kind {
+            Anomaly::Takeover => {
+                let hour = p.odd_hour(&mut rng);
+                let time = at_hour(hour, &mut rng);
+                let times = rng.range(20.0, 100.0);
+                let amount = p.amount(&mut rng, times);
+                let to = stranger(&mut rng);
+                push(&mut events, time, p.id, to, amount, 0, Label::Anomaly(n, kind));
+            }
+            Anomaly::NewCorridor => {
+                let hour = p.hour_start + rng.below(p.hour_len);
+                let time = at_hour(hour % 24, &mut rng);
+                let times = rng.range(8.0, 30.0);
+                let amount = p.amount(&mut rng, times);
+                let country = NEW_COUNTRIES[rng.below(NEW_COUNTRIES.len() as u64) as usize];
+                push(&mut events, time, p.id, REMITTANCE_OUT, amount, country, Label::Anomaly(n, kind));
+            }
+            Anomaly::MuleBurst => {
+                let hour = p.hour_start + rng.below(p.hour_len);
+                let mut time = at_hour(hour % 24, &mut rng);
+                for _ in 0..8 + rng.below(8) {
+                    let to = stranger(&mut rng);
+                    let amount = p.amount(&mut rng, 1.0);
+                    push(&mut events, time, p.id, to, amount, 0, Label::Anomaly(n, kind));
+                    time += 30_000 + rng.below(60_000);
+                }
+            }
+            Anomaly::Drain => {
+                let hour = p.odd_hour(&mut rng);
+                let time = at_hour(hour, &mut rng);
+                let times = rng.range(40.0, 150.0);
+                let amount = p.amount(&mut rng, times);
+                let to = p.payees[0];
+                push(&mut events, time, p.id, to, amount, 0, Label::Anomaly(n, kind));
+            }
+        }
+    }
+    // Strangers the anomalies pay must exist: they are listed as accounts.
+    let mut all_accounts = accounts;
+    for e in &events {
+        let to = e.transfer.credit_account;
+        if to >= c.first_account + c.accounts as u64 {
+            all_accounts.push(to);
+        }
+    }
+    all_accounts.sort_unstable();
+    all_accounts.dedup();
+    events.sort_by_key(|e| (e.time_ms, e.transfer.transfer_id));
+    Scenario { accounts: all_accounts, events, anomalies }
+}
