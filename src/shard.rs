@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::aml::report::{CaseRow, ROW_SIZE};
-use crate::aml::scorer::{Gate, GateStats, RemoteScorer, encode_verdicts};
+use crate::aml::scorer::{Gate, GateStats, RemoteScorer, encode_judged};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS};
 use crate::hash::mix64;
@@ -368,7 +368,7 @@ impl Shard {
     /// Whether a request of `kind` with `body` is one the engine takes from
     /// outside (internal log kinds are the shard's own).
     fn acceptable(kind: u16, body: &[u8]) -> Result<(), SwitchError> {
-        let internal = matches!(kind, kind::TICK | kind::AML_VERDICTS);
+        let internal = matches!(kind, kind::TICK | kind::SUBMIT_JUDGED);
         let Some(size) = Engine::request_size(kind).filter(|_| !internal) else {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         };
@@ -402,21 +402,24 @@ impl Shard {
                 replies.push(Err(e));
                 continue;
             }
+            let size = Engine::request_size(kind).expect("acceptable kind");
+            let mut out = Vec::with_capacity(body.len() / size * 64);
             if kind == kind::SUBMIT_TRANSFERS
                 && let Some(v) = verdicts.next().filter(|v| !v.is_empty())
             {
-                // Logged before the transfers they judge, so a replay
-                // applies the same verdicts to the same records.
-                let encoded = encode_verdicts(&v);
-                self.wal.append(kind::AML_VERDICTS, now, &encoded)?;
-                self.engine.apply(kind::AML_VERDICTS, &encoded, now, &mut Vec::new()).expect("verdicts well formed");
+                // Logged with the transfers they judge, as one record, so a
+                // replay applies the same verdicts to the same transfers.
+                let judged = encode_judged(&v, body);
+                self.wal.append(kind::SUBMIT_JUDGED, now, &judged)?;
+                self.engine.apply(kind::SUBMIT_JUDGED, &judged, now, &mut out).expect("verdicts well formed");
+                count_aml_holds(&out);
+                replies.push(Ok(out));
+                continue;
             }
             // An empty batch changes nothing and needs no log record.
             if kind::is_logged(kind) && !body.is_empty() {
                 self.wal.append(kind, now, body)?;
             }
-            let size = Engine::request_size(kind).expect("acceptable kind");
-            let mut out = Vec::with_capacity(body.len() / size * 64);
             self.engine.apply(kind, body, now, &mut out).expect("kind and length checked before logging");
             if kind == kind::SUBMIT_TRANSFERS {
                 count_aml_holds(&out);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use harbour::aml::scorer::{Verdict, encode_verdicts};
+use harbour::aml::scorer::{Verdict, encode_judged};
 use harbour::aml::{self, AmlConfig, CountrySet, DAY_MS, FATF_INCREASED_MONITORING, Outcome, Reasons};
 use harbour::engine::book::{REMITTANCE_OUT, SETTLEMENT_IN};
 use harbour::engine::{Engine, EngineConfig};
@@ -410,10 +410,9 @@ fn budget_and_scorer_verdicts_are_logged_manual_reviews() {
     let mut e = bank(t0);
     let verdicts =
         [Verdict { index: 0, reason: Reasons::BUDGET_FALLBACK }, Verdict { index: 2, reason: Reasons::REMOTE_SCORER }];
-    apply(&mut e, kind::AML_VERDICTS, &encode_verdicts(&verdicts));
     let batch = [pay(1, ALICE, BOB, 100, HKD), pay(2, ALICE, BOB, 100, HKD), pay(3, ALICE, BOB, 100, HKD)];
-    let answers: Vec<TransferResult> =
-        decode_all(&apply(&mut e, kind::SUBMIT_TRANSFERS, &encode_all(&batch))).collect();
+    let judged = encode_judged(&verdicts, &encode_all(&batch));
+    let answers: Vec<TransferResult> = decode_all(&apply(&mut e, kind::SUBMIT_JUDGED, &judged)).collect();
     let got: Vec<_> = answers.iter().map(|r| (r.state, r.holds)).collect();
     assert_eq!(got, vec![(STATE_PENDING, MANUAL), (STATE_POSTED, 0), (STATE_PENDING, MANUAL)]);
     assert_eq!(e.lookup_transfer(1).hold_until_ms, t0 + DAY_MS, "MANUAL_REVIEW's window");
@@ -431,15 +430,25 @@ fn budget_and_scorer_verdicts_are_logged_manual_reviews() {
     assert_eq!(resolve(&mut e, 3, METHOD_MANUAL_REVIEW, OUTCOME_FAIL).state, STATE_VOIDED);
     let outcomes: Vec<_> = e.cases().iter().map(|c| c.outcome).collect();
     assert_eq!(outcomes, vec![Outcome::Passed, Outcome::Failed]);
-    // Malformed verdict records are refused before anything is applied.
-    let mut out = Vec::new();
-    let bad = encode_verdicts(&[Verdict { index: 1, reason: 1 }]);
-    assert!(e.apply(kind::AML_VERDICTS, &bad, t0, &mut out).is_err(), "an unknown reason");
-    let unordered = encode_verdicts(&[
-        Verdict { index: 2, reason: Reasons::REMOTE_SCORER },
-        Verdict { index: 1, reason: Reasons::REMOTE_SCORER },
-    ]);
-    assert!(e.apply(kind::AML_VERDICTS, &unordered, t0, &mut out).is_err(), "out of order");
+    // Malformed judged records are refused before anything is applied.
+    let before = e.state_hash();
+    let three = encode_all(&[pay(7, ALICE, BOB, 1, HKD), pay(8, ALICE, BOB, 1, HKD), pay(9, ALICE, BOB, 1, HKD)]);
+    let scorer = Reasons::REMOTE_SCORER;
+    for (name, body) in [
+        ("an unknown reason", encode_judged(&[Verdict { index: 1, reason: 1 }], &three)),
+        (
+            "out of order",
+            encode_judged(&[Verdict { index: 2, reason: scorer }, Verdict { index: 1, reason: scorer }], &three),
+        ),
+        ("an index past the transfers", encode_judged(&[Verdict { index: 3, reason: scorer }], &three)),
+        ("a cut transfer", encode_judged(&[Verdict { index: 0, reason: scorer }], &three[..100])),
+        ("no header", vec![1, 0, 0]),
+    ] {
+        let mut out = Vec::new();
+        assert!(e.apply(kind::SUBMIT_JUDGED, &body, t0, &mut out).is_err(), "{name}");
+        assert!(out.is_empty(), "{name}");
+    }
+    assert_eq!(e.state_hash(), before, "nothing applied");
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod common;
 
 use std::sync::Arc;
 
+use harbour::aml::scorer::{Gate, Scorer, encode_judged};
 use harbour::clock::Clock;
 use harbour::engine::{Engine, EngineConfig, MANUAL_CLOCK_START_MS};
 use harbour::protocol::kind;
@@ -36,16 +37,42 @@ fn config() -> SwitchConfig {
     }
 }
 
+/// A remote scorer stand-in that decides by transfer id: every fifth asks
+/// for review, every seventh is "not ready" (a budget fallback).
+struct ById;
+
+impl Scorer for ById {
+    fn score(
+        &mut self,
+        transfers: &[harbour::protocol::records::Transfer],
+        _deadline: std::time::Instant,
+    ) -> Vec<Option<bool>> {
+        transfers.iter().map(|t| (t.transfer_id % 7 != 0).then_some(t.transfer_id % 5 == 0)).collect()
+    }
+}
+
+fn gate() -> Gate {
+    Gate::new(Box::new(ById), std::time::Duration::from_secs(1))
+}
+
 /// State hashes after each logged request of the workload, from an engine
-/// with no log at all.
-fn reference(groups: &[Vec<common::Request>]) -> Vec<[u8; 32]> {
+/// with no log at all; with `judged`, submissions carry the verdicts the
+/// shard's gate logs with them.
+fn reference(groups: &[Vec<common::Request>], judged: bool) -> Vec<[u8; 32]> {
     let engine_config = EngineConfig { manual_clock: true, ..EngineConfig::default() };
     let mut engine = Engine::new(engine_config, MANUAL_CLOCK_START_MS);
     let mut hashes = vec![engine.state_hash()];
     let mut out = Vec::new();
+    let mut gate = gate();
     for (k, body) in groups.iter().flatten() {
         if kind::is_logged(*k) {
-            engine.apply(*k, body, engine.now_ms(), &mut out).expect("valid request");
+            let verdicts = if judged && *k == kind::SUBMIT_TRANSFERS { gate.judge(&[body])[0].clone() } else { vec![] };
+            if verdicts.is_empty() {
+                engine.apply(*k, body, engine.now_ms(), &mut out).expect("valid request");
+            } else {
+                let judged = encode_judged(&verdicts, body);
+                engine.apply(kind::SUBMIT_JUDGED, &judged, engine.now_ms(), &mut out).expect("valid request");
+            }
             hashes.push(engine.state_hash());
         }
     }
@@ -58,10 +85,13 @@ fn logged_in(group: &[common::Request]) -> usize {
 
 /// Runs the workload until the storage crashes; returns how many logged
 /// requests were acknowledged and how many were handed to the log.
-fn run_until_crash(storage: &MemStorage, groups: &[Vec<common::Request>]) -> (usize, usize) {
+fn run_until_crash(storage: &MemStorage, groups: &[Vec<common::Request>], judged: bool) -> (usize, usize) {
     let Ok((mut shard, _)) = Shard::open(Arc::new(storage.clone()), &config()) else {
         return (0, 0);
     };
+    if judged {
+        shard.set_gate(gate());
+    }
     let (mut acked, mut handed) = (0, 0);
     for group in groups {
         handed += logged_in(group);
@@ -79,18 +109,18 @@ fn run_until_crash(storage: &MemStorage, groups: &[Vec<common::Request>]) -> (us
     (acked, handed)
 }
 
-fn crash_at_every_point(seed: u64, groups: usize) -> usize {
+fn crash_at_every_point(seed: u64, groups: usize, judged: bool) -> usize {
     let work = common::workload(seed, groups);
-    let hashes = reference(&work);
+    let hashes = reference(&work, judged);
     // How many storage operations a clean run takes.
     let clean = MemStorage::new();
-    let (acked, _) = run_until_crash(&clean, &work);
+    let (acked, _) = run_until_crash(&clean, &work, judged);
     assert_eq!(acked + 1, hashes.len(), "a clean run acknowledges everything");
     let total_ops = clean.ops();
     for crash_at in 1..=total_ops + 1 {
         let storage =
             MemStorage::with_faults(FaultPlan { crash_at_op: Some(crash_at), fail_sync_number: None }, seed ^ crash_at);
-        let (acked, handed) = run_until_crash(&storage, &work);
+        let (acked, handed) = run_until_crash(&storage, &work, judged);
         let disk = storage.after_crash(crash_at.wrapping_mul(0x5851_f42d));
         let (shard, report) = Shard::open(Arc::new(disk.clone()), &config())
             .unwrap_or_else(|e| panic!("seed {seed} crash at op {crash_at}: recovery failed: {e}"));
@@ -125,16 +155,30 @@ fn crash_at_every_point(seed: u64, groups: usize) -> usize {
 fn every_crash_point_recovers_a_prefix_with_every_acknowledged_request() {
     let mut points = 0;
     for seed in 1..=8 {
-        points += crash_at_every_point(seed, 40);
+        points += crash_at_every_point(seed, 40, false);
     }
     eprintln!("{points} crash points");
     assert!(points >= 1000, "only {points} crash points exercised");
 }
 
 #[test]
+fn every_crash_point_with_logged_aml_verdicts_recovers_the_same_decisions() {
+    // The scorer's verdicts are logged with their transfers; recovery has
+    // no scorer and must still land on a state the live run passed through.
+    let mut points = 0;
+    for seed in 11..=13 {
+        let work = common::workload(seed, 40);
+        let judged = reference(&work, true);
+        assert_ne!(judged.last(), reference(&work, false).last(), "seed {seed}: the verdicts change something");
+        points += crash_at_every_point(seed, 40, true);
+    }
+    eprintln!("{points} crash points with verdicts");
+}
+
+#[test]
 fn a_failed_fsync_stops_the_shard_and_loses_nothing_acknowledged() {
     let work = common::workload(42, 30);
-    let hashes = reference(&work);
+    let hashes = reference(&work, false);
     let mut log_failures = 0;
     for fail_at in 4..40 {
         let storage = MemStorage::with_faults(FaultPlan { crash_at_op: None, fail_sync_number: Some(fail_at) }, 7);
@@ -181,7 +225,7 @@ fn run_on_files(dir: &std::path::Path, config: &SwitchConfig, work: &[Vec<common
 #[test]
 fn replay_reproduces_the_state_byte_for_byte() {
     let work = common::workload(7, 120);
-    let expected = *reference(&work).last().unwrap();
+    let expected = *reference(&work, false).last().unwrap();
     for snapshot_log_bytes in [u64::MAX, 2000] {
         let config = SwitchConfig { snapshot_log_bytes, ..config() };
         let dir = tempfile::tempdir().unwrap();

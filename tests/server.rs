@@ -744,3 +744,64 @@ async fn the_client_matches_answers_that_arrive_out_of_order() {
     assert_eq!((a.transfer_id, b.transfer_id), (111, 222), "each answer went to its own request");
     fake.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aml_over_the_wire_holds_releases_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
+    let running = server::start(&cfg).await.expect("starts");
+    let c = client(running.addr).await;
+    c.create_accounts(&[account(1024), account(1025)]).await.unwrap();
+    c.submit_transfers(&[deposit(1, 1024, 20_000_000, HKD)]).await.unwrap();
+    let remit = |id, amount, country| Transfer { destination_country: country, ..transfer(id, 1024, 3, amount, HKD) };
+    let got = c
+        .submit_transfers(&[
+            remit(2, 100, 408),                      // level 2
+            transfer(3, 1024, 1025, 7_999_900, HKD), // exactly HK$80,000.00 with #2
+            transfer(4, 1024, 1025, 1, HKD),         // one cent over: level 1
+            remit(5, 100, 608),                      // over the day's limit too
+        ])
+        .await
+        .unwrap();
+    let holds: Vec<(u8, u8)> = got.iter().map(|r| (r.state, r.holds)).collect();
+    assert_eq!(holds, vec![(STATE_PENDING, 2), (STATE_POSTED, 0), (STATE_PENDING, 1), (STATE_PENDING, 1)]);
+    // Step-ups from the channel, a cancel from the customer.
+    let answers = c
+        .confirm_step_up(&[
+            StepUp { transfer_id: 2, method: METHOD_FACE, outcome: OUTCOME_PASS },
+            StepUp { transfer_id: 2, method: METHOD_SMS_OTP, outcome: OUTCOME_PASS },
+            StepUp { transfer_id: 4, method: METHOD_FACE, outcome: OUTCOME_FAIL },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(codes(&answers), [ResultCode::WrongMethod, ResultCode::Ok, ResultCode::Ok]);
+    assert_eq!((answers[1].state, answers[2].state), (STATE_POSTED, STATE_VOIDED));
+    assert_eq!(c.cancel_transfers(&[5]).await.unwrap()[0].state, STATE_VOIDED);
+    // The month's report, both formats.
+    let (header, xml) = c.export_str(2026, 1, 1).await.unwrap();
+    assert_eq!((header.code, header.format), (0, 1));
+    let xml = String::from_utf8(xml).unwrap();
+    assert_eq!(xml.matches("<case>").count(), 3);
+    for outcome in ["passed", "failed", "cancelled"] {
+        assert!(xml.contains(&format!("<outcome>{outcome}</outcome>")), "{outcome}: {xml}");
+    }
+    let (header, csv) = c.export_str(2026, 1, 2).await.unwrap();
+    assert_eq!((header.code, header.format, csv.iter().filter(|b| **b == b'\n').count()), (0, 2, 4));
+    // A month outside 1..12 is INVALID_FIELD; a bad format never reaches
+    // the engine (MALFORMED).
+    assert_eq!(c.export_str(2026, 13, 1).await.unwrap().0.code, ResultCode::InvalidField.as_u16());
+    let bad = c.export_str(2026, 1, 3).await.unwrap_err();
+    assert_eq!(bad.error_code(), Some(ErrorCode::Malformed));
+    // The operators see the holds.
+    let mut http = TcpStream::connect(running.metrics_addr.expect("metrics on")).await.unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    http.read_to_string(&mut text).await.unwrap();
+    for hold in ["FACE_REVIEW", "SMS_OTP"] {
+        let line = text.lines().find(|l| l.starts_with("harbour_aml_holds_total") && l.contains(hold)).unwrap();
+        let value: u64 = line.rsplit_once(' ').unwrap().1.parse().unwrap();
+        assert!(value >= 1, "{line}");
+    }
+    running.stop().await.unwrap();
+}

@@ -99,7 +99,7 @@ impl Schema {
     fn valid(&self, type_name: &str, v: &str) -> bool {
         match type_name {
             "xs:nonNegativeInteger" => digits(v),
-            "xs:positiveInteger" => digits(v) && v.trim_start_matches('0') != "",
+            "xs:positiveInteger" => digits(v) && !v.trim_start_matches('0').is_empty(),
             "xs:unsignedLong" => v.parse::<u64>().is_ok() && digits(v),
             "xs:unsignedShort" => v.parse::<u16>().is_ok() && digits(v),
             "xs:decimal" => {

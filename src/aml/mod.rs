@@ -260,6 +260,8 @@ pub struct Case {
     pub outcome: Outcome,
 }
 
+const _: () = assert!(size_of::<Case>() == 80);
+
 /// What AML decided for one outgoing transfer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Judgement {

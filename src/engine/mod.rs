@@ -135,7 +135,7 @@ pub struct Engine {
     profiles: Arena<Profile>,
     /// Every transfer AML held, in submission order.
     cases: Vec<Case>,
-    /// Verdicts logged for the next SUBMIT_TRANSFERS record (empty between
+    /// Verdicts of the SUBMIT_JUDGED record being applied (empty between
     /// records).
     verdicts: Vec<Verdict>,
 }
@@ -278,9 +278,11 @@ impl Engine {
                     row.encode(out);
                 }
             }
-            kind::AML_VERDICTS => {
-                assert!(self.verdicts.is_empty(), "AML verdicts logged twice before their transfers");
-                self.verdicts = scorer::decode_verdicts(body).expect("verdicts checked before logging");
+            kind::SUBMIT_JUDGED => {
+                let (verdicts, transfers) = scorer::decode_judged(body).expect("checked by check_length");
+                assert!(self.verdicts.is_empty(), "verdicts are consumed by the record that carries them");
+                self.verdicts = verdicts;
+                self.submit_batch(transfers, out);
             }
             kind::TICK => {}
             other => return Err(EngineError::UnknownKind(other)),
@@ -302,7 +304,7 @@ impl Engine {
             kind::SET_FX_RATES => FxRate::SIZE,
             kind::FX_QUOTE => QuoteRequest::SIZE,
             kind::EXPORT_STR | kind::STR_ROWS => StrRequest::SIZE,
-            kind::AML_VERDICTS => scorer::VERDICT_SIZE,
+            kind::SUBMIT_JUDGED => 1,
             kind::TICK => 1,
             _ => return None,
         })
@@ -314,7 +316,7 @@ impl Engine {
         if !body.len().is_multiple_of(size)
             || (kind == kind::TICK && !body.is_empty())
             || (one && body.len() != size)
-            || (kind == kind::AML_VERDICTS && scorer::decode_verdicts(body).is_none())
+            || (kind == kind::SUBMIT_JUDGED && scorer::decode_judged(body).is_none())
         {
             return Err(EngineError::BadLength { kind, len: body.len() });
         }
@@ -941,6 +943,12 @@ impl Engine {
     #[must_use]
     pub fn cases(&self) -> &[Case] {
         &self.cases
+    }
+
+    /// Bytes the AML profiles take (one per account, beside the book).
+    #[must_use]
+    pub fn profiles_allocated_bytes(&self) -> usize {
+        self.profiles.allocated_bytes()
     }
 
     /// An account's AML profile.

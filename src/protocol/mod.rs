@@ -56,10 +56,10 @@ pub mod kind {
     pub const SET_TIME: u16 = 0x0041;
     /// Internal log record: the clock moved and timers fired. Empty body.
     pub const TICK: u16 = 0xF001;
-    /// Internal log record: the AML verdicts that depended on timing (the
-    /// remote scorer, the budget fallback) for the SUBMIT_TRANSFERS record
-    /// that follows it (`aml::scorer`).
-    pub const AML_VERDICTS: u16 = 0xF002;
+    /// Internal log record: a SUBMIT_TRANSFERS body with the AML verdicts
+    /// that depended on timing (the remote scorer, the budget fallback)
+    /// ahead of it, applied as one (`aml::scorer`).
+    pub const SUBMIT_JUDGED: u16 = 0xF002;
     /// Internal query (never logged, never on the wire): one shard's STR
     /// case rows for a month, for the switch to merge (`aml::report`).
     pub const STR_ROWS: u16 = 0xF003;
@@ -79,7 +79,7 @@ pub mod kind {
                 | SET_FX_RATES
                 | FX_QUOTE
                 | TICK
-                | AML_VERDICTS
+                | SUBMIT_JUDGED
         )
     }
 }
