@@ -38,18 +38,23 @@ fn terminate(mut child: Child) {
     assert!(status.success(), "SIGTERM is a clean exit 0: {status:?}");
 }
 
+/// Writes a configuration file with the development channel and `roles`;
+/// small capacities keep a debug build's start-up quick.
+fn write_config(dir: &std::path::Path, roles: &str) -> std::path::PathBuf {
+    let config = dir.join("harbour.toml");
+    let text = format!(
+        "accounts_capacity = 1024\ntransfers_capacity = 4096\n[wal]\nsegment_bytes_max = 1048576\n\
+         [[channels]]\nid = 1\nkey = \"hksw-dev-key\"\nroles = [{roles}]\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 #[test]
 fn a_person_moves_money_by_hand() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("harbour.toml");
-    // Small capacities keep a debug build's start-up quick.
-    std::fs::write(
-        &config,
-        "accounts_capacity = 1024\ntransfers_capacity = 4096\n[wal]\nsegment_bytes_max = 1048576\n\
-         [[channels]]\nid = 1\nkey = \"hksw-dev-key\"\n\
-         roles = [\"ACCOUNTS\", \"PAYMENTS\", \"LENDING\", \"TREASURY\", \"OPERATOR\", \"REPORTING\"]\n",
-    )
-    .unwrap();
+    let roles = "\"ACCOUNTS\", \"PAYMENTS\", \"LENDING\", \"TREASURY\", \"OPERATOR\", \"REPORTING\"";
+    let config = write_config(dir.path(), roles);
     let data = dir.path().join("data");
     let (child, addr) = serve(&data, &config);
 
@@ -146,14 +151,7 @@ fn receiver(status: &'static str) -> (String, std::thread::JoinHandle<(String, V
 #[test]
 fn an_operator_reports_the_months_aml_cases() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("harbour.toml");
-    std::fs::write(
-        &config,
-        "accounts_capacity = 1024\ntransfers_capacity = 4096\n[wal]\nsegment_bytes_max = 1048576\n\
-         [[channels]]\nid = 1\nkey = \"hksw-dev-key\"\n\
-         roles = [\"ACCOUNTS\", \"PAYMENTS\", \"OPERATOR\", \"REPORTING\"]\n",
-    )
-    .unwrap();
+    let config = write_config(dir.path(), "\"ACCOUNTS\", \"PAYMENTS\", \"OPERATOR\", \"REPORTING\"");
     let (child, addr) = serve(&dir.path().join("data"), &config);
     assert!(run(&addr, &["account", "create", "--id", "1024", "--ref", "77"]).0);
     assert!(run(&addr, &["transfer", "--id", "1", "--from", "4", "--to", "1024", "--amount", "200000"]).0);

@@ -39,6 +39,15 @@ fn config(dir: &std::path::Path) -> Config {
     c
 }
 
+/// The metrics endpoint's whole HTTP answer.
+async fn scrape(addr: SocketAddr) -> String {
+    let mut http = TcpStream::connect(addr).await.unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    http.read_to_string(&mut text).await.unwrap();
+    text
+}
+
 async fn client(addr: SocketAddr) -> Client {
     Client::connect(addr, 1, KEY).await.expect("connects")
 }
@@ -521,10 +530,7 @@ async fn kinds_to_come_answer_not_supported_and_the_client_reports_refusals() {
     }
 
     // The operators' endpoint answers in the Prometheus text format.
-    let mut http = TcpStream::connect(running.metrics_addr.expect("metrics on")).await.unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    let mut text = String::new();
-    http.read_to_string(&mut text).await.unwrap();
+    let text = scrape(running.metrics_addr.expect("metrics on")).await;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     for line in text.split("\r\n\r\n").nth(1).unwrap().lines().filter(|l| !l.starts_with('#')) {
         let (name, value) = line.rsplit_once(' ').expect("name value");
@@ -794,10 +800,7 @@ async fn aml_over_the_wire_holds_releases_and_reports() {
     let bad = c.export_str(2026, 1, 3).await.unwrap_err();
     assert_eq!(bad.error_code(), Some(ErrorCode::Malformed));
     // The operators see the holds.
-    let mut http = TcpStream::connect(running.metrics_addr.expect("metrics on")).await.unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    let mut text = String::new();
-    http.read_to_string(&mut text).await.unwrap();
+    let text = scrape(running.metrics_addr.expect("metrics on")).await;
     for hold in ["FACE_REVIEW", "SMS_OTP"] {
         let line = text.lines().find(|l| l.starts_with("harbour_aml_holds_total") && l.contains(hold)).unwrap();
         let value: u64 = line.rsplit_once(' ').unwrap().1.parse().unwrap();
