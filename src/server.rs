@@ -58,6 +58,9 @@ struct Limits {
 
 /// Metrics scrapes served at once at most.
 const METRICS_CONNECTIONS_MAX: usize = 16;
+/// STR exports being made at once, switch-wide: each may hold a 256 MiB
+/// report in memory.
+const STR_EXPORTS_MAX: usize = 1;
 /// How long a closing connection keeps reading (and discarding) what the
 /// channel still sends, so the close is a FIN after our last answer and not
 /// a reset that could destroy it.
@@ -101,6 +104,7 @@ pub async fn serve(
     };
     let channels: Arc<[Channel]> = config.channels.clone().into();
     let connections = Arc::new(Semaphore::new(config.connections_max));
+    let exports = Arc::new(Semaphore::new(STR_EXPORTS_MAX));
     // Connections watch `draining`; the server waits for them through `done`.
     let (drain_tx, drain_rx) = watch::channel(false);
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(1);
@@ -133,6 +137,7 @@ pub async fn serve(
                     channels: Arc::clone(&channels),
                     limits: limits.clone(),
                     in_flight: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
+                    exports: Arc::clone(&exports),
                     session: None,
                     fatal: fatal_tx.clone(),
                 };
@@ -191,6 +196,8 @@ struct Connection {
     limits: Limits,
     /// One permit per unanswered request.
     in_flight: Arc<Semaphore>,
+    /// STR exports being made, switch-wide.
+    exports: Arc<Semaphore>,
     session: Option<Session>,
     fatal: mpsc::Sender<String>,
 }
@@ -354,6 +361,9 @@ impl Connection {
     ) -> Next {
         let response_kind = spec.kind | RESPONSE_BIT;
         let answers = self.answers.clone().expect("a running connection has an answer queue");
+        if h.kind == kind::EXPORT_STR {
+            return self.export_str(h, body, permit, out).await;
+        }
         if self.switch.single_shard() {
             // The shard thread encodes the answer and queues it for the
             // writer itself: one wake-up less per request.
@@ -392,6 +402,41 @@ impl Connection {
 }
 
 impl Connection {
+    /// EXPORT_STR: the shards hand over the month's rows (a copy of a few
+    /// hundred bytes per case); the report, up to 256 MiB, is formatted on a
+    /// blocking thread, never a shard's, and one export runs at a time
+    /// switch-wide (another is BUSY: nothing to undo, send it again).
+    async fn export_str(
+        &self,
+        h: Header,
+        body: Bytes,
+        permit: OwnedSemaphorePermit,
+        out: &mpsc::Sender<BytesMut>,
+    ) -> Next {
+        let Ok(export) = Arc::clone(&self.exports).try_acquire_owned() else {
+            METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
+            send_error(out, ErrorCode::Busy, h.request_id, "an STR export is already being made").await;
+            return Next::Continue;
+        };
+        let pending = match self.switch.dispatch(h.kind, &body, false) {
+            Ok(p) => p,
+            Err(e) => return self.refused(e, h, out).await,
+        };
+        METRICS.requests_total.fetch_add(1, Ordering::Relaxed);
+        let answers = self.answers.clone().expect("a running connection has an answer queue");
+        let fatal = self.fatal.clone();
+        tokio::spawn(async move {
+            let made = tokio::task::spawn_blocking(move || pending.wait_blocking()).await;
+            drop(export);
+            match made {
+                Ok(Ok(report)) => deliver(&answers, h.kind | RESPONSE_BIT, h, &report, permit),
+                Ok(Err(e)) => drop(fatal.try_send(e.to_string())),
+                Err(e) => drop(fatal.try_send(format!("STR export failed: {e}"))),
+            }
+        });
+        Next::Continue
+    }
+
     /// A request the shards did not take: BUSY (nothing applied), or the
     /// switch is failing.
     async fn refused(&self, e: SwitchError, h: Header, out: &mpsc::Sender<BytesMut>) -> Next {

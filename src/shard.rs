@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::aml::report::{CaseRow, ROW_SIZE};
-use crate::aml::scorer::{Gate, GateStats, RemoteScorer, encode_judged};
+use crate::aml::scorer::{Gate, GateStats, JUDGED_HEADER_SIZE, RemoteScorer, VERDICT_SIZE, encode_judged};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS};
 use crate::hash::mix64;
@@ -373,7 +373,14 @@ impl Shard {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         };
         let one = matches!(kind, kind::EXPORT_STR | kind::STR_ROWS);
-        if !body.len().is_multiple_of(size) || body.len() > crate::wal::RECORD_BODY_MAX || (one && body.len() != size) {
+        // A submission may be logged with a verdict per transfer ahead of
+        // it (SUBMIT_JUDGED): that record must fit too.
+        let logged = if kind == kind::SUBMIT_TRANSFERS {
+            JUDGED_HEADER_SIZE + body.len() / Transfer::SIZE * (Transfer::SIZE + VERDICT_SIZE)
+        } else {
+            body.len()
+        };
+        if !body.len().is_multiple_of(size) || logged > crate::wal::RECORD_BODY_MAX || (one && body.len() != size) {
             return Err(SwitchError::Engine(EngineError::BadLength { kind, len: body.len() }));
         }
         Ok(())
@@ -558,12 +565,17 @@ fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, String, String
     };
     let recorded = pairs(recorded);
     for (key, now) in pairs(wanted) {
-        // A key an older build did not record is accepted: that build had
-        // no such setting to decide anything with.
-        if let Some((_, was)) = recorded.iter().find(|(k, _)| *k == key)
-            && *was != now
-        {
-            return Some((key, was.clone(), now));
+        match recorded.iter().find(|(k, _)| *k == key) {
+            Some((_, was)) if *was != now => return Some((key, was.clone(), now)),
+            Some(_) => {}
+            // A key an older build did not record is accepted when that
+            // build behaved as the setting's value does now; AML did not
+            // exist before `aml_enabled` was recorded, so its log replays
+            // only with AML off.
+            None if key == "aml_enabled" && now != "false" => {
+                return Some((key, "false (a data directory from before AML)".into(), now));
+            }
+            None => {}
         }
     }
     None
@@ -635,7 +647,8 @@ impl Switch {
                 .name(format!("shard-{i}"))
                 .spawn(move || match Shard::open(storage, &config) {
                     Ok((mut shard, report)) => {
-                        if let Some(s) = config.aml_scorer {
+                        // With AML off nothing is judged: no scorer either.
+                        if let Some(s) = config.aml_scorer.filter(|_| config.engine.aml.enabled) {
                             match RemoteScorer::start(s.addr, s.io_timeout) {
                                 Ok(scorer) => shard.set_gate(Gate::new(Box::new(scorer), s.budget)),
                                 Err(e) => {
@@ -722,6 +735,17 @@ impl Switch {
     /// and nothing is sent anywhere.
     pub fn dispatch(&self, kind: u16, body: &[u8], wait: bool) -> Result<PendingReply, SwitchError> {
         let n = self.shards.len();
+        if kind == kind::EXPORT_STR {
+            // Shards hand over their rows; the report is made by whoever
+            // waits for the answer, off the shard threads.
+            if body.len() != StrRequest::SIZE {
+                return Err(SwitchError::Engine(EngineError::BadLength { kind, len: body.len() }));
+            }
+            let _route = self.route.lock();
+            let request = StrRequest::decode(body);
+            let parts = self.broadcast(kind::STR_ROWS, body, wait)?;
+            return Ok(PendingReply { parts, merge: Merge::Str(request, self.now_ms()) });
+        }
         if n == 1 {
             let rx = self.send(0, kind, body.to_vec(), wait)?;
             return Ok(PendingReply { parts: vec![rx], merge: Merge::Single });
@@ -742,13 +766,6 @@ impl Switch {
             // they come from shard 0 (cross-shard quotes are issue 8's).
             kind::FX_QUOTE => {
                 Ok(PendingReply { parts: vec![self.send(0, kind, body.to_vec(), wait)?], merge: Merge::Single })
-            }
-            kind::EXPORT_STR => {
-                // Each shard hands over its rows; the switch merges and
-                // formats them.
-                let request = StrRequest::decode(body);
-                let parts = self.broadcast(kind::STR_ROWS, body, wait)?;
-                Ok(PendingReply { parts, merge: Merge::Str(request, self.now_ms()) })
             }
             kind::LOOKUP_BALANCES => {
                 let keys = body.chunks_exact(BalanceKey::SIZE).map(BalanceKey::decode).collect();

@@ -7,6 +7,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{HKD, account, deposit, transfer};
@@ -20,11 +22,19 @@ use harbour::shard::{Backend, ScorerConfig, Switch, SwitchConfig};
 /// A scorer service: answers after `delay`, asking for review of every
 /// transfer of more than `review_above` minor units.
 fn scorer(delay: Duration, review_above: u64) -> SocketAddr {
+    counted_scorer(delay, review_above).0
+}
+
+/// A scorer service and the count of transfers it was asked about.
+fn counted_scorer(delay: Duration, review_above: u64) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
+            let counter = Arc::clone(&counter);
             std::thread::spawn(move || {
                 loop {
                     let mut header = [0u8; SCORER_HEADER_SIZE];
@@ -33,6 +43,7 @@ fn scorer(delay: Duration, review_above: u64) -> SocketAddr {
                     }
                     assert_eq!(header[0..4], REQUEST_MAGIC);
                     let count = u32::from_le_bytes(header[16..20].try_into().unwrap()) as usize;
+                    counter.fetch_add(count, Ordering::SeqCst);
                     let mut body = vec![0u8; count * Transfer::SIZE];
                     stream.read_exact(&mut body).unwrap();
                     std::thread::sleep(delay);
@@ -46,7 +57,7 @@ fn scorer(delay: Duration, review_above: u64) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, asked)
 }
 
 fn config(scorer: Option<(SocketAddr, Duration)>) -> SwitchConfig {
@@ -144,12 +155,38 @@ fn a_slow_scorer_costs_the_budget_and_no_more() {
 }
 
 #[test]
-fn an_unreachable_scorer_is_a_budget_fallback() {
-    // A port nothing listens on.
+fn an_unreachable_scorer_is_a_fallback_at_once() {
+    // A port nothing listens on; a long budget that a dead scorer must not
+    // cost: its failure comes back at once, and for a while it is not
+    // asked at all.
     let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let s = Switch::open_dir(dir.path(), config(Some((addr, Duration::from_millis(5)))), Backend::Std).unwrap();
+    let budget = Duration::from_secs(5);
+    let s = Switch::open_dir(dir.path(), config(Some((addr, budget))), Backend::Std).unwrap();
     setup(&s);
-    let got = submit(&s, &[transfer(2, 1024, 1025, 100, HKD)]);
-    assert_eq!((got[0].code, got[0].holds), (ResultCode::Ok.as_u16(), 8));
+    for id in 2..6u128 {
+        let start = Instant::now();
+        let got = submit(&s, &[transfer(id, 1024, 1025, 100, HKD)]);
+        assert_eq!((got[0].code, got[0].holds), (ResultCode::Ok.as_u16(), 8));
+        assert!(start.elapsed() < budget / 2, "transfer {id} waited {:?} for a dead scorer", start.elapsed());
+    }
+}
+
+#[test]
+fn with_aml_off_the_scorer_is_not_asked() {
+    let (addr, asked) = counted_scorer(Duration::ZERO, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(Some((addr, Duration::from_secs(2))));
+    cfg.engine.aml.enabled = false;
+    let s = Switch::open_dir(dir.path(), cfg, Backend::Std).unwrap();
+    setup(&s);
+    assert_eq!(submit(&s, &[transfer(2, 1024, 1025, 100, HKD)])[0].state, STATE_POSTED);
+    assert_eq!(asked.load(Ordering::SeqCst), 0, "AML off: the scorer is not asked");
+    drop(s);
+    // With AML on the same scorer is asked (it reviews everything).
+    let dir = tempfile::tempdir().unwrap();
+    let s = Switch::open_dir(dir.path(), config(Some((addr, Duration::from_secs(2)))), Backend::Std).unwrap();
+    setup(&s);
+    assert_eq!(submit(&s, &[transfer(2, 1024, 1025, 100, HKD)])[0].holds, 8);
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
 }

@@ -115,6 +115,26 @@ fn settings_that_decide_outcomes_cannot_change() {
         Ok(_) => panic!("another hold window opened the directory"),
     }
     Switch::open_dir(dir.path(), config(2), Backend::Std).expect("the recorded settings open it").shutdown();
+    // The AML settings are recorded too.
+    let mut higher = config(2);
+    higher.engine.aml.daily_limit_hkd_minor += 1;
+    let refused = Switch::open_dir(dir.path(), higher, Backend::Std).err().expect("another AML limit is refused");
+    assert!(refused.to_string().contains("aml_daily_limit_hkd_minor"), "{refused}");
+}
+
+#[test]
+fn a_data_directory_from_before_aml_replays_only_with_aml_off() {
+    let dir = tempfile::tempdir().unwrap();
+    Switch::open_dir(dir.path(), config(1), Backend::Std).expect("opens").shutdown();
+    // Make its META look like the build before AML's: no aml_* keys.
+    let meta = std::fs::read_to_string(dir.path().join("META")).unwrap();
+    let old: String = meta.lines().filter(|l| !l.starts_with("aml_")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("META"), old).unwrap();
+    let refused = Switch::open_dir(dir.path(), config(1), Backend::Std).err().expect("AML on is refused");
+    assert!(refused.to_string().contains("before AML"), "{refused}");
+    let mut off = config(1);
+    off.engine.aml.enabled = false;
+    Switch::open_dir(dir.path(), off, Backend::Std).expect("its log replays as it was written").shutdown();
 }
 
 #[test]

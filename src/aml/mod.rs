@@ -293,13 +293,13 @@ pub struct Outgoing {
 /// The HK calendar day number of a time (days since 1970-01-01 HKT).
 #[must_use]
 pub fn hk_day(now_ms: u64) -> u32 {
-    ((now_ms + HONG_KONG_OFFSET_MS) / DAY_MS) as u32
+    (now_ms.saturating_add(HONG_KONG_OFFSET_MS) / DAY_MS) as u32
 }
 
 /// The HK hour of day (0..24) of a time.
 #[must_use]
 pub fn hk_hour(now_ms: u64) -> u32 {
-    (((now_ms + HONG_KONG_OFFSET_MS) % DAY_MS) / 3_600_000) as u32
+    ((now_ms.saturating_add(HONG_KONG_OFFSET_MS) % DAY_MS) / 3_600_000) as u32
 }
 
 /// The HK calendar (year, month 1..=12) of a time.
@@ -494,9 +494,12 @@ impl Profile {
         let value = hkd_value(o.debit_amount, o.debit_currency, rates);
         match value {
             Some(v) => {
-                let total = self.day_total().saturating_add(v);
+                let before = self.day_total();
+                let total = before.saturating_add(v);
                 self.set_day_total(total);
-                j.counted = v;
+                // What was really added (less than `v` once the total
+                // saturates), so a void takes back exactly that.
+                j.counted = total - before;
                 j.hkd_value = v;
                 if total > cfg.limit_value() {
                     j.holds = j.holds.with(Holds::FACE_REVIEW);

@@ -15,10 +15,14 @@
 //! never keep the verdicts and lose their transfers (or the reverse).
 //! Replay reads the verdicts back and decides the same.
 //!
-//! Backpressure: the remote scorer's thread takes at most `JOBS_MAX` jobs;
-//! a full queue is a fallback for the whole group, never a wait. Late
-//! answers are dropped by sequence number. Shutdown: dropping the scorer
-//! closes its queue and its thread exits after the job in hand.
+//! Backpressure: a group's transfers go to the scorer in jobs of at most
+//! `SCORER_BATCH_MAX`, and its thread takes at most `JOBS_MAX` jobs; what
+//! does not fit is a fallback, never a wait. Late answers are dropped by
+//! sequence number. A scorer that fails (refused connection, bad answer)
+//! says so at once, and for `RETRY_AFTER` the shard does not ask it at all:
+//! a dead scorer costs each group nothing but its fallbacks. Shutdown:
+//! dropping the scorer closes its queue and its thread exits after the job
+//! in hand.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -197,9 +201,12 @@ pub const RESPONSE_MAGIC: [u8; 4] = *b"HSCA";
 /// u32 count, u32 zero.
 pub const SCORER_HEADER_SIZE: usize = 24;
 /// Most transfers in one scorer request (a group's worth).
-pub const SCORER_BATCH_MAX: usize = 1 << 20;
-/// Jobs queued for the scorer's thread at most.
-const JOBS_MAX: usize = 16;
+pub const SCORER_BATCH_MAX: usize = 1 << 16;
+/// Jobs queued for the scorer's thread at most (with `SCORER_BATCH_MAX`,
+/// 2M transfers and 128 MiB of requests per shard at worst).
+const JOBS_MAX: usize = 32;
+/// After a failure, the scorer is not asked again for this long.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 struct Job {
     seq: u64,
@@ -212,8 +219,11 @@ struct Job {
 /// ever waits on a channel, never on a socket.
 pub struct RemoteScorer {
     jobs: Sender<Job>,
-    answers: Receiver<(u64, Vec<u8>)>,
+    /// (sequence, verdicts); `None` verdicts: the job failed.
+    answers: Receiver<(u64, Option<Vec<u8>>)>,
     seq: u64,
+    /// When the scorer last failed, if it did recently.
+    failed_at: Option<Instant>,
 }
 
 impl RemoteScorer {
@@ -223,22 +233,32 @@ impl RemoteScorer {
         let (answer_tx, answers) = bounded(JOBS_MAX);
         std::thread::Builder::new().name("aml-scorer".into()).spawn(move || {
             let mut conn: Option<TcpStream> = None;
+            let mut healthy = true;
             for job in job_rx {
                 if Instant::now() >= job.deadline {
                     continue; // Nobody waits for it any more.
                 }
                 match ask(&mut conn, addr, io_timeout, &job) {
                     Ok(verdicts) => {
-                        let _ = answer_tx.try_send((job.seq, verdicts));
+                        if !healthy {
+                            eprintln!("aml scorer at {addr}: answering again");
+                        }
+                        healthy = true;
+                        let _ = answer_tx.try_send((job.seq, Some(verdicts)));
                     }
                     Err(e) => {
-                        eprintln!("aml scorer at {addr}: {e}");
+                        // Once per outage, not once per group.
+                        if healthy {
+                            eprintln!("aml scorer at {addr}: {e}; transfers fall back to MANUAL_REVIEW");
+                        }
+                        healthy = false;
                         conn = None;
+                        let _ = answer_tx.try_send((job.seq, None));
                     }
                 }
             }
         })?;
-        Ok(Self { jobs, answers, seq: 0 })
+        Ok(Self { jobs, answers, seq: 0, failed_at: None })
     }
 }
 
@@ -278,23 +298,39 @@ fn ask(conn: &mut Option<TcpStream>, addr: SocketAddr, timeout: Duration, job: &
 
 impl Scorer for RemoteScorer {
     fn score(&mut self, transfers: &[Transfer], deadline: Instant) -> Vec<Option<bool>> {
-        let not_ready = vec![None; transfers.len()];
-        if transfers.len() > SCORER_BATCH_MAX {
-            return not_ready;
+        let mut out = vec![None; transfers.len()];
+        if self.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            return out;
         }
-        self.seq += 1;
-        let job = Job { seq: self.seq, deadline, transfers: transfers.to_vec() };
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => return not_ready,
-        }
-        loop {
-            match self.answers.recv_deadline(deadline) {
-                // Any byte but 0 asks for review (fail safe).
-                Ok((seq, verdicts)) if seq == self.seq => return verdicts.iter().map(|&v| Some(v != 0)).collect(),
-                Ok(_) => {} // A late answer to an earlier group.
-                Err(_) => return not_ready,
+        self.failed_at = None;
+        // One job per chunk; the ones the queue takes are waited for
+        // together, until the deadline.
+        let first = self.seq + 1;
+        let mut waiting = 0usize;
+        for chunk in transfers.chunks(SCORER_BATCH_MAX) {
+            self.seq += 1;
+            let job = Job { seq: self.seq, deadline, transfers: chunk.to_vec() };
+            match self.jobs.try_send(job) {
+                Ok(()) => waiting += 1,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => break,
             }
         }
+        while waiting > 0 {
+            let Ok((seq, verdicts)) = self.answers.recv_deadline(deadline) else { break };
+            if seq < first {
+                continue; // A late answer to an earlier group.
+            }
+            waiting -= 1;
+            let Some(verdicts) = verdicts else {
+                self.failed_at = Some(Instant::now());
+                break;
+            };
+            let at = (seq - first) as usize * SCORER_BATCH_MAX;
+            for (slot, v) in out[at..].iter_mut().zip(verdicts) {
+                // Any byte but 0 asks for review (fail safe).
+                *slot = Some(v != 0);
+            }
+        }
+        out
     }
 }

@@ -97,3 +97,30 @@ fn burst_counter_halves_per_half_life() {
     assert_eq!(decay(160, BURST_HALF_LIFE_MS / 2), 120);
     assert_eq!(decay(u16::MAX, 40 * BURST_HALF_LIFE_MS), 0);
 }
+
+#[test]
+fn saturated_day_totals_uncount_exactly() {
+    let mut rates = RateTable::default();
+    let jpy = CurrencyIndex::of(392).unwrap();
+    rates.set(jpy, CurrencyIndex::HKD, u64::MAX);
+    let cfg = AmlConfig { behaviour: false, ..AmlConfig::default() };
+    let mut p = Profile::default();
+    let o = Outgoing {
+        now_ms: 1_788_192_000_000,
+        debit_currency: jpy,
+        debit_amount: u64::MAX,
+        credit_account: 2048,
+        credit_currency: jpy,
+        destination_country: 0,
+    };
+    let first = p.judge(&cfg, &rates, &o);
+    let second = p.judge(&cfg, &rates, &o);
+    assert_eq!(p.day_total(), u128::MAX, "saturated");
+    assert!(second.counted < second.hkd_value, "only what fitted was counted");
+    // Voiding both (in either order) brings the total back to zero.
+    p.uncount(o.now_ms, first.counted);
+    p.uncount(o.now_ms, second.counted);
+    assert_eq!(p.day_total(), 0);
+    // The clock's far end does not overflow the calendar.
+    assert_eq!(hk_hour(u64::MAX), hk_hour(u64::MAX - 1));
+}

@@ -222,9 +222,12 @@ impl Engine {
             return Err(bad("bad magic"));
         }
         let version = r.u32()?;
-        if version != STATE_VERSION {
+        // Version 2 (before AML) has no AML fields: it decodes with blank
+        // profiles and no cases.
+        if version != STATE_VERSION && version != 2 {
             return Err(SnapshotError(format!("version {version}, expected {STATE_VERSION}")));
         }
+        let aml = version >= 3;
         let now_ms = r.u64()?;
         let mut engine = Engine::empty(config, now_ms);
         let accounts = r.count("account", 19)?;
@@ -293,7 +296,7 @@ impl Engine {
             }
             engine.transfers.insert(stored);
         }
-        let pending = r.count("pending transfer", 64)?;
+        let pending = r.count("pending transfer", if aml { 64 } else { 44 })?;
         for _ in 0..pending {
             let id = r.u128()?;
             let at = r.u32()?;
@@ -302,8 +305,8 @@ impl Engine {
                 submitted_ms: r.u64()?,
                 cooling_until_ms: r.u64()?,
                 due_ms: r.u64()?,
-                counted: r.u128()?,
-                case: r.u32()?,
+                counted: if aml { r.u128()? } else { 0 },
+                case: if aml { r.u32()? } else { super::holds::NO_CASE },
             };
             let found = engine.transfers.find(id).ok_or_else(|| bad("pending transfer not stored"))?;
             if found != entry.at || engine.pending.get(id).is_some() {
@@ -348,6 +351,9 @@ impl Engine {
             restored.push((id, Quote { from, to, side, amount, debit_amount, credit_amount, rate, expires_at_ms }));
         }
         engine.quotes.restore(next_quote, restored);
+        if !aml {
+            return engine.finish_decode(&r);
+        }
         let profiles = r.count("profile", 72)?;
         let mut previous = None;
         for _ in 0..profiles {
@@ -391,11 +397,16 @@ impl Engine {
                 return Err(SnapshotError(format!("pending transfer {id} names case {}", entry.case)));
             }
         }
-        if r.at != bytes.len() {
-            return Err(SnapshotError(format!("{} trailing bytes", bytes.len() - r.at)));
+        engine.finish_decode(&r)
+    }
+
+    /// The last checks of a decode: every byte used, every invariant held.
+    fn finish_decode(self, r: &Reader) -> Result<Engine, SnapshotError> {
+        if r.at != r.bytes.len() {
+            return Err(SnapshotError(format!("{} trailing bytes", r.bytes.len() - r.at)));
         }
-        engine.audit().map_err(|e| SnapshotError(format!("restored state fails the audit: {e}")))?;
-        Ok(engine)
+        self.audit().map_err(|e| SnapshotError(format!("restored state fails the audit: {e}")))?;
+        Ok(self)
     }
 }
 

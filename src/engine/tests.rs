@@ -469,6 +469,30 @@ fn apply_decodes_bodies_and_refuses_bad_lengths() {
 }
 
 #[test]
+fn a_snapshot_from_before_aml_still_decodes() {
+    // Version 2 had no AML fields: with AML off, no pending transfers and
+    // no profiles, a version 3 encoding is version 2's plus two empty AML
+    // sections (16 zero bytes).
+    let config = EngineConfig {
+        manual_clock: true,
+        aml: crate::aml::AmlConfig { enabled: false, ..Default::default() },
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(config, MANUAL_CLOCK_START_MS);
+    e.create_account(&Account { account_id: ALICE, kind: 1, flags: 0, home_country: 344, customer_ref: 1 });
+    e.submit_transfer(&deposit(1, ALICE, 500, HKD));
+    let mut v3 = Vec::new();
+    e.encode_state(&mut v3);
+    assert_eq!(v3[v3.len() - 16..], [0; 16]);
+    let mut v2 = v3[..v3.len() - 16].to_vec();
+    v2[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let restored = Engine::decode_state(config, &v2).expect("version 2 decodes");
+    assert_eq!(restored.state_hash(), e.state_hash());
+    v2[4..8].copy_from_slice(&1u32.to_le_bytes());
+    assert!(Engine::decode_state(config, &v2).is_err(), "version 1 does not");
+}
+
+#[test]
 fn snapshot_round_trips_exactly() {
     let mut e = engine();
     e.submit_transfer(&pending(1, ALICE, BOB, 500));
