@@ -14,6 +14,7 @@ pub mod aml;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod credit;
 pub mod engine;
 pub mod fx;
 pub mod hash;

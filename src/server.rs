@@ -35,9 +35,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use crate::config::{Channel, Config};
 use crate::metrics::METRICS;
 use crate::protocol::frame::{self, CountRule, ErrorCode, Header, KindSpec, RESPONSE_BIT};
-use crate::protocol::records::{self, CreditLine, Disburse, Id, LoanResult, RecordResult, Repay};
+use crate::protocol::kind;
 use crate::protocol::session::{Challenge, Hello, HelloResponse};
-use crate::protocol::{ResultCode, kind};
 use crate::shard::{Switch, SwitchError};
 
 /// Bytes a connection reads at a time.
@@ -323,10 +322,8 @@ impl Connection {
             _ if crate::engine::Engine::request_size(h.kind).is_some() => {
                 return self.dispatch(h, body, spec, permit, out).await;
             }
-            _ => {
-                let answer = not_supported(h.kind, &body);
-                send_frame(out, h.kind | RESPONSE_BIT, h.count, h.request_id, &answer).await;
-            }
+            // Every kind of the table is PING, HELLO or the engine's.
+            _ => return fail(ErrorCode::UnknownKind, format!("kind {:#06x} is not served", h.kind)).await,
         }
         Next::Continue
     }
@@ -448,37 +445,6 @@ impl Connection {
         let _ = self.fatal.try_send(e.to_string());
         Next::Close
     }
-}
-
-/// Answers, per record, a kind whose feature is not in this build yet:
-/// NOT_SUPPORTED (65), with the record's id or key echoed.
-fn not_supported(kind: u16, body: &[u8]) -> Vec<u8> {
-    let code = ResultCode::NotSupported.as_u16();
-    let mut out = Vec::new();
-    match kind {
-        kind::SET_CREDIT_LINES => {
-            for c in records::decode_all::<CreditLine>(body) {
-                records::push(&mut out, &RecordResult { key: c.account_id, code });
-            }
-        }
-        kind::DISBURSE_LOANS => {
-            for d in records::decode_all::<Disburse>(body) {
-                records::push(&mut out, &LoanResult { loan_id: d.loan_id, code, ..LoanResult::default() });
-            }
-        }
-        kind::REPAY_LOANS => {
-            for r in records::decode_all::<Repay>(body) {
-                records::push(&mut out, &LoanResult { loan_id: r.loan_id, code, ..LoanResult::default() });
-            }
-        }
-        kind::LOOKUP_LOANS => {
-            for i in records::decode_all::<Id>(body) {
-                records::push(&mut out, &LoanResult { loan_id: i.id, code, ..LoanResult::default() });
-            }
-        }
-        other => unreachable!("kind {other:#06x} is either applied by the engine or listed here"),
-    }
-    out
 }
 
 /// Queues a shard's answer for the writer, with its in-flight place.

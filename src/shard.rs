@@ -755,6 +755,14 @@ impl Switch {
             kind::CREATE_ACCOUNTS => {
                 self.scatter::<Account, records::RecordResult>(kind, body, wait, |a| Ok(shard_of(a.account_id, n)))
             }
+            // A line and its loans live on their account's shard.
+            kind::SET_CREDIT_LINES => {
+                self.scatter::<records::CreditLine, records::RecordResult>(kind, body, wait, |c| {
+                    Ok(shard_of(c.account_id, n))
+                })
+            }
+            kind::DISBURSE_LOANS => self
+                .scatter::<records::Disburse, records::LoanResult>(kind, body, wait, |d| Ok(shard_of(d.account_id, n))),
             kind::SUBMIT_TRANSFERS => self.scatter::<Transfer, TransferResult>(kind, body, wait, |t| {
                 route_transfer(t, n).ok_or(TransferResult {
                     transfer_id: t.transfer_id,
@@ -1028,11 +1036,18 @@ fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
             let mut out = answers[0].clone();
             // SET_TIME and SET_FX_RATES are applied alike on every shard:
             // any one's answer is the answer.
+            let by_loan = kind == kind::REPAY_LOANS || kind == kind::LOOKUP_LOANS;
             if kind != kind::SET_TIME && kind != kind::SET_FX_RATES {
-                let size = TransferResult::SIZE;
+                // TransferResult and LoanResult both carry their code at
+                // bytes 16..18.
+                let (size, not_found) = if by_loan {
+                    (records::LoanResult::SIZE, ResultCode::LoanNotFound)
+                } else {
+                    (TransferResult::SIZE, ResultCode::TransferNotFound)
+                };
                 for part in &answers[1..] {
                     for (mine, theirs) in out.chunks_exact_mut(size).zip(part.chunks_exact(size)) {
-                        if TransferResult::decode(mine).code == ResultCode::TransferNotFound.as_u16() {
+                        if u16::from_le_bytes([mine[16], mine[17]]) == not_found.as_u16() {
                             mine.copy_from_slice(theirs);
                         }
                     }

@@ -501,7 +501,7 @@ async fn the_connection_limit_holds_and_idle_connections_close() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kinds_to_come_answer_not_supported_and_the_client_reports_refusals() {
+async fn every_kind_answers_and_the_client_reports_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
@@ -510,9 +510,9 @@ async fn kinds_to_come_answer_not_supported_and_the_client_reports_refusals() {
     let line = CreditLine { account_id: 1024, currency: 344, flags: 0, apr_bps: 100, limit: 1, micro_credit_max: 0 };
     let answer = c.request(kind::SET_CREDIT_LINES, 1, &encode_all(&[line])).await.unwrap();
     let answer = RecordResult::decode(&answer.body);
-    assert_eq!((answer.key, answer.code), (1024, ResultCode::NotSupported.as_u16()));
+    assert_eq!((answer.key, answer.code), (1024, ResultCode::AccountNotFound.as_u16()));
     let loans: Vec<LoanResult> = c.batch(kind::LOOKUP_LOANS, &[Id { id: 7 }]).await.unwrap();
-    assert_eq!((loans[0].loan_id, loans[0].code), (7, ResultCode::NotSupported.as_u16()));
+    assert_eq!((loans[0].loan_id, loans[0].code), (7, ResultCode::LoanNotFound.as_u16()));
     let str_answer =
         c.request(kind::EXPORT_STR, 1, &encode_all(&[StrRequest { year: 2026, month: 1, format: 1 }])).await.unwrap();
     // EXPORT_STR works (issue 5): a month without cases has nothing to report.

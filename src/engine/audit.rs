@@ -28,6 +28,9 @@ pub enum AuditError {
     IncomingOverflow { account: u64, currency: u16 },
     /// The pending table and the stored transfers disagree.
     PendingMismatch { transfer_id: u128, what: &'static str },
+    /// Credit lines, loans and the LOAN_FUNDING / INTEREST_INCOME balances
+    /// disagree (`id` is a loan id, or 0 for a currency-wide sum).
+    CreditMismatch { id: u128, what: &'static str },
 }
 
 impl std::fmt::Display for AuditError {
@@ -50,6 +53,7 @@ impl std::fmt::Display for AuditError {
                 write!(f, "account {account} currency {currency}: posted + incoming overflows")
             }
             Self::PendingMismatch { transfer_id, what } => write!(f, "pending transfer {transfer_id}: {what}"),
+            Self::CreditMismatch { id, what } => write!(f, "credit (loan {id}): {what}"),
         }
     }
 }
@@ -145,6 +149,52 @@ impl Engine {
             if *sum != 0 {
                 let currency = CurrencyIndex::from_raw(i as u8).expect("index in range").code();
                 return Err(AuditError::NonZeroSum { currency, sum: *sum });
+            }
+        }
+        self.audit_credit()
+    }
+
+    /// Every line's principal is the sum of its active loans'; a loan is
+    /// active exactly while principal is outstanding; LOAN_FUNDING has lent
+    /// exactly the principal outstanding and INTEREST_INCOME holds exactly
+    /// the interest paid, per currency.
+    fn audit_credit(&self) -> Result<(), AuditError> {
+        let bad = |id, what| Err(AuditError::CreditMismatch { id, what });
+        let mut lent = [0i128; CURRENCY_COUNT];
+        let mut interest = [0i128; CURRENCY_COUNT];
+        for (at, loan) in self.credit.loans.iter().enumerate() {
+            lent[loan.currency.raw() as usize] += i128::from(loan.principal_outstanding);
+            interest[loan.currency.raw() as usize] += i128::from(loan.interest_paid);
+            let Some(entry) = self.credit.lines.get(&(loan.account, loan.currency)) else {
+                return bad(loan.id, "no line");
+            };
+            let active = loan.state == crate::credit::LOAN_ACTIVE;
+            if active != (loan.principal_outstanding > 0) || active != entry.active.contains(&(at as u32)) {
+                return bad(loan.id, "state, principal and the line's active list disagree");
+            }
+            if loan.principal_outstanding > loan.principal {
+                return bad(loan.id, "more outstanding than lent");
+            }
+        }
+        for entry in self.credit.lines.values() {
+            let sum: u128 =
+                entry.active.iter().map(|&at| u128::from(self.credit.loans[at as usize].principal_outstanding)).sum();
+            if sum != u128::from(entry.line.principal) {
+                return bad(0, "a line's principal is not its loans'");
+            }
+        }
+        let (Some(funding), Some(income)) =
+            (self.book.find(super::book::LOAN_FUNDING), self.book.find(super::book::INTEREST_INCOME))
+        else {
+            return bad(0, "a system account is missing");
+        };
+        for cur in 0..CURRENCY_COUNT {
+            let currency = CurrencyIndex::from_raw(cur as u8).expect("index in range");
+            if i128::from(self.book.balance_at(funding, currency).posted) != -lent[cur] {
+                return bad(0, "LOAN_FUNDING is not minus the principal outstanding");
+            }
+            if i128::from(self.book.balance_at(income, currency).posted) != interest[cur] {
+                return bad(0, "INTEREST_INCOME is not the interest paid");
             }
         }
         Ok(())

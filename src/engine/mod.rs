@@ -17,6 +17,8 @@ pub mod audit;
 pub mod book;
 pub mod holds;
 pub mod index;
+pub mod lending;
+pub mod loans;
 pub mod quotes;
 pub mod snapshot;
 pub mod transfers;
@@ -29,8 +31,9 @@ use crate::money::{self, CurrencyIndex};
 use crate::protocol::ResultCode;
 use crate::protocol::kind;
 use crate::protocol::records::{
-    self, Account, Balance as BalanceRecord, BalanceKey, Finalize, FxRate, Id, Quote as QuoteRecord, QuoteRequest,
-    Record, RecordResult, SetTime, StepUp, StrHeader, StrRequest, Transfer, TransferResult,
+    self, Account, Balance as BalanceRecord, BalanceKey, CreditLine as CreditLineRecord, Disburse, Finalize, FxRate,
+    Id, Quote as QuoteRecord, QuoteRequest, Record, RecordResult, Repay, SetTime, StepUp, StrHeader, StrRequest,
+    Transfer, TransferResult,
 };
 use book::{AccountKind, AccountPos, Balance, Book};
 use holds::{HoldWindows, Holds, NO_CASE, PendingEntry, PendingTable};
@@ -138,6 +141,8 @@ pub struct Engine {
     /// Verdicts of the SUBMIT_JUDGED record being applied (empty between
     /// records).
     verdicts: Vec<Verdict>,
+    /// Credit lines, loans and repayments.
+    credit: loans::Credit,
 }
 
 impl Clone for Engine {
@@ -153,6 +158,7 @@ impl Clone for Engine {
             profiles: self.profiles.clone(),
             cases: self.cases.clone(),
             verdicts: self.verdicts.clone(),
+            credit: self.credit.clone(),
         }
     }
     /// Copies `source` into this engine's existing memory: the snapshot
@@ -169,6 +175,7 @@ impl Clone for Engine {
         self.profiles.clone_from(&source.profiles);
         self.cases.clone_from(&source.cases);
         self.verdicts.clone_from(&source.verdicts);
+        self.credit.clone_from(&source.credit);
     }
 }
 
@@ -202,6 +209,7 @@ impl Engine {
             profiles: Arena::with_capacity(config.accounts_capacity, Profile::default()),
             cases: Vec::new(),
             verdicts: Vec::new(),
+            credit: loans::Credit::default(),
         }
     }
 
@@ -271,6 +279,10 @@ impl Engine {
             kind::SET_TIME => self.each(body, out, |e, s: SetTime, i| e.set_time(&s, i)),
             kind::SET_FX_RATES => self.each(body, out, |e, r: FxRate, i| e.set_fx_rate(&r, i)),
             kind::FX_QUOTE => self.each(body, out, |e, q: QuoteRequest, _| e.fx_quote(&q)),
+            kind::SET_CREDIT_LINES => self.each(body, out, |e, c: CreditLineRecord, _| e.set_credit_line(&c)),
+            kind::DISBURSE_LOANS => self.each(body, out, |e, d: Disburse, _| e.disburse(&d)),
+            kind::REPAY_LOANS => self.each(body, out, |e, r: Repay, _| e.repay(&r)),
+            kind::LOOKUP_LOANS => self.each(body, out, |e, i: Id, _| e.lookup_loan(i.id)),
             kind::EXPORT_STR => self.export_str(&StrRequest::decode(body), out),
             kind::STR_ROWS => {
                 let request = StrRequest::decode(body);
@@ -303,6 +315,10 @@ impl Engine {
             kind::SET_TIME => SetTime::SIZE,
             kind::SET_FX_RATES => FxRate::SIZE,
             kind::FX_QUOTE => QuoteRequest::SIZE,
+            kind::SET_CREDIT_LINES => CreditLineRecord::SIZE,
+            kind::DISBURSE_LOANS => Disburse::SIZE,
+            kind::REPAY_LOANS => Repay::SIZE,
+            kind::LOOKUP_LOANS => Id::SIZE,
             kind::EXPORT_STR | kind::STR_ROWS => StrRequest::SIZE,
             kind::SUBMIT_JUDGED => 1,
             kind::TICK => 1,
@@ -500,6 +516,10 @@ impl Engine {
                 ResultCode::IdConflict
             });
         }
+        if self.names_a_loan(t.transfer_id) {
+            // Loan and transfer ids share one space.
+            return Err(ResultCode::IdConflict);
+        }
         let debit = self.book.find(t.debit_account).ok_or(ResultCode::DebitAccountNotFound)?;
         let credit = self.book.find(t.credit_account).ok_or(ResultCode::CreditAccountNotFound)?;
         if t.debit_account == t.credit_account && t.debit_currency == t.credit_currency {
@@ -553,15 +573,33 @@ impl Engine {
             check_system_debit(&self.book.balance_at(fx, credit_currency), credit_amount)?;
         }
         let debit_balance = self.book.balance_at(debit, debit_currency);
+        let mut auto_credit = 0;
         match self.book.entry(debit).kind {
             AccountKind::System => check_system_debit(&debit_balance, debit_amount)?,
             AccountKind::Customer => {
-                if debit_balance.available() < i128::from(debit_amount) {
-                    return Err(ResultCode::InsufficientFunds);
+                let available = debit_balance.available();
+                if available < i128::from(debit_amount) {
+                    if t.flags & records::TRANSFER_AUTO_CREDIT == 0 {
+                        return Err(ResultCode::InsufficientFunds);
+                    }
+                    // A micro-loan for exactly the shortfall, if the line allows.
+                    let shortfall = u64::try_from(i128::from(debit_amount) - available).expect("at most the amount");
+                    self.check_micro_credit(debit, debit_currency, shortfall)?;
+                    auto_credit = shortfall;
                 }
             }
         }
-        Ok(Accepted { debit, credit, debit_currency, credit_currency, debit_amount, credit_amount, rate_e9, quote })
+        Ok(Accepted {
+            debit,
+            credit,
+            debit_currency,
+            credit_currency,
+            debit_amount,
+            credit_amount,
+            rate_e9,
+            quote,
+            auto_credit,
+        })
     }
 
     /// SET_FX_RATES, one record. Precedence: UNKNOWN_CURRENCY, INVALID_FIELD
@@ -632,6 +670,10 @@ impl Engine {
             // Spent by the transfer it locked the rate for, posted or held.
             self.quotes.remove(id);
         }
+        if a.auto_credit > 0 {
+            // The shortfall is lent first, in the same step.
+            self.draw_micro_loan(t, a);
+        }
         if holds.is_empty() {
             self.move_funds(a.debit, a.credit, &stored);
             let at = self.transfers.insert(stored);
@@ -697,6 +739,9 @@ impl Engine {
     fn result_of(&self, at: TransferIndex, code: ResultCode) -> TransferResult {
         let stored = self.transfers.get(at);
         let mut result = stored.result(code.as_u16());
+        if stored.flags & records::TRANSFER_AUTO_CREDIT != 0 {
+            result.auto_credit_amount = self.micro_loan_of(stored.id());
+        }
         if stored.state == records::STATE_PENDING {
             result.hold_until_ms = self.pending.get(stored.id()).expect("pending entry").due_ms;
         }
@@ -843,6 +888,10 @@ impl Engine {
         let s = self.transfers.get_mut(at);
         s.state = records::STATE_VOIDED;
         s.holds = 0;
+        if stored.flags & records::TRANSFER_AUTO_CREDIT != 0 {
+            // Its micro-loan is repaid at once, with no interest.
+            self.repay_micro_loan(stored.id());
+        }
         // A voided transfer no longer counts toward its day's total.
         let debit = self.book.find(stored.debit_account).expect("debit account exists");
         self.profiles.get_mut(debit.index()).uncount(entry.submitted_ms, entry.counted);
@@ -931,6 +980,7 @@ impl Engine {
             let b: Balance = self.book.balance(k.account_id, currency);
             answer.balance = b.posted;
             answer.held = b.held;
+            (answer.loans_outstanding, answer.credit_available) = self.credit_position(k.account_id, currency);
         } else {
             answer.code = ResultCode::UnknownCurrency.as_u16();
         }
@@ -1059,6 +1109,8 @@ struct Accepted {
     debit_amount: u64,
     credit_amount: u64,
     rate_e9: u64,
+    /// The micro-loan an AUTO_CREDIT transfer draws (0 if none).
+    auto_credit: u64,
 }
 
 /// The two currencies of a transfer that converts, both known.

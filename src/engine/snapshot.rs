@@ -12,16 +12,18 @@ use sha2::{Digest, Sha256};
 
 use super::book::{AccountKind, Balance};
 use super::holds::{Holds, PendingEntry};
+use super::loans::{LineEntry, Repayment};
 use super::quotes::Quote;
 use super::transfers::{StoredTransfer, TransferIndex};
 use super::{Engine, EngineConfig};
 use crate::aml::{Case, Outcome, Profile, Reasons};
+use crate::credit::{CreditLine, LOAN_ACTIVE, LOAN_REPAID, Loan};
 use crate::fx::{Rate, Side};
 use crate::money::CurrencyIndex;
 use crate::protocol::records::{self, Transfer};
 
 const STATE_MAGIC: &[u8; 4] = b"HKST";
-const STATE_VERSION: u32 = 3;
+const STATE_VERSION: u32 = 4;
 
 /// A snapshot body that does not decode: the file is corrupt or from
 /// another version.
@@ -204,6 +206,43 @@ impl Engine {
             w.u8(c.holds);
             w.u8(c.outcome as u8);
         }
+        // Credit: lines by (account, currency); loans in the order they
+        // were made; repayment ids sorted. A line's principal and active
+        // loans are derived from the loans.
+        w.u64(self.credit.lines.len() as u64);
+        for ((account, currency), entry) in &self.credit.lines {
+            let l = &entry.line;
+            w.u64(*account);
+            w.u8(currency.raw());
+            w.u16(l.flags);
+            w.u32(l.apr_bps);
+            w.u32(l.ear_bps);
+            w.u64(l.limit);
+            w.u64(l.micro_credit_max);
+        }
+        w.u64(self.credit.loans.len() as u64);
+        for l in &self.credit.loans {
+            w.u128(l.id);
+            w.u64(l.account);
+            w.u8(l.currency.raw());
+            w.u8(u8::from(l.micro));
+            w.u8(l.state);
+            w.u32(l.apr_bps);
+            w.u32(l.ear_bps);
+            w.u32(l.term_days);
+            for v in [l.principal, l.principal_outstanding, l.interest_accrued, l.interest_paid, l.periods_accrued] {
+                w.u64(v);
+            }
+            w.u64(l.disbursed_at_ms);
+        }
+        let mut repayments: Vec<_> = self.credit.repayments.iter().map(|(id, r)| (*id, *r)).collect();
+        repayments.sort_unstable_by_key(|(id, _)| *id);
+        w.u64(repayments.len() as u64);
+        for (id, r) in repayments {
+            w.u128(id);
+            w.u128(r.loan_id);
+            w.u64(r.amount);
+        }
     }
 
     /// SHA-256 of the canonical state: equal hashes mean equal states.
@@ -223,8 +262,9 @@ impl Engine {
         }
         let version = r.u32()?;
         // Version 2 (before AML) has no AML fields: it decodes with blank
-        // profiles and no cases.
-        if version != STATE_VERSION && version != 2 {
+        // profiles and no cases; version 3 (before credit) has no lines
+        // or loans.
+        if !(2..=STATE_VERSION).contains(&version) {
             return Err(SnapshotError(format!("version {version}, expected {STATE_VERSION}")));
         }
         let aml = version >= 3;
@@ -387,6 +427,9 @@ impl Engine {
             }
             engine.cases.push(case);
         }
+        if version >= 4 {
+            engine.decode_credit(&mut r)?;
+        }
         for (id, entry) in engine.pending.sorted() {
             let open = entry.case == super::holds::NO_CASE
                 || engine
@@ -398,6 +441,76 @@ impl Engine {
             }
         }
         engine.finish_decode(&r)
+    }
+
+    fn decode_credit(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {
+        let lines = r.count("credit line", 35)?;
+        for _ in 0..lines {
+            let account = r.u64()?;
+            let currency = r.currency()?;
+            let line = CreditLine {
+                flags: r.u16()?,
+                apr_bps: r.u32()?,
+                ear_bps: r.u32()?,
+                limit: r.u64()?,
+                micro_credit_max: r.u64()?,
+                principal: 0,
+            };
+            let customer = self.book.account(account).is_some_and(|a| a.kind == AccountKind::Customer);
+            if !customer
+                || line.apr_bps > crate::credit::APR_BPS_MAX
+                || line.ear_bps != crate::credit::ear_bps(line.apr_bps)
+            {
+                return Err(SnapshotError(format!("credit line of {account} invalid")));
+            }
+            if self.credit.lines.insert((account, currency), LineEntry { line, active: Vec::new() }).is_some() {
+                return Err(SnapshotError(format!("credit line of {account} twice")));
+            }
+        }
+        let loans = r.count("loan", 87)?;
+        for _ in 0..loans {
+            let mut loan = Loan {
+                id: r.u128()?,
+                account: r.u64()?,
+                currency: r.currency()?,
+                micro: r.u8()? == 1,
+                state: r.u8()?,
+                apr_bps: r.u32()?,
+                ear_bps: r.u32()?,
+                term_days: r.u32()?,
+                principal: 0,
+                principal_outstanding: 0,
+                interest_accrued: 0,
+                interest_paid: 0,
+                periods_accrued: 0,
+                disbursed_at_ms: 0,
+            };
+            loan.principal = r.u64()?;
+            loan.principal_outstanding = r.u64()?;
+            loan.interest_accrued = r.u64()?;
+            loan.interest_paid = r.u64()?;
+            loan.periods_accrued = r.u64()?;
+            loan.disbursed_at_ms = r.u64()?;
+            let valid = loan.id != 0
+                && self.credit.find(loan.id).is_none()
+                && self.credit.lines.contains_key(&(loan.account, loan.currency))
+                && matches!(loan.state, LOAN_ACTIVE | LOAN_REPAID)
+                && (loan.state == LOAN_ACTIVE) == (loan.principal_outstanding > 0)
+                && loan.principal_outstanding <= loan.principal;
+            if !valid {
+                return Err(SnapshotError(format!("loan {} invalid", loan.id)));
+            }
+            self.credit.insert(loan);
+        }
+        let repayments = r.count("repayment", 40)?;
+        for _ in 0..repayments {
+            let id = r.u128()?;
+            let repayment = Repayment { loan_id: r.u128()?, amount: r.u64()? };
+            if id == 0 || self.credit.repayments.insert(id, repayment).is_some() {
+                return Err(SnapshotError(format!("repayment {id} invalid or twice")));
+            }
+        }
+        Ok(())
     }
 
     /// The last checks of a decode: every byte used, every invariant held.

@@ -470,9 +470,10 @@ fn apply_decodes_bodies_and_refuses_bad_lengths() {
 
 #[test]
 fn a_snapshot_from_before_aml_still_decodes() {
-    // Version 2 had no AML fields: with AML off, no pending transfers and
-    // no profiles, a version 3 encoding is version 2's plus two empty AML
-    // sections (16 zero bytes).
+    // Version 2 had no AML fields, version 3 no credit: with AML off, no
+    // pending transfers, no profiles and no loans, a version 4 encoding is
+    // version 2's plus two empty AML sections and three empty credit ones
+    // (40 zero bytes).
     let config = EngineConfig {
         manual_clock: true,
         aml: crate::aml::AmlConfig { enabled: false, ..Default::default() },
@@ -483,8 +484,12 @@ fn a_snapshot_from_before_aml_still_decodes() {
     e.submit_transfer(&deposit(1, ALICE, 500, HKD));
     let mut v3 = Vec::new();
     e.encode_state(&mut v3);
-    assert_eq!(v3[v3.len() - 16..], [0; 16]);
-    let mut v2 = v3[..v3.len() - 16].to_vec();
+    let v4 = v3;
+    assert_eq!(v4[v4.len() - 40..], [0; 40]);
+    let mut v3 = v4[..v4.len() - 24].to_vec();
+    v3[4..8].copy_from_slice(&3u32.to_le_bytes());
+    assert_eq!(Engine::decode_state(config, &v3).expect("version 3 decodes").state_hash(), e.state_hash());
+    let mut v2 = v4[..v4.len() - 40].to_vec();
     v2[4..8].copy_from_slice(&2u32.to_le_bytes());
     let restored = Engine::decode_state(config, &v2).expect("version 2 decodes");
     assert_eq!(restored.state_hash(), e.state_hash());

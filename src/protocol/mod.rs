@@ -78,6 +78,9 @@ pub mod kind {
                 | SET_TIME
                 | SET_FX_RATES
                 | FX_QUOTE
+                | SET_CREDIT_LINES
+                | DISBURSE_LOANS
+                | REPAY_LOANS
                 | TICK
                 | SUBMIT_JUDGED
         )
