@@ -24,8 +24,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use crate::protocol::frame::{self, ErrorCode, RESPONSE_BIT};
 use crate::protocol::kind;
 use crate::protocol::records::{
-    self, Account, Balance, BalanceKey, Finalize, FxRate, Id, Quote, QuoteRequest, Record, RecordResult, SetTime,
-    StepUp, StrHeader, StrRequest, Transfer, TransferResult,
+    self, Account, Balance, BalanceKey, CreditLine, Disburse, Finalize, FxRate, Id, LoanResult, Quote, QuoteRequest,
+    Record, RecordResult, Repay, SetTime, StepUp, StrHeader, StrRequest, Transfer, TransferResult,
 };
 use crate::protocol::session::{Challenge, Hello, HelloResponse};
 
@@ -350,6 +350,27 @@ impl Client {
     /// FX_QUOTE.
     pub async fn fx_quote(&self, requests: &[QuoteRequest]) -> Result<Vec<Quote>, ClientError> {
         self.batch(kind::FX_QUOTE, requests).await
+    }
+
+    /// SET_CREDIT_LINES.
+    pub async fn set_credit_lines(&self, lines: &[CreditLine]) -> Result<Vec<RecordResult>, ClientError> {
+        self.batch(kind::SET_CREDIT_LINES, lines).await
+    }
+
+    /// DISBURSE_LOANS.
+    pub async fn disburse_loans(&self, loans: &[Disburse]) -> Result<Vec<LoanResult>, ClientError> {
+        self.batch(kind::DISBURSE_LOANS, loans).await
+    }
+
+    /// REPAY_LOANS.
+    pub async fn repay_loans(&self, repayments: &[Repay]) -> Result<Vec<LoanResult>, ClientError> {
+        self.batch(kind::REPAY_LOANS, repayments).await
+    }
+
+    /// LOOKUP_LOANS.
+    pub async fn lookup_loans(&self, ids: &[u128]) -> Result<Vec<LoanResult>, ClientError> {
+        let ids: Vec<Id> = ids.iter().map(|&id| Id { id }).collect();
+        self.batch(kind::LOOKUP_LOANS, &ids).await
     }
 
     /// EXPORT_STR: the month's Suspicious Transaction Report (format

@@ -11,8 +11,8 @@ use harbour::config::{self, Config};
 use harbour::money::{CURRENCIES, CurrencyIndex, format_minor};
 use harbour::protocol::ResultCode;
 use harbour::protocol::records::{
-    self, ACCOUNT_KIND_CUSTOMER, Account, BalanceKey, FINALIZE_POST, FINALIZE_VOID, Finalize, StepUp, TRANSFER_PENDING,
-    Transfer, TransferResult,
+    self, ACCOUNT_KIND_CUSTOMER, Account, BalanceKey, CreditLine, Disburse, FINALIZE_POST, FINALIZE_VOID, Finalize,
+    LoanResult, Repay, StepUp, TRANSFER_PENDING, Transfer, TransferResult,
 };
 
 #[global_allocator]
@@ -56,6 +56,79 @@ enum Command {
     Cancel(LookupArgs),
     /// Export a month's Suspicious Transaction Report (a REPORTING channel's).
     Str(StrArgs),
+    /// Set an account's credit line in a currency (a LENDING channel's).
+    CreditLine(CreditLineArgs),
+    /// Loans: disburse, repay, show.
+    Loan {
+        #[command(subcommand)]
+        command: LoanCommand,
+    },
+}
+
+#[derive(Args)]
+struct CreditLineArgs {
+    /// Account id.
+    #[arg(long)]
+    account: u64,
+    #[arg(long, default_value = "HKD")]
+    currency: String,
+    /// Most principal outstanding, in major units.
+    #[arg(long)]
+    limit: String,
+    /// APR in percent, at most two decimals (10.5 = 1050 bps; at most 48).
+    #[arg(long)]
+    apr: String,
+    /// Draw micro-loans automatically for AUTO_CREDIT payments, each up to
+    /// this much (major units).
+    #[arg(long)]
+    micro_max: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Subcommand)]
+enum LoanCommand {
+    /// Pay out a loan within the account's line.
+    Disburse {
+        /// Loan id (the idempotency key; shares its space with transfer ids).
+        #[arg(long)]
+        id: u128,
+        #[arg(long)]
+        account: u64,
+        /// Principal in major units.
+        #[arg(long)]
+        amount: String,
+        #[arg(long, default_value = "HKD")]
+        currency: String,
+        /// Term in days (sets the due date only).
+        #[arg(long, default_value_t = 30)]
+        term_days: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Repay a loan from its account: interest first, then principal.
+    Repay {
+        /// Repayment id (the idempotency key).
+        #[arg(long)]
+        id: u128,
+        #[arg(long)]
+        loan: u128,
+        /// Amount in the loan's major units.
+        #[arg(long)]
+        amount: String,
+        /// The loan's currency (for parsing the amount).
+        #[arg(long, default_value = "HKD")]
+        currency: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a loan: principal and interest outstanding, APR and EAR.
+    Show {
+        #[arg(long)]
+        id: u128,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Args)]
@@ -221,6 +294,9 @@ struct TransferArgs {
     /// Hold the transfer until `harbour finalize`.
     #[arg(long)]
     pending: bool,
+    /// Cover a shortfall with a micro-loan from the account's credit line.
+    #[arg(long)]
+    auto_credit: bool,
     #[command(flatten)]
     conn: Conn,
 }
@@ -291,6 +367,8 @@ fn main() -> ExitCode {
             Command::Review(args) => review(args).await,
             Command::Cancel(args) => cancel(args).await,
             Command::Str(args) => export_str(args).await,
+            Command::CreditLine(args) => credit_line(args).await,
+            Command::Loan { command } => loan(command).await,
         }
     });
     match result {
@@ -433,6 +511,9 @@ fn show_transfer(r: &TransferResult, currency: CurrencyIndex) {
     if r.state == records::STATE_PENDING {
         print!(" holds {:#04x} until {} ms", r.holds, r.hold_until_ms);
     }
+    if r.auto_credit_amount > 0 {
+        print!(" micro-loan {}", format_minor(i128::from(r.auto_credit_amount), currency.currency()));
+    }
     println!();
 }
 
@@ -445,6 +526,9 @@ async fn transfer(args: TransferArgs) -> Result<(), String> {
     let amount = parse_amount(&args.amount, if args.credit_side { to_cur } else { cur })?;
     let client = connect(&args.conn).await?;
     let mut flags = if args.pending { TRANSFER_PENDING } else { 0 };
+    if args.auto_credit {
+        flags |= records::TRANSFER_AUTO_CREDIT;
+    }
     if args.credit_side {
         flags |= records::TRANSFER_AMOUNT_IN_CREDIT_CURRENCY;
     }
@@ -489,14 +573,23 @@ async fn balance(args: BalanceArgs) -> Result<(), String> {
     println!("account {}", args.account);
     let mut shown = 0;
     for (b, c) in balances.iter().zip(&wanted) {
-        if args.currency.is_some() || b.balance != 0 || b.held != 0 {
+        let lending = b.credit_available != 0 || b.loans_outstanding != 0;
+        if args.currency.is_some() || b.balance != 0 || b.held != 0 || lending {
             let cur = c.currency();
-            println!(
+            print!(
                 "  {}  balance {:>20}  held {:>16}",
                 cur.alpha,
                 format_minor(i128::from(b.balance), cur),
                 format_minor(i128::from(b.held), cur)
             );
+            if lending {
+                print!(
+                    "  loans {:>16}  credit available {:>16}",
+                    format_minor(i128::from(b.loans_outstanding), cur),
+                    format_minor(i128::from(b.credit_available), cur)
+                );
+            }
+            println!();
             shown += 1;
         }
     }
@@ -589,6 +682,68 @@ fn finish_transfer(r: Option<&TransferResult>) -> Result<(), String> {
     let r = r.ok_or("no answer")?;
     show_transfer(r, CurrencyIndex::HKD);
     if r.code == 0 { Ok(()) } else { Err(code_name(r.code)) }
+}
+
+/// Parses an APR in percent with at most two decimals into basis points.
+fn parse_apr(text: &str) -> Result<u32, String> {
+    let bps = parse_amount(text, CurrencyIndex::HKD).map_err(|_| format!("APR {text:?}: a percentage like 10.5"))?;
+    u32::try_from(bps).map_err(|_| format!("APR {text:?} is too large"))
+}
+
+async fn credit_line(args: CreditLineArgs) -> Result<(), String> {
+    let cur = currency(&args.currency)?;
+    let line = CreditLine {
+        account_id: args.account,
+        currency: cur.code(),
+        flags: if args.micro_max.is_some() { records::CREDIT_AUTO_MICRO_CREDIT } else { 0 },
+        apr_bps: parse_apr(&args.apr)?,
+        limit: parse_amount(&args.limit, cur)?,
+        micro_credit_max: args.micro_max.as_deref().map(|m| parse_amount(m, cur)).transpose()?.unwrap_or(0),
+    };
+    let client = connect(&args.conn).await?;
+    let r = client.set_credit_lines(&[line]).await.map_err(err)?;
+    let code = r.first().map_or(u16::MAX, |r| r.code);
+    println!("credit line of {} in {}: {}", args.account, cur.currency().alpha, code_name(code));
+    if code == 0 { Ok(()) } else { Err(code_name(code)) }
+}
+
+fn show_loan(r: &LoanResult) {
+    let state = ["NONE", "ACTIVE", "REPAID"].get(r.state as usize).copied().unwrap_or("?");
+    print!("loan {}: {} state {state}", r.loan_id, code_name(r.code));
+    if r.state != 0 {
+        let cur = CurrencyIndex::of(r.currency).unwrap_or(CurrencyIndex::HKD).currency();
+        let percent = |bps: u32| format_minor(i128::from(bps), CurrencyIndex::HKD.currency());
+        print!(
+            " account {} principal {} interest {} {} APR {}% EAR {}%",
+            r.account_id,
+            format_minor(i128::from(r.principal_outstanding), cur),
+            format_minor(i128::from(r.interest_accrued), cur),
+            cur.alpha,
+            percent(r.apr_bps),
+            percent(r.ear_bps)
+        );
+    }
+    println!();
+}
+
+async fn loan(command: LoanCommand) -> Result<(), String> {
+    let answers = match command {
+        LoanCommand::Disburse { id, account, amount, currency: c, term_days, conn } => {
+            let cur = currency(&c)?;
+            let principal = parse_amount(&amount, cur)?;
+            let d = Disburse { loan_id: id, account_id: account, currency: cur.code(), term_days, principal };
+            connect(&conn).await?.disburse_loans(&[d]).await
+        }
+        LoanCommand::Repay { id, loan, amount, currency: c, conn } => {
+            let r = Repay { repayment_id: id, loan_id: loan, amount: parse_amount(&amount, currency(&c)?)? };
+            connect(&conn).await?.repay_loans(&[r]).await
+        }
+        LoanCommand::Show { id, conn } => connect(&conn).await?.lookup_loans(&[id]).await,
+    };
+    let answers = answers.map_err(err)?;
+    let r = answers.first().ok_or("no answer")?;
+    show_loan(r);
+    if r.code == 0 || r.code == ResultCode::AlreadyExists.as_u16() { Ok(()) } else { Err(code_name(r.code)) }
 }
 
 /// Parses `YYYY-MM`.

@@ -201,3 +201,37 @@ fn an_operator_reports_the_months_aml_cases() {
     assert!(ok && out.contains("nothing to report"), "{out}");
     terminate(child);
 }
+
+#[test]
+fn a_lender_and_a_customer_use_credit_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "\"ACCOUNTS\", \"PAYMENTS\", \"LENDING\", \"OPERATOR\"");
+    let (child, addr) = serve(&dir.path().join("data"), &config);
+    assert!(run(&addr, &["account", "create", "--id", "1024"]).0);
+    assert!(run(&addr, &["account", "create", "--id", "1025"]).0);
+    let (ok, out) =
+        run(&addr, &["credit-line", "--account", "1024", "--limit", "20000", "--apr", "10", "--micro-max", "500"]);
+    assert!(ok && out.contains("OK"), "{out}");
+    let (ok, out) = run(&addr, &["credit-line", "--account", "1024", "--limit", "1", "--apr", "48.01"]);
+    assert!(!ok && out.contains("INVALID_FIELD"), "above the ordinance's 48%: {out}");
+    let (ok, out) = run(&addr, &["loan", "disburse", "--id", "900", "--account", "1024", "--amount", "10000"]);
+    assert!(ok && out.contains("ACTIVE") && out.contains("APR 10.00% EAR 10.52%"), "{out}");
+    let (ok, out) = run(
+        &addr,
+        &["transfer", "--id", "901", "--from", "1024", "--to", "1025", "--amount", "10250", "--auto-credit"],
+    );
+    assert!(ok && out.contains("POSTED") && out.contains("micro-loan 250.00"), "{out}");
+    let (ok, out) = run(&addr, &["balance", "--account", "1024"]);
+    assert!(ok && out.contains("loans         10250.00") && out.contains("9750.00"), "{out}");
+    // No time has passed on the manual clock: no interest yet.
+    let (ok, out) = run(&addr, &["loan", "show", "--id", "900"]);
+    assert!(ok && out.contains("interest 0.00"), "{out}");
+    assert!(run(&addr, &["transfer", "--id", "902", "--from", "4", "--to", "1024", "--amount", "20000"]).0);
+    let (ok, out) = run(&addr, &["loan", "repay", "--id", "1", "--loan", "900", "--amount", "10000.01"]);
+    assert!(!ok && out.contains("OVERPAYMENT"), "{out}");
+    let (ok, out) = run(&addr, &["loan", "repay", "--id", "2", "--loan", "900", "--amount", "10000"]);
+    assert!(ok && out.contains("REPAID"), "{out}");
+    let (ok, out) = run(&addr, &["loan", "show", "--id", "903"]);
+    assert!(!ok && out.contains("LOAN_NOT_FOUND"), "{out}");
+    terminate(child);
+}

@@ -154,9 +154,20 @@ fn crash_at_every_point(seed: u64, groups: usize, judged: bool) -> usize {
 #[test]
 fn every_crash_point_recovers_a_prefix_with_every_acknowledged_request() {
     let mut points = 0;
+    let mut loans = (0, 0);
     for seed in 1..=8 {
         points += crash_at_every_point(seed, 40, false);
+        // The workloads lend: disbursements and micro-loans both happen.
+        let mut engine =
+            Engine::new(EngineConfig { manual_clock: true, ..EngineConfig::default() }, MANUAL_CLOCK_START_MS);
+        let mut out = Vec::new();
+        for (k, body) in common::workload(seed, 40).iter().flatten() {
+            engine.apply(*k, body, engine.now_ms(), &mut out).unwrap();
+        }
+        loans.0 += engine.loans().iter().filter(|l| !l.micro).count();
+        loans.1 += engine.loans().iter().filter(|l| l.micro).count();
     }
+    assert!(loans.0 >= 5 && loans.1 >= 5, "loan traffic in the crash workloads: {loans:?}");
     eprintln!("{points} crash points");
     assert!(points >= 1000, "only {points} crash points exercised");
 }

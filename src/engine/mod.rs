@@ -995,6 +995,12 @@ impl Engine {
         &self.cases
     }
 
+    /// Every loan ever made (repaid ones too), in the order they were made.
+    #[must_use]
+    pub fn loans(&self) -> &[crate::credit::Loan] {
+        &self.credit.loans
+    }
+
     /// Bytes the AML profiles take (one per account, beside the book).
     #[must_use]
     pub fn profiles_allocated_bytes(&self) -> usize {

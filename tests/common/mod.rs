@@ -49,19 +49,36 @@ pub fn deposit(id: u128, to: u64, amount: u64, currency: u16) -> Transfer {
 pub type Request = (u16, Vec<u8>);
 
 /// A seeded workload of groups of requests over a few accounts: account
-/// creation, deposits, transfers (some pending), finalizes, cancels, clock
-/// moves and lookups. Ids repeat on purpose so resends and conflicts occur.
+/// creation, deposits, transfers (some pending, some drawing micro-credit),
+/// finalizes, cancels, clock moves, credit lines, loans, repayments and
+/// lookups. Ids repeat on purpose so resends and conflicts occur (loan and
+/// transfer ids share one space).
 pub fn workload(seed: u64, groups: usize) -> Vec<Vec<Request>> {
     let mut rng = Rng(seed);
     let accounts: Vec<u64> = (1024..1032).collect();
     let mut out = Vec::with_capacity(groups);
     let mut clock = harbour::engine::MANUAL_CLOCK_START_MS;
     let mut next_id: u128 = 1;
-    out.push(vec![(kind::CREATE_ACCOUNTS, encode_all(&accounts.iter().map(|&a| account(a)).collect::<Vec<_>>()))]);
+    // Half the accounts start with a line that draws micro-credit.
+    let lines: Vec<CreditLine> = accounts[..4]
+        .iter()
+        .map(|&a| CreditLine {
+            account_id: a,
+            currency: HKD,
+            flags: CREDIT_AUTO_MICRO_CREDIT,
+            apr_bps: 1_000,
+            limit: 150_000,
+            micro_credit_max: 60_000,
+        })
+        .collect();
+    out.push(vec![
+        (kind::CREATE_ACCOUNTS, encode_all(&accounts.iter().map(|&a| account(a)).collect::<Vec<_>>())),
+        (kind::SET_CREDIT_LINES, encode_all(&lines)),
+    ]);
     for _ in 1..groups {
         let mut group = Vec::new();
         for _ in 0..=rng.below(4) {
-            let request = match rng.below(10) {
+            let request = match rng.below(14) {
                 0..=4 => {
                     let n = 1 + rng.below(4);
                     let mut ts = Vec::new();
@@ -80,6 +97,11 @@ pub fn workload(seed: u64, groups: usize) -> Vec<Vec<Request>> {
                         };
                         if rng.below(4) == 0 {
                             t.flags = TRANSFER_PENDING;
+                        }
+                        if rng.below(4) == 0 {
+                            // Larger, so shortfalls and micro-loans occur.
+                            t.flags |= TRANSFER_AUTO_CREDIT;
+                            t.amount = 1 + rng.below(80_000);
                         }
                         ts.push(t);
                     }
@@ -100,7 +122,39 @@ pub fn workload(seed: u64, groups: usize) -> Vec<Vec<Request>> {
                         accounts.iter().map(|&a| BalanceKey { account_id: a, currency: HKD }).collect();
                     (kind::LOOKUP_BALANCES, encode_all(&keys))
                 }
-                _ => (kind::LOOKUP_TRANSFERS, encode_all(&[Id { id: 1 + rng.below(next_id as u64) as u128 }])),
+                9 => (kind::LOOKUP_TRANSFERS, encode_all(&[Id { id: 1 + rng.below(next_id as u64) as u128 }])),
+                10 => {
+                    let line = CreditLine {
+                        account_id: rng.pick(&accounts),
+                        currency: rng.pick(&[HKD, HKD, USD]),
+                        flags: rng.pick(&[0, CREDIT_AUTO_MICRO_CREDIT, CREDIT_AUTO_MICRO_CREDIT]),
+                        apr_bps: rng.pick(&[0, 1_000, 3_650, 4_800, 4_801]),
+                        limit: rng.below(200_000),
+                        micro_credit_max: rng.below(80_000),
+                    };
+                    (kind::SET_CREDIT_LINES, encode_all(&[line]))
+                }
+                11 => {
+                    let loan_id = if rng.below(6) == 0 { 1 + rng.below(next_id as u64) as u128 } else { next_id };
+                    next_id += 1;
+                    let d = Disburse {
+                        loan_id,
+                        account_id: rng.pick(&accounts),
+                        currency: rng.pick(&[HKD, HKD, USD]),
+                        term_days: rng.pick(&[0, 30, 90]),
+                        principal: rng.below(60_000),
+                    };
+                    (kind::DISBURSE_LOANS, encode_all(&[d]))
+                }
+                12 => {
+                    let r = Repay {
+                        repayment_id: 1 + rng.below(64) as u128,
+                        loan_id: 1 + rng.below(next_id as u64) as u128,
+                        amount: rng.pick(&[1, 500, 5_000, 50_000]),
+                    };
+                    (kind::REPAY_LOANS, encode_all(&[r]))
+                }
+                _ => (kind::LOOKUP_LOANS, encode_all(&[Id { id: 1 + rng.below(next_id as u64) as u128 }])),
             };
             group.push(request);
         }
