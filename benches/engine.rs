@@ -18,7 +18,10 @@ use harbour::alloc::HugePageAlloc;
 use harbour::engine::{Engine, EngineConfig};
 use harbour::hash::mix64;
 use harbour::protocol::kind;
-use harbour::protocol::records::{FxRate, TRANSFER_PENDING, Transfer, encode_all};
+use harbour::protocol::records::{
+    CREDIT_AUTO_MICRO_CREDIT, CreditLine, Disburse, FxRate, TRANSFER_AUTO_CREDIT, TRANSFER_PENDING, Transfer,
+    encode_all,
+};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -60,19 +63,76 @@ const HKD: u16 = 344;
 const USD: u16 = 840;
 
 fn funded_engine(transfers_capacity: usize, aml: bool) -> Engine {
+    engine_with(transfers_capacity, aml, true, false)
+}
+
+/// 1M accounts, funded or not, with or without a credit line each (HK$1M
+/// limit, AUTO_MICRO_CREDIT up to HK$10,000, 10% APR).
+fn engine_with(transfers_capacity: usize, aml: bool, funded: bool, lines: bool) -> Engine {
     let mut config =
         EngineConfig { accounts_capacity: ACCOUNTS as usize + 8, transfers_capacity, ..EngineConfig::default() };
     config.aml.enabled = aml;
+    if lines {
+        // Every AUTO_CREDIT transfer of the bench draws a loan.
+        config.loans_capacity = 4_000_000;
+    }
     let mut engine = Engine::new(config, 1);
     let mut out = Vec::new();
     for chunk in (FIRST..FIRST + ACCOUNTS).collect::<Vec<_>>().chunks(BATCH) {
         let (accounts, deposits) = funding_bodies(chunk);
         out.clear();
         engine.apply(kind::CREATE_ACCOUNTS, &accounts, 1, &mut out).unwrap();
-        out.clear();
-        engine.apply(kind::SUBMIT_TRANSFERS, &deposits, 1, &mut out).unwrap();
+        if funded {
+            out.clear();
+            engine.apply(kind::SUBMIT_TRANSFERS, &deposits, 1, &mut out).unwrap();
+        }
+        if lines {
+            let lines: Vec<CreditLine> = chunk
+                .iter()
+                .map(|&account_id| CreditLine {
+                    account_id,
+                    currency: HKD,
+                    flags: CREDIT_AUTO_MICRO_CREDIT,
+                    apr_bps: 1_000,
+                    limit: 100_000_000,
+                    micro_credit_max: 1_000_000,
+                })
+                .collect();
+            out.clear();
+            engine.apply(kind::SET_CREDIT_LINES, &encode_all(&lines), 1, &mut out).unwrap();
+        }
     }
     engine
+}
+
+/// A batch of disbursements of HK$1.00 to HK$100.00 to random accounts.
+fn loans_batch(next: &mut u64) -> Vec<u8> {
+    let ds: Vec<Disburse> = (0..BATCH)
+        .map(|_| {
+            *next += 1;
+            let r = mix64(*next);
+            let account_id = FIRST + r % ACCOUNTS;
+            Disburse {
+                loan_id: u128::from(*next),
+                account_id,
+                currency: HKD,
+                term_days: 30,
+                principal: 100 + r % 10_000,
+            }
+        })
+        .collect();
+    encode_all(&ds)
+}
+
+/// Gives each disbursement of `body` a fresh loan id from `next`.
+fn renumber_loans(body: &mut [u8], next: &mut u64) {
+    use harbour::protocol::records::Record;
+    for chunk in body.chunks_exact_mut(Disburse::SIZE) {
+        let mut d = Disburse::decode(chunk);
+        *next += 1;
+        d.loan_id = u128::from(*next);
+        d.encode(chunk);
+    }
 }
 
 /// A batch of transfers between uniformly random accounts, ids from `next`;
@@ -120,32 +180,68 @@ fn bench_apply(c: &mut Criterion) {
     ];
     for (name, flags, to, aml) in cases {
         let mut engine = funded_engine(40_000_000, aml);
-        let mut out = Vec::new();
-        let rate = encode_all(&[FxRate { from: HKD, to: USD, rate_e9: 128_000_000 }]);
-        engine.apply(kind::SET_FX_RATES, &rate, 1, &mut out).unwrap();
-        // A pool of batches between random accounts; each use renumbers its
-        // ids (outside the timed region) so every transfer is new.
-        let mut next = 1u64;
-        let mut pool: Vec<Vec<u8>> = (0..256).map(|_| batch(&mut next, flags, to)).collect();
-        let mut turn = 0usize;
-        let mut out = Vec::with_capacity(BATCH * 64);
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iters {
-                    let body = &mut pool[turn % 256];
-                    turn += 1;
-                    renumber(body, &mut next);
-                    out.clear();
-                    let start = Instant::now();
-                    engine.apply(kind::SUBMIT_TRANSFERS, black_box(body), 1, &mut out).unwrap();
-                    elapsed += start.elapsed();
-                }
-                elapsed
-            });
-        });
+        bench_transfers(&mut group, &mut engine, name, flags, to);
     }
+    // Issue 6: a disbursement, and an AUTO_CREDIT payment from an empty
+    // account (every one draws a micro-loan for its whole amount), each
+    // against `same_currency_1M_accounts` (target: within 2x).
+    let mut engine = engine_with(40_000_000, true, false, true);
+    bench_transfers(&mut group, &mut engine, "auto_credit_1M_accounts", TRANSFER_AUTO_CREDIT, HKD);
+    drop(engine);
+    let mut engine = engine_with(1 << 20, true, false, true);
+    let mut next = 1u64 << 40;
+    let mut pool: Vec<Vec<u8>> = (0..64).map(|_| loans_batch(&mut next)).collect();
+    let mut turn = 0usize;
+    let mut out = Vec::with_capacity(BATCH * 64);
+    group.bench_function("disburse_1M_accounts", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let body = &mut pool[turn % 64];
+                turn += 1;
+                renumber_loans(body, &mut next);
+                out.clear();
+                let start = Instant::now();
+                engine.apply(kind::DISBURSE_LOANS, black_box(body), 1, &mut out).unwrap();
+                elapsed += start.elapsed();
+            }
+            elapsed
+        });
+    });
     group.finish();
+}
+
+fn bench_transfers(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    engine: &mut Engine,
+    name: &str,
+    flags: u16,
+    to: u16,
+) {
+    let mut out = Vec::new();
+    let rate = encode_all(&[FxRate { from: HKD, to: USD, rate_e9: 128_000_000 }]);
+    engine.apply(kind::SET_FX_RATES, &rate, 1, &mut out).unwrap();
+    // A pool of batches between random accounts; each use renumbers its
+    // ids (outside the timed region) so every transfer is new.
+    let mut next = 1u64;
+    let mut pool: Vec<Vec<u8>> = (0..256).map(|_| batch(&mut next, flags, to)).collect();
+    let mut turn = 0usize;
+    let mut out = Vec::with_capacity(BATCH * 64);
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let body = &mut pool[turn % 256];
+                turn += 1;
+                renumber(body, &mut next);
+                out.clear();
+                let start = Instant::now();
+                engine.apply(kind::SUBMIT_TRANSFERS, black_box(body), 1, &mut out).unwrap();
+                elapsed += start.elapsed();
+            }
+            elapsed
+        });
+    });
 }
 
 /// Live heap bytes per balance and per stored transfer, measured, not

@@ -164,8 +164,8 @@ fn every_crash_point_recovers_a_prefix_with_every_acknowledged_request() {
         for (k, body) in common::workload(seed, 40).iter().flatten() {
             engine.apply(*k, body, engine.now_ms(), &mut out).unwrap();
         }
-        loans.0 += engine.loans().iter().filter(|l| !l.micro).count();
-        loans.1 += engine.loans().iter().filter(|l| l.micro).count();
+        loans.0 += engine.loans().filter(|l| !l.micro).count();
+        loans.1 += engine.loans().filter(|l| l.micro).count();
     }
     assert!(loans.0 >= 5 && loans.1 >= 5, "loan traffic in the crash workloads: {loans:?}");
     eprintln!("{points} crash points");

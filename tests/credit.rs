@@ -368,3 +368,34 @@ async fn a_loan_over_the_wire_from_line_to_repaid_and_after_a_restart() {
     assert_eq!(c.disburse_loans(&[usd]).await.unwrap()[0].code, ResultCode::NoCreditLine.as_u16());
     running.stop().await.unwrap();
 }
+
+#[test]
+fn the_worked_example_in_docs_credit_md() {
+    let mut e = engine();
+    let start = e.now_ms();
+    let got: Vec<RecordResult> = apply(&mut e, kind::SET_CREDIT_LINES, &[line(ALICE, 1_000, 2_000_000, Some(50_000))]);
+    assert_eq!(got[0].code, 0);
+    let got: Vec<LoanResult> = apply(&mut e, kind::DISBURSE_LOANS, &[disburse(900, ALICE, 1_000_000)]);
+    assert_eq!((got[0].ear_bps, balance(&e, LOAN_FUNDING).balance), (1_052, -1_000_000));
+    e.advance(start + 5 * 60_000);
+    let pay = Transfer { flags: TRANSFER_AUTO_CREDIT, ..transfer(901, ALICE, BOB, 1_025_000, HKD) };
+    let got: Vec<TransferResult> = apply(&mut e, kind::SUBMIT_TRANSFERS, &[pay]);
+    assert_eq!((got[0].state, got[0].auto_credit_amount), (STATE_POSTED, 25_000));
+    e.advance(start + 30 * DAY + 5 * 60_000);
+    assert_eq!((e.lookup_loan(900).interest_accrued, e.lookup_loan(901).interest_accrued), (8_220, 210));
+    let b = balance(&e, ALICE);
+    assert_eq!((b.loans_outstanding, b.credit_available), (1_033_430, 975_000));
+    apply::<_, TransferResult>(&mut e, kind::SUBMIT_TRANSFERS, &[deposit(902, ALICE, 2_000_000, HKD)]);
+    let repay = |id: u128, amount: u64| Repay { repayment_id: id, loan_id: 900, amount };
+    let got: Vec<LoanResult> = apply(&mut e, kind::REPAY_LOANS, &[repay(1, 500_000)]);
+    assert_eq!((got[0].principal_outstanding, got[0].interest_accrued), (508_220, 0));
+    assert_eq!(balance(&e, INTEREST_INCOME).balance, 8_220);
+    e.advance(start + 31 * DAY + 5 * 60_000);
+    assert_eq!(e.lookup_loan(900).interest_accrued, 139);
+    let got: Vec<LoanResult> = apply(&mut e, kind::REPAY_LOANS, &[repay(2, 508_360)]);
+    assert_eq!(code(got[0].code), ResultCode::Overpayment);
+    let got: Vec<LoanResult> = apply(&mut e, kind::REPAY_LOANS, &[repay(3, 508_359)]);
+    assert_eq!((code(got[0].code), got[0].state), (ResultCode::Ok, LOAN_REPAID));
+    assert_eq!((balance(&e, LOAN_FUNDING).balance, balance(&e, INTEREST_INCOME).balance), (-25_000, 8_359));
+    assert_eq!(e.lookup_loan(901).interest_accrued, 217);
+}

@@ -71,7 +71,7 @@ pub const LOAN_ACTIVE: u8 = 1;
 pub const LOAN_REPAID: u8 = 2;
 
 /// One account's credit line in one currency.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CreditLine {
     pub flags: u16,
     pub apr_bps: u32,
@@ -121,9 +121,37 @@ pub struct Loan {
     /// Whole periods since disbursement already accrued.
     pub periods_accrued: u64,
     pub disbursed_at_ms: u64,
+    /// The store's link to the next active loan of the same line
+    /// (`NO_LOAN` at the end); not part of the loan's state.
+    pub next: u32,
 }
 
+/// `Loan::next` at the end of a line's list.
+pub const NO_LOAN: u32 = u32::MAX;
+
 impl Loan {
+    /// A zeroed loan (arena filler).
+    #[must_use]
+    pub const fn blank() -> Self {
+        Self {
+            id: 0,
+            account: 0,
+            currency: CurrencyIndex::HKD,
+            micro: false,
+            state: 0,
+            apr_bps: 0,
+            ear_bps: 0,
+            term_days: 0,
+            principal: 0,
+            principal_outstanding: 0,
+            interest_accrued: 0,
+            interest_paid: 0,
+            periods_accrued: 0,
+            disbursed_at_ms: 0,
+            next: NO_LOAN,
+        }
+    }
+
     /// Interest accrued and unpaid at `now_ms`, without changing the loan.
     #[must_use]
     pub fn interest_at(&self, now_ms: u64) -> u64 {
@@ -194,6 +222,7 @@ mod tests {
             interest_paid: 0,
             periods_accrued: 0,
             disbursed_at_ms: 1_000,
+            next: NO_LOAN,
         };
         // (principal, apr, days, interest): simple interest, each period
         // rounded half-up, then summed.

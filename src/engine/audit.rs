@@ -162,23 +162,28 @@ impl Engine {
         let bad = |id, what| Err(AuditError::CreditMismatch { id, what });
         let mut lent = [0i128; CURRENCY_COUNT];
         let mut interest = [0i128; CURRENCY_COUNT];
-        for (at, loan) in self.credit.loans.iter().enumerate() {
+        for (at, loan) in self.credit.loans().enumerate() {
             lent[loan.currency.raw() as usize] += i128::from(loan.principal_outstanding);
             interest[loan.currency.raw() as usize] += i128::from(loan.interest_paid);
-            let Some(entry) = self.credit.lines.get(&(loan.account, loan.currency)) else {
+            let Some(entry) = self.credit.line(loan.account, loan.currency) else {
                 return bad(loan.id, "no line");
             };
             let active = loan.state == crate::credit::LOAN_ACTIVE;
-            if active != (loan.principal_outstanding > 0) || active != entry.active.contains(&(at as u32)) {
+            if active != (loan.principal_outstanding > 0) || active != self.credit.active(entry).contains(&(at as u32))
+            {
                 return bad(loan.id, "state, principal and the line's active list disagree");
             }
             if loan.principal_outstanding > loan.principal {
                 return bad(loan.id, "more outstanding than lent");
             }
         }
-        for entry in self.credit.lines.values() {
-            let sum: u128 =
-                entry.active.iter().map(|&at| u128::from(self.credit.loans[at as usize].principal_outstanding)).sum();
+        for entry in self.credit.lines_sorted() {
+            let sum: u128 = self
+                .credit
+                .active(&entry)
+                .iter()
+                .map(|&at| u128::from(self.credit.loan_at(at).principal_outstanding))
+                .sum();
             if sum != u128::from(entry.line.principal) {
                 return bad(0, "a line's principal is not its loans'");
             }

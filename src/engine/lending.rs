@@ -9,13 +9,14 @@
 //! a receivable shown by lookups, not a balance.
 
 use super::book::{self, AccountKind, AccountPos};
-use super::loans::{LineEntry, Repayment};
-use super::{Accepted, Engine, check_credit, check_system_debit};
-use crate::credit::{self, APR_BPS_MAX, CreditLine, LOAN_ACTIVE, LOAN_REPAID, Loan};
+use super::loans::Repayment;
+use super::{Accepted, Engine, PREFETCH_AHEAD, check_credit, check_system_debit};
+use crate::credit::{self, APR_BPS_MAX, CreditLine, LOAN_ACTIVE, LOAN_REPAID, Loan, NO_LOAN};
 use crate::money::CurrencyIndex;
 use crate::protocol::ResultCode;
 use crate::protocol::records::{
-    CREDIT_AUTO_MICRO_CREDIT, CreditLine as CreditLineRecord, Disburse, LoanResult, RecordResult, Repay, Transfer,
+    self, CREDIT_AUTO_MICRO_CREDIT, CreditLine as CreditLineRecord, Disburse, LoanResult, Record, RecordResult, Repay,
+    Transfer,
 };
 
 impl Engine {
@@ -34,12 +35,7 @@ impl Engine {
                     micro_credit_max: c.micro_credit_max,
                     principal: 0,
                 };
-                let entry = self
-                    .credit
-                    .lines
-                    .entry((c.account_id, currency))
-                    .or_insert_with(|| LineEntry { line: line.clone(), active: Vec::new() });
-                entry.line = CreditLine { principal: entry.line.principal, ..line };
+                self.credit.set_line(c.account_id, currency, line);
                 ResultCode::Ok
             }
             Err(code) => code,
@@ -70,7 +66,7 @@ impl Engine {
             Ok(found) => found,
             Err(code) => return self.loan_answer(d.loan_id, code),
         };
-        let entry = &self.credit.lines[&(d.account_id, currency)];
+        let entry = *self.credit.line(d.account_id, currency).expect("checked: the line exists");
         let loan = Loan {
             id: d.loan_id,
             account: d.account_id,
@@ -86,9 +82,38 @@ impl Engine {
             interest_paid: 0,
             periods_accrued: 0,
             disbursed_at_ms: self.now_ms,
+            next: NO_LOAN,
         };
         self.lend(account, &loan);
         self.loan_answer(d.loan_id, ResultCode::Ok)
+    }
+
+    /// DISBURSE_LOANS for a whole body, prefetching ahead like
+    /// `submit_batch`: the id's slots, the account, and its line.
+    pub(super) fn disburse_batch(&mut self, body: &[u8], out: &mut Vec<u8>) {
+        let n = body.len() / Disburse::SIZE;
+        let record = |i: usize| Disburse::decode(&body[i * Disburse::SIZE..(i + 1) * Disburse::SIZE]);
+        out.reserve(n * LoanResult::SIZE);
+        for i in 0..n {
+            if i + PREFETCH_AHEAD < n {
+                let d = record(i + PREFETCH_AHEAD);
+                self.transfers.prefetch(d.loan_id);
+                self.credit.prefetch_loan(d.loan_id);
+                self.book.prefetch_slot(d.account_id);
+                if let Some(c) = CurrencyIndex::of(d.currency) {
+                    self.credit.prefetch_line(d.account_id, c, false);
+                }
+            }
+            if i + PREFETCH_AHEAD / 2 < n {
+                let d = record(i + PREFETCH_AHEAD / 2);
+                self.book.prefetch_entry(d.account_id);
+                if let Some(c) = CurrencyIndex::of(d.currency) {
+                    self.credit.prefetch_line(d.account_id, c, true);
+                }
+            }
+            let answer = self.disburse(&record(i));
+            records::push(out, &answer);
+        }
     }
 
     fn check_disburse(&self, d: &Disburse) -> Result<(AccountPos, CurrencyIndex), ResultCode> {
@@ -118,7 +143,7 @@ impl Engine {
         if d.term_days == 0 {
             return Err(ResultCode::InvalidField);
         }
-        let entry = self.credit.lines.get(&(d.account_id, currency)).ok_or(ResultCode::NoCreditLine)?;
+        let entry = self.credit.line(d.account_id, currency).ok_or(ResultCode::NoCreditLine)?;
         if d.principal > entry.line.available() {
             return Err(ResultCode::CreditLimitExceeded);
         }
@@ -157,7 +182,7 @@ impl Engine {
             Err(code) => return self.loan_answer(r.loan_id, code),
         };
         let now = self.now_ms;
-        let loan = &mut self.credit.loans[at as usize];
+        let loan = self.credit.loan_at_mut(at);
         loan.accrue(now);
         let interest = r.amount.min(loan.interest_accrued);
         let principal = r.amount - interest;
@@ -192,7 +217,7 @@ impl Engine {
         if r.amount == 0 {
             return Err(ResultCode::InvalidAmount);
         }
-        let loan = &self.credit.loans[at as usize];
+        let loan = self.credit.loan_at(at);
         if u128::from(r.amount) > loan.owed_at(self.now_ms) {
             return Err(ResultCode::Overpayment);
         }
@@ -252,7 +277,7 @@ impl Engine {
         shortfall: u64,
     ) -> Result<(), ResultCode> {
         let id = self.book.entry(account).id;
-        let entry = self.credit.lines.get(&(id, currency)).ok_or(ResultCode::InsufficientFunds)?;
+        let entry = self.credit.line(id, currency).ok_or(ResultCode::InsufficientFunds)?;
         let line = &entry.line;
         if line.flags & CREDIT_AUTO_MICRO_CREDIT == 0
             || shortfall > line.micro_credit_max
@@ -266,7 +291,7 @@ impl Engine {
     /// Draws the micro-loan an accepted AUTO_CREDIT transfer needs, before
     /// the transfer posts or is held: its id is the transfer's.
     pub(super) fn draw_micro_loan(&mut self, t: &Transfer, a: &Accepted) {
-        let entry = &self.credit.lines[&(t.debit_account, a.debit_currency)];
+        let entry = *self.credit.line(t.debit_account, a.debit_currency).expect("checked: the line exists");
         let loan = Loan {
             id: t.transfer_id,
             account: t.debit_account,
@@ -282,6 +307,7 @@ impl Engine {
             interest_paid: 0,
             periods_accrued: 0,
             disbursed_at_ms: self.now_ms,
+            next: NO_LOAN,
         };
         self.lend(a.debit, &loan);
     }
@@ -298,7 +324,7 @@ impl Engine {
     pub(super) fn repay_micro_loan(&mut self, transfer_id: u128) {
         let Some(at) = self.credit.find(transfer_id) else { return };
         let now = self.now_ms;
-        let loan = &mut self.credit.loans[at as usize];
+        let loan = self.credit.loan_at_mut(at);
         if !loan.micro || loan.state != LOAN_ACTIVE {
             return;
         }

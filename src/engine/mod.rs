@@ -69,6 +69,8 @@ pub struct EngineConfig {
     pub manual_clock: bool,
     /// How long a quote is good (contract default 30 s).
     pub quote_ttl_ms: u64,
+    /// Loans (and credit lines) to size the credit store for.
+    pub loans_capacity: usize,
     /// The AML rules' settings.
     pub aml: AmlConfig,
 }
@@ -81,6 +83,7 @@ impl Default for EngineConfig {
             hold_windows: HoldWindows::default(),
             manual_clock: false,
             quote_ttl_ms: 30_000,
+            loans_capacity: 1024,
             aml: AmlConfig::default(),
         }
     }
@@ -209,7 +212,7 @@ impl Engine {
             profiles: Arena::with_capacity(config.accounts_capacity, Profile::default()),
             cases: Vec::new(),
             verdicts: Vec::new(),
-            credit: loans::Credit::default(),
+            credit: loans::Credit::with_capacity(config.loans_capacity),
         }
     }
 
@@ -280,7 +283,7 @@ impl Engine {
             kind::SET_FX_RATES => self.each(body, out, |e, r: FxRate, i| e.set_fx_rate(&r, i)),
             kind::FX_QUOTE => self.each(body, out, |e, q: QuoteRequest, _| e.fx_quote(&q)),
             kind::SET_CREDIT_LINES => self.each(body, out, |e, c: CreditLineRecord, _| e.set_credit_line(&c)),
-            kind::DISBURSE_LOANS => self.each(body, out, |e, d: Disburse, _| e.disburse(&d)),
+            kind::DISBURSE_LOANS => self.disburse_batch(body, out),
             kind::REPAY_LOANS => self.each(body, out, |e, r: Repay, _| e.repay(&r)),
             kind::LOOKUP_LOANS => self.each(body, out, |e, i: Id, _| e.lookup_loan(i.id)),
             kind::EXPORT_STR => self.export_str(&StrRequest::decode(body), out),
@@ -352,6 +355,13 @@ impl Engine {
             if i + PREFETCH_AHEAD < n {
                 let t = record(i + PREFETCH_AHEAD);
                 self.transfers.prefetch(t.transfer_id);
+                // Transfer and loan ids share one space.
+                self.credit.prefetch_loan(t.transfer_id);
+                if t.flags & records::TRANSFER_AUTO_CREDIT != 0
+                    && let Some(dc) = CurrencyIndex::of(t.debit_currency)
+                {
+                    self.credit.prefetch_line(t.debit_account, dc, false);
+                }
                 self.book.prefetch_slot(t.debit_account);
                 self.book.prefetch_slot(t.credit_account);
                 if let Some((dc, cc)) = conversion(&t) {
@@ -368,6 +378,11 @@ impl Engine {
                     && let Some(at) = self.book.candidate(t.debit_account)
                 {
                     index::prefetch(self.profiles.get(at));
+                }
+                if t.flags & records::TRANSFER_AUTO_CREDIT != 0
+                    && let Some(dc) = CurrencyIndex::of(t.debit_currency)
+                {
+                    self.credit.prefetch_line(t.debit_account, dc, true);
                 }
                 self.book.prefetch_entry(t.credit_account);
                 if let Some((dc, cc)) = conversion(&t) {
@@ -996,9 +1011,8 @@ impl Engine {
     }
 
     /// Every loan ever made (repaid ones too), in the order they were made.
-    #[must_use]
-    pub fn loans(&self) -> &[crate::credit::Loan] {
-        &self.credit.loans
+    pub fn loans(&self) -> impl Iterator<Item = &crate::credit::Loan> {
+        self.credit.loans()
     }
 
     /// Bytes the AML profiles take (one per account, beside the book).

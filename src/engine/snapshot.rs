@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::book::{AccountKind, Balance};
 use super::holds::{Holds, PendingEntry};
-use super::loans::{LineEntry, Repayment};
+use super::loans::Repayment;
 use super::quotes::Quote;
 use super::transfers::{StoredTransfer, TransferIndex};
 use super::{Engine, EngineConfig};
@@ -209,19 +209,20 @@ impl Engine {
         // Credit: lines by (account, currency); loans in the order they
         // were made; repayment ids sorted. A line's principal and active
         // loans are derived from the loans.
-        w.u64(self.credit.lines.len() as u64);
-        for ((account, currency), entry) in &self.credit.lines {
+        let lines = self.credit.lines_sorted();
+        w.u64(lines.len() as u64);
+        for entry in &lines {
             let l = &entry.line;
-            w.u64(*account);
-            w.u8(currency.raw());
+            w.u64(entry.account);
+            w.u8(entry.currency.raw());
             w.u16(l.flags);
             w.u32(l.apr_bps);
             w.u32(l.ear_bps);
             w.u64(l.limit);
             w.u64(l.micro_credit_max);
         }
-        w.u64(self.credit.loans.len() as u64);
-        for l in &self.credit.loans {
+        w.u64(self.credit.len() as u64);
+        for l in self.credit.loans() {
             w.u128(l.id);
             w.u64(l.account);
             w.u8(l.currency.raw());
@@ -463,9 +464,10 @@ impl Engine {
             {
                 return Err(SnapshotError(format!("credit line of {account} invalid")));
             }
-            if self.credit.lines.insert((account, currency), LineEntry { line, active: Vec::new() }).is_some() {
+            if self.credit.line(account, currency).is_some() {
                 return Err(SnapshotError(format!("credit line of {account} twice")));
             }
+            self.credit.set_line(account, currency, line);
         }
         let loans = r.count("loan", 87)?;
         for _ in 0..loans {
@@ -484,6 +486,7 @@ impl Engine {
                 interest_paid: 0,
                 periods_accrued: 0,
                 disbursed_at_ms: 0,
+                next: crate::credit::NO_LOAN,
             };
             loan.principal = r.u64()?;
             loan.principal_outstanding = r.u64()?;
@@ -493,7 +496,7 @@ impl Engine {
             loan.disbursed_at_ms = r.u64()?;
             let valid = loan.id != 0
                 && self.credit.find(loan.id).is_none()
-                && self.credit.lines.contains_key(&(loan.account, loan.currency))
+                && self.credit.line(loan.account, loan.currency).is_some()
                 && matches!(loan.state, LOAN_ACTIVE | LOAN_REPAID)
                 && (loan.state == LOAN_ACTIVE) == (loan.principal_outstanding > 0)
                 && loan.principal_outstanding <= loan.principal;
