@@ -83,6 +83,7 @@ impl Default for Config {
                 engine: EngineConfig {
                     accounts_capacity: 1 << 20,
                     transfers_capacity: 1 << 22,
+                    loans_capacity: 1 << 18,
                     ..EngineConfig::default()
                 },
                 ..SwitchConfig::default()
@@ -133,6 +134,8 @@ struct File {
     write_timeout_ms: Option<u64>,
     accounts_capacity: Option<usize>,
     transfers_capacity: Option<usize>,
+    /// Loans and credit lines to size the credit store for.
+    loans_capacity: Option<usize>,
     /// How long an FX quote is good (default 30 s).
     quote_ttl_ms: Option<u64>,
     wal: Option<WalFile>,
@@ -270,6 +273,9 @@ impl Config {
         }
         if let Some(v) = file.transfers_capacity {
             self.switch.engine.transfers_capacity = v;
+        }
+        if let Some(v) = file.loans_capacity {
+            self.switch.engine.loans_capacity = v;
         }
         if let Some(v) = file.quote_ttl_ms {
             self.switch.engine.quote_ttl_ms = v;

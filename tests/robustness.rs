@@ -11,7 +11,7 @@ use harbour::protocol::frame;
 use harbour::protocol::kind;
 use proptest::prelude::*;
 
-const KINDS: [u16; 11] = [
+const KINDS: [u16; 15] = [
     kind::CREATE_ACCOUNTS,
     kind::SUBMIT_TRANSFERS,
     kind::CONFIRM_STEP_UP,
@@ -23,6 +23,10 @@ const KINDS: [u16; 11] = [
     kind::SET_TIME,
     kind::SET_FX_RATES,
     kind::FX_QUOTE,
+    kind::SET_CREDIT_LINES,
+    kind::DISBURSE_LOANS,
+    kind::REPAY_LOANS,
+    kind::LOOKUP_LOANS,
 ];
 
 /// Bytes that look enough like real records to reach deep checks: small
@@ -53,12 +57,24 @@ proptest! {
         e.apply(kind::CREATE_ACCOUNTS, &setup, e.now_ms(), &mut Vec::new()).unwrap();
         let money = harbour::protocol::records::encode_all(&[common::deposit(1 << 100, 1024, 1 << 40, common::HKD)]);
         e.apply(kind::SUBMIT_TRANSFERS, &money, e.now_ms(), &mut Vec::new()).unwrap();
+        // And a line that lends, so loan records get past NO_CREDIT_LINE.
+        let line = harbour::protocol::records::CreditLine {
+            account_id: 1025,
+            currency: common::HKD,
+            flags: harbour::protocol::records::CREDIT_AUTO_MICRO_CREDIT,
+            apr_bps: 4_800,
+            limit: 1 << 40,
+            micro_credit_max: 1 << 30,
+        };
+        let line = harbour::protocol::records::encode_all(&[line]);
+        e.apply(kind::SET_CREDIT_LINES, &line, e.now_ms(), &mut Vec::new()).unwrap();
         for (kind, body) in &requests {
             let mut out = Vec::new();
             e.apply(*kind, body, e.now_ms(), &mut out).unwrap();
             let size = match *kind {
                 kind::SUBMIT_TRANSFERS | kind::CONFIRM_STEP_UP | kind::CANCEL_TRANSFERS | kind::FINALIZE_PENDING
-                | kind::LOOKUP_TRANSFERS | kind::RESOLVE_REVIEW => 64,
+                | kind::LOOKUP_TRANSFERS | kind::RESOLVE_REVIEW | kind::DISBURSE_LOANS | kind::REPAY_LOANS
+                | kind::LOOKUP_LOANS => 64,
                 kind::LOOKUP_BALANCES | kind::FX_QUOTE => 48,
                 _ => 32,
             };

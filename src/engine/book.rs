@@ -178,6 +178,17 @@ impl Book {
         self.position(id).map(AccountPos)
     }
 
+    /// Where a system account is: the five are the first accounts of every
+    /// book (created first; a snapshot restores accounts in id order, and
+    /// system ids sort first), so no lookup is needed.
+    #[inline]
+    #[must_use]
+    pub fn system(&self, id: u64) -> AccountPos {
+        let at = AccountPos((id - 1) as u32);
+        assert_eq!(self.accounts.get(at.0).id, id, "system account {id} is at position {}", id - 1);
+        at
+    }
+
     /// The account at a position.
     #[inline]
     #[must_use]

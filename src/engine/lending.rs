@@ -157,18 +157,23 @@ impl Engine {
         if i64::try_from(principal).is_err() {
             return Err(ResultCode::Overflow);
         }
-        let funding = self.book.find(book::LOAN_FUNDING).expect("LOAN_FUNDING exists");
+        let funding = self.book.system(book::LOAN_FUNDING);
         check_system_debit(&self.book.balance_at(funding, currency), principal)?;
         check_credit(&self.book.balance_at(account, currency), principal)
     }
 
     /// Books a new loan and moves its principal to the account.
     fn lend(&mut self, account: AccountPos, loan: &Loan) {
-        let funding = self.book.find(book::LOAN_FUNDING).expect("LOAN_FUNDING exists");
+        let line_at = self.credit.line_position(loan.account, loan.currency).expect("checked: the line exists");
+        self.lend_on(account, line_at, loan);
+    }
+
+    fn lend_on(&mut self, account: AccountPos, line_at: u32, loan: &Loan) {
+        let funding = self.book.system(book::LOAN_FUNDING);
         let principal = i64::try_from(loan.principal).expect("checked before lending");
         self.add(funding, loan.currency, -principal);
         self.add(account, loan.currency, principal);
-        self.credit.insert(*loan);
+        self.credit.insert_on(line_at, *loan);
     }
 
     /// REPAY_LOANS, one record: paid from the loan's account in its
@@ -197,8 +202,8 @@ impl Engine {
         self.credit.paid(at, principal);
         self.credit.repayments.insert(r.repayment_id, Repayment { loan_id: r.loan_id, amount: r.amount });
         let payer = self.book.find(account).expect("a loan's account exists");
-        let income = self.book.find(book::INTEREST_INCOME).expect("INTEREST_INCOME exists");
-        let funding = self.book.find(book::LOAN_FUNDING).expect("LOAN_FUNDING exists");
+        let income = self.book.system(book::INTEREST_INCOME);
+        let funding = self.book.system(book::LOAN_FUNDING);
         self.add(payer, currency, -i64::try_from(r.amount).expect("checked: at most the balance"));
         self.add(income, currency, i64::try_from(interest).expect("at most the amount"));
         self.add(funding, currency, i64::try_from(principal).expect("at most the amount"));
@@ -225,8 +230,8 @@ impl Engine {
         if self.book.balance_at(payer, loan.currency).available() < i128::from(r.amount) {
             return Err(ResultCode::InsufficientFunds);
         }
-        let income = self.book.find(book::INTEREST_INCOME).expect("INTEREST_INCOME exists");
-        let funding = self.book.find(book::LOAN_FUNDING).expect("LOAN_FUNDING exists");
+        let income = self.book.system(book::INTEREST_INCOME);
+        let funding = self.book.system(book::LOAN_FUNDING);
         check_credit(&self.book.balance_at(income, loan.currency), r.amount)?;
         check_credit(&self.book.balance_at(funding, loan.currency), r.amount)?;
         Ok(at)
@@ -275,23 +280,24 @@ impl Engine {
         account: AccountPos,
         currency: CurrencyIndex,
         shortfall: u64,
-    ) -> Result<(), ResultCode> {
+    ) -> Result<u32, ResultCode> {
         let id = self.book.entry(account).id;
-        let entry = self.credit.line(id, currency).ok_or(ResultCode::InsufficientFunds)?;
-        let line = &entry.line;
+        let line_at = self.credit.line_position(id, currency).ok_or(ResultCode::InsufficientFunds)?;
+        let line = &self.credit.line_at(line_at).line;
         if line.flags & CREDIT_AUTO_MICRO_CREDIT == 0
             || shortfall > line.micro_credit_max
             || shortfall > line.available()
         {
             return Err(ResultCode::InsufficientFunds);
         }
-        self.check_lending(account, currency, shortfall)
+        self.check_lending(account, currency, shortfall)?;
+        Ok(line_at)
     }
 
     /// Draws the micro-loan an accepted AUTO_CREDIT transfer needs, before
     /// the transfer posts or is held: its id is the transfer's.
     pub(super) fn draw_micro_loan(&mut self, t: &Transfer, a: &Accepted) {
-        let entry = *self.credit.line(t.debit_account, a.debit_currency).expect("checked: the line exists");
+        let entry = *self.credit.line_at(a.auto_credit_line);
         let loan = Loan {
             id: t.transfer_id,
             account: t.debit_account,
@@ -309,7 +315,7 @@ impl Engine {
             disbursed_at_ms: self.now_ms,
             next: NO_LOAN,
         };
-        self.lend(a.debit, &loan);
+        self.lend_on(a.debit, a.auto_credit_line, &loan);
     }
 
     /// The micro-loan an AUTO_CREDIT transfer drew, if any (for its
@@ -336,7 +342,7 @@ impl Engine {
         let (account, currency) = (loan.account, loan.currency);
         self.credit.paid(at, principal);
         let payer = self.book.find(account).expect("a loan's account exists");
-        let funding = self.book.find(book::LOAN_FUNDING).expect("LOAN_FUNDING exists");
+        let funding = self.book.system(book::LOAN_FUNDING);
         let amount = i64::try_from(principal).expect("a micro-loan fits i64");
         assert!(
             self.book.balance_at(payer, currency).available() >= i128::from(amount),

@@ -75,7 +75,9 @@ impl Credit {
         }
     }
 
-    fn line_position(&self, account: u64, currency: CurrencyIndex) -> Option<u32> {
+    /// Where an account's line in a currency is.
+    #[inline]
+    pub fn line_position(&self, account: u64, currency: CurrencyIndex) -> Option<u32> {
         if self.lines.is_empty() {
             return None;
         }
@@ -172,13 +174,26 @@ impl Credit {
         self.loans.get_mut(at)
     }
 
+    /// The line at a position.
+    #[inline]
+    #[must_use]
+    pub fn line_at(&self, at: u32) -> &LineEntry {
+        self.lines.get(at)
+    }
+
     /// Adds a loan to its line (which must exist): principal and the
     /// active list follow.
-    pub fn insert(&mut self, mut loan: Loan) -> u32 {
+    pub fn insert(&mut self, loan: Loan) -> u32 {
+        let line_at = self.line_position(loan.account, loan.currency).expect("a loan draws on a line");
+        self.insert_on(line_at, loan)
+    }
+
+    /// Adds a loan to the line at `line_at` (its own).
+    pub fn insert_on(&mut self, line_at: u32, mut loan: Loan) -> u32 {
         assert!(self.find(loan.id).is_none(), "loan {} inserted twice", loan.id);
         let at = self.loans.len() as u32;
-        let line_at = self.line_position(loan.account, loan.currency).expect("a loan draws on a line");
         let entry = self.lines.get_mut(line_at);
+        assert!(entry.account == loan.account && entry.currency == loan.currency, "a loan draws on its own line");
         loan.next = NO_LOAN;
         if loan.state == LOAN_ACTIVE {
             entry.line.principal =

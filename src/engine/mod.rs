@@ -577,18 +577,14 @@ impl Engine {
         // Every leg must fit: the credit, the debit, and through FX_POSITION
         // for a conversion (it takes the debit currency in and pays the credit
         // currency out).
-        let fx = if debit_currency == credit_currency {
-            None
-        } else {
-            Some(self.book.find(book::FX_POSITION).expect("FX_POSITION exists"))
-        };
+        let fx = if debit_currency == credit_currency { None } else { Some(self.book.system(book::FX_POSITION)) };
         check_credit(&self.book.balance_at(credit, credit_currency), credit_amount)?;
         if let Some(fx) = fx {
             check_credit(&self.book.balance_at(fx, debit_currency), debit_amount)?;
             check_system_debit(&self.book.balance_at(fx, credit_currency), credit_amount)?;
         }
         let debit_balance = self.book.balance_at(debit, debit_currency);
-        let mut auto_credit = 0;
+        let (mut auto_credit, mut auto_credit_line) = (0, 0);
         match self.book.entry(debit).kind {
             AccountKind::System => check_system_debit(&debit_balance, debit_amount)?,
             AccountKind::Customer => {
@@ -599,7 +595,7 @@ impl Engine {
                     }
                     // A micro-loan for exactly the shortfall, if the line allows.
                     let shortfall = u64::try_from(i128::from(debit_amount) - available).expect("at most the amount");
-                    self.check_micro_credit(debit, debit_currency, shortfall)?;
+                    auto_credit_line = self.check_micro_credit(debit, debit_currency, shortfall)?;
                     auto_credit = shortfall;
                 }
             }
@@ -614,6 +610,7 @@ impl Engine {
             rate_e9,
             quote,
             auto_credit,
+            auto_credit_line,
         })
     }
 
@@ -732,7 +729,7 @@ impl Engine {
         if s.debit_currency == s.credit_currency {
             assert_eq!(debit_amount, credit_amount, "same-currency legs are equal");
         } else {
-            let fx = self.book.find(book::FX_POSITION).expect("FX_POSITION exists");
+            let fx = self.book.system(book::FX_POSITION);
             self.add(fx, s.debit_currency, debit_amount);
             self.add(fx, s.credit_currency, -credit_amount);
         }
@@ -947,7 +944,7 @@ impl Engine {
         change(&mut self.book.balance_at_mut(debit, s.debit_currency).held, s.debit_amount);
         change(&mut self.book.balance_at_mut(credit, s.credit_currency).incoming, s.credit_amount);
         if s.debit_currency != s.credit_currency {
-            let fx = self.book.find(book::FX_POSITION).expect("FX_POSITION exists");
+            let fx = self.book.system(book::FX_POSITION);
             change(&mut self.book.balance_at_mut(fx, s.debit_currency).incoming, s.debit_amount);
             change(&mut self.book.balance_at_mut(fx, s.credit_currency).held, s.credit_amount);
         }
@@ -1129,8 +1126,10 @@ struct Accepted {
     debit_amount: u64,
     credit_amount: u64,
     rate_e9: u64,
-    /// The micro-loan an AUTO_CREDIT transfer draws (0 if none).
+    /// The micro-loan an AUTO_CREDIT transfer draws (0 if none), and the
+    /// position of the line it draws on.
     auto_credit: u64,
+    auto_credit_line: u32,
 }
 
 /// The two currencies of a transfer that converts, both known.

@@ -284,7 +284,15 @@ impl Engine {
             if engine.book.account(id).is_some() {
                 return Err(SnapshotError(format!("account {id} twice")));
             }
+            // System accounts are exactly 1..=5 (they sit first in every
+            // book; `Book::system` relies on it).
+            if id == 0 || (kind == AccountKind::System) != super::book::SYSTEM_ACCOUNTS.contains(&id) {
+                return Err(SnapshotError(format!("account {id} of the wrong kind")));
+            }
             engine.insert_account(id, kind, home_country, customer_ref);
+        }
+        if super::book::SYSTEM_ACCOUNTS.iter().any(|id| engine.book.account(*id).is_none()) {
+            return Err(bad("a system account is missing"));
         }
         let balances = r.count("balance", 33)?;
         for _ in 0..balances {
