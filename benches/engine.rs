@@ -74,7 +74,7 @@ fn engine_with(transfers_capacity: usize, aml: bool, funded: bool, lines: bool) 
     config.aml.enabled = aml;
     if lines {
         // Every AUTO_CREDIT transfer of the bench draws a loan.
-        config.loans_capacity = 4_000_000;
+        config.loans_capacity = 8_000_000;
     }
     let mut engine = Engine::new(config, 1);
     let mut out = Vec::new();
@@ -327,7 +327,11 @@ fn bench_convert(c: &mut Criterion) {
 }
 
 fn main() {
-    report_memory();
+    // `ENGINE_BENCH_SKIP_MEMORY=1` skips the memory report (for profiling
+    // one bench with `--profile-time`).
+    if std::env::var_os("ENGINE_BENCH_SKIP_MEMORY").is_none() {
+        report_memory();
+    }
     let mut c = Criterion::default().configure_from_args();
     bench_convert(&mut c);
     bench_apply(&mut c);
