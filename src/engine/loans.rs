@@ -285,3 +285,10 @@ impl Credit {
         self.lines.len()
     }
 }
+
+/// Bytes of a loan in the arena (its index slot adds 8 to 16).
+pub const LOAN_SIZE: usize = size_of::<Loan>();
+const _: () = assert!(LOAN_SIZE == 96);
+/// Bytes of a credit line in the arena (its index slot adds 8 to 16).
+pub const LINE_SIZE: usize = size_of::<LineEntry>();
+const _: () = assert!(LINE_SIZE == 56);
