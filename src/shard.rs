@@ -1047,7 +1047,12 @@ fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
                 };
                 for part in &answers[1..] {
                     for (mine, theirs) in out.chunks_exact_mut(size).zip(part.chunks_exact(size)) {
-                        if u16::from_le_bytes([mine[16], mine[17]]) == not_found.as_u16() {
+                        // The shard that knows the id wins: it shows the
+                        // object (state, byte 18, not NONE); failing that,
+                        // any answer but "not found".
+                        let knows = |r: &[u8]| r[18] != 0;
+                        let found = |r: &[u8]| u16::from_le_bytes([r[16], r[17]]) != not_found.as_u16();
+                        if (!knows(mine) && knows(theirs)) || (!knows(mine) && !found(mine) && found(theirs)) {
                             mine.copy_from_slice(theirs);
                         }
                     }

@@ -88,7 +88,7 @@ fn credit_lines_and_their_codes() {
 fn disbursement_moves_the_principal_within_the_line() {
     let mut e = engine();
     apply::<_, RecordResult>(&mut e, kind::SET_CREDIT_LINES, &[line(ALICE, 1_000, 1_000_000, None)]);
-    let table: [(&str, Disburse, ResultCode); 10] = [
+    let table: [(&str, Disburse, ResultCode); 9] = [
         ("HK$6,000 of a HK$10,000 line", disburse(1, ALICE, 600_000), ResultCode::Ok),
         ("the same again: idempotent", disburse(1, ALICE, 600_000), ResultCode::AlreadyExists),
         ("the same id, another amount", disburse(1, ALICE, 1), ResultCode::IdConflict),
@@ -96,7 +96,6 @@ fn disbursement_moves_the_principal_within_the_line() {
         ("no such account", disburse(2, 4_242, 1), ResultCode::AccountNotFound),
         ("a system account", disburse(2, LOAN_FUNDING, 1), ResultCode::Forbidden),
         ("zero principal", disburse(2, ALICE, 0), ResultCode::InvalidAmount),
-        ("zero term", Disburse { term_days: 0, ..disburse(2, ALICE, 1) }, ResultCode::InvalidField),
         ("past the limit", disburse(2, ALICE, 400_001), ResultCode::CreditLimitExceeded),
         ("Bob has no line", disburse(2, BOB, 1), ResultCode::NoCreditLine),
     ];
@@ -113,8 +112,9 @@ fn disbursement_moves_the_principal_within_the_line() {
     assert_eq!(balance(&e, ALICE).balance, 600_000);
     assert_eq!(balance(&e, LOAN_FUNDING).balance, -600_000);
     assert_eq!((balance(&e, ALICE).credit_available, balance(&e, ALICE).loans_outstanding), (400_000, 600_000));
-    // The rest of the line, exactly.
-    let got: Vec<LoanResult> = apply(&mut e, kind::DISBURSE_LOANS, &[disburse(2, ALICE, 400_000)]);
+    // The rest of the line, exactly (a zero term: no due date).
+    let got: Vec<LoanResult> =
+        apply(&mut e, kind::DISBURSE_LOANS, &[Disburse { term_days: 0, ..disburse(2, ALICE, 400_000) }]);
     assert_eq!(code(got[0].code), ResultCode::Ok);
     // Loan and transfer ids share one space, both ways.
     let t = transfer(2, ALICE, BOB, 1, HKD);
@@ -398,4 +398,29 @@ fn the_worked_example_in_docs_credit_md() {
     assert_eq!((code(got[0].code), got[0].state), (ResultCode::Ok, LOAN_REPAID));
     assert_eq!((balance(&e, LOAN_FUNDING).balance, balance(&e, INTEREST_INCOME).balance), (-25_000, 8_359));
     assert_eq!(e.lookup_loan(901).interest_accrued, 217);
+}
+
+#[test]
+fn a_line_carries_at_most_1024_active_loans() {
+    use harbour::credit::ACTIVE_LOANS_PER_LINE_MAX;
+    let mut e = engine();
+    apply::<_, RecordResult>(&mut e, kind::SET_CREDIT_LINES, &[line(ALICE, 100, 1_000_000_000, Some(1_000))]);
+    // A payment one cent short, again and again: a one-cent loan each.
+    let n = u128::from(ACTIVE_LOANS_PER_LINE_MAX);
+    let short: Vec<Transfer> =
+        (1..=n).map(|id| Transfer { flags: TRANSFER_AUTO_CREDIT, ..transfer(id, ALICE, BOB, 1, HKD) }).collect();
+    let got: Vec<TransferResult> = apply(&mut e, kind::SUBMIT_TRANSFERS, &short);
+    assert!(got.iter().all(|r| r.code == 0 && r.auto_credit_amount == 1));
+    let one_more = Transfer { flags: TRANSFER_AUTO_CREDIT, ..transfer(n + 1, ALICE, BOB, 1, HKD) };
+    let got: Vec<TransferResult> = apply(&mut e, kind::SUBMIT_TRANSFERS, &[one_more]);
+    assert_eq!(code(got[0].code), ResultCode::InsufficientFunds, "the line is full: nothing drawn");
+    let got: Vec<LoanResult> = apply(&mut e, kind::DISBURSE_LOANS, &[disburse(n + 2, ALICE, 1)]);
+    assert_eq!(code(got[0].code), ResultCode::CreditLimitExceeded);
+    // Repaying one makes room for one.
+    apply::<_, TransferResult>(&mut e, kind::SUBMIT_TRANSFERS, &[deposit(n + 3, ALICE, 10, HKD)]);
+    let got: Vec<LoanResult> = apply(&mut e, kind::REPAY_LOANS, &[Repay { repayment_id: 1, loan_id: 7, amount: 1 }]);
+    assert_eq!(got[0].state, LOAN_REPAID);
+    let got: Vec<LoanResult> = apply(&mut e, kind::DISBURSE_LOANS, &[disburse(n + 2, ALICE, 1)]);
+    assert_eq!(code(got[0].code), ResultCode::Ok);
+    assert_eq!(balance(&e, ALICE).loans_outstanding, u64::from(ACTIVE_LOANS_PER_LINE_MAX));
 }

@@ -22,6 +22,10 @@ use crate::money::CurrencyIndex;
 
 /// The Money Lenders Ordinance's ceiling: an APR above 48% is refused.
 pub const APR_BPS_MAX: u32 = 4_800;
+/// Most active loans one line carries (disbursements and micro-loans):
+/// past it a disbursement is CREDIT_LIMIT_EXCEEDED and a micro-loan is not
+/// drawn. Bounds what a balance lookup or a repayment walks per line.
+pub const ACTIVE_LOANS_PER_LINE_MAX: u32 = 1_024;
 /// One interest period.
 pub const PERIOD_MS: u64 = 86_400_000;
 /// Basis points per unit times days per year: the divisor of a period's

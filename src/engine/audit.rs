@@ -154,38 +154,60 @@ impl Engine {
         self.audit_credit()
     }
 
-    /// Every line's principal is the sum of its active loans'; a loan is
-    /// active exactly while principal is outstanding; LOAN_FUNDING has lent
-    /// exactly the principal outstanding and INTEREST_INCOME holds exactly
-    /// the interest paid, per currency.
+    /// Every line's principal is the sum of its active loans' and its
+    /// count their number; a loan is on its line's list exactly while it is
+    /// active, and active exactly while principal is outstanding; a
+    /// micro-loan belongs to a stored AUTO_CREDIT transfer and is repaid if
+    /// that transfer was voided; LOAN_FUNDING has lent exactly the
+    /// principal outstanding and INTEREST_INCOME holds exactly the interest
+    /// paid, per currency. One pass over lines and loans.
     fn audit_credit(&self) -> Result<(), AuditError> {
+        use crate::credit::{ACTIVE_LOANS_PER_LINE_MAX, LOAN_ACTIVE, NO_LOAN};
         let bad = |id, what| Err(AuditError::CreditMismatch { id, what });
+        let n = self.credit.len();
+        let mut on_list = vec![false; n];
+        for entry in self.credit.lines_sorted() {
+            let (mut sum, mut count) = (0u128, 0u32);
+            let mut cursor = entry.head;
+            while cursor != NO_LOAN {
+                if cursor as usize >= n || on_list[cursor as usize] || count >= ACTIVE_LOANS_PER_LINE_MAX {
+                    return bad(0, "a line's list loops, leaves the loans, or is too long");
+                }
+                on_list[cursor as usize] = true;
+                let loan = self.credit.loan_at(cursor);
+                if (loan.account, loan.currency) != (entry.account, entry.currency) {
+                    return bad(loan.id, "on another line's list");
+                }
+                sum += u128::from(loan.principal_outstanding);
+                count += 1;
+                cursor = loan.next;
+            }
+            if sum != u128::from(entry.line.principal) || count != entry.active_count {
+                return bad(0, "a line's principal or count is not its loans'");
+            }
+        }
         let mut lent = [0i128; CURRENCY_COUNT];
         let mut interest = [0i128; CURRENCY_COUNT];
         for (at, loan) in self.credit.loans().enumerate() {
             lent[loan.currency.raw() as usize] += i128::from(loan.principal_outstanding);
             interest[loan.currency.raw() as usize] += i128::from(loan.interest_paid);
-            let Some(entry) = self.credit.line(loan.account, loan.currency) else {
+            if self.credit.line(loan.account, loan.currency).is_none() {
                 return bad(loan.id, "no line");
-            };
-            let active = loan.state == crate::credit::LOAN_ACTIVE;
-            if active != (loan.principal_outstanding > 0) || active != self.credit.active(entry).contains(&(at as u32))
-            {
-                return bad(loan.id, "state, principal and the line's active list disagree");
             }
-            if loan.principal_outstanding > loan.principal {
-                return bad(loan.id, "more outstanding than lent");
+            let active = loan.state == LOAN_ACTIVE;
+            if active != (loan.principal_outstanding > 0) || active != on_list[at] {
+                return bad(loan.id, "state, principal and the line's list disagree");
             }
-        }
-        for entry in self.credit.lines_sorted() {
-            let sum: u128 = self
-                .credit
-                .active(&entry)
-                .iter()
-                .map(|&at| u128::from(self.credit.loan_at(at).principal_outstanding))
-                .sum();
-            if sum != u128::from(entry.line.principal) {
-                return bad(0, "a line's principal is not its loans'");
+            if loan.principal_outstanding > loan.principal || (!active && loan.interest_accrued != 0) {
+                return bad(loan.id, "more outstanding than lent, or interest on a repaid loan");
+            }
+            if loan.micro {
+                let Some(t) = self.transfers.find(loan.id).map(|at| self.transfers.get(at)) else {
+                    return bad(loan.id, "a micro-loan without its transfer");
+                };
+                if t.flags & records::TRANSFER_AUTO_CREDIT == 0 || (t.state == records::STATE_VOIDED && active) {
+                    return bad(loan.id, "a micro-loan of a voided or non-AUTO_CREDIT transfer");
+                }
             }
         }
         let (Some(funding), Some(income)) =

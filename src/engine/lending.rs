@@ -11,7 +11,9 @@
 use super::book::{self, AccountKind, AccountPos};
 use super::loans::Repayment;
 use super::{Accepted, Engine, PREFETCH_AHEAD, check_credit, check_system_debit};
-use crate::credit::{self, APR_BPS_MAX, CreditLine, LOAN_ACTIVE, LOAN_REPAID, Loan, NO_LOAN};
+use crate::credit::{
+    self, ACTIVE_LOANS_PER_LINE_MAX, APR_BPS_MAX, CreditLine, LOAN_ACTIVE, LOAN_REPAID, Loan, NO_LOAN,
+};
 use crate::money::CurrencyIndex;
 use crate::protocol::ResultCode;
 use crate::protocol::records::{
@@ -59,8 +61,10 @@ impl Engine {
     /// the account within its line. Precedence: INVALID_ID, ID_CONFLICT (the
     /// id names a transfer) or ALREADY_EXISTS / ID_CONFLICT (a loan),
     /// ACCOUNT_NOT_FOUND, FORBIDDEN (a system account), UNKNOWN_CURRENCY,
-    /// INVALID_AMOUNT (zero principal), INVALID_FIELD (zero term),
-    /// NO_CREDIT_LINE, CREDIT_LIMIT_EXCEEDED, OVERFLOW.
+    /// INVALID_AMOUNT (zero principal), NO_CREDIT_LINE, OVERFLOW,
+    /// CREDIT_LIMIT_EXCEEDED (past the limit, or the line already has
+    /// `ACTIVE_LOANS_PER_LINE_MAX` active loans). A zero `term_days` means
+    /// no due date.
     pub fn disburse(&mut self, d: &Disburse) -> LoanResult {
         let (account, currency) = match self.check_disburse(d) {
             Ok(found) => found,
@@ -140,14 +144,12 @@ impl Engine {
         if d.principal == 0 {
             return Err(ResultCode::InvalidAmount);
         }
-        if d.term_days == 0 {
-            return Err(ResultCode::InvalidField);
-        }
         let entry = self.credit.line(d.account_id, currency).ok_or(ResultCode::NoCreditLine)?;
-        if d.principal > entry.line.available() {
+        // Values (OVERFLOW) before what the line allows.
+        self.check_lending(account, currency, d.principal)?;
+        if d.principal > entry.line.available() || entry.active_count >= ACTIVE_LOANS_PER_LINE_MAX {
             return Err(ResultCode::CreditLimitExceeded);
         }
-        self.check_lending(account, currency, d.principal)?;
         Ok((account, currency))
     }
 
@@ -180,7 +182,7 @@ impl Engine {
     /// currency, interest first, then principal. Precedence: INVALID_ID
     /// (repayment or loan id 0), ALREADY_EXISTS / ID_CONFLICT (the
     /// repayment id), LOAN_NOT_FOUND, INVALID_AMOUNT (zero), OVERPAYMENT
-    /// (more than is owed now), INSUFFICIENT_FUNDS, OVERFLOW.
+    /// (more than is owed now), OVERFLOW, INSUFFICIENT_FUNDS.
     pub fn repay(&mut self, r: &Repay) -> LoanResult {
         let at = match self.check_repay(r) {
             Ok(at) => at,
@@ -226,14 +228,15 @@ impl Engine {
         if u128::from(r.amount) > loan.owed_at(self.now_ms) {
             return Err(ResultCode::Overpayment);
         }
-        let payer = self.book.find(loan.account).expect("a loan's account exists");
-        if self.book.balance_at(payer, loan.currency).available() < i128::from(r.amount) {
-            return Err(ResultCode::InsufficientFunds);
-        }
+        // Values (OVERFLOW) before funds, as for transfers.
         let income = self.book.system(book::INTEREST_INCOME);
         let funding = self.book.system(book::LOAN_FUNDING);
         check_credit(&self.book.balance_at(income, loan.currency), r.amount)?;
         check_credit(&self.book.balance_at(funding, loan.currency), r.amount)?;
+        let payer = self.book.find(loan.account).expect("a loan's account exists");
+        if self.book.balance_at(payer, loan.currency).available() < i128::from(r.amount) {
+            return Err(ResultCode::InsufficientFunds);
+        }
         Ok(at)
     }
 
@@ -284,9 +287,11 @@ impl Engine {
         let id = self.book.entry(account).id;
         let line_at = self.credit.line_position(id, currency).ok_or(ResultCode::InsufficientFunds)?;
         let line = &self.credit.line_at(line_at).line;
+        let full = self.credit.line_at(line_at).active_count >= ACTIVE_LOANS_PER_LINE_MAX;
         if line.flags & CREDIT_AUTO_MICRO_CREDIT == 0
             || shortfall > line.micro_credit_max
             || shortfall > line.available()
+            || full
         {
             return Err(ResultCode::InsufficientFunds);
         }
@@ -358,8 +363,9 @@ impl Engine {
         self.credit.outstanding(account, currency, self.now_ms)
     }
 
-    /// Whether `id` names a loan that is not a micro-loan (whose id is its
-    /// transfer's): a transfer may not take it.
+    /// Whether `id` names a loan: a new transfer may not take it. (A
+    /// micro-loan's id is its own transfer's, which the transfer store
+    /// finds first.)
     #[inline]
     pub(super) fn names_a_loan(&self, id: u128) -> bool {
         self.credit.find(id).is_some()

@@ -32,6 +32,9 @@ pub struct LineEntry {
     pub line: CreditLine,
     /// Position of the first active loan, or `NO_LOAN`.
     pub head: u32,
+    /// How many active loans the list holds (at most
+    /// `ACTIVE_LOANS_PER_LINE_MAX`).
+    pub active_count: u32,
 }
 
 fn line_hash(account: u64, currency: CurrencyIndex) -> u64 {
@@ -39,13 +42,33 @@ fn line_hash(account: u64, currency: CurrencyIndex) -> u64 {
 }
 
 /// Every credit line, loan and repayment id of a shard.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Credit {
     lines: Arena<LineEntry>,
     line_index: IdIndex,
     loans: Arena<Loan>,
     loan_index: IdIndex,
     pub repayments: IdMap<u128, Repayment>,
+}
+
+impl Clone for Credit {
+    fn clone(&self) -> Self {
+        Self {
+            lines: self.lines.clone(),
+            line_index: self.line_index.clone(),
+            loans: self.loans.clone(),
+            loan_index: self.loan_index.clone(),
+            repayments: self.repayments.clone(),
+        }
+    }
+    /// Reuses this store's memory (the snapshot copy).
+    fn clone_from(&mut self, source: &Self) {
+        self.lines.clone_from(&source.lines);
+        self.line_index.clone_from(&source.line_index);
+        self.loans.clone_from(&source.loans);
+        self.loan_index.clone_from(&source.loan_index);
+        self.repayments.clone_from(&source.repayments);
+    }
 }
 
 impl Default for Credit {
@@ -64,6 +87,7 @@ impl Credit {
             currency: CurrencyIndex::HKD,
             line: CreditLine { flags: 0, apr_bps: 0, ear_bps: 0, limit: 0, micro_credit_max: 0, principal: 0 },
             head: NO_LOAN,
+            active_count: 0,
         };
         let blank_loan = Loan::blank();
         Self {
@@ -109,7 +133,7 @@ impl Credit {
                 self.line_index.insert(line_hash(account, currency), at, || {
                     lines.iter().map(|e| line_hash(e.account, e.currency))
                 });
-                self.lines.push(LineEntry { account, currency, line, head: NO_LOAN });
+                self.lines.push(LineEntry { account, currency, line, head: NO_LOAN, active_count: 0 });
             }
         }
     }
@@ -200,6 +224,7 @@ impl Credit {
                 entry.line.principal.checked_add(loan.principal_outstanding).expect("principal within u64");
             loan.next = entry.head;
             entry.head = at;
+            entry.active_count += 1;
         }
         let loans = &self.loans;
         self.loan_index.insert(hash_u128(loan.id), at, || loans.iter().map(|l| hash_u128(l.id)));
@@ -217,7 +242,9 @@ impl Credit {
         if loan.state == LOAN_ACTIVE {
             return;
         }
-        // Unlink: walk the line's (short) list to the loan before it.
+        entry.active_count -= 1;
+        // Unlink: walk the line's list (at most ACTIVE_LOANS_PER_LINE_MAX)
+        // to the loan before it.
         if entry.head == at {
             entry.head = loan.next;
         } else {
@@ -291,4 +318,4 @@ pub const LOAN_SIZE: usize = size_of::<Loan>();
 const _: () = assert!(LOAN_SIZE == 96);
 /// Bytes of a credit line in the arena (its index slot adds 8 to 16).
 pub const LINE_SIZE: usize = size_of::<LineEntry>();
-const _: () = assert!(LINE_SIZE == 56);
+const _: () = assert!(LINE_SIZE == 64);

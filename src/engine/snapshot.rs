@@ -291,8 +291,11 @@ impl Engine {
             }
             engine.insert_account(id, kind, home_country, customer_ref);
         }
-        if super::book::SYSTEM_ACCOUNTS.iter().any(|id| engine.book.account(*id).is_none()) {
-            return Err(bad("a system account is missing"));
+        // All five system accounts, at the first five positions (restored in
+        // id order, they are; `Book::system` relies on it).
+        let in_place = |id: &u64| engine.book.find(*id).is_some_and(|at| u64::from(at.index()) == *id - 1);
+        if !super::book::SYSTEM_ACCOUNTS.iter().all(in_place) {
+            return Err(bad("a system account is missing or out of place"));
         }
         let balances = r.count("balance", 33)?;
         for _ in 0..balances {
@@ -478,12 +481,18 @@ impl Engine {
             self.credit.set_line(account, currency, line);
         }
         let loans = r.count("loan", 87)?;
+        // EARs are checked against their APR, computed once per APR.
+        let mut ears = std::collections::BTreeMap::new();
         for _ in 0..loans {
             let mut loan = Loan {
                 id: r.u128()?,
                 account: r.u64()?,
                 currency: r.currency()?,
-                micro: r.u8()? == 1,
+                micro: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    m => return Err(SnapshotError(format!("loan micro flag {m}"))),
+                },
                 state: r.u8()?,
                 apr_bps: r.u32()?,
                 ear_bps: r.u32()?,
@@ -507,7 +516,9 @@ impl Engine {
                 && self.credit.line(loan.account, loan.currency).is_some()
                 && matches!(loan.state, LOAN_ACTIVE | LOAN_REPAID)
                 && (loan.state == LOAN_ACTIVE) == (loan.principal_outstanding > 0)
-                && loan.principal_outstanding <= loan.principal;
+                && loan.principal_outstanding <= loan.principal
+                && loan.apr_bps <= crate::credit::APR_BPS_MAX
+                && loan.ear_bps == *ears.entry(loan.apr_bps).or_insert_with(|| crate::credit::ear_bps(loan.apr_bps));
             if !valid {
                 return Err(SnapshotError(format!("loan {} invalid", loan.id)));
             }
