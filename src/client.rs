@@ -91,6 +91,10 @@ pub struct Response {
     pub kind: u16,
     pub count: u32,
     pub body: Bytes,
+    /// When the client's reader took the answer off the socket (so a
+    /// caller that waits on answers in another order still measures each
+    /// one's latency right).
+    pub received: std::time::Instant,
 }
 
 /// A request's waiter and its in-flight place. The place is freed when the
@@ -183,7 +187,7 @@ impl Client {
                         let answer = if error {
                             Err(refused(&body))
                         } else {
-                            Ok(Response { kind: h.kind, count: h.count, body })
+                            Ok(Response { kind: h.kind, count: h.count, body, received: std::time::Instant::now() })
                         };
                         let mut guard = reader_waiters.lock();
                         let Some(map) = guard.as_mut() else { return };
@@ -429,10 +433,32 @@ impl InFlight<'_> {
         self.id
     }
 
+    /// Waits for the answer, up to the client's timeout. (The request's
+    /// place stays taken until the switch answers it.)
+    pub async fn wait(self) -> Result<Response, ClientError> {
+        self.detach().wait().await
+    }
+
+    /// Parts with the client borrow, so another task can wait for the
+    /// answer (the load tester sends on one task and collects on another).
+    #[must_use]
+    pub fn detach(self) -> Detached {
+        Detached { timeout: self.client.timeout, kind: self.kind, rx: self.rx }
+    }
+}
+
+/// A request in flight that no longer borrows its client
+/// ([`InFlight::detach`]).
+pub struct Detached {
+    timeout: Duration,
+    kind: u16,
+    rx: oneshot::Receiver<Result<Response, ClientError>>,
+}
+
+impl Detached {
     /// Waits for the answer, up to the client's timeout.
     pub async fn wait(self) -> Result<Response, ClientError> {
-        let answer = match tokio::time::timeout(self.client.timeout, self.rx).await {
-            // The request's place stays taken until the switch answers it.
+        let answer = match tokio::time::timeout(self.timeout, self.rx).await {
             Err(_) => return Err(ClientError::Timeout),
             Ok(Err(_)) => return Err(ClientError::Closed),
             Ok(Ok(answer)) => answer?,

@@ -68,6 +68,8 @@ pub struct Config {
     pub drain_timeout_ms: u64,
     /// The AML latency budget (for the remote scorer's verdicts).
     pub aml_budget: Duration,
+    /// Record inbound traffic to this file (`harbour serve --record`).
+    pub record: Option<PathBuf>,
     /// The remote scorer connection's own deadline.
     pub aml_scorer_timeout: Duration,
 }
@@ -100,6 +102,7 @@ impl Default for Config {
             write_timeout_ms: WRITE_TIMEOUT_MS_DEFAULT,
             drain_timeout_ms: DRAIN_TIMEOUT_MS_DEFAULT,
             aml_budget: Duration::from_micros(AML_BUDGET_US_DEFAULT),
+            record: None,
             aml_scorer_timeout: Duration::from_millis(AML_SCORER_TIMEOUT_MS_DEFAULT),
         }
     }

@@ -24,4 +24,5 @@ pub mod money;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod traffic;
 pub mod wal;

@@ -229,6 +229,10 @@ struct ServeArgs {
     /// Number of shards (recorded in the data directory).
     #[arg(long)]
     shards: Option<usize>,
+    /// Record every request the switch takes to this traffic file, for
+    /// `harbour-loadtest replay`.
+    #[arg(long)]
+    record: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -401,6 +405,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.shards {
         config.switch.shards = v;
     }
+    config.record = args.record;
     // Handlers are in place before the line a supervisor waits for.
     let signals = signal_handlers().map_err(|e| format!("signal handlers: {e}"))?;
     let mut running = harbour::server::start(&config).await?;

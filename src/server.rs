@@ -92,6 +92,7 @@ pub async fn serve(
     switch: Arc<Switch>,
     config: &Config,
     mut stop: watch::Receiver<bool>,
+    recorder: Option<Arc<crate::traffic::Recorder>>,
 ) -> Result<(), ServeError> {
     let limits = Limits {
         max_body: config.max_body,
@@ -137,6 +138,7 @@ pub async fn serve(
                     limits: limits.clone(),
                     in_flight: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
                     exports: Arc::clone(&exports),
+                    recorder: recorder.clone(),
                     session: None,
                     fatal: fatal_tx.clone(),
                 };
@@ -197,6 +199,8 @@ struct Connection {
     in_flight: Arc<Semaphore>,
     /// STR exports being made, switch-wide.
     exports: Arc<Semaphore>,
+    /// Where taken requests are recorded (`--record`), if anywhere.
+    recorder: Option<Arc<crate::traffic::Recorder>>,
     session: Option<Session>,
     fatal: mpsc::Sender<String>,
 }
@@ -371,6 +375,9 @@ impl Connection {
             });
             return match self.switch.dispatch_direct(h.kind, body.to_vec(), false, reply) {
                 Ok(()) => {
+                    if let Some(r) = &self.recorder {
+                        r.record(h.kind, h.count, &body);
+                    }
                     METRICS.requests_total.fetch_add(1, Ordering::Relaxed);
                     METRICS.records_total.fetch_add(u64::from(h.count), Ordering::Relaxed);
                     Next::Continue
@@ -382,6 +389,9 @@ impl Connection {
             Ok(p) => p,
             Err(e) => return self.refused(e, h, out).await,
         };
+        if let Some(r) = &self.recorder {
+            r.record(h.kind, h.count, &body);
+        }
         METRICS.requests_total.fetch_add(1, Ordering::Relaxed);
         METRICS.records_total.fetch_add(u64::from(h.count), Ordering::Relaxed);
         let fatal = self.fatal.clone();
@@ -531,6 +541,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
     switch: Arc<Switch>,
+    recorder: Option<Arc<crate::traffic::Recorder>>,
 }
 
 /// Opens the data directory (recovering every shard), binds the channel and
@@ -556,11 +567,18 @@ pub async fn start(config: &Config) -> Result<Running, String> {
         }
         None => None,
     };
+    let recorder = match &config.record {
+        Some(path) => Some(Arc::new(
+            crate::traffic::Recorder::start(path).map_err(|e| format!("--record {}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
     let (stop, stop_rx) = watch::channel(false);
     let task_switch = Arc::clone(&switch);
     let task_config = config.clone();
-    let task = tokio::spawn(async move { serve(listener, task_switch, &task_config, stop_rx).await });
-    Ok(Running { addr, metrics_addr, stop, task, switch })
+    let task_recorder = recorder.clone();
+    let task = tokio::spawn(async move { serve(listener, task_switch, &task_config, stop_rx, task_recorder).await });
+    Ok(Running { addr, metrics_addr, stop, task, switch, recorder })
 }
 
 impl Running {
@@ -576,6 +594,11 @@ impl Running {
         let _ = self.stop.send(true);
         let served = self.task.await.unwrap_or_else(|e| Err(ServeError::Fatal(e.to_string())));
         served?;
+        if let Some(recorder) = self.recorder.and_then(|r| Arc::try_unwrap(r).ok()) {
+            let dropped = recorder.dropped.load(Ordering::Relaxed);
+            let written = recorder.finish().map_err(ServeError::Io)?;
+            eprintln!("recorded {written} requests ({dropped} not recorded: the recorder's queue was full)");
+        }
         let switch = self.switch;
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(switch) {
             Ok(switch) => switch.shutdown(),

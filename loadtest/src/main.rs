@@ -1,9 +1,213 @@
-//! `harbour-loadtest`: generates, records and replays traffic against a
-//! Harbour switch. This is the crate's placeholder until the load tester
-//! lands (issue 7); it says so and exits non-zero, so no script mistakes it
-//! for a run.
+//! `harbour-loadtest`: generates traffic files, replays them against a
+//! Harbour switch (open loop), and runs a closed-loop peak-throughput
+//! benchmark. See `docs/loadtest.md`.
 
-fn main() {
-    eprintln!("harbour-loadtest: gen, replay and bench are not built yet (issue 7); nothing was run");
-    std::process::exit(2);
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use harbour_loadtest::report::{self, Summary};
+use harbour_loadtest::run::{self, BenchConfig, Pace, Target};
+use harbour_loadtest::workload::{self, GenConfig};
+
+#[derive(Parser)]
+#[command(name = "harbour-loadtest", version, about = "Load generator and replayer for the Harbour switch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a seeded synthetic workload to a traffic file (and
+    /// FILE.expected, the balances it must leave).
+    Gen(GenArgs),
+    /// Replay a traffic file, open loop.
+    Replay(ReplayArgs),
+    /// Closed-loop peak throughput, like TigerBeetle's `benchmark`.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct GenArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    #[arg(long, default_value_t = 100_000)]
+    transfers: u64,
+    /// Records per request.
+    #[arg(long, default_value_t = 1_000)]
+    batch: u64,
+    /// The pace the file records, in records per second.
+    #[arg(long, default_value_t = 200_000.0)]
+    rate: f64,
+    /// Zipf exponent of account activity (0 = uniform).
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Share of remittances sent to a high-risk country (AML level 2).
+    #[arg(long, default_value_t = 0.1)]
+    aml_share: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args, Clone)]
+struct Conn {
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    addr: SocketAddr,
+    #[arg(long, default_value_t = 1)]
+    channel: u32,
+    #[arg(long, env = "HARBOUR_KEY", default_value = "hksw-dev-key", hide_env_values = true)]
+    key: String,
+}
+
+#[derive(Args)]
+struct Outputs {
+    /// Write the JSON summary here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the latency percentile distribution (.hgrm) here.
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The traffic file (from `gen` or `harbour serve --record`).
+    file: PathBuf,
+    /// Connections.
+    #[arg(long, short = 'c', default_value_t = 4)]
+    connections: usize,
+    /// Replay at this multiple of the recorded pace ...
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// ... or at a fixed rate, e.g. 200000/s (records per second) ...
+    #[arg(long)]
+    rate: Option<String>,
+    /// ... or as fast as the connections go.
+    #[arg(long)]
+    max: bool,
+    #[command(flatten)]
+    conn: Conn,
+    #[command(flatten)]
+    outputs: Outputs,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    #[arg(long, default_value_t = 10_000_000)]
+    transfers: u64,
+    #[arg(long, default_value_t = 8_189)]
+    batch: u64,
+    /// Zipfian account choice instead of uniform.
+    #[arg(long)]
+    zipf: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    conn: Conn,
+    #[command(flatten)]
+    outputs: Outputs,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches("/s");
+    number.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or_else(|| format!("rate {text:?}: e.g. 200000/s"))
+}
+
+fn target(c: &Conn) -> Target {
+    Target { addr: c.addr, channel: c.channel, key: c.key.clone().into_bytes() }
+}
+
+fn write_outputs(summary: &Summary, shared: &run::Shared, outputs: &Outputs) -> Result<(), String> {
+    summary.print(&mut std::io::stdout()).map_err(|e| e.to_string())?;
+    if let Some(path) = &outputs.json {
+        let text = serde_json::to_string_pretty(summary).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &outputs.hgrm {
+        let mut file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        report::write_hgrm(&shared.histogram.lock().expect("not poisoned"), &mut file).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn main_async(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Gen(a) => {
+            let config = GenConfig {
+                seed: a.seed,
+                accounts: a.accounts,
+                transfers: a.transfers,
+                batch: a.batch.max(1),
+                rate: a.rate,
+                zipf: a.zipf,
+                aml_share: a.aml_share,
+                ..GenConfig::default()
+            };
+            let file = std::fs::File::create(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let expected = workload::generate(&config, std::io::BufWriter::new(file), now)
+                .map_err(|e| format!("{}: {e}", a.out.display()))?;
+            let mut path = a.out.clone().into_os_string();
+            path.push(".expected");
+            let mut out = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+            expected.write(&mut out).map_err(|e| e.to_string())?;
+            eprintln!(
+                "{} transfers in {} requests written to {}",
+                expected.transfers,
+                expected.requests,
+                a.out.display()
+            );
+            Ok(())
+        }
+        Command::Replay(a) => {
+            let pace = match (&a.rate, a.max) {
+                (_, true) => Pace::Max,
+                (Some(r), false) => Pace::Rate(parse_rate(r)?),
+                (None, false) => Pace::Recorded(a.speed),
+            };
+            let file = std::fs::File::open(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
+            let reader =
+                harbour::traffic::TrafficReader::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
+            let (shared, setup, elapsed) = run::replay(&target(&a.conn), reader, a.connections, pace, true).await?;
+            let summary = Summary::of("replay", a.connections, &shared, elapsed, setup);
+            write_outputs(&summary, &shared, &a.outputs)
+        }
+        Command::Bench(a) => {
+            let config = BenchConfig {
+                accounts: a.accounts,
+                transfers: a.transfers,
+                batch: a.batch,
+                zipf: a.zipf,
+                seed: a.seed,
+            };
+            let (shared, elapsed) = run::bench(&target(&a.conn), &config).await?;
+            let h = shared.histogram.lock().expect("not poisoned").clone();
+            println!("{} batches in {:.2} s", h.len(), elapsed.as_secs_f64());
+            println!("load accepted = {:.0} tx/s", a.transfers as f64 / elapsed.as_secs_f64());
+            for (name, q) in [("p1", 0.01), ("p50", 0.5), ("p99", 0.99), ("p100", 1.0)] {
+                println!("batch latency {name} = {} ms", h.value_at_quantile(q) / 1000);
+            }
+            let summary = Summary::of("bench", 1, &shared, elapsed, std::time::Duration::ZERO);
+            write_outputs(&summary, &shared, &a.outputs)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    match runtime.block_on(main_async(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("harbour-loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

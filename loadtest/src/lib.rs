@@ -1,0 +1,7 @@
+//! The load tester's library: the workload generator, the replayer and the
+//! closed-loop bench, and their reports. The `harbour-loadtest` binary is a
+//! thin command line over it; tests drive it directly.
+
+pub mod report;
+pub mod run;
+pub mod workload;

@@ -1,0 +1,183 @@
+//! What a run prints and writes: a progress line every second, a final
+//! table, an `.hgrm` percentile file (the format HdrHistogram's plotters
+//! read) and a JSON summary.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use harbour::protocol::kind;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::run::Shared;
+
+/// Result codes and request failures seen.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// Per-record result codes.
+    pub codes: BTreeMap<u16, u64>,
+    /// Whole requests that failed (an ERROR frame such as BUSY, a timeout).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Outcome {
+    /// Counts the per-record codes of an answer body of `kind`.
+    pub fn count_codes(&mut self, kind: u16, body: &[u8]) {
+        // (record size, offset of the u16 code) of each kind's answer.
+        let (size, at) = match kind {
+            kind::SUBMIT_TRANSFERS
+            | kind::CONFIRM_STEP_UP
+            | kind::CANCEL_TRANSFERS
+            | kind::FINALIZE_PENDING
+            | kind::LOOKUP_TRANSFERS
+            | kind::RESOLVE_REVIEW
+            | kind::DISBURSE_LOANS
+            | kind::REPAY_LOANS
+            | kind::LOOKUP_LOANS => (64, 16),
+            kind::CREATE_ACCOUNTS | kind::SET_FX_RATES | kind::SET_CREDIT_LINES | kind::SET_TIME => (32, 8),
+            kind::LOOKUP_BALANCES => (48, 10),
+            kind::FX_QUOTE => (48, 8),
+            _ => return,
+        };
+        for r in body.chunks_exact(size) {
+            *self.codes.entry(u16::from_le_bytes([r[at], r[at + 1]])).or_default() += 1;
+        }
+    }
+}
+
+/// Prints a line a second: requests, records/s over the last second,
+/// errors, p99 so far. Runs until aborted.
+pub async fn progress(shared: Arc<Shared>) {
+    let started = Instant::now();
+    let mut last = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let records = shared.records.load(Ordering::Relaxed);
+        let p99 = shared.histogram.lock().expect("not poisoned").value_at_quantile(0.99);
+        eprintln!(
+            "[{:>4}s] {:>10} records {:>10} records/s  errors {:>6}  p99 {}",
+            started.elapsed().as_secs(),
+            records,
+            records - last,
+            shared.errors.load(Ordering::Relaxed),
+            micros(p99)
+        );
+        last = records;
+    }
+}
+
+/// A latency in µs as text with a fitting unit.
+#[must_use]
+pub fn micros(us: u64) -> String {
+    if us >= 10_000 { format!("{:.1} ms", us as f64 / 1000.0) } else { format!("{us} µs") }
+}
+
+/// The JSON summary of a run.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub mode: String,
+    pub connections: usize,
+    pub requests: u64,
+    pub records: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub setup_seconds: f64,
+    pub records_per_second: f64,
+    /// Latency percentiles in microseconds.
+    pub latency_us: BTreeMap<String, u64>,
+    pub codes: BTreeMap<String, u64>,
+    pub request_errors: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    /// Builds the summary of a finished run.
+    #[must_use]
+    pub fn of(mode: &str, connections: usize, shared: &Shared, elapsed: Duration, setup: Duration) -> Self {
+        let h = shared.histogram.lock().expect("not poisoned");
+        let outcome = shared.outcome.lock().expect("not poisoned");
+        let records = shared.records.load(Ordering::Relaxed);
+        let mut latency_us = BTreeMap::new();
+        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999)] {
+            latency_us.insert(name.to_string(), h.value_at_quantile(q));
+        }
+        latency_us.insert("max".into(), h.max());
+        latency_us.insert("min".into(), h.min());
+        let codes = crate::run::codes_by_count(&outcome.codes).into_iter().collect();
+        Self {
+            mode: mode.into(),
+            connections,
+            requests: shared.requests.load(Ordering::Relaxed),
+            records,
+            errors: shared.errors.load(Ordering::Relaxed),
+            seconds: elapsed.as_secs_f64(),
+            setup_seconds: setup.as_secs_f64(),
+            records_per_second: records as f64 / elapsed.as_secs_f64().max(1e-9),
+            latency_us,
+            codes,
+            request_errors: outcome.errors.clone(),
+        }
+    }
+
+    /// The final table, for people.
+    pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{} over {} connection(s), {:.2} s (setup {:.2} s)",
+            self.mode, self.connections, self.seconds, self.setup_seconds
+        )?;
+        writeln!(
+            out,
+            "  throughput   {:>12.0} records/s  ({} requests, {} records)",
+            self.records_per_second, self.requests, self.records
+        )?;
+        writeln!(out, "  latency (per request, from its intended send time):")?;
+        for name in ["p50", "p90", "p99", "p99.9", "p99.99", "max"] {
+            writeln!(out, "    {name:<7} {:>12}", micros(self.latency_us[name]))?;
+        }
+        writeln!(out, "  result codes:")?;
+        let mut codes: Vec<_> = self.codes.iter().collect();
+        codes.sort_by(|a, b| b.1.cmp(a.1));
+        for (name, n) in codes {
+            writeln!(out, "    {name:<24} {n:>12}")?;
+        }
+        if !self.request_errors.is_empty() {
+            writeln!(out, "  failed requests: {} ", self.errors)?;
+            for (why, n) in &self.request_errors {
+                writeln!(out, "    {why}: {n}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the percentile distribution in HdrHistogram's `.hgrm` text
+/// format (values in ms).
+pub fn write_hgrm(h: &Histogram<u64>, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")?;
+    for v in h.iter_quantiles(1) {
+        let q = v.quantile_iterated_to();
+        let inverse = if q < 1.0 { format!("{:14.2}", 1.0 / (1.0 - q)) } else { String::new() };
+        writeln!(
+            out,
+            "{:12.3} {:14.12} {:10} {}",
+            v.value_iterated_to() as f64 / 1000.0,
+            q,
+            v.count_since_last_iteration(),
+            inverse
+        )?;
+    }
+    writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]",
+        h.mean() / 1000.0,
+        h.stdev() / 1000.0,
+        h.max() as f64 / 1000.0,
+        h.len()
+    )?;
+    Ok(())
+}
