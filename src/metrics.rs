@@ -1,11 +1,13 @@
-//! Operators' counters, and the HTTP endpoint that exposes them in the
-//! Prometheus text format.
+//! Operators' counters and latency histograms, and the HTTP endpoint that
+//! exposes them in the Prometheus text format (`docs/operations.md`).
 //!
-//! Counters are plain relaxed atomics: recording never locks and never
-//! allocates. This is the first set (connections, requests, frame errors,
-//! BUSY); per-stage latency histograms arrive with issue 7. The endpoint
-//! answers any GET with the current values and closes the connection; it
-//! never blocks the switch.
+//! Everything is relaxed atomics: recording never locks and never
+//! allocates. A latency histogram ([`Histo`]) keeps HdrHistogram's
+//! log-linear layout at two significant bits (four buckets per power of
+//! two: ±12.5%) over nanoseconds, so one atomic add records a value; the
+//! endpoint derives Prometheus buckets and summary quantiles from it. The
+//! endpoint answers any GET with the current values and closes the
+//! connection; it never blocks the switch.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -16,9 +18,170 @@ use tokio::net::TcpListener;
 
 use crate::protocol::frame::ErrorCode;
 
+/// Buckets of a [`Histo`]: four per power of two of nanoseconds.
+const HISTO_BUCKETS: usize = 64 * 4;
+
+/// A lock-free latency histogram in nanoseconds.
+#[derive(Debug)]
+pub struct Histo {
+    buckets: [AtomicU64; HISTO_BUCKETS],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Default for Histo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Histo {
+    /// An empty histogram.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; HISTO_BUCKETS],
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn index(ns: u64) -> usize {
+        if ns < 4 {
+            return ns as usize;
+        }
+        let top = 63 - ns.leading_zeros() as usize;
+        top * 4 + ((ns >> (top - 2)) & 3) as usize
+    }
+
+    /// The largest value a bucket holds.
+    fn upper(index: usize) -> u64 {
+        if index < 4 {
+            return index as u64;
+        }
+        let (top, sub) = (index / 4, (index % 4) as u64);
+        let base = 1u64 << top;
+        (base + (sub + 1) * (base >> 2)).saturating_sub(1)
+    }
+
+    /// Records one duration.
+    #[inline]
+    pub fn record(&self, d: std::time::Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[Self::index(ns)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Records the time since `start`.
+    #[inline]
+    pub fn since(&self, start: std::time::Instant) {
+        self.record(start.elapsed());
+    }
+
+    /// A consistent-enough copy: the bucket counts, their total, the sum.
+    fn snapshot(&self) -> ([u64; HISTO_BUCKETS], u64, u64) {
+        let buckets = std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+        let count = buckets.iter().sum();
+        (buckets, count, self.sum_ns.load(Ordering::Relaxed))
+    }
+
+    /// The value at quantile `q` (0..=1), in nanoseconds: the upper bound of
+    /// the bucket it falls in (0 when empty).
+    #[must_use]
+    pub fn quantile(&self, q: f64) -> u64 {
+        let (buckets, count, _) = self.snapshot();
+        quantile_of(&buckets, count, q)
+    }
+}
+
+fn quantile_of(buckets: &[u64; HISTO_BUCKETS], count: u64, q: f64) -> u64 {
+    if count == 0 {
+        return 0;
+    }
+    let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Histo::upper(i);
+        }
+    }
+    Histo::upper(HISTO_BUCKETS - 1)
+}
+
+/// The stages a request goes through, each with its latency histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// From a whole frame read to the request handed to a shard (checks,
+    /// session, routing).
+    Decode = 0,
+    /// Waiting in the shard's queue.
+    QueueWait = 1,
+    /// The AML remote scorer's wait for a group (the built-in rules are
+    /// inside `Apply`).
+    Aml = 2,
+    /// The engine applying one request.
+    Apply = 3,
+    /// Appending one group's records to the log buffer.
+    LogAppend = 4,
+    /// Writing and syncing one group (one fdatasync).
+    Fsync = 5,
+    /// From a whole frame read to its answer queued for the writer.
+    EndToEnd = 6,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 7] =
+        [Self::Decode, Self::QueueWait, Self::Aml, Self::Apply, Self::LogAppend, Self::Fsync, Self::EndToEnd];
+
+    /// Its label value.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        ["decode", "queue_wait", "aml", "apply", "log_append", "fsync", "end_to_end"][self as usize]
+    }
+}
+
+/// Kinds with their own end-to-end histogram (others share the last slot).
+const KIND_SLOTS: [(u16, &str); 17] = [
+    (crate::protocol::kind::PING, "PING"),
+    (crate::protocol::kind::CREATE_ACCOUNTS, "CREATE_ACCOUNTS"),
+    (crate::protocol::kind::SUBMIT_TRANSFERS, "SUBMIT_TRANSFERS"),
+    (crate::protocol::kind::CONFIRM_STEP_UP, "CONFIRM_STEP_UP"),
+    (crate::protocol::kind::CANCEL_TRANSFERS, "CANCEL_TRANSFERS"),
+    (crate::protocol::kind::FINALIZE_PENDING, "FINALIZE_PENDING"),
+    (crate::protocol::kind::LOOKUP_TRANSFERS, "LOOKUP_TRANSFERS"),
+    (crate::protocol::kind::LOOKUP_BALANCES, "LOOKUP_BALANCES"),
+    (crate::protocol::kind::SET_FX_RATES, "SET_FX_RATES"),
+    (crate::protocol::kind::FX_QUOTE, "FX_QUOTE"),
+    (crate::protocol::kind::SET_CREDIT_LINES, "SET_CREDIT_LINES"),
+    (crate::protocol::kind::DISBURSE_LOANS, "DISBURSE_LOANS"),
+    (crate::protocol::kind::REPAY_LOANS, "REPAY_LOANS"),
+    (crate::protocol::kind::LOOKUP_LOANS, "LOOKUP_LOANS"),
+    (crate::protocol::kind::RESOLVE_REVIEW, "RESOLVE_REVIEW"),
+    (crate::protocol::kind::SET_TIME, "SET_TIME"),
+    (crate::protocol::kind::EXPORT_STR, "EXPORT_STR"),
+];
+
+/// Result codes counted per code (0..=RESULT_CODES_MAX-1).
+const RESULT_CODES_MAX: usize = 72;
+
 /// Every counter the switch keeps.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
+    /// Latency per stage.
+    pub stages: [Histo; 7],
+    /// End-to-end latency per kind (`KIND_SLOTS` order).
+    pub kinds: [Histo; 17],
+    /// Per-record result codes of the shards' answers, by code.
+    pub results: [AtomicU64; RESULT_CODES_MAX],
+    /// Requests queued for the shards now.
+    pub queue_depth: AtomicU64,
+    /// Bytes the logs have written.
+    pub log_bytes: AtomicU64,
+    /// Unix ms of the last snapshot written (0: none yet).
+    pub last_snapshot_unix_ms: AtomicU64,
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
@@ -50,6 +213,12 @@ const AML_HOLDS: [(crate::engine::holds::Holds, &str, &str); 4] = [
 
 /// The process's counters.
 pub static METRICS: Metrics = Metrics {
+    stages: [const { Histo::new() }; 7],
+    kinds: [const { Histo::new() }; 17],
+    results: [const { AtomicU64::new(0) }; RESULT_CODES_MAX],
+    queue_depth: AtomicU64::new(0),
+    log_bytes: AtomicU64::new(0),
+    last_snapshot_unix_ms: AtomicU64::new(0),
     connections_open: AtomicU64::new(0),
     connections_total: AtomicU64::new(0),
     connections_refused: AtomicU64::new(0),
@@ -68,6 +237,25 @@ impl Metrics {
     /// Counts one ERROR frame.
     pub fn frame_error(&self, code: ErrorCode) {
         self.frame_errors[code as usize - 1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a stage's latency.
+    #[inline]
+    pub fn stage(&self, stage: Stage, d: std::time::Duration) {
+        self.stages[stage as usize].record(d);
+    }
+
+    /// Records a request's end-to-end latency, per kind too.
+    pub fn end_to_end(&self, kind: u16, d: std::time::Duration) {
+        self.stages[Stage::EndToEnd as usize].record(d);
+        let slot = KIND_SLOTS.iter().position(|(k, _)| *k == kind).unwrap_or(0);
+        self.kinds[slot].record(d);
+    }
+
+    /// Counts one per-record result code.
+    #[inline]
+    pub fn result(&self, code: u16) {
+        self.results[usize::from(code).min(RESULT_CODES_MAX - 1)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts the AML holds of one new pending transfer.
@@ -153,7 +341,92 @@ impl Metrics {
             "Longest wait for the remote scorer's verdicts.",
             get(&self.aml_scorer_wait_max_us),
         );
+        one("harbour_queue_depth", "gauge", "Requests queued for the shards now.", get(&self.queue_depth));
+        one("harbour_log_bytes_total", "counter", "Bytes the write-ahead logs have written.", get(&self.log_bytes));
+        let last = get(&self.last_snapshot_unix_ms);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let age = if last == 0 { -1.0 } else { now.saturating_sub(last) as f64 / 1000.0 };
+        let _ = writeln!(
+            out,
+            "# HELP harbour_snapshot_age_seconds Seconds since the last snapshot was written (-1: none yet).\n\
+             # TYPE harbour_snapshot_age_seconds gauge\nharbour_snapshot_age_seconds {age}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP harbour_results_total Per-record result codes of the shards' answers.\n\
+             # TYPE harbour_results_total counter"
+        );
+        for (code, n) in self.results.iter().enumerate() {
+            let n = get(n);
+            if n > 0 {
+                let name = crate::protocol::ResultCode::from_u16(code as u16).map_or("OTHER", |c| c.name());
+                let _ = writeln!(out, "harbour_results_total{{code=\"{name}\"}} {n}");
+            }
+        }
+        render_histograms(
+            &mut out,
+            "harbour_stage_seconds",
+            "Latency of each stage of a request.",
+            "stage",
+            Stage::ALL.iter().map(|s| (s.name(), &self.stages[*s as usize])),
+        );
+        render_histograms(
+            &mut out,
+            "harbour_request_seconds",
+            "End-to-end latency of requests, by kind.",
+            "kind",
+            KIND_SLOTS.iter().enumerate().map(|(i, (_, name))| (*name, &self.kinds[i])),
+        );
         out
+    }
+}
+
+/// Prometheus `le` bounds of the exported histograms, in seconds.
+const LE_SECONDS: [f64; 22] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// Writes histograms (buckets, sum, count) and, under `NAME_quantiles`, a
+/// summary of the same data (p50, p90, p99, p99.9, max).
+fn render_histograms<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    histos: impl Iterator<Item = (&'a str, &'a Histo)> + Clone,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (value, h) in histos.clone() {
+        let (buckets, count, sum_ns) = h.snapshot();
+        let mut cumulative = 0u64;
+        let mut i = 0usize;
+        for le in LE_SECONDS {
+            let bound_ns = (le * 1e9) as u64;
+            // Fine buckets wholly below the bound count toward it (each
+            // is ±12.5% wide, so a bound can split one: it counts where
+            // its upper value falls).
+            while i < HISTO_BUCKETS && Histo::upper(i) <= bound_ns {
+                cumulative += buckets[i];
+                i += 1;
+            }
+            let _ = writeln!(out, "{name}_bucket{{{label}=\"{value}\",le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {}", sum_ns as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {count}");
+    }
+    let summary = format!("{name}_quantiles");
+    let _ = writeln!(out, "# HELP {summary} {help} Quantiles.\n# TYPE {summary} summary");
+    for (value, h) in histos {
+        let (buckets, count, sum_ns) = h.snapshot();
+        for (q, text) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999"), (1.0, "1")] {
+            let v = quantile_of(&buckets, count, q) as f64 / 1e9;
+            let _ = writeln!(out, "{summary}{{{label}=\"{value}\",quantile=\"{text}\"}} {v}");
+        }
+        let _ = writeln!(out, "{summary}_sum{{{label}=\"{value}\"}} {}", sum_ns as f64 / 1e9);
+        let _ = writeln!(out, "{summary}_count{{{label}=\"{value}\"}} {count}");
     }
 }
 

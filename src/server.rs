@@ -33,7 +33,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::{Channel, Config};
-use crate::metrics::METRICS;
+use crate::metrics::{METRICS, Stage};
 use crate::protocol::frame::{self, CountRule, ErrorCode, Header, KindSpec, RESPONSE_BIT};
 use crate::protocol::kind;
 use crate::protocol::session::{Challenge, Hello, HelloResponse};
@@ -287,6 +287,7 @@ impl Connection {
     /// Runs the per-frame checks after the codec's, in the contract's order:
     /// session, kind, role, length, count, in-flight, record contents.
     async fn handle(&mut self, h: Header, body: Bytes, nonce: &[u8; 16], out: &mpsc::Sender<BytesMut>) -> Next {
+        let received = std::time::Instant::now();
         let fail = |code: ErrorCode, detail: String| async move {
             send_error(out, code, h.request_id, &detail).await;
             if code.closes() { Next::Close } else { Next::Continue }
@@ -324,7 +325,7 @@ impl Connection {
             kind::HELLO => return self.hello(h, &body, nonce, out).await,
             kind::PING => send_frame(out, kind::PING | RESPONSE_BIT, 0, h.request_id, &[]).await,
             _ if crate::engine::Engine::request_size(h.kind).is_some() => {
-                return self.dispatch(h, body, spec, permit, out).await;
+                return self.dispatch(h, body, spec, permit, out, received).await;
             }
             // Every kind of the table is PING, HELLO or the engine's.
             _ => return fail(ErrorCode::UnknownKind, format!("kind {:#06x} is not served", h.kind)).await,
@@ -359,6 +360,7 @@ impl Connection {
         spec: &KindSpec,
         permit: tokio::sync::OwnedSemaphorePermit,
         out: &mpsc::Sender<BytesMut>,
+        received: std::time::Instant,
     ) -> Next {
         let response_kind = spec.kind | RESPONSE_BIT;
         let answers = self.answers.clone().expect("a running connection has an answer queue");
@@ -370,9 +372,13 @@ impl Connection {
             // writer itself: one wake-up less per request.
             let fatal = self.fatal.clone();
             let reply: crate::shard::ReplyFn = Box::new(move |answer| match answer {
-                Ok(records) => deliver(&answers, response_kind, h, &records, permit),
+                Ok(records) => {
+                    deliver(&answers, response_kind, h, &records, permit);
+                    METRICS.end_to_end(h.kind, received.elapsed());
+                }
                 Err(e) => drop(fatal.try_send(e.to_string())),
             });
+            METRICS.stage(Stage::Decode, received.elapsed());
             return match self.switch.dispatch_direct(h.kind, body.to_vec(), false, reply) {
                 Ok(()) => {
                     if let Some(r) = &self.recorder {
@@ -397,7 +403,10 @@ impl Connection {
         let fatal = self.fatal.clone();
         tokio::spawn(async move {
             match pending.wait().await {
-                Ok(answer) => deliver(&answers, response_kind, h, &answer, permit),
+                Ok(answer) => {
+                    deliver(&answers, response_kind, h, &answer, permit);
+                    METRICS.end_to_end(h.kind, received.elapsed());
+                }
                 Err(e) => {
                     // The answer is not durable: never send it; stop.
                     let _ = fatal.try_send(e.to_string());

@@ -45,6 +45,7 @@ use crate::aml::scorer::{Gate, GateStats, JUDGED_HEADER_SIZE, RemoteScorer, VERD
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS};
 use crate::hash::mix64;
+use crate::metrics::{METRICS, Stage};
 use crate::protocol::records::{self, Account, Balance, BalanceKey, Record, StrRequest, Transfer, TransferResult};
 use crate::protocol::{ResultCode, kind};
 use crate::wal::storage::{FileStorage, Storage};
@@ -192,6 +193,8 @@ pub struct Request {
     pub kind: u16,
     pub body: Vec<u8>,
     pub reply: ReplyFn,
+    /// When it was queued (for the queue-wait metric).
+    pub enqueued: std::time::Instant,
 }
 
 enum Message {
@@ -215,6 +218,8 @@ pub struct Shard {
     spare: Option<Engine>,
     /// The remote AML scorer behind its budget, if there is one.
     gate: Option<Gate>,
+    /// Log bytes already counted in the metrics.
+    log_bytes_seen: u64,
 }
 
 impl Shard {
@@ -248,6 +253,7 @@ impl Shard {
             snapshotting: None,
             spare: None,
             gate: None,
+            log_bytes_seen: 0,
         };
         Ok((shard, report))
     }
@@ -291,7 +297,15 @@ impl Shard {
 
     fn commit_group(&mut self, group: &[(u16, &[u8])]) -> (Vec<Reply>, Result<(), WalError>) {
         let mut replies = Vec::with_capacity(group.len());
-        let result = self.apply_group(group, &mut replies).and_then(|()| self.wal.commit());
+        let result = self.apply_group(group, &mut replies).and_then(|()| {
+            let syncing = std::time::Instant::now();
+            let committed = self.wal.commit();
+            METRICS.stage(Stage::Fsync, syncing.elapsed());
+            let bytes = self.wal.stats().bytes;
+            METRICS.log_bytes.fetch_add(bytes.saturating_sub(self.log_bytes_seen), Ordering::Relaxed);
+            self.log_bytes_seen = bytes;
+            committed
+        });
         if let Err(e) = &result {
             // Whether the group reached the disk is unknown (a failed fsync
             // may still have written some of it): it is not answered as
@@ -341,6 +355,9 @@ impl Shard {
         let mut state = Vec::new();
         self.engine.encode_state(&mut state);
         let written = writer.write(&state).and_then(|()| self.wal.snapshot_written());
+        if written.is_ok() {
+            snapshot_taken();
+        }
         if let Err(e) = written {
             eprintln!("snapshot failed (the log is unaffected; retrying later): {e}");
         }
@@ -356,7 +373,7 @@ impl Shard {
         let written = match handle.join() {
             Ok((result, copy)) => {
                 self.spare = Some(copy);
-                result.and_then(|()| self.wal.snapshot_written())
+                result.and_then(|()| self.wal.snapshot_written()).inspect(|()| snapshot_taken())
             }
             Err(_) => Err(WalError::Failed),
         };
@@ -399,11 +416,17 @@ impl Shard {
             .filter(|(k, b)| *k == kind::SUBMIT_TRANSFERS && Self::acceptable(*k, b).is_ok())
             .map(|(_, b)| *b)
             .collect();
+        let judging = std::time::Instant::now();
         let mut verdicts = match &mut self.gate {
-            Some(gate) if !submits.is_empty() => gate.judge(&submits),
+            Some(gate) if !submits.is_empty() => {
+                let v = gate.judge(&submits);
+                METRICS.stage(Stage::Aml, judging.elapsed());
+                v
+            }
             _ => Vec::new(),
         }
         .into_iter();
+        let mut appending = std::time::Duration::ZERO;
         for &(kind, body) in group {
             if let Err(e) = Self::acceptable(kind, body) {
                 replies.push(Err(e));
@@ -417,22 +440,29 @@ impl Shard {
                 // Logged with the transfers they judge, as one record, so a
                 // replay applies the same verdicts to the same transfers.
                 let judged = encode_judged(&v, body);
+                let t = std::time::Instant::now();
                 self.wal.append(kind::SUBMIT_JUDGED, now, &judged)?;
+                appending += t.elapsed();
+                let t = std::time::Instant::now();
                 self.engine.apply(kind::SUBMIT_JUDGED, &judged, now, &mut out).expect("verdicts well formed");
-                count_aml_holds(&out);
+                METRICS.stage(Stage::Apply, t.elapsed());
+                count_results(kind, &out);
                 replies.push(Ok(out));
                 continue;
             }
             // An empty batch changes nothing and needs no log record.
             if kind::is_logged(kind) && !body.is_empty() {
+                let t = std::time::Instant::now();
                 self.wal.append(kind, now, body)?;
+                appending += t.elapsed();
             }
+            let t = std::time::Instant::now();
             self.engine.apply(kind, body, now, &mut out).expect("kind and length checked before logging");
-            if kind == kind::SUBMIT_TRANSFERS {
-                count_aml_holds(&out);
-            }
+            METRICS.stage(Stage::Apply, t.elapsed());
+            count_results(kind, &out);
             replies.push(Ok(out));
         }
+        METRICS.stage(Stage::LogAppend, appending);
         if let Some(gate) = &self.gate {
             crate::metrics::METRICS.record_gate(gate.stats());
         }
@@ -464,7 +494,11 @@ impl Shard {
             let mut next = first;
             while let Some(message) = next.take() {
                 match message {
-                    Message::Request(r) => batch.push(r),
+                    Message::Request(r) => {
+                        METRICS.stage(Stage::QueueWait, r.enqueued.elapsed());
+                        METRICS.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                        batch.push(r);
+                    }
                     Message::Stop => {
                         stopping = true;
                         break;
@@ -498,14 +532,36 @@ impl Drop for Shard {
     }
 }
 
-/// Counts the AML holds in SUBMIT_TRANSFERS answers, for the operators'
-/// counters (new holds only: code OK and pending).
-fn count_aml_holds(answers: &[u8]) {
+/// Tells the operators' metrics a snapshot was written now.
+fn snapshot_taken() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    METRICS.last_snapshot_unix_ms.store(now, Ordering::Relaxed);
+}
+
+/// Counts the per-record result codes of an answer, and the new AML holds
+/// of SUBMIT_TRANSFERS answers (code OK and pending), for the operators.
+fn count_results(kind: u16, answers: &[u8]) {
     use crate::engine::holds::Holds;
-    for a in answers.chunks_exact(TransferResult::SIZE) {
-        let r = TransferResult::decode(a);
-        if r.code == 0 && r.state == records::STATE_PENDING {
-            crate::metrics::METRICS.aml_holds(Holds::from_bits(r.holds).unwrap_or_default());
+    let (size, at) = match kind {
+        kind::SUBMIT_TRANSFERS
+        | kind::CONFIRM_STEP_UP
+        | kind::CANCEL_TRANSFERS
+        | kind::FINALIZE_PENDING
+        | kind::LOOKUP_TRANSFERS
+        | kind::RESOLVE_REVIEW
+        | kind::DISBURSE_LOANS
+        | kind::REPAY_LOANS
+        | kind::LOOKUP_LOANS => (64, 16),
+        kind::CREATE_ACCOUNTS | kind::SET_FX_RATES | kind::SET_CREDIT_LINES | kind::SET_TIME => (32, 8),
+        kind::LOOKUP_BALANCES => (48, 10),
+        kind::FX_QUOTE => (48, 8),
+        _ => return,
+    };
+    for r in answers.chunks_exact(size) {
+        let code = u16::from_le_bytes([r[at], r[at + 1]]);
+        METRICS.result(code);
+        if kind == kind::SUBMIT_TRANSFERS && code == 0 && r[18] == records::STATE_PENDING {
+            METRICS.aml_holds(Holds::from_bits(r[19]).unwrap_or_default());
         }
     }
 }
@@ -811,7 +867,7 @@ impl Switch {
         let (tx, rx) = oneshot::channel();
         // A requester that gave up is not an error.
         let reply: ReplyFn = Box::new(move |answer| drop(tx.send(answer)));
-        self.enqueue(shard, Request { kind, body, reply }, wait)?;
+        self.enqueue(shard, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)?;
         Ok(rx)
     }
 
@@ -834,6 +890,8 @@ impl Switch {
         };
         if sent.is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        } else {
+            METRICS.queue_depth.fetch_add(1, Ordering::Relaxed);
         }
         sent
     }
@@ -852,7 +910,7 @@ impl Switch {
     /// uncalled.
     pub fn dispatch_direct(&self, kind: u16, body: Vec<u8>, wait: bool, reply: ReplyFn) -> Result<(), SwitchError> {
         assert!(self.single_shard(), "dispatch_direct needs a single shard");
-        self.enqueue(0, Request { kind, body, reply }, wait)
+        self.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)
     }
 
     /// Sends each record to its shard (or answers it at once), remembering

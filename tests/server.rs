@@ -808,3 +808,59 @@ async fn aml_over_the_wire_holds_releases_and_reports() {
     }
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_is_prometheus_text_with_stage_latencies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
+    let running = server::start(&cfg).await.expect("starts");
+    let c = client(running.addr).await;
+    c.create_accounts(&[account(1024), account(1025)]).await.unwrap();
+    let ts: Vec<Transfer> = (1..=50).map(|i| deposit(i, 1024 + (i as u64 % 2), 100, HKD)).collect();
+    c.submit_transfers(&ts).await.unwrap();
+    for i in 0..20u128 {
+        c.submit_transfers(&[transfer(100 + i, 1024, 1025, 1, HKD)]).await.unwrap();
+    }
+    let text = scrape(running.metrics_addr.expect("metrics on")).await;
+    let body = text.split("\r\n\r\n").nth(1).expect("a body");
+    let scrape =
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text format");
+    let find = |name: &str, label: (&str, &str)| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+            .unwrap_or_else(|| panic!("{name} {label:?} in {body}"))
+            .value
+            .clone()
+    };
+    // Histograms per stage: counts, and buckets that never decrease.
+    for stage in ["decode", "queue_wait", "apply", "log_append", "fsync", "end_to_end"] {
+        match find("harbour_stage_seconds", ("stage", stage)) {
+            prometheus_parse::Value::Histogram(buckets) => {
+                let counts: Vec<f64> = buckets.iter().map(|b| b.count).collect();
+                assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{stage}: {counts:?}");
+                assert!(*counts.last().unwrap() >= 20.0, "{stage} saw the requests: {counts:?}");
+            }
+            other => panic!("{stage}: {other:?}"),
+        }
+        match find("harbour_stage_seconds_quantiles", ("stage", stage)) {
+            prometheus_parse::Value::Summary(quantiles) => {
+                let p99 = quantiles.iter().find(|q| q.quantile == 0.99).expect("p99").count;
+                assert!(p99 > 0.0 && p99 < 10.0, "{stage} p99 {p99} s");
+            }
+            other => panic!("{stage}: {other:?}"),
+        }
+    }
+    match find("harbour_request_seconds", ("kind", "SUBMIT_TRANSFERS")) {
+        prometheus_parse::Value::Histogram(b) => assert!(b.last().unwrap().count >= 21.0),
+        other => panic!("{other:?}"),
+    }
+    match find("harbour_results_total", ("code", "OK")) {
+        prometheus_parse::Value::Counter(n) => assert!(n >= 72.0, "{n}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(body.contains("harbour_log_bytes_total") && body.contains("harbour_queue_depth"));
+    running.stop().await.unwrap();
+}
