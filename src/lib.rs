@@ -24,5 +24,6 @@ pub mod money;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod top;
 pub mod traffic;
 pub mod wal;

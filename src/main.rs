@@ -56,6 +56,15 @@ enum Command {
     Cancel(LookupArgs),
     /// Export a month's Suspicious Transaction Report (a REPORTING channel's).
     Str(StrArgs),
+    /// A live view of the switch's metrics, refreshed every second.
+    Top {
+        /// The metrics endpoint.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        metrics: SocketAddr,
+        /// Print one screen and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Set an account's credit line in a currency (a LENDING channel's).
     CreditLine(CreditLineArgs),
     /// Loans: disburse, repay, show.
@@ -372,6 +381,11 @@ fn main() -> ExitCode {
             Command::Cancel(args) => cancel(args).await,
             Command::Str(args) => export_str(args).await,
             Command::CreditLine(args) => credit_line(args).await,
+            Command::Top { metrics, once } => {
+                tokio::task::spawn_blocking(move || harbour::top::run(metrics, std::time::Duration::from_secs(1), once))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
             Command::Loan { command } => loan(command).await,
         }
     });

@@ -862,5 +862,10 @@ async fn the_metrics_endpoint_is_prometheus_text_with_stage_latencies() {
         other => panic!("{other:?}"),
     }
     assert!(body.contains("harbour_log_bytes_total") && body.contains("harbour_queue_depth"));
+    // `harbour top` reads the same endpoint.
+    let metrics = running.metrics_addr.unwrap();
+    let first = tokio::task::spawn_blocking(move || harbour::top::scrape(metrics)).await.unwrap().unwrap();
+    let screen = harbour::top::render(&harbour::top::parse(&first), None, Duration::from_secs(1));
+    assert!(screen.contains("fsync") && screen.contains("SUBMIT_TRANSFERS") && screen.contains("OK"), "{screen}");
     running.stop().await.unwrap();
 }
