@@ -82,6 +82,33 @@ async fn a_generated_workload_leaves_the_predicted_balances() {
     assert!(expected.balances.len() > 1_000, "a real workload: {} balances", expected.balances.len());
     assert!(engine.loans().count() > 10, "it lends");
     assert!(engine.pending_count() > 0, "AML level 2 held some");
+
+    // The run's reports: table, JSON, .hgrm, plot.
+    let summary = harbour_loadtest::report::Summary::of(
+        "replay",
+        4,
+        &shared,
+        std::time::Duration::from_secs(1),
+        std::time::Duration::ZERO,
+    );
+    let mut table = Vec::new();
+    summary.print(&mut table).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    assert!(table.contains("p99.99") && table.contains("OK"), "{table}");
+    let json = summary.to_json();
+    assert!(json.contains("\"records_per_second\"") && json.contains("\"p99.9\""), "{json}");
+    let mut hgrm = Vec::new();
+    harbour_loadtest::report::write_hgrm(&shared.histogram.lock().unwrap(), &mut hgrm).unwrap();
+    let hgrm = String::from_utf8(hgrm).unwrap();
+    assert!(hgrm.starts_with("       Value     Percentile") && hgrm.contains("#[Max"), "{hgrm}");
+    let plot = dir.path().join("latency.svg");
+    let per_second = shared.per_second.lock().unwrap().clone();
+    harbour_loadtest::plot::write_svg(&plot, "replay", &shared.histogram.lock().unwrap(), &per_second).unwrap();
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("latency by percentile") && svg.contains("<polyline"),
+        "an SVG plot"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

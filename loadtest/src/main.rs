@@ -71,6 +71,9 @@ struct Outputs {
     /// Write the latency percentile distribution (.hgrm) here.
     #[arg(long)]
     hgrm: Option<PathBuf>,
+    /// Draw the latency plot (SVG: percentile spectrum, latency over time).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -126,12 +129,16 @@ fn target(c: &Conn) -> Target {
 fn write_outputs(summary: &Summary, shared: &run::Shared, outputs: &Outputs) -> Result<(), String> {
     summary.print(&mut std::io::stdout()).map_err(|e| e.to_string())?;
     if let Some(path) = &outputs.json {
-        let text = serde_json::to_string_pretty(summary).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, summary.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &outputs.hgrm {
         let mut file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
         report::write_hgrm(&shared.histogram.lock().expect("not poisoned"), &mut file).map_err(|e| e.to_string())?;
+    }
+    if let Some(path) = &outputs.plot {
+        let all = shared.histogram.lock().expect("not poisoned");
+        let per_second = shared.per_second.lock().expect("not poisoned");
+        harbour_loadtest::plot::write_svg(path, &summary.mode, &all, &per_second)?;
     }
     Ok(())
 }

@@ -123,6 +123,12 @@ impl Summary {
         }
     }
 
+    /// The summary as pretty JSON.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a summary serializes")
+    }
+
     /// The final table, for people.
     pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(

@@ -89,6 +89,9 @@ enum Msg {
 /// What the collectors share.
 pub struct Shared {
     pub histogram: Mutex<Histogram<u64>>,
+    /// Latency per second of the run (for the plot).
+    pub per_second: Mutex<BTreeMap<u64, Histogram<u64>>>,
+    pub started: Instant,
     pub outcome: Mutex<Outcome>,
     pub requests: AtomicU64,
     pub records: AtomicU64,
@@ -99,6 +102,8 @@ impl Shared {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             histogram: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds")),
+            per_second: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
             outcome: Mutex::new(Outcome::default()),
             requests: AtomicU64::new(0),
             records: AtomicU64::new(0),
@@ -116,6 +121,12 @@ impl Shared {
                 if timed {
                     let us = latency.as_micros().clamp(1, 3_600_000_000) as u64;
                     let _ = self.histogram.lock().expect("not poisoned").record(us);
+                    let second = self.started.elapsed().as_secs();
+                    let mut per_second = self.per_second.lock().expect("not poisoned");
+                    let h = per_second
+                        .entry(second)
+                        .or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("bounds"));
+                    let _ = h.record(us);
                 }
             }
             Err(e) => {
