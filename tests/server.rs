@@ -862,6 +862,17 @@ async fn the_metrics_endpoint_is_prometheus_text_with_stage_latencies() {
         other => panic!("{other:?}"),
     }
     assert!(body.contains("harbour_log_bytes_total") && body.contains("harbour_queue_depth"));
+    // Every metric the Grafana dashboard and docs/operations.md name exists.
+    for doc in ["docs/grafana-dashboard.json", "docs/operations.md"] {
+        let text = std::fs::read_to_string(format!("{}/{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let name = word.trim_end_matches("_bucket");
+            if name.starts_with("harbour_") && name.len() > "harbour_".len() {
+                let base = name.trim_end_matches("_total");
+                assert!(body.contains(base), "{doc} names {name}, which the endpoint does not serve");
+            }
+        }
+    }
     // `harbour top` reads the same endpoint.
     let metrics = running.metrics_addr.unwrap();
     let first = tokio::task::spawn_blocking(move || harbour::top::scrape(metrics)).await.unwrap().unwrap();

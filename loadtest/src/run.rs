@@ -291,7 +291,7 @@ pub async fn bench(target: &Target, c: &BenchConfig) -> Result<(Arc<Shared>, Dur
                 transfer_id: (u128::from(c.seed) << 100) | u128::from(a),
                 debit_account: harbour::engine::book::SETTLEMENT_IN,
                 credit_account: a,
-                amount: 1 << 50,
+                amount: 1 << 40,
                 debit_currency: 344,
                 credit_currency: 344,
                 ..Transfer::default()
