@@ -86,6 +86,7 @@ impl Default for Config {
                     accounts_capacity: 1 << 20,
                     transfers_capacity: 1 << 22,
                     loans_capacity: 1 << 18,
+                    pending_capacity: 1 << 18,
                     ..EngineConfig::default()
                 },
                 ..SwitchConfig::default()
@@ -139,6 +140,8 @@ struct File {
     transfers_capacity: Option<usize>,
     /// Loans and credit lines to size the credit store for.
     loans_capacity: Option<usize>,
+    /// Pending (held) transfers to size the pending table for.
+    pending_capacity: Option<usize>,
     /// How long an FX quote is good (default 30 s).
     quote_ttl_ms: Option<u64>,
     wal: Option<WalFile>,
@@ -279,6 +282,9 @@ impl Config {
         }
         if let Some(v) = file.loans_capacity {
             self.switch.engine.loans_capacity = v;
+        }
+        if let Some(v) = file.pending_capacity {
+            self.switch.engine.pending_capacity = v;
         }
         if let Some(v) = file.quote_ttl_ms {
             self.switch.engine.quote_ttl_ms = v;

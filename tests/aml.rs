@@ -120,7 +120,7 @@ fn level_1_holds_one_cent_past_hk_80000() {
     // Bob alone: one transfer of HK$80,000.01 holds by itself.
     submit(&mut e, &common::deposit(910, BOB, 9_000_000, HKD));
     check(&mut e, &[("a single HK$80,000.01", pay(5, BOB, CAROL, 8_000_001, HKD), t0 + MINUTE, STATE_PENDING, FACE)]);
-    let case = e.cases().iter().find(|c| c.transfer_id == 3).expect("a case");
+    let case = e.cases().into_iter().find(|c| c.transfer_id == 3).expect("a case");
     assert_eq!(case.reasons.0, Reasons::DAILY_LIMIT);
     assert_eq!(aml::report::hkd(case.day_total), "80000.01");
 }
@@ -400,7 +400,7 @@ fn level_3_trips_on_a_burst() {
     }
     let first = tripped.expect("a burst of ten to new payees trips");
     assert!(first >= 4, "the first few are a normal bill run (tripped at {first})");
-    let case = e.cases().iter().find(|c| c.reasons.has(Reasons::BEHAVIOUR_CHANGE)).unwrap();
+    let case = e.cases().into_iter().find(|c| c.reasons.has(Reasons::BEHAVIOUR_CHANGE)).unwrap();
     assert!(case.reasons.has(Reasons::BURST), "{:#x}", case.reasons.0);
 }
 

@@ -131,17 +131,36 @@ impl PendingEntry {
 }
 
 /// Every pending transfer of a shard and its timer.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct PendingTable {
     entries: IdMap<u128, PendingEntry>,
     timers: BTreeSet<(u64, u128)>,
+}
+
+impl Clone for PendingTable {
+    fn clone(&self) -> Self {
+        Self { entries: self.entries.clone(), timers: self.timers.clone() }
+    }
+    /// Reuses the table's memory (the snapshot copy).
+    fn clone_from(&mut self, source: &Self) {
+        self.entries.clone_from(&source.entries);
+        self.timers.clone_from(&source.timers);
+    }
 }
 
 impl PendingTable {
     /// An empty table.
     #[must_use]
     pub fn new() -> Self {
-        Self { entries: IdMap::with_hasher(IdBuildHasher), timers: BTreeSet::new() }
+        Self::with_capacity(0)
+    }
+
+    /// An empty table with room for `capacity` pending transfers, so it
+    /// never rehashes (a stop of the shard proportional to its size) below
+    /// that.
+    #[must_use]
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { entries: IdMap::with_capacity_and_hasher(capacity, IdBuildHasher), timers: BTreeSet::new() }
     }
 
     /// Adds a pending transfer with its timer.

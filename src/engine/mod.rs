@@ -71,6 +71,9 @@ pub struct EngineConfig {
     pub quote_ttl_ms: u64,
     /// Loans (and credit lines) to size the credit store for.
     pub loans_capacity: usize,
+    /// Pending transfers to size the pending table for (no rehash below
+    /// this: under mass AML holds a rehash of millions stalls the shard).
+    pub pending_capacity: usize,
     /// The AML rules' settings.
     pub aml: AmlConfig,
 }
@@ -84,6 +87,7 @@ impl Default for EngineConfig {
             manual_clock: false,
             quote_ttl_ms: 30_000,
             loans_capacity: 1024,
+            pending_capacity: 1024,
             aml: AmlConfig::default(),
         }
     }
@@ -140,7 +144,7 @@ pub struct Engine {
     /// AML state per account, at the account's book position.
     profiles: Arena<Profile>,
     /// Every transfer AML held, in submission order.
-    cases: Vec<Case>,
+    cases: Arena<Case>,
     /// Verdicts of the SUBMIT_JUDGED record being applied (empty between
     /// records).
     verdicts: Vec<Verdict>,
@@ -206,11 +210,11 @@ impl Engine {
             now_ms,
             book: Book::with_capacity(config.accounts_capacity),
             transfers: TransferStore::with_capacity(config.transfers_capacity),
-            pending: PendingTable::new(),
+            pending: PendingTable::with_capacity(config.pending_capacity),
             rates: RateTable::default(),
             quotes: Quotes::default(),
             profiles: Arena::with_capacity(config.accounts_capacity, Profile::default()),
-            cases: Vec::new(),
+            cases: Arena::default(),
             verdicts: Vec::new(),
             credit: loans::Credit::with_capacity(config.loans_capacity),
         }
@@ -699,6 +703,8 @@ impl Engine {
         let aml_holds = Holds::FACE_REVIEW.with(Holds::SMS_OTP).with(Holds::COOLING_OFF).with(Holds::MANUAL_REVIEW);
         if let Some(j) = judged.filter(|j| !j.holds.is_empty()) {
             case = self.cases.len() as u32;
+            // An arena of chunks: growth never copies what is there (a Vec
+            // of millions of cases stalled the shard when it doubled).
             self.cases.push(Case {
                 transfer_id: t.transfer_id,
                 submitted_ms: self.now_ms,
@@ -920,7 +926,7 @@ impl Engine {
     fn close_case(&mut self, entry: &PendingEntry, outcome: Outcome) {
         if entry.case != NO_CASE {
             let at = if outcome == Outcome::Expired { entry.due_ms } else { self.now_ms };
-            let case = &mut self.cases[entry.case as usize];
+            let case = self.cases.get_mut(entry.case);
             assert_eq!(case.outcome, Outcome::Pending, "a case closes once");
             case.outcome = outcome;
             case.closed_ms = at;
@@ -1001,10 +1007,25 @@ impl Engine {
 
     // ---- AML cases and the STR ---------------------------------------------
 
-    /// Every AML case, in submission order.
+    /// Every AML case, in submission order (a copy).
     #[must_use]
-    pub fn cases(&self) -> &[Case] {
-        &self.cases
+    pub fn cases(&self) -> Vec<Case> {
+        self.cases.iter().copied().collect()
+    }
+
+    /// The first case submitted at or after `ms` (cases are in submission
+    /// order).
+    fn first_case_from(&self, ms: u64) -> u32 {
+        let (mut lo, mut hi) = (0u32, self.cases.len() as u32);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.cases.get(mid).submitted_ms < ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Every loan ever made (repaid ones too), in the order they were made.
@@ -1034,10 +1055,9 @@ impl Engine {
         let start = aml::hk_month_start_ms(year, month);
         let end =
             if month == 12 { aml::hk_month_start_ms(year + 1, 1) } else { aml::hk_month_start_ms(year, month + 1) };
-        let first = self.cases.partition_point(|c| c.submitted_ms < start);
-        let last = self.cases.partition_point(|c| c.submitted_ms < end);
-        let mut rows: Vec<CaseRow> = self.cases[first..last]
-            .iter()
+        let (first, last) = (self.first_case_from(start), self.first_case_from(end));
+        let mut rows: Vec<CaseRow> = (first..last)
+            .map(|at| self.cases.get(at))
             .map(|case| {
                 let s = self.transfers.get(self.transfers.find(case.transfer_id).expect("a case's transfer is stored"));
                 let account = self.book.account(s.debit_account).expect("a case's account exists");

@@ -196,7 +196,7 @@ impl Engine {
             }
         }
         w.u64(self.cases.len() as u64);
-        for c in &self.cases {
+        for c in self.cases.iter() {
             w.u128(c.transfer_id);
             w.u64(c.submitted_ms);
             w.u64(c.closed_ms);
@@ -433,7 +433,8 @@ impl Engine {
                 holds: r.u8()?,
                 outcome: Outcome::from_u8(r.u8()?).ok_or_else(|| bad("case outcome"))?,
             };
-            let ordered = engine.cases.last().is_none_or(|last| last.submitted_ms <= case.submitted_ms);
+            let n = engine.cases.len() as u32;
+            let ordered = n == 0 || engine.cases.get(n - 1).submitted_ms <= case.submitted_ms;
             if engine.transfers.find(case.transfer_id).is_none() || !ordered {
                 return Err(SnapshotError(format!("case of transfer {} misplaced", case.transfer_id)));
             }
@@ -444,10 +445,10 @@ impl Engine {
         }
         for (id, entry) in engine.pending.sorted() {
             let open = entry.case == super::holds::NO_CASE
-                || engine
-                    .cases
-                    .get(entry.case as usize)
-                    .is_some_and(|c| c.transfer_id == id && c.outcome == Outcome::Pending);
+                || (entry.case < engine.cases.len() as u32 && {
+                    let c = engine.cases.get(entry.case);
+                    c.transfer_id == id && c.outcome == Outcome::Pending
+                });
             if !open {
                 return Err(SnapshotError(format!("pending transfer {id} names case {}", entry.case)));
             }
