@@ -4,8 +4,10 @@
 //! Everything is relaxed atomics: recording never locks and never
 //! allocates. A latency histogram ([`Histo`]) keeps HdrHistogram's
 //! log-linear layout at two significant bits (four buckets per power of
-//! two: ±12.5%) over nanoseconds, so one atomic add records a value; the
-//! endpoint derives Prometheus buckets and summary quantiles from it. The
+//! two) over nanoseconds, so two relaxed adds record a value (bucket and
+//! sum); quantiles report a bucket's upper bound (0 to +25% above the true
+//! value). The endpoint derives Prometheus buckets, whose `le` bounds sit on
+//! bucket edges (so they are exact), and summary quantiles from it. The
 //! endpoint answers any GET with the current values and closes the
 //! connection; it never blocks the switch.
 
@@ -25,7 +27,6 @@ const HISTO_BUCKETS: usize = 64 * 4;
 #[derive(Debug)]
 pub struct Histo {
     buckets: [AtomicU64; HISTO_BUCKETS],
-    count: AtomicU64,
     sum_ns: AtomicU64,
 }
 
@@ -39,11 +40,7 @@ impl Histo {
     /// An empty histogram.
     #[must_use]
     pub const fn new() -> Self {
-        Self {
-            buckets: [const { AtomicU64::new(0) }; HISTO_BUCKETS],
-            count: AtomicU64::new(0),
-            sum_ns: AtomicU64::new(0),
-        }
+        Self { buckets: [const { AtomicU64::new(0) }; HISTO_BUCKETS], sum_ns: AtomicU64::new(0) }
     }
 
     fn index(ns: u64) -> usize {
@@ -59,9 +56,9 @@ impl Histo {
         if index < 4 {
             return index as u64;
         }
-        let (top, sub) = (index / 4, (index % 4) as u64);
-        let base = 1u64 << top;
-        (base + (sub + 1) * (base >> 2)).saturating_sub(1)
+        let (top, sub) = (index / 4, (index % 4) as u128);
+        let base = 1u128 << top;
+        u64::try_from(base + (sub + 1) * (base >> 2) - 1).unwrap_or(u64::MAX)
     }
 
     /// Records one duration.
@@ -69,7 +66,6 @@ impl Histo {
     pub fn record(&self, d: std::time::Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.buckets[Self::index(ns)].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
@@ -143,7 +139,8 @@ impl Stage {
     }
 }
 
-/// Kinds with their own end-to-end histogram (others share the last slot).
+/// Kinds with their own end-to-end histogram (any other shares PING's,
+/// the first: the server serves no other).
 const KIND_SLOTS: [(u16, &str); 17] = [
     (crate::protocol::kind::PING, "PING"),
     (crate::protocol::kind::CREATE_ACCOUNTS, "CREATE_ACCOUNTS"),
@@ -357,12 +354,19 @@ impl Metrics {
             "# HELP harbour_results_total Per-record result codes of the shards' answers.\n\
              # TYPE harbour_results_total counter"
         );
+        let mut other = 0;
         for (code, n) in self.results.iter().enumerate() {
             let n = get(n);
-            if n > 0 {
-                let name = crate::protocol::ResultCode::from_u16(code as u16).map_or("OTHER", |c| c.name());
-                let _ = writeln!(out, "harbour_results_total{{code=\"{name}\"}} {n}");
+            match crate::protocol::ResultCode::from_u16(code as u16) {
+                Some(c) if n > 0 => {
+                    let _ = writeln!(out, "harbour_results_total{{code=\"{}\"}} {n}", c.name());
+                }
+                Some(_) => {}
+                None => other += n,
             }
+        }
+        if other > 0 {
+            let _ = writeln!(out, "harbour_results_total{{code=\"OTHER\"}} {other}");
         }
         render_histograms(
             &mut out,
@@ -382,7 +386,8 @@ impl Metrics {
     }
 }
 
-/// Prometheus `le` bounds of the exported histograms, in seconds.
+/// The nominal `le` bounds of the exported histograms, in seconds; each is
+/// exported as the nearest bucket edge at or below it, so counts are exact.
 const LE_SECONDS: [f64; 22] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0,
@@ -404,14 +409,14 @@ fn render_histograms<'a>(
         let mut i = 0usize;
         for le in LE_SECONDS {
             let bound_ns = (le * 1e9) as u64;
-            // Fine buckets wholly below the bound count toward it (each
-            // is ±12.5% wide, so a bound can split one: it counts where
-            // its upper value falls).
-            while i < HISTO_BUCKETS && Histo::upper(i) <= bound_ns {
+            // Whole buckets up to the last edge at or below the bound; the
+            // exported `le` is that edge, so nothing is split or misplaced.
+            while i < HISTO_BUCKETS && Histo::upper(i) < bound_ns {
                 cumulative += buckets[i];
                 i += 1;
             }
-            let _ = writeln!(out, "{name}_bucket{{{label}=\"{value}\",le=\"{le}\"}} {cumulative}");
+            let edge = if i == 0 { 0.0 } else { (Histo::upper(i - 1) as f64 + 1.0) / 1e9 };
+            let _ = writeln!(out, "{name}_bucket{{{label}=\"{value}\",le=\"{edge:e}\"}} {cumulative}");
         }
         let _ = writeln!(out, "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {}", sum_ns as f64 / 1e9);
@@ -460,4 +465,38 @@ pub async fn serve(listener: TcpListener, max_connections: usize) {
 /// Binds the metrics endpoint.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histograms_bucket_every_value_and_report_upper_bounds() {
+        // Every bucket's upper bound is below the next one's, to the last
+        // (4..8 are never used: values below 4 have buckets of their own).
+        for i in (1..4).chain(9..HISTO_BUCKETS) {
+            assert!(Histo::upper(i - 1) < Histo::upper(i) || Histo::upper(i) == u64::MAX, "bucket {i}");
+            assert_eq!(Histo::index(Histo::upper(i)), i, "the upper bound of bucket {i} is in it");
+        }
+        assert_eq!(Histo::upper(HISTO_BUCKETS - 1), u64::MAX);
+        let h = Histo::new();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        h.record(Duration::MAX);
+        let p50 = h.quantile(0.5);
+        assert!((500_000..=625_000).contains(&p50), "p50 {p50} ns: at most 25% above 500 µs");
+        assert_eq!(h.quantile(1.0), u64::MAX);
+        let mut text = String::new();
+        render_histograms(&mut text, "t", "help", "stage", [("x", &h)].into_iter());
+        let counts: Vec<u64> = text
+            .lines()
+            .filter(|l| l.starts_with("t_bucket"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+            .collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "cumulative: {counts:?}");
+        assert_eq!(*counts.last().unwrap(), 1001, "+Inf is the count");
+    }
 }

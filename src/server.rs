@@ -391,6 +391,7 @@ impl Connection {
                 Err(e) => self.refused(e, h, out).await,
             };
         }
+        METRICS.stage(Stage::Decode, received.elapsed());
         let pending = match self.switch.dispatch(h.kind, &body, false) {
             Ok(p) => p,
             Err(e) => return self.refused(e, h, out).await,
@@ -603,10 +604,22 @@ impl Running {
         let _ = self.stop.send(true);
         let served = self.task.await.unwrap_or_else(|e| Err(ServeError::Fatal(e.to_string())));
         served?;
-        if let Some(recorder) = self.recorder.and_then(|r| Arc::try_unwrap(r).ok()) {
-            let dropped = recorder.dropped.load(Ordering::Relaxed);
-            let written = recorder.finish().map_err(ServeError::Io)?;
-            eprintln!("recorded {written} requests ({dropped} not recorded: the recorder's queue was full)");
+        if let Some(recorder) = self.recorder {
+            // Whoever still holds the recorder (a connection past the drain
+            // deadline), its file is finished and synced now.
+            let finished = tokio::task::spawn_blocking(move || {
+                let written = recorder.finish();
+                (written, recorder.dropped.load(Ordering::Relaxed), recorder.failed.load(Ordering::Relaxed))
+            })
+            .await;
+            match finished {
+                Ok((Ok(written), dropped, failed)) => eprintln!(
+                    "recorded {written} requests ({dropped} not recorded: the recorder's queue was full; {failed} after a \
+                     write error)"
+                ),
+                Ok((Err(e), _, _)) => eprintln!("recording failed: {e}"),
+                Err(e) => eprintln!("recording failed: {e}"),
+            }
         }
         let switch = self.switch;
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(switch) {

@@ -299,8 +299,13 @@ impl Shard {
         let mut replies = Vec::with_capacity(group.len());
         let result = self.apply_group(group, &mut replies).and_then(|()| {
             let syncing = std::time::Instant::now();
+            let syncs = self.wal.stats().syncs;
             let committed = self.wal.commit();
-            METRICS.stage(Stage::Fsync, syncing.elapsed());
+            // Only a group that synced is an fsync sample (a lookup-only
+            // group or an idle wake-up writes nothing).
+            if self.wal.stats().syncs > syncs {
+                METRICS.stage(Stage::Fsync, syncing.elapsed());
+            }
             let bytes = self.wal.stats().bytes;
             METRICS.log_bytes.fetch_add(bytes.saturating_sub(self.log_bytes_seen), Ordering::Relaxed);
             self.log_bytes_seen = bytes;
@@ -462,7 +467,9 @@ impl Shard {
             count_results(kind, &out);
             replies.push(Ok(out));
         }
-        METRICS.stage(Stage::LogAppend, appending);
+        if !appending.is_zero() {
+            METRICS.stage(Stage::LogAppend, appending);
+        }
         if let Some(gate) = &self.gate {
             crate::metrics::METRICS.record_gate(gate.stats());
         }
@@ -880,6 +887,8 @@ impl Switch {
         }
         let message = Message::Request(request);
         let tx = &self.shards[shard].tx;
+        // Counted before the send (the shard may take it at once).
+        METRICS.queue_depth.fetch_add(1, Ordering::Relaxed);
         let sent = if wait {
             tx.send(message).map_err(|_| SwitchError::Stopped)
         } else {
@@ -890,8 +899,7 @@ impl Switch {
         };
         if sent.is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-        } else {
-            METRICS.queue_depth.fetch_add(1, Ordering::Relaxed);
+            METRICS.queue_depth.fetch_sub(1, Ordering::Relaxed);
         }
         sent
     }

@@ -2,7 +2,7 @@
 //! the load tester generates them and `harbour serve --record` taps them,
 //! so production-like traffic can be replayed later.
 //!
-//! Format, version 1 (little-endian; `docs/traffic.md`):
+//! Format, version 1 (little-endian; `docs/loadtest.md`):
 //!
 //! ```text
 //! file header (32 bytes):  "HBTR"  u16 version=1  u16 flags=0  u64 created_unix_ms  [u8;16] zero
@@ -199,65 +199,110 @@ impl<R: Read> Iterator for TrafficReader<R> {
     }
 }
 
-/// Records requests to a traffic file on its own thread, for
-/// `harbour serve --record FILE`. Recording never blocks the switch: a
-/// request that finds the recorder's queue full is not recorded and is
-/// counted in `dropped` (say so when replaying such a file).
 /// A request on its way to the recorder's thread: offset, kind, count, body.
-type Taken = (u64, u16, u32, Vec<u8>);
+type Taken = (u64, u16, u32, bytes::Bytes);
+/// The recorder's queue and writer thread, while it runs.
+type Running = (crossbeam_channel::Sender<Taken>, std::thread::JoinHandle<io::Result<u64>>);
 
+/// Records requests to a traffic file on its own thread, for
+/// `harbour serve --record FILE`. Recording never blocks the switch and is
+/// bounded in memory: a request that would take the recorder's queue past
+/// `RECORDER_QUEUE_MAX` requests or `RECORDER_BYTES_MAX` bytes is not
+/// recorded and is counted in `dropped` (say so when replaying such a
+/// file). A write error stops recording (counted in `failed`), never the
+/// switch.
 pub struct Recorder {
-    tx: Option<crossbeam_channel::Sender<Taken>>,
-    thread: Option<std::thread::JoinHandle<io::Result<u64>>>,
+    /// The queue's sender and the writer thread, taken by `finish`.
+    inner: std::sync::Mutex<Option<Running>>,
     started: std::time::Instant,
+    queued_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Requests not recorded because the queue was full.
     pub dropped: std::sync::atomic::AtomicU64,
+    /// Requests not recorded because writing had failed.
+    pub failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Requests queued for the recorder's thread at most.
 pub const RECORDER_QUEUE_MAX: usize = 65_536;
+/// Bytes of request bodies queued for the recorder's thread at most (as the
+/// shards' own queues: a slow disk never costs the switch more memory).
+pub const RECORDER_BYTES_MAX: u64 = 256 << 20;
 
 impl Recorder {
     /// Creates (truncates) the file and starts the writer thread.
     pub fn start(path: &std::path::Path) -> io::Result<Self> {
+        use std::sync::atomic::Ordering;
         let file = std::fs::File::create(path)?;
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut writer = TrafficWriter::new(io::BufWriter::with_capacity(1 << 20, file), now)?;
         let (tx, rx) = crossbeam_channel::bounded::<Taken>(RECORDER_QUEUE_MAX);
+        let queued_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (thread_bytes, thread_failed) = (std::sync::Arc::clone(&queued_bytes), std::sync::Arc::clone(&failed));
         let thread = std::thread::Builder::new().name("recorder".into()).spawn(move || {
+            let mut error = None;
             for (offset_ns, kind, count, body) in rx {
-                writer.write(offset_ns, kind, count, &body)?;
+                thread_bytes.fetch_sub(body.len() as u64, Ordering::Relaxed);
+                if error.is_some() {
+                    thread_failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if let Err(e) = writer.write(offset_ns, kind, count, &body) {
+                    thread_failed.fetch_add(1, Ordering::Relaxed);
+                    error = Some(e);
+                }
             }
             let records = writer.records();
             writer.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            Ok(records)
+            error.map_or(Ok(records), Err)
         })?;
         Ok(Self {
-            tx: Some(tx),
-            thread: Some(thread),
+            inner: std::sync::Mutex::new(Some((tx, thread))),
             started: std::time::Instant::now(),
+            queued_bytes,
             dropped: std::sync::atomic::AtomicU64::new(0),
+            failed,
         })
     }
 
-    /// Records a request the switch took, at the time it took it.
-    pub fn record(&self, kind: u16, count: u32, body: &[u8]) {
+    /// Records a request the switch took, at the time it took it (the body
+    /// is shared, not copied).
+    pub fn record(&self, kind: u16, count: u32, body: &bytes::Bytes) {
+        use std::sync::atomic::Ordering;
         let offset_ns = self.started.elapsed().as_nanos() as u64;
-        let queued = self.tx.as_ref().is_some_and(|tx| tx.try_send((offset_ns, kind, count, body.to_vec())).is_ok());
+        let len = body.len() as u64;
+        if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > RECORDER_BYTES_MAX {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let queued = inner.as_ref().is_some_and(|(tx, _)| tx.try_send((offset_ns, kind, count, body.clone())).is_ok());
         if !queued {
-            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Writes out what is queued, syncs the file; returns the records
-    /// written.
-    pub fn finish(mut self) -> io::Result<u64> {
-        drop(self.tx.take());
-        match self.thread.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(io::Error::other("the recorder thread panicked")),
+    /// Writes out what is queued and syncs the file; returns the records
+    /// written. Later calls (and drop) do nothing more.
+    pub fn finish(&self) -> io::Result<u64> {
+        let taken = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match taken {
+            Some((tx, thread)) => {
+                drop(tx);
+                thread.join().unwrap_or_else(|_| Err(io::Error::other("the recorder thread panicked")))
+            }
             None => Ok(0),
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            eprintln!("recording: {e}");
         }
     }
 }

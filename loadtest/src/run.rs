@@ -66,7 +66,7 @@ pub fn route(kind: u16, body: &[u8]) -> Option<u64> {
     match kind {
         kind::SUBMIT_TRANSFERS => {
             let t = Transfer::decode(body.get(..Transfer::SIZE)?);
-            (t.debit_account >= 1024).then(|| lane(t.debit_account))
+            (t.debit_account >= harbour::engine::book::CUSTOMER_ID_MIN).then(|| lane(t.debit_account))
         }
         kind::CONFIRM_STEP_UP
         | kind::CANCEL_TRANSFERS
@@ -74,7 +74,7 @@ pub fn route(kind: u16, body: &[u8]) -> Option<u64> {
         | kind::LOOKUP_TRANSFERS
         | kind::LOOKUP_LOANS
         | kind::RESOLVE_REVIEW => Some(id_lane(first)),
-        kind::REPAY_LOANS => Some(id_lane(&body[16..32])),
+        kind::REPAY_LOANS => Some(id_lane(body.get(16..32)?)),
         kind::DISBURSE_LOANS => body.get(16..24).map(|a| lane(u64::from_le_bytes(a.try_into().expect("8 bytes")))),
         kind::LOOKUP_BALANCES | kind::FX_QUOTE => Some(0),
         _ => None,
@@ -91,7 +91,8 @@ pub struct Shared {
     pub histogram: Mutex<Histogram<u64>>,
     /// Latency per second of the run (for the plot).
     pub per_second: Mutex<BTreeMap<u64, Histogram<u64>>>,
-    pub started: Instant,
+    /// When the timed traffic started (the plot's time zero).
+    pub traffic_started: Mutex<Option<Instant>>,
     pub outcome: Mutex<Outcome>,
     pub requests: AtomicU64,
     pub records: AtomicU64,
@@ -103,7 +104,7 @@ impl Shared {
         Arc::new(Self {
             histogram: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds")),
             per_second: Mutex::new(BTreeMap::new()),
-            started: Instant::now(),
+            traffic_started: Mutex::new(None),
             outcome: Mutex::new(Outcome::default()),
             requests: AtomicU64::new(0),
             records: AtomicU64::new(0),
@@ -111,17 +112,24 @@ impl Shared {
         })
     }
 
-    /// Books one answer (or failure) and its latency in microseconds.
+    /// Books one answer (or failure) and its latency in microseconds. Setup
+    /// requests (`timed` false) count their codes but not toward the
+    /// throughput or the latency, which are the traffic's.
     fn book(&self, kind: u16, result: Result<harbour::client::Response, String>, latency: Duration, timed: bool) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        if timed {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+        }
         match result {
             Ok(answer) => {
-                self.records.fetch_add(u64::from(answer.count), Ordering::Relaxed);
+                if timed {
+                    self.records.fetch_add(u64::from(answer.count), Ordering::Relaxed);
+                }
                 self.outcome.lock().expect("not poisoned").count_codes(kind, &answer.body);
                 if timed {
                     let us = latency.as_micros().clamp(1, 3_600_000_000) as u64;
                     let _ = self.histogram.lock().expect("not poisoned").record(us);
-                    let second = self.started.elapsed().as_secs();
+                    let second =
+                        self.traffic_started.lock().expect("not poisoned").map_or(0, |t| t.elapsed().as_secs());
                     let mut per_second = self.per_second.lock().expect("not poisoned");
                     let h = per_second
                         .entry(second)
@@ -139,8 +147,7 @@ impl Shared {
 
 /// One connection: a sender that paces requests and a collector that
 /// waits for their answers in order.
-async fn connection(target: Target, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) -> Result<(), String> {
-    let client = target.connect().await?;
+async fn connection(client: Client, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) -> Result<(), String> {
     let (to_collector, mut from_sender) =
         mpsc::channel::<(Option<Detached>, u16, Instant, Option<Arc<tokio::sync::Barrier>>, Option<String>)>(4096);
     let collector_shared = Arc::clone(&shared);
@@ -199,10 +206,16 @@ pub async fn replay(
     let connections = connections.max(1);
     let mut senders = Vec::with_capacity(connections);
     let mut tasks = Vec::with_capacity(connections);
+    // Every connection is up before anything is sent (so a barrier never
+    // waits for a connection that failed to connect).
+    let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
+        clients.push(target.connect().await?);
+    }
+    for client in clients {
         let (tx, rx) = mpsc::channel::<Msg>(1024);
         senders.push(tx);
-        tasks.push(tokio::spawn(connection(target.clone(), rx, Arc::clone(&shared))));
+        tasks.push(tokio::spawn(connection(client, rx, Arc::clone(&shared))));
     }
     let setup_client = target.connect().await?;
     let setup_started = Instant::now();
@@ -210,6 +223,7 @@ pub async fn replay(
     let mut start: Option<(Instant, u64)> = None;
     let mut dispatched = 0u64;
     let mut outstanding_barrier = false;
+    let mut paused = Duration::ZERO;
     let reporter = progress.then(|| tokio::spawn(crate::report::progress(Arc::clone(&shared))));
     for record in reader.by_ref() {
         let record = record.map_err(|e| e.to_string())?;
@@ -217,27 +231,37 @@ pub async fn replay(
             None => {
                 // A barrier: everything before it answered, then it alone.
                 if dispatched > 0 && !outstanding_barrier {
+                    let draining = Instant::now();
                     let barrier = Arc::new(tokio::sync::Barrier::new(connections + 1));
                     for tx in &senders {
                         tx.send(Msg::Barrier(Arc::clone(&barrier))).await.map_err(|_| "a connection failed")?;
                     }
                     barrier.wait().await;
+                    paused += draining.elapsed();
                 }
                 outstanding_barrier = true;
                 let sent_at = Instant::now();
                 let answer = setup_client.request(record.kind, record.count, &record.body).await;
                 shared.book(record.kind, answer.map_err(|e| e.to_string()), sent_at.elapsed(), false);
+                if start.is_some() {
+                    // The pacing clock stops while a barrier runs: its
+                    // time is the tester's, not the switch's latency.
+                    paused += sent_at.elapsed();
+                }
                 if start.is_none() {
                     setup = setup_started.elapsed();
                 }
             }
             Some(lane) => {
                 outstanding_barrier = false;
-                let (t0, offset0) = *start.get_or_insert((Instant::now(), record.offset_ns));
+                let (t0, offset0) = *start.get_or_insert_with(|| {
+                    *shared.traffic_started.lock().expect("not poisoned") = Some(Instant::now());
+                    (Instant::now(), record.offset_ns)
+                });
+                let t0 = t0 + paused;
+                let since = record.offset_ns.saturating_sub(offset0);
                 let intended = match pace {
-                    Pace::Recorded(speed) => {
-                        Some(t0 + Duration::from_nanos(((record.offset_ns - offset0) as f64 / speed.max(1e-9)) as u64))
-                    }
+                    Pace::Recorded(speed) => Some(t0 + Duration::from_nanos((since as f64 / speed.max(1e-9)) as u64)),
                     Pace::Rate(rate) => Some(t0 + Duration::from_secs_f64(dispatched as f64 / rate.max(1e-9))),
                     Pace::Max => None,
                 };
@@ -254,7 +278,7 @@ pub async fn replay(
     for t in tasks {
         t.await.map_err(|e| e.to_string())??;
     }
-    let elapsed = start.map_or(Duration::ZERO, |(t0, _)| t0.elapsed());
+    let elapsed = start.map_or(Duration::ZERO, |(t0, _)| t0.elapsed().saturating_sub(paused));
     if let Some(r) = reporter {
         r.abort();
     }
@@ -305,12 +329,19 @@ pub async fn bench(target: &Target, c: &BenchConfig) -> Result<(Arc<Shared>, Dur
     let mut rng = harbour::aml::synth::Rng::new(c.seed);
     let pick = |rng: &mut harbour::aml::synth::Rng| -> u64 {
         let k = match &zipf {
-            Some(z) => z.partition_point(|&p| p < rng.unit()) as u64,
+            Some(z) => {
+                let u = rng.unit();
+                (z.partition_point(|&p| p < u) as u64).min(c.accounts - 1)
+            }
             None => rng.below(c.accounts),
         };
-        first + (harbour::hash::mix64(k) % c.accounts)
+        // Ranks to accounts through a fixed permutation (an odd multiplier
+        // modulo a power of two would do; an affine map modulo the count
+        // with a multiplier coprime to it is one).
+        first + (k * coprime(c.accounts) + 7) % c.accounts
     };
     let start = Instant::now();
+    *shared.traffic_started.lock().expect("not poisoned") = Some(start);
     let mut sent = 0u64;
     let mut next_id = (u128::from(c.seed) << 100) | (1u128 << 99);
     let mut body = Vec::with_capacity(c.batch as usize * Transfer::SIZE);
@@ -344,6 +375,17 @@ pub async fn bench(target: &Target, c: &BenchConfig) -> Result<(Arc<Shared>, Dur
         sent += n;
     }
     Ok((shared, start.elapsed()))
+}
+
+/// A multiplier coprime to `n` (for a permutation of 0..n).
+fn coprime(n: u64) -> u64 {
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    (0x9e37_79b9u64..).find(|m| gcd(*m, n) == 1).expect("some number is coprime to n")
 }
 
 /// Result codes by count, as `(name, count)`, largest first.

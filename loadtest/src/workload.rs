@@ -142,6 +142,9 @@ impl Rng {
 #[derive(Clone, Debug, Default)]
 pub struct Expected {
     pub balances: BTreeMap<(u64, u16), i128>,
+    /// HKD each paying account spends or has held, in all (what its
+    /// deposit must cover whatever order its credits arrive in).
+    pub spent: BTreeMap<u64, u64>,
     pub transfers: u64,
     pub requests: u64,
 }
@@ -177,17 +180,36 @@ impl Expected {
     }
 }
 
+/// Least deposit of a paying account: HK$1,000,000.00.
+const DEPOSIT_HKD_MIN: u64 = 100_000_000;
+
 /// Writes the workload to `out`; returns what it must leave.
+///
+/// Two passes with the same seed: the first (written nowhere) learns what
+/// each account spends, so the second deposits enough for it: no payment
+/// can be refused for funds, whatever the Zipf skew and the interleaving.
 pub fn generate<W: Write>(c: &GenConfig, out: W, created_unix_ms: u64) -> std::io::Result<Expected> {
+    let first = emit(c, std::io::sink(), created_unix_ms, None)?;
+    emit(c, out, created_unix_ms, Some(&first.spent))
+}
+
+fn emit<W: Write>(
+    c: &GenConfig,
+    out: W,
+    created_unix_ms: u64,
+    spent: Option<&BTreeMap<u64, u64>>,
+) -> std::io::Result<Expected> {
     let mut w = TrafficWriter::new(out, created_unix_ms)?;
     let mut rng = Rng(c.seed);
     let mut ex = Expected::default();
     let n = c.accounts.max(4);
     let accounts: Vec<u64> = (0..n).map(|i| FIRST_ACCOUNT + i).collect();
     // The last 1% (at least one) pay with micro-credit and never receive;
-    // the first 1% borrow by disbursement.
-    let payers = (n / 100).max(1);
-    let borrowers = (n / 100).max(1);
+    // the first 1% borrow by disbursement; both enough that no line needs
+    // more than 1,000 active loans (the switch allows 1,024 a line).
+    let loans_each = |share: f64| ((c.transfers as f64 * share / 1_000.0).ceil() as u64 + 1).min(n / 4).max(1);
+    let payers = (n / 100).max(loans_each(c.auto_credit_share));
+    let borrowers = (n / 100).max(loans_each(c.loan_share));
     let (receivers, auto_payers) = accounts.split_at((n - payers) as usize);
     let borrowers = &accounts[..borrowers as usize];
     let zipf = (c.zipf > 0.0).then(|| Zipf::new(receivers.len() as u64, c.zipf));
@@ -248,7 +270,10 @@ pub fn generate<W: Write>(c: &GenConfig, out: W, created_unix_ms: u64) -> std::i
     let mut seq = 1u64;
     let deposits: Vec<Transfer> = receivers
         .iter()
-        .flat_map(|&a| [(a, HKD, 100_000_000u64), (a, USD, 10_000_000)])
+        .flat_map(|&a| {
+            let need = spent.and_then(|s| s.get(&a)).copied().unwrap_or(0);
+            [(a, HKD, DEPOSIT_HKD_MIN.max(need)), (a, USD, 10_000_000)]
+        })
         .map(|(a, currency, amount)| {
             seq += 1;
             ex.add(a, currency, i128::from(amount));
@@ -335,6 +360,8 @@ pub fn generate<W: Write>(c: &GenConfig, out: W, created_unix_ms: u64) -> std::i
                 t.credit_account = REMITTANCE_OUT;
                 let risky = rng.unit() < c.aml_share;
                 t.destination_country = if risky { 408 } else { [608, 360, 156, 356][rng.below(4) as usize] };
+                // Held or not, its funds are reserved: they count as spent.
+                *ex.spent.entry(from).or_default() += amount;
                 if !risky {
                     ex.add(from, HKD, -i128::from(amount));
                     ex.add(REMITTANCE_OUT, HKD, i128::from(amount));
@@ -349,6 +376,7 @@ pub fn generate<W: Write>(c: &GenConfig, out: W, created_unix_ms: u64) -> std::i
                 let (d, credited) = harbour::fx::convert(amount, Side::Debit, hkd, usd, Rate::direct(HKD_USD_E9))
                     .expect("HK$1 or more converts");
                 ex.add(from, HKD, -i128::from(d));
+                *ex.spent.entry(from).or_default() += d;
                 ex.add(FX_POSITION, HKD, i128::from(d));
                 ex.add(FX_POSITION, USD, -i128::from(credited));
                 ex.add(to, USD, i128::from(credited));
@@ -360,6 +388,7 @@ pub fn generate<W: Write>(c: &GenConfig, out: W, created_unix_ms: u64) -> std::i
                 t.credit_account = to;
                 ex.add(from, HKD, -i128::from(amount));
                 ex.add(to, HKD, i128::from(amount));
+                *ex.spent.entry(from).or_default() += amount;
             }
             (from, t)
         };
