@@ -8,7 +8,8 @@
 //! `(due_ms, transfer_id)`, so expiries at the same instant fire in id order
 //! on every run and every replay.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use crate::engine::transfers::TransferIndex;
 use crate::hash::{IdBuildHasher, IdMap};
@@ -131,10 +132,20 @@ impl PendingEntry {
 }
 
 /// Every pending transfer of a shard and its timer.
+///
+/// Timers are a binary min-heap of `(due, id)` with lazy deletion: a
+/// transfer that stops pending or moves its timer leaves its old entry in
+/// the heap, recognised as stale (its transfer is gone, or due elsewhere)
+/// and dropped when it reaches the top, which is kept valid after every
+/// change. A heap is one contiguous array: no allocation per timer, and a
+/// snapshot copies it with one `memcpy`. The order timers fire in is
+/// `(due, id)`, a total order, whatever the heap's layout, so replay fires
+/// them the same. Stale entries are compacted away when they outnumber the
+/// live ones.
 #[derive(Debug, Default)]
 pub struct PendingTable {
     entries: IdMap<u128, PendingEntry>,
-    timers: BTreeSet<(u64, u128)>,
+    timers: BinaryHeap<Reverse<(u64, u128)>>,
 }
 
 impl Clone for PendingTable {
@@ -160,13 +171,35 @@ impl PendingTable {
     /// that.
     #[must_use]
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { entries: IdMap::with_capacity_and_hasher(capacity, IdBuildHasher), timers: BTreeSet::new() }
+        Self {
+            entries: IdMap::with_capacity_and_hasher(capacity, IdBuildHasher),
+            timers: BinaryHeap::with_capacity(capacity),
+        }
+    }
+
+    fn is_live(&self, due: u64, id: u128) -> bool {
+        self.entries.get(&id).is_some_and(|e| e.due_ms == due)
+    }
+
+    /// Drops stale timers from the top, so the top is always live; and
+    /// rebuilds the heap when stale entries outnumber live ones.
+    fn tidy(&mut self) {
+        while let Some(&Reverse((due, id))) = self.timers.peek() {
+            if self.is_live(due, id) {
+                break;
+            }
+            self.timers.pop();
+        }
+        if self.timers.len() > 2 * self.entries.len() + 1024 {
+            let live: Vec<Reverse<(u64, u128)>> = self.entries.iter().map(|(id, e)| Reverse((e.due_ms, *id))).collect();
+            self.timers = BinaryHeap::from(live);
+        }
     }
 
     /// Adds a pending transfer with its timer.
     pub fn insert(&mut self, id: u128, entry: PendingEntry) {
-        assert!(self.timers.insert((entry.due_ms, id)), "timer for {id} scheduled twice");
         assert!(self.entries.insert(id, entry).is_none(), "transfer {id} pending twice");
+        self.timers.push(Reverse((entry.due_ms, id)));
     }
 
     /// A pending transfer's timing.
@@ -175,31 +208,36 @@ impl PendingTable {
         self.entries.get(&id)
     }
 
-    /// Moves a pending transfer's timer.
+    /// Moves a pending transfer's timer (never earlier: releasing a hold
+    /// can only leave later ends).
     pub fn reschedule(&mut self, id: u128, due_ms: u64) {
         let entry = self.entries.get_mut(&id).expect("rescheduled transfer is pending");
-        assert!(self.timers.remove(&(entry.due_ms, id)), "timer of {id} present");
+        assert!(due_ms >= entry.due_ms, "timer of {id} moved earlier");
+        if due_ms == entry.due_ms {
+            return;
+        }
         entry.due_ms = due_ms;
-        self.timers.insert((due_ms, id));
+        self.timers.push(Reverse((due_ms, id)));
+        self.tidy();
     }
 
     /// Removes a transfer that is no longer pending.
     pub fn remove(&mut self, id: u128) -> PendingEntry {
         let entry = self.entries.remove(&id).expect("removed transfer is pending");
-        assert!(self.timers.remove(&(entry.due_ms, id)), "timer of {id} present");
+        self.tidy();
         entry
     }
 
     /// The earliest timer due at or before `now_ms`, if any.
     #[must_use]
     pub fn next_due(&self, now_ms: u64) -> Option<u128> {
-        self.timers.first().filter(|(due, _)| *due <= now_ms).map(|(_, id)| *id)
+        self.timers.peek().filter(|Reverse((due, _))| *due <= now_ms).map(|Reverse((_, id))| *id)
     }
 
     /// When the earliest timer is due.
     #[must_use]
     pub fn earliest_due(&self) -> Option<u64> {
-        self.timers.first().map(|(due, _)| *due)
+        self.timers.peek().map(|Reverse((due, _))| *due)
     }
 
     /// Number of pending transfers.
@@ -222,10 +260,14 @@ impl PendingTable {
         all
     }
 
-    /// Whether every entry has exactly its one timer.
+    /// Whether every entry has exactly one live timer and the top is live.
     #[must_use]
     pub fn timers_consistent(&self) -> bool {
-        self.timers.len() == self.entries.len()
-            && self.entries.iter().all(|(id, e)| self.timers.contains(&(e.due_ms, *id)))
+        let mut live: Vec<(u64, u128)> =
+            self.timers.iter().map(|Reverse(t)| *t).filter(|(due, id)| self.is_live(*due, *id)).collect();
+        live.sort_unstable();
+        let unique = live.windows(2).all(|w| w[0] != w[1]);
+        let top_live = self.timers.peek().is_none_or(|Reverse((due, id))| self.is_live(*due, *id));
+        unique && top_live && live.len() == self.entries.len()
     }
 }
