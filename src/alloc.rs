@@ -39,6 +39,10 @@ fn advise(ptr: *mut u8, layout: Layout) {
         // failure only means no huge pages.
         unsafe {
             libc::madvise(ptr.cast::<libc::c_void>(), layout.size(), libc::MADV_HUGEPAGE);
+            // Fault the block in now (Linux 5.14+; ignored before), so the
+            // shard never stops to zero or compact pages when it first
+            // touches a table it sized up front.
+            libc::madvise(ptr.cast::<libc::c_void>(), layout.size(), libc::MADV_POPULATE_WRITE);
         }
     }
     #[cfg(not(target_os = "linux"))]
