@@ -549,21 +549,7 @@ fn snapshot_taken() {
 /// of SUBMIT_TRANSFERS answers (code OK and pending), for the operators.
 fn count_results(kind: u16, answers: &[u8]) {
     use crate::engine::holds::Holds;
-    let (size, at) = match kind {
-        kind::SUBMIT_TRANSFERS
-        | kind::CONFIRM_STEP_UP
-        | kind::CANCEL_TRANSFERS
-        | kind::FINALIZE_PENDING
-        | kind::LOOKUP_TRANSFERS
-        | kind::RESOLVE_REVIEW
-        | kind::DISBURSE_LOANS
-        | kind::REPAY_LOANS
-        | kind::LOOKUP_LOANS => (64, 16),
-        kind::CREATE_ACCOUNTS | kind::SET_FX_RATES | kind::SET_CREDIT_LINES | kind::SET_TIME => (32, 8),
-        kind::LOOKUP_BALANCES => (48, 10),
-        kind::FX_QUOTE => (48, 8),
-        _ => return,
-    };
+    let Some((size, at)) = crate::protocol::frame::result_code_layout(kind) else { return };
     for r in answers.chunks_exact(size) {
         let code = u16::from_le_bytes([r[at], r[at + 1]]);
         METRICS.result(code);

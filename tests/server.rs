@@ -39,6 +39,13 @@ fn config(dir: &std::path::Path) -> Config {
     c
 }
 
+/// A server with its metrics endpoint on an ephemeral port.
+async fn start_with_metrics(dir: &std::path::Path) -> server::Running {
+    let mut cfg = config(dir);
+    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
+    server::start(&cfg).await.expect("starts")
+}
+
 /// The metrics endpoint's whole HTTP answer.
 async fn scrape(addr: SocketAddr) -> String {
     let mut http = TcpStream::connect(addr).await.unwrap();
@@ -503,9 +510,7 @@ async fn the_connection_limit_holds_and_idle_connections_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_answers_and_the_client_reports_refusals() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
-    let running = server::start(&cfg).await.expect("starts");
+    let running = start_with_metrics(dir.path()).await;
     let c = client(running.addr).await;
     let line = CreditLine { account_id: 1024, currency: 344, flags: 0, apr_bps: 100, limit: 1, micro_credit_max: 0 };
     let answer = c.request(kind::SET_CREDIT_LINES, 1, &encode_all(&[line])).await.unwrap();
@@ -754,9 +759,7 @@ async fn the_client_matches_answers_that_arrive_out_of_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aml_over_the_wire_holds_releases_and_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
-    let running = server::start(&cfg).await.expect("starts");
+    let running = start_with_metrics(dir.path()).await;
     let c = client(running.addr).await;
     c.create_accounts(&[account(1024), account(1025)]).await.unwrap();
     c.submit_transfers(&[deposit(1, 1024, 20_000_000, HKD)]).await.unwrap();
@@ -812,9 +815,7 @@ async fn aml_over_the_wire_holds_releases_and_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_endpoint_is_prometheus_text_with_stage_latencies() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
-    let running = server::start(&cfg).await.expect("starts");
+    let running = start_with_metrics(dir.path()).await;
     let c = client(running.addr).await;
     c.create_accounts(&[account(1024), account(1025)]).await.unwrap();
     let ts: Vec<Transfer> = (1..=50).map(|i| deposit(i, 1024 + (i as u64 % 2), 100, HKD)).collect();

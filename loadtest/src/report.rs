@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use harbour::protocol::kind;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -26,22 +25,7 @@ pub struct Outcome {
 impl Outcome {
     /// Counts the per-record codes of an answer body of `kind`.
     pub fn count_codes(&mut self, kind: u16, body: &[u8]) {
-        // (record size, offset of the u16 code) of each kind's answer.
-        let (size, at) = match kind {
-            kind::SUBMIT_TRANSFERS
-            | kind::CONFIRM_STEP_UP
-            | kind::CANCEL_TRANSFERS
-            | kind::FINALIZE_PENDING
-            | kind::LOOKUP_TRANSFERS
-            | kind::RESOLVE_REVIEW
-            | kind::DISBURSE_LOANS
-            | kind::REPAY_LOANS
-            | kind::LOOKUP_LOANS => (64, 16),
-            kind::CREATE_ACCOUNTS | kind::SET_FX_RATES | kind::SET_CREDIT_LINES | kind::SET_TIME => (32, 8),
-            kind::LOOKUP_BALANCES => (48, 10),
-            kind::FX_QUOTE => (48, 8),
-            _ => return,
-        };
+        let Some((size, at)) = harbour::protocol::frame::result_code_layout(kind) else { return };
         for r in body.chunks_exact(size) {
             *self.codes.entry(u16::from_le_bytes([r[at], r[at + 1]])).or_default() += 1;
         }

@@ -286,6 +286,29 @@ const fn spec(
     KindSpec { kind, name, request_size, response_size, roles, count, well_formed }
 }
 
+/// Where each answer record of `kind` carries its u16 result code: the
+/// record size and the code's offset (TransferResult and LoanResult at 16,
+/// Result and Quote at 8, Balance at 10); `None` for kinds without
+/// per-record codes.
+#[must_use]
+pub fn result_code_layout(kind: u16) -> Option<(usize, usize)> {
+    Some(match kind {
+        kind::SUBMIT_TRANSFERS
+        | kind::CONFIRM_STEP_UP
+        | kind::CANCEL_TRANSFERS
+        | kind::FINALIZE_PENDING
+        | kind::LOOKUP_TRANSFERS
+        | kind::RESOLVE_REVIEW
+        | kind::DISBURSE_LOANS
+        | kind::REPAY_LOANS
+        | kind::LOOKUP_LOANS => (64, 16),
+        kind::CREATE_ACCOUNTS | kind::SET_FX_RATES | kind::SET_CREDIT_LINES | kind::SET_TIME => (32, 8),
+        kind::LOOKUP_BALANCES => (48, 10),
+        kind::FX_QUOTE => (48, 8),
+        _ => return None,
+    })
+}
+
 /// Every request kind the switch accepts, in kind order.
 pub static KINDS: [KindSpec; 19] = [
     spec(kind::PING, "PING", 0, 0, 0, CountRule::Zero, nothing),
