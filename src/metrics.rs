@@ -249,10 +249,10 @@ impl Metrics {
         self.kinds[slot].record(d);
     }
 
-    /// Counts one per-record result code.
+    /// Counts `n` records answered with result `code`.
     #[inline]
-    pub fn result(&self, code: u16) {
-        self.results[usize::from(code).min(RESULT_CODES_MAX - 1)].fetch_add(1, Ordering::Relaxed);
+    pub fn results(&self, code: u16, n: u64) {
+        self.results[usize::from(code).min(RESULT_CODES_MAX - 1)].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts the AML holds of one new pending transfer.

@@ -390,11 +390,10 @@ impl Shard {
     /// Whether a request of `kind` with `body` is one the engine takes from
     /// outside (internal log kinds are the shard's own).
     fn acceptable(kind: u16, body: &[u8]) -> Result<(), SwitchError> {
-        let internal = matches!(kind, kind::TICK | kind::SUBMIT_JUDGED);
-        let Some(size) = Engine::request_size(kind).filter(|_| !internal) else {
+        if matches!(kind, kind::TICK | kind::SUBMIT_JUDGED) {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
-        };
-        let one = matches!(kind, kind::EXPORT_STR | kind::STR_ROWS);
+        }
+        Engine::check_length(kind, body).map_err(SwitchError::Engine)?;
         // A submission may be logged with a verdict per transfer ahead of
         // it (SUBMIT_JUDGED): that record must fit too.
         let logged = if kind == kind::SUBMIT_TRANSFERS {
@@ -402,7 +401,7 @@ impl Shard {
         } else {
             body.len()
         };
-        if !body.len().is_multiple_of(size) || logged > crate::wal::RECORD_BODY_MAX || (one && body.len() != size) {
+        if logged > crate::wal::RECORD_BODY_MAX {
             return Err(SwitchError::Engine(EngineError::BadLength { kind, len: body.len() }));
         }
         Ok(())
@@ -414,21 +413,25 @@ impl Shard {
             // Timers fired: record the time so a replay fires them too.
             self.wal.append(kind::TICK, now, &[])?;
         }
-        // The remote scorer sees the whole group's transfers at once and is
-        // waited for once, at most the budget.
-        let submits: Vec<&[u8]> = group
-            .iter()
-            .filter(|(k, b)| *k == kind::SUBMIT_TRANSFERS && Self::acceptable(*k, b).is_ok())
-            .map(|(_, b)| *b)
-            .collect();
-        let judging = std::time::Instant::now();
+        // The remote scorer, if there is one, sees the whole group's
+        // transfers at once and is waited for once, at most the budget.
         let mut verdicts = match &mut self.gate {
-            Some(gate) if !submits.is_empty() => {
-                let v = gate.judge(&submits);
-                METRICS.stage(Stage::Aml, judging.elapsed());
-                v
+            Some(gate) => {
+                let submits: Vec<&[u8]> = group
+                    .iter()
+                    .filter(|(k, b)| *k == kind::SUBMIT_TRANSFERS && Self::acceptable(*k, b).is_ok())
+                    .map(|(_, b)| *b)
+                    .collect();
+                if submits.is_empty() {
+                    Vec::new()
+                } else {
+                    let judging = std::time::Instant::now();
+                    let v = gate.judge(&submits);
+                    METRICS.stage(Stage::Aml, judging.elapsed());
+                    v
+                }
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         }
         .into_iter();
         let mut appending = std::time::Duration::ZERO;
@@ -550,12 +553,22 @@ fn snapshot_taken() {
 fn count_results(kind: u16, answers: &[u8]) {
     use crate::engine::holds::Holds;
     let Some((size, at)) = crate::protocol::frame::result_code_layout(kind) else { return };
+    // Codes come in runs (a batch is mostly OK): one atomic add per run,
+    // not per record.
+    let mut run = (0u16, 0u64);
     for r in answers.chunks_exact(size) {
         let code = u16::from_le_bytes([r[at], r[at + 1]]);
-        METRICS.result(code);
+        if code != run.0 && run.1 > 0 {
+            METRICS.results(run.0, run.1);
+            run.1 = 0;
+        }
+        run = (code, run.1 + 1);
         if kind == kind::SUBMIT_TRANSFERS && code == 0 && r[18] == records::STATE_PENDING {
             METRICS.aml_holds(Holds::from_bits(r[19]).unwrap_or_default());
         }
+    }
+    if run.1 > 0 {
+        METRICS.results(run.0, run.1);
     }
 }
 
@@ -1078,10 +1091,8 @@ fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
             let mut rows: Vec<_> =
                 answers.iter().flat_map(|a| a.chunks_exact(ROW_SIZE)).filter_map(CaseRow::decode).collect();
             crate::engine::sort_rows(&mut rows);
-            let valid = (1..=12).contains(&request.month)
-                && matches!(request.format, crate::aml::report::FORMAT_XML | crate::aml::report::FORMAT_CSV);
             let mut out = Vec::new();
-            crate::engine::str_answer(&rows, &request, valid, now_ms, &mut out);
+            crate::engine::str_answer(&rows, &request, now_ms, &mut out);
             out
         }
         Merge::ById(kind) => {

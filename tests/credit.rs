@@ -9,15 +9,12 @@ use std::net::SocketAddr;
 
 use common::{HKD, USD, account, deposit, transfer};
 use harbour::aml::AmlConfig;
-use harbour::clock::Clock;
-use harbour::config::Config;
 use harbour::credit::{LOAN_ACTIVE, LOAN_REPAID};
 use harbour::engine::book::{INTEREST_INCOME, LOAN_FUNDING};
 use harbour::engine::{Engine, EngineConfig, MANUAL_CLOCK_START_MS};
 use harbour::protocol::records::*;
 use harbour::protocol::{ResultCode, kind};
 use harbour::server;
-use harbour::shard::Backend;
 
 const ALICE: u64 = 1024;
 const BOB: u64 = 1025;
@@ -303,18 +300,7 @@ fn loans_survive_a_snapshot() {
 // ---- over the wire ---------------------------------------------------------
 
 async fn start(dir: &std::path::Path) -> (server::Running, harbour::client::Client) {
-    let mut cfg = Config {
-        data: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics: None,
-        backend: Backend::Std,
-        ..Config::default()
-    };
-    cfg.switch.clock = Clock::Manual;
-    cfg.switch.engine.accounts_capacity = 1024;
-    cfg.switch.engine.transfers_capacity = 4096;
-    cfg.switch.wal.segment_bytes_max = 1 << 20;
-    let running = server::start(&cfg).await.expect("starts");
+    let running = server::start(&common::server_config(dir)).await.expect("starts");
     let addr: SocketAddr = running.addr;
     let client = harbour::client::Client::connect(addr, 1, b"hksw-dev-key").await.expect("connects");
     (running, client)

@@ -3,28 +3,22 @@
 //! generator predicts (and the books pass the audit), and traffic recorded
 //! by `serve --record` replays into a fresh switch to the same state.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use harbour::clock::Clock;
 use harbour::config::Config;
 use harbour::protocol::records::BalanceKey;
 use harbour::server;
-use harbour::shard::{Backend, Shard};
+use harbour::shard::Shard;
 use harbour::traffic::TrafficReader;
 use harbour::wal::storage::FileStorage;
 use harbour_loadtest::run::{self, Pace, Target};
 use harbour_loadtest::workload::{self, Expected, GenConfig};
 
 fn config(data: &Path) -> Config {
-    let mut c = Config {
-        data: data.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics: None,
-        backend: Backend::Std,
-        ..Config::default()
-    };
-    c.switch.clock = Clock::Manual;
+    let mut c = common::server_config(data);
     c.switch.engine.accounts_capacity = 4096;
     c.switch.engine.transfers_capacity = 1 << 16;
     c.switch.wal.segment_bytes_max = 4 << 20;

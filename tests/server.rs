@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::{HKD, account, deposit, transfer};
 use harbour::client::{Client, ClientError};
-use harbour::clock::Clock;
 use harbour::config::{Channel, Config};
 use harbour::engine::book::SETTLEMENT_IN;
 use harbour::protocol::frame::{self, ErrorCode, Header, RESPONSE_BIT, role};
@@ -17,24 +16,13 @@ use harbour::protocol::records::*;
 use harbour::protocol::session::{Challenge, Hello};
 use harbour::protocol::{ResultCode, kind};
 use harbour::server;
-use harbour::shard::Backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const KEY: &[u8] = b"hksw-dev-key";
 
 fn config(dir: &std::path::Path) -> Config {
-    let mut c = Config {
-        data: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics: None,
-        backend: Backend::Std,
-        ..Config::default()
-    };
-    c.switch.clock = Clock::Manual;
-    c.switch.engine.accounts_capacity = 1024;
-    c.switch.engine.transfers_capacity = 4096;
-    c.switch.wal.segment_bytes_max = 1 << 20;
+    let mut c = common::server_config(dir);
     c.channels.push(Channel { id: 2, key: b"accounts-only-key".to_vec(), roles: role::ACCOUNTS });
     c
 }

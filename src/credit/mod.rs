@@ -134,6 +134,33 @@ pub struct Loan {
 pub const NO_LOAN: u32 = u32::MAX;
 
 impl Loan {
+    /// A new active loan of `principal` on `line`'s terms (its APR and EAR
+    /// now), disbursed at `now_ms`.
+    #[must_use]
+    pub fn new(
+        id: u128,
+        account: u64,
+        currency: CurrencyIndex,
+        line: &CreditLine,
+        term_days: u32,
+        principal: u64,
+        now_ms: u64,
+    ) -> Self {
+        Self {
+            id,
+            account,
+            currency,
+            state: LOAN_ACTIVE,
+            apr_bps: line.apr_bps,
+            ear_bps: line.ear_bps,
+            term_days,
+            principal,
+            principal_outstanding: principal,
+            disbursed_at_ms: now_ms,
+            ..Self::blank()
+        }
+    }
+
     /// A zeroed loan (arena filler).
     #[must_use]
     pub const fn blank() -> Self {

@@ -11,9 +11,7 @@
 use super::book::{self, AccountKind, AccountPos};
 use super::loans::Repayment;
 use super::{Accepted, Engine, PREFETCH_AHEAD, check_credit, check_system_debit};
-use crate::credit::{
-    self, ACTIVE_LOANS_PER_LINE_MAX, APR_BPS_MAX, CreditLine, LOAN_ACTIVE, LOAN_REPAID, Loan, NO_LOAN,
-};
+use crate::credit::{self, ACTIVE_LOANS_PER_LINE_MAX, APR_BPS_MAX, CreditLine, LOAN_ACTIVE, LOAN_REPAID, Loan};
 use crate::money::CurrencyIndex;
 use crate::protocol::ResultCode;
 use crate::protocol::records::{
@@ -71,23 +69,7 @@ impl Engine {
             Err(code) => return self.loan_answer(d.loan_id, code),
         };
         let entry = *self.credit.line(d.account_id, currency).expect("checked: the line exists");
-        let loan = Loan {
-            id: d.loan_id,
-            account: d.account_id,
-            currency,
-            micro: false,
-            state: LOAN_ACTIVE,
-            apr_bps: entry.line.apr_bps,
-            ear_bps: entry.line.ear_bps,
-            term_days: d.term_days,
-            principal: d.principal,
-            principal_outstanding: d.principal,
-            interest_accrued: 0,
-            interest_paid: 0,
-            periods_accrued: 0,
-            disbursed_at_ms: self.now_ms,
-            next: NO_LOAN,
-        };
+        let loan = Loan::new(d.loan_id, d.account_id, currency, &entry.line, d.term_days, d.principal, self.now_ms);
         self.lend(account, &loan);
         self.loan_answer(d.loan_id, ResultCode::Ok)
     }
@@ -303,23 +285,9 @@ impl Engine {
     /// the transfer posts or is held: its id is the transfer's.
     pub(super) fn draw_micro_loan(&mut self, t: &Transfer, a: &Accepted) {
         let entry = *self.credit.line_at(a.auto_credit_line);
-        let loan = Loan {
-            id: t.transfer_id,
-            account: t.debit_account,
-            currency: a.debit_currency,
-            micro: true,
-            state: LOAN_ACTIVE,
-            apr_bps: entry.line.apr_bps,
-            ear_bps: entry.line.ear_bps,
-            term_days: 0,
-            principal: a.auto_credit,
-            principal_outstanding: a.auto_credit,
-            interest_accrued: 0,
-            interest_paid: 0,
-            periods_accrued: 0,
-            disbursed_at_ms: self.now_ms,
-            next: NO_LOAN,
-        };
+        let micro =
+            Loan::new(t.transfer_id, t.debit_account, a.debit_currency, &entry.line, 0, a.auto_credit, self.now_ms);
+        let loan = Loan { micro: true, ..micro };
         self.lend_on(a.debit, a.auto_credit_line, &loan);
     }
 

@@ -272,7 +272,7 @@ impl Engine {
     /// Applies one command at time `now_ms`, appending one response record
     /// per request record to `out`. Lookups change nothing but the clock.
     pub fn apply(&mut self, kind: u16, body: &[u8], now_ms: u64, out: &mut Vec<u8>) -> Result<(), EngineError> {
-        self.check_length(kind, body)?;
+        Self::check_length(kind, body)?;
         self.advance(now_ms);
         match kind {
             kind::CREATE_ACCOUNTS => self.each(body, out, |e, a: Account, _| e.create_account(&a)),
@@ -333,7 +333,8 @@ impl Engine {
         })
     }
 
-    fn check_length(&self, kind: u16, body: &[u8]) -> Result<(), EngineError> {
+    /// Whether `body` is a whole, well-shaped body of `kind` for `apply`.
+    pub fn check_length(kind: u16, body: &[u8]) -> Result<(), EngineError> {
         let size = Self::request_size(kind).ok_or(EngineError::UnknownKind(kind))?;
         let one = matches!(kind, kind::EXPORT_STR | kind::STR_ROWS);
         if !body.len().is_multiple_of(size)
@@ -1082,9 +1083,8 @@ impl Engine {
     /// EXPORT_STR: StrHeader, then the report. Precedence: INVALID_FIELD
     /// (month outside 1..12, or an unknown format), NOTHING_TO_REPORT.
     fn export_str(&self, r: &StrRequest, out: &mut Vec<u8>) {
-        let valid = (1..=12).contains(&r.month) && matches!(r.format, report::FORMAT_XML | report::FORMAT_CSV);
-        let rows = if valid { self.str_rows(u32::from(r.year), u32::from(r.month)) } else { Vec::new() };
-        str_answer(&rows, r, valid, self.now_ms, out);
+        let rows = if str_request_valid(r) { self.str_rows(u32::from(r.year), u32::from(r.month)) } else { Vec::new() };
+        str_answer(&rows, r, self.now_ms, out);
     }
 
     /// SET_TIME, one record: CLOCK_NOT_MANUAL, TIME_BACKWARDS, else the clock
@@ -1107,12 +1107,19 @@ pub fn sort_rows(rows: &mut [CaseRow]) {
     rows.sort_unstable_by_key(|r| (r.case.submitted_ms, r.case.transfer_id));
 }
 
+/// Whether the rules take an STR request: a month in 1..=12 and a known
+/// format (else INVALID_FIELD).
+#[must_use]
+pub fn str_request_valid(r: &StrRequest) -> bool {
+    (1..=12).contains(&r.month) && matches!(r.format, report::FORMAT_XML | report::FORMAT_CSV)
+}
+
 /// EXPORT_STR's answer for `rows` (the month's, in report order): a
-/// StrHeader and the report. `valid` is false for a month or format the
-/// rules refuse (INVALID_FIELD).
-pub fn str_answer(rows: &[CaseRow], r: &StrRequest, valid: bool, now_ms: u64, out: &mut Vec<u8>) {
+/// StrHeader and the report, or INVALID_FIELD for a request the rules
+/// refuse.
+pub fn str_answer(rows: &[CaseRow], r: &StrRequest, now_ms: u64, out: &mut Vec<u8>) {
     let mut header = StrHeader { code: 0, format: r.format, report_len: 0 };
-    let body = if valid {
+    let body = if str_request_valid(r) {
         report::format(rows, u32::from(r.year), u32::from(r.month), r.format, now_ms)
     } else {
         header.code = ResultCode::InvalidField.as_u16();

@@ -485,7 +485,8 @@ impl Engine {
         // EARs are checked against their APR, computed once per APR.
         let mut ears = std::collections::BTreeMap::new();
         for _ in 0..loans {
-            let mut loan = Loan {
+            // Fields in the order they were written.
+            let loan = Loan {
                 id: r.u128()?,
                 account: r.u64()?,
                 currency: r.currency()?,
@@ -498,20 +499,14 @@ impl Engine {
                 apr_bps: r.u32()?,
                 ear_bps: r.u32()?,
                 term_days: r.u32()?,
-                principal: 0,
-                principal_outstanding: 0,
-                interest_accrued: 0,
-                interest_paid: 0,
-                periods_accrued: 0,
-                disbursed_at_ms: 0,
+                principal: r.u64()?,
+                principal_outstanding: r.u64()?,
+                interest_accrued: r.u64()?,
+                interest_paid: r.u64()?,
+                periods_accrued: r.u64()?,
+                disbursed_at_ms: r.u64()?,
                 next: crate::credit::NO_LOAN,
             };
-            loan.principal = r.u64()?;
-            loan.principal_outstanding = r.u64()?;
-            loan.interest_accrued = r.u64()?;
-            loan.interest_paid = r.u64()?;
-            loan.periods_accrued = r.u64()?;
-            loan.disbursed_at_ms = r.u64()?;
             let valid = loan.id != 0
                 && self.credit.find(loan.id).is_none()
                 && self.credit.line(loan.account, loan.currency).is_some()

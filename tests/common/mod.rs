@@ -45,6 +45,24 @@ pub fn deposit(id: u128, to: u64, amount: u64, currency: u16) -> Transfer {
     transfer(id, SETTLEMENT_IN, to, amount, currency)
 }
 
+/// A server configuration for tests: `dir` for data, ephemeral port, no
+/// metrics, manual clock, small capacities and segments so a debug build
+/// starts quickly; the development channel only.
+pub fn server_config(dir: &std::path::Path) -> harbour::config::Config {
+    let mut c = harbour::config::Config {
+        data: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        metrics: None,
+        backend: harbour::shard::Backend::Std,
+        ..harbour::config::Config::default()
+    };
+    c.switch.clock = harbour::clock::Clock::Manual;
+    c.switch.engine.accounts_capacity = 1024;
+    c.switch.engine.transfers_capacity = 4096;
+    c.switch.wal.segment_bytes_max = 1 << 20;
+    c
+}
+
 /// A request as the shard takes it.
 pub type Request = (u16, Vec<u8>);
 
