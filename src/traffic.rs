@@ -201,8 +201,6 @@ impl<R: Read> Iterator for TrafficReader<R> {
 
 /// A request on its way to the recorder's thread: offset, kind, count, body.
 type Taken = (u64, u16, u32, bytes::Bytes);
-/// The recorder's queue and writer thread, while it runs.
-type Running = (crossbeam_channel::Sender<Taken>, std::thread::JoinHandle<io::Result<u64>>);
 
 /// Records requests to a traffic file on its own thread, for
 /// `harbour serve --record FILE`. Recording never blocks the switch and is
@@ -212,8 +210,10 @@ type Running = (crossbeam_channel::Sender<Taken>, std::thread::JoinHandle<io::Re
 /// file). A write error stops recording (counted in `failed`), never the
 /// switch.
 pub struct Recorder {
-    /// The queue's sender and the writer thread, taken by `finish`.
-    inner: std::sync::Mutex<Option<Running>>,
+    /// The queue (`None` tells the writer to finish) and the writer
+    /// thread, taken by `finish`.
+    tx: crossbeam_channel::Sender<Option<Taken>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<io::Result<u64>>>>,
     started: std::time::Instant,
     queued_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Requests not recorded because the queue was full.
@@ -236,13 +236,13 @@ impl Recorder {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut writer = TrafficWriter::new(io::BufWriter::with_capacity(1 << 20, file), now)?;
-        let (tx, rx) = crossbeam_channel::bounded::<Taken>(RECORDER_QUEUE_MAX);
+        let (tx, rx) = crossbeam_channel::bounded::<Option<Taken>>(RECORDER_QUEUE_MAX);
         let queued_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (thread_bytes, thread_failed) = (std::sync::Arc::clone(&queued_bytes), std::sync::Arc::clone(&failed));
         let thread = std::thread::Builder::new().name("recorder".into()).spawn(move || {
             let mut error = None;
-            for (offset_ns, kind, count, body) in rx {
+            for (offset_ns, kind, count, body) in rx.iter().map_while(|taken| taken) {
                 thread_bytes.fetch_sub(body.len() as u64, Ordering::Relaxed);
                 if error.is_some() {
                     thread_failed.fetch_add(1, Ordering::Relaxed);
@@ -258,7 +258,8 @@ impl Recorder {
             error.map_or(Ok(records), Err)
         })?;
         Ok(Self {
-            inner: std::sync::Mutex::new(Some((tx, thread))),
+            tx,
+            thread: std::sync::Mutex::new(Some(thread)),
             started: std::time::Instant::now(),
             queued_bytes,
             dropped: std::sync::atomic::AtomicU64::new(0),
@@ -277,9 +278,8 @@ impl Recorder {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let queued = inner.as_ref().is_some_and(|(tx, _)| tx.try_send((offset_ns, kind, count, body.clone())).is_ok());
-        if !queued {
+        // After `finish` nobody reads the queue: it fills and drops.
+        if self.tx.try_send(Some((offset_ns, kind, count, body.clone()))).is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -288,10 +288,11 @@ impl Recorder {
     /// Writes out what is queued and syncs the file; returns the records
     /// written. Later calls (and drop) do nothing more.
     pub fn finish(&self) -> io::Result<u64> {
-        let taken = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let taken = self.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         match taken {
-            Some((tx, thread)) => {
-                drop(tx);
+            Some(thread) => {
+                // The writer drains what is queued before the marker.
+                let _ = self.tx.send(None);
                 thread.join().unwrap_or_else(|_| Err(io::Error::other("the recorder thread panicked")))
             }
             None => Ok(0),
