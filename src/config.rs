@@ -387,15 +387,8 @@ impl Config {
         if self.connections_max == 0 || self.connections_max > 65_536 {
             return bad(format!("connections_max {} outside 1..=65536", self.connections_max));
         }
-        if self.switch.shards != 1 {
-            // The library runs several shards, but a transfer id is unique
-            // only within its shard until the cross-shard protocol and its
-            // id directory land (issue 8); channels must never see a resent
-            // id applied twice.
-            return bad(format!(
-                "shards = {}: the server runs one shard until cross-shard transfers land (issue 8)",
-                self.switch.shards
-            ));
+        if self.switch.shards == 0 || self.switch.shards > crate::shard::SHARDS_MAX {
+            return bad(format!("shards = {} outside 1..={}", self.switch.shards, crate::shard::SHARDS_MAX));
         }
         let budget_us = self.aml_budget.as_micros();
         if budget_us == 0 || budget_us > u128::from(AML_BUDGET_US_MAX) {

@@ -175,6 +175,9 @@ pub struct Metrics {
     pub results: [AtomicU64; RESULT_CODES_MAX],
     /// Requests queued for the shards now.
     pub queue_depth: AtomicU64,
+    /// Link messages shards sent each other (cross-shard credits, their
+    /// acknowledgements, account notices).
+    pub link_messages: AtomicU64,
     /// Bytes the logs have written.
     pub log_bytes: AtomicU64,
     /// Unix ms of the last snapshot written (0: none yet).
@@ -214,6 +217,7 @@ pub static METRICS: Metrics = Metrics {
     kinds: [const { Histo::new() }; 17],
     results: [const { AtomicU64::new(0) }; RESULT_CODES_MAX],
     queue_depth: AtomicU64::new(0),
+    link_messages: AtomicU64::new(0),
     log_bytes: AtomicU64::new(0),
     last_snapshot_unix_ms: AtomicU64::new(0),
     connections_open: AtomicU64::new(0),
@@ -339,6 +343,12 @@ impl Metrics {
             get(&self.aml_scorer_wait_max_us),
         );
         one("harbour_queue_depth", "gauge", "Requests queued for the shards now.", get(&self.queue_depth));
+        one(
+            "harbour_link_messages_total",
+            "counter",
+            "Messages between shards (cross-shard credits, acknowledgements, account notices).",
+            get(&self.link_messages),
+        );
         one("harbour_log_bytes_total", "counter", "Bytes the write-ahead logs have written.", get(&self.log_bytes));
         let last = get(&self.last_snapshot_unix_ms);
         let now =

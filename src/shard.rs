@@ -30,21 +30,21 @@
 //! cross-shard transfers land (issue 8); with one shard (the default) every
 //! transfer is local.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::aml::report::{CaseRow, ROW_SIZE};
 use crate::aml::scorer::{Gate, GateStats, JUDGED_HEADER_SIZE, RemoteScorer, VERDICT_SIZE, encode_judged};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS};
-use crate::hash::mix64;
 use crate::metrics::{METRICS, Stage};
 use crate::protocol::records::{self, Account, Balance, BalanceKey, Record, StrRequest, Transfer, TransferResult};
 use crate::protocol::{ResultCode, kind};
@@ -202,6 +202,50 @@ enum Message {
     Stop,
 }
 
+/// Entries and an acknowledgement from one shard to another: the body of
+/// the LINK_IN record the receiver logs (`engine::links`).
+pub struct LinkMessage {
+    pub from: u16,
+    pub body: Vec<u8>,
+}
+
+/// Most link messages one shard has queued for another at a time; a
+/// shard's link queue holds `LINK_WINDOW_MAX` from each peer, so sending
+/// never waits and never fails.
+pub const LINK_WINDOW_MAX: u32 = 4;
+/// How soon a shard with link messages it could not send yet (window full)
+/// tries again.
+const LINK_RETRY: Duration = Duration::from_micros(200);
+/// Longest a stopping switch waits for shards to settle what is in
+/// flight between them before it stops anyway (recovery resumes it).
+const DRAIN_MAX: Duration = Duration::from_secs(5);
+
+/// How a shard reaches the others: their link queues, and per ordered pair
+/// the number of messages queued (the window).
+pub struct Peers {
+    me: u16,
+    senders: Vec<Sender<LinkMessage>>,
+    queued: Arc<Vec<AtomicU32>>,
+    /// Per shard: whether it has nothing in flight (for a clean stop).
+    settled: Arc<Vec<AtomicBool>>,
+}
+
+impl Peers {
+    fn window(&self, from: u16, to: u16) -> &AtomicU32 {
+        &self.queued[usize::from(from) * self.senders.len() + usize::from(to)]
+    }
+}
+
+/// A request's answer that waits for other shards to apply what it sent
+/// them (a cross-shard credit, an account notice).
+struct Deferred {
+    /// Per shard, the sequence it must have acknowledged.
+    need: Vec<u64>,
+    kind: u16,
+    answer: Vec<u8>,
+    reply: ReplyFn,
+}
+
 /// One shard's engine and log, driven by its thread (or directly by tests).
 pub struct Shard {
     engine: Engine,
@@ -220,6 +264,9 @@ pub struct Shard {
     gate: Option<Gate>,
     /// Log bytes already counted in the metrics.
     log_bytes_seen: u64,
+    /// Per request of the group being applied: whether (and for which
+    /// acknowledgements) its answer waits.
+    waits: Vec<Option<Vec<u64>>>,
 }
 
 impl Shard {
@@ -254,6 +301,7 @@ impl Shard {
             spare: None,
             gate: None,
             log_bytes_seen: 0,
+            waits: Vec::new(),
         };
         Ok((shard, report))
     }
@@ -288,16 +336,16 @@ impl Shard {
     /// On a log error every answer is `LogFailed` and the error is returned
     /// too. (The shard thread answers before it snapshots; see `run`.)
     pub fn process(&mut self, group: &[(u16, &[u8])]) -> (Vec<Reply>, Result<(), WalError>) {
-        let answered = self.commit_group(group);
+        let answered = self.commit_group(&[], group);
         if answered.1.is_ok() {
             self.snapshot_if_due();
         }
         answered
     }
 
-    fn commit_group(&mut self, group: &[(u16, &[u8])]) -> (Vec<Reply>, Result<(), WalError>) {
+    fn commit_group(&mut self, links: &[&[u8]], group: &[(u16, &[u8])]) -> (Vec<Reply>, Result<(), WalError>) {
         let mut replies = Vec::with_capacity(group.len());
-        let result = self.apply_group(group, &mut replies).and_then(|()| {
+        let result = self.apply_group(links, group, &mut replies).and_then(|()| {
             let syncing = std::time::Instant::now();
             let syncs = self.wal.stats().syncs;
             let committed = self.wal.commit();
@@ -390,7 +438,7 @@ impl Shard {
     /// Whether a request of `kind` with `body` is one the engine takes from
     /// outside (internal log kinds are the shard's own).
     fn acceptable(kind: u16, body: &[u8]) -> Result<(), SwitchError> {
-        if matches!(kind, kind::TICK | kind::SUBMIT_JUDGED) {
+        if matches!(kind, kind::TICK | kind::SUBMIT_JUDGED | kind::LINK_IN) {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         }
         Engine::check_length(kind, body).map_err(SwitchError::Engine)?;
@@ -407,12 +455,28 @@ impl Shard {
         Ok(())
     }
 
-    fn apply_group(&mut self, group: &[(u16, &[u8])], replies: &mut Vec<Reply>) -> Result<(), WalError> {
+    fn apply_group(
+        &mut self,
+        links: &[&[u8]],
+        group: &[(u16, &[u8])],
+        replies: &mut Vec<Reply>,
+    ) -> Result<(), WalError> {
+        self.waits.clear();
         let now = self.clock.now_ms(self.engine.now_ms());
         if self.engine.advance(now) > 0 {
             // Timers fired: record the time so a replay fires them too.
             self.wal.append(kind::TICK, now, &[])?;
         }
+        // Other shards' entries and acknowledgements first: acknowledged
+        // transfers post, and the answers waiting on them go out with this
+        // group's.
+        let mut scratch = Vec::new();
+        for body in links {
+            self.wal.append(kind::LINK_IN, now, body)?;
+            self.engine.apply(kind::LINK_IN, body, now, &mut scratch).expect("link messages are the shards' own");
+        }
+        // What timers and links sent is no request's to wait for.
+        let _ = self.engine.take_link_wait();
         // The remote scorer, if there is one, sees the whole group's
         // transfers at once and is waited for once, at most the budget.
         let mut verdicts = match &mut self.gate {
@@ -438,6 +502,7 @@ impl Shard {
         for &(kind, body) in group {
             if let Err(e) = Self::acceptable(kind, body) {
                 replies.push(Err(e));
+                self.waits.push(None);
                 continue;
             }
             let size = Engine::request_size(kind).expect("acceptable kind");
@@ -456,6 +521,7 @@ impl Shard {
                 METRICS.stage(Stage::Apply, t.elapsed());
                 count_results(kind, &out);
                 replies.push(Ok(out));
+                self.waits.push(self.engine.take_link_wait());
                 continue;
             }
             // An empty batch changes nothing and needs no log record.
@@ -469,6 +535,7 @@ impl Shard {
             METRICS.stage(Stage::Apply, t.elapsed());
             count_results(kind, &out);
             replies.push(Ok(out));
+            self.waits.push(self.engine.take_link_wait());
         }
         if !appending.is_zero() {
             METRICS.stage(Stage::LogAppend, appending);
@@ -489,19 +556,68 @@ impl Shard {
         Some(Duration::from_millis(due.saturating_sub(now)).min(IDLE_WAKE_MAX))
     }
 
-    fn run(mut self, rx: &Receiver<Message>, group_max: usize, now_ms: &AtomicU64, queued_bytes: &AtomicU64) {
+    /// The shard thread: takes a group from its queues (other shards' link
+    /// messages first, then requests), applies and commits it, answers what
+    /// needs no other shard, releases answers whose acknowledgements came,
+    /// and sends other shards what is now durable. On stop it takes no more
+    /// requests but goes on exchanging link messages until every shard has
+    /// nothing in flight (at most `DRAIN_MAX`).
+    fn run(
+        mut self,
+        rx: &Receiver<Message>,
+        link_rx: &Receiver<LinkMessage>,
+        peers: &Peers,
+        group_max: usize,
+        now_ms: &AtomicU64,
+        queued_bytes: &AtomicU64,
+    ) {
+        let n = peers.senders.len();
+        let me = peers.me;
+        let mut sent = vec![0u64; n];
+        let mut ack_sent = vec![0u64; n];
+        let mut deferred: VecDeque<Deferred> = VecDeque::new();
         let mut batch: Vec<Request> = Vec::with_capacity(group_max);
-        let mut stopping = false;
-        while !stopping {
-            let first = match self.wake_in() {
-                Some(wait) => match rx.recv_timeout(wait) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => Some(Message::Stop),
-                },
-                None => Some(rx.recv().unwrap_or(Message::Stop)),
+        let mut inbound: Vec<LinkMessage> = Vec::new();
+        let mut stopping: Option<std::time::Instant> = None;
+        // After a restart every unacknowledged entry goes again.
+        let mut backlog = self.send_links(peers, &mut sent, &mut ack_sent);
+        loop {
+            let settled = deferred.is_empty() && self.engine.links().unacked() == 0 && !backlog;
+            peers.settled[usize::from(me)].store(settled, Ordering::Release);
+            if let Some(since) = stopping {
+                let all = peers.settled.iter().all(|s| s.load(Ordering::Acquire));
+                if (all && settled) || since.elapsed() > DRAIN_MAX {
+                    break;
+                }
+            }
+            let mut wait = self.wake_in();
+            if backlog || stopping.is_some() {
+                wait = Some(wait.map_or(LINK_RETRY, |w| w.min(LINK_RETRY)));
+            }
+            let mut select = crossbeam_channel::Select::new();
+            let external = stopping.is_none().then(|| select.recv(rx));
+            let internal = select.recv(link_rx);
+            let ready = match wait {
+                Some(w) => select.select_timeout(w).ok(),
+                None => Some(select.select()),
             };
-            let mut next = first;
+            let mut next = None;
+            if let Some(op) = ready {
+                if Some(op.index()) == external {
+                    next = Some(op.recv(rx).unwrap_or(Message::Stop));
+                } else {
+                    debug_assert_eq!(op.index(), internal);
+                    if let Ok(m) = op.recv(link_rx) {
+                        inbound.push(m);
+                    }
+                }
+            }
+            while let Ok(m) = link_rx.try_recv() {
+                inbound.push(m);
+            }
+            if stopping.is_none() && next.is_none() && batch.len() < group_max {
+                next = rx.try_recv().ok();
+            }
             while let Some(message) = next.take() {
                 match message {
                     Message::Request(r) => {
@@ -510,7 +626,7 @@ impl Shard {
                         batch.push(r);
                     }
                     Message::Stop => {
-                        stopping = true;
+                        stopping = Some(std::time::Instant::now());
                         break;
                     }
                 }
@@ -518,20 +634,95 @@ impl Shard {
                     next = rx.try_recv().ok();
                 }
             }
+            for m in &inbound {
+                peers.window(m.from, me).fetch_sub(1, Ordering::AcqRel);
+            }
+            let links: Vec<&[u8]> = inbound.iter().map(|m| m.body.as_slice()).collect();
             let group: Vec<(u16, &[u8])> = batch.iter().map(|r| (r.kind, r.body.as_slice())).collect();
-            let (replies, result) = self.commit_group(&group);
+            let (replies, result) = self.commit_group(&links, &group);
+            drop(links);
+            inbound.clear();
             now_ms.fetch_max(self.engine.now_ms(), Ordering::Relaxed);
             let applied: u64 = batch.iter().map(|r| r.body.len() as u64).sum();
             queued_bytes.fetch_sub(applied, Ordering::Relaxed);
-            for (request, reply) in batch.drain(..).zip(replies) {
-                // A requester that gave up is not an error.
-                (request.reply)(reply);
+            let mut waits = std::mem::take(&mut self.waits);
+            waits.resize(batch.len(), None);
+            for ((request, reply), wait) in batch.drain(..).zip(replies).zip(waits) {
+                match (wait, reply) {
+                    (Some(need), Ok(answer)) if result.is_ok() => {
+                        deferred.push_back(Deferred { need, kind: request.kind, answer, reply: request.reply });
+                    }
+                    // A requester that gave up is not an error.
+                    (_, reply) => (request.reply)(reply),
+                }
             }
+            if let Err(e) = &result {
+                // Nothing more is durable: what waited can't be confirmed.
+                for d in deferred.drain(..) {
+                    (d.reply)(Err(SwitchError::LogFailed(e.to_string())));
+                }
+                continue;
+            }
+            self.release(&mut deferred);
+            backlog = self.send_links(peers, &mut sent, &mut ack_sent);
             // Answers first: a snapshot must not delay what is durable.
-            if result.is_ok() {
-                self.snapshot_if_due();
+            self.snapshot_if_due();
+        }
+    }
+
+    /// Answers the waiting requests whose acknowledgements have all come
+    /// (in order: later ones never need less), their transfers shown as
+    /// they are now.
+    fn release(&self, deferred: &mut VecDeque<Deferred>) {
+        let links = &self.engine.links().links;
+        while let Some(d) = deferred.front() {
+            if !d.need.iter().zip(links).all(|(&seq, link)| link.acked() >= seq) {
+                break;
+            }
+            let mut d = deferred.pop_front().expect("front exists");
+            self.engine.settle_answers(d.kind, &mut d.answer);
+            (d.reply)(Ok(d.answer));
+        }
+    }
+
+    /// Sends each other shard what it has not been sent (durable entries,
+    /// and the acknowledgement of what it sent), within the window.
+    /// Returns whether something is left for later (a window was full).
+    fn send_links(&self, peers: &Peers, sent: &mut [u64], ack_sent: &mut [u64]) -> bool {
+        let me = peers.me;
+        let mut backlog = false;
+        for peer in (0..peers.senders.len() as u16).filter(|&p| p != me) {
+            let p = usize::from(peer);
+            loop {
+                let (ack, entries) = self.engine.links().message(peer, sent[p]);
+                if entries.is_empty() && ack == ack_sent[p] {
+                    break;
+                }
+                let window = peers.window(me, peer);
+                if window.load(Ordering::Acquire) >= LINK_WINDOW_MAX {
+                    backlog = true;
+                    break;
+                }
+                let mut body = Vec::new();
+                crate::engine::links::encode_link_in(me, ack, &entries, &mut body);
+                window.fetch_add(1, Ordering::AcqRel);
+                if peers.senders[p].try_send(LinkMessage { from: me, body }).is_err() {
+                    // Only a stopped shard's queue refuses (the window
+                    // guarantees room): recovery resends.
+                    window.fetch_sub(1, Ordering::AcqRel);
+                    break;
+                }
+                METRICS.link_messages.fetch_add(1, Ordering::Relaxed);
+                if let Some(last) = entries.last() {
+                    sent[p] = last.seq;
+                }
+                ack_sent[p] = ack;
+                if entries.len() < crate::engine::links::LINK_ENTRIES_MAX {
+                    break;
+                }
             }
         }
+        backlog
     }
 }
 
@@ -590,6 +781,9 @@ pub struct Switch {
     route: parking_lot::Mutex<()>,
     /// Bytes of request bodies queued and not yet applied, all shards.
     queued_bytes: Arc<AtomicU64>,
+    /// With several shards, the id the next FX quote gets (every shard
+    /// holds every quote under the same id: QUOTE_AT).
+    next_quote: AtomicU64,
 }
 
 /// File recording the settings a data directory was written with.
@@ -695,16 +889,34 @@ impl Switch {
                  <= {QUEUE_DEPTH_MAX}"
             )));
         }
-        let mut shards = Vec::with_capacity(config.shards);
-        let mut reports = Vec::with_capacity(config.shards);
+        let n = config.shards;
+        let mut shards = Vec::with_capacity(n);
+        let mut reports = Vec::with_capacity(n);
         let now_ms = Arc::new(AtomicU64::new(0));
         let queued_bytes = Arc::new(AtomicU64::new(0));
+        let mut next_quote = 1;
         let mut first_error = None;
+        // Each shard's link queue has room for a full window from every
+        // other shard, so a link message is never refused or waited for.
+        let (link_txs, mut link_rxs): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| crossbeam_channel::bounded::<LinkMessage>(n * LINK_WINDOW_MAX as usize)).unzip();
+        let queued: Arc<Vec<AtomicU32>> = Arc::new((0..n * n).map(|_| AtomicU32::new(0)).collect());
+        let settled: Arc<Vec<AtomicBool>> = Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
         for (i, storage) in storages.into_iter().enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max);
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let shard_now = Arc::clone(&now_ms);
             let shard_queued = Arc::clone(&queued_bytes);
+            let peers = Peers {
+                me: i as u16,
+                senders: link_txs.clone(),
+                queued: Arc::clone(&queued),
+                settled: Arc::clone(&settled),
+            };
+            let link_rx = link_rxs.remove(0);
+            let mut config = config;
+            config.engine.shard = i as u16;
+            config.engine.shards = n as u16;
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn(move || match Shard::open(storage, &config) {
@@ -724,8 +936,8 @@ impl Switch {
                             }
                         }
                         shard_now.fetch_max(shard.engine.now_ms(), Ordering::Relaxed);
-                        let _ = ready_tx.send(Ok(report));
-                        shard.run(&rx, config.group_requests_max, &shard_now, &shard_queued);
+                        let _ = ready_tx.send(Ok((report, shard.engine.next_quote_id())));
+                        shard.run(&rx, &link_rx, &peers, config.group_requests_max, &shard_now, &shard_queued);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -733,7 +945,8 @@ impl Switch {
                 })
                 .map_err(OpenError::Io)?;
             match ready_rx.recv() {
-                Ok(Ok(report)) => {
+                Ok(Ok((report, quote))) => {
+                    next_quote = next_quote.max(quote);
                     // The operator's record of what recovery did.
                     if let Some((file, offset, bytes)) = &report.torn_tail {
                         eprintln!("shard {i}: cut a torn last record of {bytes} bytes at {file} offset {offset}");
@@ -748,7 +961,15 @@ impl Switch {
             }
             shards.push(ShardHandle { tx, thread: Some(thread) });
         }
-        let switch = Switch { shards, config, reports, now_ms, route: parking_lot::Mutex::new(()), queued_bytes };
+        let switch = Switch {
+            shards,
+            config,
+            reports,
+            now_ms,
+            route: parking_lot::Mutex::new(()),
+            queued_bytes,
+            next_quote: AtomicU64::new(next_quote),
+        };
         match first_error {
             Some(e) => Err(e),
             None => Ok(switch),
@@ -825,17 +1046,26 @@ impl Switch {
             }
             kind::DISBURSE_LOANS => self
                 .scatter::<records::Disburse, records::LoanResult>(kind, body, wait, |d| Ok(shard_of(d.account_id, n))),
+            // The debit shard decides; a credit on another shard goes over
+            // the link between them (`engine::links`).
             kind::SUBMIT_TRANSFERS => self.scatter::<Transfer, TransferResult>(kind, body, wait, |t| {
-                route_transfer(t, n).ok_or(TransferResult {
-                    transfer_id: t.transfer_id,
-                    code: ResultCode::CrossShard.as_u16(),
-                    ..TransferResult::default()
-                })
+                Ok::<_, TransferResult>(route_transfer(t, n))
             }),
-            // A quote lives on the shard that gave it; with several shards
-            // they come from shard 0 (cross-shard quotes are issue 8's).
+            // Every shard holds every quote under one id the switch gives,
+            // so a transfer on any shard may use it.
             kind::FX_QUOTE => {
-                Ok(PendingReply { parts: vec![self.send(0, kind, body.to_vec(), wait)?], merge: Merge::Single })
+                if !body.len().is_multiple_of(records::QuoteRequest::SIZE) {
+                    return Err(SwitchError::Engine(EngineError::BadLength { kind, len: body.len() }));
+                }
+                let expires_at_ms = self.now_ms().saturating_add(self.config.engine.quote_ttl_ms);
+                let mut at =
+                    Vec::with_capacity(body.len() / records::QuoteRequest::SIZE * crate::engine::QUOTE_AT_SIZE);
+                for q in body.chunks_exact(records::QuoteRequest::SIZE) {
+                    at.extend_from_slice(&self.next_quote.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+                    at.extend_from_slice(&expires_at_ms.to_le_bytes());
+                    at.extend_from_slice(q);
+                }
+                Ok(PendingReply { parts: self.broadcast(kind::QUOTE_AT, &at, wait)?, merge: Merge::First })
             }
             kind::LOOKUP_BALANCES => {
                 let keys = body.chunks_exact(BalanceKey::SIZE).map(BalanceKey::decode).collect();
@@ -993,6 +1223,8 @@ impl Drop for Switch {
 enum Merge {
     /// One shard answered the whole request.
     Single,
+    /// Every shard answered alike; the first one's answer is the answer.
+    First,
     /// Records went to their shards; `slots` says, per record, which shard
     /// answered it (in order) or holds the answer given without a shard.
     Scatter { slots: Vec<Result<usize, Vec<u8>>>, targets: Vec<usize>, size: usize },
@@ -1035,6 +1267,7 @@ impl PendingReply {
 fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
     match how {
         Merge::Single => answers.pop().expect("one answer"),
+        Merge::First => answers.swap_remove(0),
         Merge::Scatter { slots, targets, size } => {
             let mut cursor = vec![0usize; targets.len()];
             let mut out = Vec::with_capacity(slots.len() * size);
@@ -1135,26 +1368,18 @@ fn open_backend(path: &Path, backend: Backend) -> io::Result<Arc<dyn Storage>> {
     Ok(Arc::new(FileStorage::new(path)?))
 }
 
-/// The shard that owns a customer account: a fixed hash of its id, so the
-/// assignment never changes for a given shard count.
-#[must_use]
-pub fn shard_of(account_id: u64, shards: usize) -> usize {
-    if shards == 1 { 0 } else { (mix64(account_id) % shards as u64) as usize }
-}
+pub use crate::engine::shard_of;
 
-/// The shard a transfer runs on: its customer account's, or the customers'
-/// common shard; `None` if it would cross shards. System accounts exist on
-/// every shard.
+/// The shard a transfer is decided on: its debit account's if that is a
+/// customer's, else its credit account's (system accounts have a part on
+/// every shard, so a deposit or a payment out stays on one shard).
 #[must_use]
-pub fn route_transfer(t: &Transfer, shards: usize) -> Option<usize> {
-    let system = |id: u64| id < crate::engine::book::CUSTOMER_ID_MIN;
-    match (system(t.debit_account), system(t.credit_account)) {
-        (true, true) => Some(0),
-        (true, false) => Some(shard_of(t.credit_account, shards)),
-        (false, true) => Some(shard_of(t.debit_account, shards)),
-        (false, false) => {
-            let s = shard_of(t.debit_account, shards);
-            (s == shard_of(t.credit_account, shards)).then_some(s)
-        }
+pub fn route_transfer(t: &Transfer, shards: usize) -> usize {
+    if t.debit_account >= crate::engine::book::CUSTOMER_ID_MIN {
+        shard_of(t.debit_account, shards)
+    } else if t.credit_account >= crate::engine::book::CUSTOMER_ID_MIN {
+        shard_of(t.credit_account, shards)
+    } else {
+        0
     }
 }

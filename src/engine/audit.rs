@@ -61,6 +61,44 @@ impl std::fmt::Display for AuditError {
 impl std::error::Error for AuditError {}
 
 impl Engine {
+    /// Every transfer in flight has exactly one unacknowledged CREDIT, to
+    /// its credit account's shard, for its credit amount; and every CREDIT
+    /// is of a transfer in flight.
+    fn audit_links(&self) -> Result<(), AuditError> {
+        let mut credits = 0usize;
+        for (peer, link) in self.links.links.iter().enumerate() {
+            for e in link.outbox.iter().filter(|e| e.kind == super::links::EntryKind::Credit) {
+                credits += 1;
+                let fits = self.transfers.find(e.id).map(|at| self.transfers.get(at)).is_some_and(|s| {
+                    s.state == records::STATE_PENDING
+                        && s.holds == Holds::IN_FLIGHT.bits()
+                        && s.credit_account == e.account
+                        && s.credit_amount == e.amount
+                        && s.credit_currency.code() == e.currency
+                        && super::shard_of(e.account, self.links.links.len()) == peer
+                });
+                if !fits {
+                    return Err(AuditError::PendingMismatch {
+                        transfer_id: e.id,
+                        what: "a credit sent for no transfer in flight",
+                    });
+                }
+            }
+        }
+        let in_flight = self
+            .transfers
+            .iter()
+            .filter(|s| s.state == records::STATE_PENDING && s.holds == Holds::IN_FLIGHT.bits())
+            .count();
+        if in_flight != credits {
+            return Err(AuditError::PendingMismatch {
+                transfer_id: 0,
+                what: "a transfer in flight without its credit",
+            });
+        }
+        Ok(())
+    }
+
     /// Checks every invariant of the shard; the first broken one is the
     /// error.
     pub fn audit(&self) -> Result<(), AuditError> {
@@ -90,7 +128,10 @@ impl Engine {
             }
             let debit = expected.entry((s.debit_account, s.debit_currency)).or_default();
             debit.0 += s.debit_amount;
-            let credit = expected.entry((s.credit_account, s.credit_currency)).or_default();
+            // Another shard's customer is reserved on INTERSHARD here.
+            let holder =
+                if self.book.account(s.credit_account).is_some() { s.credit_account } else { super::book::INTERSHARD };
+            let credit = expected.entry((holder, s.credit_currency)).or_default();
             credit.1 += s.credit_amount;
             if s.debit_currency != s.credit_currency {
                 // FX_POSITION takes the debit currency in, pays the credit out.
@@ -103,6 +144,7 @@ impl Engine {
         if pending_seen != self.pending.len() || !self.pending.timers_consistent() {
             return Err(AuditError::PendingMismatch { transfer_id: 0, what: "pending table size or timers" });
         }
+        self.audit_links()?;
 
         let mut sums = [0i128; CURRENCY_COUNT];
         for (account, cur, b) in self.book.balances_sorted() {

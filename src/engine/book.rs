@@ -21,8 +21,14 @@ pub const REMITTANCE_OUT: u64 = 3;
 pub const SETTLEMENT_IN: u64 = 4;
 /// System account 5: interest earned.
 pub const INTEREST_INCOME: u64 = 5;
+/// System account 6 (Harbour addition): money between shards. A shard's
+/// part is credited when it posts a transfer to another shard's customer
+/// and debited when it credits one from another shard; the parts sum to
+/// what is in flight (`engine::links`).
+pub const INTERSHARD: u64 = 6;
 /// The system accounts created at first start, in id order.
-pub const SYSTEM_ACCOUNTS: [u64; 5] = [FX_POSITION, LOAN_FUNDING, REMITTANCE_OUT, SETTLEMENT_IN, INTEREST_INCOME];
+pub const SYSTEM_ACCOUNTS: [u64; 6] =
+    [FX_POSITION, LOAN_FUNDING, REMITTANCE_OUT, SETTLEMENT_IN, INTEREST_INCOME, INTERSHARD];
 /// Customer account ids start here; 1..=1023 are reserved for the system.
 pub const CUSTOMER_ID_MIN: u64 = 1024;
 

@@ -31,6 +31,9 @@ impl Holds {
     pub const MANUAL_REVIEW: Holds = Holds(8);
     /// The client's own hold (transfer flag PENDING).
     pub const CLIENT: Holds = Holds(16);
+    /// Harbour addition: the credit is being applied on another shard
+    /// (`engine::links`); no window, no timer.
+    pub const IN_FLIGHT: Holds = Holds(32);
     /// Every defined hold, in bit order.
     pub const ALL: [Holds; 5] =
         [Self::FACE_REVIEW, Self::SMS_OTP, Self::COOLING_OFF, Self::MANUAL_REVIEW, Self::CLIENT];
@@ -43,7 +46,7 @@ impl Holds {
     /// A set from a bit mask; `None` if an undefined bit is set.
     #[must_use]
     pub const fn from_bits(bits: u8) -> Option<Holds> {
-        if bits & !0x1F == 0 { Some(Holds(bits)) } else { None }
+        if bits & !0x3F == 0 { Some(Holds(bits)) } else { None }
     }
     /// Whether every hold of `other` is in this set.
     #[must_use]
@@ -102,6 +105,9 @@ pub struct PendingEntry {
     pub case: u32,
 }
 
+/// The due time of a transfer without a timer (IN_FLIGHT).
+pub const NEVER: u64 = u64::MAX;
+
 /// `PendingEntry::case` of a transfer AML did not hold.
 pub const NO_CASE: u32 = u32::MAX;
 
@@ -119,15 +125,12 @@ impl PendingEntry {
         self.submitted_ms.saturating_add(window)
     }
 
-    /// The soonest end among `holds` (`hold_until_ms` on the wire).
+    /// The soonest end among `holds` (`hold_until_ms` on the wire), or
+    /// `NEVER` for a transfer only IN_FLIGHT holds.
     #[must_use]
     pub fn soonest_end(&self, holds: Holds, windows: &HoldWindows) -> u64 {
-        Holds::ALL
-            .iter()
-            .filter(|h| holds.contains(**h))
-            .map(|h| self.end_of(*h, windows))
-            .min()
-            .expect("a pending transfer has at least one hold")
+        assert!(!holds.is_empty(), "a pending transfer has at least one hold");
+        Holds::ALL.iter().filter(|h| holds.contains(**h)).map(|h| self.end_of(*h, windows)).min().unwrap_or(NEVER)
     }
 }
 
@@ -191,7 +194,12 @@ impl PendingTable {
             self.timers.pop();
         }
         if self.timers.len() > 2 * self.entries.len() + 1024 {
-            let live: Vec<Reverse<(u64, u128)>> = self.entries.iter().map(|(id, e)| Reverse((e.due_ms, *id))).collect();
+            let live: Vec<Reverse<(u64, u128)>> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.due_ms != NEVER)
+                .map(|(id, e)| Reverse((e.due_ms, *id)))
+                .collect();
             self.timers = BinaryHeap::from(live);
         }
     }
@@ -199,7 +207,9 @@ impl PendingTable {
     /// Adds a pending transfer with its timer.
     pub fn insert(&mut self, id: u128, entry: PendingEntry) {
         assert!(self.entries.insert(id, entry).is_none(), "transfer {id} pending twice");
-        self.timers.push(Reverse((entry.due_ms, id)));
+        if entry.due_ms != NEVER {
+            self.timers.push(Reverse((entry.due_ms, id)));
+        }
     }
 
     /// A pending transfer's timing.
@@ -217,7 +227,9 @@ impl PendingTable {
             return;
         }
         entry.due_ms = due_ms;
-        self.timers.push(Reverse((due_ms, id)));
+        if due_ms != NEVER {
+            self.timers.push(Reverse((due_ms, id)));
+        }
         self.tidy();
     }
 
@@ -268,6 +280,7 @@ impl PendingTable {
         live.sort_unstable();
         let unique = live.windows(2).all(|w| w[0] != w[1]);
         let top_live = self.timers.peek().is_none_or(|Reverse((due, id))| self.is_live(*due, *id));
-        unique && top_live && live.len() == self.entries.len()
+        let timed = self.entries.values().filter(|e| e.due_ms != NEVER).count();
+        unique && top_live && live.len() == timed
     }
 }

@@ -18,6 +18,7 @@ pub mod book;
 pub mod holds;
 pub mod index;
 pub mod lending;
+pub mod links;
 pub mod loans;
 pub mod quotes;
 pub mod snapshot;
@@ -36,8 +37,9 @@ use crate::protocol::records::{
     Transfer, TransferResult,
 };
 use book::{AccountKind, AccountPos, Balance, Book};
-use holds::{HoldWindows, Holds, NO_CASE, PendingEntry, PendingTable};
+use holds::{HoldWindows, Holds, NEVER, NO_CASE, PendingEntry, PendingTable};
 use index::Arena;
+use links::{EntryKind, Links};
 use quotes::{Quote, Quotes};
 use transfers::{StoredTransfer, TransferIndex, TransferStore};
 
@@ -50,6 +52,23 @@ pub const MANUAL_CLOCK_START_MS: u64 = 1_767_225_600_000;
 /// How many records ahead of the one being applied `submit_batch` starts
 /// loading memory for.
 const PREFETCH_AHEAD: usize = 16;
+
+/// Bytes of a QUOTE_AT record: u64 quote id, u64 expiry, QuoteRequest.
+pub const QUOTE_AT_SIZE: usize = 16 + QuoteRequest::SIZE;
+
+/// The shard that owns a customer account: a fixed hash of its id, so the
+/// assignment never changes for a given shard count.
+#[must_use]
+pub fn shard_of(account_id: u64, shards: usize) -> usize {
+    if shards == 1 { 0 } else { (crate::hash::mix64(account_id) % shards as u64) as usize }
+}
+
+/// Whether a TransferResult shows a transfer whose credit another shard
+/// has yet to apply.
+fn in_flight(r: &[u8]) -> bool {
+    let r = TransferResult::decode(r);
+    r.state == records::STATE_PENDING && r.holds & Holds::IN_FLIGHT.bits() != 0
+}
 
 /// Rate of a same-currency transfer: 1 × 10^9.
 pub const RATE_ONE_E9: u64 = 1_000_000_000;
@@ -76,6 +95,10 @@ pub struct EngineConfig {
     pub pending_capacity: usize,
     /// The AML rules' settings.
     pub aml: AmlConfig,
+    /// This shard's number and the number of shards: which customer
+    /// accounts are this shard's (`shard_of`) and which links it has.
+    pub shard: u16,
+    pub shards: u16,
 }
 
 impl Default for EngineConfig {
@@ -89,6 +112,8 @@ impl Default for EngineConfig {
             loans_capacity: 1024,
             pending_capacity: 1024,
             aml: AmlConfig::default(),
+            shard: 0,
+            shards: 1,
         }
     }
 }
@@ -125,6 +150,8 @@ enum VoidReason {
     Expired,
     /// The customer cancelled it.
     Cancelled,
+    /// Its credit could not be applied on the credit account's shard.
+    Refused,
 }
 
 /// One shard's state machine.
@@ -150,6 +177,12 @@ pub struct Engine {
     verdicts: Vec<Verdict>,
     /// Credit lines, loans and repayments.
     credit: loans::Credit,
+    /// What this shard owes other shards and has taken from them.
+    links: Links,
+    /// Whether the command being applied put entries in an outbox or
+    /// answered with something another shard has yet to apply (its answer
+    /// then waits for the acknowledgement: `take_link_wait`).
+    link_wait: bool,
 }
 
 impl Clone for Engine {
@@ -166,6 +199,8 @@ impl Clone for Engine {
             cases: self.cases.clone(),
             verdicts: self.verdicts.clone(),
             credit: self.credit.clone(),
+            links: self.links.clone(),
+            link_wait: self.link_wait,
         }
     }
     /// Copies `source` into this engine's existing memory: the snapshot
@@ -183,6 +218,8 @@ impl Clone for Engine {
         self.cases.clone_from(&source.cases);
         self.verdicts.clone_from(&source.verdicts);
         self.credit.clone_from(&source.credit);
+        self.links.clone_from(&source.links);
+        self.link_wait = source.link_wait;
     }
 }
 
@@ -217,6 +254,8 @@ impl Engine {
             cases: Arena::default(),
             verdicts: Vec::new(),
             credit: loans::Credit::with_capacity(config.loans_capacity),
+            links: Links::new(config.shard, config.shards),
+            link_wait: false,
         }
     }
 
@@ -273,7 +312,17 @@ impl Engine {
     /// per request record to `out`. Lookups change nothing but the clock.
     pub fn apply(&mut self, kind: u16, body: &[u8], now_ms: u64, out: &mut Vec<u8>) -> Result<(), EngineError> {
         Self::check_length(kind, body)?;
+        let link_in = if kind == kind::LINK_IN {
+            let m = links::decode_link_in(body).expect("checked by check_length");
+            if m.from >= self.links.shards() || m.from == self.links.me {
+                return Err(EngineError::BadLength { kind, len: body.len() });
+            }
+            Some(m)
+        } else {
+            None
+        };
         self.advance(now_ms);
+        let answered = out.len();
         match kind {
             kind::CREATE_ACCOUNTS => self.each(body, out, |e, a: Account, _| e.create_account(&a)),
             kind::SUBMIT_TRANSFERS => self.submit_batch(body, out),
@@ -303,10 +352,162 @@ impl Engine {
                 self.verdicts = verdicts;
                 self.submit_batch(transfers, out);
             }
+            kind::LINK_IN => self.link_in(&link_in.expect("decoded above")),
+            kind::QUOTE_AT => {
+                for chunk in body.chunks_exact(QUOTE_AT_SIZE) {
+                    let id = u64::from_le_bytes(chunk[0..8].try_into().expect("8 bytes"));
+                    let expires_at_ms = u64::from_le_bytes(chunk[8..16].try_into().expect("8 bytes"));
+                    let answer = self.fx_quote_as(&QuoteRequest::decode(&chunk[16..]), Some((id, expires_at_ms)));
+                    records::push(out, &answer);
+                }
+            }
             kind::TICK => {}
             other => return Err(EngineError::UnknownKind(other)),
         }
+        if self.links.shards() > 1 {
+            self.note_link_wait(kind, &out[answered..]);
+        }
         Ok(())
+    }
+
+    /// Whether an answer shows something another shard has yet to apply:
+    /// a transfer in flight, or an account whose notices may be on their
+    /// way. Such an answer waits for the acknowledgement.
+    fn note_link_wait(&mut self, kind: u16, answers: &[u8]) {
+        let waits = match kind {
+            kind::CREATE_ACCOUNTS => answers.chunks_exact(RecordResult::SIZE).any(|r| {
+                let code = u16::from_le_bytes([r[8], r[9]]);
+                code == ResultCode::Ok.as_u16() || code == ResultCode::AlreadyExists.as_u16()
+            }),
+            kind::SUBMIT_TRANSFERS
+            | kind::SUBMIT_JUDGED
+            | kind::CONFIRM_STEP_UP
+            | kind::RESOLVE_REVIEW
+            | kind::FINALIZE_PENDING => answers.chunks_exact(TransferResult::SIZE).any(in_flight),
+            _ => false,
+        };
+        self.link_wait |= waits;
+    }
+
+    /// If the last commands' answers must wait for other shards: the
+    /// sequence, per shard, each must have acknowledged first. Clears the
+    /// mark.
+    pub fn take_link_wait(&mut self) -> Option<Vec<u64>> {
+        if !std::mem::take(&mut self.link_wait) {
+            return None;
+        }
+        Some(self.links.links.iter().map(|l| l.last_seq).collect())
+    }
+
+    /// Brings an answer that waited for other shards up to date: each
+    /// transfer it showed in flight is shown as it is now (posted, or
+    /// voided because its credit could not be applied: OVERFLOW).
+    pub fn settle_answers(&self, kind: u16, answers: &mut [u8]) {
+        if !matches!(
+            kind,
+            kind::SUBMIT_TRANSFERS | kind::CONFIRM_STEP_UP | kind::RESOLVE_REVIEW | kind::FINALIZE_PENDING
+        ) {
+            return;
+        }
+        for r in answers.chunks_exact_mut(TransferResult::SIZE) {
+            if !in_flight(r) {
+                continue;
+            }
+            let then = TransferResult::decode(r);
+            let mut now = self.lookup_transfer(then.transfer_id);
+            now.code = if now.state == records::STATE_VOIDED && then.code == ResultCode::Ok.as_u16() {
+                ResultCode::Overflow.as_u16()
+            } else {
+                then.code
+            };
+            let mut bytes = Vec::with_capacity(TransferResult::SIZE);
+            records::push(&mut bytes, &now);
+            r.copy_from_slice(&bytes);
+        }
+    }
+
+    /// The id the next FX quote would get.
+    #[must_use]
+    pub fn next_quote_id(&self) -> u64 {
+        self.quotes.next_id()
+    }
+
+    /// The links to other shards (read-only).
+    #[must_use]
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// Applies a LINK_IN record: the peer's entries in sequence (each
+    /// once), then its acknowledgement, which posts the transfers it
+    /// covers. Refunds come before the acknowledgement of the credits they
+    /// answer (`Links::message`), so a refused credit is voided, never
+    /// posted.
+    fn link_in(&mut self, m: &links::LinkIn) {
+        let peer = m.from;
+        for e in &m.entries {
+            let link = &mut self.links.links[usize::from(peer)];
+            if e.seq <= link.applied {
+                continue;
+            }
+            assert_eq!(e.seq, link.applied + 1, "entries from shard {peer} skip a sequence");
+            link.applied = e.seq;
+            match e.kind {
+                EntryKind::Credit => self.apply_credit(peer, e),
+                EntryKind::Refund => {
+                    let at = self.transfers.find(e.id).expect("a refunded transfer is stored");
+                    assert_eq!(
+                        self.transfers.get(at).holds,
+                        Holds::IN_FLIGHT.bits(),
+                        "a refunded transfer is in flight"
+                    );
+                    self.void(at, VoidReason::Refused);
+                }
+                EntryKind::Account => {
+                    self.links.remote.insert(e.account);
+                }
+            }
+        }
+        let last_seq = self.links.links[usize::from(peer)].last_seq;
+        assert!(m.ack <= last_seq, "shard {peer} acknowledges {} of {last_seq}", m.ack);
+        loop {
+            let outbox = &mut self.links.links[usize::from(peer)].outbox;
+            if outbox.front().is_none_or(|e| e.seq > m.ack) {
+                break;
+            }
+            let e = outbox.pop_front().expect("front exists");
+            if e.kind == EntryKind::Credit
+                && let Some(at) = self.transfers.find(e.id)
+                && self.transfers.get(at).holds == Holds::IN_FLIGHT.bits()
+            {
+                self.post_pending(at);
+            }
+        }
+    }
+
+    /// A CREDIT from another shard: from this shard's part of INTERSHARD to
+    /// the account, or, if the account can't take it (its balance would
+    /// overflow), a REFUND back.
+    fn apply_credit(&mut self, peer: u16, e: &links::Entry) {
+        let inter = self.book.system(book::INTERSHARD);
+        let currency = CurrencyIndex::of(e.currency).expect("a credit's currency was checked at submission");
+        let fits =
+            self.book.find(e.account).filter(|&c| self.book.entry(c).kind == AccountKind::Customer).filter(|&c| {
+                i64::try_from(e.amount).is_ok()
+                    && check_credit(&self.book.balance_at(c, currency), e.amount).is_ok()
+                    && check_system_debit(&self.book.balance_at(inter, currency), e.amount).is_ok()
+            });
+        match fits {
+            Some(credit) => {
+                let amount = i64::try_from(e.amount).expect("checked");
+                self.add(inter, currency, -amount);
+                self.add(credit, currency, amount);
+            }
+            None => {
+                self.links.push(peer, EntryKind::Refund, e.id, 0, 0, e.seq);
+                self.link_wait = true;
+            }
+        }
     }
 
     /// The request record size of a kind the engine applies.
@@ -327,7 +528,8 @@ impl Engine {
             kind::REPAY_LOANS => Repay::SIZE,
             kind::LOOKUP_LOANS => Id::SIZE,
             kind::EXPORT_STR | kind::STR_ROWS => StrRequest::SIZE,
-            kind::SUBMIT_JUDGED => 1,
+            kind::SUBMIT_JUDGED | kind::LINK_IN => 1,
+            kind::QUOTE_AT => QUOTE_AT_SIZE,
             kind::TICK => 1,
             _ => return None,
         })
@@ -341,6 +543,7 @@ impl Engine {
             || (kind == kind::TICK && !body.is_empty())
             || (one && body.len() != size)
             || (kind == kind::SUBMIT_JUDGED && scorer::decode_judged(body).is_none())
+            || (kind == kind::LINK_IN && links::decode_link_in(body).is_none())
         {
             return Err(EngineError::BadLength { kind, len: body.len() });
         }
@@ -433,6 +636,11 @@ impl Engine {
         let code = self.check_account(a);
         if code == ResultCode::Ok {
             self.insert_account(a.account_id, AccountKind::Customer, a.home_country, a.customer_ref);
+            // Every other shard learns it exists, so its customers may pay it.
+            let me = self.links.me;
+            for peer in (0..self.links.shards()).filter(|&p| p != me) {
+                self.links.push(peer, EntryKind::Account, 0, a.account_id, 0, 0);
+            }
         }
         RecordResult { key: a.account_id, code: code.as_u16() }
     }
@@ -541,7 +749,13 @@ impl Engine {
             return Err(ResultCode::IdConflict);
         }
         let debit = self.book.find(t.debit_account).ok_or(ResultCode::DebitAccountNotFound)?;
-        let credit = self.book.find(t.credit_account).ok_or(ResultCode::CreditAccountNotFound)?;
+        let credit = match self.book.find(t.credit_account) {
+            Some(credit) => credit,
+            // Another shard's customer: the money goes through this shard's
+            // part of INTERSHARD (`links`).
+            None if self.links.remote.contains(&t.credit_account) => self.book.system(book::INTERSHARD),
+            None => return Err(ResultCode::CreditAccountNotFound),
+        };
         if t.debit_account == t.credit_account && t.debit_currency == t.credit_currency {
             return Err(ResultCode::SameAccount);
         }
@@ -639,6 +853,13 @@ impl Engine {
     /// INVALID_AMOUNT (zero), NO_FX_RATE, INVALID_AMOUNT (rounds to zero),
     /// OVERFLOW.
     pub fn fx_quote(&mut self, q: &QuoteRequest) -> QuoteRecord {
+        self.fx_quote_as(q, None)
+    }
+
+    /// FX_QUOTE with, for QUOTE_AT, the id and expiry the switch chose (so
+    /// every shard holds the same quote); else the shard numbers it and it
+    /// expires `quote_ttl_ms` from now.
+    fn fx_quote_as(&mut self, q: &QuoteRequest, given: Option<(u64, u64)>) -> QuoteRecord {
         let refused = |code: ResultCode| QuoteRecord { code: code.as_u16(), ..QuoteRecord::default() };
         // The same order as a transfer's: amount, currencies, then the rest.
         if q.amount == 0 {
@@ -660,9 +881,12 @@ impl Engine {
             Ok(amounts) => amounts,
             Err(e) => return refused(fx_code(e)),
         };
-        let expires_at_ms = self.now_ms.saturating_add(self.config.quote_ttl_ms);
+        let expires_at_ms = given.map_or(self.now_ms.saturating_add(self.config.quote_ttl_ms), |(_, e)| e);
         let quote = Quote { from, to, side, amount: q.amount, debit_amount, credit_amount, rate, expires_at_ms };
-        let quote_id = self.quotes.insert(quote);
+        let quote_id = match given {
+            Some((id, _)) => self.quotes.insert_as(id, quote),
+            None => self.quotes.insert(quote),
+        };
         let rate_e9 = rate.rate_e9().expect("convert checked the rate fits");
         QuoteRecord { quote_id, code: 0, rate_e9, debit_amount, credit_amount, expires_at_ms }
     }
@@ -691,11 +915,15 @@ impl Engine {
             // The shortfall is lent first, in the same step.
             self.draw_micro_loan(t, a);
         }
-        if holds.is_empty() {
+        let remote = a.credit == self.book.system(book::INTERSHARD);
+        if holds.is_empty() && !remote {
             self.move_funds(a.debit, a.credit, &stored);
             let at = self.transfers.insert(stored);
             return self.result_of(at, ResultCode::Ok);
         }
+        // A transfer to another shard's customer reserves like a pending
+        // one and posts when that shard has applied its credit.
+        let holds = if holds.is_empty() { Holds::IN_FLIGHT } else { holds };
         stored.state = records::STATE_PENDING;
         stored.holds = holds.bits();
         self.reserve(a.debit, a.credit, &stored, true);
@@ -721,6 +949,9 @@ impl Engine {
         let mut entry = PendingEntry { at, submitted_ms: self.now_ms, cooling_until_ms, due_ms: 0, counted, case };
         entry.due_ms = entry.soonest_end(holds, &self.config.hold_windows);
         self.pending.insert(t.transfer_id, entry);
+        if holds == Holds::IN_FLIGHT {
+            self.send_credit(at);
+        }
         // A window already closed (a zero-length window, or a cooling-off
         // period in the past) fires now, in the same step.
         self.advance(self.now_ms);
@@ -762,7 +993,8 @@ impl Engine {
             result.auto_credit_amount = self.micro_loan_of(stored.id());
         }
         if stored.state == records::STATE_PENDING {
-            result.hold_until_ms = self.pending.get(stored.id()).expect("pending entry").due_ms;
+            let due = self.pending.get(stored.id()).expect("pending entry").due_ms;
+            result.hold_until_ms = if due == NEVER { 0 } else { due };
         }
         result
     }
@@ -782,6 +1014,9 @@ impl Engine {
         let stored = self.transfers.get(at);
         if stored.state != records::STATE_PENDING {
             return Err(ResultCode::NotPending);
+        }
+        if stored.holds == Holds::IN_FLIGHT.bits() {
+            return Err(ResultCode::InFlight);
         }
         if !Holds::from_bits(stored.holds).expect("valid holds").contains(hold) {
             return Err(ResultCode::WrongMethod);
@@ -846,6 +1081,9 @@ impl Engine {
         if self.transfers.get(at).state != records::STATE_PENDING {
             return self.reject(id, ResultCode::NotPending);
         }
+        if self.transfers.get(at).holds == Holds::IN_FLIGHT.bits() {
+            return self.reject(id, ResultCode::InFlight);
+        }
         self.void(at, VoidReason::Cancelled);
         self.result_of(at, ResultCode::Ok)
     }
@@ -886,17 +1124,46 @@ impl Engine {
         }
     }
 
+    /// Posts a pending transfer whose holds are all released. One to
+    /// another shard's customer goes in flight first (its credit is sent)
+    /// and posts when that shard acknowledges it.
     fn post_pending(&mut self, at: TransferIndex) {
         let stored = *self.transfers.get(at);
+        let credit = self.credit_leg(stored.credit_account);
+        let remote = credit == self.book.system(book::INTERSHARD);
+        if remote && stored.holds != Holds::IN_FLIGHT.bits() {
+            self.transfers.get_mut(at).holds = Holds::IN_FLIGHT.bits();
+            self.pending.reschedule(stored.id(), NEVER);
+            self.send_credit(at);
+            return;
+        }
         let entry = self.pending.remove(stored.id());
         self.close_case(&entry, Outcome::Passed);
         self.unreserve(&stored);
         let debit = self.book.find(stored.debit_account).expect("debit account exists");
-        let credit = self.book.find(stored.credit_account).expect("credit account exists");
         self.move_funds(debit, credit, &stored);
         let s = self.transfers.get_mut(at);
         s.state = records::STATE_POSTED;
         s.holds = 0;
+    }
+
+    /// Where a stored transfer's credit leg lands on this shard: its credit
+    /// account, or INTERSHARD for another shard's customer.
+    fn credit_leg(&self, account: u64) -> AccountPos {
+        self.book.find(account).unwrap_or_else(|| {
+            assert!(self.links.remote.contains(&account), "credit account {account} is known");
+            self.book.system(book::INTERSHARD)
+        })
+    }
+
+    /// Puts the credit of an in-flight transfer in the outbox to its credit
+    /// account's shard.
+    fn send_credit(&mut self, at: TransferIndex) {
+        let s = *self.transfers.get(at);
+        let peer = shard_of(s.credit_account, usize::from(self.links.shards())) as u16;
+        let currency = s.credit_currency.code();
+        self.links.push(peer, EntryKind::Credit, s.id(), s.credit_account, currency, s.credit_amount);
+        self.link_wait = true;
     }
 
     fn void(&mut self, at: TransferIndex, reason: VoidReason) {
@@ -915,7 +1182,7 @@ impl Engine {
         let debit = self.book.find(stored.debit_account).expect("debit account exists");
         self.profiles.get_mut(debit.index()).uncount(entry.submitted_ms, entry.counted);
         let outcome = match reason {
-            VoidReason::Failed => Outcome::Failed,
+            VoidReason::Failed | VoidReason::Refused => Outcome::Failed,
             VoidReason::Expired => Outcome::Expired,
             VoidReason::Cancelled | VoidReason::ClientVoided => Outcome::Cancelled,
         };
@@ -936,7 +1203,7 @@ impl Engine {
 
     fn unreserve(&mut self, s: &StoredTransfer) {
         let debit = self.book.find(s.debit_account).expect("debit account exists");
-        let credit = self.book.find(s.credit_account).expect("credit account exists");
+        let credit = self.credit_leg(s.credit_account);
         self.reserve(debit, credit, s, false);
     }
 
@@ -1205,15 +1472,18 @@ fn check_outcome(outcome: u8) -> Result<(), ResultCode> {
 }
 
 /// Whether SUBMIT_TRANSFERS may debit an account: not FX_POSITION,
-/// LOAN_FUNDING, REMITTANCE_OUT or INTEREST_INCOME.
+/// LOAN_FUNDING, REMITTANCE_OUT, INTEREST_INCOME or INTERSHARD.
 fn may_debit(account: u64) -> bool {
-    !matches!(account, book::FX_POSITION | book::LOAN_FUNDING | book::REMITTANCE_OUT | book::INTEREST_INCOME)
+    !matches!(
+        account,
+        book::FX_POSITION | book::LOAN_FUNDING | book::REMITTANCE_OUT | book::INTEREST_INCOME | book::INTERSHARD
+    )
 }
 
 /// Whether SUBMIT_TRANSFERS may credit an account: not FX_POSITION,
-/// LOAN_FUNDING or INTEREST_INCOME.
+/// LOAN_FUNDING, INTEREST_INCOME or INTERSHARD.
 fn may_credit(account: u64) -> bool {
-    !matches!(account, book::FX_POSITION | book::LOAN_FUNDING | book::INTEREST_INCOME)
+    !matches!(account, book::FX_POSITION | book::LOAN_FUNDING | book::INTEREST_INCOME | book::INTERSHARD)
 }
 
 #[cfg(test)]

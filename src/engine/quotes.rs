@@ -57,6 +57,18 @@ impl Quotes {
         id
     }
 
+    /// Inserts a quote under an id the switch chose (QUOTE_AT); later ids
+    /// continue after it. An id already live (a replayed QUOTE_AT is not
+    /// possible: the log applies each record once) is a broken invariant.
+    pub fn insert_as(&mut self, id: u64, quote: Quote) -> u64 {
+        assert!(!self.is_full(), "quote table full");
+        assert!(id != 0 && !self.by_id.contains_key(&id), "quote {id} given twice");
+        self.next_id = self.next_id.max(id + 1);
+        self.by_id.insert(id, quote);
+        self.expiries.insert((quote.expires_at_ms, id));
+        id
+    }
+
     /// A quote a transfer may use now, if it matches.
     #[must_use]
     pub fn usable(&self, id: u64, from: CurrencyIndex, to: CurrencyIndex, amount: u64, side: Side) -> Option<&Quote> {

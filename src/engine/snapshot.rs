@@ -10,8 +10,10 @@
 
 use sha2::{Digest, Sha256};
 
+use super::book::INTERSHARD;
 use super::book::{AccountKind, Balance};
 use super::holds::{Holds, PendingEntry};
+use super::links::{ENTRY_SIZE, Entry, Link};
 use super::loans::Repayment;
 use super::quotes::Quote;
 use super::transfers::{StoredTransfer, TransferIndex};
@@ -23,7 +25,7 @@ use crate::money::CurrencyIndex;
 use crate::protocol::records::{self, Transfer};
 
 const STATE_MAGIC: &[u8; 4] = b"HKST";
-const STATE_VERSION: u32 = 4;
+const STATE_VERSION: u32 = 5;
 
 /// A snapshot body that does not decode: the file is corrupt or from
 /// another version.
@@ -244,6 +246,24 @@ impl Engine {
             w.u128(r.loan_id);
             w.u64(r.amount);
         }
+        // Links: this shard's place, then per shard the outbox and what was
+        // applied from it; the accounts other shards own, sorted.
+        w.u16(self.links.me);
+        w.u16(self.links.shards());
+        for link in &self.links.links {
+            w.u64(link.last_seq);
+            w.u64(link.applied);
+            w.u64(link.outbox.len() as u64);
+            for e in &link.outbox {
+                e.encode(w.0);
+            }
+        }
+        let mut remote: Vec<u64> = self.links.remote.iter().copied().collect();
+        remote.sort_unstable();
+        w.u64(remote.len() as u64);
+        for id in remote {
+            w.u64(id);
+        }
     }
 
     /// SHA-256 of the canonical state: equal hashes mean equal states.
@@ -284,6 +304,11 @@ impl Engine {
             if engine.book.account(id).is_some() {
                 return Err(SnapshotError(format!("account {id} twice")));
             }
+            if version < 5 && id > INTERSHARD && engine.book.account(INTERSHARD).is_none() {
+                // Before version 5 there was no INTERSHARD: it takes its
+                // place after the other system accounts.
+                engine.insert_account(INTERSHARD, AccountKind::System, crate::money::HONG_KONG, 0);
+            }
             // System accounts are exactly 1..=5 (they sit first in every
             // book; `Book::system` relies on it).
             if id == 0 || (kind == AccountKind::System) != super::book::SYSTEM_ACCOUNTS.contains(&id) {
@@ -291,7 +316,10 @@ impl Engine {
             }
             engine.insert_account(id, kind, home_country, customer_ref);
         }
-        // All five system accounts, at the first five positions (restored in
+        if version < 5 && engine.book.account(INTERSHARD).is_none() {
+            engine.insert_account(INTERSHARD, AccountKind::System, crate::money::HONG_KONG, 0);
+        }
+        // All system accounts, at the first positions (restored in
         // id order, they are; `Book::system` relies on it).
         let in_place = |id: &u64| engine.book.find(*id).is_some_and(|at| u64::from(at.index()) == *id - 1);
         if !super::book::SYSTEM_ACCOUNTS.iter().all(in_place) {
@@ -443,6 +471,9 @@ impl Engine {
         if version >= 4 {
             engine.decode_credit(&mut r)?;
         }
+        if version >= 5 {
+            engine.decode_links(&mut r)?;
+        }
         for (id, entry) in engine.pending.sorted() {
             let open = entry.case == super::holds::NO_CASE
                 || (entry.case < engine.cases.len() as u32 && {
@@ -454,6 +485,42 @@ impl Engine {
             }
         }
         engine.finish_decode(&r)
+    }
+
+    fn decode_links(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {
+        let (me, shards) = (r.u16()?, r.u16()?);
+        if (me, shards) != (self.links.me, self.links.shards()) {
+            return Err(SnapshotError(format!(
+                "snapshot of shard {me} of {shards}, opened as shard {} of {}",
+                self.links.me,
+                self.links.shards()
+            )));
+        }
+        for peer in 0..usize::from(shards) {
+            let last_seq = r.u64()?;
+            let applied = r.u64()?;
+            let n = r.count("link entry", ENTRY_SIZE)?;
+            let mut outbox = std::collections::VecDeque::with_capacity(n);
+            for _ in 0..n {
+                let e = Entry::decode(&r.take::<ENTRY_SIZE>()?).ok_or_else(|| bad("link entry"))?;
+                outbox.push_back(e);
+            }
+            let contiguous = outbox.iter().zip(outbox.iter().skip(1)).all(|(a, b)| b.seq == a.seq + 1);
+            let ends = outbox.back().is_none_or(|e| e.seq == last_seq) && outbox.front().is_none_or(|e| e.seq >= 1);
+            let own_empty = peer != usize::from(me) || (last_seq == 0 && applied == 0);
+            if !contiguous || !ends || !own_empty {
+                return Err(SnapshotError(format!("link to shard {peer} out of sequence")));
+            }
+            self.links.links[peer] = Link { last_seq, outbox, applied };
+        }
+        let remote = r.count("remote account", 8)?;
+        for _ in 0..remote {
+            let id = r.u64()?;
+            if id < super::book::CUSTOMER_ID_MIN || self.book.account(id).is_some() || !self.links.remote.insert(id) {
+                return Err(SnapshotError(format!("remote account {id} invalid, local or twice")));
+            }
+        }
+        Ok(())
     }
 
     fn decode_credit(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {

@@ -91,7 +91,8 @@ fn transfer_codes_in_precedence_order() {
                 }),
                 ResultCode::DebitAccountNotFound,
             ),
-            ("system id that is not an account", t(&|t| t.debit_account = 6), ResultCode::DebitAccountNotFound),
+            ("system id that is not an account", t(&|t| t.debit_account = 7), ResultCode::DebitAccountNotFound),
+            ("INTERSHARD is the shards' own", t(&|t| t.debit_account = 6), ResultCode::Forbidden),
             ("credit missing", t(&|t| t.credit_account = 8888), ResultCode::CreditAccountNotFound),
             (
                 "same account before forbidden and amount",
@@ -245,7 +246,7 @@ fn accounts_in_precedence_order() {
         let r = e.create_account(account);
         assert_eq!((r.key, code(r.code)), (account.account_id, *expected), "{name}");
     }
-    assert_eq!(e.book().account_count(), 5 + 3 + 2);
+    assert_eq!(e.book().account_count(), 6 + 3 + 2);
 }
 
 #[test]
@@ -482,9 +483,19 @@ fn a_snapshot_from_before_aml_still_decodes() {
     let mut e = Engine::new(config, MANUAL_CLOCK_START_MS);
     e.create_account(&Account { account_id: ALICE, kind: 1, flags: 0, home_country: 344, customer_ref: 1 });
     e.submit_transfer(&deposit(1, ALICE, 500, HKD));
-    let mut v3 = Vec::new();
-    e.encode_state(&mut v3);
-    let v4 = v3;
+    let mut v5 = Vec::new();
+    e.encode_state(&mut v5);
+    // Version 5 added INTERSHARD (the sixth account entry, 19 bytes, never
+    // touched so without balances) and the links section (36 bytes for one
+    // shard).
+    let mut v4 = v5[..v5.len() - 36].to_vec();
+    assert_eq!(v4[16..24], 7u64.to_le_bytes(), "six system accounts and Alice");
+    v4[16..24].copy_from_slice(&6u64.to_le_bytes());
+    let sixth = 24 + 5 * 19;
+    assert_eq!(v4[sixth..sixth + 8], 6u64.to_le_bytes());
+    v4.drain(sixth..sixth + 19);
+    v4[4..8].copy_from_slice(&4u32.to_le_bytes());
+    assert_eq!(Engine::decode_state(config, &v4).expect("version 4 decodes").state_hash(), e.state_hash());
     assert_eq!(v4[v4.len() - 40..], [0; 40]);
     let mut v3 = v4[..v4.len() - 24].to_vec();
     v3[4..8].copy_from_slice(&3u32.to_le_bytes());

@@ -46,11 +46,16 @@ pub enum ResultCode {
     /// Harbour addition: the shard holds the most live FX quotes it keeps
     /// (2^20); a new one is refused until some expire or are spent.
     QuotesFull = 66,
+    /// Harbour addition: the transfer is being credited on another shard
+    /// (state PENDING, hold IN_FLIGHT) and can't be cancelled, finalized or
+    /// stepped up any more; it posts (or, rarely, is voided) within
+    /// milliseconds. Nothing was applied.
+    InFlight = 67,
 }
 
 impl ResultCode {
     /// Every code, in numeric order (for metrics and docs tables).
-    pub const ALL: [ResultCode; 31] = [
+    pub const ALL: [ResultCode; 32] = [
         Self::Ok,
         Self::AlreadyExists,
         Self::IdConflict,
@@ -82,6 +87,7 @@ impl ResultCode {
         Self::CrossShard,
         Self::NotSupported,
         Self::QuotesFull,
+        Self::InFlight,
     ];
 
     /// The wire value.
@@ -131,6 +137,7 @@ impl ResultCode {
             Self::CrossShard => "CROSS_SHARD",
             Self::NotSupported => "NOT_SUPPORTED",
             Self::QuotesFull => "QUOTES_FULL",
+            Self::InFlight => "IN_FLIGHT",
         }
     }
 }

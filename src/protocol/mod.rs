@@ -63,6 +63,13 @@ pub mod kind {
     /// Internal query (never logged, never on the wire): one shard's STR
     /// case rows for a month, for the switch to merge (`aml::report`).
     pub const STR_ROWS: u16 = 0xF003;
+    /// Internal log record: entries from another shard and its
+    /// acknowledgement of this shard's (`engine::links`).
+    pub const LINK_IN: u16 = 0xF004;
+    /// Internal log record: FX_QUOTE with the quote id and expiry the
+    /// switch chose, so every shard holds the same quote (32-byte records:
+    /// u64 id, u64 expires_at_ms, QuoteRequest).
+    pub const QUOTE_AT: u16 = 0xF005;
 
     /// Whether a kind changes state and therefore goes to the log.
     #[must_use]
@@ -83,6 +90,8 @@ pub mod kind {
                 | REPAY_LOANS
                 | TICK
                 | SUBMIT_JUDGED
+                | LINK_IN
+                | QUOTE_AT
         )
     }
 }
