@@ -343,6 +343,27 @@ impl Shard {
         answered
     }
 
+    /// One step of the shard thread, for a caller that moves link messages
+    /// itself (a deterministic simulation): applies other shards' link
+    /// messages (`links`, LINK_IN bodies) and a group, commits, then
+    /// snapshots if due. Returns the answers, per request whether it waits
+    /// for acknowledgements (the sequence each shard must reach, see
+    /// [`Engine::take_link_wait`]) and the commit's outcome.
+    #[allow(clippy::type_complexity)]
+    pub fn step(
+        &mut self,
+        links: &[&[u8]],
+        group: &[(u16, &[u8])],
+    ) -> (Vec<Reply>, Vec<Option<Vec<u64>>>, Result<(), WalError>) {
+        let (replies, result) = self.commit_group(links, group);
+        let mut waits = std::mem::take(&mut self.waits);
+        waits.resize(group.len(), None);
+        if result.is_ok() {
+            self.snapshot_if_due();
+        }
+        (replies, waits, result)
+    }
+
     fn commit_group(&mut self, links: &[&[u8]], group: &[(u16, &[u8])]) -> (Vec<Reply>, Result<(), WalError>) {
         let mut replies = Vec::with_capacity(group.len());
         let result = self.apply_group(links, group, &mut replies).and_then(|()| {

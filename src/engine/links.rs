@@ -5,9 +5,10 @@
 //! puts a CREDIT entry in its outbox to that shard; the credit shard applies
 //! it and acknowledges; the acknowledgement posts the transfer on the debit
 //! shard (see `docs/sharding.md`). The same outbox carries REFUND entries
-//! (a credit that could not be applied: the debit shard voids the transfer)
-//! and ACCOUNT entries (a new account exists on its home shard, so other
-//! shards may name it as a credit account).
+//! (a credit that could not be applied: the debit shard voids the transfer),
+//! ACCOUNT entries (a new account exists on its home shard, so other shards
+//! may name it as a credit account) and QUOTE_SPENT entries (every shard
+//! holds every FX quote; one spent on one shard is dropped on the others).
 //!
 //! Entries are numbered per link (sender → receiver) from 1 without gaps.
 //! The receiver applies entry `seq` only if it is the next one it expects,
@@ -44,6 +45,8 @@ pub enum EntryKind {
     Refund = 2,
     /// Account `account` exists on the sender (its home shard).
     Account = 3,
+    /// FX quote `id` (every shard holds it) was spent on the sender.
+    QuoteSpent = 4,
 }
 
 /// One entry of a link.
@@ -78,6 +81,7 @@ impl Entry {
             1 => EntryKind::Credit,
             2 => EntryKind::Refund,
             3 => EntryKind::Account,
+            4 => EntryKind::QuoteSpent,
             _ => return None,
         };
         if b[43..48].iter().any(|&x| x != 0) {

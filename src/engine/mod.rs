@@ -466,6 +466,7 @@ impl Engine {
                 EntryKind::Account => {
                     self.links.remote.insert(e.account);
                 }
+                EntryKind::QuoteSpent => self.quotes.remove(e.id as u64),
             }
         }
         let last_seq = self.links.links[usize::from(peer)].last_seq;
@@ -908,8 +909,14 @@ impl Engine {
         let mut stored =
             StoredTransfer::new(t, a.debit_currency, a.credit_currency, a.debit_amount, a.credit_amount, a.rate_e9);
         if let Some(id) = a.quote {
-            // Spent by the transfer it locked the rate for, posted or held.
+            // Spent by the transfer it locked the rate for, posted or held;
+            // the other shards' copies go too.
             self.quotes.remove(id);
+            let me = self.links.me;
+            for peer in (0..self.links.shards()).filter(|&p| p != me) {
+                self.links.push(peer, EntryKind::QuoteSpent, u128::from(id), 0, 0, 0);
+                self.link_wait = true;
+            }
         }
         if a.auto_credit > 0 {
             // The shortfall is lent first, in the same step.
