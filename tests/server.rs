@@ -58,7 +58,26 @@ async fn balance(c: &Client, account_id: u64) -> (i64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn money_moves_and_survives_a_restart() {
+    money_moves(1).await;
+}
+
+/// The same traffic and the same answers with the two customers on
+/// different shards: every transfer between them crosses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_moves_across_shards_and_survives_a_restart() {
+    assert_ne!(harbour::shard::shard_of(1024, 2), harbour::shard::shard_of(1025, 2));
+    money_moves(2).await;
+}
+
+fn sharded(dir: &std::path::Path, shards: usize) -> Config {
+    let mut c = config(dir);
+    c.switch.shards = shards;
+    c
+}
+
+async fn money_moves(shards: usize) {
     let dir = tempfile::tempdir().unwrap();
+    let config = |dir: &std::path::Path| sharded(dir, shards);
     let running = server::start(&config(dir.path())).await.expect("starts");
     let c = client(running.addr).await;
     c.ping().await.unwrap();
@@ -541,13 +560,36 @@ async fn every_kind_answers_and_the_client_reports_refusals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_answers_everything_begun_and_applies_nothing_else() {
+    stopping_answers_everything_begun(1).await;
+}
+
+/// With two shards the transfers cross (1025 is on the other shard): a
+/// stop still answers every one begun, in flight or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_settles_what_is_in_flight_between_shards() {
+    stopping_answers_everything_begun(2).await;
+}
+
+async fn stopping_answers_everything_begun(shards: usize) {
     let dir = tempfile::tempdir().unwrap();
+    let config = |dir: &std::path::Path| sharded(dir, shards);
     let running = server::start(&config(dir.path())).await.expect("starts");
     let c = client(running.addr).await;
-    c.create_accounts(&[account(1024)]).await.unwrap();
+    c.create_accounts(&[account(1024), account(1025)]).await.unwrap();
+    c.submit_transfers(&[deposit(1 << 64, 1025, 1_000, HKD)]).await.unwrap();
     drop(c);
     let mut raw = Raw::authenticated(running.addr).await;
-    raw.send_bytes(&deposit_frames(300)).await;
+    let mut frames = BytesMut::new();
+    for i in 0..300u64 {
+        // Deposits into 1024 and, every third, a cent from 1025 to 1024.
+        let t = if i % 3 == 0 {
+            transfer(u128::from(i) + 1, 1025, 1024, 1, HKD)
+        } else {
+            deposit(u128::from(i) + 1, 1024, 1, HKD)
+        };
+        frame::encode(&mut frames, kind::SUBMIT_TRANSFERS, 1, 1000 + i, &encode_all(&[t]));
+    }
+    raw.send_bytes(&frames).await;
     // Stop while those are being applied.
     let first = raw.read().await.expect("a first answer");
     let stopping = tokio::spawn(running.stop());
@@ -567,8 +609,13 @@ async fn stopping_answers_everything_begun_and_applies_nothing_else() {
     let ids: Vec<u128> = (1..=300).collect();
     let looked = c.lookup_transfers(&ids).await.unwrap();
     let applied: Vec<u128> = looked.iter().filter(|r| r.state == STATE_POSTED).map(|r| r.transfer_id).collect();
+    // Several shards answer out of order.
+    ok.sort_unstable();
     assert_eq!(applied, ok, "answered = applied");
     assert_eq!(balance(&c, 1024).await, (ok.len() as i64, 0));
+    let crossed = ok.iter().filter(|&&id| (id - 1) % 3 == 0).count() as i64;
+    assert_eq!(balance(&c, 1025).await, (1_000 - crossed, 0));
+    assert_eq!(balance(&c, harbour::engine::book::INTERSHARD).await, (0, 0));
     running.stop().await.unwrap();
 }
 
@@ -625,7 +672,17 @@ async fn the_client_frees_places_as_answers_arrive_not_as_callers_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn currencies_convert_over_the_wire_with_quotes_and_the_manual_clock() {
+    currencies_convert(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currencies_convert_across_shards_with_quotes() {
+    currencies_convert(2).await;
+}
+
+async fn currencies_convert(shards: usize) {
     let dir = tempfile::tempdir().unwrap();
+    let config = |dir: &std::path::Path| sharded(dir, shards);
     let running = server::start(&config(dir.path())).await.expect("starts");
     let c = client(running.addr).await;
     const USD: u16 = 840;
