@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -45,6 +45,7 @@ use crate::aml::report::{CaseRow, ROW_SIZE};
 use crate::aml::scorer::{Gate, GateStats, JUDGED_HEADER_SIZE, RemoteScorer, VERDICT_SIZE, encode_judged};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS};
+use crate::handoff::{Admission, Settled, Windows};
 use crate::metrics::{METRICS, Stage};
 use crate::protocol::records::{self, Account, Balance, BalanceKey, Record, StrRequest, Transfer, TransferResult};
 use crate::protocol::{ResultCode, kind};
@@ -220,20 +221,13 @@ const LINK_RETRY: Duration = Duration::from_micros(200);
 /// flight between them before it stops anyway (recovery resumes it).
 const DRAIN_MAX: Duration = Duration::from_secs(5);
 
-/// How a shard reaches the others: their link queues, and per ordered pair
-/// the number of messages queued (the window).
+/// How a shard reaches the others: their link queues, the windows that
+/// bound them, and the flags a stop waits on (`handoff`).
 pub struct Peers {
     me: u16,
     senders: Vec<Sender<LinkMessage>>,
-    queued: Arc<Vec<AtomicU32>>,
-    /// Per shard: whether it has nothing in flight (for a clean stop).
-    settled: Arc<Vec<AtomicBool>>,
-}
-
-impl Peers {
-    fn window(&self, from: u16, to: u16) -> &AtomicU32 {
-        &self.queued[usize::from(from) * self.senders.len() + usize::from(to)]
-    }
+    windows: Arc<Windows>,
+    settled: Arc<Settled>,
 }
 
 /// A request's answer that waits for other shards to apply what it sent
@@ -267,6 +261,8 @@ pub struct Shard {
     /// Per request of the group being applied: whether (and for which
     /// acknowledgements) its answer waits.
     waits: Vec<Option<Vec<u64>>>,
+    /// Stopping: the clock stands still (no timer fires).
+    draining: bool,
 }
 
 impl Shard {
@@ -302,6 +298,7 @@ impl Shard {
             gate: None,
             log_bytes_seen: 0,
             waits: Vec::new(),
+            draining: false,
         };
         Ok((shard, report))
     }
@@ -483,7 +480,7 @@ impl Shard {
         replies: &mut Vec<Reply>,
     ) -> Result<(), WalError> {
         self.waits.clear();
-        let now = self.clock.now_ms(self.engine.now_ms());
+        let now = if self.draining { self.engine.now_ms() } else { self.clock.now_ms(self.engine.now_ms()) };
         if self.engine.advance(now) > 0 {
             // Timers fired: record the time so a replay fires them too.
             self.wal.append(kind::TICK, now, &[])?;
@@ -590,7 +587,7 @@ impl Shard {
         peers: &Peers,
         group_max: usize,
         now_ms: &AtomicU64,
-        queued_bytes: &AtomicU64,
+        queued_bytes: &Admission,
     ) {
         let n = peers.senders.len();
         let me = peers.me;
@@ -603,13 +600,13 @@ impl Shard {
         // After a restart every unacknowledged entry goes again.
         let mut backlog = self.send_links(peers, &mut sent, &mut ack_sent);
         loop {
+            // Published after the step's sends: see `handoff::Settled`.
             let settled = deferred.is_empty() && self.engine.links().unacked() == 0 && !backlog;
-            peers.settled[usize::from(me)].store(settled, Ordering::Release);
-            if let Some(since) = stopping {
-                let all = peers.settled.iter().all(|s| s.load(Ordering::Acquire));
-                if (all && settled) || since.elapsed() > DRAIN_MAX {
-                    break;
-                }
+            peers.settled.publish(usize::from(me), settled);
+            if let Some(since) = stopping
+                && ((settled && peers.settled.all()) || since.elapsed() > DRAIN_MAX)
+            {
+                break;
             }
             let mut wait = self.wake_in();
             if backlog || stopping.is_some() {
@@ -648,6 +645,9 @@ impl Shard {
                     }
                     Message::Stop => {
                         stopping = Some(std::time::Instant::now());
+                        // No timers while draining: they could put new
+                        // transfers in flight (they fire after a restart).
+                        self.draining = true;
                         break;
                     }
                 }
@@ -656,7 +656,7 @@ impl Shard {
                 }
             }
             for m in &inbound {
-                peers.window(m.from, me).fetch_sub(1, Ordering::AcqRel);
+                peers.windows.give_back(usize::from(m.from), usize::from(me));
             }
             let links: Vec<&[u8]> = inbound.iter().map(|m| m.body.as_slice()).collect();
             let group: Vec<(u16, &[u8])> = batch.iter().map(|r| (r.kind, r.body.as_slice())).collect();
@@ -665,7 +665,7 @@ impl Shard {
             inbound.clear();
             now_ms.fetch_max(self.engine.now_ms(), Ordering::Relaxed);
             let applied: u64 = batch.iter().map(|r| r.body.len() as u64).sum();
-            queued_bytes.fetch_sub(applied, Ordering::Relaxed);
+            queued_bytes.release(applied);
             let mut waits = std::mem::take(&mut self.waits);
             waits.resize(batch.len(), None);
             for ((request, reply), wait) in batch.drain(..).zip(replies).zip(waits) {
@@ -719,18 +719,16 @@ impl Shard {
                 if entries.is_empty() && ack == ack_sent[p] {
                     break;
                 }
-                let window = peers.window(me, peer);
-                if window.load(Ordering::Acquire) >= LINK_WINDOW_MAX {
+                if !peers.windows.try_take(usize::from(me), p) {
                     backlog = true;
                     break;
                 }
                 let mut body = Vec::new();
                 crate::engine::links::encode_link_in(me, ack, &entries, &mut body);
-                window.fetch_add(1, Ordering::AcqRel);
                 if peers.senders[p].try_send(LinkMessage { from: me, body }).is_err() {
                     // Only a stopped shard's queue refuses (the window
                     // guarantees room): recovery resends.
-                    window.fetch_sub(1, Ordering::AcqRel);
+                    peers.windows.give_back(usize::from(me), p);
                     break;
                 }
                 METRICS.link_messages.fetch_add(1, Ordering::Relaxed);
@@ -801,7 +799,7 @@ pub struct Switch {
     /// happen under this lock, so `Busy` really means nothing was sent.
     route: parking_lot::Mutex<()>,
     /// Bytes of request bodies queued and not yet applied, all shards.
-    queued_bytes: Arc<AtomicU64>,
+    queued_bytes: Arc<Admission>,
     /// With several shards, the id the next FX quote gets (every shard
     /// holds every quote under the same id: QUOTE_AT).
     next_quote: AtomicU64,
@@ -914,15 +912,15 @@ impl Switch {
         let mut shards = Vec::with_capacity(n);
         let mut reports = Vec::with_capacity(n);
         let now_ms = Arc::new(AtomicU64::new(0));
-        let queued_bytes = Arc::new(AtomicU64::new(0));
+        let queued_bytes = Arc::new(Admission::new(QUEUED_BYTES_MAX));
         let mut next_quote = 1;
         let mut first_error = None;
         // Each shard's link queue has room for a full window from every
         // other shard, so a link message is never refused or waited for.
+        let windows = Arc::new(Windows::new(n, LINK_WINDOW_MAX));
+        let settled = Arc::new(Settled::new(n));
         let (link_txs, mut link_rxs): (Vec<_>, Vec<_>) =
-            (0..n).map(|_| crossbeam_channel::bounded::<LinkMessage>(n * LINK_WINDOW_MAX as usize)).unzip();
-        let queued: Arc<Vec<AtomicU32>> = Arc::new((0..n * n).map(|_| AtomicU32::new(0)).collect());
-        let settled: Arc<Vec<AtomicBool>> = Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
+            (0..n).map(|_| crossbeam_channel::bounded::<LinkMessage>(windows.queue_capacity())).unzip();
         for (i, storage) in storages.into_iter().enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max);
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -931,7 +929,7 @@ impl Switch {
             let peers = Peers {
                 me: i as u16,
                 senders: link_txs.clone(),
-                queued: Arc::clone(&queued),
+                windows: Arc::clone(&windows),
                 settled: Arc::clone(&settled),
             };
             let link_rx = link_rxs.remove(0);
@@ -1102,7 +1100,7 @@ impl Switch {
         if wait {
             return Ok(());
         }
-        if self.queued_bytes.load(Ordering::Relaxed) + bytes > QUEUED_BYTES_MAX {
+        if !self.queued_bytes.has_room(bytes) {
             return Err(SwitchError::Busy);
         }
         for s in targets {
@@ -1130,9 +1128,7 @@ impl Switch {
 
     fn enqueue(&self, shard: usize, request: Request, wait: bool) -> Result<(), SwitchError> {
         let len = request.body.len() as u64;
-        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if !wait && before + len > QUEUED_BYTES_MAX {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        if !self.queued_bytes.admit(len, wait) {
             return Err(SwitchError::Busy);
         }
         let message = Message::Request(request);
@@ -1148,7 +1144,7 @@ impl Switch {
             })
         };
         if sent.is_err() {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.queued_bytes.release(len);
             METRICS.queue_depth.fetch_sub(1, Ordering::Relaxed);
         }
         sent
