@@ -67,9 +67,20 @@ impl Engine {
     fn audit_links(&self) -> Result<(), AuditError> {
         let mut credits = 0usize;
         for (peer, link) in self.links.links.iter().enumerate() {
-            for e in link.outbox.iter().filter(|e| e.kind == super::links::EntryKind::Credit) {
+            if link.flights.len() != link.outbox.len() {
+                return Err(AuditError::PendingMismatch { transfer_id: 0, what: "flights beside the outbox" });
+            }
+            for (e, flight) in link.outbox.iter().zip(&link.flights) {
+                if (e.kind == super::links::EntryKind::Credit) != flight.is_some() {
+                    return Err(AuditError::PendingMismatch { transfer_id: e.id, what: "a flight beside each credit" });
+                }
+                let Some(flight) = flight else { continue };
                 credits += 1;
-                let fits = self.transfers.find(e.id).map(|at| self.transfers.get(at)).is_some_and(|s| {
+                let found = self.transfers.find(e.id);
+                if found != Some(flight.at) {
+                    return Err(AuditError::PendingMismatch { transfer_id: e.id, what: "a flight points elsewhere" });
+                }
+                let fits = found.map(|at| self.transfers.get(at)).is_some_and(|s| {
                     s.state == records::STATE_PENDING
                         && s.holds == Holds::IN_FLIGHT.bits()
                         && s.credit_account == e.account
@@ -112,19 +123,25 @@ impl Engine {
                 }
                 continue;
             }
-            pending_seen += 1;
             let holds = Holds::from_bits(s.holds).unwrap_or(Holds::NONE);
             if holds.is_empty() {
                 return Err(AuditError::PendingMismatch { transfer_id: id, what: "pending without a hold" });
             }
-            let Some(entry) = self.pending.get(id) else {
-                return Err(AuditError::PendingMismatch { transfer_id: id, what: "no pending entry" });
-            };
-            if self.transfers.get(entry.at).id() != id {
-                return Err(AuditError::PendingMismatch { transfer_id: id, what: "entry points elsewhere" });
-            }
-            if entry.due_ms != entry.soonest_end(holds, &self.config.hold_windows) {
-                return Err(AuditError::PendingMismatch { transfer_id: id, what: "timer not at the soonest end" });
+            // In flight: no pending entry, its credit in an outbox
+            // (`audit_links`); its reservation counts below all the same.
+            if holds != Holds::IN_FLIGHT {
+                pending_seen += 1;
+                let Some(entry) = self.pending.get(id) else {
+                    return Err(AuditError::PendingMismatch { transfer_id: id, what: "no pending entry" });
+                };
+                if self.transfers.get(entry.at).id() != id {
+                    return Err(AuditError::PendingMismatch { transfer_id: id, what: "entry points elsewhere" });
+                }
+                if entry.due_ms != entry.soonest_end(holds, &self.config.hold_windows) {
+                    return Err(AuditError::PendingMismatch { transfer_id: id, what: "timer not at the soonest end" });
+                }
+            } else if holds.contains(Holds::IN_FLIGHT) && holds != Holds::IN_FLIGHT {
+                return Err(AuditError::PendingMismatch { transfer_id: id, what: "in flight and held" });
             }
             let debit = expected.entry((s.debit_account, s.debit_currency)).or_default();
             debit.0 += s.debit_amount;

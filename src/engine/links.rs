@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 
+use crate::engine::holds::PendingEntry;
 use crate::hash::IdBuildHasher;
 
 /// Bytes of one entry on the wire between shards and in the log.
@@ -147,6 +148,11 @@ pub struct Link {
     pub last_seq: u64,
     /// Entries the peer has not acknowledged, in sequence order.
     pub outbox: VecDeque<Entry>,
+    /// Beside each entry of the outbox: for a CREDIT, the transfer's place
+    /// and AML timing while it is in flight (it is in no pending table
+    /// then: posting on the acknowledgement needs no lookup); for other
+    /// entries, `None`.
+    pub flights: VecDeque<Option<PendingEntry>>,
     /// The highest sequence applied from the peer.
     pub applied: u64,
 }
@@ -188,12 +194,40 @@ impl Links {
     /// Puts an entry in the outbox to `peer`, numbering it; returns its
     /// sequence.
     pub fn push(&mut self, peer: u16, kind: EntryKind, id: u128, account: u64, currency: u16, amount: u64) -> u64 {
+        self.push_flight(peer, Entry { seq: 0, kind, id, account, currency, amount }, None)
+    }
+
+    /// Puts an entry (numbered here) in the outbox to `peer` with what the
+    /// shard keeps beside it; returns its sequence.
+    pub fn push_flight(&mut self, peer: u16, mut entry: Entry, flight: Option<PendingEntry>) -> u64 {
         assert_ne!(peer, self.me, "a shard has no link to itself");
+        assert_eq!(flight.is_some(), entry.kind == EntryKind::Credit, "a flight beside each credit");
         let link = &mut self.links[usize::from(peer)];
         link.last_seq += 1;
-        let seq = link.last_seq;
-        link.outbox.push_back(Entry { seq, kind, id, account, currency, amount });
-        seq
+        entry.seq = link.last_seq;
+        link.outbox.push_back(entry);
+        link.flights.push_back(flight);
+        entry.seq
+    }
+
+    /// The flight of the unacknowledged CREDIT with sequence `seq` to
+    /// `peer`.
+    #[must_use]
+    pub fn flight(&self, peer: u16, seq: u64) -> Option<(&Entry, PendingEntry)> {
+        let link = &self.links[usize::from(peer)];
+        let front = link.outbox.front()?.seq;
+        let at = usize::try_from(seq.checked_sub(front)?).ok()?;
+        Some((link.outbox.get(at)?, (*link.flights.get(at)?)?))
+    }
+
+    /// Drops the first entry of the link to `peer` if `ack` covers it,
+    /// with its flight if it was a credit.
+    pub fn pop_acknowledged(&mut self, peer: u16, ack: u64) -> Option<Option<PendingEntry>> {
+        let link = &mut self.links[usize::from(peer)];
+        assert!(ack <= link.last_seq, "shard {peer} acknowledges {ack} of {}", link.last_seq);
+        link.outbox.front().filter(|e| e.seq <= ack)?;
+        link.outbox.pop_front();
+        Some(link.flights.pop_front().expect("a flight slot beside each entry"))
     }
 
     /// Whether any entry waits for an acknowledgement.

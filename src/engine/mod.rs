@@ -455,13 +455,11 @@ impl Engine {
             match e.kind {
                 EntryKind::Credit => self.apply_credit(peer, e),
                 EntryKind::Refund => {
-                    let at = self.transfers.find(e.id).expect("a refunded transfer is stored");
-                    assert_eq!(
-                        self.transfers.get(at).holds,
-                        Holds::IN_FLIGHT.bits(),
-                        "a refunded transfer is in flight"
-                    );
-                    self.void(at, VoidReason::Refused);
+                    let (credit, flight) =
+                        self.links.flight(peer, e.amount).expect("a refund answers a credit in flight");
+                    assert_eq!(credit.id, e.id, "a refund names its credit's transfer");
+                    assert_eq!(self.transfers.get(flight.at).holds, Holds::IN_FLIGHT.bits(), "refunded once");
+                    self.void_entry(flight.at, &flight, VoidReason::Refused);
                 }
                 EntryKind::Account => {
                     self.links.remote.insert(e.account);
@@ -469,19 +467,9 @@ impl Engine {
                 EntryKind::QuoteSpent => self.quotes.remove(e.id as u64),
             }
         }
-        let last_seq = self.links.links[usize::from(peer)].last_seq;
-        assert!(m.ack <= last_seq, "shard {peer} acknowledges {} of {last_seq}", m.ack);
-        loop {
-            let outbox = &mut self.links.links[usize::from(peer)].outbox;
-            if outbox.front().is_none_or(|e| e.seq > m.ack) {
-                break;
-            }
-            let e = outbox.pop_front().expect("front exists");
-            if e.kind == EntryKind::Credit
-                && let Some(at) = self.transfers.find(e.id)
-                && self.transfers.get(at).holds == Holds::IN_FLIGHT.bits()
-            {
-                self.post_pending(at);
+        while let Some(flight) = self.links.pop_acknowledged(peer, m.ack) {
+            if let Some(flight) = flight {
+                self.finish_flight(&flight);
             }
         }
     }
@@ -928,9 +916,26 @@ impl Engine {
             let at = self.transfers.insert(stored);
             return self.result_of(at, ResultCode::Ok);
         }
-        // A transfer to another shard's customer reserves like a pending
-        // one and posts when that shard has applied its credit.
-        let holds = if holds.is_empty() { Holds::IN_FLIGHT } else { holds };
+        if holds.is_empty() {
+            // To another shard's customer: reserved like a pending transfer,
+            // in flight at once, posted when that shard has applied its
+            // credit.
+            stored.state = records::STATE_PENDING;
+            stored.holds = Holds::IN_FLIGHT.bits();
+            self.reserve(a.debit, a.credit, &stored, true);
+            let at = self.transfers.insert(stored);
+            let counted = judged.map_or(0, |j| j.counted);
+            let flight = PendingEntry {
+                at,
+                submitted_ms: self.now_ms,
+                cooling_until_ms: 0,
+                due_ms: NEVER,
+                counted,
+                case: NO_CASE,
+            };
+            self.send_credit(at, flight);
+            return self.result_of(at, ResultCode::Ok);
+        }
         stored.state = records::STATE_PENDING;
         stored.holds = holds.bits();
         self.reserve(a.debit, a.credit, &stored, true);
@@ -956,9 +961,6 @@ impl Engine {
         let mut entry = PendingEntry { at, submitted_ms: self.now_ms, cooling_until_ms, due_ms: 0, counted, case };
         entry.due_ms = entry.soonest_end(holds, &self.config.hold_windows);
         self.pending.insert(t.transfer_id, entry);
-        if holds == Holds::IN_FLIGHT {
-            self.send_credit(at);
-        }
         // A window already closed (a zero-length window, or a cooling-off
         // period in the past) fires now, in the same step.
         self.advance(self.now_ms);
@@ -999,9 +1001,8 @@ impl Engine {
         if stored.flags & records::TRANSFER_AUTO_CREDIT != 0 {
             result.auto_credit_amount = self.micro_loan_of(stored.id());
         }
-        if stored.state == records::STATE_PENDING {
-            let due = self.pending.get(stored.id()).expect("pending entry").due_ms;
-            result.hold_until_ms = if due == NEVER { 0 } else { due };
+        if stored.state == records::STATE_PENDING && stored.holds != Holds::IN_FLIGHT.bits() {
+            result.hold_until_ms = self.pending.get(stored.id()).expect("pending entry").due_ms;
         }
         result
     }
@@ -1136,22 +1137,35 @@ impl Engine {
     /// and posts when that shard acknowledges it.
     fn post_pending(&mut self, at: TransferIndex) {
         let stored = *self.transfers.get(at);
+        let entry = self.pending.remove(stored.id());
         let credit = self.credit_leg(stored.credit_account);
-        let remote = credit == self.book.system(book::INTERSHARD);
-        if remote && stored.holds != Holds::IN_FLIGHT.bits() {
+        if credit == self.book.system(book::INTERSHARD) {
             self.transfers.get_mut(at).holds = Holds::IN_FLIGHT.bits();
-            self.pending.reschedule(stored.id(), NEVER);
-            self.send_credit(at);
+            self.send_credit(at, PendingEntry { due_ms: NEVER, ..entry });
             return;
         }
-        let entry = self.pending.remove(stored.id());
-        self.close_case(&entry, Outcome::Passed);
-        self.unreserve(&stored);
+        self.post(at, &entry, credit);
+    }
+
+    /// Moves a reserved transfer's money and marks it posted.
+    fn post(&mut self, at: TransferIndex, entry: &PendingEntry, credit: AccountPos) {
+        let stored = *self.transfers.get(at);
+        self.close_case(entry, Outcome::Passed);
         let debit = self.book.find(stored.debit_account).expect("debit account exists");
+        self.reserve(debit, credit, &stored, false);
         self.move_funds(debit, credit, &stored);
         let s = self.transfers.get_mut(at);
         s.state = records::STATE_POSTED;
         s.holds = 0;
+    }
+
+    /// The credit of a transfer in flight was applied: it posts (unless a
+    /// refund voided it first).
+    fn finish_flight(&mut self, flight: &PendingEntry) {
+        if self.transfers.get(flight.at).holds == Holds::IN_FLIGHT.bits() {
+            let inter = self.book.system(book::INTERSHARD);
+            self.post(flight.at, flight, inter);
+        }
     }
 
     /// Where a stored transfer's credit leg lands on this shard: its credit
@@ -1164,19 +1178,31 @@ impl Engine {
     }
 
     /// Puts the credit of an in-flight transfer in the outbox to its credit
-    /// account's shard.
-    fn send_credit(&mut self, at: TransferIndex) {
+    /// account's shard, with its timing beside it.
+    fn send_credit(&mut self, at: TransferIndex, flight: PendingEntry) {
         let s = *self.transfers.get(at);
         let peer = shard_of(s.credit_account, usize::from(self.links.shards())) as u16;
-        let currency = s.credit_currency.code();
-        self.links.push(peer, EntryKind::Credit, s.id(), s.credit_account, currency, s.credit_amount);
+        let entry = links::Entry {
+            seq: 0,
+            kind: EntryKind::Credit,
+            id: s.id(),
+            account: s.credit_account,
+            currency: s.credit_currency.code(),
+            amount: s.credit_amount,
+        };
+        self.links.push_flight(peer, entry, Some(flight));
         self.link_wait = true;
     }
 
     fn void(&mut self, at: TransferIndex, reason: VoidReason) {
+        let entry = self.pending.remove(self.transfers.get(at).id());
+        self.void_entry(at, &entry, reason);
+    }
+
+    /// Voids a pending transfer (or one in flight) whose timing is `entry`.
+    fn void_entry(&mut self, at: TransferIndex, entry: &PendingEntry, reason: VoidReason) {
         let stored = *self.transfers.get(at);
         assert_eq!(stored.state, records::STATE_PENDING, "only a pending transfer is voided");
-        let entry = self.pending.remove(stored.id());
         self.unreserve(&stored);
         let s = self.transfers.get_mut(at);
         s.state = records::STATE_VOIDED;
@@ -1193,7 +1219,7 @@ impl Engine {
             VoidReason::Expired => Outcome::Expired,
             VoidReason::Cancelled | VoidReason::ClientVoided => Outcome::Cancelled,
         };
-        self.close_case(&entry, outcome);
+        self.close_case(entry, outcome);
     }
 
     /// Records how an AML case ended, if the transfer was one: when its

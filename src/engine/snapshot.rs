@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::book::INTERSHARD;
 use super::book::{AccountKind, Balance};
+use super::holds::NEVER;
 use super::holds::{Holds, PendingEntry};
-use super::links::{ENTRY_SIZE, Entry, Link};
+use super::links::{ENTRY_SIZE, Entry, EntryKind, Link};
 use super::loans::Repayment;
 use super::quotes::Quote;
 use super::transfers::{StoredTransfer, TransferIndex};
@@ -254,8 +255,16 @@ impl Engine {
             w.u64(link.last_seq);
             w.u64(link.applied);
             w.u64(link.outbox.len() as u64);
-            for e in &link.outbox {
+            for (e, flight) in link.outbox.iter().zip(&link.flights) {
                 e.encode(w.0);
+                // A credit's transfer in flight: where it is, and the AML
+                // timing a void would need.
+                if let Some(f) = flight {
+                    w.u32(index_raw(f.at));
+                    w.u64(f.submitted_ms);
+                    w.u128(f.counted);
+                    w.u32(f.case);
+                }
             }
         }
         let mut remote: Vec<u64> = self.links.remote.iter().copied().collect();
@@ -501,9 +510,22 @@ impl Engine {
             let applied = r.u64()?;
             let n = r.count("link entry", ENTRY_SIZE)?;
             let mut outbox = std::collections::VecDeque::with_capacity(n);
+            let mut flights = std::collections::VecDeque::with_capacity(n);
             for _ in 0..n {
                 let e = Entry::decode(&r.take::<ENTRY_SIZE>()?).ok_or_else(|| bad("link entry"))?;
+                let flight = if e.kind == EntryKind::Credit {
+                    let at = index_from_raw(r.u32()?);
+                    let (submitted_ms, counted, case) = (r.u64()?, r.u128()?, r.u32()?);
+                    let names = (at.0 as usize) < self.transfers.len() && self.transfers.get(at).id() == e.id;
+                    if !names || (case != super::holds::NO_CASE && case >= self.cases.len() as u32) {
+                        return Err(SnapshotError(format!("credit of transfer {} misplaced", e.id)));
+                    }
+                    Some(PendingEntry { at, submitted_ms, cooling_until_ms: 0, due_ms: NEVER, counted, case })
+                } else {
+                    None
+                };
                 outbox.push_back(e);
+                flights.push_back(flight);
             }
             let contiguous = outbox.iter().zip(outbox.iter().skip(1)).all(|(a, b)| b.seq == a.seq + 1);
             let ends = outbox.back().is_none_or(|e| e.seq == last_seq) && outbox.front().is_none_or(|e| e.seq >= 1);
@@ -511,7 +533,7 @@ impl Engine {
             if !contiguous || !ends || !own_empty {
                 return Err(SnapshotError(format!("link to shard {peer} out of sequence")));
             }
-            self.links.links[peer] = Link { last_seq, outbox, applied };
+            self.links.links[peer] = Link { last_seq, outbox, flights, applied };
         }
         let remote = r.count("remote account", 8)?;
         for _ in 0..remote {
