@@ -238,6 +238,8 @@ struct Deferred {
     kind: u16,
     answer: Vec<u8>,
     reply: ReplyFn,
+    /// The engine's refund count when the answer was made.
+    refunds: u64,
 }
 
 /// One shard's engine and log, driven by its thread (or directly by tests).
@@ -671,7 +673,14 @@ impl Shard {
             for ((request, reply), wait) in batch.drain(..).zip(replies).zip(waits) {
                 match (wait, reply) {
                     (Some(need), Ok(answer)) if result.is_ok() => {
-                        deferred.push_back(Deferred { need, kind: request.kind, answer, reply: request.reply });
+                        let refunds = self.engine.refunds();
+                        deferred.push_back(Deferred {
+                            need,
+                            kind: request.kind,
+                            answer,
+                            reply: request.reply,
+                            refunds,
+                        });
                     }
                     // A requester that gave up is not an error.
                     (_, reply) => (request.reply)(reply),
@@ -701,7 +710,7 @@ impl Shard {
                 break;
             }
             let mut d = deferred.pop_front().expect("front exists");
-            self.engine.settle_answers(d.kind, &mut d.answer);
+            self.engine.settle_answers(d.kind, &mut d.answer, Some(d.refunds));
             (d.reply)(Ok(d.answer));
         }
     }

@@ -194,9 +194,11 @@ impl Sim {
                 continue;
             }
             let (mut answer, waited) = self.step(s, &[(kind, &record)])?.swap_remove(0);
+            // As the shard thread does: the refund count when answered.
+            let refunds = self.shards[s].engine().refunds();
             self.settle()?;
             if waited {
-                self.shards[s].engine().settle_answers(kind, &mut answer);
+                self.shards[s].engine().settle_answers(kind, &mut answer, Some(refunds));
             }
             out.push(Answered { shard: s, answer });
         }

@@ -183,6 +183,8 @@ pub struct Engine {
     /// answered with something another shard has yet to apply (its answer
     /// then waits for the acknowledgement: `take_link_wait`).
     link_wait: bool,
+    /// Refunds applied since start (not state).
+    refunds: u64,
 }
 
 impl Clone for Engine {
@@ -201,6 +203,7 @@ impl Clone for Engine {
             credit: self.credit.clone(),
             links: self.links.clone(),
             link_wait: self.link_wait,
+            refunds: self.refunds,
         }
     }
     /// Copies `source` into this engine's existing memory: the snapshot
@@ -220,6 +223,7 @@ impl Clone for Engine {
         self.credit.clone_from(&source.credit);
         self.links.clone_from(&source.links);
         self.link_wait = source.link_wait;
+        self.refunds = source.refunds;
     }
 }
 
@@ -256,6 +260,7 @@ impl Engine {
             credit: loans::Credit::with_capacity(config.loans_capacity),
             links: Links::new(config.shard, config.shards),
             link_wait: false,
+            refunds: 0,
         }
     }
 
@@ -401,29 +406,43 @@ impl Engine {
 
     /// Brings an answer that waited for other shards up to date: each
     /// transfer it showed in flight is shown as it is now (posted, or
-    /// voided because its credit could not be applied: OVERFLOW).
-    pub fn settle_answers(&self, kind: u16, answers: &mut [u8]) {
+    /// voided because its credit could not be applied: OVERFLOW). Called
+    /// once every credit the answer waited for is acknowledged; if no
+    /// refund came since `refunds_then` (an earlier [`Engine::refunds`]),
+    /// they all posted and no lookup is needed.
+    pub fn settle_answers(&self, kind: u16, answers: &mut [u8], refunds_then: Option<u64>) {
         if !matches!(
             kind,
             kind::SUBMIT_TRANSFERS | kind::CONFIRM_STEP_UP | kind::RESOLVE_REVIEW | kind::FINALIZE_PENDING
         ) {
             return;
         }
+        let none_refunded = refunds_then == Some(self.refunds);
         for r in answers.chunks_exact_mut(TransferResult::SIZE) {
             if !in_flight(r) {
                 continue;
             }
             let then = TransferResult::decode(r);
+            if none_refunded {
+                let posted = TransferResult { state: records::STATE_POSTED, holds: 0, hold_until_ms: 0, ..then };
+                posted.encode(r);
+                continue;
+            }
             let mut now = self.lookup_transfer(then.transfer_id);
             now.code = if now.state == records::STATE_VOIDED && then.code == ResultCode::Ok.as_u16() {
                 ResultCode::Overflow.as_u16()
             } else {
                 then.code
             };
-            let mut bytes = Vec::with_capacity(TransferResult::SIZE);
-            records::push(&mut bytes, &now);
-            r.copy_from_slice(&bytes);
+            now.encode(r);
         }
+    }
+
+    /// How many credits this engine has seen refused since it started (not
+    /// state: for [`Engine::settle_answers`]).
+    #[must_use]
+    pub fn refunds(&self) -> u64 {
+        self.refunds
     }
 
     /// The id the next FX quote would get.
@@ -460,6 +479,7 @@ impl Engine {
                     assert_eq!(credit.id, e.id, "a refund names its credit's transfer");
                     assert_eq!(self.transfers.get(flight.at).holds, Holds::IN_FLIGHT.bits(), "refunded once");
                     self.void_entry(flight.at, &flight, VoidReason::Refused);
+                    self.refunds += 1;
                 }
                 EntryKind::Account => {
                     self.links.remote.insert(e.account);
