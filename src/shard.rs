@@ -539,7 +539,7 @@ impl Shard {
                 let t = std::time::Instant::now();
                 self.engine.apply(kind::SUBMIT_JUDGED, &judged, now, &mut out).expect("verdicts well formed");
                 METRICS.stage(Stage::Apply, t.elapsed());
-                count_results(kind, &out);
+                self.count(kind, &out);
                 replies.push(Ok(out));
                 self.waits.push(self.engine.take_link_wait());
                 continue;
@@ -553,7 +553,7 @@ impl Shard {
             let t = std::time::Instant::now();
             self.engine.apply(kind, body, now, &mut out).expect("kind and length checked before logging");
             METRICS.stage(Stage::Apply, t.elapsed());
-            count_results(kind, &out);
+            self.count(kind, &out);
             replies.push(Ok(out));
             self.waits.push(self.engine.take_link_wait());
         }
@@ -564,6 +564,22 @@ impl Shard {
             crate::metrics::METRICS.record_gate(gate.stats());
         }
         Ok(())
+    }
+
+    /// Counts an answer's result codes, unless the request went to every
+    /// shard (then its merged answer is counted, once).
+    fn count(&self, kind: u16, answers: &[u8]) {
+        let scattered = matches!(
+            kind,
+            kind::CREATE_ACCOUNTS
+                | kind::SET_CREDIT_LINES
+                | kind::DISBURSE_LOANS
+                | kind::SUBMIT_TRANSFERS
+                | kind::SUBMIT_JUDGED
+        );
+        if scattered || self.engine.links().shards() == 1 {
+            count_results(kind, answers);
+        }
     }
 
     /// When the shard must wake without traffic (a hold timer), if ever.
@@ -1293,7 +1309,11 @@ impl PendingReply {
 fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
     match how {
         Merge::Single => answers.pop().expect("one answer"),
-        Merge::First => answers.swap_remove(0),
+        Merge::First => {
+            let out = answers.swap_remove(0);
+            count_results(kind::FX_QUOTE, &out);
+            out
+        }
         Merge::Scatter { slots, targets, size } => {
             let mut cursor = vec![0usize; targets.len()];
             let mut out = Vec::with_capacity(slots.len() * size);
@@ -1344,6 +1364,7 @@ fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
                 };
                 records::push(&mut out, &answer);
             }
+            count_results(kind::LOOKUP_BALANCES, &out);
             out
         }
         Merge::Str(request, now_ms) => {
@@ -1380,6 +1401,7 @@ fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
                     }
                 }
             }
+            count_results(kind, &out);
             out
         }
     }

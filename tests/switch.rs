@@ -232,3 +232,19 @@ fn bad_requests_get_an_error_and_change_nothing() {
     let s = Switch::open_dir(dir.path(), config(1), Backend::Std).expect("reopens after refused requests");
     assert_eq!(balance(&s, 1024), (0, 0));
 }
+
+#[test]
+fn a_request_sent_to_every_shard_counts_its_results_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Switch::open_dir(dir.path(), config(3), Backend::Std).expect("opens");
+    let counted = || {
+        harbour::metrics::METRICS.results[ResultCode::LoanNotFound.as_u16() as usize]
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = counted();
+    let body = encode_all(&[Id { id: 77 }, Id { id: 78 }]);
+    let answer: Vec<LoanResult> = decode_all(&s.submit(kind::LOOKUP_LOANS, &body).unwrap()).collect();
+    assert!(answer.iter().all(|r| r.code == ResultCode::LoanNotFound.as_u16()));
+    assert_eq!(counted() - before, 2, "two records, counted once each, not once per shard");
+    s.shutdown();
+}
