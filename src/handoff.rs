@@ -134,7 +134,9 @@ impl Settled {
         Self { flags: (0..shards).map(|_| AtomicBool::new(false)).collect() }
     }
 
-    /// Publishes shard `me`'s state, after its sends of the step.
+    /// Publishes shard `me`'s state, after its sends of the step: settled
+    /// only once it is stopping (takes no more requests) and has nothing
+    /// in flight.
     pub fn publish(&self, me: usize, settled: bool) {
         self.flags[me].store(settled, Ordering::Release);
     }

@@ -23,12 +23,14 @@
 //! broken invariant panics the shard thread; the `harbour` binary turns any
 //! panic into an abort, so recovery restarts from the log.
 //!
-//! Sharding seam: accounts map to shards by a fixed hash of their id, and
-//! every shard has its own part of each system account, so a deposit, a
-//! withdrawal or a remittance touches one shard. A transfer between two
-//! customers on different shards is answered `CROSS_SHARD` until atomic
-//! cross-shard transfers land (issue 8); with one shard (the default) every
-//! transfer is local.
+//! Sharding: accounts map to shards by a fixed hash of their id, and every
+//! shard has its own part of each system account, so a deposit, a
+//! withdrawal, a remittance or a conversion touches one shard. A transfer
+//! is decided on its debit account's shard; a credit to another shard's
+//! customer goes over a logged link (`engine::links`), and the answer
+//! waits until that shard has applied it (`docs/sharding.md`). Link
+//! messages leave a shard only after the group that made them is durable.
+//! With one shard (the default) there are no links.
 
 use std::collections::VecDeque;
 use std::io;
@@ -620,7 +622,9 @@ impl Shard {
         loop {
             // Published after the step's sends: see `handoff::Settled`.
             let settled = deferred.is_empty() && self.engine.links().unacked() == 0 && !backlog;
-            peers.settled.publish(usize::from(me), settled);
+            // Only a stopping shard may say it is settled: one still taking
+            // requests may yet send something.
+            peers.settled.publish(usize::from(me), stopping.is_some() && settled);
             if let Some(since) = stopping
                 && ((settled && peers.settled.all()) || since.elapsed() > DRAIN_MAX)
             {
@@ -663,9 +667,6 @@ impl Shard {
                     }
                     Message::Stop => {
                         stopping = Some(std::time::Instant::now());
-                        // No timers while draining: they could put new
-                        // transfers in flight (they fire after a restart).
-                        self.draining = true;
                         break;
                     }
                 }
@@ -679,6 +680,10 @@ impl Shard {
             let links: Vec<&[u8]> = inbound.iter().map(|m| m.body.as_slice()).collect();
             let group: Vec<(u16, &[u8])> = batch.iter().map(|r| (r.kind, r.body.as_slice())).collect();
             let (replies, result) = self.commit_group(&links, &group);
+            // After the last group of requests (applied at the clock's
+            // time), no timers while draining: they could put new transfers
+            // in flight (they fire after a restart).
+            self.draining = stopping.is_some();
             drop(links);
             inbound.clear();
             now_ms.fetch_max(self.engine.now_ms(), Ordering::Relaxed);
@@ -1000,8 +1005,15 @@ impl Switch {
                     }
                     reports.push(report);
                 }
-                Ok(Err(error)) => first_error = first_error.or(Some(OpenError::Recovery { shard: i, error })),
-                Err(_) => first_error = first_error.or(Some(OpenError::Recovery { shard: i, error: WalError::Failed })),
+                Ok(Err(error)) => {
+                    // It never runs: the others must not wait for it to stop.
+                    settled.publish(i, true);
+                    first_error = first_error.or(Some(OpenError::Recovery { shard: i, error }));
+                }
+                Err(_) => {
+                    settled.publish(i, true);
+                    first_error = first_error.or(Some(OpenError::Recovery { shard: i, error: WalError::Failed }));
+                }
             }
             shards.push(ShardHandle { tx, thread: Some(thread) });
         }
@@ -1062,6 +1074,10 @@ impl Switch {
     /// and nothing is sent anywhere.
     pub fn dispatch(&self, kind: u16, body: &[u8], wait: bool) -> Result<PendingReply, SwitchError> {
         let n = self.shards.len();
+        if matches!(kind, kind::TICK | kind::SUBMIT_JUDGED | kind::STR_ROWS | kind::LINK_IN | kind::QUOTE_AT) {
+            // The shards' own records, never a caller's.
+            return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
+        }
         if kind == kind::EXPORT_STR {
             // Shards hand over their rows; the report is made by whoever
             // waits for the answer, off the shard threads.
@@ -1395,6 +1411,11 @@ fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
                         // any answer but "not found".
                         let knows = |r: &[u8]| r[18] != 0;
                         let found = |r: &[u8]| u16::from_le_bytes([r[16], r[17]]) != not_found.as_u16();
+                        if knows(mine) && knows(theirs) {
+                            // Ids are checked per shard (docs/sharding.md):
+                            // the operators must hear of a reuse.
+                            METRICS.id_collisions.fetch_add(1, Ordering::Relaxed);
+                        }
                         if (!knows(mine) && knows(theirs)) || (!knows(mine) && !found(mine) && found(theirs)) {
                             mine.copy_from_slice(theirs);
                         }

@@ -659,3 +659,34 @@ fn a_pending_transfer_to_another_shard_goes_in_flight_when_released() {
     assert_eq!(fx.balance, -1_280, "shard 0's FX position paid the dollars");
     assert_eq!(balance(&sim, INTERSHARD, USD).balance, 0);
 }
+
+#[test]
+fn a_quote_spent_on_one_shard_is_dead_on_the_others_even_before_they_hold_it() {
+    let (mut sim, a, b) = pair();
+    sim.request(kind::SET_FX_RATES, &encode_all(&[FxRate { from: HKD, to: USD, rate_e9: 128_000_000 }])).unwrap();
+    let q = QuoteRequest { from: HKD, to: USD, flags: 0, amount: 10_000 };
+    let mut at = Vec::new();
+    at.extend_from_slice(&50u64.to_le_bytes());
+    at.extend_from_slice(&(MANUAL_CLOCK_START_MS + 30_000).to_le_bytes());
+    at.extend_from_slice(&encode_all(&[q]));
+    // Shard 0 is given quote 50 and a transfer spends it there before shard
+    // 1 is given it (a client that guessed the id).
+    sim.step(0, &[(kind::QUOTE_AT, &at)]).unwrap();
+    let spend = Transfer { fx_quote_id: 50, credit_currency: USD, ..transfer(20, a, a, 10_000, HKD) };
+    assert_eq!(one_result(&mut sim, kind::SUBMIT_TRANSFERS, &encode_all(&[spend])).code, 0);
+    let (answer, _) = sim.step(1, &[(kind::QUOTE_AT, &at)]).unwrap().swap_remove(0);
+    assert_eq!(Quote::decode(&answer).quote_id, 50, "answered alike on every shard");
+    let again = Transfer { fx_quote_id: 50, credit_currency: USD, ..transfer(21, b, b, 10_000, HKD) };
+    let r = one_result(&mut sim, kind::SUBMIT_TRANSFERS, &encode_all(&[again]));
+    assert_eq!(ResultCode::from_u16(r.code), Some(ResultCode::QuoteInvalid), "spent once only");
+    // Ids the switch would never give are refused, not trusted.
+    for id in [0u64, 50, u64::MAX] {
+        let mut bad = at.clone();
+        bad[..8].copy_from_slice(&id.to_le_bytes());
+        let (answer, _) = sim.step(0, &[(kind::QUOTE_AT, &bad)]).unwrap().swap_remove(0);
+        assert_eq!(Quote::decode(&answer).code, ResultCode::InvalidId.as_u16(), "quote id {id}");
+    }
+    for s in &sim.shards {
+        s.engine().audit().unwrap();
+    }
+}

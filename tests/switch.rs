@@ -227,6 +227,9 @@ fn bad_requests_get_an_error_and_change_nothing() {
     assert!(matches!(s.submit(0x7777, &[]), Err(SwitchError::Engine(_))));
     assert!(matches!(s.submit(kind::SUBMIT_TRANSFERS, &[0; 63]), Err(SwitchError::Engine(_))));
     assert!(matches!(s.submit(kind::TICK, &[]), Err(SwitchError::Engine(_))), "internal kinds are not requests");
+    for internal in [kind::QUOTE_AT, kind::LINK_IN, kind::SUBMIT_JUDGED, kind::STR_ROWS] {
+        assert!(matches!(s.submit(internal, &[0; 32]), Err(SwitchError::Engine(_))), "{internal:#x}");
+    }
     s.submit(kind::CREATE_ACCOUNTS, &encode_all(&[account(1024)])).unwrap();
     s.shutdown();
     let s = Switch::open_dir(dir.path(), config(1), Backend::Std).expect("reopens after refused requests");

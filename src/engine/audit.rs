@@ -129,6 +129,9 @@ impl Engine {
             }
             // In flight: no pending entry, its credit in an outbox
             // (`audit_links`); its reservation counts below all the same.
+            if holds.contains(Holds::IN_FLIGHT) && holds != Holds::IN_FLIGHT {
+                return Err(AuditError::PendingMismatch { transfer_id: id, what: "in flight and held" });
+            }
             if holds != Holds::IN_FLIGHT {
                 pending_seen += 1;
                 let Some(entry) = self.pending.get(id) else {
@@ -140,8 +143,6 @@ impl Engine {
                 if entry.due_ms != entry.soonest_end(holds, &self.config.hold_windows) {
                     return Err(AuditError::PendingMismatch { transfer_id: id, what: "timer not at the soonest end" });
                 }
-            } else if holds.contains(Holds::IN_FLIGHT) && holds != Holds::IN_FLIGHT {
-                return Err(AuditError::PendingMismatch { transfer_id: id, what: "in flight and held" });
             }
             let debit = expected.entry((s.debit_account, s.debit_currency)).or_default();
             debit.0 += s.debit_amount;

@@ -484,7 +484,7 @@ impl Engine {
                 EntryKind::Account => {
                     self.links.remote.insert(e.account);
                 }
-                EntryKind::QuoteSpent => self.quotes.remove(e.id as u64),
+                EntryKind::QuoteSpent => self.quotes.spend_remote(e.id as u64),
             }
         }
         while let Some(flight) = self.links.pop_acknowledged(peer, m.ack) {
@@ -893,6 +893,11 @@ impl Engine {
         let expires_at_ms = given.map_or(self.now_ms.saturating_add(self.config.quote_ttl_ms), |(_, e)| e);
         let quote = Quote { from, to, side, amount: q.amount, debit_amount, credit_amount, rate, expires_at_ms };
         let quote_id = match given {
+            // The switch gives fresh ids; anything else is refused, not
+            // trusted.
+            Some((id, _)) if id < self.quotes.next_id() || id == u64::MAX => {
+                return refused(ResultCode::InvalidId);
+            }
             Some((id, _)) => self.quotes.insert_as(id, quote),
             None => self.quotes.insert(quote),
         };
@@ -1161,7 +1166,7 @@ impl Engine {
         let credit = self.credit_leg(stored.credit_account);
         if credit == self.book.system(book::INTERSHARD) {
             self.transfers.get_mut(at).holds = Holds::IN_FLIGHT.bits();
-            self.send_credit(at, PendingEntry { due_ms: NEVER, ..entry });
+            self.send_credit(at, PendingEntry { due_ms: NEVER, cooling_until_ms: 0, ..entry });
             return;
         }
         self.post(at, &entry, credit);

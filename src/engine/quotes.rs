@@ -33,6 +33,10 @@ pub struct Quotes {
     expiries: BTreeSet<(u64, u64)>,
     /// The id the next quote gets (ids start at 1; 0 means "no quote").
     next_id: u64,
+    /// With several shards: ids another shard spent before this one was
+    /// given the quote (a client that guessed an id); the quote is never
+    /// stored here.
+    spent_early: BTreeSet<u64>,
 }
 
 /// Live quotes per shard at most; past it FX_QUOTE answers QUOTES_FULL
@@ -64,6 +68,11 @@ impl Quotes {
         assert!(!self.is_full(), "quote table full");
         assert!(id != 0 && !self.by_id.contains_key(&id), "quote {id} given twice");
         self.next_id = self.next_id.max(id + 1);
+        let spent = self.spent_early.remove(&id);
+        self.spent_early = self.spent_early.split_off(&self.next_id);
+        if spent {
+            return id;
+        }
         self.by_id.insert(id, quote);
         self.expiries.insert((quote.expires_at_ms, id));
         id
@@ -102,6 +111,26 @@ impl Quotes {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+
+    /// Another shard spent quote `id`: it goes here too, now or, if this
+    /// shard has not been given it yet, when it is.
+    pub fn spend_remote(&mut self, id: u64) {
+        if self.by_id.contains_key(&id) {
+            self.remove(id);
+        } else if id >= self.next_id() {
+            self.spent_early.insert(id);
+        }
+    }
+
+    /// Ids spent elsewhere before this shard was given them, sorted.
+    pub fn spent_early(&self) -> impl Iterator<Item = u64> + '_ {
+        self.spent_early.iter().copied()
+    }
+
+    /// Restores [`Quotes::spent_early`] from a snapshot.
+    pub fn restore_spent_early(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.spent_early.extend(ids);
     }
 
     /// The next id to be given.

@@ -273,6 +273,11 @@ impl Engine {
         for id in remote {
             w.u64(id);
         }
+        let spent_early: Vec<u64> = self.quotes.spent_early().collect();
+        w.u64(spent_early.len() as u64);
+        for id in spent_early {
+            w.u64(id);
+        }
     }
 
     /// SHA-256 of the canonical state: equal hashes mean equal states.
@@ -542,6 +547,16 @@ impl Engine {
                 return Err(SnapshotError(format!("remote account {id} invalid, local or twice")));
             }
         }
+        let n = r.count("quote spent early", 8)?;
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = r.u64()?;
+            if id < self.quotes.next_id() || ids.last().is_some_and(|&last| last >= id) {
+                return Err(SnapshotError(format!("quote {id} spent early, out of order")));
+            }
+            ids.push(id);
+        }
+        self.quotes.restore_spent_early(ids);
         Ok(())
     }
 

@@ -486,9 +486,9 @@ fn a_snapshot_from_before_aml_still_decodes() {
     let mut v5 = Vec::new();
     e.encode_state(&mut v5);
     // Version 5 added INTERSHARD (the sixth account entry, 19 bytes, never
-    // touched so without balances) and the links section (36 bytes for one
-    // shard).
-    let mut v4 = v5[..v5.len() - 36].to_vec();
+    // touched so without balances) and the links section (44 bytes for one
+    // shard, and no quote spent early).
+    let mut v4 = v5[..v5.len() - 44].to_vec();
     assert_eq!(v4[16..24], 7u64.to_le_bytes(), "six system accounts and Alice");
     v4[16..24].copy_from_slice(&6u64.to_le_bytes());
     let sixth = 24 + 5 * 19;
