@@ -326,6 +326,101 @@ fn bench_convert(c: &mut Criterion) {
     group.finish();
 }
 
+/// Delivers link messages both ways until neither shard has anything
+/// unacknowledged: what the two shard threads do, without the queues.
+fn settle_links(shards: &mut [Engine], sent: &mut [u64; 2], body: &mut Vec<u8>, out: &mut Vec<u8>) {
+    loop {
+        for from in 0..2 {
+            let to = 1 - from;
+            let (ack, entries) = shards[from].links().message(to as u16, sent[from]);
+            if let Some(last) = entries.last() {
+                sent[from] = last.seq;
+            }
+            body.clear();
+            harbour::engine::links::encode_link_in(from as u16, ack, &entries, body);
+            out.clear();
+            shards[to].apply(kind::LINK_IN, body, 1, out).unwrap();
+        }
+        if shards.iter().all(|s| s.links().unacked() == 0) {
+            return;
+        }
+    }
+}
+
+/// Issue 8: what a cross-shard transfer costs in the engines, against a
+/// same-shard one (`same_currency_1M_accounts`): two shards of 500k
+/// accounts each, every transfer from a customer of shard 0 to one of
+/// shard 1, timed from the decision on shard 0 to its posting after shard
+/// 1's acknowledgement (both shards' work, logs and queues left out).
+fn bench_cross_shard(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(BATCH as u64));
+    let mut shards: Vec<Engine> = (0..2u16)
+        .map(|shard| {
+            let config = EngineConfig {
+                accounts_capacity: ACCOUNTS as usize + 8,
+                transfers_capacity: 8_000_000,
+                shard,
+                shards: 2,
+                ..EngineConfig::default()
+            };
+            Engine::new(config, 1)
+        })
+        .collect();
+    let mut out = Vec::new();
+    let ids: Vec<u64> = (FIRST..FIRST + ACCOUNTS).collect();
+    let mut owned: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    for &id in &ids {
+        owned[harbour::engine::shard_of(id, 2)].push(id);
+    }
+    let (mut sent, mut body) = ([0u64; 2], Vec::new());
+    for (s, mine) in owned.iter().enumerate() {
+        for chunk in mine.chunks(BATCH) {
+            let (accounts, deposits) = funding_bodies(chunk);
+            shards[s].apply(kind::CREATE_ACCOUNTS, &accounts, 1, &mut out).unwrap();
+            shards[s].apply(kind::SUBMIT_TRANSFERS, &deposits, 1, &mut out).unwrap();
+            // The other shard learns of the accounts.
+            settle_links(&mut shards, &mut sent, &mut body, &mut out);
+        }
+    }
+    let mut next = 1u64 << 40;
+    let mut make = |next: &mut u64| -> Vec<u8> {
+        let ts: Vec<Transfer> = (0..BATCH)
+            .map(|_| {
+                *next += 1;
+                let r = mix64(*next);
+                let debit = owned[0][(r % owned[0].len() as u64) as usize];
+                let credit = owned[1][((r >> 32) % owned[1].len() as u64) as usize];
+                transfer(u128::from(*next), debit, credit, 100 + r % 10_000)
+            })
+            .collect();
+        encode_all(&ts)
+    };
+    let mut pool: Vec<Vec<u8>> = (0..64).map(|_| make(&mut next)).collect();
+    let mut turn = 0usize;
+    group.bench_function("cross_shard_1M_accounts", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let batch = &mut pool[turn % 64];
+                turn += 1;
+                renumber(batch, &mut next);
+                out.clear();
+                let start = Instant::now();
+                shards[0].apply(kind::SUBMIT_TRANSFERS, black_box(batch), 1, &mut out).unwrap();
+                settle_links(&mut shards, &mut sent, &mut body, &mut out);
+                elapsed += start.elapsed();
+            }
+            elapsed
+        });
+    });
+    group.finish();
+}
+
 fn main() {
     // `ENGINE_BENCH_SKIP_MEMORY=1` skips the memory report (for profiling
     // one bench with `--profile-time`).
@@ -335,5 +430,6 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_convert(&mut c);
     bench_apply(&mut c);
+    bench_cross_shard(&mut c);
     c.final_summary();
 }

@@ -464,7 +464,15 @@ impl Engine {
     /// posted.
     fn link_in(&mut self, m: &links::LinkIn) {
         let peer = m.from;
-        for e in &m.entries {
+        for (i, e) in m.entries.iter().enumerate() {
+            // As in `submit_batch`: the credited accounts' slots, then their
+            // entries, ahead of use, so the misses overlap.
+            if let Some(ahead) = m.entries.get(i + PREFETCH_AHEAD) {
+                self.book.prefetch_slot(ahead.account);
+            }
+            if let Some(ahead) = m.entries.get(i + PREFETCH_AHEAD / 2) {
+                self.book.prefetch_entry(ahead.account);
+            }
             let link = &mut self.links.links[usize::from(peer)];
             if e.seq <= link.applied {
                 continue;
@@ -487,7 +495,21 @@ impl Engine {
                 EntryKind::QuoteSpent => self.quotes.spend_remote(e.id as u64),
             }
         }
-        while let Some(flight) = self.links.pop_acknowledged(peer, m.ack) {
+        // The acknowledged transfers post in outbox order; their records,
+        // then their debit accounts' slots and entries, are loaded ahead.
+        let p = usize::from(peer);
+        let ahead = |links: &Links, k: usize| links.links[p].flights.get(k).copied().flatten();
+        loop {
+            if let Some(f) = ahead(&self.links, PREFETCH_AHEAD) {
+                self.transfers.prefetch_at(f.at);
+            }
+            if let Some(f) = ahead(&self.links, PREFETCH_AHEAD / 2) {
+                self.book.prefetch_slot(self.transfers.get(f.at).debit_account);
+            }
+            if let Some(f) = ahead(&self.links, PREFETCH_AHEAD / 4) {
+                self.book.prefetch_entry(self.transfers.get(f.at).debit_account);
+            }
+            let Some(flight) = self.links.pop_acknowledged(peer, m.ack) else { break };
             if let Some(flight) = flight {
                 self.finish_flight(&flight);
             }

@@ -190,6 +190,12 @@ impl TransferStore {
         self.index.prefetch(hash_u128(id));
     }
 
+    /// Starts loading the record at a position.
+    #[inline]
+    pub fn prefetch_at(&self, at: TransferIndex) {
+        super::index::prefetch(self.arena.get(at.0));
+    }
+
     /// Finds a transfer by id.
     #[inline]
     #[must_use]
