@@ -388,7 +388,7 @@ fn bench_cross_shard(c: &mut Criterion) {
         }
     }
     let mut next = 1u64 << 40;
-    let mut make = |next: &mut u64| -> Vec<u8> {
+    let make = |next: &mut u64| -> Vec<u8> {
         let ts: Vec<Transfer> = (0..BATCH)
             .map(|_| {
                 *next += 1;
