@@ -125,13 +125,45 @@ impl Windows {
 #[derive(Debug)]
 pub struct Settled {
     flags: Vec<AtomicBool>,
+    /// Per shard: whether it has taken its stop (takes no more requests).
+    stopping: Vec<AtomicBool>,
+    /// The switch failed to start: stop at once, settle nothing.
+    abandoned: AtomicBool,
 }
 
 impl Settled {
     /// No shard settled yet.
     #[must_use]
     pub fn new(shards: usize) -> Self {
-        Self { flags: (0..shards).map(|_| AtomicBool::new(false)).collect() }
+        Self {
+            flags: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            stopping: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            abandoned: AtomicBool::new(false),
+        }
+    }
+
+    /// Shard `me` took its stop.
+    pub fn stopping(&self, me: usize) {
+        self.stopping[me].store(true, Ordering::Release);
+    }
+
+    /// Whether every shard has taken its stop (the drain's time limit runs
+    /// from then: one shard may still be applying a full queue before it).
+    #[must_use]
+    pub fn all_stopping(&self) -> bool {
+        self.stopping.iter().all(|f| f.load(Ordering::Acquire))
+    }
+
+    /// The switch is given up (a shard did not recover): shards stop
+    /// without settling; the next start resends what is in flight.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
+
+    /// Whether the switch was given up.
+    #[must_use]
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
     }
 
     /// Publishes shard `me`'s state, after its sends of the step: settled

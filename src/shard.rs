@@ -617,6 +617,9 @@ impl Shard {
         let mut batch: Vec<Request> = Vec::with_capacity(group_max);
         let mut inbound: Vec<LinkMessage> = Vec::new();
         let mut stopping: Option<std::time::Instant> = None;
+        // When every shard had taken its stop: the drain's limit runs from
+        // there.
+        let mut drain_since: Option<std::time::Instant> = None;
         // After a restart every unacknowledged entry goes again.
         let mut backlog = self.send_links(peers, &mut sent, &mut ack_sent);
         loop {
@@ -625,10 +628,18 @@ impl Shard {
             // Only a stopping shard may say it is settled: one still taking
             // requests may yet send something.
             peers.settled.publish(usize::from(me), stopping.is_some() && settled);
-            if let Some(since) = stopping
-                && ((settled && peers.settled.all()) || since.elapsed() > DRAIN_MAX)
-            {
-                break;
+            if let Some(stopped) = stopping {
+                if drain_since.is_none() && peers.settled.all_stopping() {
+                    drain_since = Some(std::time::Instant::now());
+                }
+                // The limit runs once every shard took its stop; a shard
+                // that never does (its thread died) is waited for at most
+                // a few limits.
+                let overdue =
+                    drain_since.is_some_and(|since| since.elapsed() > DRAIN_MAX) || stopped.elapsed() > 4 * DRAIN_MAX;
+                if (settled && peers.settled.all()) || overdue || peers.settled.abandoned() {
+                    break;
+                }
             }
             let mut wait = self.wake_in();
             if backlog || stopping.is_some() {
@@ -667,6 +678,7 @@ impl Shard {
                     }
                     Message::Stop => {
                         stopping = Some(std::time::Instant::now());
+                        peers.settled.stopping(usize::from(me));
                         break;
                     }
                 }
@@ -833,6 +845,8 @@ pub struct Switch {
     /// With several shards, the id the next FX quote gets (every shard
     /// holds every quote under the same id: QUOTE_AT).
     next_quote: AtomicU64,
+    /// What the shards say when stopping (`handoff::Settled`).
+    shards_settled: Arc<Settled>,
 }
 
 /// File recording the settings a data directory was written with.
@@ -1005,15 +1019,8 @@ impl Switch {
                     }
                     reports.push(report);
                 }
-                Ok(Err(error)) => {
-                    // It never runs: the others must not wait for it to stop.
-                    settled.publish(i, true);
-                    first_error = first_error.or(Some(OpenError::Recovery { shard: i, error }));
-                }
-                Err(_) => {
-                    settled.publish(i, true);
-                    first_error = first_error.or(Some(OpenError::Recovery { shard: i, error: WalError::Failed }));
-                }
+                Ok(Err(error)) => first_error = first_error.or(Some(OpenError::Recovery { shard: i, error })),
+                Err(_) => first_error = first_error.or(Some(OpenError::Recovery { shard: i, error: WalError::Failed })),
             }
             shards.push(ShardHandle { tx, thread: Some(thread) });
         }
@@ -1025,9 +1032,15 @@ impl Switch {
             route: parking_lot::Mutex::new(()),
             queued_bytes,
             next_quote: AtomicU64::new(next_quote),
+            shards_settled: settled,
         };
         match first_error {
-            Some(e) => Err(e),
+            Some(e) => {
+                // A shard did not recover: the others stop at once, without
+                // waiting to settle with it (the next start resends).
+                switch.shards_settled.abandon();
+                Err(e)
+            }
             None => Ok(switch),
         }
     }

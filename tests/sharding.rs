@@ -690,3 +690,22 @@ fn a_quote_spent_on_one_shard_is_dead_on_the_others_even_before_they_hold_it() {
         s.engine().audit().unwrap();
     }
 }
+
+#[test]
+fn a_switch_whose_shard_does_not_recover_stops_the_others_at_once() {
+    // Shard 0 has logged an account whose notice shard 1 never got.
+    let good = MemStorage::new();
+    let (mut zero, _) = Shard::open(Arc::new(good.clone()), &config(0, 2)).unwrap();
+    let (_, waits, result) = zero.step(&[], &[(kind::CREATE_ACCOUNTS, &encode_all(&[account(1024)]))]);
+    result.unwrap();
+    assert!(waits[0].is_some(), "the answer waits for shard 1");
+    drop(zero);
+    // Shard 1's disk fails at its first operation.
+    let failing = MemStorage::with_faults(FaultPlan { crash_at_op: Some(1), fail_sync_number: None }, 1);
+    let storages: Vec<Arc<dyn Storage>> = vec![Arc::new(good), Arc::new(failing)];
+    let started = std::time::Instant::now();
+    let opened = harbour::shard::Switch::open(config(0, 2), storages);
+    assert!(matches!(opened, Err(harbour::shard::OpenError::Recovery { shard: 1, .. })));
+    // Not the 5 s a stop gives shards to settle what is in flight.
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
+}

@@ -66,6 +66,7 @@ impl Engine {
     /// is of a transfer in flight.
     fn audit_links(&self) -> Result<(), AuditError> {
         let mut credits = 0usize;
+        let mut seen = std::collections::BTreeSet::new();
         for (peer, link) in self.links.links.iter().enumerate() {
             if link.flights.len() != link.outbox.len() {
                 return Err(AuditError::PendingMismatch { transfer_id: 0, what: "flights beside the outbox" });
@@ -77,6 +78,12 @@ impl Engine {
                 let Some(flight) = flight else { continue };
                 credits += 1;
                 let found = self.transfers.find(e.id);
+                if !seen.insert(e.id) {
+                    return Err(AuditError::PendingMismatch {
+                        transfer_id: e.id,
+                        what: "two credits for one transfer",
+                    });
+                }
                 if found != Some(flight.at) {
                     return Err(AuditError::PendingMismatch { transfer_id: e.id, what: "a flight points elsewhere" });
                 }

@@ -498,7 +498,12 @@ impl Engine {
         // The acknowledged transfers post in outbox order; their records,
         // then their debit accounts' slots and entries, are loaded ahead.
         let p = usize::from(peer);
-        let ahead = |links: &Links, k: usize| links.links[p].flights.get(k).copied().flatten();
+        let ack = m.ack;
+        let ahead = |links: &Links, k: usize| {
+            let link = &links.links[p];
+            link.outbox.get(k).filter(|e| e.seq <= ack)?;
+            link.flights.get(k).copied().flatten()
+        };
         loop {
             if let Some(f) = ahead(&self.links, PREFETCH_AHEAD) {
                 self.transfers.prefetch_at(f.at);

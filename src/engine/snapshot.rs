@@ -522,7 +522,12 @@ impl Engine {
                     let at = index_from_raw(r.u32()?);
                     let (submitted_ms, counted, case) = (r.u64()?, r.u128()?, r.u32()?);
                     let names = (at.0 as usize) < self.transfers.len() && self.transfers.get(at).id() == e.id;
-                    if !names || (case != super::holds::NO_CASE && case >= self.cases.len() as u32) {
+                    let open = case == super::holds::NO_CASE
+                        || (case < self.cases.len() as u32 && {
+                            let c = self.cases.get(case);
+                            c.transfer_id == e.id && c.outcome == crate::aml::Outcome::Pending
+                        });
+                    if !names || !open {
                         return Err(SnapshotError(format!("credit of transfer {} misplaced", e.id)));
                     }
                     Some(PendingEntry { at, submitted_ms, cooling_until_ms: 0, due_ms: NEVER, counted, case })
