@@ -514,7 +514,7 @@ fn crash_at_every_point(workload_seed: u64) -> usize {
     let mut points = 0;
     for (crashing, clean) in clean.iter().enumerate() {
         for crash_at in 1..=clean.ops() + 1 {
-            let seed = workload_seed << 32 | crash_at * 2 | crashing as u64;
+            let seed = (workload_seed << 32) | (crash_at * 2) | crashing as u64;
             let disks: Vec<MemStorage> = (0..2)
                 .map(|s| {
                     let plan = FaultPlan { crash_at_op: (s == crashing).then_some(crash_at), fail_sync_number: None };
