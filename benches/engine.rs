@@ -163,6 +163,28 @@ fn renumber(body: &mut [u8], next: &mut u64) {
     }
 }
 
+/// Times `apply` over `iters` batches from `pool`, in turn; each batch is
+/// first given fresh ids by `renumber`, outside the timed region.
+fn time_pool(
+    iters: u64,
+    pool: &mut [Vec<u8>],
+    turn: &mut usize,
+    mut renumber: impl FnMut(&mut [u8]),
+    mut apply: impl FnMut(&[u8]),
+) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    for _ in 0..iters {
+        let len = pool.len();
+        let body = &mut pool[*turn % len];
+        *turn += 1;
+        renumber(body);
+        let start = Instant::now();
+        apply(black_box(body));
+        elapsed += start.elapsed();
+    }
+    elapsed
+}
+
 fn bench_apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine");
     group
@@ -195,17 +217,16 @@ fn bench_apply(c: &mut Criterion) {
     let mut out = Vec::with_capacity(BATCH * 64);
     group.bench_function("disburse_1M_accounts", |b| {
         b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            for _ in 0..iters {
-                let body = &mut pool[turn % 64];
-                turn += 1;
-                renumber_loans(body, &mut next);
-                out.clear();
-                let start = Instant::now();
-                engine.apply(kind::DISBURSE_LOANS, black_box(body), 1, &mut out).unwrap();
-                elapsed += start.elapsed();
-            }
-            elapsed
+            time_pool(
+                iters,
+                &mut pool,
+                &mut turn,
+                |body| renumber_loans(body, &mut next),
+                |body| {
+                    out.clear();
+                    engine.apply(kind::DISBURSE_LOANS, body, 1, &mut out).unwrap();
+                },
+            )
         });
     });
     group.finish();
@@ -229,17 +250,16 @@ fn bench_transfers(
     let mut out = Vec::with_capacity(BATCH * 64);
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            for _ in 0..iters {
-                let body = &mut pool[turn % 256];
-                turn += 1;
-                renumber(body, &mut next);
-                out.clear();
-                let start = Instant::now();
-                engine.apply(kind::SUBMIT_TRANSFERS, black_box(body), 1, &mut out).unwrap();
-                elapsed += start.elapsed();
-            }
-            elapsed
+            time_pool(
+                iters,
+                &mut pool,
+                &mut turn,
+                |body| renumber(body, &mut next),
+                |body| {
+                    out.clear();
+                    engine.apply(kind::SUBMIT_TRANSFERS, body, 1, &mut out).unwrap();
+                },
+            )
         });
     });
 }
@@ -404,18 +424,17 @@ fn bench_cross_shard(c: &mut Criterion) {
     let mut turn = 0usize;
     group.bench_function("cross_shard_1M_accounts", |b| {
         b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            for _ in 0..iters {
-                let batch = &mut pool[turn % 64];
-                turn += 1;
-                renumber(batch, &mut next);
-                out.clear();
-                let start = Instant::now();
-                shards[0].apply(kind::SUBMIT_TRANSFERS, black_box(batch), 1, &mut out).unwrap();
-                settle_links(&mut shards, &mut sent, &mut body, &mut out);
-                elapsed += start.elapsed();
-            }
-            elapsed
+            time_pool(
+                iters,
+                &mut pool,
+                &mut turn,
+                |batch| renumber(batch, &mut next),
+                |batch| {
+                    out.clear();
+                    shards[0].apply(kind::SUBMIT_TRANSFERS, batch, 1, &mut out).unwrap();
+                    settle_links(&mut shards, &mut sent, &mut body, &mut out);
+                },
+            )
         });
     });
     group.finish();

@@ -235,22 +235,7 @@ fn workload(seed: u64, requests: usize) -> Vec<Request> {
                 FxRate { from: HKD, to: CNY, rate_e9: 910_000_000 },
             ]),
         ),
-        (
-            kind::SET_CREDIT_LINES,
-            encode_all(
-                &accounts[..4]
-                    .iter()
-                    .map(|&a| CreditLine {
-                        account_id: a,
-                        currency: HKD,
-                        flags: CREDIT_AUTO_MICRO_CREDIT,
-                        apr_bps: 1_000,
-                        limit: 150_000,
-                        micro_credit_max: 60_000,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-        ),
+        (kind::SET_CREDIT_LINES, encode_all(&common::micro_credit_lines(&accounts[..4]))),
     ];
     let mut next_id: u128 = 1;
     let mut deposits = Vec::new();

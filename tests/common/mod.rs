@@ -41,6 +41,22 @@ pub fn transfer(id: u128, debit: u64, credit: u64, amount: u64, currency: u16) -
     }
 }
 
+/// HKD lines that draw micro-credit (HK$1,500.00 limit, HK$600.00 a draw,
+/// 10% APR), one per account.
+pub fn micro_credit_lines(accounts: &[u64]) -> Vec<CreditLine> {
+    accounts
+        .iter()
+        .map(|&a| CreditLine {
+            account_id: a,
+            currency: HKD,
+            flags: CREDIT_AUTO_MICRO_CREDIT,
+            apr_bps: 1_000,
+            limit: 150_000,
+            micro_credit_max: 60_000,
+        })
+        .collect()
+}
+
 pub fn deposit(id: u128, to: u64, amount: u64, currency: u16) -> Transfer {
     transfer(id, SETTLEMENT_IN, to, amount, currency)
 }
@@ -78,17 +94,7 @@ pub fn workload(seed: u64, groups: usize) -> Vec<Vec<Request>> {
     let mut clock = harbour::engine::MANUAL_CLOCK_START_MS;
     let mut next_id: u128 = 1;
     // Half the accounts start with a line that draws micro-credit.
-    let lines: Vec<CreditLine> = accounts[..4]
-        .iter()
-        .map(|&a| CreditLine {
-            account_id: a,
-            currency: HKD,
-            flags: CREDIT_AUTO_MICRO_CREDIT,
-            apr_bps: 1_000,
-            limit: 150_000,
-            micro_credit_max: 60_000,
-        })
-        .collect();
+    let lines = micro_credit_lines(&accounts[..4]);
     out.push(vec![
         (kind::CREATE_ACCOUNTS, encode_all(&accounts.iter().map(|&a| account(a)).collect::<Vec<_>>())),
         (kind::SET_CREDIT_LINES, encode_all(&lines)),
