@@ -251,3 +251,70 @@ fn a_request_sent_to_every_shard_counts_its_results_once() {
     assert_eq!(counted() - before, 2, "two records, counted once each, not once per shard");
     s.shutdown();
 }
+
+/// Threads paying each other across three shard threads, a stop in the
+/// middle, then more: every answered transfer posted exactly once, balances
+/// as the answers say, nothing left in flight.
+#[test]
+fn concurrent_cross_shard_payments_add_up_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts: Vec<u64> = (1024..1088).collect();
+    let mut expected: std::collections::BTreeMap<u64, i64> = accounts.iter().map(|&a| (a, 1_000_000)).collect();
+    let mut next_id = 1u128 << 64;
+    // Random payees at this rate are what AML level 3 holds: every answer
+    // here is to post, so AML is off.
+    let mut cfg = config(3);
+    cfg.engine.aml.enabled = false;
+    for round in 0..2 {
+        let s = Arc::new(Switch::open_dir(dir.path(), cfg, Backend::Std).expect("opens"));
+        if round == 0 {
+            s.submit(kind::CREATE_ACCOUNTS, &encode_all(&accounts.iter().map(|&a| account(a)).collect::<Vec<_>>()))
+                .unwrap();
+            let deposits: Vec<Transfer> = accounts.iter().map(|&a| deposit(u128::from(a), a, 1_000_000, HKD)).collect();
+            assert!(codes(&transfers(&s, &deposits)).iter().all(|c| *c == ResultCode::Ok));
+        }
+        let threads: Vec<_> = (0..4u128)
+            .map(|t| {
+                let (s, accounts) = (Arc::clone(&s), accounts.clone());
+                let base = next_id + t * 1_000_000;
+                std::thread::spawn(move || {
+                    let mut rng = common::Rng(base as u64);
+                    let mut moved = Vec::new();
+                    for b in 0..40u128 {
+                        let batch: Vec<Transfer> = (0..25u128)
+                            .map(|i| {
+                                let debit = rng.pick(&accounts);
+                                let mut credit = rng.pick(&accounts);
+                                if credit == debit {
+                                    credit = if debit == 1024 { 1025 } else { 1024 };
+                                }
+                                transfer(base + b * 100 + i, debit, credit, 1 + rng.below(100), HKD)
+                            })
+                            .collect();
+                        let results = transfers(&s, &batch);
+                        for (t, r) in batch.iter().zip(&results) {
+                            assert_eq!((r.code, r.state), (0, STATE_POSTED), "transfer {}", t.transfer_id);
+                            moved.push((t.debit_account, t.credit_account, t.amount as i64));
+                        }
+                    }
+                    moved
+                })
+            })
+            .collect();
+        for t in threads {
+            for (debit, credit, amount) in t.join().unwrap() {
+                *expected.get_mut(&debit).unwrap() -= amount;
+                *expected.get_mut(&credit).unwrap() += amount;
+            }
+        }
+        next_id += 1 << 32;
+        Arc::try_unwrap(s).ok().expect("threads done").shutdown();
+    }
+    let s = Switch::open_dir(dir.path(), cfg, Backend::Std).expect("reopens");
+    for (&account, &balance) in &expected {
+        assert_eq!(self::balance(&s, account), (balance, 0), "account {account}");
+    }
+    assert_eq!(self::balance(&s, harbour::engine::book::INTERSHARD), (0, 0), "nothing in flight");
+    assert_eq!(self::balance(&s, SETTLEMENT_IN).0, -(accounts.len() as i64) * 1_000_000);
+    s.shutdown();
+}
