@@ -541,9 +541,7 @@ impl Shard {
                 let t = std::time::Instant::now();
                 self.engine.apply(kind::SUBMIT_JUDGED, &judged, now, &mut out).expect("verdicts well formed");
                 METRICS.stage(Stage::Apply, t.elapsed());
-                self.count(kind, &out);
-                replies.push(Ok(out));
-                self.waits.push(self.engine.take_link_wait());
+                self.answered(kind, out, replies);
                 continue;
             }
             // An empty batch changes nothing and needs no log record.
@@ -555,9 +553,7 @@ impl Shard {
             let t = std::time::Instant::now();
             self.engine.apply(kind, body, now, &mut out).expect("kind and length checked before logging");
             METRICS.stage(Stage::Apply, t.elapsed());
-            self.count(kind, &out);
-            replies.push(Ok(out));
-            self.waits.push(self.engine.take_link_wait());
+            self.answered(kind, out, replies);
         }
         if !appending.is_zero() {
             METRICS.stage(Stage::LogAppend, appending);
@@ -566,6 +562,17 @@ impl Shard {
             crate::metrics::METRICS.record_gate(gate.stats());
         }
         Ok(())
+    }
+
+    /// Files a request's answer, and whether it waits for other shards; an
+    /// answer that waits is counted when it is released (settled).
+    fn answered(&mut self, kind: u16, out: Vec<u8>, replies: &mut Vec<Reply>) {
+        let wait = self.engine.take_link_wait();
+        if wait.is_none() {
+            self.count(kind, &out);
+        }
+        replies.push(Ok(out));
+        self.waits.push(wait);
     }
 
     /// Counts an answer's result codes, unless the request went to every
@@ -744,6 +751,7 @@ impl Shard {
             }
             let mut d = deferred.pop_front().expect("front exists");
             self.engine.settle_answers(d.kind, &mut d.answer, Some(d.refunds));
+            self.count(d.kind, &d.answer);
             (d.reply)(Ok(d.answer));
         }
     }

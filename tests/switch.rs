@@ -318,3 +318,27 @@ fn concurrent_cross_shard_payments_add_up_across_a_restart() {
     assert_eq!(self::balance(&s, SETTLEMENT_IN).0, -(accounts.len() as i64) * 1_000_000);
     s.shutdown();
 }
+
+#[test]
+fn a_refused_cross_shard_credit_is_answered_and_counted_as_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Switch::open_dir(dir.path(), config(2), Backend::Std).expect("opens");
+    let a = (1024..).find(|&a| s.shard_of(a) == 0).unwrap();
+    let b = (1024..).find(|&b| s.shard_of(b) == 1).unwrap();
+    s.submit(kind::CREATE_ACCOUNTS, &encode_all(&[account(a), account(b)])).unwrap();
+    let top = i64::MAX as u64 - 1;
+    assert!(
+        codes(&transfers(&s, &[deposit(1, a, 100, HKD), deposit(2, b, top, HKD)])).iter().all(|c| *c == ResultCode::Ok)
+    );
+    let overflows = || {
+        harbour::metrics::METRICS.results[ResultCode::Overflow.as_u16() as usize]
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = overflows();
+    let r = transfers(&s, &[transfer(3, a, b, 2, HKD)]);
+    assert_eq!((codes(&r), r[0].state), (vec![ResultCode::Overflow], STATE_VOIDED));
+    assert_eq!(overflows() - before, 1, "counted as answered, once settled");
+    assert_eq!(balance(&s, a), (100, 0));
+    assert_eq!(balance(&s, harbour::engine::book::INTERSHARD), (0, 0));
+    s.shutdown();
+}
