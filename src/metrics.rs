@@ -272,13 +272,13 @@ impl Metrics {
         }
     }
 
-    /// Publishes a shard's scorer-gate counters (one shard runs a gate
-    /// until issue 8; with several, each publishes its own running totals
-    /// and the largest wins).
-    pub fn record_gate(&self, s: crate::aml::scorer::GateStats) {
-        self.aml_scorer_evaluations.fetch_max(s.evaluations, Ordering::Relaxed);
-        self.aml_budget_fallbacks.fetch_max(s.fallbacks, Ordering::Relaxed);
-        self.aml_scorer_reviews.fetch_max(s.reviews, Ordering::Relaxed);
+    /// Adds a shard's scorer-gate counters since it last reported
+    /// (`before`), so every shard's gate counts; the longest wait is the
+    /// longest of any.
+    pub fn record_gate(&self, s: crate::aml::scorer::GateStats, before: crate::aml::scorer::GateStats) {
+        self.aml_scorer_evaluations.fetch_add(s.evaluations - before.evaluations, Ordering::Relaxed);
+        self.aml_budget_fallbacks.fetch_add(s.fallbacks - before.fallbacks, Ordering::Relaxed);
+        self.aml_scorer_reviews.fetch_add(s.reviews - before.reviews, Ordering::Relaxed);
         self.aml_scorer_wait_max_us.fetch_max(s.wait_max_us, Ordering::Relaxed);
     }
 

@@ -267,6 +267,8 @@ pub struct Shard {
     waits: Vec<Option<Vec<u64>>>,
     /// Stopping: the clock stands still (no timer fires).
     draining: bool,
+    /// The gate's counters as last added to the metrics.
+    gate_reported: GateStats,
 }
 
 impl Shard {
@@ -303,6 +305,7 @@ impl Shard {
             log_bytes_seen: 0,
             waits: Vec::new(),
             draining: false,
+            gate_reported: GateStats::default(),
         };
         Ok((shard, report))
     }
@@ -559,7 +562,10 @@ impl Shard {
             METRICS.stage(Stage::LogAppend, appending);
         }
         if let Some(gate) = &self.gate {
-            crate::metrics::METRICS.record_gate(gate.stats());
+            // The shard's counts since its last report: shards' gates add.
+            let now = gate.stats();
+            crate::metrics::METRICS.record_gate(now, self.gate_reported);
+            self.gate_reported = now;
         }
         Ok(())
     }

@@ -36,9 +36,9 @@ pub enum ResultCode {
     TimeBackwards = 25,
     NothingToReport = 26,
     AccountNotFound = 27,
-    /// Harbour addition (unused number): the two customer accounts of a
-    /// transfer live on different shards and this build does not yet move
-    /// money across shards. Only reachable with `shards > 1`.
+    /// Harbour addition, reserved: was the answer to a transfer between two
+    /// shards' customers before cross-shard transfers existed; no longer
+    /// sent.
     CrossShard = 64,
     /// Harbour addition: the feature behind this kind is not in this build
     /// yet. Nothing was applied.
