@@ -10,11 +10,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fdatasync_latencies, percentile, scratch_dir, transfer};
+use common::{customer, fdatasync_latencies, percentile, scratch_dir, transfer};
 use harbour::alloc::HugePageAlloc;
 use harbour::client::Client;
 use harbour::config::Config;
-use harbour::protocol::records::{ACCOUNT_KIND_CUSTOMER, Account};
+use harbour::protocol::records::Account;
 use harbour::shard::Backend;
 
 #[global_allocator]
@@ -35,15 +35,7 @@ async fn round_trips(backend: Backend) -> Vec<Duration> {
     config.switch.engine.transfers_capacity = 1 << 16;
     let running = harbour::server::start(&config).await.expect("starts");
     let client = Client::connect(running.addr, 1, b"hksw-dev-key").await.expect("connects");
-    let accounts: Vec<Account> = (1024..1026)
-        .map(|id| Account {
-            account_id: id,
-            kind: ACCOUNT_KIND_CUSTOMER,
-            flags: 0,
-            home_country: 344,
-            customer_ref: id,
-        })
-        .collect();
+    let accounts: Vec<Account> = (1024..1026).map(customer).collect();
     client.create_accounts(&accounts).await.unwrap();
     client.submit_transfers(&[transfer(1, 4, 1024, 1_000_000_000)]).await.unwrap();
     let mut pings = Vec::with_capacity(ROUND_TRIPS);

@@ -360,8 +360,7 @@ impl Shard {
         group: &[(u16, &[u8])],
     ) -> (Vec<Reply>, Vec<Option<Vec<u64>>>, Result<(), WalError>) {
         let (replies, result) = self.commit_group(links, group);
-        let mut waits = std::mem::take(&mut self.waits);
-        waits.resize(group.len(), None);
+        let waits = self.take_waits(group.len());
         if result.is_ok() {
             self.snapshot_if_due();
         }
@@ -570,6 +569,14 @@ impl Shard {
         Ok(())
     }
 
+    /// What each of the last group's `n` requests waits for (none if the
+    /// group failed before reaching it).
+    fn take_waits(&mut self, n: usize) -> Vec<Option<Vec<u64>>> {
+        let mut waits = std::mem::take(&mut self.waits);
+        waits.resize(n, None);
+        waits
+    }
+
     /// Files a request's answer, and whether it waits for other shards; an
     /// answer that waits is counted when it is released (settled).
     fn answered(&mut self, kind: u16, out: Vec<u8>, replies: &mut Vec<Reply>) {
@@ -714,8 +721,7 @@ impl Shard {
             now_ms.fetch_max(self.engine.now_ms(), Ordering::Relaxed);
             let applied: u64 = batch.iter().map(|r| r.body.len() as u64).sum();
             queued_bytes.release(applied);
-            let mut waits = std::mem::take(&mut self.waits);
-            waits.resize(batch.len(), None);
+            let waits = self.take_waits(batch.len());
             for ((request, reply), wait) in batch.drain(..).zip(replies).zip(waits) {
                 match (wait, reply) {
                     (Some(need), Ok(answer)) if result.is_ok() => {

@@ -48,19 +48,15 @@ pub fn transfer(id: u128, debit: u64, credit: u64, amount: u64) -> Transfer {
     }
 }
 
+/// A Hong Kong customer account.
+pub fn customer(id: u64) -> Account {
+    Account { account_id: id, kind: ACCOUNT_KIND_CUSTOMER, flags: 0, home_country: 344, customer_ref: id }
+}
+
 /// Encoded CREATE_ACCOUNTS and SUBMIT_TRANSFERS bodies that open `ids` and
 /// fund each with HK$10,000,000.00 from SETTLEMENT_IN.
 pub fn funding_bodies(ids: &[u64]) -> (Vec<u8>, Vec<u8>) {
-    let accounts: Vec<Account> = ids
-        .iter()
-        .map(|&id| Account {
-            account_id: id,
-            kind: ACCOUNT_KIND_CUSTOMER,
-            flags: 0,
-            home_country: 344,
-            customer_ref: id,
-        })
-        .collect();
+    let accounts: Vec<Account> = ids.iter().map(|&id| customer(id)).collect();
     let deposits: Vec<Transfer> =
         ids.iter().map(|&id| transfer(u128::from(id) << 64, SETTLEMENT_IN, id, 1_000_000_000)).collect();
     (encode_all(&accounts), encode_all(&deposits))

@@ -197,6 +197,14 @@ impl Links {
         self.push_flight(peer, Entry { seq: 0, kind, id, account, currency, amount }, None)
     }
 
+    /// Puts the same entry in the outbox to every other shard.
+    pub fn push_to_others(&mut self, kind: EntryKind, id: u128, account: u64) {
+        let me = self.me;
+        for peer in (0..self.shards()).filter(|&p| p != me) {
+            self.push(peer, kind, id, account, 0, 0);
+        }
+    }
+
     /// Puts an entry (numbered here) in the outbox to `peer` with what the
     /// shard keeps beside it; returns its sequence.
     pub fn push_flight(&mut self, peer: u16, mut entry: Entry, flight: Option<PendingEntry>) -> u64 {

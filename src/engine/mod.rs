@@ -316,14 +316,13 @@ impl Engine {
     /// Applies one command at time `now_ms`, appending one response record
     /// per request record to `out`. Lookups change nothing but the clock.
     pub fn apply(&mut self, kind: u16, body: &[u8], now_ms: u64, out: &mut Vec<u8>) -> Result<(), EngineError> {
-        Self::check_length(kind, body)?;
+        // A LINK_IN body is checked by decoding it, once.
         let link_in = if kind == kind::LINK_IN {
-            let m = links::decode_link_in(body).expect("checked by check_length");
-            if m.from >= self.links.shards() || m.from == self.links.me {
-                return Err(EngineError::BadLength { kind, len: body.len() });
-            }
-            Some(m)
+            let from_a_peer = |m: &links::LinkIn| m.from < self.links.shards() && m.from != self.links.me;
+            let m = links::decode_link_in(body).filter(from_a_peer);
+            Some(m.ok_or(EngineError::BadLength { kind, len: body.len() })?)
         } else {
+            Self::check_length(kind, body)?;
             None
         };
         self.advance(now_ms);
@@ -381,7 +380,7 @@ impl Engine {
     fn note_link_wait(&mut self, kind: u16, answers: &[u8]) {
         let waits = match kind {
             kind::CREATE_ACCOUNTS => answers.chunks_exact(RecordResult::SIZE).any(|r| {
-                let code = u16::from_le_bytes([r[8], r[9]]);
+                let code = RecordResult::decode(r).code;
                 code == ResultCode::Ok.as_u16() || code == ResultCode::AlreadyExists.as_u16()
             }),
             kind::SUBMIT_TRANSFERS
@@ -673,10 +672,7 @@ impl Engine {
         if code == ResultCode::Ok {
             self.insert_account(a.account_id, AccountKind::Customer, a.home_country, a.customer_ref);
             // Every other shard learns it exists, so its customers may pay it.
-            let me = self.links.me;
-            for peer in (0..self.links.shards()).filter(|&p| p != me) {
-                self.links.push(peer, EntryKind::Account, 0, a.account_id, 0, 0);
-            }
+            self.links.push_to_others(EntryKind::Account, 0, a.account_id);
         }
         RecordResult { key: a.account_id, code: code.as_u16() }
     }
@@ -952,11 +948,8 @@ impl Engine {
             // Spent by the transfer it locked the rate for, posted or held;
             // the other shards' copies go too.
             self.quotes.remove(id);
-            let me = self.links.me;
-            for peer in (0..self.links.shards()).filter(|&p| p != me) {
-                self.links.push(peer, EntryKind::QuoteSpent, u128::from(id), 0, 0, 0);
-                self.link_wait = true;
-            }
+            self.links.push_to_others(EntryKind::QuoteSpent, u128::from(id), 0);
+            self.link_wait |= self.links.shards() > 1;
         }
         if a.auto_credit > 0 {
             // The shortfall is lent first, in the same step.
