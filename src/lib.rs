@@ -23,6 +23,7 @@ pub mod http;
 pub mod metrics;
 pub mod money;
 pub mod protocol;
+pub mod router;
 pub mod server;
 pub mod shard;
 pub mod sync;

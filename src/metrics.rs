@@ -178,9 +178,9 @@ pub struct Metrics {
     /// Link messages shards sent each other (cross-shard credits, their
     /// acknowledgements, account notices).
     pub link_messages: AtomicU64,
-    /// Ids more than one shard knows (a channel reused a transfer or loan
-    /// id with another account: docs/sharding.md).
-    pub id_collisions: AtomicU64,
+    /// Requests that waited because another request held one of their ids
+    /// or quotes undecided on another shard (docs/sharding.md).
+    pub claim_waits: AtomicU64,
     /// Bytes the logs have written.
     pub log_bytes: AtomicU64,
     /// Unix ms of the last snapshot written (0: none yet).
@@ -221,7 +221,7 @@ pub static METRICS: Metrics = Metrics {
     results: [const { AtomicU64::new(0) }; RESULT_CODES_MAX],
     queue_depth: AtomicU64::new(0),
     link_messages: AtomicU64::new(0),
-    id_collisions: AtomicU64::new(0),
+    claim_waits: AtomicU64::new(0),
     log_bytes: AtomicU64::new(0),
     last_snapshot_unix_ms: AtomicU64::new(0),
     connections_open: AtomicU64::new(0),
@@ -354,10 +354,10 @@ impl Metrics {
             get(&self.link_messages),
         );
         one(
-            "harbour_id_collisions_total",
+            "harbour_claim_waits_total",
             "counter",
-            "Ids an id-keyed request found on more than one shard (a channel reused an id with another account).",
-            get(&self.id_collisions),
+            "Routings of a request deferred because another request held one of its ids or quotes undecided on another shard.",
+            get(&self.claim_waits),
         );
         one("harbour_log_bytes_total", "counter", "Bytes the write-ahead logs have written.", get(&self.log_bytes));
         let last = get(&self.last_snapshot_unix_ms);

@@ -43,14 +43,14 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::aml::report::{CaseRow, ROW_SIZE};
 use crate::aml::scorer::{Gate, GateStats, JUDGED_HEADER_SIZE, RemoteScorer, VERDICT_SIZE, encode_judged};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS};
 use crate::handoff::{Admission, Settled, Windows};
 use crate::metrics::{METRICS, Stage};
-use crate::protocol::records::{self, Account, Balance, BalanceKey, Record, StrRequest, Transfer, TransferResult};
-use crate::protocol::{ResultCode, kind};
+use crate::protocol::kind;
+use crate::protocol::records::{self, Record, Transfer};
+use crate::router::{Merge, Routed, Router};
 use crate::wal::storage::{FileStorage, Storage};
 use crate::wal::{RecoveryReport, Wal, WalConfig, WalError};
 
@@ -591,16 +591,12 @@ impl Shard {
     /// Counts an answer's result codes, unless the request went to every
     /// shard (then its merged answer is counted, once).
     fn count(&self, kind: u16, answers: &[u8]) {
-        let scattered = matches!(
+        let broadcast = matches!(
             kind,
-            kind::CREATE_ACCOUNTS
-                | kind::SET_CREDIT_LINES
-                | kind::DISBURSE_LOANS
-                | kind::SUBMIT_TRANSFERS
-                | kind::SUBMIT_JUDGED
+            kind::SET_TIME | kind::SET_FX_RATES | kind::QUOTE_AT | kind::LOOKUP_BALANCES | kind::STR_ROWS
         );
-        if scattered || self.engine.links().shards() == 1 {
-            count_results(kind, answers);
+        if !broadcast || self.engine.links().shards() == 1 {
+            count_results(if kind == kind::SUBMIT_JUDGED { kind::SUBMIT_TRANSFERS } else { kind }, answers);
         }
     }
 
@@ -844,30 +840,41 @@ fn count_results(kind: u16, answers: &[u8]) {
     }
 }
 
-struct ShardHandle {
-    tx: Sender<Message>,
-    thread: Option<JoinHandle<()>>,
-}
-
 /// The running switch: every shard's thread, and the router in front of
 /// them.
 pub struct Switch {
-    shards: Vec<ShardHandle>,
+    core: Arc<Core>,
+    threads: Vec<Option<JoinHandle<()>>>,
     config: SwitchConfig,
     reports: Vec<RecoveryReport>,
-    /// The latest engine time any shard reached (for HELLO's server time).
-    now_ms: Arc<AtomicU64>,
-    /// With several shards, checking room on every target queue and sending
-    /// happen under this lock, so `Busy` really means nothing was sent.
-    route: parking_lot::Mutex<()>,
-    /// Bytes of request bodies queued and not yet applied, all shards.
-    queued_bytes: Arc<Admission>,
-    /// With several shards, the id the next FX quote gets (every shard
-    /// holds every quote under the same id: QUOTE_AT).
-    next_quote: AtomicU64,
     /// What the shards say when stopping (`handoff::Settled`).
     shards_settled: Arc<Settled>,
 }
+
+/// What routing a request needs, shared with the requests whose answers
+/// are on their way (a contended request routes itself again).
+struct Core {
+    txs: Vec<Sender<Message>>,
+    /// With several shards, routing and sending happen under this lock:
+    /// the shards' queues get requests in the order their claims were
+    /// taken, and `Busy` really means nothing was sent.
+    router: parking_lot::Mutex<Router>,
+    /// Claims of answered parts, handed over by the shard threads and
+    /// folded into the router at its next use (a shard never waits for
+    /// the router's lock, which a blocked send may hold).
+    answered: Arc<parking_lot::Mutex<Vec<crate::router::Settled>>>,
+    /// Bytes of request bodies queued and not yet applied, all shards.
+    queued_bytes: Arc<Admission>,
+    /// The latest engine time any shard reached (for HELLO's server time).
+    now_ms: Arc<AtomicU64>,
+    clock: Clock,
+    quote_ttl_ms: u64,
+    /// Set when the switch stops: a contended request stops retrying.
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// How long a contended request waits before it is routed again.
+const CONTENDED_RETRY: Duration = Duration::from_micros(200);
 
 /// File recording the settings a data directory was written with.
 const META_FILE: &str = "META";
@@ -973,11 +980,13 @@ impl Switch {
             )));
         }
         let n = config.shards;
-        let mut shards = Vec::with_capacity(n);
+        let mut txs = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
         let mut reports = Vec::with_capacity(n);
         let now_ms = Arc::new(AtomicU64::new(0));
         let queued_bytes = Arc::new(Admission::new(QUEUED_BYTES_MAX));
-        let mut next_quote = 1;
+        let mut router = Router::new(n, 1);
+        let mut live_quotes = Vec::with_capacity(n);
         let mut first_error = None;
         // Each shard's link queue has room for a full window from every
         // other shard, so a link message is never refused or waited for.
@@ -1019,7 +1028,10 @@ impl Switch {
                             }
                         }
                         shard_now.fetch_max(shard.engine.now_ms(), Ordering::Relaxed);
-                        let _ = ready_tx.send(Ok((report, shard.engine.next_quote_id())));
+                        // The router's claims are rebuilt from what every
+                        // shard stores (with one shard there are none).
+                        let stored = (n > 1).then(|| shard.engine.stored_ids());
+                        let _ = ready_tx.send(Ok((report, shard.engine.next_quote_id(), stored)));
                         shard.run(&rx, &link_rx, &peers, config.group_requests_max, &shard_now, &shard_queued);
                     }
                     Err(e) => {
@@ -1028,8 +1040,12 @@ impl Switch {
                 })
                 .map_err(OpenError::Io)?;
             match ready_rx.recv() {
-                Ok(Ok((report, quote))) => {
-                    next_quote = next_quote.max(quote);
+                Ok(Ok((report, quote, stored))) => {
+                    router.note_quote_id(quote);
+                    if let Some(stored) = stored {
+                        router.restore_stored(i, stored.ids, stored.repayments);
+                        live_quotes.push(stored.quotes);
+                    }
                     // The operator's record of what recovery did.
                     if let Some((file, offset, bytes)) = &report.torn_tail {
                         eprintln!("shard {i}: cut a torn last record of {bytes} bytes at {file} offset {offset}");
@@ -1042,18 +1058,23 @@ impl Switch {
                 Ok(Err(error)) => first_error = first_error.or(Some(OpenError::Recovery { shard: i, error })),
                 Err(_) => first_error = first_error.or(Some(OpenError::Recovery { shard: i, error: WalError::Failed })),
             }
-            shards.push(ShardHandle { tx, thread: Some(thread) });
+            txs.push(tx);
+            threads.push(Some(thread));
         }
-        let switch = Switch {
-            shards,
-            config,
-            reports,
-            now_ms,
-            route: parking_lot::Mutex::new(()),
+        if first_error.is_none() && n > 1 {
+            router.restore_quotes(&live_quotes);
+        }
+        let core = Core {
+            txs,
+            router: parking_lot::Mutex::new(router),
+            answered: Arc::default(),
             queued_bytes,
-            next_quote: AtomicU64::new(next_quote),
-            shards_settled: settled,
+            now_ms,
+            clock: config.clock,
+            quote_ttl_ms: config.engine.quote_ttl_ms,
+            stopped: std::sync::atomic::AtomicBool::new(false),
         };
+        let switch = Switch { core: Arc::new(core), threads, config, reports, shards_settled: settled };
         match first_error {
             Some(e) => {
                 // A shard did not recover: the others stop at once, without
@@ -1075,7 +1096,7 @@ impl Switch {
     /// system clock, at least the wall clock).
     #[must_use]
     pub fn now_ms(&self) -> u64 {
-        self.config.clock.now_ms(self.now_ms.load(Ordering::Relaxed))
+        self.core.now_ms()
     }
 
     /// The configuration.
@@ -1087,7 +1108,7 @@ impl Switch {
     /// The shard that owns a customer account.
     #[must_use]
     pub fn shard_of(&self, account_id: u64) -> usize {
-        shard_of(account_id, self.shards.len())
+        shard_of(account_id, self.core.txs.len())
     }
 
     /// Applies a request and waits for its durable answer; waits for queue
@@ -1104,68 +1125,112 @@ impl Switch {
 
     /// Hands a request to its shard(s) without waiting for the answer: the
     /// async server's entry point. With `wait` false a full queue is `Busy`
-    /// and nothing is sent anywhere.
+    /// and nothing is sent anywhere. A request that must wait for another's
+    /// claims (`router`) is accepted and routed when its answer is awaited.
     pub fn dispatch(&self, kind: u16, body: &[u8], wait: bool) -> Result<PendingReply, SwitchError> {
-        let n = self.shards.len();
+        let stage = self.core.route_and_send(kind, body, wait)?;
+        Ok(PendingReply { core: Arc::clone(&self.core), kind, wait, stage })
+    }
+
+    /// Whether every request goes whole to one shard (then
+    /// [`Switch::dispatch_direct`] applies).
+    #[must_use]
+    pub fn single_shard(&self) -> bool {
+        self.core.txs.len() == 1
+    }
+
+    /// With one shard: hands the request over with a callback the shard
+    /// thread calls with the answer right after the fsync, sparing the
+    /// caller a task wake-up per request. `Busy` (nothing sent) if the
+    /// queue is full and `wait` is false; the callback is then dropped
+    /// uncalled.
+    pub fn dispatch_direct(&self, kind: u16, body: Vec<u8>, wait: bool, reply: ReplyFn) -> Result<(), SwitchError> {
+        assert!(self.single_shard(), "dispatch_direct needs a single shard");
         if matches!(kind, kind::TICK | kind::SUBMIT_JUDGED | kind::STR_ROWS | kind::LINK_IN | kind::QUOTE_AT) {
-            // The shards' own records, never a caller's.
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         }
-        if kind == kind::EXPORT_STR {
-            // Shards hand over their rows; the report is made by whoever
-            // waits for the answer, off the shard threads.
-            if body.len() != StrRequest::SIZE {
-                return Err(SwitchError::Engine(EngineError::BadLength { kind, len: body.len() }));
-            }
-            let _route = self.route.lock();
-            let request = StrRequest::decode(body);
-            let parts = self.broadcast(kind::STR_ROWS, body, wait)?;
-            return Ok(PendingReply { parts, merge: Merge::Str(request, self.now_ms()) });
+        self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)
+    }
+
+    /// Stops every shard after the group it is applying; waits for them.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.core.stopped.store(true, Ordering::Relaxed);
+        for tx in &self.core.txs {
+            let _ = tx.send(Message::Stop);
         }
-        if n == 1 {
-            let rx = self.send(0, kind, body.to_vec(), wait)?;
-            return Ok(PendingReply { parts: vec![rx], merge: Merge::Single });
+        for thread in &mut self.threads {
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
         }
-        let _route = self.route.lock();
-        match kind {
-            kind::CREATE_ACCOUNTS => {
-                self.scatter::<Account, records::RecordResult>(kind, body, wait, |a| Ok(shard_of(a.account_id, n)))
-            }
-            // A line and its loans live on their account's shard.
-            kind::SET_CREDIT_LINES => {
-                self.scatter::<records::CreditLine, records::RecordResult>(kind, body, wait, |c| {
-                    Ok(shard_of(c.account_id, n))
-                })
-            }
-            kind::DISBURSE_LOANS => self
-                .scatter::<records::Disburse, records::LoanResult>(kind, body, wait, |d| Ok(shard_of(d.account_id, n))),
-            // The debit shard decides; a credit on another shard goes over
-            // the link between them (`engine::links`).
-            kind::SUBMIT_TRANSFERS => self.scatter::<Transfer, TransferResult>(kind, body, wait, |t| {
-                Ok::<_, TransferResult>(route_transfer(t, n))
-            }),
-            // Every shard holds every quote under one id the switch gives,
-            // so a transfer on any shard may use it.
-            kind::FX_QUOTE => {
-                if !body.len().is_multiple_of(records::QuoteRequest::SIZE) {
-                    return Err(SwitchError::Engine(EngineError::BadLength { kind, len: body.len() }));
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Core {
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms(self.now_ms.load(Ordering::Relaxed))
+    }
+
+    /// Routes a request and sends its parts, or says it must wait for
+    /// another request's claims (nothing sent).
+    fn route_and_send(&self, kind: u16, body: &[u8], wait: bool) -> Result<Progress, SwitchError> {
+        if self.txs.len() == 1 && kind != kind::EXPORT_STR {
+            // One shard: no claims, no merge.
+            let mut router = Router::new(1, 1);
+            let Routed::Plan { mut parts, .. } = router.route(kind, body, 0, 0).map_err(SwitchError::Engine)? else {
+                unreachable!("one shard is never contended")
+            };
+            let part = parts.pop().expect("one part");
+            let rx = self.send(part.shard, part.kind, part.body, wait, None)?;
+            return Ok(Progress::Sent { parts: vec![rx], merge: Merge::Single, rest: None });
+        }
+        let mut router = self.router.lock();
+        for settled in self.answered.lock().drain(..) {
+            router.settle(settled);
+        }
+        if self.stopped.load(Ordering::Relaxed) {
+            return Err(SwitchError::Stopped);
+        }
+        let (parts, merge, rest) =
+            match router.route(kind, body, self.now_ms(), self.quote_ttl_ms).map_err(SwitchError::Engine)? {
+                Routed::Contended => {
+                    METRICS.claim_waits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Progress::Contended(body.to_vec()));
                 }
-                let expires_at_ms = self.now_ms().saturating_add(self.config.engine.quote_ttl_ms);
-                let mut at =
-                    Vec::with_capacity(body.len() / records::QuoteRequest::SIZE * crate::engine::QUOTE_AT_SIZE);
-                for q in body.chunks_exact(records::QuoteRequest::SIZE) {
-                    at.extend_from_slice(&self.next_quote.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-                    at.extend_from_slice(&expires_at_ms.to_le_bytes());
-                    at.extend_from_slice(q);
-                }
-                Ok(PendingReply { parts: self.broadcast(kind::QUOTE_AT, &at, wait)?, merge: Merge::First })
-            }
-            kind::LOOKUP_BALANCES => {
-                let keys = body.chunks_exact(BalanceKey::SIZE).map(BalanceKey::decode).collect();
-                Ok(PendingReply { parts: self.broadcast(kind, body, wait)?, merge: Merge::Balances(keys) })
-            }
-            _ => Ok(PendingReply { parts: self.broadcast(kind, body, wait)?, merge: Merge::ById(kind) }),
+                Routed::Plan { parts, merge, rest } => (parts, merge, rest),
+            };
+        let bytes: u64 = parts.iter().map(|p| p.body.len() as u64).sum();
+        if let Err(e) = self.reserve(parts.iter().map(|p| p.shard), bytes, wait) {
+            router.undo(parts);
+            return Err(e);
         }
+        let mut rxs = Vec::with_capacity(parts.len());
+        let mut parts = parts.into_iter();
+        while let Some(part) = parts.next() {
+            let claimed = (!part.claimed.is_empty()).then_some(part.claimed);
+            match self.send(part.shard, part.kind, part.body, wait, claimed) {
+                Ok(rx) => rxs.push(rx),
+                Err(e) => {
+                    // Only a stopping switch refuses here (room was
+                    // checked): what was not sent holds no claim.
+                    router.undo(parts.collect());
+                    return Err(e);
+                }
+            }
+        }
+        let request_size = crate::engine::Engine::request_size(kind).unwrap_or(1);
+        let rest = rest.map(|i| body[i * request_size..].to_vec());
+        Ok(Progress::Sent { parts: rxs, merge, rest })
     }
 
     /// Checks every target queue has room before sending anything, so a
@@ -1178,7 +1243,7 @@ impl Switch {
             return Err(SwitchError::Busy);
         }
         for s in targets {
-            let tx = &self.shards[s].tx;
+            let tx = &self.txs[s];
             if tx.capacity().is_some_and(|cap| tx.len() >= cap) {
                 return Err(SwitchError::Busy);
             }
@@ -1186,16 +1251,29 @@ impl Switch {
         Ok(())
     }
 
+    /// Sends a part; its answer settles its claims (on the shard thread,
+    /// handed to the router through `answered`) before it is passed on.
     fn send(
         &self,
         shard: usize,
         kind: u16,
         body: Vec<u8>,
         wait: bool,
+        claimed: Option<crate::router::Claimed>,
     ) -> Result<oneshot::Receiver<Reply>, SwitchError> {
         let (tx, rx) = oneshot::channel();
-        // A requester that gave up is not an error.
-        let reply: ReplyFn = Box::new(move |answer| drop(tx.send(answer)));
+        let reply: ReplyFn = match claimed {
+            None => Box::new(move |answer| drop(tx.send(answer))),
+            Some(claimed) => {
+                let answered = Arc::clone(&self.answered);
+                Box::new(move |answer: Reply| {
+                    let settled = claimed.outcomes(answer.as_ref().ok().map(Vec::as_slice));
+                    answered.lock().push(settled);
+                    // A requester that gave up is not an error.
+                    drop(tx.send(answer));
+                })
+            }
+        };
         self.enqueue(shard, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)?;
         Ok(rx)
     }
@@ -1206,7 +1284,7 @@ impl Switch {
             return Err(SwitchError::Busy);
         }
         let message = Message::Request(request);
-        let tx = &self.shards[shard].tx;
+        let tx = &self.txs[shard];
         // Counted before the send (the shard may take it at once).
         METRICS.queue_depth.fetch_add(1, Ordering::Relaxed);
         let sent = if wait {
@@ -1223,241 +1301,99 @@ impl Switch {
         }
         sent
     }
-
-    /// Whether every request goes whole to one shard (then
-    /// [`Switch::dispatch_direct`] applies).
-    #[must_use]
-    pub fn single_shard(&self) -> bool {
-        self.shards.len() == 1
-    }
-
-    /// With one shard: hands the request over with a callback the shard
-    /// thread calls with the answer right after the fsync, sparing the
-    /// caller a task wake-up per request. `Busy` (nothing sent) if the
-    /// queue is full and `wait` is false; the callback is then dropped
-    /// uncalled.
-    pub fn dispatch_direct(&self, kind: u16, body: Vec<u8>, wait: bool, reply: ReplyFn) -> Result<(), SwitchError> {
-        assert!(self.single_shard(), "dispatch_direct needs a single shard");
-        self.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)
-    }
-
-    /// Sends each record to its shard (or answers it at once), remembering
-    /// the request's order for the merge.
-    fn scatter<R: Record, A: Record>(
-        &self,
-        kind: u16,
-        body: &[u8],
-        wait: bool,
-        place: impl Fn(&R) -> Result<usize, A>,
-    ) -> Result<PendingReply, SwitchError> {
-        if !body.len().is_multiple_of(R::SIZE) {
-            return Err(SwitchError::Engine(EngineError::BadLength { kind, len: body.len() }));
-        }
-        let n = self.shards.len();
-        let mut bodies = vec![Vec::new(); n];
-        let mut slots: Vec<Result<usize, Vec<u8>>> = Vec::with_capacity(body.len() / R::SIZE);
-        for chunk in body.chunks_exact(R::SIZE) {
-            match place(&R::decode(chunk)) {
-                Ok(s) => {
-                    bodies[s].extend_from_slice(chunk);
-                    slots.push(Ok(s));
-                }
-                Err(answer) => {
-                    let mut bytes = Vec::with_capacity(A::SIZE);
-                    records::push(&mut bytes, &answer);
-                    slots.push(Err(bytes));
-                }
-            }
-        }
-        self.reserve((0..n).filter(|&s| !bodies[s].is_empty()), body.len() as u64, wait)?;
-        let mut parts = Vec::with_capacity(n);
-        let mut targets = Vec::with_capacity(n);
-        for (s, b) in bodies.into_iter().enumerate() {
-            if !b.is_empty() {
-                parts.push(self.send(s, kind, b, wait)?);
-                targets.push(s);
-            }
-        }
-        Ok(PendingReply { parts, merge: Merge::Scatter { slots, targets, size: A::SIZE } })
-    }
-
-    fn broadcast(&self, kind: u16, body: &[u8], wait: bool) -> Result<Vec<oneshot::Receiver<Reply>>, SwitchError> {
-        let bytes = body.len() as u64 * self.shards.len() as u64;
-        self.reserve(0..self.shards.len(), bytes, wait)?;
-        (0..self.shards.len()).map(|s| self.send(s, kind, body.to_vec(), wait)).collect()
-    }
-
-    /// Stops every shard after the group it is applying; waits for them.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        for shard in &self.shards {
-            let _ = shard.tx.send(Message::Stop);
-        }
-        for shard in &mut self.shards {
-            if let Some(thread) = shard.thread.take() {
-                let _ = thread.join();
-            }
-        }
-    }
 }
 
-impl Drop for Switch {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// How the answers of a request's parts become one answer.
-enum Merge {
-    /// One shard answered the whole request.
-    Single,
-    /// Every shard answered alike; the first one's answer is the answer.
-    First,
-    /// Records went to their shards; `slots` says, per record, which shard
-    /// answered it (in order) or holds the answer given without a shard.
-    Scatter { slots: Vec<Result<usize, Vec<u8>>>, targets: Vec<usize>, size: usize },
-    /// Every shard answered; customer balances come from their shard,
-    /// system accounts sum their parts.
-    Balances(Vec<BalanceKey>),
-    /// Every shard answered a request keyed by transfer id; per record, the
-    /// shard that knows the id wins.
-    ById(u16),
-    /// Every shard gave its STR rows for the month; the report is made here.
-    Str(StrRequest, u64),
+/// Where a request is: sent (answers on their way, and maybe records to
+/// route once they are in), or waiting for another request's claims.
+enum Progress {
+    Sent { parts: Vec<oneshot::Receiver<Reply>>, merge: Merge, rest: Option<Vec<u8>> },
+    Contended(Vec<u8>),
 }
 
 /// A request handed to its shard(s), whose answer is on its way.
 pub struct PendingReply {
-    parts: Vec<oneshot::Receiver<Reply>>,
-    merge: Merge,
+    core: Arc<Core>,
+    kind: u16,
+    wait: bool,
+    stage: Progress,
 }
 
 impl PendingReply {
     /// Waits on this thread (not inside an async runtime).
     pub fn wait_blocking(self) -> Reply {
-        let mut answers = Vec::with_capacity(self.parts.len());
-        for rx in self.parts {
-            answers.push(rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed))?);
+        let PendingReply { core, kind, wait, mut stage } = self;
+        let mut out = Vec::new();
+        loop {
+            stage = match stage {
+                Progress::Sent { parts, merge, rest } => {
+                    let mut answers = Vec::with_capacity(parts.len());
+                    for rx in parts {
+                        answers.push(rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed))?);
+                    }
+                    merged(kind, merge, answers, &mut out);
+                    match rest {
+                        None => return Ok(out),
+                        Some(body) => core.again(kind, body, wait)?,
+                    }
+                }
+                Progress::Contended(body) => {
+                    std::thread::sleep(CONTENDED_RETRY);
+                    core.again(kind, body, wait)?
+                }
+            };
         }
-        Ok(merge(self.merge, answers))
     }
 
     /// Waits asynchronously.
     pub async fn wait(self) -> Reply {
-        let mut answers = Vec::with_capacity(self.parts.len());
-        for rx in self.parts {
-            answers.push(rx.await.unwrap_or(Err(SwitchError::ShardFailed))?);
+        let PendingReply { core, kind, wait, mut stage } = self;
+        let mut out = Vec::new();
+        loop {
+            stage = match stage {
+                Progress::Sent { parts, merge, rest } => {
+                    let mut answers = Vec::with_capacity(parts.len());
+                    for rx in parts {
+                        answers.push(rx.await.unwrap_or(Err(SwitchError::ShardFailed))?);
+                    }
+                    merged(kind, merge, answers, &mut out);
+                    match rest {
+                        None => return Ok(out),
+                        Some(body) => core.again(kind, body, wait)?,
+                    }
+                }
+                Progress::Contended(body) => {
+                    tokio::time::sleep(CONTENDED_RETRY).await;
+                    core.again(kind, body, wait)?
+                }
+            };
         }
-        Ok(merge(self.merge, answers))
     }
 }
 
-fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
-    match how {
-        Merge::Single => answers.pop().expect("one answer"),
-        Merge::First => {
-            let out = answers.swap_remove(0);
-            count_results(kind::FX_QUOTE, &out);
-            out
+impl Core {
+    /// Routes (the rest of) an accepted request again: a full queue now
+    /// only delays it (the request was accepted; part of it may be
+    /// applied).
+    fn again(&self, kind: u16, body: Vec<u8>, wait: bool) -> Result<Progress, SwitchError> {
+        match self.route_and_send(kind, &body, wait) {
+            Err(SwitchError::Busy) => Ok(Progress::Contended(body)),
+            other => other,
         }
-        Merge::Scatter { slots, targets, size } => {
-            let mut cursor = vec![0usize; targets.len()];
-            let mut out = Vec::with_capacity(slots.len() * size);
-            for slot in slots {
-                match slot {
-                    Ok(shard) => {
-                        let part = targets.iter().position(|&t| t == shard).expect("shard was sent a part");
-                        let at = cursor[part];
-                        out.extend_from_slice(&answers[part][at..at + size]);
-                        cursor[part] += size;
-                    }
-                    Err(bytes) => out.extend_from_slice(&bytes),
-                }
-            }
-            out
-        }
-        Merge::Balances(keys) => {
-            let n = answers.len();
-            let mut out = Vec::with_capacity(keys.len() * Balance::SIZE);
-            for (i, key) in keys.iter().enumerate() {
-                let at = i * Balance::SIZE;
-                let part = |s: usize| Balance::decode(&answers[s][at..at + Balance::SIZE]);
-                let answer = if key.account_id < crate::engine::book::CUSTOMER_ID_MIN {
-                    // The parts each fit; their sum may not.
-                    let mut sum = part(0);
-                    let mut balance = i128::from(sum.balance);
-                    let mut held = u128::from(sum.held);
-                    for s in 1..n {
-                        let b = part(s);
-                        balance += i128::from(b.balance);
-                        held += u128::from(b.held);
-                    }
-                    match (i64::try_from(balance), u64::try_from(held)) {
-                        (Ok(b), Ok(h)) if sum.code == 0 => {
-                            sum.balance = b;
-                            sum.held = h;
-                        }
-                        _ if sum.code == 0 => {
-                            sum = Balance { code: ResultCode::Overflow.as_u16(), ..Balance::decode(&[0; 48]) };
-                            sum.account_id = key.account_id;
-                            sum.currency = key.currency;
-                        }
-                        _ => {}
-                    }
-                    sum
-                } else {
-                    part(shard_of(key.account_id, n))
-                };
-                records::push(&mut out, &answer);
-            }
-            count_results(kind::LOOKUP_BALANCES, &out);
-            out
-        }
-        Merge::Str(request, now_ms) => {
-            let mut rows: Vec<_> =
-                answers.iter().flat_map(|a| a.chunks_exact(ROW_SIZE)).filter_map(CaseRow::decode).collect();
-            crate::engine::sort_rows(&mut rows);
-            let mut out = Vec::new();
-            crate::engine::str_answer(&rows, &request, now_ms, &mut out);
-            out
-        }
-        Merge::ById(kind) => {
-            let mut out = answers[0].clone();
-            // SET_TIME and SET_FX_RATES are applied alike on every shard:
-            // any one's answer is the answer.
-            let by_loan = kind == kind::REPAY_LOANS || kind == kind::LOOKUP_LOANS;
-            if kind != kind::SET_TIME && kind != kind::SET_FX_RATES {
-                // TransferResult and LoanResult both carry their code at
-                // bytes 16..18.
-                let (size, not_found) = if by_loan {
-                    (records::LoanResult::SIZE, ResultCode::LoanNotFound)
-                } else {
-                    (TransferResult::SIZE, ResultCode::TransferNotFound)
-                };
-                for part in &answers[1..] {
-                    for (mine, theirs) in out.chunks_exact_mut(size).zip(part.chunks_exact(size)) {
-                        // The shard that knows the id wins: it shows the
-                        // object (state, byte 18, not NONE); failing that,
-                        // any answer but "not found".
-                        let knows = |r: &[u8]| r[18] != 0;
-                        let found = |r: &[u8]| u16::from_le_bytes([r[16], r[17]]) != not_found.as_u16();
-                        if knows(mine) && knows(theirs) {
-                            // Ids are checked per shard (docs/sharding.md):
-                            // the operators must hear of a reuse.
-                            METRICS.id_collisions.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if (!knows(mine) && knows(theirs)) || (!knows(mine) && !found(mine) && found(theirs)) {
-                            mine.copy_from_slice(theirs);
-                        }
-                    }
-                }
-            }
-            count_results(kind, &out);
-            out
-        }
+    }
+}
+
+/// Merges a round's answers onto what came before, counting the result
+/// codes of answers no single shard counted (those every shard gave).
+fn merged(kind: u16, how: Merge, answers: Vec<Vec<u8>>, out: &mut Vec<u8>) {
+    let counted_here = matches!(how, Merge::First | Merge::Balances(_));
+    let answer = crate::router::merge(how, answers);
+    if counted_here {
+        count_results(kind, &answer);
+    }
+    if out.is_empty() {
+        *out = answer;
+    } else {
+        out.extend_from_slice(&answer);
     }
 }
 
@@ -1470,18 +1406,4 @@ fn open_backend(path: &Path, backend: Backend) -> io::Result<Arc<dyn Storage>> {
     Ok(Arc::new(FileStorage::new(path)?))
 }
 
-pub use crate::engine::shard_of;
-
-/// The shard a transfer is decided on: its debit account's if that is a
-/// customer's, else its credit account's (system accounts have a part on
-/// every shard, so a deposit or a payment out stays on one shard).
-#[must_use]
-pub fn route_transfer(t: &Transfer, shards: usize) -> usize {
-    if t.debit_account >= crate::engine::book::CUSTOMER_ID_MIN {
-        shard_of(t.debit_account, shards)
-    } else if t.credit_account >= crate::engine::book::CUSTOMER_ID_MIN {
-        shard_of(t.credit_account, shards)
-    } else {
-        0
-    }
-}
+pub use crate::router::{route_transfer, shard_of};

@@ -342,3 +342,185 @@ fn a_refused_cross_shard_credit_is_answered_and_counted_as_overflow() {
     assert_eq!(balance(&s, harbour::engine::book::INTERSHARD), (0, 0));
     s.shutdown();
 }
+
+/// A switch of `shards` shards with AML off (random payees would trip the
+/// behaviour model) and `accounts` funded with HK$1,000.00 each.
+fn funded(dir: &std::path::Path, shards: usize, accounts: &[u64]) -> Switch {
+    let mut cfg = config(shards);
+    cfg.engine.aml.enabled = false;
+    let s = Switch::open_dir(dir, cfg, Backend::Std).expect("opens");
+    s.submit(kind::CREATE_ACCOUNTS, &encode_all(&accounts.iter().map(|&a| account(a)).collect::<Vec<_>>())).unwrap();
+    let deposits: Vec<Transfer> = accounts.iter().map(|&a| deposit(u128::from(a) << 32, a, 100_000, HKD)).collect();
+    assert!(codes(&transfers(&s, &deposits)).iter().all(|c| *c == ResultCode::Ok));
+    s
+}
+
+fn lookup(s: &Switch, id: u128) -> TransferResult {
+    TransferResult::decode(&s.submit(kind::LOOKUP_TRANSFERS, &encode_all(&[Id { id }])).unwrap())
+}
+
+/// Contract §5 with four shards: an id reused with another debit account,
+/// in a later request or in the same one, is ID_CONFLICT showing the
+/// first transfer, wherever the accounts live; lookups, cancels and
+/// finalizes reach the one transfer.
+#[test]
+fn a_transfer_id_reused_with_other_accounts_is_id_conflict_on_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts: Vec<u64> = (1024..1048).collect();
+    let s = funded(dir.path(), 4, &accounts);
+    assert!((0..4).all(|shard| accounts.iter().any(|&a| s.shard_of(a) == shard)), "every shard has an account");
+    let first = Transfer { flags: TRANSFER_PENDING, ..transfer(7, 1024, 1025, 100, HKD) };
+    assert_eq!(codes(&transfers(&s, &[first])), [ResultCode::Ok]);
+    let reuses: Vec<Transfer> = accounts[1..].iter().map(|&a| transfer(7, a, 1024, 50, HKD)).collect();
+    for r in transfers(&s, &reuses) {
+        assert_eq!(ResultCode::from_u16(r.code), Some(ResultCode::IdConflict));
+        assert_eq!((r.state, r.debit_amount), (STATE_PENDING, 100), "shows the stored transfer");
+    }
+    // In one request too: the first record stores the id, the others meet it.
+    let batch: Vec<Transfer> = accounts.iter().map(|&a| transfer(8, a, 1030, 10, HKD)).collect();
+    let answered = codes(&transfers(&s, &batch));
+    assert_eq!(answered[0], ResultCode::Ok);
+    assert!(answered[1..].iter().all(|c| *c == ResultCode::IdConflict), "{answered:?}");
+    // A first record refused leaves the id free for the next.
+    let batch = [transfer(9, 1024, 1025, 10_000_000, HKD), transfer(9, 1026, 1025, 10, HKD)];
+    assert_eq!(codes(&transfers(&s, &batch)), [ResultCode::InsufficientFunds, ResultCode::Ok]);
+    assert_eq!(lookup(&s, 9).debit_amount, 10);
+    for &a in &accounts {
+        let expected = match a {
+            1024 | 1026 => 100_000 - 10,
+            1025 | 1030 => 100_000 + 10,
+            _ => 100_000,
+        };
+        assert_eq!(balance(&s, a), (expected, if a == 1024 { 100 } else { 0 }), "account {a}");
+    }
+    let cancelled = s.submit(kind::CANCEL_TRANSFERS, &encode_all(&[Id { id: 7 }])).unwrap();
+    assert_eq!(TransferResult::decode(&cancelled).state, STATE_VOIDED);
+    assert_eq!(balance(&s, 1024), (100_000 - 10, 0));
+    s.shutdown();
+    // Claims are rebuilt from the shards' books after a restart.
+    let mut cfg = config(4);
+    cfg.engine.aml.enabled = false;
+    let s = Switch::open_dir(dir.path(), cfg, Backend::Std).expect("reopens");
+    for &a in &accounts[1..] {
+        let r = transfers(&s, &[transfer(7, a, 1024, 50, HKD)]);
+        assert_eq!((codes(&r), r[0].state), (vec![ResultCode::IdConflict], STATE_VOIDED), "from {a}");
+    }
+    s.shutdown();
+}
+
+/// Loan and transfer ids share one space (contract §6), and repayment ids
+/// are one space, across shards.
+#[test]
+fn loan_transfer_and_repayment_ids_are_unique_across_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = funded(dir.path(), 4, &(1024..1032).collect::<Vec<_>>());
+    let a = (1024..).find(|&a| s.shard_of(a) == 0).unwrap();
+    let b = (1024..).find(|&b| s.shard_of(b) == 1).unwrap();
+    let lines: Vec<CreditLine> = common::micro_credit_lines(&[a, b]);
+    s.submit(kind::SET_CREDIT_LINES, &encode_all(&lines)).unwrap();
+    let loan = |id: u128, account_id: u64| Disburse {
+        loan_id: id,
+        account_id,
+        currency: HKD,
+        term_days: 30,
+        principal: 1_000,
+    };
+    let loans = |ds: &[Disburse]| -> Vec<LoanResult> {
+        decode_all(&s.submit(kind::DISBURSE_LOANS, &encode_all(ds)).unwrap()).collect()
+    };
+    // A transfer on b's shard, then a loan with its id on a's.
+    assert_eq!(codes(&transfers(&s, &[transfer(500, b, a, 10, HKD)])), [ResultCode::Ok]);
+    assert_eq!(loans(&[loan(500, a)])[0].code, ResultCode::IdConflict.as_u16());
+    // A loan on a's shard, then a transfer with its id from b's.
+    assert_eq!(loans(&[loan(600, a)])[0].code, 0);
+    assert_eq!(codes(&transfers(&s, &[transfer(600, b, a, 10, HKD)])), [ResultCode::IdConflict]);
+    assert_eq!(loans(&[loan(600, b)])[0].code, ResultCode::IdConflict.as_u16());
+    // One repayment id for two loans on two shards.
+    assert_eq!(loans(&[loan(700, b)])[0].code, 0);
+    let repay = |id: u128, loan_id: u128| -> LoanResult {
+        LoanResult::decode(
+            &s.submit(kind::REPAY_LOANS, &encode_all(&[Repay { repayment_id: id, loan_id, amount: 100 }])).unwrap(),
+        )
+    };
+    assert_eq!(repay(9, 600).code, 0);
+    let again = repay(9, 700);
+    assert_eq!((again.code, again.loan_id), (ResultCode::IdConflict.as_u16(), 700));
+    assert_eq!(repay(9, 600).code, ResultCode::AlreadyExists.as_u16());
+    let looked: Vec<LoanResult> = decode_all(
+        &s.submit(kind::LOOKUP_LOANS, &encode_all(&[Id { id: 600 }, Id { id: 700 }, Id { id: 500 }])).unwrap(),
+    )
+    .collect();
+    assert_eq!(looked.iter().map(|l| l.principal_outstanding).collect::<Vec<_>>(), [900, 1_000, 0]);
+    assert_eq!(looked[2].code, ResultCode::LoanNotFound.as_u16());
+    s.shutdown();
+}
+
+/// Contract §6: a quote serves one accepted transfer, whichever shards
+/// its payers live on, in one batch or raced from two threads.
+#[test]
+fn a_quote_serves_one_transfer_across_shards_even_when_raced() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts: Vec<u64> = (1024..1040).collect();
+    let s = Arc::new(funded(dir.path(), 4, &accounts));
+    s.submit(kind::SET_FX_RATES, &encode_all(&[FxRate { from: HKD, to: common::USD, rate_e9: 128_000_000 }])).unwrap();
+    let quote = |s: &Switch| {
+        let q = QuoteRequest { from: HKD, to: common::USD, flags: 0, amount: 100 };
+        Quote::decode(&s.submit(kind::FX_QUOTE, &encode_all(&[q])).unwrap()).quote_id
+    };
+    let convert = |id: u128, a: u64, q: u64| Transfer {
+        credit_currency: common::USD,
+        fx_quote_id: q,
+        ..transfer(id, a, a, 100, HKD)
+    };
+    // Eight payers on four shards, one batch.
+    let q = quote(&s);
+    let batch: Vec<Transfer> =
+        accounts[..8].iter().enumerate().map(|(i, &a)| convert(1000 + i as u128, a, q)).collect();
+    let answered = codes(&transfers(&s, &batch));
+    assert_eq!(answered.iter().filter(|c| **c == ResultCode::Ok).count(), 1, "{answered:?}");
+    assert!(answered.iter().all(|c| matches!(c, ResultCode::Ok | ResultCode::QuoteInvalid)), "{answered:?}");
+    // Two threads, payers on different shards, racing one quote.
+    let a = accounts.iter().copied().find(|&a| s.shard_of(a) == 0).unwrap();
+    let b = accounts.iter().copied().find(|&b| s.shard_of(b) == 1).unwrap();
+    for round in 0..300u128 {
+        let q = quote(&s);
+        let racers: Vec<_> = [a, b]
+            .into_iter()
+            .enumerate()
+            .map(|(i, payer)| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || transfers(&s, &[convert(10_000 + round * 2 + i as u128, payer, q)])[0].code)
+            })
+            .collect();
+        let won = racers.into_iter().map(|t| t.join().unwrap()).filter(|&c| c == 0).count();
+        assert_eq!(won, 1, "round {round}: quote {q}");
+    }
+    Arc::try_unwrap(s).ok().expect("threads done").shutdown();
+}
+
+/// The same new id sent at the same moment from two threads with
+/// different debit accounts (on different shards) is accepted once.
+#[test]
+fn one_id_raced_from_two_threads_is_accepted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts: Vec<u64> = (1024..1040).collect();
+    let s = Arc::new(funded(dir.path(), 3, &accounts));
+    let a = accounts.iter().copied().find(|&a| s.shard_of(a) == 0).unwrap();
+    let b = accounts.iter().copied().find(|&b| s.shard_of(b) == 1).unwrap();
+    for round in 0..300u128 {
+        let id = (1 << 90) + round;
+        let racers: Vec<_> = [(a, b), (b, a)]
+            .into_iter()
+            .map(|(from, to)| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || transfers(&s, &[transfer(id, from, to, 1, HKD)])[0].code)
+            })
+            .collect();
+        let mut answered: Vec<u16> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        answered.sort_unstable();
+        assert_eq!(answered, [ResultCode::Ok.as_u16(), ResultCode::IdConflict.as_u16()], "round {round}");
+        assert_eq!(lookup(&s, id).state, STATE_POSTED);
+    }
+    assert_eq!(balance(&s, a).0 + balance(&s, b).0, 200_000, "each id moved one unit, once");
+    Arc::try_unwrap(s).ok().expect("threads done").shutdown();
+}

@@ -70,6 +70,16 @@ fn in_flight(r: &[u8]) -> bool {
     r.state == records::STATE_PENDING && r.holds & Holds::IN_FLIGHT.bits() != 0
 }
 
+/// What a shard stores, by id: see [`Engine::stored_ids`].
+#[derive(Clone, Debug, Default)]
+pub struct StoredIds {
+    /// Transfer and loan ids (one space).
+    pub ids: Vec<u128>,
+    pub repayments: Vec<u128>,
+    /// Quotes the shard holds (given, not spent, not expired).
+    pub quotes: Vec<u64>,
+}
+
 /// Rate of a same-currency transfer: 1 × 10^9.
 pub const RATE_ONE_E9: u64 = 1_000_000_000;
 
@@ -448,6 +458,18 @@ impl Engine {
     #[must_use]
     pub fn next_quote_id(&self) -> u64 {
         self.quotes.next_id()
+    }
+
+    /// Every id this shard stores, for the router's claims after a
+    /// restart (`router`): transfer and loan ids, repayment ids, and the
+    /// quotes it still holds.
+    #[must_use]
+    pub fn stored_ids(&self) -> StoredIds {
+        StoredIds {
+            ids: self.transfers.iter().map(StoredTransfer::id).chain(self.credit.loans().map(|l| l.id)).collect(),
+            repayments: self.credit.repayments.keys().copied().collect(),
+            quotes: self.quotes.iter().map(|(id, _)| id).collect(),
+        }
     }
 
     /// The links to other shards (read-only).

@@ -1,0 +1,646 @@
+//! The router: which shard applies each record of a request, and how the
+//! shards' answers become one answer.
+//!
+//! Owns the switch-wide id claims (`docs/sharding.md`, "Ids and quotes"):
+//! every transfer or loan id, repayment id and spent FX quote is *claimed*
+//! by the one shard that stores it, and every request naming that id goes
+//! to that shard. So a reused id meets its first use on one shard, whose
+//! log orders them, and the engine there answers ALREADY_EXISTS or
+//! ID_CONFLICT as it would with one shard. A claim is taken when a record
+//! is routed (pending) and settled when its shard answers: kept if the
+//! shard stored the id, dropped if it refused the record. A record that
+//! would need an id or quote another shard holds pending (not yet decided)
+//! makes its whole request wait ([`Routed::Contended`]): nothing of it is
+//! sent until that answer is in, so the request stays one unit.
+//!
+//! Pure and single-threaded: no I/O, no clock, no locks. The threaded
+//! switch keeps it under a mutex and feeds it the shards' answers; the
+//! simulator drives it directly. Claims are not logged: after a restart
+//! they are rebuilt from the shards' state ([`Router::restore`]).
+//!
+//! Memory: one entry per stored id (about 40 bytes with the map's slack),
+//! bounded by the engines' capacities; pending claims are bounded by the
+//! requests in flight.
+
+use crate::aml::report::{CaseRow, ROW_SIZE};
+use crate::engine::EngineError;
+use crate::engine::book::CUSTOMER_ID_MIN;
+use crate::hash::IdMap;
+use crate::protocol::records::{
+    self, Account, Balance, BalanceKey, CreditLine, Disburse, Finalize, Id, LoanResult, Record, Repay, StepUp,
+    StrRequest, Transfer, TransferResult,
+};
+use crate::protocol::{ResultCode, kind};
+
+/// Quote id a record is routed with when its quote was spent on another
+/// shard: no shard holds it, so the engine answers QUOTE_INVALID in its
+/// precedence (the switch never gives this id).
+pub const QUOTE_SPENT_ELSEWHERE: u64 = u64::MAX;
+
+/// The shard a customer account lives on.
+pub use crate::engine::shard_of;
+
+/// The shard a transfer is decided on: its debit account's if that is a
+/// customer's, else its credit account's (system accounts have a part on
+/// every shard, so a deposit or a payment out stays on one shard).
+#[must_use]
+pub fn route_transfer(t: &Transfer, shards: usize) -> usize {
+    if t.debit_account >= CUSTOMER_ID_MIN {
+        shard_of(t.debit_account, shards)
+    } else if t.credit_account >= CUSTOMER_ID_MIN {
+        shard_of(t.credit_account, shards)
+    } else {
+        0
+    }
+}
+
+/// The shard that answers for an id nobody claimed (a lookup of an
+/// unknown id, a repayment of an unknown loan): a fixed hash, so such
+/// answers spread over the shards.
+#[must_use]
+pub fn shard_of_id(id: u128, shards: usize) -> usize {
+    if shards == 1 { 0 } else { (crate::hash::hash_u128(id) % shards as u64) as usize }
+}
+
+/// The id spaces the contract names that the router keeps unique (account
+/// ids need nothing: an account is routed by its id already).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Space {
+    /// Transfer and loan ids: one space (a micro-loan's id is its
+    /// transfer's).
+    Id,
+    /// Repayment ids.
+    Repayment,
+    /// FX quote ids, claimed when a transfer spends one.
+    Quote,
+}
+
+/// Who holds an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Claim {
+    owner: u16,
+    /// Records routed to `owner` with this id and not yet answered.
+    pending: u32,
+    /// Whether `owner` stores it (or, for a quote, spent it).
+    stored: bool,
+}
+
+/// Every id claim, per space.
+#[derive(Debug, Default)]
+struct Claims {
+    ids: IdMap<u128, Claim>,
+    repayments: IdMap<u128, Claim>,
+    quotes: IdMap<u128, Claim>,
+}
+
+impl Claims {
+    fn space(&mut self, space: Space) -> &mut IdMap<u128, Claim> {
+        match space {
+            Space::Id => &mut self.ids,
+            Space::Repayment => &mut self.repayments,
+            Space::Quote => &mut self.quotes,
+        }
+    }
+
+    fn get(&self, space: Space, key: u128) -> Option<Claim> {
+        let map = match space {
+            Space::Id => &self.ids,
+            Space::Repayment => &self.repayments,
+            Space::Quote => &self.quotes,
+        };
+        map.get(&key).copied()
+    }
+
+    /// One more record with `key` goes to `owner` (which must be the
+    /// holder, if there is one).
+    fn take(&mut self, space: Space, key: u128, owner: usize) {
+        let claim = self.space(space).entry(key).or_insert(Claim { owner: owner as u16, pending: 0, stored: false });
+        assert_eq!(usize::from(claim.owner), owner, "a claim is taken only by its holder");
+        claim.pending += 1;
+    }
+
+    /// A record with `key` was answered (`stored`: the owner now stores
+    /// it), or was never sent (`stored` false).
+    fn settle(&mut self, space: Space, key: u128, stored: bool) {
+        let map = self.space(space);
+        let claim = map.get_mut(&key).expect("a settled claim was taken");
+        assert!(claim.pending > 0, "a claim settles once per record");
+        claim.pending -= 1;
+        claim.stored |= stored;
+        if claim.pending == 0 && !claim.stored {
+            map.remove(&key);
+        }
+    }
+}
+
+/// One claim a record took: settled from the record's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Take {
+    /// The record's place in its part.
+    pub record: u32,
+    pub space: Space,
+    pub key: u128,
+}
+
+/// The claims one part took, and how to read its answer to settle them.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    takes: Vec<Take>,
+}
+
+/// The claims of one answered part, with whether each id is now stored:
+/// what [`Router::settle`] needs, small enough to hand between threads.
+#[derive(Debug, Default)]
+pub struct Settled {
+    outcomes: Vec<(Space, u128, bool)>,
+}
+
+impl Claimed {
+    /// Whether the part took no claim (nothing to settle).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.takes.is_empty()
+    }
+
+    /// Reads the part's answer: which claimed ids its shard stored. With no
+    /// answer (the log failed, the shard stopped) every id counts as
+    /// stored: whether it reached the disk is unknown, and a restart
+    /// rebuilds the claims from what did.
+    #[must_use]
+    pub fn outcomes(self, answer: Option<&[u8]>) -> Settled {
+        let outcomes = self
+            .takes
+            .into_iter()
+            .map(|t| {
+                let stored = answer.is_none_or(|a| {
+                    let at = t.record as usize * TransferResult::SIZE;
+                    stores(t.space, &a[at..at + TransferResult::SIZE])
+                });
+                (t.space, t.key, stored)
+            })
+            .collect();
+        Settled { outcomes }
+    }
+}
+
+/// Whether an answer record shows its claimed id stored by the shard that
+/// answered. TransferResult and LoanResult are both 64 bytes with the id
+/// first; their codes and states are read through their decoders.
+fn stores(space: Space, answer: &[u8]) -> bool {
+    const _: () = assert!(TransferResult::SIZE == LoanResult::SIZE);
+    let (code, state) = match space {
+        Space::Id | Space::Quote => {
+            let r = TransferResult::decode(answer);
+            (r.code, r.state)
+        }
+        Space::Repayment => (LoanResult::decode(answer).code, 0),
+    };
+    let known = [ResultCode::Ok, ResultCode::AlreadyExists, ResultCode::IdConflict].map(ResultCode::as_u16);
+    match space {
+        // A transfer or a loan: stored if accepted, already there, or there
+        // under other fields; a LoanResult's state (ACTIVE, REPAID) and a
+        // TransferResult's (POSTED, PENDING, VOIDED) are non-zero for a
+        // stored object.
+        Space::Id => known.contains(&code) || state != records::STATE_NONE,
+        // The answer is the loan's: only the code tells of the repayment.
+        Space::Repayment => known.contains(&code),
+        // Spent by an accepted transfer (also one refunded later).
+        Space::Quote => {
+            code == ResultCode::Ok.as_u16() || (code == ResultCode::Overflow.as_u16() && state == records::STATE_VOIDED)
+        }
+    }
+}
+
+/// A part of a request for one shard.
+#[derive(Debug)]
+pub struct Part {
+    pub shard: usize,
+    pub kind: u16,
+    pub body: Vec<u8>,
+    pub claimed: Claimed,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Routed {
+    /// Send these parts; merge their answers with `merge`. If `rest` is
+    /// set, the records from that index on are routed once these are
+    /// answered (a record whose id an earlier record of the same request
+    /// claimed on another shard: it must see that record's outcome).
+    Plan { parts: Vec<Part>, merge: Merge, rest: Option<usize> },
+    /// A record names an id or quote another shard holds undecided: send
+    /// nothing, route the whole request again once answers have come in.
+    Contended,
+}
+
+/// How the answers of a request's parts become one answer.
+#[derive(Debug)]
+pub enum Merge {
+    /// One shard answered the whole request.
+    Single,
+    /// Every shard answered alike; the first one's answer is the answer.
+    First,
+    /// Records went to their shards; `slots` says, per record, which shard
+    /// answered it (in order) or holds the answer given without a shard.
+    Scatter { slots: Vec<Result<usize, Vec<u8>>>, targets: Vec<usize>, size: usize },
+    /// Every shard answered; customer balances come from their shard,
+    /// system accounts sum their parts.
+    Balances(Vec<BalanceKey>),
+    /// Every shard gave its STR rows for the month; the report is made here.
+    Str(StrRequest, u64),
+}
+
+/// Where the records of requests go, for a switch of `shards` shards.
+#[derive(Debug)]
+pub struct Router {
+    shards: usize,
+    claims: Claims,
+    /// The id the next FX quote gets (every shard holds every quote under
+    /// the same id: QUOTE_AT).
+    next_quote: u64,
+}
+
+/// How one record is placed.
+enum Place {
+    /// To this shard.
+    To(usize),
+    /// Its id or quote is held undecided elsewhere by another request.
+    Contended,
+    /// Its id was claimed on another shard by an earlier record of this
+    /// request: route it after that one is answered.
+    After,
+}
+
+impl Router {
+    /// A router for `shards` shards whose next quote id is `next_quote`.
+    #[must_use]
+    pub fn new(shards: usize, next_quote: u64) -> Self {
+        assert!(shards >= 1, "a switch has a shard");
+        Self { shards, claims: Claims::default(), next_quote: next_quote.max(1) }
+    }
+
+    /// Makes sure new quotes get ids above `next_quote - 1` (a shard's
+    /// next id after recovery).
+    pub fn note_quote_id(&mut self, next_quote: u64) {
+        self.next_quote = self.next_quote.max(next_quote);
+    }
+
+    /// The number of shards.
+    #[must_use]
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Rebuilds the claims from what shard `shard` stores after recovery:
+    /// its transfer and loan ids, its repayment ids. Call once per shard.
+    pub fn restore_stored(
+        &mut self,
+        shard: usize,
+        ids: impl IntoIterator<Item = u128>,
+        repayments: impl IntoIterator<Item = u128>,
+    ) {
+        let owner = shard as u16;
+        for id in ids {
+            let claim = self.claims.ids.entry(id).or_insert(Claim { owner, pending: 0, stored: true });
+            assert_eq!(claim.owner, owner, "id {id} is stored on two shards");
+        }
+        for id in repayments {
+            let claim = self.claims.repayments.entry(id).or_insert(Claim { owner, pending: 0, stored: true });
+            assert_eq!(claim.owner, owner, "repayment {id} is stored on two shards");
+        }
+    }
+
+    /// Rebuilds the quote claims from the quotes each shard still holds
+    /// (`live[s]`, any order): every shard is given every quote, so one
+    /// held by some shards but not all was spent (or is expiring); it is
+    /// claimed as spent by the first shard without it, and never spent
+    /// again.
+    pub fn restore_quotes(&mut self, live: &[Vec<u64>]) {
+        assert_eq!(live.len(), self.shards, "one list per shard");
+        let mut held: IdMap<u64, Vec<bool>> = IdMap::default();
+        for (s, ids) in live.iter().enumerate() {
+            for &id in ids {
+                held.entry(id).or_insert_with(|| vec![false; self.shards])[s] = true;
+                self.next_quote = self.next_quote.max(id + 1);
+            }
+        }
+        for (id, on) in held {
+            if let Some(owner) = on.iter().position(|&h| !h) {
+                self.claims.quotes.insert(u128::from(id), Claim { owner: owner as u16, pending: 0, stored: true });
+            }
+        }
+    }
+
+    /// Records the answers of a part: the ids its shard stored stay
+    /// claimed, the others are free again.
+    pub fn settle(&mut self, settled: Settled) {
+        for (space, key, stored) in settled.outcomes {
+            self.claims.settle(space, key, stored);
+        }
+    }
+
+    /// Gives back the claims of parts that were never sent (the queues
+    /// were full).
+    pub fn undo(&mut self, parts: Vec<Part>) {
+        for part in parts {
+            for t in part.claimed.takes {
+                self.claims.settle(t.space, t.key, false);
+            }
+        }
+    }
+
+    /// Where the records of a request go. `now_ms` and `quote_ttl_ms` give
+    /// new quotes their expiry. Internal kinds are refused (they are the
+    /// shards' own records).
+    pub fn route(&mut self, kind: u16, body: &[u8], now_ms: u64, quote_ttl_ms: u64) -> Result<Routed, EngineError> {
+        if matches!(kind, kind::TICK | kind::SUBMIT_JUDGED | kind::STR_ROWS | kind::LINK_IN | kind::QUOTE_AT) {
+            return Err(EngineError::UnknownKind(kind));
+        }
+        let n = self.shards;
+        if kind == kind::EXPORT_STR {
+            // Shards hand over their rows; the report is made by whoever
+            // waits for the answer, off the shard threads.
+            if body.len() != StrRequest::SIZE {
+                return Err(EngineError::BadLength { kind, len: body.len() });
+            }
+            let merge = Merge::Str(StrRequest::decode(body), now_ms);
+            return Ok(self.broadcast(kind::STR_ROWS, body, merge));
+        }
+        if n == 1 {
+            let part = Part { shard: 0, kind, body: body.to_vec(), claimed: Claimed::default() };
+            return Ok(Routed::Plan { parts: vec![part], merge: Merge::Single, rest: None });
+        }
+        match kind {
+            kind::CREATE_ACCOUNTS => {
+                self.scatter::<Account>(kind, body, |_, a, _, _| Place::To(shard_of(a.account_id, n)))
+            }
+            // A line and its loans live on their account's shard.
+            kind::SET_CREDIT_LINES => {
+                self.scatter::<CreditLine>(kind, body, |_, c, _, _| Place::To(shard_of(c.account_id, n)))
+            }
+            kind::DISBURSE_LOANS => self.scatter::<Disburse>(kind, body, |claims, d, taken, takes| {
+                claim(claims, taken, takes, Space::Id, d.loan_id, shard_of(d.account_id, n))
+            }),
+            // The debit shard decides; a credit on another shard goes over
+            // the link between them (`engine::links`).
+            kind::SUBMIT_TRANSFERS => self
+                .scatter::<Transfer>(kind, body, |claims, t, taken, takes| place_transfer(claims, taken, takes, t, n)),
+            kind::REPAY_LOANS => self.scatter::<Repay>(kind, body, |claims, r, taken, takes| {
+                let loan = id_holder(claims, r.loan_id, n);
+                claim(claims, taken, takes, Space::Repayment, r.repayment_id, loan)
+            }),
+            // Every shard holds every quote under one id the switch gives,
+            // so a transfer on any shard may use it.
+            kind::FX_QUOTE => {
+                if !body.len().is_multiple_of(records::QuoteRequest::SIZE) {
+                    return Err(EngineError::BadLength { kind, len: body.len() });
+                }
+                let expires_at_ms = now_ms.saturating_add(quote_ttl_ms);
+                let mut at =
+                    Vec::with_capacity(body.len() / records::QuoteRequest::SIZE * crate::engine::QUOTE_AT_SIZE);
+                for q in body.chunks_exact(records::QuoteRequest::SIZE) {
+                    at.extend_from_slice(&self.next_quote.to_le_bytes());
+                    self.next_quote += 1;
+                    at.extend_from_slice(&expires_at_ms.to_le_bytes());
+                    at.extend_from_slice(q);
+                }
+                Ok(self.broadcast(kind::QUOTE_AT, &at, Merge::First))
+            }
+            kind::SET_FX_RATES | kind::SET_TIME => Ok(self.broadcast(kind, body, Merge::First)),
+            kind::LOOKUP_BALANCES => {
+                if !body.len().is_multiple_of(BalanceKey::SIZE) {
+                    return Err(EngineError::BadLength { kind, len: body.len() });
+                }
+                let keys = body.chunks_exact(BalanceKey::SIZE).map(BalanceKey::decode).collect();
+                Ok(self.broadcast(kind, body, Merge::Balances(keys)))
+            }
+            // Requests keyed by an id go to the shard that holds it.
+            kind::CONFIRM_STEP_UP | kind::RESOLVE_REVIEW => {
+                self.scatter::<StepUp>(kind, body, |claims, s, _, _| Place::To(id_holder(claims, s.transfer_id, n)))
+            }
+            kind::FINALIZE_PENDING => {
+                self.scatter::<Finalize>(kind, body, |claims, f, _, _| Place::To(id_holder(claims, f.transfer_id, n)))
+            }
+            kind::CANCEL_TRANSFERS | kind::LOOKUP_TRANSFERS | kind::LOOKUP_LOANS => {
+                self.scatter::<Id>(kind, body, |claims, i, _, _| Place::To(id_holder(claims, i.id, n)))
+            }
+            other => Err(EngineError::UnknownKind(other)),
+        }
+    }
+
+    fn broadcast(&self, kind: u16, body: &[u8], merge: Merge) -> Routed {
+        let parts = (0..self.shards)
+            .map(|shard| Part { shard, kind, body: body.to_vec(), claimed: Claimed::default() })
+            .collect();
+        Routed::Plan { parts, merge, rest: None }
+    }
+
+    /// Places each record, taking its claims; if one is contended, gives
+    /// back every claim this request took and sends nothing.
+    fn scatter<R: Record>(
+        &mut self,
+        kind: u16,
+        body: &[u8],
+        mut place: impl FnMut(&mut Claims, &mut R, &[(Space, u128)], &mut Vec<(Space, u128)>) -> Place,
+    ) -> Result<Routed, EngineError> {
+        if !body.len().is_multiple_of(R::SIZE) {
+            return Err(EngineError::BadLength { kind, len: body.len() });
+        }
+        let n = self.shards;
+        let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); n];
+        let mut claimed: Vec<Claimed> = (0..n).map(|_| Claimed::default()).collect();
+        let mut counts = vec![0u32; n];
+        let mut slots: Vec<Result<usize, Vec<u8>>> = Vec::with_capacity(body.len() / R::SIZE);
+        let mut rest = None;
+        // Every claim this request took so far, and the record's own.
+        let mut taken: Vec<(Space, u128)> = Vec::new();
+        let mut takes: Vec<(Space, u128)> = Vec::with_capacity(2);
+        for (i, chunk) in body.chunks_exact(R::SIZE).enumerate() {
+            let mut record = R::decode(chunk);
+            takes.clear();
+            match place(&mut self.claims, &mut record, &taken, &mut takes) {
+                Place::To(s) => {
+                    let at = bodies[s].len();
+                    bodies[s].resize(at + R::SIZE, 0);
+                    record.encode(&mut bodies[s][at..]);
+                    for &(space, key) in &takes {
+                        claimed[s].takes.push(Take { record: counts[s], space, key });
+                    }
+                    taken.extend_from_slice(&takes);
+                    counts[s] += 1;
+                    slots.push(Ok(s));
+                }
+                Place::After => {
+                    for &(space, key) in &takes {
+                        self.claims.settle(space, key, false);
+                    }
+                    rest = Some(i);
+                    break;
+                }
+                Place::Contended => {
+                    for &(space, key) in taken.iter().chain(&takes) {
+                        self.claims.settle(space, key, false);
+                    }
+                    return Ok(Routed::Contended);
+                }
+            }
+        }
+        let mut parts = Vec::with_capacity(n);
+        let mut targets = Vec::with_capacity(n);
+        for (s, (b, c)) in bodies.into_iter().zip(claimed).enumerate() {
+            if !b.is_empty() {
+                parts.push(Part { shard: s, kind, body: b, claimed: c });
+                targets.push(s);
+            }
+        }
+        let size = crate::protocol::frame::result_code_layout(kind).expect("a routed kind has answers").0;
+        Ok(Routed::Plan { parts, merge: Merge::Scatter { slots, targets, size }, rest })
+    }
+}
+
+/// The shard holding `key`, if any shard does or will (a claim pending).
+fn holder(claims: &Claims, space: Space, key: u128) -> Option<usize> {
+    claims.get(space, key).map(|c| usize::from(c.owner))
+}
+
+/// Where a request about transfer or loan `id` goes: its holder, or, for
+/// an id nobody holds, a fixed shard that answers "not found".
+fn id_holder(claims: &Claims, id: u128, n: usize) -> usize {
+    holder(claims, Space::Id, id).unwrap_or_else(|| shard_of_id(id, n))
+}
+
+/// A key held undecided on another shard: by an earlier record of this
+/// request (route this one after it is answered), or by another request
+/// (wait).
+fn held_elsewhere(taken: &[(Space, u128)], space: Space, key: u128) -> Place {
+    if taken.contains(&(space, key)) { Place::After } else { Place::Contended }
+}
+
+/// Places a record that would store `key` on `natural`: there if the key
+/// is free or held there; to its holder if another shard stores it (which
+/// answers ALREADY_EXISTS or ID_CONFLICT from what it stores); it waits if
+/// another shard holds it undecided.
+fn claim(
+    claims: &mut Claims,
+    taken: &[(Space, u128)],
+    takes: &mut Vec<(Space, u128)>,
+    space: Space,
+    key: u128,
+    natural: usize,
+) -> Place {
+    if key == 0 {
+        // INVALID_ID wherever it goes; nothing to claim.
+        return Place::To(natural);
+    }
+    let to = match claims.get(space, key) {
+        None => natural,
+        Some(c) if usize::from(c.owner) == natural || c.stored => usize::from(c.owner),
+        Some(_) => return held_elsewhere(taken, space, key),
+    };
+    claims.take(space, key, to);
+    takes.push((space, key));
+    Place::To(to)
+}
+
+/// Places a transfer: by its id's claim, then its quote's.
+fn place_transfer(
+    claims: &mut Claims,
+    taken: &[(Space, u128)],
+    takes: &mut Vec<(Space, u128)>,
+    t: &mut Transfer,
+    n: usize,
+) -> Place {
+    let natural = route_transfer(t, n);
+    let held = (t.transfer_id != 0).then(|| claims.get(Space::Id, t.transfer_id)).flatten();
+    match held {
+        // Stored elsewhere: that shard answers ID_CONFLICT (an exact
+        // resend routes alike); it will not spend the quote, so none is
+        // claimed.
+        Some(c) if usize::from(c.owner) != natural && c.stored => {
+            return claim(claims, taken, takes, Space::Id, t.transfer_id, usize::from(c.owner));
+        }
+        Some(c) if usize::from(c.owner) != natural => return held_elsewhere(taken, Space::Id, t.transfer_id),
+        _ => {}
+    }
+    if t.fx_quote_id != 0 && t.fx_quote_id != QUOTE_SPENT_ELSEWHERE {
+        let key = u128::from(t.fx_quote_id);
+        match claims.get(Space::Quote, key) {
+            Some(q) if usize::from(q.owner) != natural && q.stored => t.fx_quote_id = QUOTE_SPENT_ELSEWHERE,
+            Some(q) if usize::from(q.owner) != natural => return held_elsewhere(taken, Space::Quote, key),
+            _ => {
+                claims.take(Space::Quote, key, natural);
+                takes.push((Space::Quote, key));
+            }
+        }
+    }
+    claim(claims, taken, takes, Space::Id, t.transfer_id, natural)
+}
+
+/// Merges the answers of a request's parts (in the order of the plan's
+/// parts) into one answer.
+#[must_use]
+pub fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
+    match how {
+        Merge::Single | Merge::First => answers.swap_remove(0),
+        Merge::Scatter { slots, targets, size } => {
+            let mut cursor = vec![0usize; targets.len()];
+            let mut out = Vec::with_capacity(slots.len() * size);
+            for slot in slots {
+                match slot {
+                    Ok(shard) => {
+                        let part = targets.iter().position(|&t| t == shard).expect("shard was sent a part");
+                        let at = cursor[part];
+                        out.extend_from_slice(&answers[part][at..at + size]);
+                        cursor[part] += size;
+                    }
+                    Err(bytes) => out.extend_from_slice(&bytes),
+                }
+            }
+            out
+        }
+        Merge::Balances(keys) => {
+            let n = answers.len();
+            let mut out = Vec::with_capacity(keys.len() * Balance::SIZE);
+            for (i, key) in keys.iter().enumerate() {
+                let at = i * Balance::SIZE;
+                let part = |s: usize| Balance::decode(&answers[s][at..at + Balance::SIZE]);
+                let answer = if key.account_id < CUSTOMER_ID_MIN {
+                    // The parts each fit; their sum may not.
+                    let mut sum = part(0);
+                    let mut balance = i128::from(sum.balance);
+                    let mut held = u128::from(sum.held);
+                    for s in 1..n {
+                        let b = part(s);
+                        balance += i128::from(b.balance);
+                        held += u128::from(b.held);
+                    }
+                    match (i64::try_from(balance), u64::try_from(held)) {
+                        (Ok(b), Ok(h)) if sum.code == 0 => {
+                            sum.balance = b;
+                            sum.held = h;
+                        }
+                        _ if sum.code == 0 => {
+                            sum = Balance { code: ResultCode::Overflow.as_u16(), ..Balance::decode(&[0; 48]) };
+                            sum.account_id = key.account_id;
+                            sum.currency = key.currency;
+                        }
+                        _ => {}
+                    }
+                    sum
+                } else {
+                    part(shard_of(key.account_id, n))
+                };
+                records::push(&mut out, &answer);
+            }
+            out
+        }
+        Merge::Str(request, now_ms) => {
+            let mut rows: Vec<_> =
+                answers.iter().flat_map(|a| a.chunks_exact(ROW_SIZE)).filter_map(CaseRow::decode).collect();
+            crate::engine::sort_rows(&mut rows);
+            let mut out = Vec::new();
+            crate::engine::str_answer(&rows, &request, now_ms, &mut out);
+            out
+        }
+    }
+}
