@@ -26,6 +26,7 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod shard;
+pub mod sim;
 pub mod sync;
 pub mod top;
 pub mod traffic;

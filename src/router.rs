@@ -146,6 +146,8 @@ pub struct Take {
 #[derive(Debug, Default)]
 pub struct Claimed {
     takes: Vec<Take>,
+    /// The request's number, if it spans shards (`engine::multi`).
+    request: Option<u64>,
 }
 
 /// The claims of one answered part, with whether each id is now stored:
@@ -153,13 +155,14 @@ pub struct Claimed {
 #[derive(Debug, Default)]
 pub struct Settled {
     outcomes: Vec<(Space, u128, bool)>,
+    request: Option<u64>,
 }
 
 impl Claimed {
     /// Whether the part took no claim (nothing to settle).
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.takes.is_empty()
+        self.takes.is_empty() && self.request.is_none()
     }
 
     /// Reads the part's answer: which claimed ids its shard stored. With no
@@ -179,7 +182,7 @@ impl Claimed {
                 (t.space, t.key, stored)
             })
             .collect();
-        Settled { outcomes }
+        Settled { outcomes, request: self.request }
     }
 }
 
@@ -238,6 +241,11 @@ pub enum Routed {
 pub enum Merge {
     /// One shard answered the whole request.
     Single,
+    /// `inner`, over all parts but the last `lookups`, which are LOOKUP_LOANS
+    /// answers: record `i` of the merged answer, if it is ID_CONFLICT
+    /// without its loan, shows loan answer `at` of lookup part `part`
+    /// (`shown`: (i, part, at)).
+    ShowLoans { inner: Box<Merge>, lookups: usize, shown: Vec<(usize, usize, usize)> },
     /// Every shard answered alike; the first one's answer is the answer.
     First,
     /// Records went to their shards; `slots` says, per record, which shard
@@ -258,6 +266,11 @@ pub struct Router {
     /// The id the next FX quote gets (every shard holds every quote under
     /// the same id: QUOTE_AT).
     next_quote: u64,
+    /// The number the next request spanning shards gets.
+    next_request: u64,
+    /// Requests spanning shards with parts not yet answered (durable):
+    /// how many each still waits for.
+    incomplete: std::collections::BTreeMap<u64, usize>,
 }
 
 /// How one record is placed.
@@ -276,7 +289,13 @@ impl Router {
     #[must_use]
     pub fn new(shards: usize, next_quote: u64) -> Self {
         assert!(shards >= 1, "a switch has a shard");
-        Self { shards, claims: Claims::default(), next_quote: next_quote.max(1) }
+        Self {
+            shards,
+            claims: Claims::default(),
+            next_quote: next_quote.max(1),
+            next_request: 1,
+            incomplete: std::collections::BTreeMap::new(),
+        }
     }
 
     /// Makes sure new quotes get ids above `next_quote - 1` (a shard's
@@ -331,11 +350,36 @@ impl Router {
         }
     }
 
+    /// Makes requests spanning shards numbered after `applied`, the
+    /// highest any shard applied (after recovery and [`reconcile`]
+    /// (crate::engine::multi::reconcile), all of them are complete).
+    pub fn restore_requests(&mut self, applied: u64) {
+        self.next_request = self.next_request.max(applied + 1);
+    }
+
+    /// Every request spanning shards up to this number is durable on every
+    /// shard it names.
+    #[must_use]
+    pub fn complete(&self) -> u64 {
+        self.incomplete.keys().next().map_or(self.next_request - 1, |first| first - 1)
+    }
+
     /// Records the answers of a part: the ids its shard stored stay
     /// claimed, the others are free again.
     pub fn settle(&mut self, settled: Settled) {
         for (space, key, stored) in settled.outcomes {
             self.claims.settle(space, key, stored);
+        }
+        if let Some(seq) = settled.request {
+            self.part_done(seq);
+        }
+    }
+
+    fn part_done(&mut self, seq: u64) {
+        let left = self.incomplete.get_mut(&seq).expect("an incomplete request");
+        *left -= 1;
+        if *left == 0 {
+            self.incomplete.remove(&seq);
         }
     }
 
@@ -346,14 +390,74 @@ impl Router {
             for t in part.claimed.takes {
                 self.claims.settle(t.space, t.key, false);
             }
+            if let Some(seq) = part.claimed.request {
+                // Never sent: nothing of it is anywhere to wait for.
+                self.part_done(seq);
+            }
         }
     }
 
-    /// Where the records of a request go. `now_ms` and `quote_ttl_ms` give
-    /// new quotes their expiry. Internal kinds are refused (they are the
-    /// shards' own records).
+    /// Where the records of a request go (see [`Router::route_parts`]); a
+    /// logged request that goes to several shards is numbered and each
+    /// shard gets its part as a MULTI record with the others' parts
+    /// (`engine::multi`), so it is applied entirely or not at all.
     pub fn route(&mut self, kind: u16, body: &[u8], now_ms: u64, quote_ttl_ms: u64) -> Result<Routed, EngineError> {
-        if matches!(kind, kind::TICK | kind::SUBMIT_JUDGED | kind::STR_ROWS | kind::LINK_IN | kind::QUOTE_AT) {
+        let routed = self.route_parts(kind, body, now_ms, quote_ttl_ms)?;
+        Ok(match routed {
+            Routed::Plan { parts, merge, rest }
+                if parts.iter().filter(|p| kind::is_logged(p.kind)).count() > 1 && !body.is_empty() =>
+            {
+                Routed::Plan { parts: self.span(parts), merge, rest }
+            }
+            other => other,
+        })
+    }
+
+    /// Numbers a request spanning shards and wraps each logged part in a
+    /// MULTI record that carries the other logged parts (a lookup that
+    /// rides along stays as it is).
+    fn span(&mut self, parts: Vec<Part>) -> Vec<Part> {
+        let complete = self.complete();
+        let seq = self.next_request;
+        self.next_request += 1;
+        let logged = |p: &Part| kind::is_logged(p.kind);
+        self.incomplete.insert(seq, parts.iter().filter(|p| logged(p)).count());
+        let bodies: Vec<(usize, u16, &[u8])> = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| logged(p))
+            .map(|(i, p)| (i, p.shard as u16, p.body.as_slice()))
+            .collect();
+        let mut wrapped: Vec<Option<Vec<u8>>> = vec![None; parts.len()];
+        for &(i, _, mine) in &bodies {
+            let others: Vec<(u16, &[u8])> = bodies.iter().filter(|&&(j, _, _)| j != i).map(|&(_, s, b)| (s, b)).collect();
+            let mut body = Vec::new();
+            crate::engine::multi::encode(seq, complete, parts[i].kind, mine, parts[i].kind, &others, &mut body);
+            wrapped[i] = Some(body);
+        }
+        parts
+            .into_iter()
+            .zip(wrapped)
+            .map(|(part, body)| match body {
+                Some(body) => Part {
+                    shard: part.shard,
+                    kind: kind::MULTI,
+                    body,
+                    claimed: Claimed { takes: part.claimed.takes, request: Some(seq) },
+                },
+                None => part,
+            })
+            .collect()
+    }
+
+    /// Where the records of a request go, part by part. `now_ms` and
+    /// `quote_ttl_ms` give new quotes their expiry. Internal kinds are
+    /// refused (they are the shards' own records).
+    fn route_parts(&mut self, kind: u16, body: &[u8], now_ms: u64, quote_ttl_ms: u64) -> Result<Routed, EngineError> {
+        if matches!(
+            kind,
+            kind::TICK | kind::SUBMIT_JUDGED | kind::STR_ROWS | kind::LINK_IN | kind::QUOTE_AT | kind::MULTI
+        ) {
             return Err(EngineError::UnknownKind(kind));
         }
         let n = self.shards;
@@ -385,10 +489,13 @@ impl Router {
             // the link between them (`engine::links`).
             kind::SUBMIT_TRANSFERS => self
                 .scatter::<Transfer>(kind, body, |claims, t, taken, takes| place_transfer(claims, taken, takes, t, n)),
-            kind::REPAY_LOANS => self.scatter::<Repay>(kind, body, |claims, r, taken, takes| {
-                let loan = id_holder(claims, r.loan_id, n);
-                claim(claims, taken, takes, Space::Repayment, r.repayment_id, loan)
-            }),
+            kind::REPAY_LOANS => {
+                let routed = self.scatter::<Repay>(kind, body, |claims, r, taken, takes| {
+                    let loan = id_holder(claims, r.loan_id, n);
+                    claim(claims, taken, takes, Space::Repayment, r.repayment_id, loan)
+                })?;
+                Ok(self.show_loans(body, routed))
+            }
             // Every shard holds every quote under one id the switch gives,
             // so a transfer on any shard may use it.
             kind::FX_QUOTE => {
@@ -426,6 +533,38 @@ impl Router {
             }
             other => Err(EngineError::UnknownKind(other)),
         }
+    }
+
+    /// A repayment whose id another shard holds goes there (ID_CONFLICT),
+    /// but its answer shows its loan (contract §4), which may live on
+    /// another shard: that shard is asked for the loan too, and the merge
+    /// shows it.
+    fn show_loans(&self, body: &[u8], routed: Routed) -> Routed {
+        let Routed::Plan { mut parts, merge: Merge::Scatter { slots, targets, size }, rest } = routed else {
+            return routed;
+        };
+        let mut asks: Vec<Vec<u8>> = vec![Vec::new(); self.shards];
+        let mut shown = Vec::new();
+        for (i, (slot, r)) in slots.iter().zip(body.chunks_exact(Repay::SIZE).map(Repay::decode)).enumerate() {
+            let Some(loan) = holder(&self.claims, Space::Id, r.loan_id) else { continue };
+            if *slot != Ok(loan) {
+                shown.push((i, loan, asks[loan].len() / Id::SIZE));
+                records::push(&mut asks[loan], &Id { id: r.loan_id });
+            }
+        }
+        let merge = Merge::Scatter { slots, targets, size };
+        if shown.is_empty() {
+            return Routed::Plan { parts, merge, rest };
+        }
+        let mut lookups = Vec::new();
+        for (shard, ids) in asks.into_iter().enumerate() {
+            if !ids.is_empty() {
+                lookups.push(shard);
+                parts.push(Part { shard, kind: kind::LOOKUP_LOANS, body: ids, claimed: Claimed::default() });
+            }
+        }
+        let shown = shown.into_iter().map(|(i, shard, at)| (i, lookups.iter().position(|&s| s == shard).expect("asked"), at)).collect();
+        Routed::Plan { parts, merge: Merge::ShowLoans { inner: Box::new(merge), lookups: lookups.len(), shown }, rest }
     }
 
     fn broadcast(&self, kind: u16, body: &[u8], merge: Merge) -> Routed {
@@ -582,6 +721,21 @@ fn place_transfer(
 pub fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
     match how {
         Merge::Single | Merge::First => answers.swap_remove(0),
+        Merge::ShowLoans { inner, lookups, shown } => {
+            let looked = answers.split_off(answers.len() - lookups);
+            let mut out = merge(*inner, answers);
+            for (i, part, at) in shown {
+                let record = &mut out[i * LoanResult::SIZE..(i + 1) * LoanResult::SIZE];
+                let mine = LoanResult::decode(record);
+                if mine.code == ResultCode::IdConflict.as_u16() && mine.state == 0 {
+                    let loan = LoanResult::decode(&looked[part][at * LoanResult::SIZE..(at + 1) * LoanResult::SIZE]);
+                    if loan.code == ResultCode::Ok.as_u16() {
+                        LoanResult { code: mine.code, ..loan }.encode(record);
+                    }
+                }
+            }
+            out
+        }
         Merge::Scatter { slots, targets, size } => {
             let mut cursor = vec![0usize; targets.len()];
             let mut out = Vec::with_capacity(slots.len() * size);

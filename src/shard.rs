@@ -45,7 +45,7 @@ use tokio::sync::oneshot;
 
 use crate::aml::scorer::{Gate, GateStats, JUDGED_HEADER_SIZE, RemoteScorer, VERDICT_SIZE, encode_judged};
 use crate::clock::Clock;
-use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS};
+use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS, multi};
 use crate::handoff::{Admission, Settled, Windows};
 use crate::metrics::{METRICS, Stage};
 use crate::protocol::kind;
@@ -468,8 +468,9 @@ impl Shard {
         Engine::check_length(kind, body).map_err(SwitchError::Engine)?;
         // A submission may be logged with a verdict per transfer ahead of
         // it (SUBMIT_JUDGED): that record must fit too.
-        let logged = if kind == kind::SUBMIT_TRANSFERS {
-            JUDGED_HEADER_SIZE + body.len() / Transfer::SIZE * (Transfer::SIZE + VERDICT_SIZE)
+        let (inner, submitted) = submission(kind, body);
+        let logged = if inner == kind::SUBMIT_TRANSFERS {
+            body.len() + JUDGED_HEADER_SIZE + submitted.len() / Transfer::SIZE * VERDICT_SIZE
         } else {
             body.len()
         };
@@ -507,8 +508,10 @@ impl Shard {
             Some(gate) => {
                 let submits: Vec<&[u8]> = group
                     .iter()
-                    .filter(|(k, b)| *k == kind::SUBMIT_TRANSFERS && Self::acceptable(*k, b).is_ok())
-                    .map(|(_, b)| *b)
+                    .filter(|(k, b)| Self::acceptable(*k, b).is_ok())
+                    .map(|&(k, b)| submission(k, b))
+                    .filter(|&(k, _)| k == kind::SUBMIT_TRANSFERS)
+                    .map(|(_, b)| b)
                     .collect();
                 if submits.is_empty() {
                     Vec::new()
@@ -529,33 +532,41 @@ impl Shard {
                 self.waits.push(None);
                 continue;
             }
-            let size = Engine::request_size(kind).expect("acceptable kind");
-            let mut out = Vec::with_capacity(body.len() / size * 64);
-            if kind == kind::SUBMIT_TRANSFERS
-                && let Some(v) = verdicts.next().filter(|v| !v.is_empty())
-            {
-                // Logged with the transfers they judge, as one record, so a
-                // replay applies the same verdicts to the same transfers.
-                let judged = encode_judged(&v, body);
-                let t = std::time::Instant::now();
-                self.wal.append(kind::SUBMIT_JUDGED, now, &judged)?;
-                appending += t.elapsed();
-                let t = std::time::Instant::now();
-                self.engine.apply(kind::SUBMIT_JUDGED, &judged, now, &mut out).expect("verdicts well formed");
-                METRICS.stage(Stage::Apply, t.elapsed());
-                self.answered(kind, out, replies);
-                continue;
-            }
+            let (inner, submitted) = submission(kind, body);
+            let mut out = Vec::with_capacity(submitted.len() / 16 * 64);
+            let judged = (inner == kind::SUBMIT_TRANSFERS)
+                .then(|| verdicts.next())
+                .flatten()
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    // Logged with the transfers they judge, as one record, so
+                    // a replay applies the same verdicts to the same
+                    // transfers.
+                    let judged = encode_judged(&v, submitted);
+                    if kind == kind::MULTI {
+                        let m = multi::decode(body).expect("acceptable");
+                        let others = multi::parts(m.parts_raw).expect("acceptable");
+                        let mut wrapped = Vec::with_capacity(body.len() + judged.len());
+                        multi::encode(m.seq, m.complete, kind::SUBMIT_JUDGED, &judged, m.parts_kind, &others, &mut wrapped);
+                        (kind::MULTI, wrapped)
+                    } else {
+                        (kind::SUBMIT_JUDGED, judged)
+                    }
+                });
+            let (kind_logged, logged) = match &judged {
+                Some((k, b)) => (*k, b.as_slice()),
+                None => (kind, body),
+            };
             // An empty batch changes nothing and needs no log record.
-            if kind::is_logged(kind) && !body.is_empty() {
+            if kind::is_logged(kind_logged) && !submitted.is_empty() {
                 let t = std::time::Instant::now();
-                self.wal.append(kind, now, body)?;
+                self.wal.append(kind_logged, now, logged)?;
                 appending += t.elapsed();
             }
             let t = std::time::Instant::now();
-            self.engine.apply(kind, body, now, &mut out).expect("kind and length checked before logging");
+            self.engine.apply(kind_logged, logged, now, &mut out).expect("kind and length checked before logging");
             METRICS.stage(Stage::Apply, t.elapsed());
-            self.answered(kind, out, replies);
+            self.answered(inner, out, replies);
         }
         if !appending.is_zero() {
             METRICS.stage(Stage::LogAppend, appending);
@@ -724,7 +735,7 @@ impl Shard {
                         let refunds = self.engine.refunds();
                         deferred.push_back(Deferred {
                             need,
-                            kind: request.kind,
+                            kind: submission(request.kind, &request.body).0,
                             answer,
                             reply: request.reply,
                             refunds,
@@ -808,6 +819,17 @@ impl Drop for Shard {
         // A snapshot still being written is finished before the shard goes.
         self.finish_snapshot(true);
     }
+}
+
+/// The request kind and body a shard applies for a queued request: a
+/// MULTI record's own part, else the request itself.
+fn submission(kind: u16, body: &[u8]) -> (u16, &[u8]) {
+    if kind == kind::MULTI
+        && let Some(m) = multi::decode(body)
+    {
+        return (m.mine_kind, m.mine);
+    }
+    (kind, body)
 }
 
 /// Tells the operators' metrics a snapshot was written now.
@@ -987,6 +1009,7 @@ impl Switch {
         let queued_bytes = Arc::new(Admission::new(QUEUED_BYTES_MAX));
         let mut router = Router::new(n, 1);
         let mut live_quotes = Vec::with_capacity(n);
+        let mut multis = Vec::with_capacity(n);
         let mut first_error = None;
         // Each shard's link queue has room for a full window from every
         // other shard, so a link message is never refused or waited for.
@@ -1030,7 +1053,7 @@ impl Switch {
                         shard_now.fetch_max(shard.engine.now_ms(), Ordering::Relaxed);
                         // The router's claims are rebuilt from what every
                         // shard stores (with one shard there are none).
-                        let stored = (n > 1).then(|| shard.engine.stored_ids());
+                        let stored = (n > 1).then(|| (shard.engine.stored_ids(), shard.engine.multi().clone()));
                         let _ = ready_tx.send(Ok((report, shard.engine.next_quote_id(), stored)));
                         shard.run(&rx, &link_rx, &peers, config.group_requests_max, &shard_now, &shard_queued);
                     }
@@ -1042,9 +1065,11 @@ impl Switch {
             match ready_rx.recv() {
                 Ok(Ok((report, quote, stored))) => {
                     router.note_quote_id(quote);
-                    if let Some(stored) = stored {
+                    if let Some((stored, multi)) = stored {
                         router.restore_stored(i, stored.ids, stored.repayments);
                         live_quotes.push(stored.quotes);
+                        router.restore_requests(multi.applied);
+                        multis.push(multi);
                     }
                     // The operator's record of what recovery did.
                     if let Some((file, offset, bytes)) = &report.torn_tail {
@@ -1075,6 +1100,25 @@ impl Switch {
             stopped: std::sync::atomic::AtomicBool::new(false),
         };
         let switch = Switch { core: Arc::new(core), threads, config, reports, shards_settled: settled };
+        if first_error.is_none() && n > 1 {
+            // A request spanning shards that one shard applied before the
+            // crash is applied on the others too, before any new traffic.
+            let due = multi::reconcile(&multis.iter().collect::<Vec<_>>());
+            let mut answers = Vec::new();
+            for (shard, records) in due.into_iter().enumerate() {
+                for body in records {
+                    answers.push(switch.core.send(shard, kind::MULTI, body, true, None).map_err(|e| {
+                        OpenError::Recovery { shard, error: WalError::Io { op: "reconcile", file: String::new(), source: io::Error::other(e.to_string()) } }
+                    })?);
+                }
+            }
+            for rx in answers {
+                if let Err(e) = rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed)) {
+                    switch.shards_settled.abandon();
+                    return Err(OpenError::Recovery { shard: 0, error: WalError::Io { op: "reconcile", file: String::new(), source: io::Error::other(e.to_string()) } });
+                }
+            }
+        }
         match first_error {
             Some(e) => {
                 // A shard did not recover: the others stop at once, without
@@ -1146,7 +1190,10 @@ impl Switch {
     /// uncalled.
     pub fn dispatch_direct(&self, kind: u16, body: Vec<u8>, wait: bool, reply: ReplyFn) -> Result<(), SwitchError> {
         assert!(self.single_shard(), "dispatch_direct needs a single shard");
-        if matches!(kind, kind::TICK | kind::SUBMIT_JUDGED | kind::STR_ROWS | kind::LINK_IN | kind::QUOTE_AT) {
+        if matches!(
+            kind,
+            kind::TICK | kind::SUBMIT_JUDGED | kind::STR_ROWS | kind::LINK_IN | kind::QUOTE_AT | kind::MULTI
+        ) {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         }
         self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)

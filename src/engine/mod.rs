@@ -20,6 +20,7 @@ pub mod index;
 pub mod lending;
 pub mod links;
 pub mod loans;
+pub mod multi;
 pub mod quotes;
 pub mod snapshot;
 pub mod transfers;
@@ -195,6 +196,9 @@ pub struct Engine {
     link_wait: bool,
     /// Refunds applied since start (not state).
     refunds: u64,
+    /// Requests spanning shards: the last applied, the other shards' parts
+    /// kept until complete.
+    multi: multi::Multi,
 }
 
 impl Clone for Engine {
@@ -214,6 +218,7 @@ impl Clone for Engine {
             links: self.links.clone(),
             link_wait: self.link_wait,
             refunds: self.refunds,
+            multi: self.multi.clone(),
         }
     }
     /// Copies `source` into this engine's existing memory: the snapshot
@@ -234,6 +239,7 @@ impl Clone for Engine {
         self.links.clone_from(&source.links);
         self.link_wait = source.link_wait;
         self.refunds = source.refunds;
+        self.multi.clone_from_state(&source.multi);
     }
 }
 
@@ -271,6 +277,7 @@ impl Engine {
             links: Links::new(config.shard, config.shards),
             link_wait: false,
             refunds: 0,
+            multi: multi::Multi::default(),
         }
     }
 
@@ -374,6 +381,11 @@ impl Engine {
                     let answer = self.fx_quote_as(&QuoteRequest::decode(&chunk[16..]), Some((id, expires_at_ms)));
                     records::push(out, &answer);
                 }
+            }
+            kind::MULTI => {
+                let m = multi::decode(body).expect("checked by check_length");
+                self.apply(m.mine_kind, m.mine, now_ms, out)?;
+                self.multi.applied(&m);
             }
             kind::TICK => {}
             other => return Err(EngineError::UnknownKind(other)),
@@ -587,7 +599,7 @@ impl Engine {
             kind::EXPORT_STR | kind::STR_ROWS => StrRequest::SIZE,
             kind::SUBMIT_JUDGED | kind::LINK_IN => 1,
             kind::QUOTE_AT => QUOTE_AT_SIZE,
-            kind::TICK => 1,
+            kind::TICK | kind::MULTI => 1,
             _ => return None,
         })
     }
@@ -601,10 +613,29 @@ impl Engine {
             || (one && body.len() != size)
             || (kind == kind::SUBMIT_JUDGED && scorer::decode_judged(body).is_none())
             || (kind == kind::LINK_IN && links::decode_link_in(body).is_none())
+            || (kind == kind::MULTI && !Self::multi_well_formed(body))
         {
             return Err(EngineError::BadLength { kind, len: body.len() });
         }
         Ok(())
+    }
+
+    /// Whether a MULTI body decodes and its parts are bodies of logged
+    /// kinds the engine applies (never another MULTI).
+    fn multi_well_formed(body: &[u8]) -> bool {
+        let Some(m) = multi::decode(body) else { return false };
+        let part_ok = |kind: u16, body: &[u8]| {
+            kind::is_logged(kind) && !matches!(kind, kind::MULTI | kind::TICK | kind::LINK_IN)
+                && Self::check_length(kind, body).is_ok()
+        };
+        part_ok(m.mine_kind, m.mine)
+            && multi::parts(m.parts_raw).is_some_and(|parts| parts.iter().all(|(_, b)| part_ok(m.parts_kind, b)))
+    }
+
+    /// What this shard knows of requests spanning shards (read-only).
+    #[must_use]
+    pub fn multi(&self) -> &multi::Multi {
+        &self.multi
     }
 
     /// SUBMIT_TRANSFERS for a whole body, in order. While it applies record

@@ -26,7 +26,7 @@ use crate::money::CurrencyIndex;
 use crate::protocol::records::{self, Transfer};
 
 const STATE_MAGIC: &[u8; 4] = b"HKST";
-const STATE_VERSION: u32 = 5;
+const STATE_VERSION: u32 = 6;
 
 /// A snapshot body that does not decode: the file is corrupt or from
 /// another version.
@@ -278,6 +278,15 @@ impl Engine {
         for id in spent_early {
             w.u64(id);
         }
+        // Requests spanning shards: the last applied, the parts kept.
+        w.u64(self.multi.applied);
+        w.u64(self.multi.retained.len() as u64);
+        for r in &self.multi.retained {
+            w.u64(r.seq);
+            w.u16(r.kind);
+            w.u64(r.raw.len() as u64);
+            w.0.extend_from_slice(&r.raw);
+        }
     }
 
     /// SHA-256 of the canonical state: equal hashes mean equal states.
@@ -488,6 +497,9 @@ impl Engine {
         if version >= 5 {
             engine.decode_links(&mut r)?;
         }
+        if version >= 6 {
+            engine.decode_multi(&mut r)?;
+        }
         for (id, entry) in engine.pending.sorted() {
             let open = entry.case == super::holds::NO_CASE
                 || (entry.case < engine.cases.len() as u32 && {
@@ -499,6 +511,24 @@ impl Engine {
             }
         }
         engine.finish_decode(&r)
+    }
+
+    fn decode_multi(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {
+        self.multi.applied = r.u64()?;
+        let n = r.count("retained request", 18)?;
+        for _ in 0..n {
+            let seq = r.u64()?;
+            let kind = r.u16()?;
+            let len = r.count("retained bytes", 1)?;
+            let raw = r.bytes[r.at..r.at + len].to_vec();
+            r.at += len;
+            let ordered = self.multi.retained.back().is_none_or(|last| last.seq < seq) && seq <= self.multi.applied;
+            if !ordered || super::multi::parts(&raw).is_none() {
+                return Err(SnapshotError(format!("retained request {seq} out of order or malformed")));
+            }
+            self.multi.retained.push_back(super::multi::Retained { seq, kind, raw });
+        }
+        Ok(())
     }
 
     fn decode_links(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {

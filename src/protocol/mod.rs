@@ -70,6 +70,10 @@ pub mod kind {
     /// switch chose, so every shard holds the same quote (32-byte records:
     /// u64 id, u64 expires_at_ms, QuoteRequest).
     pub const QUOTE_AT: u16 = 0xF005;
+    /// Internal log record: a shard's part of a request that spans shards,
+    /// with the other shards' parts, which it keeps until the request is
+    /// durable everywhere (`engine::multi`).
+    pub const MULTI: u16 = 0xF006;
 
     /// Whether a kind changes state and therefore goes to the log.
     #[must_use]
@@ -92,6 +96,7 @@ pub mod kind {
                 | SUBMIT_JUDGED
                 | LINK_IN
                 | QUOTE_AT
+                | MULTI
         )
     }
 }

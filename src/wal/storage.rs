@@ -341,6 +341,13 @@ impl MemStorage {
         self.fs.lock().ops
     }
 
+    /// Plans a power loss at the `ops`-th operation from now (counting
+    /// from 1), as [`FaultPlan::crash_at_op`] does.
+    pub fn crash_in(&self, ops: u64) {
+        let mut fs = self.fs.lock();
+        fs.plan.crash_at_op = Some(fs.ops + ops.max(1));
+    }
+
     /// Whether the simulated power loss has happened.
     #[must_use]
     pub fn crashed(&self) -> bool {
