@@ -228,9 +228,12 @@ pub struct Part {
 pub enum Routed {
     /// Send these parts; merge their answers with `merge`. If `rest` is
     /// set, the records from that index on are routed once these are
-    /// answered (a record whose id an earlier record of the same request
-    /// claimed on another shard: it must see that record's outcome).
-    Plan { parts: Vec<Part>, merge: Merge, rest: Option<usize> },
+    /// answered, as a continuation of round `round` (a record that must
+    /// see the outcome of an earlier one on another shard: one whose id or
+    /// quote an earlier record claimed there, or whose debit account an
+    /// earlier record credits across shards). `round` is the number the
+    /// parts carry in their MULTI records, if they do.
+    Plan { parts: Vec<Part>, merge: Merge, rest: Option<usize>, round: Option<u64> },
     /// A record names an id or quote another shard holds undecided: send
     /// nothing, route the whole request again once answers have come in.
     Contended,
@@ -268,9 +271,20 @@ pub struct Router {
     next_quote: u64,
     /// The number the next request spanning shards gets.
     next_request: u64,
-    /// Requests spanning shards with parts not yet answered (durable):
-    /// how many each still waits for.
-    incomplete: std::collections::BTreeMap<u64, usize>,
+    /// Rounds not yet complete: their parts not all answered (durable), or
+    /// their rest not yet routed and complete.
+    incomplete: std::collections::BTreeMap<u64, Open>,
+}
+
+/// What a round still waits for.
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    /// Parts not yet answered.
+    parts: usize,
+    /// Whether it has a rest whose continuation is not complete yet.
+    rest: bool,
+    /// The round it continues, whose rest it is.
+    continues: Option<u64>,
 }
 
 /// How one record is placed.
@@ -364,6 +378,47 @@ impl Router {
         self.incomplete.keys().next().map_or(self.next_request - 1, |first| first - 1)
     }
 
+    /// Claims what a part applied without being routed (a round rolled
+    /// forward at restart) stored, from its answer: the claims were
+    /// rebuilt before it was applied.
+    pub fn adopt(&mut self, shard: usize, kind: u16, body: &[u8], answer: &[u8]) {
+        let (kind, body) = match crate::engine::multi::decode(body) {
+            Some(m) if kind == kind::MULTI => (m.mine_kind, m.mine),
+            _ => (kind, body),
+        };
+        let keys: Vec<Vec<(Space, u128)>> = match kind {
+            kind::SUBMIT_TRANSFERS => records::decode_all::<Transfer>(body)
+                .map(|t| {
+                    let mut keys = vec![(Space::Id, t.transfer_id)];
+                    if t.fx_quote_id != 0 {
+                        keys.push((Space::Quote, u128::from(t.fx_quote_id)));
+                    }
+                    keys
+                })
+                .collect(),
+            kind::DISBURSE_LOANS => {
+                records::decode_all::<Disburse>(body).map(|d| vec![(Space::Id, d.loan_id)]).collect()
+            }
+            kind::REPAY_LOANS => {
+                records::decode_all::<Repay>(body).map(|r| vec![(Space::Repayment, r.repayment_id)]).collect()
+            }
+            _ => return,
+        };
+        for (i, keys) in keys.into_iter().enumerate() {
+            let record = &answer[i * TransferResult::SIZE..(i + 1) * TransferResult::SIZE];
+            for (space, key) in keys {
+                if key != 0 && stores(space, record) {
+                    let claim = self.claims.space(space).entry(key).or_insert(Claim {
+                        owner: shard as u16,
+                        pending: 0,
+                        stored: true,
+                    });
+                    claim.stored = true;
+                }
+            }
+        }
+    }
+
     /// Records the answers of a part: the ids its shard stored stay
     /// claimed, the others are free again.
     pub fn settle(&mut self, settled: Settled) {
@@ -376,10 +431,22 @@ impl Router {
     }
 
     fn part_done(&mut self, seq: u64) {
-        let left = self.incomplete.get_mut(&seq).expect("an incomplete request");
-        *left -= 1;
-        if *left == 0 {
+        let open = self.incomplete.get_mut(&seq).expect("an incomplete round");
+        assert!(open.parts > 0, "round {seq} answered once per part");
+        open.parts -= 1;
+        self.finish(seq);
+    }
+
+    /// Drops a round that waits for nothing more; the round it continues
+    /// then no longer waits for its rest.
+    fn finish(&mut self, seq: u64) {
+        let open = self.incomplete[&seq];
+        if open.parts == 0 && !open.rest {
             self.incomplete.remove(&seq);
+            if let Some(parent) = open.continues {
+                self.incomplete.get_mut(&parent).expect("a continued round is open").rest = false;
+                self.finish(parent);
+            }
         }
     }
 
@@ -391,37 +458,64 @@ impl Router {
                 self.claims.settle(t.space, t.key, false);
             }
             if let Some(seq) = part.claimed.request {
-                // Never sent: nothing of it is anywhere to wait for.
-                self.part_done(seq);
+                // Never sent: nothing of the round is anywhere; its parent
+                // still waits for its rest to be routed.
+                if let Some(open) = self.incomplete.get_mut(&seq) {
+                    open.parts -= 1;
+                    if open.parts == 0 {
+                        self.incomplete.remove(&seq);
+                    }
+                }
             }
         }
     }
 
-    /// Where the records of a request go (see [`Router::route_parts`]); a
-    /// logged request that goes to several shards is numbered and each
-    /// shard gets its part as a MULTI record with the others' parts
-    /// (`engine::multi`), so it is applied entirely or not at all.
-    pub fn route(&mut self, kind: u16, body: &[u8], now_ms: u64, quote_ttl_ms: u64) -> Result<Routed, EngineError> {
+    /// Where the records of a request go (see [`Router::route_parts`]),
+    /// `continues` naming the round whose rest `body` is. A logged request
+    /// that goes to several shards (or is split in rounds) is numbered,
+    /// and each shard gets its part as a MULTI record with the others'
+    /// parts and the rest (`engine::multi`), so it is applied entirely or
+    /// not at all.
+    pub fn route(
+        &mut self,
+        kind: u16,
+        body: &[u8],
+        now_ms: u64,
+        quote_ttl_ms: u64,
+        continues: Option<u64>,
+    ) -> Result<Routed, EngineError> {
         let routed = self.route_parts(kind, body, now_ms, quote_ttl_ms)?;
         Ok(match routed {
-            Routed::Plan { parts, merge, rest }
-                if parts.iter().filter(|p| kind::is_logged(p.kind)).count() > 1 && !body.is_empty() =>
+            Routed::Plan { parts, merge, rest, .. }
+                if !body.is_empty()
+                    && (parts.iter().filter(|p| kind::is_logged(p.kind)).count() > 1
+                        || rest.is_some()
+                        || continues.is_some()) =>
             {
-                Routed::Plan { parts: self.span(parts), merge, rest }
+                let size = crate::engine::Engine::request_size(kind).expect("a routed kind");
+                let rest_bytes = rest.map_or(&[][..], |i| &body[i * size..]);
+                let (parts, seq) = self.span(parts, rest_bytes, continues);
+                Routed::Plan { parts, merge, rest, round: Some(seq) }
             }
             other => other,
         })
     }
 
-    /// Numbers a request spanning shards and wraps each logged part in a
-    /// MULTI record that carries the other logged parts (a lookup that
-    /// rides along stays as it is).
-    fn span(&mut self, parts: Vec<Part>) -> Vec<Part> {
+    /// Numbers a round and wraps each logged part in a MULTI record that
+    /// carries the other logged parts and the request's rest (a lookup
+    /// that rides along stays as it is).
+    fn span(&mut self, parts: Vec<Part>, rest: &[u8], continues: Option<u64>) -> (Vec<Part>, u64) {
         let complete = self.complete();
         let seq = self.next_request;
         self.next_request += 1;
         let logged = |p: &Part| kind::is_logged(p.kind);
-        self.incomplete.insert(seq, parts.iter().filter(|p| logged(p)).count());
+        // A round continued after a restart is not open here: recovery
+        // waits for its continuation before the switch takes traffic.
+        let parent = continues.filter(|p| self.incomplete.contains_key(p));
+        let open =
+            Open { parts: parts.iter().filter(|p| logged(p)).count(), rest: !rest.is_empty(), continues: parent };
+        self.incomplete.insert(seq, open);
+        let header = crate::engine::multi::Header { seq, complete, continues: continues.unwrap_or(0) };
         let bodies: Vec<(usize, u16, &[u8])> = parts
             .iter()
             .enumerate()
@@ -430,12 +524,14 @@ impl Router {
             .collect();
         let mut wrapped: Vec<Option<Vec<u8>>> = vec![None; parts.len()];
         for &(i, _, mine) in &bodies {
-            let others: Vec<(u16, &[u8])> = bodies.iter().filter(|&&(j, _, _)| j != i).map(|&(_, s, b)| (s, b)).collect();
+            let others: Vec<(u16, &[u8])> =
+                bodies.iter().filter(|&&(j, _, _)| j != i).map(|&(_, s, b)| (s, b)).collect();
             let mut body = Vec::new();
-            crate::engine::multi::encode(seq, complete, parts[i].kind, mine, parts[i].kind, &others, &mut body);
+            let kind = parts[i].kind;
+            crate::engine::multi::encode(header, kind, mine, kind, &others, rest, &mut body);
             wrapped[i] = Some(body);
         }
-        parts
+        let parts = parts
             .into_iter()
             .zip(wrapped)
             .map(|(part, body)| match body {
@@ -447,7 +543,8 @@ impl Router {
                 },
                 None => part,
             })
-            .collect()
+            .collect();
+        (parts, seq)
     }
 
     /// Where the records of a request go, part by part. `now_ms` and
@@ -472,7 +569,7 @@ impl Router {
         }
         if n == 1 {
             let part = Part { shard: 0, kind, body: body.to_vec(), claimed: Claimed::default() };
-            return Ok(Routed::Plan { parts: vec![part], merge: Merge::Single, rest: None });
+            return Ok(Routed::Plan { parts: vec![part], merge: Merge::Single, rest: None, round: None });
         }
         match kind {
             kind::CREATE_ACCOUNTS => {
@@ -482,17 +579,17 @@ impl Router {
             kind::SET_CREDIT_LINES => {
                 self.scatter::<CreditLine>(kind, body, |_, c, _, _| Place::To(shard_of(c.account_id, n)))
             }
-            kind::DISBURSE_LOANS => self.scatter::<Disburse>(kind, body, |claims, d, taken, takes| {
-                claim(claims, taken, takes, Space::Id, d.loan_id, shard_of(d.account_id, n))
+            kind::DISBURSE_LOANS => self.scatter::<Disburse>(kind, body, |claims, d, round, takes| {
+                claim(claims, round, takes, Space::Id, d.loan_id, shard_of(d.account_id, n))
             }),
             // The debit shard decides; a credit on another shard goes over
             // the link between them (`engine::links`).
             kind::SUBMIT_TRANSFERS => self
                 .scatter::<Transfer>(kind, body, |claims, t, taken, takes| place_transfer(claims, taken, takes, t, n)),
             kind::REPAY_LOANS => {
-                let routed = self.scatter::<Repay>(kind, body, |claims, r, taken, takes| {
+                let routed = self.scatter::<Repay>(kind, body, |claims, r, round, takes| {
                     let loan = id_holder(claims, r.loan_id, n);
-                    claim(claims, taken, takes, Space::Repayment, r.repayment_id, loan)
+                    claim(claims, round, takes, Space::Repayment, r.repayment_id, loan)
                 })?;
                 Ok(self.show_loans(body, routed))
             }
@@ -540,7 +637,7 @@ impl Router {
     /// another shard: that shard is asked for the loan too, and the merge
     /// shows it.
     fn show_loans(&self, body: &[u8], routed: Routed) -> Routed {
-        let Routed::Plan { mut parts, merge: Merge::Scatter { slots, targets, size }, rest } = routed else {
+        let Routed::Plan { mut parts, merge: Merge::Scatter { slots, targets, size }, rest, round } = routed else {
             return routed;
         };
         let mut asks: Vec<Vec<u8>> = vec![Vec::new(); self.shards];
@@ -554,7 +651,7 @@ impl Router {
         }
         let merge = Merge::Scatter { slots, targets, size };
         if shown.is_empty() {
-            return Routed::Plan { parts, merge, rest };
+            return Routed::Plan { parts, merge, rest, round };
         }
         let mut lookups = Vec::new();
         for (shard, ids) in asks.into_iter().enumerate() {
@@ -563,15 +660,19 @@ impl Router {
                 parts.push(Part { shard, kind: kind::LOOKUP_LOANS, body: ids, claimed: Claimed::default() });
             }
         }
-        let shown = shown.into_iter().map(|(i, shard, at)| (i, lookups.iter().position(|&s| s == shard).expect("asked"), at)).collect();
-        Routed::Plan { parts, merge: Merge::ShowLoans { inner: Box::new(merge), lookups: lookups.len(), shown }, rest }
+        let shown = shown
+            .into_iter()
+            .map(|(i, shard, at)| (i, lookups.iter().position(|&s| s == shard).expect("asked"), at))
+            .collect();
+        let merge = Merge::ShowLoans { inner: Box::new(merge), lookups: lookups.len(), shown };
+        Routed::Plan { parts, merge, rest, round }
     }
 
     fn broadcast(&self, kind: u16, body: &[u8], merge: Merge) -> Routed {
         let parts = (0..self.shards)
             .map(|shard| Part { shard, kind, body: body.to_vec(), claimed: Claimed::default() })
             .collect();
-        Routed::Plan { parts, merge, rest: None }
+        Routed::Plan { parts, merge, rest: None, round: None }
     }
 
     /// Places each record, taking its claims; if one is contended, gives
@@ -580,7 +681,7 @@ impl Router {
         &mut self,
         kind: u16,
         body: &[u8],
-        mut place: impl FnMut(&mut Claims, &mut R, &[(Space, u128)], &mut Vec<(Space, u128)>) -> Place,
+        mut place: impl FnMut(&mut Claims, &mut R, &mut Round, &mut Vec<(Space, u128)>) -> Place,
     ) -> Result<Routed, EngineError> {
         if !body.len().is_multiple_of(R::SIZE) {
             return Err(EngineError::BadLength { kind, len: body.len() });
@@ -591,13 +692,13 @@ impl Router {
         let mut counts = vec![0u32; n];
         let mut slots: Vec<Result<usize, Vec<u8>>> = Vec::with_capacity(body.len() / R::SIZE);
         let mut rest = None;
-        // Every claim this request took so far, and the record's own.
-        let mut taken: Vec<(Space, u128)> = Vec::new();
+        // What this round's records did so far, and the record's own claims.
+        let mut round = Round::default();
         let mut takes: Vec<(Space, u128)> = Vec::with_capacity(2);
         for (i, chunk) in body.chunks_exact(R::SIZE).enumerate() {
             let mut record = R::decode(chunk);
             takes.clear();
-            match place(&mut self.claims, &mut record, &taken, &mut takes) {
+            match place(&mut self.claims, &mut record, &mut round, &mut takes) {
                 Place::To(s) => {
                     let at = bodies[s].len();
                     bodies[s].resize(at + R::SIZE, 0);
@@ -605,7 +706,7 @@ impl Router {
                     for &(space, key) in &takes {
                         claimed[s].takes.push(Take { record: counts[s], space, key });
                     }
-                    taken.extend_from_slice(&takes);
+                    round.taken.extend_from_slice(&takes);
                     counts[s] += 1;
                     slots.push(Ok(s));
                 }
@@ -617,7 +718,7 @@ impl Router {
                     break;
                 }
                 Place::Contended => {
-                    for &(space, key) in taken.iter().chain(&takes) {
+                    for &(space, key) in round.taken.iter().chain(&takes) {
                         self.claims.settle(space, key, false);
                     }
                     return Ok(Routed::Contended);
@@ -633,8 +734,20 @@ impl Router {
             }
         }
         let size = crate::protocol::frame::result_code_layout(kind).expect("a routed kind has answers").0;
-        Ok(Routed::Plan { parts, merge: Merge::Scatter { slots, targets, size }, rest })
+        Ok(Routed::Plan { parts, merge: Merge::Scatter { slots, targets, size }, rest, round: None })
     }
+}
+
+/// What the records placed so far in a round did, for the ones after them.
+#[derive(Default)]
+struct Round {
+    /// Every claim taken.
+    taken: Vec<(Space, u128)>,
+    /// Customer accounts credited by a record decided on another shard
+    /// than theirs: the credit lands after the decision, over a link.
+    credited: std::collections::HashSet<u64, crate::hash::IdBuildHasher>,
+    /// Customer accounts debited (their balance read) by a record.
+    debited: std::collections::HashSet<u64, crate::hash::IdBuildHasher>,
 }
 
 /// The shard holding `key`, if any shard does or will (a claim pending).
@@ -651,8 +764,8 @@ fn id_holder(claims: &Claims, id: u128, n: usize) -> usize {
 /// A key held undecided on another shard: by an earlier record of this
 /// request (route this one after it is answered), or by another request
 /// (wait).
-fn held_elsewhere(taken: &[(Space, u128)], space: Space, key: u128) -> Place {
-    if taken.contains(&(space, key)) { Place::After } else { Place::Contended }
+fn held_elsewhere(round: &Round, space: Space, key: u128) -> Place {
+    if round.taken.contains(&(space, key)) { Place::After } else { Place::Contended }
 }
 
 /// Places a record that would store `key` on `natural`: there if the key
@@ -661,7 +774,7 @@ fn held_elsewhere(taken: &[(Space, u128)], space: Space, key: u128) -> Place {
 /// another shard holds it undecided.
 fn claim(
     claims: &mut Claims,
-    taken: &[(Space, u128)],
+    round: &Round,
     takes: &mut Vec<(Space, u128)>,
     space: Space,
     key: u128,
@@ -674,45 +787,68 @@ fn claim(
     let to = match claims.get(space, key) {
         None => natural,
         Some(c) if usize::from(c.owner) == natural || c.stored => usize::from(c.owner),
-        Some(_) => return held_elsewhere(taken, space, key),
+        Some(_) => return held_elsewhere(round, space, key),
     };
     claims.take(space, key, to);
     takes.push((space, key));
     Place::To(to)
 }
 
-/// Places a transfer: by its id's claim, then its quote's.
+/// Places a transfer: after the records before it if it debits an account
+/// one of them credits across shards; then by its id's claim, then its
+/// quote's.
 fn place_transfer(
     claims: &mut Claims,
-    taken: &[(Space, u128)],
+    round: &mut Round,
     takes: &mut Vec<(Space, u128)>,
     t: &mut Transfer,
     n: usize,
 ) -> Place {
     let natural = route_transfer(t, n);
+    let customer = |account: u64| account >= CUSTOMER_ID_MIN;
+    let remote_credit = customer(t.credit_account) && shard_of(t.credit_account, n) != natural;
+    if (customer(t.debit_account) && round.credited.contains(&t.debit_account))
+        || (remote_credit && round.debited.contains(&t.credit_account))
+    {
+        // Records apply in order (contract §3): this one must see a credit
+        // an earlier one sends across shards, or its own credit, sent
+        // across shards, must land after an earlier record read that
+        // balance. Both are decided, and sent, before it goes.
+        return Place::After;
+    }
     let held = (t.transfer_id != 0).then(|| claims.get(Space::Id, t.transfer_id)).flatten();
-    match held {
+    let placed = match held {
         // Stored elsewhere: that shard answers ID_CONFLICT (an exact
         // resend routes alike); it will not spend the quote, so none is
-        // claimed.
+        // claimed, nor will it move money.
         Some(c) if usize::from(c.owner) != natural && c.stored => {
-            return claim(claims, taken, takes, Space::Id, t.transfer_id, usize::from(c.owner));
+            return claim(claims, round, takes, Space::Id, t.transfer_id, usize::from(c.owner));
         }
-        Some(c) if usize::from(c.owner) != natural => return held_elsewhere(taken, Space::Id, t.transfer_id),
-        _ => {}
-    }
-    if t.fx_quote_id != 0 && t.fx_quote_id != QUOTE_SPENT_ELSEWHERE {
-        let key = u128::from(t.fx_quote_id);
-        match claims.get(Space::Quote, key) {
-            Some(q) if usize::from(q.owner) != natural && q.stored => t.fx_quote_id = QUOTE_SPENT_ELSEWHERE,
-            Some(q) if usize::from(q.owner) != natural => return held_elsewhere(taken, Space::Quote, key),
-            _ => {
-                claims.take(Space::Quote, key, natural);
-                takes.push((Space::Quote, key));
+        Some(c) if usize::from(c.owner) != natural => return held_elsewhere(round, Space::Id, t.transfer_id),
+        _ => {
+            if t.fx_quote_id != 0 && t.fx_quote_id != QUOTE_SPENT_ELSEWHERE {
+                let key = u128::from(t.fx_quote_id);
+                match claims.get(Space::Quote, key) {
+                    Some(q) if usize::from(q.owner) != natural && q.stored => t.fx_quote_id = QUOTE_SPENT_ELSEWHERE,
+                    Some(q) if usize::from(q.owner) != natural => return held_elsewhere(round, Space::Quote, key),
+                    _ => {
+                        claims.take(Space::Quote, key, natural);
+                        takes.push((Space::Quote, key));
+                    }
+                }
             }
+            claim(claims, round, takes, Space::Id, t.transfer_id, natural)
+        }
+    };
+    if let Place::To(shard) = placed {
+        if customer(t.credit_account) && shard_of(t.credit_account, n) != shard {
+            round.credited.insert(t.credit_account);
+        }
+        if customer(t.debit_account) {
+            round.debited.insert(t.debit_account);
         }
     }
-    claim(claims, taken, takes, Space::Id, t.transfer_id, natural)
+    placed
 }
 
 /// Merges the answers of a request's parts (in the order of the plan's

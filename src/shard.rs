@@ -534,25 +534,33 @@ impl Shard {
             }
             let (inner, submitted) = submission(kind, body);
             let mut out = Vec::with_capacity(submitted.len() / 16 * 64);
-            let judged = (inner == kind::SUBMIT_TRANSFERS)
-                .then(|| verdicts.next())
-                .flatten()
-                .filter(|v| !v.is_empty())
-                .map(|v| {
-                    // Logged with the transfers they judge, as one record, so
-                    // a replay applies the same verdicts to the same
-                    // transfers.
-                    let judged = encode_judged(&v, submitted);
-                    if kind == kind::MULTI {
-                        let m = multi::decode(body).expect("acceptable");
-                        let others = multi::parts(m.parts_raw).expect("acceptable");
-                        let mut wrapped = Vec::with_capacity(body.len() + judged.len());
-                        multi::encode(m.seq, m.complete, kind::SUBMIT_JUDGED, &judged, m.parts_kind, &others, &mut wrapped);
-                        (kind::MULTI, wrapped)
-                    } else {
-                        (kind::SUBMIT_JUDGED, judged)
-                    }
-                });
+            let judged =
+                (inner == kind::SUBMIT_TRANSFERS).then(|| verdicts.next()).flatten().filter(|v| !v.is_empty()).map(
+                    |v| {
+                        // Logged with the transfers they judge, as one record, so
+                        // a replay applies the same verdicts to the same
+                        // transfers.
+                        let judged = encode_judged(&v, submitted);
+                        if kind == kind::MULTI {
+                            let m = multi::decode(body).expect("acceptable");
+                            let others = multi::parts(m.parts_raw).expect("acceptable");
+                            let mut wrapped = Vec::with_capacity(body.len() + judged.len());
+                            let header = multi::Header { seq: m.seq, complete: m.complete, continues: m.continues };
+                            multi::encode(
+                                header,
+                                kind::SUBMIT_JUDGED,
+                                &judged,
+                                m.parts_kind,
+                                &others,
+                                m.rest,
+                                &mut wrapped,
+                            );
+                            (kind::MULTI, wrapped)
+                        } else {
+                            (kind::SUBMIT_JUDGED, judged)
+                        }
+                    },
+                );
             let (kind_logged, logged) = match &judged {
                 Some((k, b)) => (*k, b.as_slice()),
                 None => (kind, body),
@@ -1107,15 +1115,56 @@ impl Switch {
             let mut answers = Vec::new();
             for (shard, records) in due.into_iter().enumerate() {
                 for body in records {
-                    answers.push(switch.core.send(shard, kind::MULTI, body, true, None).map_err(|e| {
-                        OpenError::Recovery { shard, error: WalError::Io { op: "reconcile", file: String::new(), source: io::Error::other(e.to_string()) } }
-                    })?);
+                    let sent = switch.core.send(shard, kind::MULTI, body.clone(), true, None);
+                    answers.push((
+                        shard,
+                        body,
+                        sent.map_err(|e| OpenError::Recovery {
+                            shard,
+                            error: WalError::Io {
+                                op: "reconcile",
+                                file: String::new(),
+                                source: io::Error::other(e.to_string()),
+                            },
+                        })?,
+                    ));
                 }
             }
-            for rx in answers {
-                if let Err(e) = rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed)) {
+            for (shard, body, rx) in answers {
+                match rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed)) {
+                    // The ids it stored were not there when the claims
+                    // were rebuilt.
+                    Ok(answer) => switch.core.router.lock().adopt(shard, kind::MULTI, &body, &answer),
+                    Err(e) => {
+                        switch.shards_settled.abandon();
+                        return Err(OpenError::Recovery {
+                            shard,
+                            error: WalError::Io {
+                                op: "reconcile",
+                                file: String::new(),
+                                source: io::Error::other(e.to_string()),
+                            },
+                        });
+                    }
+                }
+            }
+            // A request split in rounds whose next round nobody began is
+            // routed on, as it would have been.
+            for (round, kind, rest) in multi::continuations(&multis.iter().collect::<Vec<_>>()) {
+                let stage = switch.core.route_and_send(kind, &rest, true, Some(round));
+                let done = stage.and_then(|stage| {
+                    PendingReply { core: Arc::clone(&switch.core), kind, wait: true, stage }.wait_blocking()
+                });
+                if let Err(e) = done {
                     switch.shards_settled.abandon();
-                    return Err(OpenError::Recovery { shard: 0, error: WalError::Io { op: "reconcile", file: String::new(), source: io::Error::other(e.to_string()) } });
+                    return Err(OpenError::Recovery {
+                        shard: 0,
+                        error: WalError::Io {
+                            op: "continue a request",
+                            file: String::new(),
+                            source: io::Error::other(e.to_string()),
+                        },
+                    });
                 }
             }
         }
@@ -1172,7 +1221,7 @@ impl Switch {
     /// and nothing is sent anywhere. A request that must wait for another's
     /// claims (`router`) is accepted and routed when its answer is awaited.
     pub fn dispatch(&self, kind: u16, body: &[u8], wait: bool) -> Result<PendingReply, SwitchError> {
-        let stage = self.core.route_and_send(kind, body, wait)?;
+        let stage = self.core.route_and_send(kind, body, wait, None)?;
         Ok(PendingReply { core: Arc::clone(&self.core), kind, wait, stage })
     }
 
@@ -1230,11 +1279,18 @@ impl Core {
 
     /// Routes a request and sends its parts, or says it must wait for
     /// another request's claims (nothing sent).
-    fn route_and_send(&self, kind: u16, body: &[u8], wait: bool) -> Result<Progress, SwitchError> {
+    fn route_and_send(
+        &self,
+        kind: u16,
+        body: &[u8],
+        wait: bool,
+        continues: Option<u64>,
+    ) -> Result<Progress, SwitchError> {
         if self.txs.len() == 1 && kind != kind::EXPORT_STR {
             // One shard: no claims, no merge.
             let mut router = Router::new(1, 1);
-            let Routed::Plan { mut parts, .. } = router.route(kind, body, 0, 0).map_err(SwitchError::Engine)? else {
+            let Routed::Plan { mut parts, .. } = router.route(kind, body, 0, 0, None).map_err(SwitchError::Engine)?
+            else {
                 unreachable!("one shard is never contended")
             };
             let part = parts.pop().expect("one part");
@@ -1248,14 +1304,15 @@ impl Core {
         if self.stopped.load(Ordering::Relaxed) {
             return Err(SwitchError::Stopped);
         }
-        let (parts, merge, rest) =
-            match router.route(kind, body, self.now_ms(), self.quote_ttl_ms).map_err(SwitchError::Engine)? {
-                Routed::Contended => {
-                    METRICS.claim_waits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Progress::Contended(body.to_vec()));
-                }
-                Routed::Plan { parts, merge, rest } => (parts, merge, rest),
-            };
+        let routed =
+            router.route(kind, body, self.now_ms(), self.quote_ttl_ms, continues).map_err(SwitchError::Engine)?;
+        let (parts, merge, rest, round) = match routed {
+            Routed::Contended => {
+                METRICS.claim_waits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Progress::Contended(body.to_vec(), continues));
+            }
+            Routed::Plan { parts, merge, rest, round } => (parts, merge, rest, round),
+        };
         let bytes: u64 = parts.iter().map(|p| p.body.len() as u64).sum();
         if let Err(e) = self.reserve(parts.iter().map(|p| p.shard), bytes, wait) {
             router.undo(parts);
@@ -1276,7 +1333,7 @@ impl Core {
             }
         }
         let request_size = crate::engine::Engine::request_size(kind).unwrap_or(1);
-        let rest = rest.map(|i| body[i * request_size..].to_vec());
+        let rest = rest.map(|i| (body[i * request_size..].to_vec(), round.expect("a round with a rest is numbered")));
         Ok(Progress::Sent { parts: rxs, merge, rest })
     }
 
@@ -1351,10 +1408,11 @@ impl Core {
 }
 
 /// Where a request is: sent (answers on their way, and maybe records to
-/// route once they are in), or waiting for another request's claims.
+/// route once they are in, continuing the round sent), or waiting for
+/// another request's claims (the records, and the round they continue).
 enum Progress {
-    Sent { parts: Vec<oneshot::Receiver<Reply>>, merge: Merge, rest: Option<Vec<u8>> },
-    Contended(Vec<u8>),
+    Sent { parts: Vec<oneshot::Receiver<Reply>>, merge: Merge, rest: Option<(Vec<u8>, u64)> },
+    Contended(Vec<u8>, Option<u64>),
 }
 
 /// A request handed to its shard(s), whose answer is on its way.
@@ -1380,12 +1438,12 @@ impl PendingReply {
                     merged(kind, merge, answers, &mut out);
                     match rest {
                         None => return Ok(out),
-                        Some(body) => core.again(kind, body, wait)?,
+                        Some((body, round)) => core.again(kind, body, wait, Some(round))?,
                     }
                 }
-                Progress::Contended(body) => {
+                Progress::Contended(body, continues) => {
                     std::thread::sleep(CONTENDED_RETRY);
-                    core.again(kind, body, wait)?
+                    core.again(kind, body, wait, continues)?
                 }
             };
         }
@@ -1405,12 +1463,12 @@ impl PendingReply {
                     merged(kind, merge, answers, &mut out);
                     match rest {
                         None => return Ok(out),
-                        Some(body) => core.again(kind, body, wait)?,
+                        Some((body, round)) => core.again(kind, body, wait, Some(round))?,
                     }
                 }
-                Progress::Contended(body) => {
+                Progress::Contended(body, continues) => {
                     tokio::time::sleep(CONTENDED_RETRY).await;
-                    core.again(kind, body, wait)?
+                    core.again(kind, body, wait, continues)?
                 }
             };
         }
@@ -1421,9 +1479,9 @@ impl Core {
     /// Routes (the rest of) an accepted request again: a full queue now
     /// only delays it (the request was accepted; part of it may be
     /// applied).
-    fn again(&self, kind: u16, body: Vec<u8>, wait: bool) -> Result<Progress, SwitchError> {
-        match self.route_and_send(kind, &body, wait) {
-            Err(SwitchError::Busy) => Ok(Progress::Contended(body)),
+    fn again(&self, kind: u16, body: Vec<u8>, wait: bool, continues: Option<u64>) -> Result<Progress, SwitchError> {
+        match self.route_and_send(kind, &body, wait, continues) {
+            Err(SwitchError::Busy) => Ok(Progress::Contended(body, continues)),
             other => other,
         }
     }

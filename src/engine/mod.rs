@@ -625,11 +625,13 @@ impl Engine {
     fn multi_well_formed(body: &[u8]) -> bool {
         let Some(m) = multi::decode(body) else { return false };
         let part_ok = |kind: u16, body: &[u8]| {
-            kind::is_logged(kind) && !matches!(kind, kind::MULTI | kind::TICK | kind::LINK_IN)
+            kind::is_logged(kind)
+                && !matches!(kind, kind::MULTI | kind::TICK | kind::LINK_IN)
                 && Self::check_length(kind, body).is_ok()
         };
         part_ok(m.mine_kind, m.mine)
             && multi::parts(m.parts_raw).is_some_and(|parts| parts.iter().all(|(_, b)| part_ok(m.parts_kind, b)))
+            && (m.rest.is_empty() || part_ok(m.parts_kind, m.rest))
     }
 
     /// What this shard knows of requests spanning shards (read-only).

@@ -278,14 +278,25 @@ impl Engine {
         for id in spent_early {
             w.u64(id);
         }
-        // Requests spanning shards: the last applied, the parts kept.
-        w.u64(self.multi.applied);
-        w.u64(self.multi.retained.len() as u64);
-        for r in &self.multi.retained {
+        // Requests spanning shards: the last round applied, the complete
+        // mark, the rounds above it applied and continued, what is kept.
+        let m = &self.multi;
+        w.u64(m.applied);
+        w.u64(m.complete);
+        for set in [&m.recent, &m.continued] {
+            w.u64(set.len() as u64);
+            for &seq in set {
+                w.u64(seq);
+            }
+        }
+        w.u64(m.retained.len() as u64);
+        for r in &m.retained {
             w.u64(r.seq);
             w.u16(r.kind);
             w.u64(r.raw.len() as u64);
             w.0.extend_from_slice(&r.raw);
+            w.u64(r.rest.len() as u64);
+            w.0.extend_from_slice(&r.rest);
         }
     }
 
@@ -514,19 +525,34 @@ impl Engine {
     }
 
     fn decode_multi(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {
-        self.multi.applied = r.u64()?;
-        let n = r.count("retained request", 18)?;
+        let m = &mut self.multi;
+        m.applied = r.u64()?;
+        m.complete = r.u64()?;
+        for set in [&mut m.recent, &mut m.continued] {
+            let n = r.count("round", 8)?;
+            for _ in 0..n {
+                let seq = r.u64()?;
+                if seq <= m.complete || seq > m.applied || !set.insert(seq) {
+                    return Err(SnapshotError(format!("round {seq} misplaced")));
+                }
+            }
+        }
+        let n = r.count("retained round", 26)?;
         for _ in 0..n {
             let seq = r.u64()?;
             let kind = r.u16()?;
-            let len = r.count("retained bytes", 1)?;
-            let raw = r.bytes[r.at..r.at + len].to_vec();
-            r.at += len;
-            let ordered = self.multi.retained.back().is_none_or(|last| last.seq < seq) && seq <= self.multi.applied;
+            let mut bytes = || -> Result<Vec<u8>, SnapshotError> {
+                let len = r.count("retained bytes", 1)?;
+                let out = r.bytes[r.at..r.at + len].to_vec();
+                r.at += len;
+                Ok(out)
+            };
+            let (raw, rest) = (bytes()?, bytes()?);
+            let ordered = m.retained.back().is_none_or(|last| last.seq < seq) && m.recent.contains(&seq);
             if !ordered || super::multi::parts(&raw).is_none() {
-                return Err(SnapshotError(format!("retained request {seq} out of order or malformed")));
+                return Err(SnapshotError(format!("retained round {seq} out of order or malformed")));
             }
-            self.multi.retained.push_back(super::multi::Retained { seq, kind, raw });
+            m.retained.push_back(super::multi::Retained { seq, kind, raw, rest });
         }
         Ok(())
     }

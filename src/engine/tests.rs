@@ -483,8 +483,14 @@ fn a_snapshot_from_before_aml_still_decodes() {
     let mut e = Engine::new(config, MANUAL_CLOCK_START_MS);
     e.create_account(&Account { account_id: ALICE, kind: 1, flags: 0, home_country: 344, customer_ref: 1 });
     e.submit_transfer(&deposit(1, ALICE, 500, HKD));
-    let mut v5 = Vec::new();
-    e.encode_state(&mut v5);
+    let mut v6 = Vec::new();
+    e.encode_state(&mut v6);
+    // Version 6 added the rounds of requests spanning shards (40 zero
+    // bytes for a shard that never saw one).
+    assert_eq!(v6[v6.len() - 40..], [0; 40]);
+    let mut v5 = v6[..v6.len() - 40].to_vec();
+    v5[4..8].copy_from_slice(&5u32.to_le_bytes());
+    assert_eq!(Engine::decode_state(config, &v5).expect("version 5 decodes").state_hash(), e.state_hash());
     // Version 5 added INTERSHARD (the sixth account entry, 19 bytes, never
     // touched so without balances) and the links section (44 bytes for one
     // shard, and no quote spent early).
@@ -765,4 +771,37 @@ fn fx_position_legs_are_checked_for_overflow() {
     let t3 = cross(3, BOB, ALICE, 1_000_000_000, USD, HKD);
     assert_eq!(code(e.submit_transfer(&t3).code), ResultCode::Overflow);
     e.audit().expect("audit");
+}
+
+#[test]
+fn what_a_shard_keeps_of_rounds_spanning_shards_is_in_its_snapshot() {
+    let config = EngineConfig { manual_clock: true, shard: 0, shards: 2, ..EngineConfig::default() };
+    let mut e = Engine::new(config, MANUAL_CLOCK_START_MS);
+    let accounts = encode_all(&[Account { account_id: ALICE, kind: 1, flags: 0, home_country: 344, customer_ref: 1 }]);
+    let mut round = Vec::new();
+    let header = crate::engine::multi::Header { seq: 3, complete: 1, continues: 2 };
+    let other: &[u8] = &[0; 32];
+    crate::engine::multi::encode(
+        header,
+        kind::CREATE_ACCOUNTS,
+        &accounts,
+        kind::CREATE_ACCOUNTS,
+        &[(1, other)],
+        other,
+        &mut round,
+    );
+    let mut out = Vec::new();
+    e.apply(kind::MULTI, &round, MANUAL_CLOCK_START_MS, &mut out).expect("a well-formed round");
+    assert_eq!(RecordResult::decode(&out).code, 0, "its own part applied");
+    assert!(e.multi().has(3) && !e.multi().has(2) && e.multi().continued.contains(&2));
+    assert_eq!(e.multi().retained.len(), 1);
+    let mut bytes = Vec::new();
+    e.encode_state(&mut bytes);
+    let restored = Engine::decode_state(config, &bytes).expect("decodes");
+    assert_eq!(restored.multi(), e.multi());
+    assert_eq!(restored.state_hash(), e.state_hash());
+    // A round applied twice is a broken invariant, not a request.
+    let mut bad = round.clone();
+    bad[40] = 1;
+    assert!(e.apply(kind::MULTI, &bad, MANUAL_CLOCK_START_MS, &mut out).is_err(), "reserved bytes");
 }
