@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use common::{funding_bodies, transfer};
 use criterion::{Criterion, Throughput};
 use harbour::alloc::HugePageAlloc;
-use harbour::engine::{Engine, EngineConfig};
+use harbour::engine::{Engine, EngineConfig, multi};
 use harbour::hash::mix64;
 use harbour::protocol::kind;
 use harbour::protocol::records::{
-    CREDIT_AUTO_MICRO_CREDIT, CreditLine, Disburse, FxRate, TRANSFER_AUTO_CREDIT, TRANSFER_PENDING, Transfer,
-    encode_all,
+    CREDIT_AUTO_MICRO_CREDIT, CreditLine, Disburse, FxRate, STATE_POSTED, TRANSFER_AUTO_CREDIT, TRANSFER_PENDING,
+    Transfer, TransferResult, encode_all,
 };
 
 #[path = "common/mod.rs"]
@@ -440,6 +440,50 @@ fn bench_cross_shard(c: &mut Criterion) {
     group.finish();
 }
 
+/// Issue 13: what the router's claims cost per transfer with 4 shards:
+/// routing a batch of new transfers between random accounts (a claim per
+/// id, the batch split into MULTI records for the shards it spans) and
+/// settling the claims from the shards' answers, against a table that
+/// already holds 4M stored ids. Compare with `same_currency_1M_accounts`
+/// (one shard's engine applying the same batch).
+fn bench_claims(c: &mut Criterion) {
+    use harbour::router::{Routed, Router};
+    let mut group = engine_group(c);
+    let shards = 4;
+    let mut router = Router::new(shards, 1);
+    for s in 0..shards {
+        let stored = (0..1_000_000u128).map(|i| (1u128 << 100) + i * shards as u128 + s as u128);
+        router.restore_stored(s, stored, std::iter::empty());
+    }
+    // Every record answered OK and POSTED.
+    let posted = TransferResult { code: 0, state: STATE_POSTED, ..TransferResult::default() };
+    let answers = encode_all(&vec![posted; BATCH]);
+    let mut next = 1u64;
+    let mut pool: Vec<Vec<u8>> = (0..64).map(|_| batch(&mut next, 0, HKD)).collect();
+    let mut turn = 0usize;
+    group.bench_function("claims_route_settle_4_shards", |b| {
+        b.iter_custom(|iters| {
+            time_pool(
+                iters,
+                &mut pool,
+                &mut turn,
+                |body| renumber(body, &mut next),
+                |body| {
+                    let Ok(Routed::Plan { parts, .. }) = router.route(kind::SUBMIT_TRANSFERS, body, 1, 30_000, None)
+                    else {
+                        panic!("one batch at a time is never contended")
+                    };
+                    for part in parts {
+                        let records = multi::decode(&part.body).map_or(part.body.len(), |m| m.mine.len()) / 64;
+                        router.settle(part.claimed.outcomes(Some(&answers[..records * 64])));
+                    }
+                },
+            )
+        });
+    });
+    group.finish();
+}
+
 fn main() {
     // `ENGINE_BENCH_SKIP_MEMORY=1` skips the memory report (for profiling
     // one bench with `--profile-time`).
@@ -450,5 +494,6 @@ fn main() {
     bench_convert(&mut c);
     bench_apply(&mut c);
     bench_cross_shard(&mut c);
+    bench_claims(&mut c);
     c.final_summary();
 }
