@@ -181,6 +181,9 @@ pub struct Metrics {
     /// Requests that waited because another request held one of their ids
     /// or quotes undecided on another shard (docs/sharding.md).
     pub claim_waits: AtomicU64,
+    /// Later rounds of requests split because a record had to see an
+    /// earlier one's outcome on another shard (docs/sharding.md).
+    pub later_rounds: AtomicU64,
     /// Bytes the logs have written.
     pub log_bytes: AtomicU64,
     /// Unix ms of the last snapshot written (0: none yet).
@@ -222,6 +225,7 @@ pub static METRICS: Metrics = Metrics {
     queue_depth: AtomicU64::new(0),
     link_messages: AtomicU64::new(0),
     claim_waits: AtomicU64::new(0),
+    later_rounds: AtomicU64::new(0),
     log_bytes: AtomicU64::new(0),
     last_snapshot_unix_ms: AtomicU64::new(0),
     connections_open: AtomicU64::new(0),
@@ -358,6 +362,12 @@ impl Metrics {
             "counter",
             "Routings of a request deferred because another request held one of its ids or quotes undecided on another shard.",
             get(&self.claim_waits),
+        );
+        one(
+            "harbour_later_rounds_total",
+            "counter",
+            "Later rounds of requests whose records had to see an earlier record's outcome on another shard.",
+            get(&self.later_rounds),
         );
         one("harbour_log_bytes_total", "counter", "Bytes the write-ahead logs have written.", get(&self.log_bytes));
         let last = get(&self.last_snapshot_unix_ms);

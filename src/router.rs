@@ -227,16 +227,67 @@ pub struct Part {
 #[derive(Debug)]
 pub enum Routed {
     /// Send these parts; merge their answers with `merge`. If `rest` is
-    /// set, the records from that index on are routed once these are
-    /// answered, as a continuation of round `round` (a record that must
-    /// see the outcome of an earlier one on another shard: one whose id or
-    /// quote an earlier record claimed there, or whose debit account an
-    /// earlier record credits across shards). `round` is the number the
+    /// set, its records are routed once these are answered, as a
+    /// continuation of round `round`: records that must see the outcome
+    /// of an earlier one decided on another shard (one whose id or quote
+    /// an earlier record claimed there, whose debit account an earlier
+    /// record credits across shards, or whose credit crosses shards to an
+    /// account an earlier record debits), and, for transfers, the later
+    /// records sharing an account, id or quote with those; for other
+    /// kinds every record after the first. `round` is the number the
     /// parts carry in their MULTI records, if they do.
-    Plan { parts: Vec<Part>, merge: Merge, rest: Option<usize>, round: Option<u64> },
+    Plan { parts: Vec<Part>, merge: Merge, rest: Option<Rest>, round: Option<u64> },
     /// A record names an id or quote another shard holds undecided: send
     /// nothing, route the whole request again once answers have come in.
     Contended,
+}
+
+/// The records of a request left for a later round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rest {
+    /// Their indices in the routed body, ascending: the merged answer
+    /// has a zeroed slot for each, which [`Gather`] fills from the next
+    /// round's answer.
+    pub records: Vec<usize>,
+    /// The records themselves, in order: the next round's body.
+    pub body: Vec<u8>,
+}
+
+/// A request's answer put together round by round: the first round's
+/// merged answer has a zeroed slot for each record it left for later,
+/// and each later round's answer (one record per slot, in order) fills
+/// them.
+#[derive(Debug, Default)]
+pub struct Gather {
+    out: Vec<u8>,
+    /// Where the records routed next go in `out`, in order.
+    holes: Vec<usize>,
+    started: bool,
+}
+
+impl Gather {
+    /// Adds a round's merged answer; `rest` is what that round left for
+    /// later (`Routed::Plan::rest`).
+    pub fn add(&mut self, kind: u16, answer: Vec<u8>, rest: Option<&Rest>) {
+        let next = rest.map_or(&[][..], |r| r.records.as_slice());
+        if !self.started {
+            self.started = true;
+            self.out = answer;
+            self.holes = next.to_vec();
+            return;
+        }
+        let size = crate::protocol::frame::result_code_layout(kind).expect("a kind routed in rounds has answers").0;
+        for (k, &at) in self.holes.iter().enumerate() {
+            self.out[at * size..(at + 1) * size].copy_from_slice(&answer[k * size..(k + 1) * size]);
+        }
+        self.holes = next.iter().map(|&k| self.holes[k]).collect();
+    }
+
+    /// The whole answer.
+    #[must_use]
+    pub fn finish(self) -> Vec<u8> {
+        self.out
+    }
 }
 
 /// How the answers of a request's parts become one answer.
@@ -492,8 +543,7 @@ impl Router {
                         || rest.is_some()
                         || continues.is_some()) =>
             {
-                let size = crate::engine::Engine::request_size(kind).expect("a routed kind");
-                let rest_bytes = rest.map_or(&[][..], |i| &body[i * size..]);
+                let rest_bytes = rest.as_ref().map_or(&[][..], |r| r.body.as_slice());
                 let (parts, seq) = self.span(parts, rest_bytes, continues);
                 Routed::Plan { parts, merge, rest, round: Some(seq) }
             }
@@ -573,21 +623,24 @@ impl Router {
         }
         match kind {
             kind::CREATE_ACCOUNTS => {
-                self.scatter::<Account>(kind, body, |_, a, _, _| Place::To(shard_of(a.account_id, n)))
+                self.scatter::<Account>(kind, body, None, |_, a, _, _| Place::To(shard_of(a.account_id, n)))
             }
             // A line and its loans live on their account's shard.
             kind::SET_CREDIT_LINES => {
-                self.scatter::<CreditLine>(kind, body, |_, c, _, _| Place::To(shard_of(c.account_id, n)))
+                self.scatter::<CreditLine>(kind, body, None, |_, c, _, _| Place::To(shard_of(c.account_id, n)))
             }
-            kind::DISBURSE_LOANS => self.scatter::<Disburse>(kind, body, |claims, d, round, takes| {
+            kind::DISBURSE_LOANS => self.scatter::<Disburse>(kind, body, None, |claims, d, round, takes| {
                 claim(claims, round, takes, Space::Id, d.loan_id, shard_of(d.account_id, n))
             }),
             // The debit shard decides; a credit on another shard goes over
             // the link between them (`engine::links`).
-            kind::SUBMIT_TRANSFERS => self
-                .scatter::<Transfer>(kind, body, |claims, t, taken, takes| place_transfer(claims, taken, takes, t, n)),
+            kind::SUBMIT_TRANSFERS => {
+                self.scatter::<Transfer>(kind, body, Some(transfer_keys), |claims, t, round, takes| {
+                    place_transfer(claims, round, takes, t, n)
+                })
+            }
             kind::REPAY_LOANS => {
-                let routed = self.scatter::<Repay>(kind, body, |claims, r, round, takes| {
+                let routed = self.scatter::<Repay>(kind, body, None, |claims, r, round, takes| {
                     let loan = id_holder(claims, r.loan_id, n);
                     claim(claims, round, takes, Space::Repayment, r.repayment_id, loan)
                 })?;
@@ -620,13 +673,15 @@ impl Router {
             }
             // Requests keyed by an id go to the shard that holds it.
             kind::CONFIRM_STEP_UP | kind::RESOLVE_REVIEW => {
-                self.scatter::<StepUp>(kind, body, |claims, s, _, _| Place::To(id_holder(claims, s.transfer_id, n)))
+                self.scatter::<StepUp>(kind, body, None, |claims, s, _, _| {
+                    Place::To(id_holder(claims, s.transfer_id, n))
+                })
             }
-            kind::FINALIZE_PENDING => {
-                self.scatter::<Finalize>(kind, body, |claims, f, _, _| Place::To(id_holder(claims, f.transfer_id, n)))
-            }
+            kind::FINALIZE_PENDING => self.scatter::<Finalize>(kind, body, None, |claims, f, _, _| {
+                Place::To(id_holder(claims, f.transfer_id, n))
+            }),
             kind::CANCEL_TRANSFERS | kind::LOOKUP_TRANSFERS | kind::LOOKUP_LOANS => {
-                self.scatter::<Id>(kind, body, |claims, i, _, _| Place::To(id_holder(claims, i.id, n)))
+                self.scatter::<Id>(kind, body, None, |claims, i, _, _| Place::To(id_holder(claims, i.id, n)))
             }
             other => Err(EngineError::UnknownKind(other)),
         }
@@ -676,54 +731,73 @@ impl Router {
     }
 
     /// Places each record, taking its claims; if one is contended, gives
-    /// back every claim this request took and sends nothing.
+    /// back every claim this request took and sends nothing. A record
+    /// placed `After` is left for the next round, and so are the later
+    /// ones that share a key with a record left (`keys`; a kind without
+    /// keys leaves every later record).
     fn scatter<R: Record>(
         &mut self,
         kind: u16,
         body: &[u8],
+        keys: Option<fn(&R, &mut Vec<Key>)>,
         mut place: impl FnMut(&mut Claims, &mut R, &mut Round, &mut Vec<(Space, u128)>) -> Place,
     ) -> Result<Routed, EngineError> {
         if !body.len().is_multiple_of(R::SIZE) {
             return Err(EngineError::BadLength { kind, len: body.len() });
         }
         let n = self.shards;
+        let size = crate::protocol::frame::result_code_layout(kind).expect("a routed kind has answers").0;
         let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); n];
         let mut claimed: Vec<Claimed> = (0..n).map(|_| Claimed::default()).collect();
         let mut counts = vec![0u32; n];
         let mut slots: Vec<Result<usize, Vec<u8>>> = Vec::with_capacity(body.len() / R::SIZE);
-        let mut rest = None;
+        let mut rest: Option<Rest> = None;
         // What this round's records did so far, and the record's own claims.
         let mut round = Round::default();
         let mut takes: Vec<(Space, u128)> = Vec::with_capacity(2);
+        let mut mine: Vec<Key> = Vec::with_capacity(4);
         for (i, chunk) in body.chunks_exact(R::SIZE).enumerate() {
             let mut record = R::decode(chunk);
-            takes.clear();
-            match place(&mut self.claims, &mut record, &mut round, &mut takes) {
-                Place::To(s) => {
-                    let at = bodies[s].len();
-                    bodies[s].resize(at + R::SIZE, 0);
-                    record.encode(&mut bodies[s][at..]);
-                    for &(space, key) in &takes {
-                        claimed[s].takes.push(Take { record: counts[s], space, key });
+            mine.clear();
+            if let Some(keys) = keys {
+                keys(&record, &mut mine);
+            }
+            let left = rest.is_some() && (keys.is_none() || mine.iter().any(|k| round.left.contains(k)));
+            if !left {
+                takes.clear();
+                match place(&mut self.claims, &mut record, &mut round, &mut takes) {
+                    Place::To(s) => {
+                        let at = bodies[s].len();
+                        bodies[s].resize(at + R::SIZE, 0);
+                        record.encode(&mut bodies[s][at..]);
+                        for &(space, key) in &takes {
+                            claimed[s].takes.push(Take { record: counts[s], space, key });
+                        }
+                        round.taken.extend_from_slice(&takes);
+                        counts[s] += 1;
+                        slots.push(Ok(s));
+                        continue;
                     }
-                    round.taken.extend_from_slice(&takes);
-                    counts[s] += 1;
-                    slots.push(Ok(s));
-                }
-                Place::After => {
-                    for &(space, key) in &takes {
-                        self.claims.settle(space, key, false);
+                    Place::After => {
+                        for &(space, key) in &takes {
+                            self.claims.settle(space, key, false);
+                        }
                     }
-                    rest = Some(i);
-                    break;
-                }
-                Place::Contended => {
-                    for &(space, key) in round.taken.iter().chain(&takes) {
-                        self.claims.settle(space, key, false);
+                    Place::Contended => {
+                        for &(space, key) in round.taken.iter().chain(&takes) {
+                            self.claims.settle(space, key, false);
+                        }
+                        return Ok(Routed::Contended);
                     }
-                    return Ok(Routed::Contended);
                 }
             }
+            // Left for the next round: its slot is filled from that
+            // round's answer (`Gather`).
+            round.left.extend(mine.iter().copied());
+            let rest = rest.get_or_insert_with(|| Rest { records: Vec::new(), body: Vec::new() });
+            rest.records.push(i);
+            rest.body.extend_from_slice(chunk);
+            slots.push(Err(vec![0; size]));
         }
         let mut parts = Vec::with_capacity(n);
         let mut targets = Vec::with_capacity(n);
@@ -733,8 +807,36 @@ impl Router {
                 targets.push(s);
             }
         }
-        let size = crate::protocol::frame::result_code_layout(kind).expect("a routed kind has answers").0;
         Ok(Routed::Plan { parts, merge: Merge::Scatter { slots, targets, size }, rest, round: None })
+    }
+}
+
+/// What a record's outcome depends on, for records that may go ahead of
+/// an earlier one left for a later round: a customer account, an id, a
+/// quote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Account(u64),
+    Id(u128),
+    Quote(u64),
+}
+
+/// A transfer's keys: its customer accounts (balances, day totals,
+/// profiles, credit lines: all the state a transfer reads or changes
+/// lives on its accounts; system accounts never refuse), its id and its
+/// quote. Records sharing none of them have the same outcome in either
+/// order.
+fn transfer_keys(t: &Transfer, keys: &mut Vec<Key>) {
+    for account in [t.debit_account, t.credit_account] {
+        if account >= CUSTOMER_ID_MIN {
+            keys.push(Key::Account(account));
+        }
+    }
+    if t.transfer_id != 0 {
+        keys.push(Key::Id(t.transfer_id));
+    }
+    if t.fx_quote_id != 0 {
+        keys.push(Key::Quote(t.fx_quote_id));
     }
 }
 
@@ -748,6 +850,8 @@ struct Round {
     credited: std::collections::HashSet<u64, crate::hash::IdBuildHasher>,
     /// Customer accounts debited (their balance read) by a record.
     debited: std::collections::HashSet<u64, crate::hash::IdBuildHasher>,
+    /// The keys of the records left for the next round.
+    left: std::collections::HashSet<Key>,
 }
 
 /// The shard holding `key`, if any shard does or will (a claim pending).
@@ -932,5 +1036,111 @@ pub fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
             crate::engine::str_answer(&rows, &request, now_ms, &mut out);
             out
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Customer accounts on shard 0 and 1 of 2.
+    fn accounts() -> (Vec<u64>, Vec<u64>) {
+        let on = |s| (CUSTOMER_ID_MIN..).filter(move |&a| shard_of(a, 2) == s).take(3).collect();
+        (on(0), on(1))
+    }
+
+    fn transfers(list: &[(u128, u64, u64)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for &(transfer_id, debit_account, credit_account) in list {
+            let t = Transfer {
+                transfer_id,
+                debit_account,
+                credit_account,
+                amount: 100,
+                debit_currency: 344,
+                credit_currency: 344,
+                destination_country: 0,
+                flags: 0,
+                fx_quote_id: 0,
+                user_data: 0,
+            };
+            records::push(&mut body, &t);
+        }
+        body
+    }
+
+    fn plan(router: &mut Router, kind: u16, body: &[u8]) -> (Vec<Part>, Merge, Option<Rest>) {
+        match router.route(kind, body, 0, 30_000, None).expect("routable") {
+            Routed::Plan { parts, merge, rest, .. } => (parts, merge, rest),
+            Routed::Contended => panic!("nothing is contended here"),
+        }
+    }
+
+    #[test]
+    fn a_transfer_that_must_see_a_cross_shard_credit_waits_and_independent_ones_go_ahead() {
+        let (a, b) = accounts();
+        let mut router = Router::new(2, 1);
+        let body = transfers(&[
+            (1, a[0], b[0]), // credits b0 across shards
+            (2, b[0], a[1]), // debits b0: must see that credit
+            (3, a[2], b[1]), // shares nothing with 2: goes ahead
+            (4, b[2], a[1]), // shares a1 with 2: after it
+            (5, b[1], a[0]), // debits b1, credited across shards by 3
+        ]);
+        let (parts, how, rest) = plan(&mut router, kind::SUBMIT_TRANSFERS, &body);
+        let rest = rest.expect("some records wait");
+        assert_eq!(rest.records, vec![1, 3, 4]);
+        assert_eq!(rest.body, [&body[64..128], &body[192..320]].concat());
+        assert_eq!(parts.len(), 1, "1 and 3 both go to shard 0");
+        // The shard's answer for 1 and 3, then the next round's for 2, 4, 5.
+        let answer =
+            |ids: &[u128]| ids.iter().map(|&id| [&id.to_le_bytes()[..], &[7; 48]].concat()).collect::<Vec<_>>();
+        let mut gather = Gather::default();
+        gather.add(kind::SUBMIT_TRANSFERS, merge(how, vec![answer(&[1, 3]).concat()]), Some(&rest));
+        gather.add(kind::SUBMIT_TRANSFERS, answer(&[2, 4, 5]).concat(), None);
+        let out = gather.finish();
+        let ids: Vec<u128> = out.chunks(64).map(|r| TransferResult::decode(r).transfer_id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_later_round_that_leaves_records_again_fills_the_right_slots() {
+        let (a, b) = accounts();
+        let mut router = Router::new(2, 1);
+        // 2 waits for 1's credit, 3 for 2's: three rounds.
+        let body = transfers(&[(1, a[0], b[0]), (2, b[0], a[1]), (3, a[1], b[1]), (4, a[2], b[2])]);
+        let (_, _, rest) = plan(&mut router, kind::SUBMIT_TRANSFERS, &body);
+        let first = rest.expect("2 and 3 wait");
+        assert_eq!(first.records, vec![1, 2]);
+        let (_, _, rest) = plan(&mut router, kind::SUBMIT_TRANSFERS, &first.body);
+        let second = rest.expect("3 waits for 2");
+        assert_eq!(second.records, vec![1]);
+        let answer = |ids: &[u128]| -> Vec<u8> {
+            ids.iter().flat_map(|&id| [&id.to_le_bytes()[..], &[7; 48]].concat()).collect()
+        };
+        let mut gather = Gather::default();
+        let mut one = answer(&[1, 0, 0, 4]);
+        one[64..192].fill(0);
+        gather.add(kind::SUBMIT_TRANSFERS, one, Some(&first));
+        gather.add(kind::SUBMIT_TRANSFERS, answer(&[2, 0]), Some(&second));
+        gather.add(kind::SUBMIT_TRANSFERS, answer(&[3]), None);
+        let ids: Vec<u128> = gather.finish().chunks(64).map(|r| TransferResult::decode(r).transfer_id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn other_kinds_leave_every_record_after_the_first_that_waits() {
+        let (a, b) = accounts();
+        let mut router = Router::new(2, 1);
+        let loan = |loan_id: u128, account_id: u64| {
+            let mut body = Vec::new();
+            records::push(&mut body, &Disburse { loan_id, account_id, currency: 344, term_days: 30, principal: 100 });
+            body
+        };
+        // Loan 9 is claimed on a's shard; the same id for b's account must
+        // wait for that answer, and loan 10 (independent) waits with it.
+        let body = [loan(9, a[0]), loan(9, b[0]), loan(10, a[1])].concat();
+        let (_, _, rest) = plan(&mut router, kind::DISBURSE_LOANS, &body);
+        assert_eq!(rest.expect("the reused id waits").records, vec![1, 2]);
     }
 }

@@ -50,7 +50,7 @@ use crate::handoff::{Admission, Settled, Windows};
 use crate::metrics::{METRICS, Stage};
 use crate::protocol::kind;
 use crate::protocol::records::{self, Record, Transfer};
-use crate::router::{Merge, Routed, Router};
+use crate::router::{Gather, Merge, Routed, Router};
 use crate::wal::storage::{FileStorage, Storage};
 use crate::wal::{RecoveryReport, Wal, WalConfig, WalError};
 
@@ -1311,7 +1311,12 @@ impl Core {
                 METRICS.claim_waits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Progress::Contended(body.to_vec(), continues));
             }
-            Routed::Plan { parts, merge, rest, round } => (parts, merge, rest, round),
+            Routed::Plan { parts, merge, rest, round } => {
+                if continues.is_some() {
+                    METRICS.later_rounds.fetch_add(1, Ordering::Relaxed);
+                }
+                (parts, merge, rest, round)
+            }
         };
         let bytes: u64 = parts.iter().map(|p| p.body.len() as u64).sum();
         if let Err(e) = self.reserve(parts.iter().map(|p| p.shard), bytes, wait) {
@@ -1332,8 +1337,7 @@ impl Core {
                 }
             }
         }
-        let request_size = crate::engine::Engine::request_size(kind).unwrap_or(1);
-        let rest = rest.map(|i| (body[i * request_size..].to_vec(), round.expect("a round with a rest is numbered")));
+        let rest = rest.map(|r| (r, round.expect("a round with a rest is numbered")));
         Ok(Progress::Sent { parts: rxs, merge, rest })
     }
 
@@ -1411,7 +1415,7 @@ impl Core {
 /// route once they are in, continuing the round sent), or waiting for
 /// another request's claims (the records, and the round they continue).
 enum Progress {
-    Sent { parts: Vec<oneshot::Receiver<Reply>>, merge: Merge, rest: Option<(Vec<u8>, u64)> },
+    Sent { parts: Vec<oneshot::Receiver<Reply>>, merge: Merge, rest: Option<(crate::router::Rest, u64)> },
     Contended(Vec<u8>, Option<u64>),
 }
 
@@ -1427,7 +1431,7 @@ impl PendingReply {
     /// Waits on this thread (not inside an async runtime).
     pub fn wait_blocking(self) -> Reply {
         let PendingReply { core, kind, wait, mut stage } = self;
-        let mut out = Vec::new();
+        let mut out = Gather::default();
         loop {
             stage = match stage {
                 Progress::Sent { parts, merge, rest } => {
@@ -1435,10 +1439,10 @@ impl PendingReply {
                     for rx in parts {
                         answers.push(rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed))?);
                     }
-                    merged(kind, merge, answers, &mut out);
+                    merged(kind, merge, answers, rest.as_ref().map(|(r, _)| r), &mut out);
                     match rest {
-                        None => return Ok(out),
-                        Some((body, round)) => core.again(kind, body, wait, Some(round))?,
+                        None => return Ok(out.finish()),
+                        Some((rest, round)) => core.again(kind, rest.body, wait, Some(round))?,
                     }
                 }
                 Progress::Contended(body, continues) => {
@@ -1452,7 +1456,7 @@ impl PendingReply {
     /// Waits asynchronously.
     pub async fn wait(self) -> Reply {
         let PendingReply { core, kind, wait, mut stage } = self;
-        let mut out = Vec::new();
+        let mut out = Gather::default();
         loop {
             stage = match stage {
                 Progress::Sent { parts, merge, rest } => {
@@ -1460,10 +1464,10 @@ impl PendingReply {
                     for rx in parts {
                         answers.push(rx.await.unwrap_or(Err(SwitchError::ShardFailed))?);
                     }
-                    merged(kind, merge, answers, &mut out);
+                    merged(kind, merge, answers, rest.as_ref().map(|(r, _)| r), &mut out);
                     match rest {
-                        None => return Ok(out),
-                        Some((body, round)) => core.again(kind, body, wait, Some(round))?,
+                        None => return Ok(out.finish()),
+                        Some((rest, round)) => core.again(kind, rest.body, wait, Some(round))?,
                     }
                 }
                 Progress::Contended(body, continues) => {
@@ -1487,19 +1491,15 @@ impl Core {
     }
 }
 
-/// Merges a round's answers onto what came before, counting the result
+/// Merges a round's answers into what came before, counting the result
 /// codes of answers no single shard counted (those every shard gave).
-fn merged(kind: u16, how: Merge, answers: Vec<Vec<u8>>, out: &mut Vec<u8>) {
+fn merged(kind: u16, how: Merge, answers: Vec<Vec<u8>>, rest: Option<&crate::router::Rest>, out: &mut Gather) {
     let counted_here = matches!(how, Merge::First | Merge::Balances(_));
     let answer = crate::router::merge(how, answers);
     if counted_here {
         count_results(kind, &answer);
     }
-    if out.is_empty() {
-        *out = answer;
-    } else {
-        out.extend_from_slice(&answer);
-    }
+    out.add(kind, answer, rest);
 }
 
 fn open_backend(path: &Path, backend: Backend) -> io::Result<Arc<dyn Storage>> {

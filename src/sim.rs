@@ -117,6 +117,9 @@ pub struct Report {
     pub contended: usize,
     /// Records answered ID_CONFLICT.
     pub id_conflicts: usize,
+    /// Records routed ahead of an earlier record of their request that
+    /// was left for a later round.
+    pub went_ahead: usize,
 }
 
 /// A broken promise: what and where.
@@ -183,7 +186,7 @@ struct Deferred {
 
 /// A routed round of a request: its merge, its parts' answers so far, and
 /// the rest with the round's number.
-type Routing = (Merge, Vec<Option<Vec<u8>>>, Option<(Vec<u8>, u64)>);
+type Routing = (Merge, Vec<Option<Vec<u8>>>, Option<(crate::router::Rest, u64)>);
 
 /// A request the client has sent and not yet been answered.
 struct InFlight {
@@ -195,7 +198,7 @@ struct InFlight {
     /// The routed round.
     round: Option<Routing>,
     /// Answers of earlier rounds.
-    out: Vec<u8>,
+    out: crate::router::Gather,
     /// Waiting for another request's claims.
     contended: bool,
     /// The round `body` continues (the rest of a request split in rounds).
@@ -344,7 +347,15 @@ impl Sim {
     ) -> Result<usize, Failure> {
         let id = self.next_request;
         self.next_request += 1;
-        let f = InFlight { work, kind, body, round: None, out: Vec::new(), contended: false, continues };
+        let f = InFlight {
+            work,
+            kind,
+            body,
+            round: None,
+            out: crate::router::Gather::default(),
+            contended: false,
+            continues,
+        };
         self.in_flight.insert(id, f);
         self.route(id)?;
         Ok(id)
@@ -364,8 +375,11 @@ impl Sim {
             }
             Routed::Plan { parts, merge, rest, round } => {
                 f.contended = false;
-                let size = Engine::request_size(f.kind).unwrap_or(1);
-                let rest = rest.map(|i| (f.body[i * size..].to_vec(), round.expect("a round with a rest is numbered")));
+                if let Some(r) = &rest {
+                    let size = Engine::request_size(f.kind).unwrap_or(1);
+                    self.report.went_ahead += f.body.len() / size - r.records[0] - r.records.len();
+                }
+                let rest = rest.map(|r| (r, round.expect("a round with a rest is numbered")));
                 assert!(!parts.is_empty(), "the workload sends no empty request");
                 f.round = Some((merge, (0..parts.len()).map(|_| None).collect(), rest));
                 for (p, part) in parts.into_iter().enumerate() {
@@ -460,17 +474,17 @@ impl Sim {
         }
         let (merge, answers, rest) = f.round.take().expect("a routed round");
         let merged = crate::router::merge(merge, answers.into_iter().map(|a| a.expect("all in")).collect());
-        f.out.extend_from_slice(&merged);
+        f.out.add(f.kind, merged, rest.as_ref().map(|(r, _)| r));
         match rest {
             Some((rest, round)) => {
-                f.body = rest;
+                f.body = rest.body;
                 f.continues = Some(round);
                 f.contended = true; // routed at the next retry
                 None
             }
             None => {
                 let f = self.in_flight.remove(&request).expect("in flight");
-                Some((f.work, f.out))
+                Some((f.work, f.out.finish()))
             }
         }
     }

@@ -199,9 +199,8 @@ impl Sim {
     }
 
     fn route_and_apply(&mut self, kind: u16, body: &[u8], continues: Option<u64>) -> Result<Vec<Answered>, Crashed> {
-        let size = Engine::request_size(kind).expect("a request kind");
         let now = self.shards.iter().map(|s| s.engine().now_ms()).max().unwrap();
-        let mut out = Vec::new();
+        let mut out = harbour::router::Gather::default();
         let mut body = body.to_vec();
         let mut continues = continues;
         loop {
@@ -229,15 +228,16 @@ impl Sim {
                 }
                 answers.push(answer);
             }
-            out.extend(harbour::router::merge(merge, answers));
+            out.add(kind, harbour::router::merge(merge, answers), rest.as_ref());
             match rest {
-                Some(i) => {
-                    body = body[i * size..].to_vec();
+                Some(rest) => {
+                    body = rest.body;
                     continues = round;
                 }
                 None => break,
             }
         }
+        let out = out.finish();
         let answer_size = harbour::protocol::frame::result_code_layout(kind).map_or(out.len(), |(s, _)| s);
         Ok(out.chunks(answer_size.max(1)).map(|a| Answered { answer: a.to_vec() }).collect())
     }

@@ -39,16 +39,19 @@ fn three_hundred_seeds_keep_the_contract() {
     let mut crashes = 0;
     let mut rolled_forward = 0;
     let mut contended = 0;
+    let mut ahead = 0;
     for seed in 0..300 {
         let report = run_seed(seed).unwrap_or_else(|failure| panic!("{failure}"));
         crashes += report.crashes;
         rolled_forward += report.rolled_forward;
         contended += report.contended;
+        ahead += report.went_ahead;
     }
     // The seeds reach what they are for.
     assert!(crashes > 300, "{crashes} crashes");
     assert!(rolled_forward > 50, "{rolled_forward} parts rolled forward");
     assert!(contended > 50, "{contended} routings put off by claims");
+    assert!(ahead > 50, "{ahead} records gone ahead of one left for a later round");
 }
 
 #[test]

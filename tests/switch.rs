@@ -524,3 +524,46 @@ fn one_id_raced_from_two_threads_is_accepted_once() {
     assert_eq!(balance(&s, a).0 + balance(&s, b).0, 200_000, "each id moved one unit, once");
     Arc::try_unwrap(s).ok().expect("threads done").shutdown();
 }
+
+/// Contract §3 with two shards: a later record sees an earlier one's
+/// cross-shard credit, an independent record between them is answered in
+/// its place, and the money adds up; the request went in several rounds.
+#[test]
+fn a_batch_moving_money_on_across_shards_sees_each_credit_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let on = |s| (1024u64..).filter(move |&a| harbour::shard::shard_of(a, 2) == s);
+    let (a, b): (Vec<u64>, Vec<u64>) = (on(0).take(3).collect(), on(1).take(3).collect());
+    let all: Vec<u64> = a.iter().chain(&b).copied().collect();
+    let s = funded(dir.path(), 2, &all);
+    let rounds = || {
+        harbour::metrics::METRICS
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("harbour_later_rounds_total ").map(|v| v.parse::<u64>().unwrap()))
+            .unwrap()
+    };
+    let before = rounds();
+    // Each hop spends what the one before sent: 150,000 is more than any
+    // account's own 100,000.
+    let results = transfers(
+        &s,
+        &[
+            transfer(1, a[0], b[0], 100_000, HKD),
+            transfer(2, b[0], a[1], 150_000, HKD),
+            transfer(3, a[2], b[2], 1_000, HKD),
+            transfer(4, a[1], b[1], 220_000, HKD),
+            transfer(5, b[1], a[0], 1_000_000, HKD),
+        ],
+    );
+    assert_eq!(
+        codes(&results),
+        [ResultCode::Ok, ResultCode::Ok, ResultCode::Ok, ResultCode::Ok, ResultCode::InsufficientFunds]
+    );
+    assert_eq!(results.iter().map(|r| r.transfer_id).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert!(rounds() >= before + 2, "the hops went in later rounds");
+    assert_eq!(balance(&s, a[0]), (0, 0));
+    assert_eq!(balance(&s, b[0]), (50_000, 0));
+    assert_eq!(balance(&s, a[1]), (30_000, 0));
+    assert_eq!(balance(&s, b[1]), (320_000, 0));
+    s.shutdown();
+}

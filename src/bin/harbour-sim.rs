@@ -38,7 +38,7 @@ fn main() {
     }
     let started = Instant::now();
     let (mut steps, mut failed, mut crashes, mut rolled) = (0usize, 0u64, 0usize, 0usize);
-    let (mut contended, mut conflicts) = (0usize, 0usize);
+    let (mut contended, mut conflicts, mut ahead) = (0usize, 0usize, 0usize);
     for seed in args.from..args.from + args.seeds {
         match harbour::sim::run_seed(seed) {
             Ok(report) => {
@@ -46,6 +46,7 @@ fn main() {
                 crashes += report.crashes;
                 rolled += report.rolled_forward;
                 contended += report.contended;
+                ahead += report.went_ahead;
                 conflicts += report.id_conflicts;
             }
             Err(failure) => {
@@ -61,7 +62,7 @@ fn main() {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{} seeds ({}..{}): {} failed; {steps} steps in {secs:.1} s ({:.0} steps/s, {:.1} seeds/s); {crashes} crashes, \
-         {rolled} parts rolled forward, {contended} routings put off by a claim, {conflicts} ID_CONFLICT answers",
+         {rolled} parts rolled forward, {contended} routings put off by a claim, {conflicts} ID_CONFLICT answers, {ahead} records gone ahead of one left for a later round",
         args.seeds,
         args.from,
         args.from + args.seeds,
