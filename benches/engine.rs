@@ -444,13 +444,16 @@ fn bench_cross_shard(c: &mut Criterion) {
 /// routing a batch of new transfers between random accounts (a claim per
 /// id, the batch split into MULTI records for the shards it spans) and
 /// settling the claims from the shards' answers, against a table that
-/// already holds 4M stored ids. Compare with `same_currency_1M_accounts`
+/// already holds 4M stored ids and is sized, as the switch sizes it, for
+/// its shards' transfer capacity. Compare with `same_currency_1M_accounts`
 /// (one shard's engine applying the same batch).
 fn bench_claims(c: &mut Criterion) {
     use harbour::router::{Routed, Router};
     let mut group = engine_group(c);
     let shards = 4;
     let mut router = Router::new(shards, 1);
+    // Sized as `harbour serve` sizes it: 4 shards of 4M transfers.
+    router.reserve(shards * (1 << 22));
     for s in 0..shards {
         let stored = (0..1_000_000u128).map(|i| (1u128 << 100) + i * shards as u128 + s as u128);
         router.restore_stored(s, stored, std::iter::empty());

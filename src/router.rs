@@ -363,6 +363,15 @@ impl Router {
         }
     }
 
+    /// Sizes the id claims for `ids` transfer and loan ids up front, as
+    /// the shards size their stores: growing a table of millions of
+    /// claims rehashes all of them under the router's lock (about a
+    /// second at 8M), a stall for every request spanning shards. Only the
+    /// table's control bytes are touched until claims fill it.
+    pub fn reserve(&mut self, ids: usize) {
+        self.claims.ids.reserve(ids.saturating_sub(self.claims.ids.len()));
+    }
+
     /// Makes sure new quotes get ids above `next_quote - 1` (a shard's
     /// next id after recovery).
     pub fn note_quote_id(&mut self, next_quote: u64) {

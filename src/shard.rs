@@ -1016,6 +1016,9 @@ impl Switch {
         let now_ms = Arc::new(AtomicU64::new(0));
         let queued_bytes = Arc::new(Admission::new(QUEUED_BYTES_MAX));
         let mut router = Router::new(n, 1);
+        if n > 1 {
+            router.reserve(n * (config.engine.transfers_capacity + config.engine.loans_capacity));
+        }
         let mut live_quotes = Vec::with_capacity(n);
         let mut multis = Vec::with_capacity(n);
         let mut first_error = None;
