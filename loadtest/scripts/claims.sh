@@ -9,6 +9,8 @@
 #   cargo build --release --workspace
 #   loadtest/scripts/claims.sh /tmp/before/target/release [OUT_DIR]
 #
+# SHARDS="2 4" picks the shard counts (default 1 2 4).
+#
 # Each run starts a fresh switch, runs the load, scrapes the metrics (the
 # fsync baseline of the same run) and stops the switch. The load tester
 # is this tree's for both builds (same client, same traffic file).
@@ -59,7 +61,7 @@ T
     echo "$name: $tput records/s $p fsync(p50 p99)=$fs"
 }
 
-for shards in 2 4; do
+for shards in ${SHARDS:-1 2 4}; do
     for round in 1 2; do
         for build in before after; do
             bin=$before
