@@ -9,9 +9,13 @@
 #![warn(missing_docs)]
 #![allow(missing_docs)] // Record fields are documented by the contract's tables.
 
+/// The channel protocol and client live in their own crate, which is all a
+/// channel needs; they are re-exported under their old paths.
+pub use harbour_protocol as protocol;
+pub use harbour_protocol::client;
+
 pub mod alloc;
 pub mod aml;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod credit;
@@ -22,7 +26,6 @@ pub mod hash;
 pub mod http;
 pub mod metrics;
 pub mod money;
-pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod shard;

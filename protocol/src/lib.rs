@@ -1,11 +1,14 @@
-//! The channel protocol of `../shared/contract/wire-v1.md`: records, result
-//! codes and message kinds.
+//! Harbour's channel protocol (`docs/protocol.md`, wire v1): records,
+//! result codes, message kinds, frames, the CHALLENGE/HELLO handshake, and
+//! [`client::Client`], an async client for channels.
 //!
-//! Owns every byte offset of the wire format; nothing outside this module
-//! reads or writes one. It never does I/O and never allocates per record.
-//! `frame` holds the header codec and the table of kinds; `session` the
-//! CHALLENGE/HELLO handshake.
+//! Owns every byte offset of the wire format; nothing outside this crate
+//! reads or writes one. Apart from `client`, it never does I/O and never
+//! allocates per record. `frame` holds the header codec and the table of
+//! kinds; `session` the handshake. A channel depends on this crate alone:
+//! not on the engine, the log or the server.
 
+pub mod client;
 pub mod codes;
 pub mod frame;
 pub mod records;

@@ -21,13 +21,13 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::protocol::frame::{self, ErrorCode, RESPONSE_BIT};
-use crate::protocol::kind;
-use crate::protocol::records::{
+use crate::frame::{self, ErrorCode, RESPONSE_BIT};
+use crate::kind;
+use crate::records::{
     self, Account, Balance, BalanceKey, CreditLine, Disburse, Finalize, FxRate, Id, LoanResult, Quote, QuoteRequest,
     Record, RecordResult, Repay, SetTime, StepUp, StrHeader, StrRequest, Transfer, TransferResult,
 };
-use crate::protocol::session::{Challenge, Hello, HelloResponse};
+use crate::session::{Challenge, Hello, HelloResponse};
 
 /// Largest answer body the client accepts (EXPORT_STR's may be 256 MiB).
 pub const RESPONSE_BODY_MAX: u32 = (256 << 20) + 8;

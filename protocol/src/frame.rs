@@ -412,7 +412,7 @@ mod tests {
 #[cfg(test)]
 mod worked_example {
     use super::*;
-    use crate::protocol::records::{STATE_POSTED, Transfer, TransferResult, encode_all};
+    use crate::records::{STATE_POSTED, Transfer, TransferResult, encode_all};
 
     fn hex(bytes: &[u8]) -> String {
         bytes
