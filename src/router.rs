@@ -26,11 +26,12 @@ use crate::aml::report::{CaseRow, ROW_SIZE};
 use crate::engine::EngineError;
 use crate::engine::book::CUSTOMER_ID_MIN;
 use crate::hash::IdMap;
+use crate::protocol::internal::QuoteAt;
 use crate::protocol::records::{
     self, Account, Balance, BalanceKey, CreditLine, Disburse, Finalize, Id, LoanResult, Record, Repay, StepUp,
     StrRequest, Transfer, TransferResult,
 };
-use crate::protocol::{ResultCode, kind};
+use crate::protocol::{ResultCode, kind, kinds};
 
 /// Quote id a record is routed with when its quote was spent on another
 /// shard: no shard holds it, so the engine answers QUOTE_INVALID in its
@@ -276,7 +277,7 @@ impl Gather {
             self.holes = next.to_vec();
             return;
         }
-        let size = crate::protocol::frame::result_code_layout(kind).expect("a kind routed in rounds has answers").0;
+        let size = crate::protocol::kinds::result_code_layout(kind).expect("a kind routed in rounds has answers").0;
         for (k, &at) in self.holes.iter().enumerate() {
             self.out[at * size..(at + 1) * size].copy_from_slice(&answer[k * size..(k + 1) * size]);
         }
@@ -548,7 +549,7 @@ impl Router {
         Ok(match routed {
             Routed::Plan { parts, merge, rest, .. }
                 if !body.is_empty()
-                    && (parts.iter().filter(|p| kind::is_logged(p.kind)).count() > 1
+                    && (parts.iter().filter(|p| kinds::is_logged(p.kind)).count() > 1
                         || rest.is_some()
                         || continues.is_some()) =>
             {
@@ -567,7 +568,7 @@ impl Router {
         let complete = self.complete();
         let seq = self.next_request;
         self.next_request += 1;
-        let logged = |p: &Part| kind::is_logged(p.kind);
+        let logged = |p: &Part| kinds::is_logged(p.kind);
         // A round continued after a restart is not open here: recovery
         // waits for its continuation before the switch takes traffic.
         let parent = continues.filter(|p| self.incomplete.contains_key(p));
@@ -610,10 +611,7 @@ impl Router {
     /// `quote_ttl_ms` give new quotes their expiry. Internal kinds are
     /// refused (they are the shards' own records).
     fn route_parts(&mut self, kind: u16, body: &[u8], now_ms: u64, quote_ttl_ms: u64) -> Result<Routed, EngineError> {
-        if matches!(
-            kind,
-            kind::TICK | kind::SUBMIT_JUDGED | kind::STR_ROWS | kind::LINK_IN | kind::QUOTE_AT | kind::MULTI
-        ) {
+        if kinds::from_channel(kind).is_none() {
             return Err(EngineError::UnknownKind(kind));
         }
         let n = self.shards;
@@ -662,13 +660,11 @@ impl Router {
                     return Err(EngineError::BadLength { kind, len: body.len() });
                 }
                 let expires_at_ms = now_ms.saturating_add(quote_ttl_ms);
-                let mut at =
-                    Vec::with_capacity(body.len() / records::QuoteRequest::SIZE * crate::engine::QUOTE_AT_SIZE);
+                let mut at = Vec::with_capacity(body.len() / records::QuoteRequest::SIZE * QuoteAt::SIZE);
                 for q in body.chunks_exact(records::QuoteRequest::SIZE) {
-                    at.extend_from_slice(&self.next_quote.to_le_bytes());
+                    let request = records::QuoteRequest::decode(q);
+                    QuoteAt { quote_id: self.next_quote, expires_at_ms, request }.push(&mut at);
                     self.next_quote += 1;
-                    at.extend_from_slice(&expires_at_ms.to_le_bytes());
-                    at.extend_from_slice(q);
                 }
                 Ok(self.broadcast(kind::QUOTE_AT, &at, Merge::First))
             }
@@ -755,7 +751,7 @@ impl Router {
             return Err(EngineError::BadLength { kind, len: body.len() });
         }
         let n = self.shards;
-        let size = crate::protocol::frame::result_code_layout(kind).expect("a routed kind has answers").0;
+        let size = crate::protocol::kinds::result_code_layout(kind).expect("a routed kind has answers").0;
         let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); n];
         let mut claimed: Vec<Claimed> = (0..n).map(|_| Claimed::default()).collect();
         let mut counts = vec![0u32; n];
@@ -1082,6 +1078,28 @@ mod tests {
         match router.route(kind, body, 0, 30_000, None).expect("routable") {
             Routed::Plan { parts, merge, rest, .. } => (parts, merge, rest),
             Routed::Contended => panic!("nothing is contended here"),
+        }
+    }
+
+    /// The router goes by the table of kinds: every kind a channel sends
+    /// is routed as its row says, and no other kind is routed.
+    #[test]
+    fn every_kind_routes_as_the_table_says() {
+        use crate::protocol::kinds::{KINDS, Origin, Route};
+        for spec in &KINDS {
+            let mut router = Router::new(2, 1);
+            let body = vec![0u8; spec.request_size.max(1) * usize::from(spec.request_size > 0)];
+            let routed = router.route(spec.kind, &body, 0, 30_000, None);
+            if spec.origin != Origin::Channel || spec.route == Route::Session {
+                assert_eq!(routed.err(), Some(EngineError::UnknownKind(spec.kind)), "{}", spec.name);
+                continue;
+            }
+            let Ok(Routed::Plan { parts, .. }) = routed else { panic!("{} is planned", spec.name) };
+            let shards: Vec<usize> = parts.iter().map(|p| p.shard).collect();
+            match spec.route {
+                Route::Broadcast => assert_eq!(shards, [0, 1], "{} goes to every shard", spec.name),
+                _ => assert_eq!(shards.len(), 1, "{}: one record goes to one shard", spec.name),
+            }
         }
     }
 

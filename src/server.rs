@@ -34,8 +34,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::{Channel, Config};
 use crate::metrics::{METRICS, Stage};
-use crate::protocol::frame::{self, CountRule, ErrorCode, Header, KindSpec, RESPONSE_BIT};
+use crate::protocol::frame::{self, ErrorCode, Header, RESPONSE_BIT};
 use crate::protocol::kind;
+use crate::protocol::kinds::{self, CountRule, KindSpec, Route};
 use crate::protocol::session::{Challenge, Hello, HelloResponse};
 use crate::shard::{Switch, SwitchError};
 
@@ -295,7 +296,7 @@ impl Connection {
         if self.session.is_none() && h.kind != kind::HELLO {
             return fail(ErrorCode::NotAuthenticated, "send HELLO first".into()).await;
         }
-        let Some(spec) = frame::kind_spec(h.kind) else {
+        let Some(spec) = kinds::from_channel(h.kind) else {
             return fail(ErrorCode::UnknownKind, format!("kind {:#06x}", h.kind)).await;
         };
         let roles = self.session.map_or(0, |s| s.roles);
@@ -324,7 +325,7 @@ impl Connection {
         match h.kind {
             kind::HELLO => return self.hello(h, &body, nonce, out).await,
             kind::PING => send_frame(out, kind::PING | RESPONSE_BIT, 0, h.request_id, &[]).await,
-            _ if crate::engine::Engine::request_size(h.kind).is_some() => {
+            _ if spec.route != Route::Session => {
                 return self.dispatch(h, body, spec, permit, out, received).await;
             }
             // Every kind of the table is PING, HELLO or the engine's.

@@ -43,13 +43,14 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::aml::scorer::{Gate, GateStats, JUDGED_HEADER_SIZE, RemoteScorer, VERDICT_SIZE, encode_judged};
+use crate::aml::scorer::{Gate, GateStats, RemoteScorer};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS, multi};
 use crate::handoff::{Admission, Settled, Windows};
 use crate::metrics::{METRICS, Stage};
-use crate::protocol::kind;
+use crate::protocol::internal::{encode_judged, judged_len};
 use crate::protocol::records::{self, Record, Transfer};
+use crate::protocol::{kind, kinds};
 use crate::router::{Gather, Merge, Routed, Router};
 use crate::wal::storage::{FileStorage, Storage};
 use crate::wal::{RecoveryReport, Wal, WalConfig, WalError};
@@ -462,7 +463,7 @@ impl Shard {
     /// Whether a request of `kind` with `body` is one the engine takes from
     /// outside (internal log kinds are the shard's own).
     fn acceptable(kind: u16, body: &[u8]) -> Result<(), SwitchError> {
-        if matches!(kind, kind::TICK | kind::SUBMIT_JUDGED | kind::LINK_IN) {
+        if kinds::spec(kind).is_none_or(|s| s.origin == kinds::Origin::Shard) {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         }
         Engine::check_length(kind, body).map_err(SwitchError::Engine)?;
@@ -470,7 +471,7 @@ impl Shard {
         // it (SUBMIT_JUDGED): that record must fit too.
         let (inner, submitted) = submission(kind, body);
         let logged = if inner == kind::SUBMIT_TRANSFERS {
-            body.len() + JUDGED_HEADER_SIZE + submitted.len() / Transfer::SIZE * VERDICT_SIZE
+            body.len() - submitted.len() + judged_len(submitted.len() / Transfer::SIZE, submitted.len())
         } else {
             body.len()
         };
@@ -566,7 +567,7 @@ impl Shard {
                 None => (kind, body),
             };
             // An empty batch changes nothing and needs no log record.
-            if kind::is_logged(kind_logged) && !submitted.is_empty() {
+            if kinds::is_logged(kind_logged) && !submitted.is_empty() {
                 let t = std::time::Instant::now();
                 self.wal.append(kind_logged, now, logged)?;
                 appending += t.elapsed();
@@ -610,10 +611,7 @@ impl Shard {
     /// Counts an answer's result codes, unless the request went to every
     /// shard (then its merged answer is counted, once).
     fn count(&self, kind: u16, answers: &[u8]) {
-        let broadcast = matches!(
-            kind,
-            kind::SET_TIME | kind::SET_FX_RATES | kind::QUOTE_AT | kind::LOOKUP_BALANCES | kind::STR_ROWS
-        );
+        let broadcast = kinds::spec(kind).is_some_and(|s| s.route == kinds::Route::Broadcast);
         if !broadcast || self.engine.links().shards() == 1 {
             count_results(if kind == kind::SUBMIT_JUDGED { kind::SUBMIT_TRANSFERS } else { kind }, answers);
         }
@@ -850,23 +848,27 @@ fn snapshot_taken() {
 /// of SUBMIT_TRANSFERS answers (code OK and pending), for the operators.
 fn count_results(kind: u16, answers: &[u8]) {
     use crate::engine::holds::Holds;
-    let Some((size, at)) = crate::protocol::frame::result_code_layout(kind) else { return };
+    let Some(codes) = kinds::result_codes(kind, answers) else { return };
     // Codes come in runs (a batch is mostly OK): one atomic add per run,
     // not per record.
     let mut run = (0u16, 0u64);
-    for r in answers.chunks_exact(size) {
-        let code = u16::from_le_bytes([r[at], r[at + 1]]);
+    for code in codes {
         if code != run.0 && run.1 > 0 {
             METRICS.results(run.0, run.1);
             run.1 = 0;
         }
         run = (code, run.1 + 1);
-        if kind == kind::SUBMIT_TRANSFERS && code == 0 && r[18] == records::STATE_PENDING {
-            METRICS.aml_holds(Holds::from_bits(r[19]).unwrap_or_default());
-        }
     }
     if run.1 > 0 {
         METRICS.results(run.0, run.1);
+    }
+    if kind == kind::SUBMIT_TRANSFERS {
+        for r in answers.chunks_exact(records::TransferResult::SIZE) {
+            let r = records::TransferResult::decode(r);
+            if r.code == 0 && r.state == records::STATE_PENDING {
+                METRICS.aml_holds(Holds::from_bits(r.holds).unwrap_or_default());
+            }
+        }
     }
 }
 
@@ -1242,10 +1244,7 @@ impl Switch {
     /// uncalled.
     pub fn dispatch_direct(&self, kind: u16, body: Vec<u8>, wait: bool, reply: ReplyFn) -> Result<(), SwitchError> {
         assert!(self.single_shard(), "dispatch_direct needs a single shard");
-        if matches!(
-            kind,
-            kind::TICK | kind::SUBMIT_JUDGED | kind::STR_ROWS | kind::LINK_IN | kind::QUOTE_AT | kind::MULTI
-        ) {
+        if kinds::from_channel(kind).is_none() {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         }
         self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)

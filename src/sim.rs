@@ -376,7 +376,7 @@ impl Sim {
             Routed::Plan { parts, merge, rest, round } => {
                 f.contended = false;
                 if let Some(r) = &rest {
-                    let size = Engine::request_size(f.kind).unwrap_or(1);
+                    let size = crate::protocol::kinds::applied_record_size(f.kind).unwrap_or(1);
                     self.report.went_ahead += f.body.len() / size - r.records[0] - r.records.len();
                 }
                 let rest = rest.map(|r| (r, round.expect("a round with a rest is numbered")));

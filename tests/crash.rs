@@ -65,7 +65,7 @@ fn reference(groups: &[Vec<common::Request>], judged: bool) -> Vec<[u8; 32]> {
     let mut out = Vec::new();
     let mut gate = gate();
     for (k, body) in groups.iter().flatten() {
-        if kind::is_logged(*k) {
+        if harbour::protocol::kinds::is_logged(*k) {
             let verdicts = if judged && *k == kind::SUBMIT_TRANSFERS { gate.judge(&[body])[0].clone() } else { vec![] };
             if verdicts.is_empty() {
                 engine.apply(*k, body, engine.now_ms(), &mut out).expect("valid request");
@@ -80,7 +80,7 @@ fn reference(groups: &[Vec<common::Request>], judged: bool) -> Vec<[u8; 32]> {
 }
 
 fn logged_in(group: &[common::Request]) -> usize {
-    group.iter().filter(|(k, _)| kind::is_logged(*k)).count()
+    group.iter().filter(|(k, _)| harbour::protocol::kinds::is_logged(*k)).count()
 }
 
 /// Runs the workload until the storage crashes; returns how many logged

@@ -41,7 +41,7 @@ fn record_bytes(size: usize) -> impl Strategy<Value = Vec<u8>> {
 fn request() -> impl Strategy<Value = (u16, Vec<u8>)> {
     (0..KINDS.len(), 0usize..4).prop_flat_map(|(k, n)| {
         let kind = KINDS[k];
-        let size = Engine::request_size(kind).expect("an engine kind");
+        let size = harbour::protocol::kinds::applied_record_size(kind).expect("an engine kind");
         (Just(kind), prop::collection::vec(record_bytes(size), n).prop_map(|records| records.concat()))
     })
 }
@@ -78,7 +78,7 @@ proptest! {
                 kind::LOOKUP_BALANCES | kind::FX_QUOTE => 48,
                 _ => 32,
             };
-            prop_assert_eq!(out.len(), body.len() / Engine::request_size(*kind).unwrap() * size, "one answer per record");
+            prop_assert_eq!(out.len(), body.len() / harbour::protocol::kinds::applied_record_size(*kind).unwrap() * size, "one answer per record");
             if let Err(err) = e.audit() {
                 prop_assert!(false, "audit after kind {:#06x}: {}", kind, err);
             }

@@ -238,7 +238,7 @@ impl Sim {
             }
         }
         let out = out.finish();
-        let answer_size = harbour::protocol::frame::result_code_layout(kind).map_or(out.len(), |(s, _)| s);
+        let answer_size = harbour::protocol::kinds::result_code_layout(kind).map_or(out.len(), |(s, _)| s);
         Ok(out.chunks(answer_size.max(1)).map(|a| Answered { answer: a.to_vec() }).collect())
     }
 }

@@ -25,9 +25,9 @@ pub struct Outcome {
 impl Outcome {
     /// Counts the per-record codes of an answer body of `kind`.
     pub fn count_codes(&mut self, kind: u16, body: &[u8]) {
-        let Some((size, at)) = harbour::protocol::frame::result_code_layout(kind) else { return };
-        for r in body.chunks_exact(size) {
-            *self.codes.entry(u16::from_le_bytes([r[at], r[at + 1]])).or_default() += 1;
+        let Some(codes) = harbour::protocol::kinds::result_codes(kind, body) else { return };
+        for code in codes {
+            *self.codes.entry(code).or_default() += 1;
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Frames: the 32-byte header, its checks in the contract's order, and the
-//! table of message kinds (record sizes, roles, count rules).
+//! Frames: the 32-byte header and its checks in the contract's order (the
+//! kinds a header may name are in [`crate::kinds`]).
 //!
 //! Decoding is incremental (check → parse → advance): [`decode`] looks at
 //! the bytes received so far and either asks for more, yields one whole
@@ -8,12 +8,6 @@
 //! `max_body`, so a slow or hostile sender costs only its own buffer.
 
 use bytes::{Buf, Bytes, BytesMut};
-
-use super::kind;
-use super::records::{
-    Account, BalanceKey, CreditLine, Disburse, Finalize, FxRate, Id, QuoteRequest, Record, Repay, SetTime, StepUp,
-    StrRequest, Transfer,
-};
 
 /// Bytes of a frame header.
 pub const HEADER_SIZE: usize = 32;
@@ -235,113 +229,10 @@ pub mod role {
     ];
 }
 
-/// How many records a kind's request may carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CountRule {
-    /// 0..=max_batch.
-    Batch,
-    /// Exactly 0 (PING).
-    Zero,
-    /// Exactly 1 (HELLO, EXPORT_STR).
-    One,
-}
-
-/// What the contract's table (§3) says of a request kind.
-#[derive(Clone, Copy, Debug)]
-pub struct KindSpec {
-    pub kind: u16,
-    pub name: &'static str,
-    /// Request record size (0 for PING).
-    pub request_size: usize,
-    /// Response record size (EXPORT_STR: the StrHeader's).
-    pub response_size: usize,
-    /// Roles any one of which may send it; 0 = any channel.
-    pub roles: u16,
-    pub count: CountRule,
-    /// Whether every record's reserved bytes, flags and enums are valid.
-    pub well_formed: fn(&[u8]) -> bool,
-}
-
-fn each<R: Record>(body: &[u8]) -> bool {
-    body.chunks_exact(R::SIZE).all(R::well_formed)
-}
-
-fn hello_well_formed(body: &[u8]) -> bool {
-    body.len() == 56 && body[4..8] == [0; 4]
-}
-
-fn nothing(_: &[u8]) -> bool {
-    true
-}
-
-const fn spec(
-    kind: u16,
-    name: &'static str,
-    request_size: usize,
-    response_size: usize,
-    roles: u16,
-    count: CountRule,
-    well_formed: fn(&[u8]) -> bool,
-) -> KindSpec {
-    KindSpec { kind, name, request_size, response_size, roles, count, well_formed }
-}
-
-/// Where each answer record of `kind` carries its u16 result code: the
-/// record size and the code's offset (TransferResult and LoanResult at 16,
-/// Result and Quote at 8, Balance at 10); `None` for kinds without
-/// per-record codes.
-#[must_use]
-pub fn result_code_layout(kind: u16) -> Option<(usize, usize)> {
-    Some(match kind {
-        kind::SUBMIT_TRANSFERS
-        | kind::CONFIRM_STEP_UP
-        | kind::CANCEL_TRANSFERS
-        | kind::FINALIZE_PENDING
-        | kind::LOOKUP_TRANSFERS
-        | kind::RESOLVE_REVIEW
-        | kind::DISBURSE_LOANS
-        | kind::REPAY_LOANS
-        | kind::LOOKUP_LOANS => (64, 16),
-        kind::CREATE_ACCOUNTS | kind::SET_FX_RATES | kind::SET_CREDIT_LINES | kind::SET_TIME => (32, 8),
-        kind::LOOKUP_BALANCES => (48, 10),
-        kind::FX_QUOTE => (48, 8),
-        _ => return None,
-    })
-}
-
-/// Every request kind the switch accepts, in kind order.
-pub static KINDS: [KindSpec; 19] = [
-    spec(kind::PING, "PING", 0, 0, 0, CountRule::Zero, nothing),
-    spec(kind::CHALLENGE, "CHALLENGE", 32, 32, 0, CountRule::One, nothing),
-    spec(kind::HELLO, "HELLO", 56, 24, 0, CountRule::One, hello_well_formed),
-    spec(kind::CREATE_ACCOUNTS, "CREATE_ACCOUNTS", 32, 32, role::ACCOUNTS, CountRule::Batch, each::<Account>),
-    spec(kind::SUBMIT_TRANSFERS, "SUBMIT_TRANSFERS", 64, 64, role::PAYMENTS, CountRule::Batch, each::<Transfer>),
-    spec(kind::CONFIRM_STEP_UP, "CONFIRM_STEP_UP", 24, 64, role::PAYMENTS, CountRule::Batch, each::<StepUp>),
-    spec(kind::CANCEL_TRANSFERS, "CANCEL_TRANSFERS", 16, 64, role::PAYMENTS, CountRule::Batch, each::<Id>),
-    spec(kind::FINALIZE_PENDING, "FINALIZE_PENDING", 32, 64, role::PAYMENTS, CountRule::Batch, each::<Finalize>),
-    spec(kind::LOOKUP_TRANSFERS, "LOOKUP_TRANSFERS", 16, 64, 0, CountRule::Batch, each::<Id>),
-    spec(kind::LOOKUP_BALANCES, "LOOKUP_BALANCES", 16, 48, 0, CountRule::Batch, each::<BalanceKey>),
-    spec(kind::SET_FX_RATES, "SET_FX_RATES", 16, 32, role::TREASURY, CountRule::Batch, each::<FxRate>),
-    spec(kind::FX_QUOTE, "FX_QUOTE", 16, 48, role::PAYMENTS, CountRule::Batch, each::<QuoteRequest>),
-    spec(kind::SET_CREDIT_LINES, "SET_CREDIT_LINES", 32, 32, role::LENDING, CountRule::Batch, each::<CreditLine>),
-    spec(kind::DISBURSE_LOANS, "DISBURSE_LOANS", 48, 64, role::LENDING, CountRule::Batch, each::<Disburse>),
-    spec(kind::REPAY_LOANS, "REPAY_LOANS", 48, 64, role::PAYMENTS | role::LENDING, CountRule::Batch, each::<Repay>),
-    spec(kind::LOOKUP_LOANS, "LOOKUP_LOANS", 16, 64, 0, CountRule::Batch, each::<Id>),
-    spec(kind::RESOLVE_REVIEW, "RESOLVE_REVIEW", 24, 64, role::OPERATOR, CountRule::Batch, each::<StepUp>),
-    spec(kind::SET_TIME, "SET_TIME", 16, 32, role::OPERATOR, CountRule::Batch, each::<SetTime>),
-    spec(kind::EXPORT_STR, "EXPORT_STR", 16, 8, role::REPORTING, CountRule::One, each::<StrRequest>),
-];
-
-/// The spec of a request kind a channel may send (not CHALLENGE, which only
-/// the switch sends).
-#[must_use]
-pub fn kind_spec(kind: u16) -> Option<&'static KindSpec> {
-    KINDS.iter().find(|s| s.kind == kind && kind != kind::CHALLENGE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind;
 
     fn frame(kind: u16, count: u32, request_id: u64, body: &[u8]) -> BytesMut {
         let mut out = BytesMut::new();
@@ -395,12 +286,9 @@ mod tests {
     }
 
     #[test]
-    fn error_bodies_round_trip_and_kinds_are_known() {
+    fn error_bodies_round_trip() {
         let body = error_body(ErrorCode::Forbidden, "role PAYMENTS needed");
         assert_eq!(parse_error_body(&body), Some((10, "role PAYMENTS needed".to_string())));
-        assert!(kind_spec(kind::CHALLENGE).is_none(), "only the switch sends CHALLENGE");
-        assert!(kind_spec(0x7777).is_none());
-        assert_eq!(kind_spec(kind::REPAY_LOANS).map(|s| s.roles), Some(role::PAYMENTS | role::LENDING));
         for code in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_u16(code as u16), Some(code));
         }
@@ -412,6 +300,7 @@ mod tests {
 #[cfg(test)]
 mod worked_example {
     use super::*;
+    use crate::kind;
     use crate::records::{STATE_POSTED, Transfer, TransferResult, encode_all};
 
     fn hex(bytes: &[u8]) -> String {

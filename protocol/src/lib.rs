@@ -4,13 +4,15 @@
 //!
 //! Owns every byte offset of the wire format; nothing outside this crate
 //! reads or writes one. Apart from `client`, it never does I/O and never
-//! allocates per record. `frame` holds the header codec and the table of
-//! kinds; `session` the handshake. A channel depends on this crate alone:
+//! allocates per record. `frame` holds the header codec, `kinds` the one table
+//! of message kinds; `session` the handshake. A channel depends on this crate alone:
 //! not on the engine, the log or the server.
 
 pub mod client;
 pub mod codes;
 pub mod frame;
+pub mod internal;
+pub mod kinds;
 pub mod records;
 pub mod session;
 
@@ -77,29 +79,4 @@ pub mod kind {
     /// with the other shards' parts, which it keeps until the request is
     /// durable everywhere (`engine::multi`).
     pub const MULTI: u16 = 0xF006;
-
-    /// Whether a kind changes state and therefore goes to the log.
-    #[must_use]
-    pub const fn is_logged(kind: u16) -> bool {
-        matches!(
-            kind,
-            CREATE_ACCOUNTS
-                | SUBMIT_TRANSFERS
-                | CONFIRM_STEP_UP
-                | CANCEL_TRANSFERS
-                | FINALIZE_PENDING
-                | RESOLVE_REVIEW
-                | SET_TIME
-                | SET_FX_RATES
-                | FX_QUOTE
-                | SET_CREDIT_LINES
-                | DISBURSE_LOANS
-                | REPAY_LOANS
-                | TICK
-                | SUBMIT_JUDGED
-                | LINK_IN
-                | QUOTE_AT
-                | MULTI
-        )
-    }
 }

@@ -157,6 +157,13 @@ impl Reasons {
     /// The check did not finish inside the latency budget (MANUAL_REVIEW).
     pub const BUDGET_FALLBACK: u16 = 1 << 11;
 
+    /// Whether `reason` is one a logged verdict may carry (SUBMIT_JUDGED:
+    /// the remote scorer's, or the budget's fallback).
+    #[must_use]
+    pub const fn is_logged_verdict(reason: u16) -> bool {
+        reason == Self::REMOTE_SCORER || reason == Self::BUDGET_FALLBACK
+    }
+
     /// Each rule's name in the report, by bit.
     pub const NAMES: [(u16, &'static str); 12] = [
         (Self::DAILY_LIMIT, "DAILY_LIMIT"),

@@ -34,70 +34,7 @@ use super::Reasons;
 use crate::engine::book::CUSTOMER_ID_MIN;
 use crate::protocol::records::{Record, Transfer};
 
-/// One logged verdict: the transfer at `index` of the next SUBMIT_TRANSFERS
-/// body is held for MANUAL_REVIEW, for `reason` (`Reasons::REMOTE_SCORER` or
-/// `Reasons::BUDGET_FALLBACK`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    pub index: u32,
-    pub reason: u16,
-}
-
-/// Bytes of one verdict in a `SUBMIT_JUDGED` record: u32 index, u16
-/// reason, u16 zero.
-pub const VERDICT_SIZE: usize = 8;
-/// Bytes before the verdicts: u32 verdict count, u32 zero.
-pub const JUDGED_HEADER_SIZE: usize = 8;
-
-/// Encodes a `SUBMIT_JUDGED` body: the verdicts (ascending index), then
-/// the SUBMIT_TRANSFERS body they judge.
-#[must_use]
-pub fn encode_judged(verdicts: &[Verdict], transfers: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(JUDGED_HEADER_SIZE + verdicts.len() * VERDICT_SIZE + transfers.len());
-    out.extend_from_slice(&(verdicts.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    for v in verdicts {
-        out.extend_from_slice(&v.index.to_le_bytes());
-        out.extend_from_slice(&v.reason.to_le_bytes());
-        out.extend_from_slice(&[0, 0]);
-    }
-    out.extend_from_slice(transfers);
-    out
-}
-
-/// Splits a `SUBMIT_JUDGED` body into its verdicts and its transfers;
-/// `None` unless the verdicts are in strictly ascending index order, each
-/// names a transfer of the body and has one known reason, and the rest is
-/// whole transfers.
-#[must_use]
-pub fn decode_judged(body: &[u8]) -> Option<(Vec<Verdict>, &[u8])> {
-    let header = body.get(..JUDGED_HEADER_SIZE)?;
-    let count = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-    if header[4..8] != [0; 4] {
-        return None;
-    }
-    let verdict_bytes = count.checked_mul(VERDICT_SIZE)?;
-    let rest = body.get(JUDGED_HEADER_SIZE..)?;
-    let (verdict_bytes, transfers) = (rest.get(..verdict_bytes)?, &rest[verdict_bytes..]);
-    if !transfers.len().is_multiple_of(Transfer::SIZE) {
-        return None;
-    }
-    let n = transfers.len() / Transfer::SIZE;
-    let mut out: Vec<Verdict> = Vec::with_capacity(count);
-    for b in verdict_bytes.chunks_exact(VERDICT_SIZE) {
-        let v = Verdict {
-            index: u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")),
-            reason: u16::from_le_bytes([b[4], b[5]]),
-        };
-        let known = v.reason == Reasons::REMOTE_SCORER || v.reason == Reasons::BUDGET_FALLBACK;
-        let ordered = out.last().is_none_or(|last| last.index < v.index);
-        if !known || b[6..8] != [0, 0] || !ordered || v.index as usize >= n {
-            return None;
-        }
-        out.push(v);
-    }
-    Some((out, transfers))
-}
+pub use crate::protocol::internal::{JUDGED_HEADER_SIZE, VERDICT_SIZE, Verdict, encode_judged};
 
 /// Whether the engine's AML will judge a transfer: a customer account pays
 /// another account. (The engine decides on the stored account kind; ids

@@ -26,17 +26,17 @@ pub mod snapshot;
 pub mod transfers;
 
 use crate::aml::report::{self, CaseRow, ReportError};
-use crate::aml::scorer::{self, Verdict};
 use crate::aml::{self, AmlConfig, Case, Judgement, Outcome, Outgoing, Profile};
 use crate::fx::{self, FxError, RateTable, Side};
 use crate::money::{self, CurrencyIndex};
 use crate::protocol::ResultCode;
-use crate::protocol::kind;
+use crate::protocol::internal::{self, QuoteAt, Verdict};
 use crate::protocol::records::{
-    self, Account, Balance as BalanceRecord, BalanceKey, CreditLine as CreditLineRecord, Disburse, Finalize, FxRate,
-    Id, Quote as QuoteRecord, QuoteRequest, Record, RecordResult, Repay, SetTime, StepUp, StrHeader, StrRequest,
-    Transfer, TransferResult,
+    self, Account, Balance as BalanceRecord, BalanceKey, CreditLine as CreditLineRecord, Finalize, FxRate, Id,
+    Quote as QuoteRecord, QuoteRequest, Record, RecordResult, Repay, SetTime, StepUp, StrHeader, StrRequest, Transfer,
+    TransferResult,
 };
+use crate::protocol::{kind, kinds};
 use book::{AccountKind, AccountPos, Balance, Book};
 use holds::{HoldWindows, Holds, NEVER, NO_CASE, PendingEntry, PendingTable};
 use index::Arena;
@@ -53,9 +53,6 @@ pub const MANUAL_CLOCK_START_MS: u64 = 1_767_225_600_000;
 /// How many records ahead of the one being applied `submit_batch` starts
 /// loading memory for.
 const PREFETCH_AHEAD: usize = 16;
-
-/// Bytes of a QUOTE_AT record: u64 quote id, u64 expiry, QuoteRequest.
-pub const QUOTE_AT_SIZE: usize = 16 + QuoteRequest::SIZE;
 
 /// The shard that owns a customer account: a fixed hash of its id, so the
 /// assignment never changes for a given shard count.
@@ -368,17 +365,17 @@ impl Engine {
                 }
             }
             kind::SUBMIT_JUDGED => {
-                let (verdicts, transfers) = scorer::decode_judged(body).expect("checked by check_length");
+                let (verdicts, transfers) = internal::decode_judged(body, crate::aml::Reasons::is_logged_verdict)
+                    .expect("checked by check_length");
                 assert!(self.verdicts.is_empty(), "verdicts are consumed by the record that carries them");
                 self.verdicts = verdicts;
                 self.submit_batch(transfers, out);
             }
             kind::LINK_IN => self.link_in(&link_in.expect("decoded above")),
             kind::QUOTE_AT => {
-                for chunk in body.chunks_exact(QUOTE_AT_SIZE) {
-                    let id = u64::from_le_bytes(chunk[0..8].try_into().expect("8 bytes"));
-                    let expires_at_ms = u64::from_le_bytes(chunk[8..16].try_into().expect("8 bytes"));
-                    let answer = self.fx_quote_as(&QuoteRequest::decode(&chunk[16..]), Some((id, expires_at_ms)));
+                for chunk in body.chunks_exact(QuoteAt::SIZE) {
+                    let q = QuoteAt::decode(chunk);
+                    let answer = self.fx_quote_as(&q.request, Some((q.quote_id, q.expires_at_ms)));
                     records::push(out, &answer);
                 }
             }
@@ -400,17 +397,18 @@ impl Engine {
     /// a transfer in flight, or an account whose notices may be on their
     /// way. Such an answer waits for the acknowledgement.
     fn note_link_wait(&mut self, kind: u16, answers: &[u8]) {
-        let waits = match kind {
-            kind::CREATE_ACCOUNTS => answers.chunks_exact(RecordResult::SIZE).any(|r| {
+        if !kinds::spec(kind).is_some_and(|s| s.waits_on_links) {
+            return;
+        }
+        // A new account is announced to every other shard; a transfer may
+        // be in flight.
+        let waits = if kind == kind::CREATE_ACCOUNTS {
+            answers.chunks_exact(RecordResult::SIZE).any(|r| {
                 let code = RecordResult::decode(r).code;
                 code == ResultCode::Ok.as_u16() || code == ResultCode::AlreadyExists.as_u16()
-            }),
-            kind::SUBMIT_TRANSFERS
-            | kind::SUBMIT_JUDGED
-            | kind::CONFIRM_STEP_UP
-            | kind::RESOLVE_REVIEW
-            | kind::FINALIZE_PENDING => answers.chunks_exact(TransferResult::SIZE).any(in_flight),
-            _ => false,
+            })
+        } else {
+            answers.chunks_exact(TransferResult::SIZE).any(in_flight)
         };
         self.link_wait |= waits;
     }
@@ -579,39 +577,23 @@ impl Engine {
         }
     }
 
-    /// The request record size of a kind the engine applies.
+    /// The request record size of a kind the engine applies (the table
+    /// of kinds).
     #[must_use]
     pub fn request_size(kind: u16) -> Option<usize> {
-        Some(match kind {
-            kind::CREATE_ACCOUNTS => Account::SIZE,
-            kind::SUBMIT_TRANSFERS => Transfer::SIZE,
-            kind::CONFIRM_STEP_UP | kind::RESOLVE_REVIEW => StepUp::SIZE,
-            kind::CANCEL_TRANSFERS | kind::LOOKUP_TRANSFERS => Id::SIZE,
-            kind::FINALIZE_PENDING => Finalize::SIZE,
-            kind::LOOKUP_BALANCES => BalanceKey::SIZE,
-            kind::SET_TIME => SetTime::SIZE,
-            kind::SET_FX_RATES => FxRate::SIZE,
-            kind::FX_QUOTE => QuoteRequest::SIZE,
-            kind::SET_CREDIT_LINES => CreditLineRecord::SIZE,
-            kind::DISBURSE_LOANS => Disburse::SIZE,
-            kind::REPAY_LOANS => Repay::SIZE,
-            kind::LOOKUP_LOANS => Id::SIZE,
-            kind::EXPORT_STR | kind::STR_ROWS => StrRequest::SIZE,
-            kind::SUBMIT_JUDGED | kind::LINK_IN => 1,
-            kind::QUOTE_AT => QUOTE_AT_SIZE,
-            kind::TICK | kind::MULTI => 1,
-            _ => return None,
-        })
+        kinds::applied_record_size(kind)
     }
 
     /// Whether `body` is a whole, well-shaped body of `kind` for `apply`.
     pub fn check_length(kind: u16, body: &[u8]) -> Result<(), EngineError> {
-        let size = Self::request_size(kind).ok_or(EngineError::UnknownKind(kind))?;
-        let one = matches!(kind, kind::EXPORT_STR | kind::STR_ROWS);
+        let spec = kinds::spec(kind).filter(|s| s.route != kinds::Route::Session);
+        let spec = spec.ok_or(EngineError::UnknownKind(kind))?;
+        let (size, one) = (spec.request_size, spec.count == kinds::CountRule::One);
         if !body.len().is_multiple_of(size)
             || (kind == kind::TICK && !body.is_empty())
             || (one && body.len() != size)
-            || (kind == kind::SUBMIT_JUDGED && scorer::decode_judged(body).is_none())
+            || (kind == kind::SUBMIT_JUDGED
+                && internal::decode_judged(body, crate::aml::Reasons::is_logged_verdict).is_none())
             || (kind == kind::LINK_IN && links::decode_link_in(body).is_none())
             || (kind == kind::MULTI && !Self::multi_well_formed(body))
         {
@@ -625,7 +607,7 @@ impl Engine {
     fn multi_well_formed(body: &[u8]) -> bool {
         let Some(m) = multi::decode(body) else { return false };
         let part_ok = |kind: u16, body: &[u8]| {
-            kind::is_logged(kind)
+            kinds::is_logged(kind)
                 && !matches!(kind, kind::MULTI | kind::TICK | kind::LINK_IN)
                 && Self::check_length(kind, body).is_ok()
         };
