@@ -128,10 +128,12 @@ impl Clone for Book {
         }
     }
     fn clone_from(&mut self, source: &Self) {
-        self.accounts.clone_from(&source.accounts);
-        self.index.clone_from(&source.index);
-        self.other.clone_from(&source.other);
-        self.other_index.clone_from(&source.other_index);
+        // Every field named, so a new one cannot be left out.
+        let Self { accounts, index, other, other_index } = source;
+        self.accounts.clone_from(accounts);
+        self.index.clone_from(index);
+        self.other.clone_from(other);
+        self.other_index.clone_from(other_index);
     }
 }
 

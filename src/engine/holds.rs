@@ -157,8 +157,10 @@ impl Clone for PendingTable {
     }
     /// Reuses the table's memory (the snapshot copy).
     fn clone_from(&mut self, source: &Self) {
-        self.entries.clone_from(&source.entries);
-        self.timers.clone_from(&source.timers);
+        // Every field named, so a new one cannot be left out.
+        let Self { entries, timers } = source;
+        self.entries.clone_from(entries);
+        self.timers.clone_from(timers);
     }
 }
 

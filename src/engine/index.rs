@@ -33,8 +33,10 @@ impl Clone for IdIndex {
     }
     /// Reuses this index's memory (no page faults on a repeated copy).
     fn clone_from(&mut self, source: &Self) {
-        self.slots.clone_from(&source.slots);
-        self.len = source.len;
+        // Every field named, so a new one cannot be left out.
+        let Self { slots, len } = source;
+        self.slots.clone_from(slots);
+        self.len = *len;
     }
 }
 
@@ -216,8 +218,10 @@ impl<T: Clone> Clone for Arena<T> {
     }
     /// Reuses this arena's chunks (no page faults on a repeated copy).
     fn clone_from(&mut self, source: &Self) {
-        self.chunks.clone_from(&source.chunks);
-        self.len = source.len;
+        // Every field named, so a new one cannot be left out.
+        let Self { chunks, len } = source;
+        self.chunks.clone_from(chunks);
+        self.len = *len;
     }
 }
 

@@ -63,11 +63,13 @@ impl Clone for Credit {
     }
     /// Reuses this store's memory (the snapshot copy).
     fn clone_from(&mut self, source: &Self) {
-        self.lines.clone_from(&source.lines);
-        self.line_index.clone_from(&source.line_index);
-        self.loans.clone_from(&source.loans);
-        self.loan_index.clone_from(&source.loan_index);
-        self.repayments.clone_from(&source.repayments);
+        // Every field named, so a new one cannot be left out.
+        let Self { lines, line_index, loans, loan_index, repayments } = source;
+        self.lines.clone_from(lines);
+        self.line_index.clone_from(line_index);
+        self.loans.clone_from(loans);
+        self.loan_index.clone_from(loan_index);
+        self.repayments.clone_from(repayments);
     }
 }
 

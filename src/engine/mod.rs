@@ -222,21 +222,39 @@ impl Clone for Engine {
     /// copy reuses the previous one's, so it is a memory copy, not a round
     /// of page faults.
     fn clone_from(&mut self, source: &Self) {
-        self.config = source.config;
-        self.now_ms = source.now_ms;
-        self.book.clone_from(&source.book);
-        self.transfers.clone_from(&source.transfers);
-        self.pending.clone_from(&source.pending);
-        self.rates.clone_from(&source.rates);
-        self.quotes.clone_from(&source.quotes);
-        self.profiles.clone_from(&source.profiles);
-        self.cases.clone_from(&source.cases);
-        self.verdicts.clone_from(&source.verdicts);
-        self.credit.clone_from(&source.credit);
-        self.links.clone_from(&source.links);
-        self.link_wait = source.link_wait;
-        self.refunds = source.refunds;
-        self.multi.clone_from_state(&source.multi);
+        // Every field named, so a new one cannot be left out.
+        let Self {
+            config,
+            now_ms,
+            book,
+            transfers,
+            pending,
+            rates,
+            quotes,
+            profiles,
+            cases,
+            verdicts,
+            credit,
+            links,
+            link_wait,
+            refunds,
+            multi,
+        } = source;
+        self.config = *config;
+        self.now_ms = *now_ms;
+        self.book.clone_from(book);
+        self.transfers.clone_from(transfers);
+        self.pending.clone_from(pending);
+        self.rates.clone_from(rates);
+        self.quotes.clone_from(quotes);
+        self.profiles.clone_from(profiles);
+        self.cases.clone_from(cases);
+        self.verdicts.clone_from(verdicts);
+        self.credit.clone_from(credit);
+        self.links.clone_from(links);
+        self.link_wait = *link_wait;
+        self.refunds = *refunds;
+        self.multi.clone_from_state(multi);
     }
 }
 
@@ -386,6 +404,10 @@ impl Engine {
             }
             kind::TICK => {}
             other => return Err(EngineError::UnknownKind(other)),
+        }
+        if let Some(spec) = kinds::spec(kind).filter(|s| s.result_code_at.is_some()) {
+            let records = body.len() / spec.request_size;
+            assert_eq!(out.len() - answered, records * spec.response_size, "one answer per record of {}", spec.name);
         }
         if self.links.shards() > 1 {
             self.note_link_wait(kind, &out[answered..]);

@@ -216,11 +216,13 @@ impl Multi {
 
     /// Copies `source` reusing this one's memory where it can.
     pub fn clone_from_state(&mut self, source: &Self) {
-        self.applied = source.applied;
-        self.complete = source.complete;
-        self.recent.clone_from(&source.recent);
-        self.continued.clone_from(&source.continued);
-        self.retained.clone_from(&source.retained);
+        // Every field named, so a new one cannot be left out.
+        let Self { applied, complete, recent, continued, retained } = source;
+        self.applied = *applied;
+        self.complete = *complete;
+        self.recent.clone_from(recent);
+        self.continued.clone_from(continued);
+        self.retained.clone_from(retained);
     }
 }
 

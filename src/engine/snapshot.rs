@@ -108,8 +108,24 @@ fn bad(what: &str) -> SnapshotError {
 }
 
 impl Engine {
-    /// Appends the canonical encoding of the whole state to `out`.
+    /// Appends the canonical encoding of the whole state to `out`. In
+    /// debug builds the encoding is decoded again and must encode to the
+    /// same bytes, so a field the decoder forgets fails the tests, not a
+    /// recovery.
     pub fn encode_state(&self, out: &mut Vec<u8>) {
+        #[cfg(debug_assertions)]
+        let start = out.len();
+        self.encode_state_once(out);
+        #[cfg(debug_assertions)]
+        {
+            let back = Engine::decode_state(self.config, &out[start..]).expect("a snapshot decodes");
+            let mut again = Vec::with_capacity(out.len() - start);
+            back.encode_state_once(&mut again);
+            assert!(again == out[start..], "a snapshot decodes to the state it encodes");
+        }
+    }
+
+    fn encode_state_once(&self, out: &mut Vec<u8>) {
         assert!(self.verdicts.is_empty(), "AML verdicts are consumed in the record after theirs");
         let mut w = Writer(out);
         w.0.extend_from_slice(STATE_MAGIC);

@@ -158,8 +158,10 @@ impl Clone for TransferStore {
         Self { arena: self.arena.clone(), index: self.index.clone() }
     }
     fn clone_from(&mut self, source: &Self) {
-        self.arena.clone_from(&source.arena);
-        self.index.clone_from(&source.index);
+        // Every field named, so a new one cannot be left out.
+        let Self { arena, index } = source;
+        self.arena.clone_from(arena);
+        self.index.clone_from(index);
     }
 }
 

@@ -477,10 +477,18 @@ impl Wal {
         if self.failed {
             return Err(WalError::Failed);
         }
+        assert!(body.len() <= RECORD_BODY_MAX, "a body over RECORD_BODY_MAX is refused before it is logged");
         let lsn = self.next_lsn;
         if self.buffer.is_empty() {
             self.group_lsn = lsn;
         }
+        // Records are numbered without gaps; a group is the run of records
+        // from its first, and the buffer holds exactly that group.
+        assert!(self.group_lsn <= lsn, "lsn {lsn} below its group's first, {}", self.group_lsn);
+        debug_assert!(
+            self.buffer.len() as u64 >= (lsn - self.group_lsn) * RECORD_HEADER_SIZE as u64,
+            "the buffer holds every record of the group before {lsn}"
+        );
         encode_record(&mut self.buffer, lsn, self.group_lsn, kind, time_ms, body);
         self.next_lsn += 1;
         self.stats.records += 1;
