@@ -14,13 +14,12 @@
 use std::net::SocketAddr;
 
 use harbour_protocol::ResultCode;
+use harbour_protocol::accounts::SETTLEMENT_IN;
 use harbour_protocol::client::Client;
 use harbour_protocol::records::{ACCOUNT_KIND_CUSTOMER, Account, BalanceKey, Transfer};
 
 /// HKD's ISO 4217 number.
 const HKD: u16 = 344;
-/// SETTLEMENT_IN: where money enters the bank (contract §4).
-const SETTLEMENT_IN: u64 = 4;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

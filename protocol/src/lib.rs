@@ -8,6 +8,7 @@
 //! of message kinds; `session` the handshake. A channel depends on this crate alone:
 //! not on the engine, the log or the server.
 
+pub mod accounts;
 pub mod client;
 pub mod codes;
 pub mod frame;

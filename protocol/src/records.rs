@@ -745,6 +745,62 @@ const _: () = assert!(<LoanResult as Record>::SIZE == 64);
 const _: () = assert!(<StrRequest as Record>::SIZE == 16);
 const _: () = assert!(<StrHeader as Record>::SIZE == 8);
 
+/// A set of hold reasons (the wire's `holds` bit mask).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Holds(u8);
+
+impl Holds {
+    /// No holds.
+    pub const NONE: Holds = Holds(0);
+    /// Facial re-verification (AML level 1).
+    pub const FACE_REVIEW: Holds = Holds(1);
+    /// Second SMS verification (AML level 2).
+    pub const SMS_OTP: Holds = Holds(2);
+    /// Cooling-off period (AML level 3): released, not voided, at its end.
+    pub const COOLING_OFF: Holds = Holds(4);
+    /// An operator's review (AML budget fallback or missing HKD rate).
+    pub const MANUAL_REVIEW: Holds = Holds(8);
+    /// The client's own hold (transfer flag PENDING).
+    pub const CLIENT: Holds = Holds(16);
+    /// Harbour addition: the credit is being applied on another shard
+    /// (the engine's links); no window, no timer.
+    pub const IN_FLIGHT: Holds = Holds(32);
+    /// Every defined hold, in bit order.
+    pub const ALL: [Holds; 5] =
+        [Self::FACE_REVIEW, Self::SMS_OTP, Self::COOLING_OFF, Self::MANUAL_REVIEW, Self::CLIENT];
+
+    /// The bit mask.
+    #[must_use]
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+    /// A set from a bit mask; `None` if an undefined bit is set.
+    #[must_use]
+    pub const fn from_bits(bits: u8) -> Option<Holds> {
+        if bits & !0x3F == 0 { Some(Holds(bits)) } else { None }
+    }
+    /// Whether every hold of `other` is in this set.
+    #[must_use]
+    pub const fn contains(self, other: Holds) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Whether the set is empty.
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// This set plus `other`.
+    #[must_use]
+    pub const fn with(self, other: Holds) -> Holds {
+        Holds(self.0 | other.0)
+    }
+    /// This set less `other`.
+    #[must_use]
+    pub const fn without(self, other: Holds) -> Holds {
+        Holds(self.0 & !other.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

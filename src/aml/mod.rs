@@ -23,10 +23,10 @@ pub mod report;
 pub mod scorer;
 pub mod synth;
 
-use crate::engine::holds::Holds;
 use crate::fx::RateTable;
 use crate::hash::mix64;
 use crate::money::{self, CurrencyIndex};
+use crate::protocol::records::Holds;
 
 /// A HKD value is kept in units of 10^-12 HKD minor units (10^-14 HKD): a
 /// debit amount times a nine-decimal rate, in any currency of up to three
@@ -443,7 +443,7 @@ pub fn log2_q8(x: u128) -> i32 {
 }
 
 fn payee_key(o: &Outgoing) -> u64 {
-    if o.credit_account == crate::engine::book::REMITTANCE_OUT {
+    if o.credit_account == crate::protocol::accounts::REMITTANCE_OUT {
         // A remittance's payee is its corridor: where and in what currency.
         mix64((1 << 63) | (u64::from(o.destination_country) << 8) | u64::from(o.credit_currency.raw()))
     } else {

@@ -9,8 +9,8 @@
 //! contract's 256 MiB).
 
 use super::{Case, HKD_VALUE_SCALE, Outcome, Reasons, civil_from_days};
-use crate::engine::holds::Holds;
 use crate::money::{self, CurrencyIndex};
+use crate::protocol::records::Holds;
 
 /// Largest report body (contract §4: up to 256 MiB).
 pub const REPORT_MAX: usize = 256 << 20;

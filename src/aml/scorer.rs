@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use super::Reasons;
-use crate::engine::book::CUSTOMER_ID_MIN;
+use crate::protocol::accounts::CUSTOMER_ID_MIN;
 use crate::protocol::records::{Record, Transfer};
 
 pub use crate::protocol::internal::{JUDGED_HEADER_SIZE, VERDICT_SIZE, Verdict, encode_judged};

@@ -8,8 +8,8 @@
 //! random numbers; every amount it emits is integer minor units, and the
 //! same seed gives the same scenario on every machine.
 
-use crate::engine::book::{REMITTANCE_OUT, SETTLEMENT_IN};
 use crate::money::HKD;
+use crate::protocol::accounts::{REMITTANCE_OUT, SETTLEMENT_IN};
 use crate::protocol::records::Transfer;
 
 use super::{DAY_MS, HONG_KONG_OFFSET_MS};
