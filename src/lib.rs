@@ -14,19 +14,19 @@
 pub use harbour_protocol as protocol;
 pub use harbour_protocol::client;
 
+/// The engine and its domain live in their own crate, which does no I/O;
+/// re-exported under their old paths.
+pub use harbour_engine as engine;
+pub use harbour_engine::{aml, credit, fx, hash, money};
+
 pub mod alloc;
-pub mod aml;
 pub mod clock;
 pub mod config;
-pub mod credit;
-pub mod engine;
-pub mod fx;
 pub mod handoff;
-pub mod hash;
 pub mod http;
 pub mod metrics;
-pub mod money;
 pub mod router;
+pub mod scorer;
 pub mod server;
 pub mod shard;
 pub mod sim;

@@ -279,7 +279,7 @@ impl Metrics {
     /// Adds a shard's scorer-gate counters since it last reported
     /// (`before`), so every shard's gate counts; the longest wait is the
     /// longest of any.
-    pub fn record_gate(&self, s: crate::aml::scorer::GateStats, before: crate::aml::scorer::GateStats) {
+    pub fn record_gate(&self, s: crate::scorer::GateStats, before: crate::scorer::GateStats) {
         self.aml_scorer_evaluations.fetch_add(s.evaluations - before.evaluations, Ordering::Relaxed);
         self.aml_budget_fallbacks.fetch_add(s.fallbacks - before.fallbacks, Ordering::Relaxed);
         self.aml_scorer_reviews.fetch_add(s.reviews - before.reviews, Ordering::Relaxed);

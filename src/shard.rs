@@ -43,7 +43,6 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::aml::scorer::{Gate, GateStats, RemoteScorer};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS, multi};
 use crate::handoff::{Admission, Settled, Windows};
@@ -52,6 +51,7 @@ use crate::protocol::internal::{encode_judged, judged_len};
 use crate::protocol::records::{self, Record, Transfer};
 use crate::protocol::{kind, kinds};
 use crate::router::{Gather, Merge, Routed, Router};
+use crate::scorer::{Gate, GateStats, RemoteScorer};
 use crate::wal::storage::{FileStorage, Storage};
 use crate::wal::{RecoveryReport, Wal, WalConfig, WalError};
 

@@ -5,12 +5,12 @@
 
 mod common;
 
-use harbour::aml::scorer::{Verdict, encode_judged};
 use harbour::aml::{self, AmlConfig, CountrySet, DAY_MS, FATF_INCREASED_MONITORING, Outcome, Reasons};
 use harbour::engine::book::{REMITTANCE_OUT, SETTLEMENT_IN};
 use harbour::engine::{Engine, EngineConfig};
 use harbour::protocol::records::*;
 use harbour::protocol::{ResultCode, kind};
+use harbour::scorer::{Verdict, encode_judged};
 
 const HKD: u16 = 344;
 const USD: u16 = 840;

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::{HKD, account, deposit, transfer};
 use harbour::aml::report::FORMAT_CSV;
-use harbour::aml::scorer::{REQUEST_MAGIC, RESPONSE_MAGIC, SCORER_HEADER_SIZE};
 use harbour::clock::Clock;
 use harbour::protocol::records::*;
 use harbour::protocol::{ResultCode, kind};
+use harbour::scorer::{REQUEST_MAGIC, RESPONSE_MAGIC, SCORER_HEADER_SIZE};
 use harbour::shard::{Backend, ScorerConfig, Switch, SwitchConfig};
 
 /// A scorer service: answers after `delay`, asking for review of every

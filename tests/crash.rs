@@ -14,10 +14,10 @@ mod common;
 
 use std::sync::Arc;
 
-use harbour::aml::scorer::{Gate, Scorer, encode_judged};
 use harbour::clock::Clock;
 use harbour::engine::{Engine, EngineConfig, MANUAL_CLOCK_START_MS};
 use harbour::protocol::kind;
+use harbour::scorer::{Gate, Scorer, encode_judged};
 use harbour::shard::{Shard, SwitchConfig};
 use harbour::wal::storage::{FaultPlan, MemStorage};
 use harbour::wal::{Preallocate, WalConfig};

@@ -6,6 +6,11 @@
 
 use crate::records::{QuoteRequest, Record, Transfer};
 
+/// Largest body of one logged record (wire requests are bounded well
+/// below it; internal records the engine builds, such as a LINK_IN batch,
+/// are sized to fit it).
+pub const RECORD_BODY_MAX: usize = 16 << 20;
+
 /// One logged AML verdict: the transfer at `index` of the SUBMIT_TRANSFERS
 /// body of a SUBMIT_JUDGED record is held for review, for `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 //! not on the engine, the log or the server.
 
 pub mod accounts;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod codes;
 pub mod frame;

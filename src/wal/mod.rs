@@ -50,8 +50,8 @@ use storage::{Storage, StorageFile};
 
 /// Bytes of a record header.
 pub const RECORD_HEADER_SIZE: usize = 40;
-/// Largest record body (a whole request; the wire's `max_body` is 1 MiB).
-pub const RECORD_BODY_MAX: usize = 16 << 20;
+/// Largest body of one record.
+pub use crate::protocol::internal::RECORD_BODY_MAX;
 /// The first LSN of a new log.
 pub const LSN_FIRST: u64 = 1;
 

@@ -23,8 +23,8 @@
 
 use std::collections::VecDeque;
 
-use crate::engine::holds::PendingEntry;
 use crate::hash::IdBuildHasher;
+use crate::holds::PendingEntry;
 
 /// Bytes of one entry on the wire between shards and in the log.
 pub const ENTRY_SIZE: usize = 48;
@@ -32,7 +32,7 @@ pub const ENTRY_SIZE: usize = 48;
 pub const LINK_HEADER_SIZE: usize = 16;
 /// Most entries one LINK_IN record carries.
 pub const LINK_ENTRIES_MAX: usize = 4096;
-const _: () = assert!(LINK_HEADER_SIZE + LINK_ENTRIES_MAX * ENTRY_SIZE <= crate::wal::RECORD_BODY_MAX);
+const _: () = assert!(LINK_HEADER_SIZE + LINK_ENTRIES_MAX * ENTRY_SIZE <= crate::protocol::internal::RECORD_BODY_MAX);
 
 /// What an entry asks of its receiver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

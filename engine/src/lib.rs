@@ -12,6 +12,21 @@
 //! precedence; a broken internal invariant is a panic. Under backpressure the
 //! engine is not involved: its caller (the shard loop) decides what to feed
 //! it. It has no shutdown of its own: it is dropped.
+//!
+//! This crate is the engine with the domain it applies: money and
+//! currencies (`money`), conversions (`fx`), the AML rules and the STR
+//! (`aml`), credit terms (`credit`). It depends on the protocol crate and
+//! on no runtime: no tokio, no sockets, no files, no threads, so it cannot
+//! do I/O by construction. The switch (`harbour`) drives it.
+
+/// The protocol crate, under the path the engine's modules use.
+pub use harbour_protocol as protocol;
+
+pub mod aml;
+pub mod credit;
+pub mod fx;
+pub mod hash;
+pub mod money;
 
 pub mod audit;
 pub mod book;
@@ -26,9 +41,9 @@ pub mod snapshot;
 pub mod transfers;
 
 use crate::aml::report::{self, CaseRow, ReportError};
-use crate::aml::{self, AmlConfig, Case, Judgement, Outcome, Outgoing, Profile};
-use crate::fx::{self, FxError, RateTable, Side};
-use crate::money::{self, CurrencyIndex};
+use crate::aml::{AmlConfig, Case, Judgement, Outcome, Outgoing, Profile};
+use crate::fx::{FxError, RateTable, Side};
+use crate::money::CurrencyIndex;
 use crate::protocol::ResultCode;
 use crate::protocol::internal::{self, QuoteAt, Verdict};
 use crate::protocol::records::{

@@ -11,8 +11,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::engine::transfers::TransferIndex;
 use crate::hash::{IdBuildHasher, IdMap};
+use crate::transfers::TransferIndex;
 
 pub use crate::protocol::records::Holds;
 

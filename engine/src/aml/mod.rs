@@ -20,7 +20,6 @@
 //!   and its parameters are in `docs/aml.md`.
 
 pub mod report;
-pub mod scorer;
 pub mod synth;
 
 use crate::fx::RateTable;

@@ -86,7 +86,7 @@ impl CurrencyIndex {
 /// Formats minor units as a decimal string in the currency's major units.
 ///
 /// ```
-/// use harbour::money::{CurrencyIndex, format_minor};
+/// use harbour_engine::money::{CurrencyIndex, format_minor};
 /// let hkd = CurrencyIndex::of(344).unwrap().currency();
 /// assert_eq!(format_minor(12345, hkd), "123.45");
 /// let jpy = CurrencyIndex::of(392).unwrap().currency();

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
-use super::Reasons;
+use crate::aml::Reasons;
 use crate::protocol::accounts::CUSTOMER_ID_MIN;
 use crate::protocol::records::{Record, Transfer};
 
