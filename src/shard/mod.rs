@@ -1,0 +1,316 @@
+//! Shards: one thread per shard that owns an engine and its log, and the
+//! [`Switch`] that routes requests to them.
+//!
+//! A shard thread is the single writer of its books (the LMAX idea): it takes
+//! requests from a bounded queue, applies a whole group of them, writes their
+//! records to the log, syncs once (group commit), and only then answers every
+//! request of the group. While it syncs, new requests queue up and form the
+//! next, larger group, so batching grows with load.
+//!
+//! Backpressure: each shard's queue holds at most `queue_depth_max`
+//! requests; [`Switch::try_submit`] answers `Busy` when the queue is full
+//! (nothing applied), [`Switch::submit`] waits for room.
+//!
+//! Shutdown: [`Switch::shutdown`] (or drop) tells every shard to stop; a
+//! shard finishes and answers the group it has begun, syncs, and exits.
+//! Requests still queued behind the stop are dropped unanswered, and so
+//! never applied (their senders see `ShardFailed`, the reply channel having
+//! closed; `Stopped` is for requests sent after the shard exited).
+//!
+//! Failure: if the log fails, the shard answers the group and every later
+//! request with `LogFailed` (outcome unknown: not answered as applied) and
+//! applies nothing more; the process must restart and recover from disk. A
+//! broken invariant panics the shard thread; the `harbour` binary turns any
+//! panic into an abort, so recovery restarts from the log.
+//!
+//! Sharding: accounts map to shards by a fixed hash of their id, and every
+//! shard has its own part of each system account, so a deposit, a
+//! withdrawal, a remittance or a conversion touches one shard. A transfer
+//! is decided on its debit account's shard; a credit to another shard's
+//! customer goes over a logged link (`engine::links`), and the answer
+//! waits until that shard has applied it (`docs/sharding.md`). Link
+//! messages leave a shard only after the group that made them is durable.
+//! With one shard (the default) there are no links.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS, multi};
+use crate::handoff::{Admission, Settled, Windows};
+use crate::metrics::{METRICS, Stage};
+use crate::protocol::internal::{encode_judged, judged_len};
+use crate::protocol::records::{self, Record, Transfer};
+use crate::protocol::{kind, kinds};
+use crate::router::{Gather, Merge, Routed, Router};
+use crate::scorer::{Gate, GateStats, RemoteScorer};
+use crate::wal::storage::{FileStorage, Storage};
+use crate::wal::{RecoveryReport, Wal, WalConfig, WalError};
+
+/// Most requests one shard applies between two syncs.
+pub const GROUP_REQUESTS_MAX: usize = 4096;
+/// Deepest a shard's queue may get.
+pub const QUEUE_DEPTH_MAX: usize = 65_536;
+/// Most shards a switch runs.
+pub const SHARDS_MAX: usize = 256;
+/// Bytes of request bodies queued for the shards at most; past it a
+/// request is BUSY (nothing applied), however few requests that is.
+pub const QUEUED_BYTES_MAX: u64 = 256 << 20;
+const _: () = assert!(GROUP_REQUESTS_MAX <= QUEUE_DEPTH_MAX);
+/// Longest a shard sleeps with hold timers pending and no traffic.
+const IDLE_WAKE_MAX: Duration = Duration::from_millis(100);
+
+/// Settings of the shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchConfig {
+    /// Number of shards (1..=SHARDS_MAX).
+    pub shards: usize,
+    pub engine: EngineConfig,
+    pub wal: WalConfig,
+    /// A shard snapshots its state once this many bytes were logged since
+    /// the last one: it bounds the log a recovery replays.
+    pub snapshot_log_bytes: u64,
+    /// Whether snapshots are encoded and written on a helper thread from a
+    /// copy of the state (the shard stops only for the copy), or on the
+    /// shard's own thread (deterministic storage operations, for crash
+    /// tests).
+    pub snapshot_in_background: bool,
+    /// Bound of each shard's queue.
+    pub queue_depth_max: usize,
+    /// Most requests per group commit.
+    pub group_requests_max: usize,
+    pub clock: Clock,
+    /// The remote AML scorer, if the bank runs one.
+    pub aml_scorer: Option<ScorerConfig>,
+}
+
+/// Where the remote AML scorer is and how long the shards wait for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScorerConfig {
+    pub addr: std::net::SocketAddr,
+    /// The AML latency budget: the longest a shard waits for a group's
+    /// verdicts (contract §6; default 50 µs). Late is MANUAL_REVIEW.
+    pub budget: Duration,
+    /// The scorer connection's own deadline (connect, read, write).
+    pub io_timeout: Duration,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        Self {
+            shards: 1,
+            engine: EngineConfig::default(),
+            wal: WalConfig::default(),
+            snapshot_log_bytes: 1 << 30,
+            snapshot_in_background: true,
+            queue_depth_max: 4096,
+            group_requests_max: 1024,
+            clock: Clock::System,
+            aml_scorer: None,
+        }
+    }
+}
+
+/// Why a request got no answer from the books.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchError {
+    /// A shard's queue is full; nothing was applied.
+    Busy,
+    /// The request is not one the engine applies (kind or length).
+    Engine(EngineError),
+    /// The shard's log failed; the request was not applied durably.
+    LogFailed(String),
+    /// A shard thread died (a broken invariant).
+    ShardFailed,
+    /// The switch is shutting down; the request was not applied.
+    Stopped,
+}
+
+impl std::fmt::Display for SwitchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Busy => write!(f, "shard queue full; nothing applied"),
+            Self::Engine(e) => write!(f, "{e}"),
+            Self::LogFailed(e) => write!(f, "log failed: {e}"),
+            Self::ShardFailed => write!(f, "shard thread failed"),
+            Self::Stopped => write!(f, "switch stopped"),
+        }
+    }
+}
+
+impl std::error::Error for SwitchError {}
+
+/// Why the switch did not start.
+#[derive(Debug)]
+pub enum OpenError {
+    Io(io::Error),
+    /// Recovery of a shard failed.
+    Recovery {
+        shard: usize,
+        error: WalError,
+    },
+    /// The data directory was written with another value of a setting that
+    /// decides outcomes (shard count, clock, hold windows).
+    Settings {
+        key: String,
+        recorded: String,
+        configured: String,
+    },
+    /// The configuration is out of bounds.
+    Config(String),
+    /// A request spanning shards, found part-applied at start, could not
+    /// be finished on `shard`.
+    Round {
+        shard: usize,
+        error: SwitchError,
+    },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Recovery { shard, error } => write!(f, "shard {shard}: {error}"),
+            Self::Settings { key, recorded, configured } => write!(
+                f,
+                "the data directory was written with {key}={recorded} but {key}={configured} is configured; \
+                 start with the recorded value (replaying the log under other settings would decide differently)"
+            ),
+            Self::Config(e) => write!(f, "configuration: {e}"),
+            Self::Round { shard, error } => write!(f, "shard {shard}: finishing a request spanning shards: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// The answer to one request: response records, or why there are none.
+pub type Reply = Result<Vec<u8>, SwitchError>;
+
+/// Where a shard delivers an answer: called once, on the shard thread,
+/// after the group's fsync. It must not block.
+pub type ReplyFn = Box<dyn FnOnce(Reply) + Send>;
+
+/// A request for one shard.
+pub struct Request {
+    pub kind: u16,
+    pub body: Vec<u8>,
+    pub reply: ReplyFn,
+    /// When it was queued (for the queue-wait metric).
+    pub enqueued: std::time::Instant,
+}
+
+enum Message {
+    Request(Request),
+    Stop,
+}
+
+/// Entries and an acknowledgement from one shard to another: the body of
+/// the LINK_IN record the receiver logs (`engine::links`).
+pub struct LinkMessage {
+    pub from: u16,
+    pub body: Vec<u8>,
+}
+
+/// Most link messages one shard has queued for another at a time; a
+/// shard's link queue holds `LINK_WINDOW_MAX` from each peer, so sending
+/// never waits and never fails.
+pub const LINK_WINDOW_MAX: u32 = 4;
+/// How soon a shard with link messages it could not send yet (window full)
+/// tries again.
+const LINK_RETRY: Duration = Duration::from_micros(200);
+/// Longest a stopping switch waits for shards to settle what is in
+/// flight between them before it stops anyway (recovery resumes it).
+const DRAIN_MAX: Duration = Duration::from_secs(5);
+
+/// How a shard reaches the others: their link queues, the windows that
+/// bound them, and the flags a stop waits on (`handoff`).
+pub struct Peers {
+    me: u16,
+    senders: Vec<Sender<LinkMessage>>,
+    windows: Arc<Windows>,
+    settled: Arc<Settled>,
+}
+
+/// A request's answer that waits for other shards to apply what it sent
+/// them (a cross-shard credit, an account notice).
+struct Deferred {
+    /// Per shard, the sequence it must have acknowledged.
+    need: Vec<u64>,
+    kind: u16,
+    answer: Vec<u8>,
+    reply: ReplyFn,
+    /// The engine's refund count when the answer was made.
+    refunds: u64,
+}
+
+/// One shard's engine and log, driven by its thread (or directly by tests).
+pub struct Shard {
+    engine: Engine,
+    wal: Wal,
+    clock: Clock,
+    snapshot_log_bytes: u64,
+    /// The log's byte count when the last snapshot was taken.
+    bytes_at_snapshot: u64,
+    snapshot_in_background: bool,
+    /// A snapshot being written on a helper thread; it hands back its copy
+    /// of the state for the next snapshot to reuse.
+    snapshotting: Option<std::thread::JoinHandle<(Result<(), WalError>, Engine)>>,
+    /// The last snapshot's copy, kept so the next copy reuses its memory.
+    spare: Option<Engine>,
+    /// The remote AML scorer behind its budget, if there is one.
+    gate: Option<Gate>,
+    /// Log bytes already counted in the metrics.
+    log_bytes_seen: u64,
+    /// Per request of the group being applied: whether (and for which
+    /// acknowledgements) its answer waits.
+    waits: Vec<Option<Vec<u64>>>,
+    /// Stopping: the clock stands still (no timer fires).
+    draining: bool,
+    /// The gate's counters as last added to the metrics.
+    gate_reported: GateStats,
+}
+
+pub use crate::router::{route_transfer, shard_of};
+
+/// What routing a request needs, shared with the requests whose answers
+/// are on their way (a contended request routes itself again).
+struct Core {
+    txs: Vec<Sender<Message>>,
+    /// With several shards, routing and sending happen under this lock:
+    /// the shards' queues get requests in the order their claims were
+    /// taken, and `Busy` really means nothing was sent.
+    router: parking_lot::Mutex<Router>,
+    /// Claims of answered parts, handed over by the shard threads and
+    /// folded into the router at its next use (a shard never waits for
+    /// the router's lock, which a blocked send may hold).
+    answered: Arc<parking_lot::Mutex<Vec<crate::router::Settled>>>,
+    /// Bytes of request bodies queued and not yet applied, all shards.
+    queued_bytes: Arc<Admission>,
+    /// The latest engine time any shard reached (for HELLO's server time).
+    now_ms: Arc<AtomicU64>,
+    clock: Clock,
+    quote_ttl_ms: u64,
+    /// Set when the switch stops: a contended request stops retrying.
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// How long a contended request waits before it is routed again.
+const CONTENDED_RETRY: Duration = Duration::from_micros(200);
+
+mod reply;
+mod run;
+mod step;
+mod switch;
+
+pub use reply::PendingReply;
+use step::{count_results, submission};
+pub use switch::{Backend, Switch};

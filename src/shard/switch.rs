@@ -1,0 +1,405 @@
+//! The switch: opening every shard (recovery, rounds reconciled and
+//! continued, claims rebuilt), the data directory's settings, and the calls
+//! that send requests.
+
+use super::*;
+
+/// The running switch: every shard's thread, and the router in front of
+/// them.
+pub struct Switch {
+    core: Arc<Core>,
+    threads: Vec<Option<JoinHandle<()>>>,
+    config: SwitchConfig,
+    reports: Vec<RecoveryReport>,
+    /// What the shards say when stopping (`handoff::Settled`).
+    shards_settled: Arc<Settled>,
+}
+
+/// File recording the settings a data directory was written with.
+pub(super) const META_FILE: &str = "META";
+
+/// The settings that must not change over a data directory's life, as
+/// `key=value` lines.
+pub(super) fn meta(config: &SwitchConfig) -> String {
+    let w = config.engine.hold_windows;
+    let clock = if config.clock.is_manual() { "manual" } else { "system" };
+    let aml = config.engine.aml;
+    let high_risk: Vec<String> = aml.high_risk.codes().iter().map(u16::to_string).collect();
+    format!(
+        "shards={}\nclock={clock}\nstep_up_window_ms={}\nmanual_review_window_ms={}\nclient_window_ms={}\n\
+         quote_ttl_ms={}\naml_enabled={}\naml_daily_limit_hkd_minor={}\naml_high_risk_countries={}\n\
+         aml_behaviour={}\naml_behaviour_model={}\naml_cooling_off_ms={}\n",
+        config.shards,
+        w.step_up_ms,
+        w.manual_review_ms,
+        w.client_ms,
+        config.engine.quote_ttl_ms,
+        aml.enabled,
+        aml.daily_limit_hkd_minor,
+        high_risk.join(","),
+        aml.behaviour,
+        crate::aml::BEHAVIOUR_MODEL_VERSION,
+        aml.cooling_off_ms,
+    )
+}
+
+/// The first setting that differs: (key, recorded, configured).
+pub(super) fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, String, String)> {
+    let pairs = |text: &str| -> Vec<(String, String)> {
+        text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().into(), v.trim().into())).collect()
+    };
+    let recorded = pairs(recorded);
+    for (key, now) in pairs(wanted) {
+        match recorded.iter().find(|(k, _)| *k == key) {
+            Some((_, was)) if *was != now => return Some((key, was.clone(), now)),
+            Some(_) => {}
+            // A key an older build did not record is accepted when that
+            // build behaved as the setting's value does now; AML did not
+            // exist before `aml_enabled` was recorded, so its log replays
+            // only with AML off.
+            None if key == "aml_enabled" && now != "false" => {
+                return Some((key, "false (a data directory from before AML)".into(), now));
+            }
+            None => {}
+        }
+    }
+    None
+}
+
+/// The storage a data directory's shard uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// `std::fs` (portable).
+    #[default]
+    Std,
+    /// io_uring (Linux); falls back to `std::fs` where the kernel refuses.
+    Uring,
+}
+
+impl Switch {
+    /// Opens (or creates) a data directory: `dir/shard-N/` per shard, and a
+    /// record (`META`) of the settings that decide outcomes (shard count,
+    /// clock, hold windows), which later starts must match: a replay under
+    /// other settings would decide differently.
+    pub fn open_dir(dir: &Path, config: SwitchConfig, backend: Backend) -> Result<Switch, OpenError> {
+        let root = FileStorage::new(dir).map_err(OpenError::Io)?;
+        let wanted = meta(&config);
+        match std::fs::read_to_string(dir.join(META_FILE)) {
+            Ok(recorded) => {
+                if let Some((key, was, now)) = meta_mismatch(&recorded, &wanted) {
+                    return Err(OpenError::Settings { key, recorded: was, configured: now });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                root.write_durably(META_FILE, wanted.as_bytes()).map_err(OpenError::Io)?;
+            }
+            Err(e) => return Err(OpenError::Io(e)),
+        }
+        let mut storages: Vec<Arc<dyn Storage>> = Vec::with_capacity(config.shards);
+        for i in 0..config.shards {
+            let path = dir.join(format!("shard-{i}"));
+            storages.push(open_backend(&path, backend).map_err(OpenError::Io)?);
+        }
+        Switch::open(config, storages)
+    }
+
+    /// Starts one thread per storage, each recovering its shard first.
+    pub fn open(config: SwitchConfig, storages: Vec<Arc<dyn Storage>>) -> Result<Switch, OpenError> {
+        check_config(&config, storages.len())?;
+        let n = config.shards;
+        let now_ms = Arc::new(AtomicU64::new(0));
+        let queued_bytes = Arc::new(Admission::new(QUEUED_BYTES_MAX));
+        let mut router = Router::new(n, 1);
+        if n > 1 {
+            router.reserve(n * (config.engine.transfers_capacity + config.engine.loans_capacity));
+        }
+        // Each shard's link queue has room for a full window from every
+        // other shard, so a link message is never refused or waited for.
+        let windows = Arc::new(Windows::new(n, LINK_WINDOW_MAX));
+        let settled = Arc::new(Settled::new(n));
+        let (link_txs, link_rxs): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| crossbeam_channel::bounded::<LinkMessage>(windows.queue_capacity())).unzip();
+        let mut recovered = Recovered::default();
+        let (mut txs, mut threads) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (i, (storage, link_rx)) in storages.into_iter().zip(link_rxs).enumerate() {
+            let peers = Peers {
+                me: i as u16,
+                senders: link_txs.clone(),
+                windows: Arc::clone(&windows),
+                settled: Arc::clone(&settled),
+            };
+            let shared = (Arc::clone(&now_ms), Arc::clone(&queued_bytes));
+            let (tx, thread, ready) = spawn_shard(i, storage, config, peers, link_rx, shared)?;
+            recovered.take(i, ready.recv(), &mut router);
+            txs.push(tx);
+            threads.push(Some(thread));
+        }
+        let Recovered { reports, live_quotes, multis, first_error } = recovered;
+        if first_error.is_none() && n > 1 {
+            router.restore_quotes(&live_quotes);
+        }
+        let core = Core {
+            txs,
+            router: parking_lot::Mutex::new(router),
+            answered: Arc::default(),
+            queued_bytes,
+            now_ms,
+            clock: config.clock,
+            quote_ttl_ms: config.engine.quote_ttl_ms,
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        };
+        let switch = Switch { core: Arc::new(core), threads, config, reports, shards_settled: settled };
+        let finished = match first_error {
+            Some(e) => Err(e),
+            None if n > 1 => switch.finish_rounds(&multis),
+            None => Ok(()),
+        };
+        if let Err(e) = finished {
+            // A shard did not recover, or a round could not be finished:
+            // the others stop at once, without waiting to settle with it
+            // (the next start resends).
+            switch.shards_settled.abandon();
+            return Err(e);
+        }
+        Ok(switch)
+    }
+
+    /// After a restart, before any traffic: a request spanning shards that
+    /// one shard applied before the crash is applied on the others too, and
+    /// a request split in rounds whose next round nobody began is routed on,
+    /// as it would have been.
+    fn finish_rounds(&self, multis: &[multi::Multi]) -> Result<(), OpenError> {
+        let multis: Vec<&multi::Multi> = multis.iter().collect();
+        let mut answers = Vec::new();
+        for (shard, records) in multi::reconcile(&multis).into_iter().enumerate() {
+            for body in records {
+                let sent = self.core.send(shard, kind::MULTI, body.clone(), true, None);
+                answers.push((shard, body, sent.map_err(|error| OpenError::Round { shard, error })?));
+            }
+        }
+        for (shard, body, rx) in answers {
+            let answer = rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed));
+            let answer = answer.map_err(|error| OpenError::Round { shard, error })?;
+            // The ids it stored were not there when the claims were rebuilt.
+            self.core.router.lock().adopt(shard, kind::MULTI, &body, &answer);
+        }
+        for (round, kind, rest) in multi::continuations(&multis) {
+            let stage = self.core.route_and_send(kind, &rest, true, Some(round));
+            stage
+                .and_then(|stage| {
+                    PendingReply { core: Arc::clone(&self.core), kind, wait: true, stage }.wait_blocking()
+                })
+                .map_err(|error| OpenError::Round { shard: 0, error })?;
+        }
+        Ok(())
+    }
+
+    /// What each shard's recovery found.
+    #[must_use]
+    pub fn recovery_reports(&self) -> &[RecoveryReport] {
+        &self.reports
+    }
+
+    /// The switch's time as of the last group any shard applied (on the
+    /// system clock, at least the wall clock).
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        self.core.now_ms()
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &SwitchConfig {
+        &self.config
+    }
+
+    /// The shard that owns a customer account.
+    #[must_use]
+    pub fn shard_of(&self, account_id: u64) -> usize {
+        shard_of(account_id, self.core.txs.len())
+    }
+
+    /// Applies a request and waits for its durable answer; waits for queue
+    /// room rather than answering `Busy`.
+    pub fn submit(&self, kind: u16, body: &[u8]) -> Reply {
+        self.dispatch(kind, body, true)?.wait_blocking()
+    }
+
+    /// Like [`Switch::submit`], but answers `Busy` at once (nothing applied)
+    /// if a shard's queue is full.
+    pub fn try_submit(&self, kind: u16, body: &[u8]) -> Reply {
+        self.dispatch(kind, body, false)?.wait_blocking()
+    }
+
+    /// Hands a request to its shard(s) without waiting for the answer: the
+    /// async server's entry point. With `wait` false a full queue is `Busy`
+    /// and nothing is sent anywhere. A request that must wait for another's
+    /// claims (`router`) is accepted and routed when its answer is awaited.
+    pub fn dispatch(&self, kind: u16, body: &[u8], wait: bool) -> Result<PendingReply, SwitchError> {
+        let stage = self.core.route_and_send(kind, body, wait, None)?;
+        Ok(PendingReply { core: Arc::clone(&self.core), kind, wait, stage })
+    }
+
+    /// Whether every request goes whole to one shard (then
+    /// [`Switch::dispatch_direct`] applies).
+    #[must_use]
+    pub fn single_shard(&self) -> bool {
+        self.core.txs.len() == 1
+    }
+
+    /// With one shard: hands the request over with a callback the shard
+    /// thread calls with the answer right after the fsync, sparing the
+    /// caller a task wake-up per request. `Busy` (nothing sent) if the
+    /// queue is full and `wait` is false; the callback is then dropped
+    /// uncalled.
+    pub fn dispatch_direct(&self, kind: u16, body: Vec<u8>, wait: bool, reply: ReplyFn) -> Result<(), SwitchError> {
+        assert!(self.single_shard(), "dispatch_direct needs a single shard");
+        if kinds::from_channel(kind).is_none() {
+            return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
+        }
+        self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)
+    }
+
+    /// Stops every shard after the group it is applying; waits for them.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    pub(super) fn stop(&mut self) {
+        self.core.stopped.store(true, Ordering::Relaxed);
+        for tx in &self.core.txs {
+            let _ = tx.send(Message::Stop);
+        }
+        for thread in &mut self.threads {
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether the shard count, storages and queue bounds are usable.
+fn check_config(config: &SwitchConfig, storages: usize) -> Result<(), OpenError> {
+    if config.shards == 0 || config.shards > SHARDS_MAX || storages != config.shards {
+        return Err(OpenError::Config(format!("shards must be 1..={SHARDS_MAX}, one storage each")));
+    }
+    if config.group_requests_max == 0
+        || config.group_requests_max > GROUP_REQUESTS_MAX
+        || config.queue_depth_max < config.group_requests_max
+        || config.queue_depth_max > QUEUE_DEPTH_MAX
+    {
+        return Err(OpenError::Config(format!(
+            "need 0 < group_requests_max <= {GROUP_REQUESTS_MAX} and group_requests_max <= queue_depth_max \
+             <= {QUEUE_DEPTH_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// What a shard thread reports once it recovered: its recovery, its next
+/// quote id, and (with several shards) what it stores and its rounds.
+type Ready = Result<(RecoveryReport, u64, Option<(crate::engine::StoredIds, multi::Multi)>), WalError>;
+
+/// Starts shard `i`'s thread: it recovers, reports on the returned channel,
+/// then runs until stopped.
+fn spawn_shard(
+    i: usize,
+    storage: Arc<dyn Storage>,
+    mut config: SwitchConfig,
+    peers: Peers,
+    link_rx: Receiver<LinkMessage>,
+    (shard_now, shard_queued): (Arc<AtomicU64>, Arc<Admission>),
+) -> Result<(Sender<Message>, JoinHandle<()>, Receiver<Ready>), OpenError> {
+    let n = config.shards;
+    let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max);
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Ready>(1);
+    config.engine.shard = i as u16;
+    config.engine.shards = n as u16;
+    let thread = std::thread::Builder::new()
+        .name(format!("shard-{i}"))
+        .spawn(move || {
+            let (mut shard, report) = match Shard::open(storage, &config) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            // With AML off nothing is judged: no scorer either.
+            if let Some(s) = config.aml_scorer.filter(|_| config.engine.aml.enabled) {
+                match RemoteScorer::start(s.addr, s.io_timeout) {
+                    Ok(scorer) => shard.set_gate(Gate::new(Box::new(scorer), s.budget)),
+                    Err(source) => {
+                        let _ = ready_tx.send(Err(WalError::Io {
+                            op: "start aml scorer thread",
+                            file: String::new(),
+                            source,
+                        }));
+                        return;
+                    }
+                }
+            }
+            shard_now.fetch_max(shard.engine.now_ms(), Ordering::Relaxed);
+            // The router's claims are rebuilt from what every shard stores
+            // (with one shard there are none).
+            let stored = (n > 1).then(|| (shard.engine.stored_ids(), shard.engine.multi().clone()));
+            let _ = ready_tx.send(Ok((report, shard.engine.next_quote_id(), stored)));
+            shard.run(&rx, &link_rx, &peers, config.group_requests_max, &shard_now, &shard_queued);
+        })
+        .map_err(OpenError::Io)?;
+    Ok((tx, thread, ready_rx))
+}
+
+/// What the shards' recoveries gave, gathered in shard order.
+#[derive(Default)]
+struct Recovered {
+    reports: Vec<RecoveryReport>,
+    live_quotes: Vec<Vec<u64>>,
+    multis: Vec<multi::Multi>,
+    first_error: Option<OpenError>,
+}
+
+impl Recovered {
+    /// Takes shard `i`'s report into the router and the operator's log.
+    fn take(&mut self, i: usize, ready: Result<Ready, crossbeam_channel::RecvError>, router: &mut Router) {
+        let (report, quote, stored) = match ready {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(error)) => return self.fail(OpenError::Recovery { shard: i, error }),
+            Err(_) => return self.fail(OpenError::Recovery { shard: i, error: WalError::Failed }),
+        };
+        router.note_quote_id(quote);
+        if let Some((stored, multi)) = stored {
+            router.restore_stored(i, stored.ids, stored.repayments);
+            self.live_quotes.push(stored.quotes);
+            router.restore_requests(multi.applied);
+            self.multis.push(multi);
+        }
+        // The operator's record of what recovery did.
+        if let Some((file, offset, bytes)) = &report.torn_tail {
+            eprintln!("shard {i}: cut a torn last record of {bytes} bytes at {file} offset {offset}");
+        }
+        for skipped in &report.snapshots_skipped {
+            eprintln!("shard {i}: skipped snapshot {skipped}: checksum fails");
+        }
+        self.reports.push(report);
+    }
+
+    fn fail(&mut self, error: OpenError) {
+        self.first_error.get_or_insert(error);
+    }
+}
+
+pub(super) fn open_backend(path: &Path, backend: Backend) -> io::Result<Arc<dyn Storage>> {
+    #[cfg(target_os = "linux")]
+    if backend == Backend::Uring && crate::wal::storage::UringStorage::available() {
+        return Ok(Arc::new(crate::wal::storage::UringStorage::new(path)?));
+    }
+    let _ = backend;
+    Ok(Arc::new(FileStorage::new(path)?))
+}
