@@ -129,7 +129,7 @@ impl Switch {
                 settled: Arc::clone(&settled),
             };
             let shared = (Arc::clone(&now_ms), Arc::clone(&queued_bytes));
-            let (tx, thread, ready) = spawn_shard(i, storage, config, peers, link_rx, shared)?;
+            let Spawned { tx, thread, ready } = spawn_shard(i, storage, config, peers, link_rx, shared)?;
             recovered.take(i, ready.recv(), &mut router);
             txs.push(tx);
             threads.push(Some(thread));
@@ -315,7 +315,7 @@ fn spawn_shard(
     peers: Peers,
     link_rx: Receiver<LinkMessage>,
     (shard_now, shard_queued): (Arc<AtomicU64>, Arc<Admission>),
-) -> Result<(Sender<Message>, JoinHandle<()>, Receiver<Ready>), OpenError> {
+) -> Result<Spawned, OpenError> {
     let n = config.shards;
     let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Ready>(1);
@@ -353,7 +353,15 @@ fn spawn_shard(
             shard.run(&rx, &link_rx, &peers, config.group_requests_max, &shard_now, &shard_queued);
         })
         .map_err(OpenError::Io)?;
-    Ok((tx, thread, ready_rx))
+    Ok(Spawned { tx, thread, ready: ready_rx })
+}
+
+/// A shard thread just started: its queue, its handle, and where it says
+/// it recovered.
+struct Spawned {
+    tx: Sender<Message>,
+    thread: JoinHandle<()>,
+    ready: Receiver<Ready>,
 }
 
 /// What the shards' recoveries gave, gathered in shard order.
