@@ -356,6 +356,7 @@ fn main() -> ExitCode {
         std::process::abort();
     }));
     let cli = Cli::parse();
+    init_logs();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -398,6 +399,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Operators' logs on stderr, plain text, at the level `HARBOUR_LOG`
+/// names (error, warn, info, debug, trace; default info).
+fn init_logs() {
+    let level = std::env::var("HARBOUR_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(level).init();
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let mut config = Config::default();
     if let Some(path) = &args.config {
@@ -431,7 +442,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         failed = running.stopped() => {
             // A shard's log failed: exit without syncing or answering more,
             // and let the restart recover from disk.
-            eprintln!("harbour: {}", failed.err().map_or_else(|| "server stopped".to_string(), |e| e.to_string()));
+            let why = failed.err().map_or_else(|| "server stopped".to_string(), |e| e.to_string());
+            tracing::error!(error = %why, "stopping at once; the next start recovers from the log");
             std::process::exit(1);
         }
     }

@@ -178,7 +178,7 @@ impl RemoteScorer {
                 match ask(&mut conn, addr, io_timeout, &job) {
                     Ok(verdicts) => {
                         if !healthy {
-                            eprintln!("aml scorer at {addr}: answering again");
+                            tracing::info!(%addr, "aml scorer answering again");
                         }
                         healthy = true;
                         let _ = answer_tx.try_send((job.seq, Some(verdicts)));
@@ -186,7 +186,7 @@ impl RemoteScorer {
                     Err(e) => {
                         // Once per outage, not once per group.
                         if healthy {
-                            eprintln!("aml scorer at {addr}: {e}; transfers fall back to MANUAL_REVIEW");
+                            tracing::warn!(%addr, error = %e, "aml scorer unreachable; transfers fall back to MANUAL_REVIEW");
                         }
                         healthy = false;
                         conn = None;

@@ -614,12 +614,14 @@ impl Running {
             })
             .await;
             match finished {
-                Ok((Ok(written), dropped, failed)) => eprintln!(
-                    "recorded {written} requests ({dropped} not recorded: the recorder's queue was full; {failed} after a \
-                     write error)"
+                Ok((Ok(written), dropped, failed)) => tracing::info!(
+                    written,
+                    dropped_queue_full = dropped,
+                    dropped_after_error = failed,
+                    "traffic recording finished"
                 ),
-                Ok((Err(e), _, _)) => eprintln!("recording failed: {e}"),
-                Err(e) => eprintln!("recording failed: {e}"),
+                Ok((Err(e), _, _)) => tracing::warn!(error = %e, "traffic recording failed"),
+                Err(e) => tracing::warn!(error = %e, "traffic recording failed"),
             }
         }
         let switch = self.switch;

@@ -303,7 +303,7 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         if let Err(e) = self.finish() {
-            eprintln!("recording: {e}");
+            tracing::warn!(error = %e, "recording traffic failed");
         }
     }
 }

@@ -235,3 +235,46 @@ fn a_lender_and_a_customer_use_credit_by_hand() {
     assert!(!ok && out.contains("LOAN_NOT_FOUND"), "{out}");
     terminate(child);
 }
+
+/// What recovery did reaches the operators' log on stderr, with its level
+/// and fields: a torn last record is cut and said so at WARN.
+#[test]
+fn recovery_is_logged_for_operators() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "\"ACCOUNTS\"");
+    let data = dir.path().join("data");
+    let (child, _) = serve(&data, &config);
+    terminate(child);
+    // A write cut short by a power loss: garbage where the next record goes.
+    let log = std::fs::read_dir(data.join("shard-0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max()
+        .expect("a log segment");
+    let mut bytes = std::fs::read(&log).unwrap();
+    assert!(bytes[..64].iter().all(|&b| b == 0), "a switch that took no request logged nothing");
+    bytes[..50].fill(0xAB);
+    std::fs::write(&log, bytes).unwrap();
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--clock", "manual"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .env("HARBOUR_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("harbour runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("a line");
+    assert!(line.starts_with("listening on"), "it recovers and serves: {line:?}");
+    // SAFETY: sending SIGTERM to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().expect("exits");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let line = logs.lines().find(|l| l.contains("recovery cut a torn last record")).unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains("WARN") && line.contains("shard=0") && line.contains("offset=0"), "{line}");
+}

@@ -142,7 +142,7 @@ impl Shard {
         self.bytes_at_snapshot = bytes;
         let writer = match self.wal.snapshot_writer() {
             Ok(w) => w,
-            Err(e) => return eprintln!("snapshot not taken: {e}"),
+            Err(e) => return tracing::warn!(error = %e, "snapshot not taken"),
         };
         if self.snapshot_in_background {
             // The shard stops only to copy its state; encoding and writing
@@ -161,7 +161,7 @@ impl Shard {
             });
             match spawned {
                 Ok(handle) => self.snapshotting = Some(handle),
-                Err(e) => eprintln!("snapshot not taken: {e}"),
+                Err(e) => tracing::warn!(error = %e, "snapshot not taken"),
             }
             return;
         }
@@ -172,7 +172,7 @@ impl Shard {
             snapshot_taken();
         }
         if let Err(e) = written {
-            eprintln!("snapshot failed (the log is unaffected; retrying later): {e}");
+            tracing::warn!(error = %e, "snapshot failed (the log is unaffected; retrying later)");
         }
     }
 
@@ -191,7 +191,7 @@ impl Shard {
             Err(_) => Err(WalError::Failed),
         };
         if let Err(e) = written {
-            eprintln!("snapshot failed (the log is unaffected; retrying later): {e}");
+            tracing::warn!(error = %e, "snapshot failed (the log is unaffected; retrying later)");
         }
     }
 

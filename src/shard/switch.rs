@@ -390,10 +390,10 @@ impl Recovered {
         }
         // The operator's record of what recovery did.
         if let Some((file, offset, bytes)) = &report.torn_tail {
-            eprintln!("shard {i}: cut a torn last record of {bytes} bytes at {file} offset {offset}");
+            tracing::warn!(shard = i, %file, offset, bytes, "recovery cut a torn last record");
         }
         for skipped in &report.snapshots_skipped {
-            eprintln!("shard {i}: skipped snapshot {skipped}: checksum fails");
+            tracing::warn!(shard = i, snapshot = %skipped, "recovery skipped a snapshot whose checksum fails");
         }
         self.reports.push(report);
     }
