@@ -433,7 +433,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     config.record = args.record;
     // Handlers are in place before the line a supervisor waits for.
     let signals = signal_handlers().map_err(|e| format!("signal handlers: {e}"))?;
-    let mut running = harbour::server::start(&config).await?;
+    let mut running = harbour::server::start(&config).await.map_err(|e| e.to_string())?;
     println!("listening on {}", running.addr);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

@@ -70,8 +70,11 @@ const LINGER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub enum ServeError {
     Io(std::io::Error),
-    /// A shard's log failed: state in memory is ahead of the disk.
-    Fatal(String),
+    /// A shard's log failed (or a shard died): state in memory is ahead of
+    /// the disk.
+    Fatal(SwitchError),
+    /// A task of the server panicked or was cancelled.
+    Task(tokio::task::JoinError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -79,6 +82,7 @@ impl std::fmt::Display for ServeError {
         match self {
             Self::Io(e) => write!(f, "{e}"),
             Self::Fatal(e) => write!(f, "fatal: {e}"),
+            Self::Task(e) => write!(f, "a server task failed: {e}"),
         }
     }
 }
@@ -108,7 +112,7 @@ pub async fn serve(
     let exports = Arc::new(Semaphore::new(STR_EXPORTS_MAX));
     // Connections watch `draining`; the server waits for them through `done`.
     let (drain_tx, drain_rx) = watch::channel(false);
-    let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(1);
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<ServeError>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let fatal = loop {
         tokio::select! {
@@ -157,15 +161,15 @@ pub async fn serve(
     drop(listener);
     let _ = drain_tx.send(true);
     drop(done_tx);
-    if let Some(message) = fatal {
-        return Err(ServeError::Fatal(message));
+    if let Some(error) = fatal {
+        return Err(error);
     }
     // Every connection holds a `done` sender; all dropped means all drained.
     // A connection that still has not drained by the deadline is dropped:
     // what it was owed is durable, and the channel resends.
     tokio::select! {
         _ = done_rx.recv() => Ok(()),
-        Some(message) = fatal_rx.recv() => Err(ServeError::Fatal(message)),
+        Some(error) = fatal_rx.recv() => Err(error),
         () = tokio::time::sleep(Duration::from_millis(config.drain_timeout_ms)) => Ok(()),
     }
 }
@@ -203,7 +207,7 @@ struct Connection {
     /// Where taken requests are recorded (`--record`), if anywhere.
     recorder: Option<Arc<crate::traffic::Recorder>>,
     session: Option<Session>,
-    fatal: mpsc::Sender<String>,
+    fatal: mpsc::Sender<ServeError>,
 }
 
 /// What the reader does after a frame.
@@ -377,7 +381,7 @@ impl Connection {
                     deliver(&answers, response_kind, h, &records, permit);
                     METRICS.end_to_end(h.kind, received.elapsed());
                 }
-                Err(e) => drop(fatal.try_send(e.to_string())),
+                Err(e) => drop(fatal.try_send(ServeError::Fatal(e))),
             });
             METRICS.stage(Stage::Decode, received.elapsed());
             return match self.switch.dispatch_direct(h.kind, body.to_vec(), false, reply) {
@@ -411,7 +415,7 @@ impl Connection {
                 }
                 Err(e) => {
                     // The answer is not durable: never send it; stop.
-                    let _ = fatal.try_send(e.to_string());
+                    let _ = fatal.try_send(ServeError::Fatal(e));
                 }
             }
         });
@@ -448,8 +452,8 @@ impl Connection {
             drop(export);
             match made {
                 Ok(Ok(report)) => deliver(&answers, h.kind | RESPONSE_BIT, h, &report, permit),
-                Ok(Err(e)) => drop(fatal.try_send(e.to_string())),
-                Err(e) => drop(fatal.try_send(format!("STR export failed: {e}"))),
+                Ok(Err(e)) => drop(fatal.try_send(ServeError::Fatal(e))),
+                Err(e) => drop(fatal.try_send(ServeError::Task(e))),
             }
         });
         Next::Continue
@@ -463,7 +467,7 @@ impl Connection {
             send_error(out, ErrorCode::Busy, h.request_id, "shard queue full; nothing applied").await;
             return Next::Continue;
         }
-        let _ = self.fatal.try_send(e.to_string());
+        let _ = self.fatal.try_send(ServeError::Fatal(e));
         Next::Close
     }
 }
@@ -555,24 +559,55 @@ pub struct Running {
     recorder: Option<Arc<crate::traffic::Recorder>>,
 }
 
+/// Why the server did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration does not hold together.
+    Config(crate::config::ConfigError),
+    /// The data directory did not open (a shard did not recover, or its
+    /// settings differ from the recorded ones).
+    Open(crate::shard::OpenError),
+    /// An address could not be bound (`what`: channels or metrics).
+    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    /// The traffic recording file could not be created.
+    Record { path: std::path::PathBuf, source: std::io::Error },
+    /// The task opening the data directory panicked.
+    Task(tokio::task::JoinError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "{e}"),
+            Self::Open(e) => write!(f, "{e}"),
+            Self::Bind { what, addr, source } => write!(f, "{what} {addr}: {source}"),
+            Self::Record { path, source } => write!(f, "--record {}: {source}", path.display()),
+            Self::Task(e) => write!(f, "opening the data directory: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
 /// Opens the data directory (recovering every shard), binds the channel and
 /// metrics addresses and starts serving.
-pub async fn start(config: &Config) -> Result<Running, String> {
-    config.validate().map_err(|e| e.to_string())?;
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    config.validate().map_err(StartError::Config)?;
     let open_config = config.clone();
     let switch = tokio::task::spawn_blocking(move || {
         Switch::open_dir(&open_config.data, open_config.switch, open_config.backend)
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(StartError::Task)?
+    .map_err(StartError::Open)?;
     let switch = Arc::new(switch);
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("{}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let bind = |what, addr| move |source| StartError::Bind { what, addr, source };
+    let listener = TcpListener::bind(config.listen).await.map_err(bind("channels", config.listen))?;
+    let addr = listener.local_addr().map_err(bind("channels", config.listen))?;
     let metrics_addr = match config.metrics {
         Some(at) => {
-            let metrics = crate::metrics::bind(at).await.map_err(|e| format!("metrics {at}: {e}"))?;
-            let bound = metrics.local_addr().map_err(|e| e.to_string())?;
+            let metrics = crate::metrics::bind(at).await.map_err(bind("metrics", at))?;
+            let bound = metrics.local_addr().map_err(bind("metrics", at))?;
             tokio::spawn(crate::metrics::serve(metrics, METRICS_CONNECTIONS_MAX));
             Some(bound)
         }
@@ -580,7 +615,8 @@ pub async fn start(config: &Config) -> Result<Running, String> {
     };
     let recorder = match &config.record {
         Some(path) => Some(Arc::new(
-            crate::traffic::Recorder::start(path).map_err(|e| format!("--record {}: {e}", path.display()))?,
+            crate::traffic::Recorder::start(path)
+                .map_err(|source| StartError::Record { path: path.clone(), source })?,
         )),
         None => None,
     };
@@ -596,14 +632,14 @@ impl Running {
     /// Waits until the server stops by itself (a fatal error); `Ok` never
     /// comes before [`Running::stop`] is called from elsewhere.
     pub async fn stopped(&mut self) -> Result<(), ServeError> {
-        (&mut self.task).await.unwrap_or_else(|e| Err(ServeError::Fatal(e.to_string())))
+        (&mut self.task).await.unwrap_or_else(|e| Err(ServeError::Task(e)))
     }
 
     /// Stops reading new frames, answers everything begun, closes every
     /// connection, then stops the shards after their current groups.
     pub async fn stop(self) -> Result<(), ServeError> {
         let _ = self.stop.send(true);
-        let served = self.task.await.unwrap_or_else(|e| Err(ServeError::Fatal(e.to_string())));
+        let served = self.task.await.unwrap_or_else(|e| Err(ServeError::Task(e)));
         served?;
         if let Some(recorder) = self.recorder {
             // Whoever still holds the recorder (a connection past the drain
@@ -630,6 +666,6 @@ impl Running {
             Err(shared) => drop(shared),
         })
         .await
-        .map_err(|e| ServeError::Fatal(e.to_string()))
+        .map_err(ServeError::Task)
     }
 }

@@ -31,11 +31,41 @@ const STATE_VERSION: u32 = 6;
 /// A snapshot body that does not decode: the file is corrupt or from
 /// another version.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotError(pub String);
+pub enum SnapshotError {
+    /// The bytes end before the state does (at byte `at`).
+    Truncated { at: usize },
+    /// Not a snapshot.
+    BadMagic,
+    /// A snapshot of another state version.
+    Version { found: u32, expected: u32 },
+    /// A count larger than the bytes left could hold.
+    Count { what: &'static str, count: u64 },
+    /// A value the state cannot hold: what it is, and the value or id.
+    Invalid { what: &'static str, value: u128 },
+    /// A rule the state keeps is broken (order, placement, a missing part).
+    Inconsistent(&'static str),
+    /// A snapshot of shard `shard` of `shards`, opened as another.
+    OtherShard { shard: u16, shards: u16 },
+    /// Bytes after the state.
+    Trailing { bytes: usize },
+    /// The state decodes but breaks an invariant.
+    Audit(crate::AuditError),
+}
 
 impl std::fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "snapshot does not decode: {}", self.0)
+        write!(f, "snapshot does not decode: ")?;
+        match self {
+            Self::Truncated { at } => write!(f, "truncated at byte {at}"),
+            Self::BadMagic => write!(f, "bad magic"),
+            Self::Version { found, expected } => write!(f, "version {found}, expected {expected}"),
+            Self::Count { what, count } => write!(f, "{what} count {count} exceeds the bytes left"),
+            Self::Invalid { what, value } => write!(f, "{what} {value}"),
+            Self::Inconsistent(what) => write!(f, "{what}"),
+            Self::OtherShard { shard, shards } => write!(f, "snapshot of shard {shard} of {shards}, opened as another"),
+            Self::Trailing { bytes } => write!(f, "{bytes} trailing bytes"),
+            Self::Audit(e) => write!(f, "restored state fails the audit: {e}"),
+        }
     }
 }
 
@@ -69,7 +99,7 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
         let end = self.at.checked_add(N).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| SnapshotError(format!("truncated at byte {}", self.at)))?;
+        let end = end.ok_or(SnapshotError::Truncated { at: self.at })?;
         let out = self.bytes[self.at..end].try_into().expect("N bytes");
         self.at = end;
         Ok(out)
@@ -89,22 +119,23 @@ impl Reader<'_> {
     fn u128(&mut self) -> Result<u128, SnapshotError> {
         Ok(u128::from_le_bytes(self.take()?))
     }
-    fn count(&mut self, what: &str, item_size: usize) -> Result<usize, SnapshotError> {
+    fn count(&mut self, what: &'static str, item_size: usize) -> Result<usize, SnapshotError> {
         let n = self.u64()?;
         let left = (self.bytes.len() - self.at) as u64;
         if n.saturating_mul(item_size as u64) > left {
-            return Err(SnapshotError(format!("{what} count {n} exceeds the bytes left")));
+            return Err(SnapshotError::Count { what, count: n });
         }
         Ok(n as usize)
     }
     fn currency(&mut self) -> Result<CurrencyIndex, SnapshotError> {
         let raw = self.u8()?;
-        CurrencyIndex::from_raw(raw).ok_or_else(|| SnapshotError(format!("currency index {raw}")))
+        CurrencyIndex::from_raw(raw)
+            .ok_or_else(|| SnapshotError::Invalid { what: "currency index", value: u128::from(raw) })
     }
 }
 
-fn bad(what: &str) -> SnapshotError {
-    SnapshotError(what.to_string())
+fn bad(what: &'static str) -> SnapshotError {
+    SnapshotError::Inconsistent(what)
 }
 
 impl Engine {
@@ -329,14 +360,14 @@ impl Engine {
     pub fn decode_state(config: EngineConfig, bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let mut r = Reader { bytes, at: 0 };
         if &r.take::<4>()? != STATE_MAGIC {
-            return Err(bad("bad magic"));
+            return Err(SnapshotError::BadMagic);
         }
         let version = r.u32()?;
         // Version 2 (before AML) has no AML fields: it decodes with blank
         // profiles and no cases; version 3 (before credit) has no lines
         // or loans.
         if !(2..=STATE_VERSION).contains(&version) {
-            return Err(SnapshotError(format!("version {version}, expected {STATE_VERSION}")));
+            return Err(SnapshotError::Version { found: version, expected: STATE_VERSION });
         }
         let aml = version >= 3;
         let now_ms = r.u64()?;
@@ -347,12 +378,12 @@ impl Engine {
             let kind = match r.u8()? {
                 0 => AccountKind::System,
                 1 => AccountKind::Customer,
-                k => return Err(SnapshotError(format!("account kind {k}"))),
+                k => return Err(SnapshotError::Invalid { what: "account kind", value: u128::from(k) }),
             };
             let home_country = r.u16()?;
             let customer_ref = r.u64()?;
             if engine.book.account(id).is_some() {
-                return Err(SnapshotError(format!("account {id} twice")));
+                return Err(SnapshotError::Invalid { what: "account stored twice:", value: u128::from(id) });
             }
             if version < 5 && id > INTERSHARD && engine.book.account(INTERSHARD).is_none() {
                 // Before version 5 there was no INTERSHARD: it takes its
@@ -362,7 +393,7 @@ impl Engine {
             // System accounts are exactly 1..=5 (they sit first in every
             // book; `Book::system` relies on it).
             if id == 0 || (kind == AccountKind::System) != super::book::SYSTEM_ACCOUNTS.contains(&id) {
-                return Err(SnapshotError(format!("account {id} of the wrong kind")));
+                return Err(SnapshotError::Invalid { what: "account of the wrong kind:", value: u128::from(id) });
             }
             engine.insert_account(id, kind, home_country, customer_ref);
         }
@@ -381,7 +412,7 @@ impl Engine {
             let cur = r.currency()?;
             let balance = Balance { posted: r.u64()? as i64, held: r.u64()?, incoming: r.u64()? };
             if engine.book.account(id).is_none() {
-                return Err(SnapshotError(format!("balance of unknown account {id}")));
+                return Err(SnapshotError::Invalid { what: "balance of unknown account", value: u128::from(id) });
             }
             engine.book.restore_balance(id, cur, balance);
         }
@@ -419,10 +450,13 @@ impl Engine {
             if !(records::STATE_POSTED..=records::STATE_VOIDED).contains(&stored.state)
                 || Holds::from_bits(stored.holds).is_none()
             {
-                return Err(SnapshotError(format!("transfer {} state {}", request.transfer_id, stored.state)));
+                return Err(SnapshotError::Invalid { what: "state or holds of transfer", value: request.transfer_id });
             }
             if request.transfer_id == 0 || engine.transfers.find(request.transfer_id).is_some() {
-                return Err(SnapshotError(format!("transfer id {} invalid or twice", request.transfer_id)));
+                return Err(SnapshotError::Invalid {
+                    what: "transfer id invalid or stored twice:",
+                    value: request.transfer_id,
+                });
             }
             engine.transfers.insert(stored);
         }
@@ -440,7 +474,7 @@ impl Engine {
             };
             let found = engine.transfers.find(id).ok_or_else(|| bad("pending transfer not stored"))?;
             if found != entry.at || engine.pending.get(id).is_some() {
-                return Err(SnapshotError(format!("pending transfer {id} misplaced")));
+                return Err(SnapshotError::Invalid { what: "pending transfer misplaced:", value: id });
             }
             engine.pending.insert(id, entry);
         }
@@ -464,7 +498,7 @@ impl Engine {
             let side = match r.u8()? {
                 0 => Side::Debit,
                 1 => Side::Credit,
-                s => return Err(SnapshotError(format!("quote side {s}"))),
+                s => return Err(SnapshotError::Invalid { what: "quote side", value: u128::from(s) }),
             };
             let amount = r.u64()?;
             let debit_amount = r.u64()?;
@@ -476,7 +510,7 @@ impl Engine {
             // Encoded in ascending id order: each id above the last.
             let previous = restored.last().map_or(0, |(i, _)| *i);
             if id <= previous || id >= next_quote {
-                return Err(SnapshotError(format!("quote id {id}")));
+                return Err(SnapshotError::Invalid { what: "quote id", value: u128::from(id) });
             }
             restored.push((id, Quote { from, to, side, amount, debit_amount, credit_amount, rate, expires_at_ms }));
         }
@@ -514,7 +548,7 @@ impl Engine {
             let n = engine.cases.len() as u32;
             let ordered = n == 0 || engine.cases.get(n - 1).submitted_ms <= case.submitted_ms;
             if engine.transfers.find(case.transfer_id).is_none() || !ordered {
-                return Err(SnapshotError(format!("case of transfer {} misplaced", case.transfer_id)));
+                return Err(SnapshotError::Invalid { what: "case misplaced, of transfer", value: case.transfer_id });
             }
             engine.cases.push(case);
         }
@@ -534,7 +568,7 @@ impl Engine {
                     c.transfer_id == id && c.outcome == Outcome::Pending
                 });
             if !open {
-                return Err(SnapshotError(format!("pending transfer {id} names case {}", entry.case)));
+                return Err(SnapshotError::Invalid { what: "pending transfer names a case not its own:", value: id });
             }
         }
         engine.finish_decode(&r)
@@ -549,7 +583,7 @@ impl Engine {
             for _ in 0..n {
                 let seq = r.u64()?;
                 if seq <= m.complete || seq > m.applied || !set.insert(seq) {
-                    return Err(SnapshotError(format!("round {seq} misplaced")));
+                    return Err(SnapshotError::Invalid { what: "round misplaced:", value: u128::from(seq) });
                 }
             }
         }
@@ -566,7 +600,10 @@ impl Engine {
             let (raw, rest) = (bytes()?, bytes()?);
             let ordered = m.retained.back().is_none_or(|last| last.seq < seq) && m.recent.contains(&seq);
             if !ordered || super::multi::parts(&raw).is_none() {
-                return Err(SnapshotError(format!("retained round {seq} out of order or malformed")));
+                return Err(SnapshotError::Invalid {
+                    what: "retained round out of order or malformed:",
+                    value: u128::from(seq),
+                });
             }
             m.retained.push_back(super::multi::Retained { seq, kind, raw, rest });
         }
@@ -576,11 +613,7 @@ impl Engine {
     fn decode_links(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {
         let (me, shards) = (r.u16()?, r.u16()?);
         if (me, shards) != (self.links.me, self.links.shards()) {
-            return Err(SnapshotError(format!(
-                "snapshot of shard {me} of {shards}, opened as shard {} of {}",
-                self.links.me,
-                self.links.shards()
-            )));
+            return Err(SnapshotError::OtherShard { shard: me, shards });
         }
         for peer in 0..usize::from(shards) {
             let last_seq = r.u64()?;
@@ -600,7 +633,7 @@ impl Engine {
                             c.transfer_id == e.id && c.outcome == crate::aml::Outcome::Pending
                         });
                     if !names || !open {
-                        return Err(SnapshotError(format!("credit of transfer {} misplaced", e.id)));
+                        return Err(SnapshotError::Invalid { what: "credit misplaced, of transfer", value: e.id });
                     }
                     Some(PendingEntry { at, submitted_ms, cooling_until_ms: 0, due_ms: NEVER, counted, case })
                 } else {
@@ -613,7 +646,7 @@ impl Engine {
             let ends = outbox.back().is_none_or(|e| e.seq == last_seq) && outbox.front().is_none_or(|e| e.seq >= 1);
             let own_empty = peer != usize::from(me) || (last_seq == 0 && applied == 0);
             if !contiguous || !ends || !own_empty {
-                return Err(SnapshotError(format!("link to shard {peer} out of sequence")));
+                return Err(SnapshotError::Invalid { what: "link to shard out of sequence:", value: peer as u128 });
             }
             self.links.links[peer] = Link { last_seq, outbox, flights, applied };
         }
@@ -621,7 +654,10 @@ impl Engine {
         for _ in 0..remote {
             let id = r.u64()?;
             if id < super::book::CUSTOMER_ID_MIN || self.book.account(id).is_some() || !self.links.remote.insert(id) {
-                return Err(SnapshotError(format!("remote account {id} invalid, local or twice")));
+                return Err(SnapshotError::Invalid {
+                    what: "remote account invalid, local or twice:",
+                    value: u128::from(id),
+                });
             }
         }
         let n = r.count("quote spent early", 8)?;
@@ -629,7 +665,7 @@ impl Engine {
         for _ in 0..n {
             let id = r.u64()?;
             if id < self.quotes.next_id() || ids.last().is_some_and(|&last| last >= id) {
-                return Err(SnapshotError(format!("quote {id} spent early, out of order")));
+                return Err(SnapshotError::Invalid { what: "quote spent early, out of order:", value: u128::from(id) });
             }
             ids.push(id);
         }
@@ -655,10 +691,10 @@ impl Engine {
                 || line.apr_bps > crate::credit::APR_BPS_MAX
                 || line.ear_bps != crate::credit::ear_bps(line.apr_bps)
             {
-                return Err(SnapshotError(format!("credit line of {account} invalid")));
+                return Err(SnapshotError::Invalid { what: "credit line of invalid:", value: u128::from(account) });
             }
             if self.credit.line(account, currency).is_some() {
-                return Err(SnapshotError(format!("credit line of {account} twice")));
+                return Err(SnapshotError::Invalid { what: "credit line of twice:", value: u128::from(account) });
             }
             self.credit.set_line(account, currency, line);
         }
@@ -674,7 +710,7 @@ impl Engine {
                 micro: match r.u8()? {
                     0 => false,
                     1 => true,
-                    m => return Err(SnapshotError(format!("loan micro flag {m}"))),
+                    m => return Err(SnapshotError::Invalid { what: "loan micro flag:", value: u128::from(m) }),
                 },
                 state: r.u8()?,
                 apr_bps: r.u32()?,
@@ -697,7 +733,7 @@ impl Engine {
                 && loan.apr_bps <= crate::credit::APR_BPS_MAX
                 && loan.ear_bps == *ears.entry(loan.apr_bps).or_insert_with(|| crate::credit::ear_bps(loan.apr_bps));
             if !valid {
-                return Err(SnapshotError(format!("loan {} invalid", loan.id)));
+                return Err(SnapshotError::Invalid { what: "loan invalid:", value: loan.id });
             }
             self.credit.insert(loan);
         }
@@ -706,7 +742,7 @@ impl Engine {
             let id = r.u128()?;
             let repayment = Repayment { loan_id: r.u128()?, amount: r.u64()? };
             if id == 0 || self.credit.repayments.insert(id, repayment).is_some() {
-                return Err(SnapshotError(format!("repayment {id} invalid or twice")));
+                return Err(SnapshotError::Invalid { what: "repayment invalid or twice:", value: id });
             }
         }
         Ok(())
@@ -715,9 +751,9 @@ impl Engine {
     /// The last checks of a decode: every byte used, every invariant held.
     fn finish_decode(self, r: &Reader) -> Result<Engine, SnapshotError> {
         if r.at != r.bytes.len() {
-            return Err(SnapshotError(format!("{} trailing bytes", r.bytes.len() - r.at)));
+            return Err(SnapshotError::Trailing { bytes: r.bytes.len() - r.at });
         }
-        self.audit().map_err(|e| SnapshotError(format!("restored state fails the audit: {e}")))?;
+        self.audit().map_err(SnapshotError::Audit)?;
         Ok(self)
     }
 }

@@ -120,14 +120,15 @@ impl Default for SwitchConfig {
 }
 
 /// Why a request got no answer from the books.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum SwitchError {
     /// A shard's queue is full; nothing was applied.
     Busy,
     /// The request is not one the engine applies (kind or length).
     Engine(EngineError),
-    /// The shard's log failed; the request was not applied durably.
-    LogFailed(String),
+    /// The shard's log failed; the request was not applied durably. The
+    /// one error is shared by every request it failed.
+    LogFailed(Arc<WalError>),
     /// A shard thread died (a broken invariant).
     ShardFailed,
     /// The switch is shutting down; the request was not applied.
@@ -146,7 +147,29 @@ impl std::fmt::Display for SwitchError {
     }
 }
 
-impl std::error::Error for SwitchError {}
+impl std::error::Error for SwitchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Engine(e) => Some(e),
+            Self::LogFailed(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// Equal kinds of failure; two log failures are equal if they say the
+/// same (an I/O error has no equality of its own).
+impl PartialEq for SwitchError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Engine(a), Self::Engine(b)) => a == b,
+            (Self::LogFailed(a), Self::LogFailed(b)) => a.to_string() == b.to_string(),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for SwitchError {}
 
 /// Why the switch did not start.
 #[derive(Debug)]

@@ -131,8 +131,9 @@ impl Shard {
             }
             if let Err(e) = &result {
                 // Nothing more is durable: what waited can't be confirmed.
+                let failed = Arc::new(e.clone_summary());
                 for d in deferred.drain(..) {
-                    (d.reply)(Err(SwitchError::LogFailed(e.to_string())));
+                    (d.reply)(Err(SwitchError::LogFailed(Arc::clone(&failed))));
                 }
                 continue;
             }

@@ -123,9 +123,9 @@ impl Shard {
             // Whether the group reached the disk is unknown (a failed fsync
             // may still have written some of it): it is not answered as
             // applied, and the log refuses everything after.
-            let message = e.to_string();
+            let failed = Arc::new(e.clone_summary());
             replies.clear();
-            replies.resize(group.len(), Err(SwitchError::LogFailed(message)));
+            replies.resize(group.len(), Err(SwitchError::LogFailed(failed)));
         }
         (replies, result)
     }

@@ -143,6 +143,23 @@ impl std::fmt::Display for WalError {
     }
 }
 
+impl WalError {
+    /// The same error, for handing to everyone it failed (an I/O error is
+    /// not `Clone`: its kind and message are kept).
+    #[must_use]
+    pub fn clone_summary(&self) -> WalError {
+        match self {
+            Self::Io { op, file, source } => {
+                Self::Io { op, file: file.clone(), source: io::Error::new(source.kind(), source.to_string()) }
+            }
+            Self::Corrupt { file, offset, reason } => {
+                Self::Corrupt { file: file.clone(), offset: *offset, reason: reason.clone() }
+            }
+            Self::Failed => Self::Failed,
+        }
+    }
+}
+
 impl std::error::Error for WalError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
