@@ -82,6 +82,7 @@ const PREFETCH_AHEAD: usize = 16;
 /// The shard that owns a customer account: a fixed hash of its id, so the
 /// assignment never changes for a given shard count.
 #[must_use]
+#[inline]
 pub fn shard_of(account_id: u64, shards: usize) -> usize {
     if shards == 1 { 0 } else { (crate::hash::mix64(account_id) % shards as u64) as usize }
 }

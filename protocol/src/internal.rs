@@ -95,6 +95,7 @@ impl QuoteAt {
     pub const SIZE: usize = 16 + QuoteRequest::SIZE;
 
     /// Appends the record to `out`.
+    #[inline]
     pub fn push(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.quote_id.to_le_bytes());
         out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
@@ -105,6 +106,7 @@ impl QuoteAt {
 
     /// Decodes one record (`b` is exactly [`QuoteAt::SIZE`] bytes).
     #[must_use]
+    #[inline]
     pub fn decode(b: &[u8]) -> Self {
         Self {
             quote_id: u64::from_le_bytes(b[0..8].try_into().expect("8 bytes")),

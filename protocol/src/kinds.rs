@@ -333,6 +333,7 @@ pub static KINDS: [KindSpec; 25] = [
 
 /// The row of `kind`, if it is one.
 #[must_use]
+#[inline]
 pub fn spec(kind: u16) -> Option<&'static KindSpec> {
     KINDS.iter().find(|s| s.kind == kind)
 }
@@ -340,12 +341,14 @@ pub fn spec(kind: u16) -> Option<&'static KindSpec> {
 /// The row of a kind a channel may send (not CHALLENGE, which only the
 /// switch sends, nor the switch's internal kinds).
 #[must_use]
+#[inline]
 pub fn from_channel(kind: u16) -> Option<&'static KindSpec> {
     spec(kind).filter(|s| s.origin == Origin::Channel)
 }
 
 /// Whether a kind changes state and therefore goes to the log.
 #[must_use]
+#[inline]
 pub fn is_logged(kind: u16) -> bool {
     spec(kind).is_some_and(|s| s.logged)
 }
@@ -354,6 +357,7 @@ pub fn is_logged(kind: u16) -> bool {
 /// record size and the code's offset; `None` for kinds without per-record
 /// codes.
 #[must_use]
+#[inline]
 pub fn result_code_layout(kind: u16) -> Option<(usize, usize)> {
     spec(kind).and_then(|s| s.result_code_at.map(|at| (s.response_size, at)))
 }
@@ -361,6 +365,7 @@ pub fn result_code_layout(kind: u16) -> Option<(usize, usize)> {
 /// The per-record result codes of an answer body of `kind`, in order;
 /// `None` for kinds without them.
 #[must_use]
+#[inline]
 pub fn result_codes(kind: u16, answers: &[u8]) -> Option<impl Iterator<Item = u16> + '_> {
     let (size, at) = result_code_layout(kind)?;
     Some(answers.chunks_exact(size).map(move |r| u16::from_le_bytes([r[at], r[at + 1]])))
@@ -369,6 +374,7 @@ pub fn result_codes(kind: u16, answers: &[u8]) -> Option<impl Iterator<Item = u1
 /// The request record size of a kind the engine applies (every kind but
 /// the session's).
 #[must_use]
+#[inline]
 pub fn applied_record_size(kind: u16) -> Option<usize> {
     spec(kind).filter(|s| s.route != Route::Session).map(|s| s.request_size)
 }

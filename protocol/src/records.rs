@@ -16,6 +16,7 @@ pub trait Record: Sized + Copy {
     fn decode(bytes: &[u8]) -> Self;
     /// Whether the encoded record has zero reserved bytes, only defined flag
     /// bits and valid enum values (else the frame is MALFORMED).
+    #[inline]
     fn well_formed(_bytes: &[u8]) -> bool {
         true
     }
@@ -77,6 +78,7 @@ pub struct Account {
 
 impl Record for Account {
     const SIZE: usize = 32;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u64(b, 0, self.account_id);
@@ -85,6 +87,7 @@ impl Record for Account {
         put_u16(b, 12, self.home_country);
         put_u64(b, 16, self.customer_ref);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self {
             account_id: get_u64(b, 0),
@@ -94,6 +97,7 @@ impl Record for Account {
             customer_ref: get_u64(b, 16),
         }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         get_u16(b, 8) == ACCOUNT_KIND_CUSTOMER && get_u16(b, 10) == 0 && zero(&b[14..16]) && zero(&b[24..32])
     }
@@ -109,14 +113,17 @@ pub struct RecordResult {
 
 impl Record for RecordResult {
     const SIZE: usize = 32;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u64(b, 0, self.key);
         put_u16(b, 8, self.code);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { key: get_u64(b, 0), code: get_u16(b, 8) }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         zero(&b[10..32])
     }
@@ -153,6 +160,7 @@ pub struct Transfer {
 
 impl Record for Transfer {
     const SIZE: usize = 64;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         put_u128(b, 0, self.transfer_id);
         put_u64(b, 16, self.debit_account);
@@ -165,6 +173,7 @@ impl Record for Transfer {
         put_u64(b, 48, self.fx_quote_id);
         put_u64(b, 56, self.user_data);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self {
             transfer_id: get_u128(b, 0),
@@ -179,6 +188,7 @@ impl Record for Transfer {
             user_data: get_u64(b, 56),
         }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         get_u16(b, 46) & !TRANSFER_FLAGS_DEFINED == 0
     }
@@ -211,6 +221,7 @@ pub struct TransferResult {
 
 impl Record for TransferResult {
     const SIZE: usize = 64;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         put_u128(b, 0, self.transfer_id);
         put_u16(b, 16, self.code);
@@ -223,6 +234,7 @@ impl Record for TransferResult {
         put_u64(b, 48, self.auto_credit_amount);
         put_u64(b, 56, self.hold_until_ms);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self {
             transfer_id: get_u128(b, 0),
@@ -236,6 +248,7 @@ impl Record for TransferResult {
             hold_until_ms: get_u64(b, 56),
         }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         get_u8(b, 18) <= STATE_VOIDED && get_u8(b, 19) & !0x1F == 0 && zero(&b[20..24])
     }
@@ -264,15 +277,18 @@ pub struct StepUp {
 
 impl Record for StepUp {
     const SIZE: usize = 24;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u128(b, 0, self.transfer_id);
         b[16] = self.method;
         b[17] = self.outcome;
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { transfer_id: get_u128(b, 0), method: b[16], outcome: b[17] }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         (METHOD_FACE..=METHOD_MANUAL_REVIEW).contains(&b[16])
             && (OUTCOME_PASS..=OUTCOME_FAIL).contains(&b[17])
@@ -288,9 +304,11 @@ pub struct Id {
 
 impl Record for Id {
     const SIZE: usize = 16;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         put_u128(b, 0, self.id);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { id: get_u128(b, 0) }
     }
@@ -311,14 +329,17 @@ pub struct Finalize {
 
 impl Record for Finalize {
     const SIZE: usize = 32;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u128(b, 0, self.transfer_id);
         b[16] = self.action;
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { transfer_id: get_u128(b, 0), action: b[16] }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         (FINALIZE_POST..=FINALIZE_VOID).contains(&b[16]) && zero(&b[17..32])
     }
@@ -333,14 +354,17 @@ pub struct BalanceKey {
 
 impl Record for BalanceKey {
     const SIZE: usize = 16;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u64(b, 0, self.account_id);
         put_u16(b, 8, self.currency);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { account_id: get_u64(b, 0), currency: get_u16(b, 8) }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         zero(&b[10..16])
     }
@@ -364,6 +388,7 @@ pub struct Balance {
 
 impl Record for Balance {
     const SIZE: usize = 48;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u64(b, 0, self.account_id);
@@ -374,6 +399,7 @@ impl Record for Balance {
         put_u64(b, 32, self.credit_available);
         put_u64(b, 40, self.loans_outstanding);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self {
             account_id: get_u64(b, 0),
@@ -385,6 +411,7 @@ impl Record for Balance {
             loans_outstanding: get_u64(b, 40),
         }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         zero(&b[12..16])
     }
@@ -398,13 +425,16 @@ pub struct SetTime {
 
 impl Record for SetTime {
     const SIZE: usize = 16;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u64(b, 0, self.unix_ms);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { unix_ms: get_u64(b, 0) }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         zero(&b[8..16])
     }
@@ -424,15 +454,18 @@ pub struct FxRate {
 
 impl Record for FxRate {
     const SIZE: usize = 16;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u16(b, 0, self.from);
         put_u16(b, 2, self.to);
         put_u64(b, 8, self.rate_e9);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { from: get_u16(b, 0), to: get_u16(b, 2), rate_e9: get_u64(b, 8) }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         zero(&b[4..8])
     }
@@ -449,6 +482,7 @@ pub struct QuoteRequest {
 
 impl Record for QuoteRequest {
     const SIZE: usize = 16;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u16(b, 0, self.from);
@@ -456,9 +490,11 @@ impl Record for QuoteRequest {
         put_u16(b, 4, self.flags);
         put_u64(b, 8, self.amount);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { from: get_u16(b, 0), to: get_u16(b, 2), flags: get_u16(b, 4), amount: get_u64(b, 8) }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         get_u16(b, 4) & !QUOTE_AMOUNT_IN_CREDIT_CURRENCY == 0 && zero(&b[6..8])
     }
@@ -477,6 +513,7 @@ pub struct Quote {
 
 impl Record for Quote {
     const SIZE: usize = 48;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u64(b, 0, self.quote_id);
@@ -486,6 +523,7 @@ impl Record for Quote {
         put_u64(b, 32, self.credit_amount);
         put_u64(b, 40, self.expires_at_ms);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self {
             quote_id: get_u64(b, 0),
@@ -496,6 +534,7 @@ impl Record for Quote {
             expires_at_ms: get_u64(b, 40),
         }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         zero(&b[10..16])
     }
@@ -517,6 +556,7 @@ pub struct CreditLine {
 
 impl Record for CreditLine {
     const SIZE: usize = 32;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         put_u64(b, 0, self.account_id);
         put_u16(b, 8, self.currency);
@@ -525,6 +565,7 @@ impl Record for CreditLine {
         put_u64(b, 16, self.limit);
         put_u64(b, 24, self.micro_credit_max);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self {
             account_id: get_u64(b, 0),
@@ -535,6 +576,7 @@ impl Record for CreditLine {
             micro_credit_max: get_u64(b, 24),
         }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         get_u16(b, 10) & !CREDIT_AUTO_MICRO_CREDIT == 0
     }
@@ -552,6 +594,7 @@ pub struct Disburse {
 
 impl Record for Disburse {
     const SIZE: usize = 48;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u128(b, 0, self.loan_id);
@@ -560,6 +603,7 @@ impl Record for Disburse {
         put_u32(b, 28, self.term_days);
         put_u64(b, 32, self.principal);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self {
             loan_id: get_u128(b, 0),
@@ -569,6 +613,7 @@ impl Record for Disburse {
             principal: get_u64(b, 32),
         }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         zero(&b[26..28]) && zero(&b[40..48])
     }
@@ -584,15 +629,18 @@ pub struct Repay {
 
 impl Record for Repay {
     const SIZE: usize = 48;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u128(b, 0, self.repayment_id);
         put_u128(b, 16, self.loan_id);
         put_u64(b, 32, self.amount);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { repayment_id: get_u128(b, 0), loan_id: get_u128(b, 16), amount: get_u64(b, 32) }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         zero(&b[40..48])
     }
@@ -616,6 +664,7 @@ pub struct LoanResult {
 
 impl Record for LoanResult {
     const SIZE: usize = 64;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u128(b, 0, self.loan_id);
@@ -629,6 +678,7 @@ impl Record for LoanResult {
         put_u64(b, 48, self.interest_accrued);
         put_u64(b, 56, self.disbursed_at_ms);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self {
             loan_id: get_u128(b, 0),
@@ -643,6 +693,7 @@ impl Record for LoanResult {
             disbursed_at_ms: get_u64(b, 56),
         }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         b[18] <= 2 && b[19] == 0 && zero(&b[34..36])
     }
@@ -663,15 +714,18 @@ pub struct StrRequest {
 
 impl Record for StrRequest {
     const SIZE: usize = 16;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u16(b, 0, self.year);
         b[2] = self.month;
         b[3] = self.format;
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { year: get_u16(b, 0), month: b[2], format: b[3] }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         (STR_FORMAT_XML..=STR_FORMAT_CSV).contains(&b[3]) && zero(&b[4..16])
     }
@@ -687,15 +741,18 @@ pub struct StrHeader {
 
 impl Record for StrHeader {
     const SIZE: usize = 8;
+    #[inline]
     fn encode(&self, b: &mut [u8]) {
         b.fill(0);
         put_u16(b, 0, self.code);
         b[2] = self.format;
         put_u32(b, 4, self.report_len);
     }
+    #[inline]
     fn decode(b: &[u8]) -> Self {
         Self { code: get_u16(b, 0), format: b[2], report_len: get_u32(b, 4) }
     }
+    #[inline]
     fn well_formed(b: &[u8]) -> bool {
         b[3] == 0
     }
@@ -771,31 +828,37 @@ impl Holds {
 
     /// The bit mask.
     #[must_use]
+    #[inline]
     pub const fn bits(self) -> u8 {
         self.0
     }
     /// A set from a bit mask; `None` if an undefined bit is set.
     #[must_use]
+    #[inline]
     pub const fn from_bits(bits: u8) -> Option<Holds> {
         if bits & !0x3F == 0 { Some(Holds(bits)) } else { None }
     }
     /// Whether every hold of `other` is in this set.
     #[must_use]
+    #[inline]
     pub const fn contains(self, other: Holds) -> bool {
         self.0 & other.0 == other.0
     }
     /// Whether the set is empty.
     #[must_use]
+    #[inline]
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
     /// This set plus `other`.
     #[must_use]
+    #[inline]
     pub const fn with(self, other: Holds) -> Holds {
         Holds(self.0 | other.0)
     }
     /// This set less `other`.
     #[must_use]
+    #[inline]
     pub const fn without(self, other: Holds) -> Holds {
         Holds(self.0 & !other.0)
     }
