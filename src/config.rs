@@ -15,8 +15,81 @@ use crate::aml::{CountrySet, FATF_INCREASED_MONITORING};
 use crate::clock::Clock;
 use crate::engine::EngineConfig;
 use crate::protocol::frame::role;
-use crate::shard::{Backend, ScorerConfig, SwitchConfig};
 use crate::wal::WalConfig;
+
+// The shards' settings live here, below the shards that read them.
+
+/// Most requests one shard applies between two syncs.
+pub const GROUP_REQUESTS_MAX: usize = 4096;
+/// Deepest a shard's queue may get.
+pub const QUEUE_DEPTH_MAX: usize = 65_536;
+/// Most shards a switch runs.
+pub const SHARDS_MAX: usize = 256;
+/// Bytes of request bodies queued for the shards at most; past it a
+/// request is BUSY (nothing applied), however few requests that is.
+pub const QUEUED_BYTES_MAX: u64 = 256 << 20;
+const _: () = assert!(GROUP_REQUESTS_MAX <= QUEUE_DEPTH_MAX);
+
+/// Settings of the shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchConfig {
+    /// Number of shards (1..=SHARDS_MAX).
+    pub shards: usize,
+    pub engine: EngineConfig,
+    pub wal: WalConfig,
+    /// A shard snapshots its state once this many bytes were logged since
+    /// the last one: it bounds the log a recovery replays.
+    pub snapshot_log_bytes: u64,
+    /// Whether snapshots are encoded and written on a helper thread from a
+    /// copy of the state (the shard stops only for the copy), or on the
+    /// shard's own thread (deterministic storage operations, for crash
+    /// tests).
+    pub snapshot_in_background: bool,
+    /// Bound of each shard's queue.
+    pub queue_depth_max: usize,
+    /// Most requests per group commit.
+    pub group_requests_max: usize,
+    pub clock: Clock,
+    /// The remote AML scorer, if the bank runs one.
+    pub aml_scorer: Option<ScorerConfig>,
+}
+
+/// Where the remote AML scorer is and how long the shards wait for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScorerConfig {
+    pub addr: std::net::SocketAddr,
+    /// The AML latency budget: the longest a shard waits for a group's
+    /// verdicts (contract §6; default 50 µs). Late is MANUAL_REVIEW.
+    pub budget: Duration,
+    /// The scorer connection's own deadline (connect, read, write).
+    pub io_timeout: Duration,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        Self {
+            shards: 1,
+            engine: EngineConfig::default(),
+            wal: WalConfig::default(),
+            snapshot_log_bytes: 1 << 30,
+            snapshot_in_background: true,
+            queue_depth_max: 4096,
+            group_requests_max: 1024,
+            clock: Clock::System,
+            aml_scorer: None,
+        }
+    }
+}
+
+/// The storage a data directory's shard uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// `std::fs` (portable).
+    #[default]
+    Std,
+    /// io_uring (Linux); falls back to `std::fs` where the kernel refuses.
+    Uring,
+}
 
 /// The development channel's key (contract §2).
 pub const DEV_KEY: &[u8] = b"hksw-dev-key";
@@ -387,8 +460,8 @@ impl Config {
         if self.connections_max == 0 || self.connections_max > 65_536 {
             return bad(format!("connections_max {} outside 1..=65536", self.connections_max));
         }
-        if self.switch.shards == 0 || self.switch.shards > crate::shard::SHARDS_MAX {
-            return bad(format!("shards = {} outside 1..={}", self.switch.shards, crate::shard::SHARDS_MAX));
+        if self.switch.shards == 0 || self.switch.shards > SHARDS_MAX {
+            return bad(format!("shards = {} outside 1..={}", self.switch.shards, SHARDS_MAX));
         }
         let budget_us = self.aml_budget.as_micros();
         if budget_us == 0 || budget_us > u128::from(AML_BUDGET_US_MAX) {

@@ -14,6 +14,7 @@ use harbour::server;
 use harbour::shard::Shard;
 use harbour::traffic::TrafficReader;
 use harbour::wal::storage::FileStorage;
+use harbour_loadtest::report;
 use harbour_loadtest::run::{self, Pace, Target};
 use harbour_loadtest::workload::{self, Expected, GenConfig};
 
@@ -47,7 +48,7 @@ fn workload(dir: &Path) -> (std::path::PathBuf, Expected) {
     (path, expected)
 }
 
-async fn replay(addr: std::net::SocketAddr, path: &Path, connections: usize) -> Arc<run::Shared> {
+async fn replay(addr: std::net::SocketAddr, path: &Path, connections: usize) -> Arc<report::Shared> {
     let reader = TrafficReader::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
     let (shared, _, _) = run::replay(&target(addr), reader, connections, Pace::Max, false).await.expect("replays");
     shared

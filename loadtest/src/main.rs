@@ -126,7 +126,7 @@ fn target(c: &Conn) -> Target {
     Target { addr: c.addr, channel: c.channel, key: c.key.clone().into_bytes() }
 }
 
-fn write_outputs(summary: &Summary, shared: &run::Shared, outputs: &Outputs) -> Result<(), String> {
+fn write_outputs(summary: &Summary, shared: &report::Shared, outputs: &Outputs) -> Result<(), String> {
     summary.print(&mut std::io::stdout()).map_err(|e| e.to_string())?;
     if let Some(path) = &outputs.json {
         std::fs::write(path, summary.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;

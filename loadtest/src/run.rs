@@ -11,22 +11,18 @@
 //! (accounts, rates, lines, deposits) are barriers: everything before them
 //! is answered first, then they run alone.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use harbour::client::{Client, Detached};
 use harbour::protocol::kind;
 use harbour::protocol::records::{Record, Transfer};
 use harbour::traffic::{TrafficReader, TrafficRecord};
-use std::sync::Mutex;
 
-use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
-use crate::report::Outcome;
+use crate::report::Shared;
 use crate::workload::{LANES, lane};
 
 /// Where and how to send.
@@ -84,65 +80,6 @@ pub fn route(kind: u16, body: &[u8]) -> Option<u64> {
 enum Msg {
     Request { record: TrafficRecord, intended: Option<Instant> },
     Barrier(Arc<tokio::sync::Barrier>),
-}
-
-/// What the collectors share.
-pub struct Shared {
-    pub histogram: Mutex<Histogram<u64>>,
-    /// Latency per second of the run (for the plot).
-    pub per_second: Mutex<BTreeMap<u64, Histogram<u64>>>,
-    /// When the timed traffic started (the plot's time zero).
-    pub traffic_started: Mutex<Option<Instant>>,
-    pub outcome: Mutex<Outcome>,
-    pub requests: AtomicU64,
-    pub records: AtomicU64,
-    pub errors: AtomicU64,
-}
-
-impl Shared {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            histogram: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds")),
-            per_second: Mutex::new(BTreeMap::new()),
-            traffic_started: Mutex::new(None),
-            outcome: Mutex::new(Outcome::default()),
-            requests: AtomicU64::new(0),
-            records: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-        })
-    }
-
-    /// Books one answer (or failure) and its latency in microseconds. Setup
-    /// requests (`timed` false) count their codes but not toward the
-    /// throughput or the latency, which are the traffic's.
-    fn book(&self, kind: u16, result: Result<harbour::client::Response, String>, latency: Duration, timed: bool) {
-        if timed {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-        }
-        match result {
-            Ok(answer) => {
-                if timed {
-                    self.records.fetch_add(u64::from(answer.count), Ordering::Relaxed);
-                }
-                self.outcome.lock().expect("not poisoned").count_codes(kind, &answer.body);
-                if timed {
-                    let us = latency.as_micros().clamp(1, 3_600_000_000) as u64;
-                    let _ = self.histogram.lock().expect("not poisoned").record(us);
-                    let second =
-                        self.traffic_started.lock().expect("not poisoned").map_or(0, |t| t.elapsed().as_secs());
-                    let mut per_second = self.per_second.lock().expect("not poisoned");
-                    let h = per_second
-                        .entry(second)
-                        .or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("bounds"));
-                    let _ = h.record(us);
-                }
-            }
-            Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                *self.outcome.lock().expect("not poisoned").errors.entry(e).or_default() += 1;
-            }
-        }
-    }
 }
 
 /// One connection: a sender that paces requests and a collector that
@@ -386,19 +323,4 @@ fn coprime(n: u64) -> u64 {
         a
     };
     (0x9e37_79b9u64..).find(|m| gcd(*m, n) == 1).expect("some number is coprime to n")
-}
-
-/// Result codes by count, as `(name, count)`, largest first.
-#[must_use]
-pub fn codes_by_count(codes: &BTreeMap<u16, u64>) -> Vec<(String, u64)> {
-    let mut all: Vec<(String, u64)> = codes
-        .iter()
-        .map(|(c, n)| {
-            let name = harbour::protocol::ResultCode::from_u16(*c)
-                .map_or_else(|| format!("code {c}"), |r| r.name().to_string());
-            (name, *n)
-        })
-        .collect();
-    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    all
 }

@@ -53,71 +53,14 @@ use crate::protocol::{kind, kinds};
 use crate::router::{Gather, Merge, Routed, Router};
 use crate::scorer::{Gate, GateStats, RemoteScorer};
 use crate::wal::storage::{FileStorage, Storage};
-use crate::wal::{RecoveryReport, Wal, WalConfig, WalError};
+use crate::wal::{RecoveryReport, Wal, WalError};
 
-/// Most requests one shard applies between two syncs.
-pub const GROUP_REQUESTS_MAX: usize = 4096;
-/// Deepest a shard's queue may get.
-pub const QUEUE_DEPTH_MAX: usize = 65_536;
-/// Most shards a switch runs.
-pub const SHARDS_MAX: usize = 256;
-/// Bytes of request bodies queued for the shards at most; past it a
-/// request is BUSY (nothing applied), however few requests that is.
-pub const QUEUED_BYTES_MAX: u64 = 256 << 20;
-const _: () = assert!(GROUP_REQUESTS_MAX <= QUEUE_DEPTH_MAX);
+pub use crate::config::{
+    Backend, GROUP_REQUESTS_MAX, QUEUE_DEPTH_MAX, QUEUED_BYTES_MAX, SHARDS_MAX, ScorerConfig, SwitchConfig,
+};
+
 /// Longest a shard sleeps with hold timers pending and no traffic.
 const IDLE_WAKE_MAX: Duration = Duration::from_millis(100);
-
-/// Settings of the shards.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SwitchConfig {
-    /// Number of shards (1..=SHARDS_MAX).
-    pub shards: usize,
-    pub engine: EngineConfig,
-    pub wal: WalConfig,
-    /// A shard snapshots its state once this many bytes were logged since
-    /// the last one: it bounds the log a recovery replays.
-    pub snapshot_log_bytes: u64,
-    /// Whether snapshots are encoded and written on a helper thread from a
-    /// copy of the state (the shard stops only for the copy), or on the
-    /// shard's own thread (deterministic storage operations, for crash
-    /// tests).
-    pub snapshot_in_background: bool,
-    /// Bound of each shard's queue.
-    pub queue_depth_max: usize,
-    /// Most requests per group commit.
-    pub group_requests_max: usize,
-    pub clock: Clock,
-    /// The remote AML scorer, if the bank runs one.
-    pub aml_scorer: Option<ScorerConfig>,
-}
-
-/// Where the remote AML scorer is and how long the shards wait for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ScorerConfig {
-    pub addr: std::net::SocketAddr,
-    /// The AML latency budget: the longest a shard waits for a group's
-    /// verdicts (contract §6; default 50 µs). Late is MANUAL_REVIEW.
-    pub budget: Duration,
-    /// The scorer connection's own deadline (connect, read, write).
-    pub io_timeout: Duration,
-}
-
-impl Default for SwitchConfig {
-    fn default() -> Self {
-        Self {
-            shards: 1,
-            engine: EngineConfig::default(),
-            wal: WalConfig::default(),
-            snapshot_log_bytes: 1 << 30,
-            snapshot_in_background: true,
-            queue_depth_max: 4096,
-            group_requests_max: 1024,
-            clock: Clock::System,
-            aml_scorer: None,
-        }
-    }
-}
 
 /// Why a request got no answer from the books.
 #[derive(Debug, Clone)]
@@ -336,4 +279,4 @@ mod switch;
 
 pub use reply::PendingReply;
 use step::{count_results, submission};
-pub use switch::{Backend, Switch};
+pub use switch::Switch;

@@ -66,16 +66,6 @@ pub(super) fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, Str
     None
 }
 
-/// The storage a data directory's shard uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Backend {
-    /// `std::fs` (portable).
-    #[default]
-    Std,
-    /// io_uring (Linux); falls back to `std::fs` where the kernel refuses.
-    Uring,
-}
-
 impl Switch {
     /// Opens (or creates) a data directory: `dir/shard-N/` per shard, and a
     /// record (`META`) of the settings that decide outcomes (shard count,
