@@ -288,6 +288,8 @@ impl Metrics {
 
     /// The Prometheus text exposition of every counter.
     #[must_use]
+    // Long by design: one block per metric family, in the order of
+    // docs/operations.md's table.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
         let mut one = |name: &str, kind: &str, help: &str, value: u64| {

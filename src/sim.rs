@@ -566,6 +566,8 @@ fn transfer(id: u128, debit: u64, credit: u64, amount: u64, currency: u16) -> Tr
 /// finalizes, reviews, loans and repayments (their ids reused too), quotes,
 /// lookups and time passing.
 #[must_use]
+// Long by design: one arm per kind of request, read as a table of
+// the traffic a seed draws from.
 pub fn workload(seed: u64, requests: usize) -> Vec<Request> {
     let mut rng = Rng(seed);
     let accounts: Vec<u64> = ACCOUNTS.collect();
@@ -883,6 +885,9 @@ pub fn run_seed(seed: u64) -> Result<Report, Failure> {
 }
 
 /// Runs `plan` with the randomness of `seed`.
+// Long by design: one loop of the whole switch (send, step a shard or a
+// link, crash, restart, check), kept whole so a failing seed reads as one
+// story.
 pub fn run(seed: u64, plan: Plan) -> Result<Report, Failure> {
     let work = workload(seed, plan.requests);
     let ids: BTreeSet<u128> = work

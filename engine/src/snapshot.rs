@@ -162,6 +162,17 @@ impl Engine {
         w.0.extend_from_slice(STATE_MAGIC);
         w.u32(STATE_VERSION);
         w.u64(self.now_ms);
+        self.encode_book(&mut w);
+        self.encode_transfers(&mut w);
+        self.encode_fx(&mut w);
+        self.encode_aml(&mut w);
+        self.encode_credit(&mut w);
+        self.encode_links(&mut w);
+        self.encode_multi(&mut w);
+    }
+
+    /// Accounts, then every balance of every account, in id order.
+    fn encode_book(&self, w: &mut Writer<'_>) {
         let ids = self.book.account_ids_sorted();
         w.u64(ids.len() as u64);
         for id in ids {
@@ -180,6 +191,10 @@ impl Engine {
             w.u64(b.held);
             w.u64(b.incoming);
         }
+    }
+
+    /// Transfers in the order they were stored, then the pending ones by id.
+    fn encode_transfers(&self, w: &mut Writer<'_>) {
         w.u64(self.transfers.len() as u64);
         for s in self.transfers.iter() {
             w.u128(s.id());
@@ -208,6 +223,10 @@ impl Engine {
             w.u128(e.counted);
             w.u32(e.case);
         }
+    }
+
+    /// Rates, then the quotes held, by id.
+    fn encode_fx(&self, w: &mut Writer<'_>) {
         let rates = self.rates.entries();
         w.u64(rates.len() as u64);
         for (from, to, rate_e9) in rates {
@@ -230,6 +249,10 @@ impl Engine {
             w.u8(legs as u8);
             w.u64(q.expires_at_ms);
         }
+    }
+
+    /// AML: profiles that are not blank, by account id; then cases.
+    fn encode_aml(&self, w: &mut Writer<'_>) {
         // AML: profiles that are not blank, by account id; then cases.
         let profiles: Vec<(u64, Profile)> = self
             .book
@@ -256,6 +279,10 @@ impl Engine {
             w.u8(c.holds);
             w.u8(c.outcome as u8);
         }
+    }
+
+    /// Credit: lines, loans, repayment ids.
+    fn encode_credit(&self, w: &mut Writer<'_>) {
         // Credit: lines by (account, currency); loans in the order they
         // were made; repayment ids sorted. A line's principal and active
         // loans are derived from the loans.
@@ -294,6 +321,10 @@ impl Engine {
             w.u128(r.loan_id);
             w.u64(r.amount);
         }
+    }
+
+    /// Links to the other shards, and the quotes spent early.
+    fn encode_links(&self, w: &mut Writer<'_>) {
         // Links: this shard's place, then per shard the outbox and what was
         // applied from it; the accounts other shards own, sorted.
         w.u16(self.links.me);
@@ -325,6 +356,10 @@ impl Engine {
         for id in spent_early {
             w.u64(id);
         }
+    }
+
+    /// Requests spanning shards.
+    fn encode_multi(&self, w: &mut Writer<'_>) {
         // Requests spanning shards: the last round applied, the complete
         // mark, the rounds above it applied and continued, what is kept.
         let m = &self.multi;
@@ -372,6 +407,28 @@ impl Engine {
         let aml = version >= 3;
         let now_ms = r.u64()?;
         let mut engine = Engine::empty(config, now_ms);
+        engine.decode_book(&mut r, version)?;
+        engine.decode_transfers(&mut r, aml)?;
+        engine.decode_fx(&mut r)?;
+        if !aml {
+            return engine.finish_decode(&r);
+        }
+        engine.decode_aml(&mut r)?;
+        if version >= 4 {
+            engine.decode_credit(&mut r)?;
+        }
+        if version >= 5 {
+            engine.decode_links(&mut r)?;
+        }
+        if version >= 6 {
+            engine.decode_multi(&mut r)?;
+        }
+        engine.check_pending_cases()?;
+        engine.finish_decode(&r)
+    }
+
+    /// Accounts (system ones first, in place) and their balances.
+    fn decode_book(&mut self, r: &mut Reader, version: u32) -> Result<(), SnapshotError> {
         let accounts = r.count("account", 19)?;
         for _ in 0..accounts {
             let id = r.u64()?;
@@ -382,27 +439,27 @@ impl Engine {
             };
             let home_country = r.u16()?;
             let customer_ref = r.u64()?;
-            if engine.book.account(id).is_some() {
+            if self.book.account(id).is_some() {
                 return Err(SnapshotError::Invalid { what: "account stored twice:", value: u128::from(id) });
             }
-            if version < 5 && id > INTERSHARD && engine.book.account(INTERSHARD).is_none() {
+            if version < 5 && id > INTERSHARD && self.book.account(INTERSHARD).is_none() {
                 // Before version 5 there was no INTERSHARD: it takes its
                 // place after the other system accounts.
-                engine.insert_account(INTERSHARD, AccountKind::System, crate::money::HONG_KONG, 0);
+                self.insert_account(INTERSHARD, AccountKind::System, crate::money::HONG_KONG, 0);
             }
             // System accounts are exactly 1..=5 (they sit first in every
             // book; `Book::system` relies on it).
             if id == 0 || (kind == AccountKind::System) != super::book::SYSTEM_ACCOUNTS.contains(&id) {
                 return Err(SnapshotError::Invalid { what: "account of the wrong kind:", value: u128::from(id) });
             }
-            engine.insert_account(id, kind, home_country, customer_ref);
+            self.insert_account(id, kind, home_country, customer_ref);
         }
-        if version < 5 && engine.book.account(INTERSHARD).is_none() {
-            engine.insert_account(INTERSHARD, AccountKind::System, crate::money::HONG_KONG, 0);
+        if version < 5 && self.book.account(INTERSHARD).is_none() {
+            self.insert_account(INTERSHARD, AccountKind::System, crate::money::HONG_KONG, 0);
         }
         // All system accounts, at the first positions (restored in
         // id order, they are; `Book::system` relies on it).
-        let in_place = |id: &u64| engine.book.find(*id).is_some_and(|at| u64::from(at.index()) == *id - 1);
+        let in_place = |id: &u64| self.book.find(*id).is_some_and(|at| u64::from(at.index()) == *id - 1);
         if !super::book::SYSTEM_ACCOUNTS.iter().all(in_place) {
             return Err(bad("a system account is missing or out of place"));
         }
@@ -411,11 +468,17 @@ impl Engine {
             let id = r.u64()?;
             let cur = r.currency()?;
             let balance = Balance { posted: r.u64()? as i64, held: r.u64()?, incoming: r.u64()? };
-            if engine.book.account(id).is_none() {
+            if self.book.account(id).is_none() {
                 return Err(SnapshotError::Invalid { what: "balance of unknown account", value: u128::from(id) });
             }
-            engine.book.restore_balance(id, cur, balance);
+            self.book.restore_balance(id, cur, balance);
         }
+        Ok(())
+    }
+
+    /// Transfers, then the pending ones (with their AML timing from
+    /// version 3).
+    fn decode_transfers(&mut self, r: &mut Reader, aml: bool) -> Result<(), SnapshotError> {
         let transfers = r.count("transfer", 80)?;
         for _ in 0..transfers {
             let transfer_id = r.u128()?;
@@ -452,13 +515,13 @@ impl Engine {
             {
                 return Err(SnapshotError::Invalid { what: "state or holds of transfer", value: request.transfer_id });
             }
-            if request.transfer_id == 0 || engine.transfers.find(request.transfer_id).is_some() {
+            if request.transfer_id == 0 || self.transfers.find(request.transfer_id).is_some() {
                 return Err(SnapshotError::Invalid {
                     what: "transfer id invalid or stored twice:",
                     value: request.transfer_id,
                 });
             }
-            engine.transfers.insert(stored);
+            self.transfers.insert(stored);
         }
         let pending = r.count("pending transfer", if aml { 64 } else { 44 })?;
         for _ in 0..pending {
@@ -472,12 +535,17 @@ impl Engine {
                 counted: if aml { r.u128()? } else { 0 },
                 case: if aml { r.u32()? } else { super::holds::NO_CASE },
             };
-            let found = engine.transfers.find(id).ok_or_else(|| bad("pending transfer not stored"))?;
-            if found != entry.at || engine.pending.get(id).is_some() {
+            let found = self.transfers.find(id).ok_or_else(|| bad("pending transfer not stored"))?;
+            if found != entry.at || self.pending.get(id).is_some() {
                 return Err(SnapshotError::Invalid { what: "pending transfer misplaced:", value: id });
             }
-            engine.pending.insert(id, entry);
+            self.pending.insert(id, entry);
         }
+        Ok(())
+    }
+
+    /// Rates and the quotes held.
+    fn decode_fx(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {
         let rates = r.count("rate", 10)?;
         for _ in 0..rates {
             let from = r.currency()?;
@@ -486,7 +554,7 @@ impl Engine {
             if from == to || rate_e9 == 0 {
                 return Err(bad("rate of a currency to itself, or zero"));
             }
-            engine.rates.set(from, to, rate_e9);
+            self.rates.set(from, to, rate_e9);
         }
         let next_quote = r.u64()?;
         let quotes = r.count("quote", 60)?;
@@ -514,10 +582,12 @@ impl Engine {
             }
             restored.push((id, Quote { from, to, side, amount, debit_amount, credit_amount, rate, expires_at_ms }));
         }
-        engine.quotes.restore(next_quote, restored);
-        if !aml {
-            return engine.finish_decode(&r);
-        }
+        self.quotes.restore(next_quote, restored);
+        Ok(())
+    }
+
+    /// AML profiles and cases.
+    fn decode_aml(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {
         let profiles = r.count("profile", 72)?;
         let mut previous = None;
         for _ in 0..profiles {
@@ -526,12 +596,12 @@ impl Engine {
             for w in &mut words {
                 *w = r.u64()?;
             }
-            let at = engine.book.find(id).ok_or_else(|| bad("profile of an unknown account"))?;
+            let at = self.book.find(id).ok_or_else(|| bad("profile of an unknown account"))?;
             if previous.is_some_and(|p| p >= id) {
                 return Err(bad("profiles out of order"));
             }
             previous = Some(id);
-            *engine.profiles.get_mut(at.index()) = Profile::from_words(words);
+            *self.profiles.get_mut(at.index()) = Profile::from_words(words);
         }
         let cases = r.count("case", 68)?;
         for _ in 0..cases {
@@ -545,33 +615,29 @@ impl Engine {
                 holds: r.u8()?,
                 outcome: Outcome::from_u8(r.u8()?).ok_or_else(|| bad("case outcome"))?,
             };
-            let n = engine.cases.len() as u32;
-            let ordered = n == 0 || engine.cases.get(n - 1).submitted_ms <= case.submitted_ms;
-            if engine.transfers.find(case.transfer_id).is_none() || !ordered {
+            let n = self.cases.len() as u32;
+            let ordered = n == 0 || self.cases.get(n - 1).submitted_ms <= case.submitted_ms;
+            if self.transfers.find(case.transfer_id).is_none() || !ordered {
                 return Err(SnapshotError::Invalid { what: "case misplaced, of transfer", value: case.transfer_id });
             }
-            engine.cases.push(case);
+            self.cases.push(case);
         }
-        if version >= 4 {
-            engine.decode_credit(&mut r)?;
-        }
-        if version >= 5 {
-            engine.decode_links(&mut r)?;
-        }
-        if version >= 6 {
-            engine.decode_multi(&mut r)?;
-        }
-        for (id, entry) in engine.pending.sorted() {
+        Ok(())
+    }
+
+    /// Every pending transfer names no case, or its own open one.
+    fn check_pending_cases(&self) -> Result<(), SnapshotError> {
+        for (id, entry) in self.pending.sorted() {
             let open = entry.case == super::holds::NO_CASE
-                || (entry.case < engine.cases.len() as u32 && {
-                    let c = engine.cases.get(entry.case);
+                || (entry.case < self.cases.len() as u32 && {
+                    let c = self.cases.get(entry.case);
                     c.transfer_id == id && c.outcome == Outcome::Pending
                 });
             if !open {
                 return Err(SnapshotError::Invalid { what: "pending transfer names a case not its own:", value: id });
             }
         }
-        engine.finish_decode(&r)
+        Ok(())
     }
 
     fn decode_multi(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {

@@ -193,6 +193,8 @@ pub fn generate<W: Write>(c: &GenConfig, out: W, created_unix_ms: u64) -> std::i
     emit(c, out, created_unix_ms, Some(&first.spent))
 }
 
+// Long by design: one arm per kind of request in the mix, read as a
+// table of the traffic.
 fn emit<W: Write>(
     c: &GenConfig,
     out: W,

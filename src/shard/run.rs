@@ -56,46 +56,9 @@ impl Shard {
             if backlog || stopping.is_some() {
                 wait = Some(wait.map_or(LINK_RETRY, |w| w.min(LINK_RETRY)));
             }
-            let mut select = crossbeam_channel::Select::new();
-            let external = stopping.is_none().then(|| select.recv(rx));
-            let internal = select.recv(link_rx);
-            let ready = match wait {
-                Some(w) => select.select_timeout(w).ok(),
-                None => Some(select.select()),
-            };
-            let mut next = None;
-            if let Some(op) = ready {
-                if Some(op.index()) == external {
-                    next = Some(op.recv(rx).unwrap_or(Message::Stop));
-                } else {
-                    debug_assert_eq!(op.index(), internal);
-                    if let Ok(m) = op.recv(link_rx) {
-                        inbound.push(m);
-                    }
-                }
-            }
-            while let Ok(m) = link_rx.try_recv() {
-                inbound.push(m);
-            }
-            if stopping.is_none() && next.is_none() && batch.len() < group_max {
-                next = rx.try_recv().ok();
-            }
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Request(r) => {
-                        METRICS.stage(Stage::QueueWait, r.enqueued.elapsed());
-                        METRICS.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                        batch.push(r);
-                    }
-                    Message::Stop => {
-                        stopping = Some(std::time::Instant::now());
-                        peers.settled.stopping(usize::from(me));
-                        break;
-                    }
-                }
-                if batch.len() < group_max {
-                    next = rx.try_recv().ok();
-                }
+            if Self::receive((rx, stopping.is_none()), link_rx, wait, group_max, &mut batch, &mut inbound) {
+                stopping = Some(std::time::Instant::now());
+                peers.settled.stopping(usize::from(me));
             }
             for m in &inbound {
                 peers.windows.give_back(usize::from(m.from), usize::from(me));
@@ -112,29 +75,7 @@ impl Shard {
             now_ms.fetch_max(self.engine.now_ms(), Ordering::Relaxed);
             let applied: u64 = batch.iter().map(|r| r.body.len() as u64).sum();
             queued_bytes.release(applied);
-            let waits = self.take_waits(batch.len());
-            for ((request, reply), wait) in batch.drain(..).zip(replies).zip(waits) {
-                match (wait, reply) {
-                    (Some(need), Ok(answer)) if result.is_ok() => {
-                        let refunds = self.engine.refunds();
-                        deferred.push_back(Deferred {
-                            need,
-                            kind: submission(request.kind, &request.body).0,
-                            answer,
-                            reply: request.reply,
-                            refunds,
-                        });
-                    }
-                    // A requester that gave up is not an error.
-                    (_, reply) => (request.reply)(reply),
-                }
-            }
-            if let Err(e) = &result {
-                // Nothing more is durable: what waited can't be confirmed.
-                let failed = Arc::new(e.clone_summary());
-                for d in deferred.drain(..) {
-                    (d.reply)(Err(SwitchError::LogFailed(Arc::clone(&failed))));
-                }
+            if !self.answer(&mut batch, replies, &result, &mut deferred) {
                 continue;
             }
             self.release(&mut deferred);
@@ -142,6 +83,96 @@ impl Shard {
             // Answers first: a snapshot must not delay what is durable.
             self.snapshot_if_due();
         }
+    }
+
+    /// Waits up to `wait` (forever if `None`) for a request or a link
+    /// message, then takes what else is queued: link messages into
+    /// `inbound`, requests into `batch` up to `group_max` (none unless
+    /// `taking`). True once the stop was taken.
+    fn receive(
+        (rx, taking): (&Receiver<Message>, bool),
+        link_rx: &Receiver<LinkMessage>,
+        wait: Option<Duration>,
+        group_max: usize,
+        batch: &mut Vec<Request>,
+        inbound: &mut Vec<LinkMessage>,
+    ) -> bool {
+        let mut select = crossbeam_channel::Select::new();
+        let external = taking.then(|| select.recv(rx));
+        let internal = select.recv(link_rx);
+        let ready = match wait {
+            Some(w) => select.select_timeout(w).ok(),
+            None => Some(select.select()),
+        };
+        let mut next = None;
+        if let Some(op) = ready {
+            if Some(op.index()) == external {
+                next = Some(op.recv(rx).unwrap_or(Message::Stop));
+            } else {
+                debug_assert_eq!(op.index(), internal);
+                if let Ok(m) = op.recv(link_rx) {
+                    inbound.push(m);
+                }
+            }
+        }
+        while let Ok(m) = link_rx.try_recv() {
+            inbound.push(m);
+        }
+        if taking && next.is_none() && batch.len() < group_max {
+            next = rx.try_recv().ok();
+        }
+        while let Some(message) = next.take() {
+            match message {
+                Message::Request(r) => {
+                    METRICS.stage(Stage::QueueWait, r.enqueued.elapsed());
+                    METRICS.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                    batch.push(r);
+                }
+                Message::Stop => return true,
+            }
+            if batch.len() < group_max {
+                next = rx.try_recv().ok();
+            }
+        }
+        false
+    }
+
+    /// Answers a committed group: at once, or (an answer showing what
+    /// another shard has yet to apply) once acknowledged. False if the log
+    /// failed: then every waiting answer is failed too.
+    fn answer(
+        &mut self,
+        batch: &mut Vec<Request>,
+        replies: Vec<Reply>,
+        result: &Result<(), WalError>,
+        deferred: &mut VecDeque<Deferred>,
+    ) -> bool {
+        let waits = self.take_waits(batch.len());
+        for ((request, reply), wait) in batch.drain(..).zip(replies).zip(waits) {
+            match (wait, reply) {
+                (Some(need), Ok(answer)) if result.is_ok() => {
+                    let refunds = self.engine.refunds();
+                    deferred.push_back(Deferred {
+                        need,
+                        kind: submission(request.kind, &request.body).0,
+                        answer,
+                        reply: request.reply,
+                        refunds,
+                    });
+                }
+                // A requester that gave up is not an error.
+                (_, reply) => (request.reply)(reply),
+            }
+        }
+        if let Err(e) = &result {
+            // Nothing more is durable: what waited can't be confirmed.
+            let failed = Arc::new(e.clone_summary());
+            for d in deferred.drain(..) {
+                (d.reply)(Err(SwitchError::LogFailed(Arc::clone(&failed))));
+            }
+            return false;
+        }
+        true
     }
 
     /// Answers the waiting requests whose acknowledgements have all come

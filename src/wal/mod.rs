@@ -243,6 +243,114 @@ fn io_err(storage: &dyn Storage, op: &'static str, name: &str) -> impl FnOnce(io
     move |source| WalError::Io { op, file, source }
 }
 
+/// Loads the newest snapshot that decodes, setting aside any that do not;
+/// returns the LSN replay starts from (the first, with no snapshot).
+fn load_snapshot(
+    storage: &dyn Storage,
+    snapshots: &[u64],
+    on_snapshot: impl FnOnce(u64, &[u8]) -> Result<(), String>,
+    report: &mut RecoveryReport,
+) -> Result<u64, WalError> {
+    let mut on_snapshot = Some(on_snapshot);
+    for &lsn in snapshots.iter().rev() {
+        let name = snapshot_name(lsn);
+        let bytes = storage::read_all(storage, &name).map_err(io_err(storage, "read", &name))?;
+        match decode_snapshot(&bytes) {
+            Some((inner_lsn, state)) if inner_lsn == lsn => {
+                let load = on_snapshot.take().expect("one snapshot loads");
+                load(lsn, state).map_err(|reason| WalError::Corrupt {
+                    file: storage.describe(&name),
+                    offset: SNAPSHOT_HEADER_SIZE as u64,
+                    reason,
+                })?;
+                report.snapshot_lsn = Some(lsn);
+                return Ok(lsn);
+            }
+            _ => {
+                // Set the damaged snapshot aside so it never counts as
+                // one of the snapshots kept (which would let a good one
+                // and its segments be deleted).
+                let aside = format!("{name}.corrupt");
+                storage.rename(&name, &aside).map_err(io_err(storage, "rename", &name))?;
+                storage.sync_dir().map_err(io_err(storage, "sync dir", &aside))?;
+                report.snapshots_skipped.push(storage.describe(&name));
+            }
+        }
+    }
+    Ok(LSN_FIRST)
+}
+
+/// Replays segment `segment_lsn` from `*next_lsn` on and returns where its
+/// records end. A torn tail is cut, and only in the last segment.
+fn replay_segment(
+    storage: &dyn Storage,
+    segment_lsn: u64,
+    is_last: bool,
+    next_lsn: &mut u64,
+    on_record: &mut impl FnMut(&LogRecord<'_>) -> Result<(), String>,
+    report: &mut RecoveryReport,
+) -> Result<u64, WalError> {
+    let name = segment_name(segment_lsn);
+    let bytes = storage::read_all(storage, &name).map_err(io_err(storage, "read", &name))?;
+    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+        file: storage.describe(&name),
+        offset: offset as u64,
+        reason,
+    };
+    if segment_lsn > *next_lsn {
+        return Err(corrupt(0, format!("segment starts at LSN {segment_lsn}, expected {}", *next_lsn)));
+    }
+    let mut at = 0usize;
+    let mut expected_lsn = segment_lsn;
+    while at < bytes.len() {
+        match read_record(&bytes, at) {
+            Ok((record, end)) => {
+                if record.lsn != expected_lsn {
+                    return Err(corrupt(at, format!("LSN {} where {expected_lsn} was due", record.lsn)));
+                }
+                if record.lsn >= *next_lsn {
+                    on_record(&record).map_err(|reason| corrupt(at, reason))?;
+                    report.records_replayed += 1;
+                    *next_lsn = record.lsn + 1;
+                }
+                expected_lsn += 1;
+                at = end;
+            }
+            Err(_) if bytes[at..].iter().all(|&b| b == 0) => {
+                // The preallocated, never-written rest of a segment.
+                break;
+            }
+            Err(bad) => {
+                // Torn only in the last segment, and only if nothing
+                // of a later group survives after the damage.
+                let later = if is_last { later_group_after(&bytes, at, expected_lsn) } else { None };
+                if !is_last || later.is_some() {
+                    let what = match bad {
+                        Bad::Short => "record runs past the end of a closed segment",
+                        Bad::Header => "header checksum fails",
+                        Bad::Body => "body checksum fails",
+                    };
+                    let reason = match later {
+                        Some(lsn) => format!("{what}, and record {lsn} of a later group follows intact"),
+                        None => what.to_string(),
+                    };
+                    return Err(corrupt(at, reason));
+                }
+                let cut = (bytes.len() - at) as u64;
+                report.torn_tail = Some((storage.describe(&name), at as u64, cut));
+                let mut file = storage.open(&name, false).map_err(io_err(storage, "open", &name))?;
+                file.truncate(at as u64).map_err(io_err(storage, "truncate", &name))?;
+                file.sync_data().map_err(io_err(storage, "sync", &name))?;
+                break;
+            }
+        }
+    }
+    if expected_lsn < *next_lsn {
+        return Err(corrupt(at, format!("segment ends at LSN {expected_lsn}, before {}", *next_lsn)));
+    }
+    Ok(at as u64)
+}
+
 /// Encodes one record into `out`.
 pub fn encode_record(out: &mut Vec<u8>, lsn: u64, group_lsn: u64, kind: u16, time_ms: u64, body: &[u8]) {
     assert!(body.len() <= RECORD_BODY_MAX, "record body of {} bytes", body.len());
@@ -343,34 +451,7 @@ impl Wal {
         }
 
         let mut report = RecoveryReport::default();
-        let mut start_lsn = LSN_FIRST;
-        let mut on_snapshot = Some(on_snapshot);
-        for &lsn in snapshots.iter().rev() {
-            let name = snapshot_name(lsn);
-            let bytes = storage::read_all(&*storage, &name).map_err(io_err(&*storage, "read", &name))?;
-            match decode_snapshot(&bytes) {
-                Some((inner_lsn, state)) if inner_lsn == lsn => {
-                    let load = on_snapshot.take().expect("one snapshot loads");
-                    load(lsn, state).map_err(|reason| WalError::Corrupt {
-                        file: storage.describe(&name),
-                        offset: SNAPSHOT_HEADER_SIZE as u64,
-                        reason,
-                    })?;
-                    report.snapshot_lsn = Some(lsn);
-                    start_lsn = lsn;
-                    break;
-                }
-                _ => {
-                    // Set the damaged snapshot aside so it never counts as
-                    // one of the snapshots kept (which would let a good one
-                    // and its segments be deleted).
-                    let aside = format!("{name}.corrupt");
-                    storage.rename(&name, &aside).map_err(io_err(&*storage, "rename", &name))?;
-                    storage.sync_dir().map_err(io_err(&*storage, "sync dir", &aside))?;
-                    report.snapshots_skipped.push(storage.describe(&name));
-                }
-            }
-        }
+        let start_lsn = load_snapshot(&*storage, &snapshots, on_snapshot, &mut report)?;
 
         // The segment holding `start_lsn` is the last one starting at or
         // before it; every later segment must follow on without a gap.
@@ -387,66 +468,9 @@ impl Wal {
         let mut next_lsn = start_lsn;
         let mut last: Option<(String, u64)> = None;
         for (i, &segment_lsn) in replay.iter().enumerate() {
-            let name = segment_name(segment_lsn);
             let is_last = i + 1 == replay.len();
-            let bytes = storage::read_all(&*storage, &name).map_err(io_err(&*storage, "read", &name))?;
-            let corrupt = |offset: usize, reason: String| WalError::Corrupt {
-                file: storage.describe(&name),
-                offset: offset as u64,
-                reason,
-            };
-            if segment_lsn > next_lsn {
-                return Err(corrupt(0, format!("segment starts at LSN {segment_lsn}, expected {next_lsn}")));
-            }
-            let mut at = 0usize;
-            let mut expected_lsn = segment_lsn;
-            while at < bytes.len() {
-                match read_record(&bytes, at) {
-                    Ok((record, end)) => {
-                        if record.lsn != expected_lsn {
-                            return Err(corrupt(at, format!("LSN {} where {expected_lsn} was due", record.lsn)));
-                        }
-                        if record.lsn >= next_lsn {
-                            on_record(&record).map_err(|reason| corrupt(at, reason))?;
-                            report.records_replayed += 1;
-                            next_lsn = record.lsn + 1;
-                        }
-                        expected_lsn += 1;
-                        at = end;
-                    }
-                    Err(_) if bytes[at..].iter().all(|&b| b == 0) => {
-                        // The preallocated, never-written rest of a segment.
-                        break;
-                    }
-                    Err(bad) => {
-                        // Torn only in the last segment, and only if nothing
-                        // of a later group survives after the damage.
-                        let later = if is_last { later_group_after(&bytes, at, expected_lsn) } else { None };
-                        if !is_last || later.is_some() {
-                            let what = match bad {
-                                Bad::Short => "record runs past the end of a closed segment",
-                                Bad::Header => "header checksum fails",
-                                Bad::Body => "body checksum fails",
-                            };
-                            let reason = match later {
-                                Some(lsn) => format!("{what}, and record {lsn} of a later group follows intact"),
-                                None => what.to_string(),
-                            };
-                            return Err(corrupt(at, reason));
-                        }
-                        let cut = (bytes.len() - at) as u64;
-                        report.torn_tail = Some((storage.describe(&name), at as u64, cut));
-                        let mut file = storage.open(&name, false).map_err(io_err(&*storage, "open", &name))?;
-                        file.truncate(at as u64).map_err(io_err(&*storage, "truncate", &name))?;
-                        file.sync_data().map_err(io_err(&*storage, "sync", &name))?;
-                        break;
-                    }
-                }
-            }
-            if expected_lsn < next_lsn {
-                return Err(corrupt(at, format!("segment ends at LSN {expected_lsn}, before {next_lsn}")));
-            }
-            last = Some((name, at as u64));
+            let end = replay_segment(&*storage, segment_lsn, is_last, &mut next_lsn, &mut on_record, &mut report)?;
+            last = Some((segment_name(segment_lsn), end));
         }
 
         let (file_name, offset) = match last {

@@ -180,6 +180,8 @@ impl Persona {
 
 /// Builds a scenario.
 #[must_use]
+// Long by design: one pass that draws each customer's history, then
+// each labelled change, in the order a reader checks them against docs/aml.md.
 pub fn generate(c: &SynthConfig) -> Scenario {
     let mut rng = Rng::new(c.seed);
     let accounts: Vec<u64> = (0..c.accounts as u64).map(|i| c.first_account + i).collect();
