@@ -194,6 +194,8 @@ pub struct Metrics {
     pub requests_total: AtomicU64,
     pub records_total: AtomicU64,
     pub busy_total: AtomicU64,
+    /// Connections closed because the channel stopped reading its answers.
+    pub write_timeouts_total: AtomicU64,
     /// ERROR frames sent, by code (index = code - 1).
     pub frame_errors: [AtomicU64; 13],
     /// New AML holds by kind: FACE_REVIEW (level 1), SMS_OTP (level 2),
@@ -234,6 +236,7 @@ pub static METRICS: Metrics = Metrics {
     requests_total: AtomicU64::new(0),
     records_total: AtomicU64::new(0),
     busy_total: AtomicU64::new(0),
+    write_timeouts_total: AtomicU64::new(0),
     frame_errors: [const { AtomicU64::new(0) }; 13],
     aml_holds: [const { AtomicU64::new(0) }; 4],
     aml_scorer_evaluations: AtomicU64::new(0),
@@ -307,6 +310,12 @@ impl Metrics {
         one("harbour_requests_total", "counter", "Requests handed to the shards.", get(&self.requests_total));
         one("harbour_records_total", "counter", "Records in requests handed to the shards.", get(&self.records_total));
         one("harbour_busy_total", "counter", "Requests answered BUSY (nothing applied).", get(&self.busy_total));
+        one(
+            "harbour_write_timeouts_total",
+            "counter",
+            "Connections closed because the channel stopped reading its answers.",
+            get(&self.write_timeouts_total),
+        );
         let _ = writeln!(
             out,
             "# HELP harbour_frame_errors_total ERROR frames sent, by code.\n# TYPE harbour_frame_errors_total counter"

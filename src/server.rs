@@ -146,6 +146,7 @@ pub async fn serve(
                     recorder: recorder.clone(),
                     session: None,
                     fatal: fatal_tx.clone(),
+                    writer_gone: Arc::default(),
                 };
                 let draining = drain_rx.clone();
                 let done = done_tx.clone();
@@ -208,6 +209,27 @@ struct Connection {
     recorder: Option<Arc<crate::traffic::Recorder>>,
     session: Option<Session>,
     fatal: mpsc::Sender<ServeError>,
+    /// Set by the writer when it gave up (the channel stopped reading past
+    /// the write timeout, or the socket failed): nothing more is taken.
+    writer_gone: Arc<WriterGone>,
+}
+
+/// The writer's word that it can deliver nothing more.
+#[derive(Default)]
+struct WriterGone {
+    gone: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl WriterGone {
+    fn set(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn is_set(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
 }
 
 /// What the reader does after a frame.
@@ -225,7 +247,8 @@ impl Connection {
         let (out_tx, out_rx) = mpsc::channel::<BytesMut>(16);
         let (answers_tx, answers_rx) = mpsc::channel::<Answer>(self.limits.max_in_flight as usize);
         self.answers = Some(answers_tx);
-        let writer_task = tokio::spawn(write_loop(writer, out_rx, answers_rx, self.limits.write_timeout));
+        let gone = Arc::clone(&self.writer_gone);
+        let writer_task = tokio::spawn(write_loop(writer, out_rx, answers_rx, self.limits.write_timeout, gone));
         let nonce = random_nonce();
         let challenge = Challenge { server_nonce: nonce, server_version: frame::VERSION };
         send_frame(&out_tx, kind::CHALLENGE, 1, 0, &challenge.encode()).await;
@@ -240,6 +263,9 @@ impl Connection {
                         break 'frames;
                     }
                     Ok(Some((header, body))) => {
+                        if self.writer_gone.is_set() {
+                            break 'frames;
+                        }
                         if let Next::Close = self.handle(header, body, &nonce, &out_tx).await {
                             break 'frames;
                         }
@@ -271,6 +297,7 @@ impl Connection {
                     }
                 },
                 _ = draining.changed() => break,
+                () = self.writer_gone.notify.notified() => break,
             }
         }
         // Answer everything handed over before closing. (A writer that gave
@@ -280,6 +307,10 @@ impl Connection {
         drop(out_tx);
         self.answers = None;
         let _ = writer_task.await;
+        if self.writer_gone.is_set() {
+            // Nothing more can reach the channel: close now.
+            return;
+        }
         // Read and discard what the channel still sends until it closes (or
         // briefly), so our last answers are not lost to a reset.
         let _ = tokio::time::timeout(LINGER, async {
@@ -367,6 +398,10 @@ impl Connection {
         out: &mpsc::Sender<BytesMut>,
         received: std::time::Instant,
     ) -> Next {
+        if self.writer_gone.is_set() {
+            // Its answer could not be delivered: do not apply it.
+            return Next::Close;
+        }
         let response_kind = spec.kind | RESPONSE_BIT;
         let answers = self.answers.clone().expect("a running connection has an answer queue");
         if h.kind == kind::EXPORT_STR {
@@ -506,6 +541,7 @@ async fn write_loop(
     mut frames: mpsc::Receiver<BytesMut>,
     mut answers: mpsc::Receiver<Answer>,
     write_timeout: Duration,
+    gone: Arc<WriterGone>,
 ) {
     let mut gathered = BytesMut::with_capacity(READ_CHUNK);
     let mut places: Vec<OwnedSemaphorePermit> = Vec::new();
@@ -540,7 +576,18 @@ async fn write_loop(
             // a shutdown) forever.
             match tokio::time::timeout(write_timeout, writer.write_all(&gathered)).await {
                 Ok(Ok(())) => gathered.clear(),
-                _ => return,
+                failed => {
+                    if failed.is_err() {
+                        METRICS.write_timeouts_total.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            timeout_ms = write_timeout.as_millis() as u64,
+                            "closing a channel that stopped reading"
+                        );
+                    }
+                    // The reader stops taking requests and closes.
+                    gone.set();
+                    return;
+                }
             }
         }
     }

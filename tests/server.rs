@@ -636,6 +636,49 @@ async fn a_channel_that_stops_reading_cannot_hold_up_a_shutdown() {
     assert!(matches!(stopped, Ok(Ok(()))), "shutdown finished despite the stuck channel");
 }
 
+/// A channel that stops reading is closed at the write timeout, and what
+/// it sends after that is never applied: it could not be answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_that_stops_reading_is_closed_and_what_it_sends_after_is_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.write_timeout_ms = 300;
+    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
+    let running = server::start(&cfg).await.expect("starts");
+    let c = client(running.addr).await;
+    c.create_accounts(&[account(1024)]).await.unwrap();
+    let mut raw = Raw::authenticated(running.addr).await;
+    // Large answers (8,189 balances, 393 KB each) that are not read.
+    let keys = encode_all(&vec![BalanceKey { account_id: 4, currency: HKD }; 8189]);
+    for i in 0..40 {
+        raw.send(kind::LOOKUP_BALANCES, 8189, 100 + i, &keys).await;
+    }
+    // Past the write timeout, a deposit: the switch has given the channel
+    // up, so it must not apply it (it may not even read it).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let late = frame_bytes(kind::SUBMIT_TRANSFERS, 1, 9_999, &encode_all(&[deposit(777, 1024, 5_000, HKD)]));
+    let _ = raw.stream.write_all(&late).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let found = c.lookup_transfers(&[777]).await.unwrap();
+    assert_eq!(found[0].code, ResultCode::TransferNotFound.as_u16(), "a request after the give-up was applied");
+    assert_eq!(balance(&c, 1024).await, (0, 0));
+    // The channel finds the connection closed after what was written.
+    let mut frames = 0;
+    while let Some((h, _)) = raw.read().await {
+        assert_ne!(h.request_id, 9_999, "the late request was never answered either");
+        frames += 1;
+    }
+    assert!(frames < 40, "the switch gave up before writing every answer ({frames})");
+    let metrics = scrape(running.metrics_addr.expect("metrics")).await;
+    let closed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("harbour_write_timeouts_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("the counter is exported");
+    assert!(closed >= 1, "the close is counted");
+    running.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_frees_places_as_answers_arrive_not_as_callers_wait() {
     let dir = tempfile::tempdir().unwrap();
