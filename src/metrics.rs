@@ -196,6 +196,9 @@ pub struct Metrics {
     pub busy_total: AtomicU64,
     /// Connections closed because the channel stopped reading its answers.
     pub write_timeouts_total: AtomicU64,
+    /// SUBMIT_TRANSFERS requests of exact resends only, answered without
+    /// a log record.
+    pub resends_unlogged_total: AtomicU64,
     /// ERROR frames sent, by code (index = code - 1).
     pub frame_errors: [AtomicU64; 13],
     /// New AML holds by kind: FACE_REVIEW (level 1), SMS_OTP (level 2),
@@ -237,6 +240,7 @@ pub static METRICS: Metrics = Metrics {
     records_total: AtomicU64::new(0),
     busy_total: AtomicU64::new(0),
     write_timeouts_total: AtomicU64::new(0),
+    resends_unlogged_total: AtomicU64::new(0),
     frame_errors: [const { AtomicU64::new(0) }; 13],
     aml_holds: [const { AtomicU64::new(0) }; 4],
     aml_scorer_evaluations: AtomicU64::new(0),
@@ -315,6 +319,12 @@ impl Metrics {
             "counter",
             "Connections closed because the channel stopped reading its answers.",
             get(&self.write_timeouts_total),
+        );
+        one(
+            "harbour_resends_unlogged_total",
+            "counter",
+            "Requests of exact resends only, answered ALREADY_EXISTS without a log record.",
+            get(&self.resends_unlogged_total),
         );
         let _ = writeln!(
             out,

@@ -291,3 +291,41 @@ fn system_clock_expiries_are_logged_and_replayed() {
     let (recovered, _) = Shard::open(storage(), &config).unwrap();
     assert_eq!(recovered.engine().state_hash(), hash, "replay voided it at the same instant");
 }
+
+/// A resend storm costs no log: a request of exact resends only is
+/// answered ALREADY_EXISTS without a log record, a request with one new
+/// transfer among them is logged, and a restart recovers the same state.
+#[test]
+fn exact_resends_are_answered_without_a_log_record() {
+    use harbour::protocol::ResultCode;
+    use harbour::protocol::records::{TransferResult, decode_all, encode_all};
+    let disk = MemStorage::new();
+    let (mut shard, _) = Shard::open(Arc::new(disk.clone()), &config()).expect("opens");
+    let accounts: Vec<_> = (1024..1034).map(common::account).collect();
+    let deposits: Vec<_> = (1024..1034).map(|a| common::deposit(u128::from(a), a, 1_000_000, common::HKD)).collect();
+    let (accounts, deposits) = (encode_all(&accounts), encode_all(&deposits));
+    shard.process(&[(kind::CREATE_ACCOUNTS, &accounts), (kind::SUBMIT_TRANSFERS, &deposits)]).1.expect("logged");
+    let batch: Vec<_> = (0..50u64)
+        .map(|i| common::transfer(5_000 + u128::from(i), 1024 + i % 10, 1024 + (i + 3) % 10, 100, common::HKD))
+        .collect();
+    let body = encode_all(&batch);
+    shard.process(&[(kind::SUBMIT_TRANSFERS, &body)]).1.expect("logged");
+    let logged = shard.wal_stats();
+    for _ in 0..20 {
+        let (replies, result) = shard.process(&[(kind::SUBMIT_TRANSFERS, &body)]);
+        result.expect("nothing to fail");
+        let answers = replies.into_iter().next().expect("one reply").expect("answered");
+        assert!(decode_all::<TransferResult>(&answers).all(|r| r.code == ResultCode::AlreadyExists.as_u16()));
+    }
+    let after = shard.wal_stats();
+    assert_eq!((after.records, after.bytes), (logged.records, logged.bytes), "resends were logged");
+    // One new transfer among the resends: the request is logged whole.
+    let mut mixed = batch.clone();
+    mixed.push(common::transfer(9_999, 1024, 1025, 7, common::HKD));
+    shard.process(&[(kind::SUBMIT_TRANSFERS, &encode_all(&mixed))]).1.expect("logged");
+    assert_eq!(shard.wal_stats().records, after.records + 1);
+    let state = shard.engine().state_hash();
+    drop(shard);
+    let (again, _) = Shard::open(Arc::new(disk), &config()).expect("recovers");
+    assert_eq!(again.engine().state_hash(), state, "recovery gives the same state");
+}

@@ -61,6 +61,20 @@ impl Engine {
         self.verdicts.clear();
     }
 
+    /// Whether every record of a SUBMIT_TRANSFERS body is an exact resend
+    /// of a stored transfer (each would be answered ALREADY_EXISTS and
+    /// change nothing), so the request need not be logged.
+    #[must_use]
+    pub fn all_exact_resends(&self, body: &[u8]) -> bool {
+        !body.is_empty()
+            && body.len().is_multiple_of(Transfer::SIZE)
+            && body.chunks_exact(Transfer::SIZE).all(|r| {
+                let t = Transfer::decode(r);
+                t.transfer_id != 0
+                    && self.transfers.find(t.transfer_id).is_some_and(|at| self.transfers.get(at).same_request(&t))
+            })
+    }
+
     /// The logged verdict for record `index` of the SUBMIT_TRANSFERS being
     /// applied, as reason bits (0 for none).
     pub(crate) fn external_verdict(&self, index: u32) -> u16 {

@@ -301,8 +301,16 @@ impl Shard {
                 Some((k, b)) => (*k, b.as_slice()),
                 None => (kind, body),
             };
-            // An empty batch changes nothing and needs no log record.
-            if kinds::is_logged(kind_logged) && !submitted.is_empty() {
+            // An empty batch changes nothing and needs no log record, nor
+            // does a plain resend of stored transfers (answered
+            // ALREADY_EXISTS from what is already durable: the group's
+            // sync covers any of them stored earlier in it). A resend
+            // storm then costs no log.
+            let resend = kind_logged == kind::SUBMIT_TRANSFERS && self.engine.all_exact_resends(logged);
+            if resend {
+                METRICS.resends_unlogged_total.fetch_add(1, Ordering::Relaxed);
+            }
+            if kinds::is_logged(kind_logged) && !submitted.is_empty() && !resend {
                 let t = std::time::Instant::now();
                 self.wal.append(kind_logged, now, logged)?;
                 appending += t.elapsed();
