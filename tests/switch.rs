@@ -130,6 +130,8 @@ fn a_data_directory_from_before_aml_replays_only_with_aml_off() {
     let meta = std::fs::read_to_string(dir.path().join("META")).unwrap();
     let old: String = meta.lines().filter(|l| !l.starts_with("aml_")).map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.path().join("META"), old).unwrap();
+    // That build kept no copies in the shard directories.
+    std::fs::remove_file(dir.path().join("shard-0/META")).unwrap();
     let refused = Switch::open_dir(dir.path(), config(1), Backend::Std).err().expect("AML on is refused");
     assert!(refused.to_string().contains("before AML"), "{refused}");
     let mut off = config(1);
@@ -566,4 +568,52 @@ fn a_batch_moving_money_on_across_shards_sees_each_credit_in_order() {
     assert_eq!(balance(&s, a[1]), (30_000, 0));
     assert_eq!(balance(&s, b[1]), (320_000, 0));
     s.shutdown();
+}
+
+/// Losing `META` never lets a directory replay under other settings: it
+/// is restored from the shard directories' copies (and a start with other
+/// settings refused as before); with the copies gone too, or disagreeing,
+/// a directory that holds data is refused with the file and what to do.
+#[test]
+fn a_lost_meta_is_restored_from_its_copies_or_the_start_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Switch::open_dir(dir.path(), config(2), Backend::Std).expect("opens");
+    s.submit(kind::CREATE_ACCOUNTS, &encode_all(&[account(1024), account(1025)])).expect("answered");
+    assert_eq!(transfers(&s, &[deposit(1, 1024, 500, HKD)])[0].code, 0);
+    s.shutdown();
+    let meta = dir.path().join("META");
+    let recorded = std::fs::read_to_string(&meta).unwrap();
+    for i in 0..2 {
+        assert_eq!(std::fs::read_to_string(dir.path().join(format!("shard-{i}/META"))).unwrap(), recorded);
+    }
+
+    // META deleted, then a start with another AML limit: refused.
+    std::fs::remove_file(&meta).unwrap();
+    let mut other = config(2);
+    other.engine.aml.daily_limit_hkd_minor += 1;
+    assert!(matches!(Switch::open_dir(dir.path(), other, Backend::Std), Err(OpenError::Settings { .. })));
+    assert!(matches!(
+        Switch::open_dir(dir.path(), config(1), Backend::Std),
+        Err(OpenError::Settings { key, .. }) if key == "shards"
+    ));
+    // With the recorded settings it starts, and META is back.
+    let s = Switch::open_dir(dir.path(), config(2), Backend::Std).expect("reopens");
+    assert_eq!(transfers(&s, &[deposit(1, 1024, 500, HKD)])[0].code, ResultCode::AlreadyExists.as_u16());
+    s.shutdown();
+    assert_eq!(std::fs::read_to_string(&meta).unwrap(), recorded);
+
+    // A copy that disagrees: refused, naming it.
+    std::fs::write(dir.path().join("shard-1/META"), recorded.replace("shards=2", "shards=3")).unwrap();
+    match Switch::open_dir(dir.path(), config(2), Backend::Std) {
+        Err(OpenError::Meta(why)) => assert!(why.contains("shard-1") && why.contains("disagrees"), "{why}"),
+        other => panic!("a disagreeing copy was accepted: {:?}", other.err()),
+    }
+    // META and every copy gone, with data in the shards: refused.
+    for f in [meta.clone(), dir.path().join("shard-0/META"), dir.path().join("shard-1/META")] {
+        std::fs::remove_file(f).unwrap();
+    }
+    match Switch::open_dir(dir.path(), config(2), Backend::Std) {
+        Err(OpenError::Meta(why)) => assert!(why.contains("META is missing") && why.contains("holds data"), "{why}"),
+        other => panic!("a directory with data and no META opened: {:?}", other.err()),
+    }
 }

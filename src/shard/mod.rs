@@ -132,6 +132,9 @@ pub enum OpenError {
     },
     /// The configuration is out of bounds.
     Config(String),
+    /// The record of the settings (`META`) is missing or contradicted in
+    /// a directory that holds data: the file and what to do.
+    Meta(String),
     /// A request spanning shards, found part-applied at start, could not
     /// be finished on `shard`.
     Round {
@@ -151,6 +154,7 @@ impl std::fmt::Display for OpenError {
                  start with the recorded value (replaying the log under other settings would decide differently)"
             ),
             Self::Config(e) => write!(f, "configuration: {e}"),
+            Self::Meta(e) => write!(f, "data directory: {e}"),
             Self::Round { shard, error } => write!(f, "shard {shard}: finishing a request spanning shards: {error}"),
         }
     }

@@ -66,6 +66,77 @@ pub(super) fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, Str
     None
 }
 
+/// A file's text, or `None` if it is not there.
+fn read_optional(path: &Path) -> Result<Option<String>, OpenError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(OpenError::Io(e)),
+    }
+}
+
+/// The settings a data directory was written with: `META`, which every
+/// shard directory's copy must match; or, with `META` lost, the copies
+/// (which must agree). `None` only for a directory that holds no shard's
+/// data yet. A directory with data and no record at all is refused: its
+/// log would replay under whatever settings were configured.
+fn recorded_meta(dir: &Path) -> Result<Option<String>, OpenError> {
+    let top = read_optional(&dir.join(META_FILE))?;
+    let mut shard_dirs: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("shard-")))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(OpenError::Io(e)),
+    };
+    shard_dirs.sort();
+    let mut copies = Vec::new();
+    let mut holds_data = None;
+    for shard_dir in &shard_dirs {
+        if let Some(copy) = read_optional(&shard_dir.join(META_FILE))? {
+            copies.push((shard_dir.join(META_FILE), copy));
+        }
+        let data = std::fs::read_dir(shard_dir)
+            .map_err(OpenError::Io)?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".log") || n.ends_with(".snap")));
+        if data && holds_data.is_none() {
+            holds_data = Some(shard_dir.clone());
+        }
+    }
+    let reference = top.clone().or_else(|| copies.first().map(|(_, c)| c.clone()));
+    if let Some(reference) = &reference {
+        for (path, copy) in &copies {
+            if copy != reference {
+                return Err(OpenError::Meta(format!(
+                    "{} disagrees with {}: restore the copy that matches the data, or the directory from a backup",
+                    path.display(),
+                    if top.is_some() {
+                        dir.join(META_FILE).display().to_string()
+                    } else {
+                        copies[0].0.display().to_string()
+                    }
+                )));
+            }
+        }
+        if top.is_none() {
+            tracing::warn!(dir = %dir.display(), "META was missing; restored from the shard directories' copies");
+        }
+        return Ok(Some(reference.clone()));
+    }
+    match holds_data {
+        Some(shard_dir) => Err(OpenError::Meta(format!(
+            "{} is missing and so are its copies, but {} holds data: its log cannot be replayed safely under \
+             unknown settings; restore META from a backup (docs/operations.md, \"Data directory\")",
+            dir.join(META_FILE).display(),
+            shard_dir.display()
+        ))),
+        None => Ok(None),
+    }
+}
+
 impl Switch {
     /// Opens (or creates) a data directory: `dir/shard-N/` per shard, and a
     /// record (`META`) of the settings that decide outcomes (shard count,
@@ -74,16 +145,24 @@ impl Switch {
     pub fn open_dir(dir: &Path, config: SwitchConfig, backend: Backend) -> Result<Switch, OpenError> {
         let root = FileStorage::new(dir).map_err(OpenError::Io)?;
         let wanted = meta(&config);
-        match std::fs::read_to_string(dir.join(META_FILE)) {
-            Ok(recorded) => {
-                if let Some((key, was, now)) = meta_mismatch(&recorded, &wanted) {
-                    return Err(OpenError::Settings { key, recorded: was, configured: now });
-                }
+        let recorded = recorded_meta(dir)?;
+        if let Some((key, was, now)) = recorded.as_deref().and_then(|r| meta_mismatch(r, &wanted)) {
+            return Err(OpenError::Settings { key, recorded: was, configured: now });
+        }
+        // Every shard directory keeps a copy, so losing `META` is noticed
+        // and repaired from the copies, never taken for a new directory.
+        let settings = recorded.unwrap_or(wanted);
+        for i in 0..config.shards {
+            let shard_dir = dir.join(format!("shard-{i}"));
+            std::fs::create_dir_all(&shard_dir).map_err(OpenError::Io)?;
+            if read_optional(&shard_dir.join(META_FILE))?.is_none() {
+                FileStorage::new(&shard_dir)
+                    .and_then(|s| s.write_durably(META_FILE, settings.as_bytes()))
+                    .map_err(OpenError::Io)?;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                root.write_durably(META_FILE, wanted.as_bytes()).map_err(OpenError::Io)?;
-            }
-            Err(e) => return Err(OpenError::Io(e)),
+        }
+        if read_optional(&dir.join(META_FILE))?.is_none() {
+            root.write_durably(META_FILE, settings.as_bytes()).map_err(OpenError::Io)?;
         }
         let mut storages: Vec<Arc<dyn Storage>> = Vec::with_capacity(config.shards);
         for i in 0..config.shards {
