@@ -329,3 +329,50 @@ fn exact_resends_are_answered_without_a_log_record() {
     let (again, _) = Shard::open(Arc::new(disk), &config()).expect("recovers");
     assert_eq!(again.engine().state_hash(), state, "recovery gives the same state");
 }
+
+/// The newest segment removed or emptied after the switch wrote to it is
+/// refused at start, with the file and the reason, instead of starting
+/// without what it answered: after a clean stop (the stop writes the
+/// durable mark) and after a crash (the first commit into each segment
+/// wrote it).
+#[test]
+fn a_missing_or_emptied_newest_segment_is_refused() {
+    use harbour::protocol::records::encode_all;
+    use harbour::wal::storage::Storage;
+    let newest = |disk: &MemStorage| {
+        let mut segments: Vec<String> =
+            disk.list().unwrap().into_iter().filter(|n| n.starts_with("wal-") && n.ends_with(".log")).collect();
+        segments.sort();
+        segments.pop().expect("a segment")
+    };
+    for clean_stop in [true, false] {
+        for emptied in [false, true] {
+            let disk = MemStorage::new();
+            let (mut shard, _) = Shard::open(Arc::new(disk.clone()), &config()).expect("opens");
+            let accounts = encode_all(&(1024..1034).map(common::account).collect::<Vec<_>>());
+            shard.process(&[(kind::CREATE_ACCOUNTS, &accounts)]).1.expect("logged");
+            for i in 0..40u64 {
+                let deposit = encode_all(&[common::deposit(u128::from(i) + 1, 1024 + i % 10, 100, common::HKD)]);
+                shard.process(&[(kind::SUBMIT_TRANSFERS, &deposit)]).1.expect("logged");
+            }
+            if clean_stop {
+                drop(shard);
+            } else {
+                // A crash: no stop, nothing more written.
+                std::mem::forget(shard);
+            }
+            let name = newest(&disk);
+            assert!(name != "wal-00000000000000000001.log", "the log rolled over segments");
+            if emptied {
+                disk.open(&name, false).unwrap().truncate(0).unwrap();
+            } else {
+                disk.remove(&name).unwrap();
+            }
+            let why = match Shard::open(Arc::new(disk.clone()), &config()) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("started without {name} (clean stop {clean_stop}, emptied {emptied})"),
+            };
+            assert!(why.contains("durable.mark") && why.contains("missing or cut short"), "{why}");
+        }
+    }
+}

@@ -375,6 +375,13 @@ impl Drop for Shard {
     fn drop(&mut self) {
         // A snapshot still being written is finished before the shard goes.
         self.finish_snapshot(true);
+        // A clean stop marks everything logged as durable, so a later
+        // start that finds less refuses instead of losing it.
+        if !self.wal.has_uncommitted()
+            && let Err(e) = self.wal.write_mark()
+        {
+            tracing::warn!(error = %e, "the durable mark was not written at stop");
+        }
     }
 }
 

@@ -94,6 +94,11 @@ pub enum Preallocate {
 
 /// Name of a segment being prepared in the background.
 const PREP_NAME: &str = "wal-next.prep";
+/// The durable mark: the LSN of a record known durable (u64, little-endian,
+/// then its CRC-32C). Written after the first commit into each segment and
+/// at a clean stop; a recovery that ends below it is refused (the newest
+/// segment was removed or cut short), not taken for a shorter log.
+const MARK_NAME: &str = "durable.mark";
 /// Zeros written per call while preparing a segment.
 const ZERO_CHUNK: usize = 1 << 20;
 
@@ -220,6 +225,9 @@ pub struct Wal {
     /// A full segment is closed before the next write, not after a sync, so
     /// a failure to open the next one can never fail a group already synced.
     roll_due: bool,
+    /// Whether the next commit also writes the durable mark (the first into
+    /// a new segment).
+    mark_due: bool,
     /// The helper thread preparing the next segment (`Background`).
     preparing: Option<std::thread::JoinHandle<io::Result<()>>>,
     failed: bool,
@@ -241,6 +249,25 @@ fn parse_name(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
 fn io_err(storage: &dyn Storage, op: &'static str, name: &str) -> impl FnOnce(io::Error) -> WalError {
     let file = storage.describe(name);
     move |source| WalError::Io { op, file, source }
+}
+
+/// The durable mark, if one was written; a mark that does not read back
+/// whole (its CRC) is refused rather than ignored.
+fn read_mark(storage: &dyn Storage) -> Result<Option<u64>, WalError> {
+    let names = storage.list().map_err(io_err(storage, "list", "."))?;
+    if !names.iter().any(|n| n == MARK_NAME) {
+        return Ok(None);
+    }
+    let bytes = storage::read_all(storage, MARK_NAME).map_err(io_err(storage, "read", MARK_NAME))?;
+    let good = bytes.len() == 12 && crc32c::crc32c(&bytes[..8]).to_le_bytes() == bytes[8..12];
+    if !good {
+        return Err(WalError::Corrupt {
+            file: storage.describe(MARK_NAME),
+            offset: 0,
+            reason: "the durable mark does not read back".into(),
+        });
+    }
+    Ok(Some(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))))
 }
 
 /// Loads the newest snapshot that decodes, setting aside any that do not;
@@ -451,6 +478,7 @@ impl Wal {
         }
 
         let mut report = RecoveryReport::default();
+        let mark = read_mark(&*storage)?;
         let start_lsn = load_snapshot(&*storage, &snapshots, on_snapshot, &mut report)?;
 
         // The segment holding `start_lsn` is the last one starting at or
@@ -473,6 +501,21 @@ impl Wal {
             last = Some((segment_name(segment_lsn), end));
         }
 
+        if let Some(mark) = mark
+            && next_lsn <= mark
+        {
+            return Err(WalError::Corrupt {
+                file: storage.describe(MARK_NAME),
+                offset: 0,
+                reason: format!(
+                    "the log ends at LSN {} but LSN {mark} was durable: the newest segment is missing or cut \
+                     short (restore it from a backup; docs/storage.md, \"The durable mark\")",
+                    next_lsn - 1
+                ),
+            });
+        }
+        // A log that starts a new segment marks its first commit.
+        let mark_due = last.is_none();
         let (file_name, offset) = match last {
             Some(found) => found,
             None => {
@@ -503,6 +546,7 @@ impl Wal {
             buffer: Vec::with_capacity(1 << 20),
             group_lsn: next_lsn,
             roll_due: false,
+            mark_due,
             preparing: None,
             failed: false,
             stats: WalStats::default(),
@@ -572,7 +616,31 @@ impl Wal {
         self.stats.syncs += 1;
         self.buffer.clear();
         self.roll_due = self.offset >= self.config.segment_bytes_max;
+        if std::mem::take(&mut self.mark_due) {
+            self.write_mark()?;
+        }
         Ok(())
+    }
+
+    /// Records that every record so far is durable (`MARK_NAME`): a
+    /// recovery that finds less is refused. Call with nothing uncommitted
+    /// (a clean stop does).
+    pub fn write_mark(&mut self) -> Result<(), WalError> {
+        if self.failed || !self.buffer.is_empty() || self.next_lsn <= LSN_FIRST {
+            return Ok(());
+        }
+        let storage = &*self.storage;
+        let lsn = self.next_lsn - 1;
+        let mut bytes = lsn.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+        let tmp = format!("{MARK_NAME}.tmp");
+        let mut file = storage.open(&tmp, true).map_err(io_err(storage, "create", &tmp))?;
+        file.truncate(0).map_err(io_err(storage, "truncate", &tmp))?;
+        file.write_at(&bytes, 0).map_err(io_err(storage, "write", &tmp))?;
+        file.sync_data().map_err(io_err(storage, "sync", &tmp))?;
+        drop(file);
+        storage.rename(&tmp, MARK_NAME).map_err(io_err(storage, "rename", &tmp))?;
+        storage.sync_dir().map_err(io_err(storage, "sync dir", MARK_NAME))
     }
 
     /// Starts a new segment whose first record is the first one buffered
@@ -602,6 +670,7 @@ impl Wal {
         self.file = file;
         self.file_name = name;
         self.offset = 0;
+        self.mark_due = true;
         self.prepare_next();
         Ok(())
     }
