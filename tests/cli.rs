@@ -277,4 +277,7 @@ fn recovery_is_logged_for_operators() {
     let logs = String::from_utf8_lossy(&out.stderr);
     let line = logs.lines().find(|l| l.contains("recovery cut a torn last record")).unwrap_or_else(|| panic!("{logs}"));
     assert!(line.contains("WARN") && line.contains("shard=0") && line.contains("offset=0"), "{line}");
+    // The bytes cut are the 50 written, not the zero-filled rest of the
+    // preallocated segment.
+    assert!(line.contains("bytes=50"), "{line}");
 }

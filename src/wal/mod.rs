@@ -194,7 +194,8 @@ pub struct RecoveryReport {
     pub snapshots_skipped: Vec<String>,
     /// Records replayed after the snapshot.
     pub records_replayed: u64,
-    /// A torn last record that was cut off: file, offset, bytes cut.
+    /// A torn last record that was cut off: file, offset, bytes cut (to the
+    /// last non-zero byte: a preallocated segment's zeros are not counted).
     pub torn_tail: Option<(String, u64, u64)>,
     /// The next LSN the log will write.
     pub next_lsn: u64,
@@ -363,7 +364,10 @@ fn replay_segment(
                     };
                     return Err(corrupt(at, reason));
                 }
-                let cut = (bytes.len() - at) as u64;
+                // What was written and is cut: up to where the preallocated
+                // zeros begin (they are not data).
+                let written = bytes.iter().rposition(|&b| b != 0).map_or(at, |last| last + 1);
+                let cut = (written.max(at) - at) as u64;
                 report.torn_tail = Some((storage.describe(&name), at as u64, cut));
                 let mut file = storage.open(&name, false).map_err(io_err(storage, "open", &name))?;
                 file.truncate(at as u64).map_err(io_err(storage, "truncate", &name))?;
