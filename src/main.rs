@@ -56,6 +56,14 @@ enum Command {
     Cancel(LookupArgs),
     /// Export a month's Suspicious Transaction Report (a REPORTING channel's).
     Str(StrArgs),
+    /// Check a data directory without changing it: the settings record and
+    /// its copies, each shard's segments, snapshots and durable mark, and
+    /// whether a start would refuse it or repair it (exit 1 if refused).
+    Check {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: std::path::PathBuf,
+    },
     /// A live view of the switch's metrics, refreshed every second.
     Top {
         /// The metrics endpoint.
@@ -388,6 +396,7 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string())?
             }
             Command::Loan { command } => loan(command).await,
+            Command::Check { data } => check(&data),
         }
     });
     match result {
@@ -397,6 +406,69 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `harbour check`: what a start would find in `dir`, changing nothing.
+fn check(dir: &std::path::Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("{}: not a directory", dir.display()));
+    }
+    let mut refused = 0;
+    match harbour::shard::recorded_meta(dir) {
+        Ok(Some(settings)) => {
+            let summary: Vec<&str> = settings.lines().take(2).collect();
+            let restored =
+                if dir.join("META").exists() { "" } else { " (META missing: a start restores it from the copies)" };
+            println!("{}: settings recorded: {}{restored}", dir.display(), summary.join(", "));
+        }
+        Ok(None) => println!("{}: no settings recorded and no data: a new directory", dir.display()),
+        Err(e) => {
+            refused += 1;
+            println!("{}: REFUSED: {e}", dir.display());
+        }
+    }
+    let mut shards: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("shard-")))
+        .collect();
+    shards.sort();
+    for shard in &shards {
+        let storage =
+            harbour::wal::storage::FileStorage::new(shard).map_err(|e| format!("{}: {e}", shard.display()))?;
+        let found = harbour::wal::inspect(&storage).map_err(|e| e.to_string())?;
+        let first = found.segments.first().map(|s| s.first_lsn);
+        let last = found.segments.iter().rev().find_map(|s| s.last_lsn);
+        println!(
+            "{}: {} segments, LSN {}..{}, {} snapshots (newest at LSN {}), durable mark {}",
+            shard.display(),
+            found.segments.len(),
+            first.map_or("-".into(), |l| l.to_string()),
+            last.map_or("-".into(), |l| l.to_string()),
+            found.snapshots.len(),
+            found.snapshots.last().map_or("-".into(), |s| s.1.to_string()),
+            found.mark.map_or("none".into(), |m| m.to_string()),
+        );
+        for s in &found.segments {
+            let range = s.last_lsn.map_or_else(|| "no records".to_string(), |l| format!("LSN {}..{l}", s.first_lsn));
+            println!("  {}: {range} ({} records)", s.name, s.records);
+        }
+        for r in &found.repaired {
+            println!("  a start repairs: {r}");
+        }
+        for r in &found.refused {
+            refused += 1;
+            println!("  REFUSED: {r}");
+        }
+    }
+    if refused > 0 {
+        return Err(format!(
+            "a start would be refused ({refused} problems); see docs/operations.md, \"Data directory\""
+        ));
+    }
+    println!("a start would succeed");
+    Ok(())
 }
 
 /// Operators' logs on stderr, plain text, at the level `HARBOUR_LOG`

@@ -281,3 +281,50 @@ fn recovery_is_logged_for_operators() {
     // preallocated segment.
     assert!(line.contains("bytes=50"), "{line}");
 }
+
+/// `harbour check` tells an operator what a start would find without
+/// changing anything; a removed newest segment is refused by both.
+#[test]
+fn check_reports_the_data_directory_and_a_start_refuses_a_lost_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let roles = "\"ACCOUNTS\", \"PAYMENTS\"";
+    let config = write_config(dir.path(), roles);
+    let data = dir.path().join("data");
+    let (child, addr) = serve(&data, &config);
+    assert!(run(&addr, &["account", "create", "--id", "1024"]).0);
+    assert!(run(&addr, &["transfer", "--id", "1", "--from", "4", "--to", "1024", "--amount", "10.00"]).0);
+    terminate(child);
+
+    let check = |expect_ok: bool| {
+        let out = Command::new(BIN).args(["check", "--data"]).arg(&data).output().expect("harbour runs");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.success(), expect_ok, "{text}");
+        text
+    };
+    let text = check(true);
+    assert!(text.contains("settings recorded: shards=1") && text.contains("durable mark"), "{text}");
+    assert!(text.contains("a start would succeed"), "{text}");
+
+    let shard = data.join("shard-0");
+    let newest = std::fs::read_dir(&shard)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max()
+        .expect("a segment");
+    std::fs::remove_file(&newest).unwrap();
+    let text = check(false);
+    assert!(text.contains("REFUSED") && text.contains("missing or cut short"), "{text}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--clock", "manual"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("harbour runs");
+    assert!(!out.status.success(), "it started without its newest segment");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("durable.mark") && err.contains("missing or cut short"), "{err}");
+}

@@ -283,4 +283,4 @@ mod switch;
 
 pub use reply::PendingReply;
 use step::{count_results, submission};
-pub use switch::Switch;
+pub use switch::{Switch, recorded_meta};

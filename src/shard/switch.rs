@@ -80,7 +80,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, OpenError> {
 /// (which must agree). `None` only for a directory that holds no shard's
 /// data yet. A directory with data and no record at all is refused: its
 /// log would replay under whatever settings were configured.
-fn recorded_meta(dir: &Path) -> Result<Option<String>, OpenError> {
+pub fn recorded_meta(dir: &Path) -> Result<Option<String>, OpenError> {
     let top = read_optional(&dir.join(META_FILE))?;
     let mut shard_dirs: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
@@ -121,9 +121,6 @@ fn recorded_meta(dir: &Path) -> Result<Option<String>, OpenError> {
                 )));
             }
         }
-        if top.is_none() {
-            tracing::warn!(dir = %dir.display(), "META was missing; restored from the shard directories' copies");
-        }
         return Ok(Some(reference.clone()));
     }
     match holds_data {
@@ -151,6 +148,7 @@ impl Switch {
         }
         // Every shard directory keeps a copy, so losing `META` is noticed
         // and repaired from the copies, never taken for a new directory.
+        let restoring = recorded.is_some();
         let settings = recorded.unwrap_or(wanted);
         for i in 0..config.shards {
             let shard_dir = dir.join(format!("shard-{i}"));
@@ -162,6 +160,9 @@ impl Switch {
             }
         }
         if read_optional(&dir.join(META_FILE))?.is_none() {
+            if restoring {
+                tracing::warn!(dir = %dir.display(), "META was missing; restored from the shard directories' copies");
+            }
             root.write_durably(META_FILE, settings.as_bytes()).map_err(OpenError::Io)?;
         }
         let mut storages: Vec<Arc<dyn Storage>> = Vec::with_capacity(config.shards);

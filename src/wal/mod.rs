@@ -815,3 +815,105 @@ fn later_group_after(bytes: &[u8], at: usize, expected_lsn: u64) -> Option<u64> 
 
 #[cfg(test)]
 mod tests;
+
+/// What one segment holds, read without changing anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub name: String,
+    /// The LSN its name says it starts at.
+    pub first_lsn: u64,
+    /// Its last whole record's LSN, if it has any.
+    pub last_lsn: Option<u64>,
+    pub records: u64,
+    /// Bytes after its last whole record that are not zeros (a torn or
+    /// damaged record), and where they start.
+    pub damaged: Option<(u64, u64)>,
+}
+
+/// A shard's storage as `harbour check` reports it: segments, snapshots,
+/// the durable mark, and what recovery would refuse or cut.
+#[derive(Clone, Debug, Default)]
+pub struct Inspection {
+    pub segments: Vec<SegmentInfo>,
+    /// Snapshot names with their LSN and whether their checksums pass.
+    pub snapshots: Vec<(String, u64, bool)>,
+    pub mark: Option<u64>,
+    /// What recovery would refuse (the shard would not start).
+    pub refused: Vec<String>,
+    /// What recovery would repair on its own (a torn tail cut, a damaged
+    /// snapshot set aside).
+    pub repaired: Vec<String>,
+}
+
+/// Reads a shard's storage and says what recovery would find, changing
+/// nothing (the operator's `harbour check`).
+pub fn inspect(storage: &dyn Storage) -> Result<Inspection, WalError> {
+    let names = storage.list().map_err(io_err(storage, "list", "."))?;
+    let mut out = Inspection::default();
+    match read_mark(storage) {
+        Ok(mark) => out.mark = mark,
+        Err(e) => out.refused.push(e.to_string()),
+    }
+    let mut snapshots: Vec<u64> = names.iter().filter_map(|n| parse_name(n, "snap-", ".snap")).collect();
+    snapshots.sort_unstable();
+    for lsn in snapshots {
+        let name = snapshot_name(lsn);
+        let bytes = storage::read_all(storage, &name).map_err(io_err(storage, "read", &name))?;
+        let ok = decode_snapshot(&bytes).is_some_and(|(inner, _)| inner == lsn);
+        if !ok {
+            out.repaired.push(format!("{name}: checksum fails; recovery sets it aside and uses an older one"));
+        }
+        out.snapshots.push((name, lsn, ok));
+    }
+    let mut segments: Vec<u64> = names.iter().filter_map(|n| parse_name(n, "wal-", ".log")).collect();
+    segments.sort_unstable();
+    for (i, &first_lsn) in segments.iter().enumerate() {
+        let name = segment_name(first_lsn);
+        let bytes = storage::read_all(storage, &name).map_err(io_err(storage, "read", &name))?;
+        let mut info = SegmentInfo { name: name.clone(), first_lsn, last_lsn: None, records: 0, damaged: None };
+        let mut at = 0;
+        while at < bytes.len() {
+            match read_record(&bytes, at) {
+                Ok((record, end)) => {
+                    info.last_lsn = Some(record.lsn);
+                    info.records += 1;
+                    at = end;
+                }
+                Err(_) if bytes[at..].iter().all(|&b| b == 0) => break,
+                Err(_) => {
+                    let written = bytes.iter().rposition(|&b| b != 0).map_or(at, |last| last + 1);
+                    info.damaged = Some((at as u64, (written.max(at) - at) as u64));
+                    break;
+                }
+            }
+        }
+        if let Some((offset, bytes)) = info.damaged {
+            if i + 1 == segments.len() {
+                out.repaired
+                    .push(format!("{name}: {bytes} bytes at offset {offset} do not read back; cut as a torn write"));
+            } else {
+                out.refused.push(format!("{name}: damaged at offset {offset} with later segments after it"));
+            }
+        }
+        out.segments.push(info);
+    }
+    for pair in out.segments.windows(2) {
+        let expected = pair[0].last_lsn.map_or(pair[0].first_lsn, |l| l + 1);
+        if pair[1].first_lsn != expected {
+            out.refused
+                .push(format!("{} starts at LSN {}, but LSN {expected} was due", pair[1].name, pair[1].first_lsn));
+        }
+    }
+    let end = out.segments.iter().rev().find_map(|s| s.last_lsn);
+    let covered = out.snapshots.iter().filter(|s| s.2).map(|s| s.1 - 1).max();
+    let last = end.max(covered);
+    if let Some(mark) = out.mark
+        && last.is_none_or(|l| l < mark)
+    {
+        out.refused.push(format!(
+            "{MARK_NAME}: LSN {mark} was durable but the log ends at {}: the newest segment is missing or cut short",
+            last.map_or_else(|| "nothing".to_string(), |l| l.to_string())
+        ));
+    }
+    Ok(out)
+}
