@@ -376,3 +376,27 @@ fn a_missing_or_emptied_newest_segment_is_refused() {
         }
     }
 }
+
+/// After a clean stop, a flipped byte in the last record is corruption of
+/// answered data, not a torn write: the stop's durable mark covers it, so
+/// the start is refused instead of cutting the record.
+#[test]
+fn a_flipped_byte_in_a_clean_stops_last_record_is_refused() {
+    use harbour::protocol::records::encode_all;
+    use harbour::wal::storage::Storage;
+    let disk = MemStorage::new();
+    let (mut shard, _) = Shard::open(Arc::new(disk.clone()), &config()).expect("opens");
+    let accounts = encode_all(&(1024..1030).map(common::account).collect::<Vec<_>>());
+    shard.process(&[(kind::CREATE_ACCOUNTS, &accounts)]).1.expect("logged");
+    let deposit = encode_all(&[common::deposit(1, 1024, 100, common::HKD)]);
+    shard.process(&[(kind::SUBMIT_TRANSFERS, &deposit)]).1.expect("logged");
+    drop(shard);
+    let mut segments: Vec<String> = disk.list().unwrap().into_iter().filter(|n| n.ends_with(".log")).collect();
+    segments.sort();
+    let newest = segments.pop().expect("a segment");
+    let bytes = disk.contents(&newest).expect("its bytes");
+    let last = bytes.iter().rposition(|&b| b != 0).expect("a record");
+    disk.open(&newest, false).unwrap().write_at(&[bytes[last] ^ 0x5A], last as u64).unwrap();
+    let why = Shard::open(Arc::new(disk), &config()).err().expect("refused").to_string();
+    assert!(why.contains("missing or cut short"), "{why}");
+}
