@@ -25,6 +25,9 @@ pub const GROUP_REQUESTS_MAX: usize = 4096;
 pub const QUEUE_DEPTH_MAX: usize = 65_536;
 /// Most shards a switch runs.
 pub const SHARDS_MAX: usize = 256;
+/// Free disk every shard keeps by default: two of the default segments
+/// (the next segment and a snapshot's worth of room).
+pub const DISK_RESERVE_BYTES_DEFAULT: u64 = 128 << 20;
 /// Bytes of request bodies queued for the shards at most; past it a
 /// request is BUSY (nothing applied), however few requests that is.
 pub const QUEUED_BYTES_MAX: u64 = 256 << 20;
@@ -52,6 +55,10 @@ pub struct SwitchConfig {
     pub clock: Clock,
     /// The remote AML scorer, if the bank runs one.
     pub aml_scorer: Option<ScorerConfig>,
+    /// Free bytes every shard's disk must keep: below them requests that
+    /// would be logged are refused (BUSY, nothing applied) until space
+    /// returns, and a start is refused, so the log never meets a full disk.
+    pub disk_reserve_bytes: u64,
 }
 
 /// Where the remote AML scorer is and how long the shards wait for it.
@@ -77,6 +84,7 @@ impl Default for SwitchConfig {
             group_requests_max: 1024,
             clock: Clock::System,
             aml_scorer: None,
+            disk_reserve_bytes: DISK_RESERVE_BYTES_DEFAULT,
         }
     }
 }
@@ -273,6 +281,8 @@ struct WalFile {
     snapshot_log_bytes: Option<u64>,
     queue_depth_max: Option<usize>,
     group_requests_max: Option<usize>,
+    /// Free bytes each shard's disk must keep (default 128 MiB).
+    disk_reserve_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,6 +389,9 @@ impl Config {
             }
             if let Some(v) = w.group_requests_max {
                 self.switch.group_requests_max = v;
+            }
+            if let Some(v) = w.disk_reserve_bytes {
+                self.switch.disk_reserve_bytes = v;
             }
         }
         if let Some(a) = file.aml {

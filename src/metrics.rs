@@ -196,6 +196,10 @@ pub struct Metrics {
     pub busy_total: AtomicU64,
     /// Connections closed because the channel stopped reading its answers.
     pub write_timeouts_total: AtomicU64,
+    /// 1 while a shard's disk is below its reserve (writes refused).
+    pub disk_below_reserve: AtomicU64,
+    /// Requests refused because a shard's disk was below its reserve.
+    pub no_space_total: AtomicU64,
     /// SUBMIT_TRANSFERS requests of exact resends only, answered without
     /// a log record.
     pub resends_unlogged_total: AtomicU64,
@@ -240,6 +244,8 @@ pub static METRICS: Metrics = Metrics {
     records_total: AtomicU64::new(0),
     busy_total: AtomicU64::new(0),
     write_timeouts_total: AtomicU64::new(0),
+    disk_below_reserve: AtomicU64::new(0),
+    no_space_total: AtomicU64::new(0),
     resends_unlogged_total: AtomicU64::new(0),
     frame_errors: [const { AtomicU64::new(0) }; 13],
     aml_holds: [const { AtomicU64::new(0) }; 4],
@@ -319,6 +325,18 @@ impl Metrics {
             "counter",
             "Connections closed because the channel stopped reading its answers.",
             get(&self.write_timeouts_total),
+        );
+        one(
+            "harbour_disk_below_reserve",
+            "gauge",
+            "1 while a shard's disk is below disk_reserve_bytes (writes refused BUSY, lookups served).",
+            get(&self.disk_below_reserve),
+        );
+        one(
+            "harbour_no_space_total",
+            "counter",
+            "Requests refused BUSY because a shard's disk was below its reserve (nothing applied).",
+            get(&self.no_space_total),
         );
         one(
             "harbour_resends_unlogged_total",

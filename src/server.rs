@@ -502,6 +502,13 @@ impl Connection {
             send_error(out, ErrorCode::Busy, h.request_id, "shard queue full; nothing applied").await;
             return Next::Continue;
         }
+        if e == SwitchError::NoSpace {
+            METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
+            METRICS.no_space_total.fetch_add(1, Ordering::Relaxed);
+            let detail = "disk below its reserve; nothing applied (lookups are served); resend later";
+            send_error(out, ErrorCode::Busy, h.request_id, detail).await;
+            return Next::Continue;
+        }
         let _ = self.fatal.try_send(ServeError::Fatal(e));
         Next::Close
     }

@@ -617,3 +617,38 @@ fn a_lost_meta_is_restored_from_its_copies_or_the_start_is_refused() {
         other => panic!("a directory with data and no META opened: {:?}", other.err()),
     }
 }
+
+/// A disk below its reserve: writes are refused with nothing applied
+/// (NoSpace, BUSY on the wire), lookups are served, and writes resume by
+/// themselves once space returns; a start without the reserve is refused.
+#[test]
+fn a_disk_below_its_reserve_refuses_writes_serves_lookups_and_recovers() {
+    use harbour::wal::storage::{MemStorage, Storage};
+    let disk = MemStorage::new();
+    let cfg = SwitchConfig { disk_reserve_bytes: 1 << 20, ..config(1) };
+    let storages: Vec<Arc<dyn Storage>> = vec![Arc::new(disk.clone())];
+    let s = Switch::open(cfg, storages).expect("opens");
+    s.submit(kind::CREATE_ACCOUNTS, &encode_all(&[account(1024)])).expect("answered");
+    assert_eq!(transfers(&s, &[deposit(1, 1024, 500, HKD)])[0].code, 0);
+
+    disk.set_free_bytes(1000);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let refused = s.submit(kind::SUBMIT_TRANSFERS, &encode_all(&[deposit(2, 1024, 700, HKD)]));
+    assert_eq!(refused.err(), Some(SwitchError::NoSpace));
+    let looked = s.submit(kind::LOOKUP_TRANSFERS, &encode_all(&[Id { id: 2 }, Id { id: 1 }])).expect("lookups served");
+    let looked: Vec<TransferResult> = decode_all(&looked).collect();
+    assert_eq!(looked[0].code, ResultCode::TransferNotFound.as_u16(), "nothing was applied");
+    assert_eq!(looked[1].code, 0);
+
+    disk.set_free_bytes(u64::MAX);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert_eq!(transfers(&s, &[deposit(2, 1024, 700, HKD)])[0].code, 0, "writes resume without a restart");
+    s.shutdown();
+
+    disk.set_free_bytes(1000);
+    let storages: Vec<Arc<dyn Storage>> = vec![Arc::new(disk)];
+    match Switch::open(cfg, storages) {
+        Err(OpenError::NoSpace { shard: 0, free: 1000, reserve }) => assert_eq!(reserve, 1 << 20),
+        other => panic!("started below the reserve: {:?}", other.err()),
+    }
+}

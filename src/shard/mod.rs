@@ -72,6 +72,9 @@ pub enum SwitchError {
     /// The shard's log failed; the request was not applied durably. The
     /// one error is shared by every request it failed.
     LogFailed(Arc<WalError>),
+    /// A shard's disk is below its reserve (`disk_reserve_bytes`): the
+    /// request would be logged, so it was not applied.
+    NoSpace,
     /// A shard thread died (a broken invariant).
     ShardFailed,
     /// The switch is shutting down; the request was not applied.
@@ -84,6 +87,7 @@ impl std::fmt::Display for SwitchError {
             Self::Busy => write!(f, "shard queue full; nothing applied"),
             Self::Engine(e) => write!(f, "{e}"),
             Self::LogFailed(e) => write!(f, "log failed: {e}"),
+            Self::NoSpace => write!(f, "a shard's disk is below its reserve; nothing applied (lookups are served)"),
             Self::ShardFailed => write!(f, "shard thread failed"),
             Self::Stopped => write!(f, "switch stopped"),
         }
@@ -135,6 +139,12 @@ pub enum OpenError {
     /// The record of the settings (`META`) is missing or contradicted in
     /// a directory that holds data: the file and what to do.
     Meta(String),
+    /// A shard's disk has less free space than the reserve.
+    NoSpace {
+        shard: usize,
+        free: u64,
+        reserve: u64,
+    },
     /// A request spanning shards, found part-applied at start, could not
     /// be finished on `shard`.
     Round {
@@ -155,6 +165,11 @@ impl std::fmt::Display for OpenError {
             ),
             Self::Config(e) => write!(f, "configuration: {e}"),
             Self::Meta(e) => write!(f, "data directory: {e}"),
+            Self::NoSpace { shard, free, reserve } => write!(
+                f,
+                "shard {shard}: {free} bytes free on its disk, below the reserve of {reserve} \
+                 (disk_reserve_bytes): free space before starting"
+            ),
             Self::Round { shard, error } => write!(f, "shard {shard}: finishing a request spanning shards: {error}"),
         }
     }
@@ -271,6 +286,43 @@ struct Core {
     quote_ttl_ms: u64,
     /// Set when the switch stops: a contended request stops retrying.
     stopped: std::sync::atomic::AtomicBool,
+    /// Whether every shard's disk keeps its reserve.
+    room: Room,
+}
+
+/// Whether every shard's disk keeps the reserve, checked at most every
+/// `ROOM_CHECK_EVERY` (a `statvfs` per shard), so a refusal lifts by
+/// itself once space returns.
+struct Room {
+    storages: Vec<Arc<dyn Storage>>,
+    reserve: u64,
+    /// When last checked, and what it found.
+    last: parking_lot::Mutex<(Option<std::time::Instant>, bool)>,
+}
+
+const ROOM_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+impl Room {
+    fn ok(&self) -> bool {
+        let mut last = self.last.lock();
+        if last.0.is_some_and(|at| at.elapsed() < ROOM_CHECK_EVERY) {
+            return last.1;
+        }
+        let ok = self.storages.iter().all(|s| s.free_bytes().map_or(true, |free| free >= self.reserve));
+        if ok != last.1 && last.0.is_some() {
+            if ok {
+                tracing::info!(reserve = self.reserve, "disk space is back above the reserve; taking writes again");
+            } else {
+                tracing::warn!(
+                    reserve = self.reserve,
+                    "a shard's disk fell below the reserve; refusing writes (BUSY), serving lookups"
+                );
+            }
+        }
+        *last = (Some(std::time::Instant::now()), ok);
+        METRICS.disk_below_reserve.store(u64::from(!ok), Ordering::Relaxed);
+        ok
+    }
 }
 
 /// How long a contended request waits before it is routed again.

@@ -4,6 +4,15 @@
 use super::*;
 
 impl Core {
+    /// A request that would be logged is refused while a shard's disk is
+    /// below its reserve (nothing is sent, so nothing is half applied).
+    pub(super) fn check_room(&self, kind: u16) -> Result<(), SwitchError> {
+        if kinds::is_logged(kind) && !self.room.ok() {
+            return Err(SwitchError::NoSpace);
+        }
+        Ok(())
+    }
+
     pub(super) fn now_ms(&self) -> u64 {
         self.clock.now_ms(self.now_ms.load(Ordering::Relaxed))
     }

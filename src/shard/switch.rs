@@ -189,6 +189,17 @@ impl Switch {
         let settled = Arc::new(Settled::new(n));
         let (link_txs, link_rxs): (Vec<_>, Vec<_>) =
             (0..n).map(|_| crossbeam_channel::bounded::<LinkMessage>(windows.queue_capacity())).unzip();
+        for (shard, storage) in storages.iter().enumerate() {
+            let free = storage.free_bytes().map_err(OpenError::Io)?;
+            if free < config.disk_reserve_bytes {
+                return Err(OpenError::NoSpace { shard, free, reserve: config.disk_reserve_bytes });
+            }
+        }
+        let room = Room {
+            storages: storages.clone(),
+            reserve: config.disk_reserve_bytes,
+            last: parking_lot::Mutex::new((None, true)),
+        };
         let mut recovered = Recovered::default();
         let (mut txs, mut threads) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for (i, (storage, link_rx)) in storages.into_iter().zip(link_rxs).enumerate() {
@@ -217,6 +228,7 @@ impl Switch {
             clock: config.clock,
             quote_ttl_ms: config.engine.quote_ttl_ms,
             stopped: std::sync::atomic::AtomicBool::new(false),
+            room,
         };
         let switch = Switch { core: Arc::new(core), threads, config, reports, shards_settled: settled };
         let finished = match first_error {
@@ -306,6 +318,7 @@ impl Switch {
     /// and nothing is sent anywhere. A request that must wait for another's
     /// claims (`router`) is accepted and routed when its answer is awaited.
     pub fn dispatch(&self, kind: u16, body: &[u8], wait: bool) -> Result<PendingReply, SwitchError> {
+        self.core.check_room(kind)?;
         let stage = self.core.route_and_send(kind, body, wait, None)?;
         Ok(PendingReply { core: Arc::clone(&self.core), kind, wait, stage })
     }
@@ -327,6 +340,7 @@ impl Switch {
         if kinds::from_channel(kind).is_none() {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         }
+        self.core.check_room(kind)?;
         self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)
     }
 

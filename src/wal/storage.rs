@@ -37,6 +37,24 @@ pub trait Storage: Send + Sync {
     fn sync_dir(&self) -> io::Result<()>;
     /// A human-readable place for a file, for errors.
     fn describe(&self, name: &str) -> String;
+    /// Bytes the directory's file system still lets this process write
+    /// (unknown: as many as asked).
+    fn free_bytes(&self) -> io::Result<u64> {
+        Ok(u64::MAX)
+    }
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `dir`.
+fn statvfs_free(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `st` a valid out
+    // pointer for the duration of the call.
+    if unsafe { libc::statvfs(path.as_ptr(), &raw mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// One open file.
@@ -150,6 +168,9 @@ impl Storage for FileStorage {
     fn describe(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
+    fn free_bytes(&self) -> io::Result<u64> {
+        statvfs_free(&self.dir)
+    }
 }
 
 // ---- io_uring ----------------------------------------------------------------
@@ -240,6 +261,9 @@ impl Storage for UringStorage {
     fn describe(&self, name: &str) -> String {
         self.inner.describe(name)
     }
+    fn free_bytes(&self) -> io::Result<u64> {
+        self.inner.free_bytes()
+    }
 }
 
 // ---- in memory, with faults ---------------------------------------------------
@@ -272,6 +296,9 @@ struct MemFs {
     crashed: bool,
     /// Drives how much of a torn write lands.
     seed: u64,
+    /// What `free_bytes` says (tests of a full disk set it; unset: no
+    /// limit).
+    free: Option<u64>,
 }
 
 impl MemFs {
@@ -346,6 +373,11 @@ impl MemStorage {
     pub fn crash_in(&self, ops: u64) {
         let mut fs = self.fs.lock();
         fs.plan.crash_at_op = Some(fs.ops + ops.max(1));
+    }
+
+    /// Sets what `free_bytes` says from now on.
+    pub fn set_free_bytes(&self, free: u64) {
+        self.fs.lock().free = Some(free);
     }
 
     /// Whether the simulated power loss has happened.
@@ -486,5 +518,8 @@ impl Storage for MemStorage {
     }
     fn describe(&self, name: &str) -> String {
         format!("mem:{name}")
+    }
+    fn free_bytes(&self) -> io::Result<u64> {
+        Ok(self.fs.lock().free.unwrap_or(u64::MAX))
     }
 }
