@@ -6,18 +6,23 @@ use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harbour");
 
-/// Starts `harbour serve` and returns it with the address it printed.
-fn serve(data: &std::path::Path, config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
+/// `harbour serve` on `data` with `config`, an ephemeral port, no metrics
+/// and the manual clock.
+fn serve_command(data: &std::path::Path, config: &std::path::Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--clock", "manual"])
         .arg("--data")
         .arg(data)
         .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("harbour runs");
+        .arg(config);
+    command
+}
+
+/// Starts `harbour serve` and returns it with the address it printed.
+fn serve(data: &std::path::Path, config: &std::path::Path) -> (Child, String) {
+    let mut child =
+        serve_command(data, config).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("harbour runs");
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("a line");
     let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_string();
@@ -257,12 +262,7 @@ fn recovery_is_logged_for_operators() {
     bytes[..50].fill(0xAB);
     std::fs::write(&log, bytes).unwrap();
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--clock", "manual"])
-        .arg("--data")
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
+    let mut child = serve_command(&data, &config)
         .env("HARBOUR_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -316,14 +316,7 @@ fn check_reports_the_data_directory_and_a_start_refuses_a_lost_segment() {
     let text = check(false);
     assert!(text.contains("REFUSED") && text.contains("missing or cut short"), "{text}");
 
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--clock", "manual"])
-        .arg("--data")
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("harbour runs");
+    let out = serve_command(&data, &config).output().expect("harbour runs");
     assert!(!out.status.success(), "it started without its newest segment");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("durable.mark") && err.contains("missing or cut short"), "{err}");
