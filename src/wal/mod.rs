@@ -120,9 +120,16 @@ fn prepare_in_background(storage: &Arc<dyn Storage>, size: u64) -> std::thread::
     std::thread::Builder::new()
         .name("wal-prepare".into())
         .spawn(move || {
-            let mut file = storage.open(PREP_NAME, true)?;
-            file.truncate(0)?;
-            zero_fill(&mut *file, size)
+            let prepared = storage.open(PREP_NAME, true).and_then(|mut file| {
+                file.truncate(0)?;
+                zero_fill(&mut *file, size)
+            });
+            if prepared.is_err() {
+                // A half-filled file would only take disk space (a full
+                // disk is the usual cause): the next segment starts empty.
+                let _ = storage.remove(PREP_NAME);
+            }
+            prepared
         })
         .expect("a thread for segment preparation")
 }
@@ -662,7 +669,15 @@ impl Wal {
                 storage.open(&name, false).map_err(io_err(storage, "open", &name))?
             }
             // A failed preparation costs speed, not correctness: start empty.
-            Some(Err(_)) | None => {
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, file = %storage.describe(&name), "preparing the next log segment failed; it starts empty");
+                let mut file = storage.open(&name, true).map_err(io_err(storage, "create", &name))?;
+                if self.config.preallocate == Preallocate::Inline {
+                    zero_fill(&mut *file, size).map_err(io_err(storage, "preallocate", &name))?;
+                }
+                file
+            }
+            None => {
                 let mut file = storage.open(&name, true).map_err(io_err(storage, "create", &name))?;
                 if self.config.preallocate == Preallocate::Inline {
                     zero_fill(&mut *file, size).map_err(io_err(storage, "preallocate", &name))?;

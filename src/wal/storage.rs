@@ -455,6 +455,15 @@ impl StorageFile for MemHandle {
     }
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut fs = self.fs.lock();
+        // A set free space is a full disk for a write that would grow the
+        // file past it (ENOSPC, nothing written).
+        if let Some(free) = fs.free {
+            let len = fs.files.get(&self.name).map_or(0, |f| f.data.len());
+            let grows = (offset as usize + buf.len()).saturating_sub(len) as u64;
+            if grows > free {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+        }
         let outcome = fs.tick(false);
         let landed = match &outcome {
             Ok(()) => buf.len(),

@@ -268,3 +268,19 @@ fn preallocated_segments_end_cleanly_at_their_zeros() {
         assert_eq!(records.last().map(|r| r.3.clone()), Some(b"more".to_vec()), "{preallocate:?}");
     }
 }
+
+/// A background preparation of the next segment that meets a full disk
+/// leaves no half-filled file behind (it would only take space).
+#[test]
+fn a_failed_segment_preparation_leaves_no_file() {
+    let storage = MemStorage::new();
+    storage.set_free_bytes(1000);
+    let shared: Arc<dyn Storage> = Arc::new(storage.clone());
+    let prepared = prepare_in_background(&shared, 64 << 10).join().expect("the thread ends");
+    assert_eq!(prepared.map_err(|e| e.raw_os_error()), Err(Some(libc::ENOSPC)));
+    assert!(!storage.list().unwrap().iter().any(|n| n == PREP_NAME), "{:?}", storage.list());
+    // With room, it prepares.
+    storage.set_free_bytes(u64::MAX);
+    prepare_in_background(&shared, 64 << 10).join().expect("the thread ends").expect("prepared");
+    assert!(storage.list().unwrap().iter().any(|n| n == PREP_NAME));
+}
