@@ -142,6 +142,9 @@ pub struct Config {
     pub max_body: u32,
     pub max_batch: u32,
     pub max_in_flight: u32,
+    /// Bytes of answers not yet taken by their connections' writers, all
+    /// connections together; past it requests are BUSY (nothing applied).
+    pub answer_bytes_max: u64,
     pub connections_max: usize,
     pub idle_timeout_ms: u64,
     pub handshake_timeout_ms: u64,
@@ -178,6 +181,7 @@ impl Default for Config {
             max_body: MAX_BODY_DEFAULT,
             max_batch: MAX_BATCH_DEFAULT,
             max_in_flight: MAX_IN_FLIGHT_DEFAULT,
+            answer_bytes_max: 256 << 20,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
@@ -213,6 +217,7 @@ struct File {
     shards: Option<usize>,
     backend: Option<String>,
     max_in_flight: Option<u32>,
+    answer_bytes_max: Option<u64>,
     connections_max: Option<usize>,
     idle_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
@@ -345,6 +350,9 @@ impl Config {
         if let Some(v) = file.max_in_flight {
             self.max_in_flight = v;
         }
+        if let Some(v) = file.answer_bytes_max {
+            self.answer_bytes_max = v;
+        }
         if let Some(v) = file.connections_max {
             self.connections_max = v;
         }
@@ -469,6 +477,14 @@ impl Config {
         }
         if !(64..=4096).contains(&self.max_in_flight) {
             return bad(format!("max_in_flight {} outside 64..=4096", self.max_in_flight));
+        }
+        // Answers are at most 4x their request (16-byte ids, 64-byte
+        // results): the largest request's must fit the budget.
+        if self.answer_bytes_max < 4 * u64::from(self.max_body) {
+            return bad(format!(
+                "answer_bytes_max {} below 4 x max_body ({}): the largest request could never be answered",
+                self.answer_bytes_max, self.max_body
+            ));
         }
         if self.connections_max == 0 || self.connections_max > 65_536 {
             return bad(format!("connections_max {} outside 1..=65536", self.connections_max));

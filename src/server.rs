@@ -110,6 +110,7 @@ pub async fn serve(
     let channels: Arc<[Channel]> = config.channels.clone().into();
     let connections = Arc::new(Semaphore::new(config.connections_max));
     let exports = Arc::new(Semaphore::new(STR_EXPORTS_MAX));
+    let answer_bytes = Arc::new(crate::handoff::Admission::new(config.answer_bytes_max));
     // Connections watch `draining`; the server waits for them through `done`.
     let (drain_tx, drain_rx) = watch::channel(false);
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<ServeError>(1);
@@ -147,6 +148,7 @@ pub async fn serve(
                     session: None,
                     fatal: fatal_tx.clone(),
                     writer_gone: Arc::default(),
+                    answer_bytes: Arc::clone(&answer_bytes),
                 };
                 let draining = drain_rx.clone();
                 let done = done_tx.clone();
@@ -192,7 +194,29 @@ struct Session {
 
 /// An answer from the shards and the in-flight place it frees once the
 /// writer takes it.
-type Answer = (BytesMut, OwnedSemaphorePermit);
+type Answer = (BytesMut, Place);
+
+/// What an unanswered request holds: its in-flight place on the
+/// connection and, for the books' answers, its share of the answer budget.
+/// Both are given back when the answer is taken for writing or dropped.
+struct Place {
+    _permit: OwnedSemaphorePermit,
+    _budget: Option<AnswerBudget>,
+}
+
+/// A share of the answer budget (`Config::answer_bytes_max`: channels that
+/// read slowly cannot make the switch hold their answers without bound),
+/// given back when dropped.
+struct AnswerBudget {
+    admission: Arc<crate::handoff::Admission>,
+    bytes: u64,
+}
+
+impl Drop for AnswerBudget {
+    fn drop(&mut self) {
+        self.admission.release(self.bytes);
+    }
+}
 
 struct Connection {
     /// Where shards' answers go: a place per in-flight permit, so sending
@@ -212,6 +236,8 @@ struct Connection {
     /// Set by the writer when it gave up (the channel stopped reading past
     /// the write timeout, or the socket failed): nothing more is taken.
     writer_gone: Arc<WriterGone>,
+    /// The switch-wide budget of answers not yet written.
+    answer_bytes: Arc<crate::handoff::Admission>,
 }
 
 /// The writer's word that it can deliver nothing more.
@@ -405,8 +431,18 @@ impl Connection {
         let response_kind = spec.kind | RESPONSE_BIT;
         let answers = self.answers.clone().expect("a running connection has an answer queue");
         if h.kind == kind::EXPORT_STR {
-            return self.export_str(h, body, permit, out).await;
+            // One export at a time switch-wide bounds its memory.
+            return self.export_str(h, body, Place { _permit: permit, _budget: None }, out).await;
         }
+        let bytes = u64::from(h.count) * spec.response_size as u64;
+        if !self.answer_bytes.admit(bytes, false) {
+            METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
+            let detail = "answers waiting for channels that read slowly fill the budget; nothing applied";
+            send_error(out, ErrorCode::Busy, h.request_id, detail).await;
+            return Next::Continue;
+        }
+        let permit =
+            Place { _permit: permit, _budget: Some(AnswerBudget { admission: Arc::clone(&self.answer_bytes), bytes }) };
         if self.switch.single_shard() {
             // The shard thread encodes the answer and queues it for the
             // writer itself: one wake-up less per request.
@@ -463,13 +499,7 @@ impl Connection {
     /// hundred bytes per case); the report, up to 256 MiB, is formatted on a
     /// blocking thread, never a shard's, and one export runs at a time
     /// switch-wide (another is BUSY: nothing to undo, send it again).
-    async fn export_str(
-        &self,
-        h: Header,
-        body: Bytes,
-        permit: OwnedSemaphorePermit,
-        out: &mpsc::Sender<BytesMut>,
-    ) -> Next {
+    async fn export_str(&self, h: Header, body: Bytes, permit: Place, out: &mpsc::Sender<BytesMut>) -> Next {
         let Ok(export) = Arc::clone(&self.exports).try_acquire_owned() else {
             METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
             send_error(out, ErrorCode::Busy, h.request_id, "an STR export is already being made").await;
@@ -515,7 +545,7 @@ impl Connection {
 }
 
 /// Queues a shard's answer for the writer, with its in-flight place.
-fn deliver(answers: &mpsc::Sender<Answer>, kind: u16, h: Header, records: &[u8], permit: OwnedSemaphorePermit) {
+fn deliver(answers: &mpsc::Sender<Answer>, kind: u16, h: Header, records: &[u8], permit: Place) {
     let mut bytes = BytesMut::with_capacity(frame::HEADER_SIZE + records.len());
     frame::encode(&mut bytes, kind, h.count, h.request_id, records);
     // There is a place per permit; Closed means the channel went away.
@@ -551,7 +581,7 @@ async fn write_loop(
     gone: Arc<WriterGone>,
 ) {
     let mut gathered = BytesMut::with_capacity(READ_CHUNK);
-    let mut places: Vec<OwnedSemaphorePermit> = Vec::new();
+    let mut places: Vec<Place> = Vec::new();
     let (mut frames_open, mut answers_open) = (true, true);
     while frames_open || answers_open {
         tokio::select! {

@@ -969,3 +969,50 @@ async fn the_metrics_endpoint_is_prometheus_text_with_stage_latencies() {
     assert!(screen.contains("fsync") && screen.contains("SUBMIT_TRANSFERS") && screen.contains("OK"), "{screen}");
     running.stop().await.unwrap();
 }
+
+/// Answers waiting for channels that read slowly are bounded switch-wide
+/// (`answer_bytes_max`): past it requests are answered BUSY with nothing
+/// applied, and every request is answered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_waiting_for_slow_readers_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.answer_bytes_max = 4 << 20;
+    let running = server::start(&cfg).await.expect("starts");
+    let raw = Raw::authenticated(running.addr).await;
+    let (mut read, mut write) = raw.stream.into_split();
+    // Large answers (8,189 balances, 393 KB each), not read for a while.
+    let keys = encode_all(&vec![BalanceKey { account_id: 4, currency: HKD }; 8189]);
+    let n = 60u64;
+    let sender = tokio::spawn(async move {
+        for i in 0..n {
+            write.write_all(&frame_bytes(kind::LOOKUP_BALANCES, 8189, 100 + i, &keys)).await.unwrap();
+        }
+        write
+    });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let mut buf = raw.buf;
+    let mut answered = std::collections::BTreeMap::new();
+    while (answered.len() as u64) < n {
+        let (h, body) = loop {
+            if let Some(f) = frame::decode(&mut buf, 1 << 24).expect("good frames") {
+                break f;
+            }
+            let got = tokio::time::timeout(Duration::from_secs(10), read.read_buf(&mut buf)).await;
+            assert!(matches!(got, Ok(Ok(k)) if k > 0), "the switch answers every request");
+        };
+        let outcome = if h.kind == frame::ERROR_KIND {
+            let (code, detail) = frame::parse_error_body(&body).unwrap();
+            assert_eq!(ErrorCode::from_u16(code), Some(ErrorCode::Busy), "{detail}");
+            assert!(detail.contains("budget"), "{detail}");
+            "BUSY"
+        } else {
+            "OK"
+        };
+        assert!(answered.insert(h.request_id, outcome).is_none(), "answered twice: {}", h.request_id);
+    }
+    let busy = answered.values().filter(|v| **v == "BUSY").count();
+    assert!(busy > 0 && busy < n as usize, "some answers waited, then the budget refused ({busy} BUSY)");
+    drop(sender.await.unwrap());
+    running.stop().await.unwrap();
+}
