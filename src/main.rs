@@ -427,13 +427,7 @@ fn check(dir: &std::path::Path) -> Result<(), String> {
             println!("{}: REFUSED: {e}", dir.display());
         }
     }
-    let mut shards: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("shard-")))
-        .collect();
-    shards.sort();
+    let shards = harbour::shard::shard_dirs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for shard in &shards {
         let storage =
             harbour::wal::storage::FileStorage::new(shard).map_err(|e| format!("{}: {e}", shard.display()))?;

@@ -436,10 +436,8 @@ impl Connection {
         }
         let bytes = u64::from(h.count) * spec.response_size as u64;
         if !self.answer_bytes.admit(bytes, false) {
-            METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
-            let detail = "answers waiting for channels that read slowly fill the budget; nothing applied";
-            send_error(out, ErrorCode::Busy, h.request_id, detail).await;
-            return Next::Continue;
+            return busy(out, h, "answers waiting for channels that read slowly fill the budget; nothing applied")
+                .await;
         }
         let permit =
             Place { _permit: permit, _budget: Some(AnswerBudget { admission: Arc::clone(&self.answer_bytes), bytes }) };
@@ -527,21 +525,26 @@ impl Connection {
     /// A request the shards did not take: BUSY (nothing applied), or the
     /// switch is failing.
     async fn refused(&self, e: SwitchError, h: Header, out: &mpsc::Sender<BytesMut>) -> Next {
-        if e == SwitchError::Busy {
-            METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
-            send_error(out, ErrorCode::Busy, h.request_id, "shard queue full; nothing applied").await;
-            return Next::Continue;
-        }
-        if e == SwitchError::NoSpace {
-            METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
-            METRICS.no_space_total.fetch_add(1, Ordering::Relaxed);
-            let detail = "disk below its reserve; nothing applied (lookups are served); resend later";
-            send_error(out, ErrorCode::Busy, h.request_id, detail).await;
-            return Next::Continue;
-        }
-        let _ = self.fatal.try_send(ServeError::Fatal(e));
-        Next::Close
+        let detail = match e {
+            SwitchError::Busy => "shard queue full; nothing applied",
+            SwitchError::NoSpace => {
+                METRICS.no_space_total.fetch_add(1, Ordering::Relaxed);
+                "disk below its reserve; nothing applied (lookups are served); resend later"
+            }
+            e => {
+                let _ = self.fatal.try_send(ServeError::Fatal(e));
+                return Next::Close;
+            }
+        };
+        busy(out, h, detail).await
     }
+}
+
+/// Answers ERROR BUSY (nothing applied; the channel resends) and counts it.
+async fn busy(out: &mpsc::Sender<BytesMut>, h: Header, detail: &str) -> Next {
+    METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
+    send_error(out, ErrorCode::Busy, h.request_id, detail).await;
+    Next::Continue
 }
 
 /// Queues a shard's answer for the writer, with its in-flight place.

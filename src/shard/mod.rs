@@ -335,4 +335,4 @@ mod switch;
 
 pub use reply::PendingReply;
 use step::{count_results, submission};
-pub use switch::{Switch, recorded_meta};
+pub use switch::{Switch, recorded_meta, shard_dirs};

@@ -75,6 +75,23 @@ fn read_optional(path: &Path) -> Result<Option<String>, OpenError> {
     }
 }
 
+/// The shard directories (`shard-N`) a data directory holds, in name
+/// order; none if the directory does not exist.
+pub fn shard_dirs(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut dirs: Vec<std::path::PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("shard-")))
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
 /// The settings a data directory was written with: `META`, which every
 /// shard directory's copy must match; or, with `META` lost, the copies
 /// (which must agree). `None` only for a directory that holds no shard's
@@ -82,16 +99,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, OpenError> {
 /// log would replay under whatever settings were configured.
 pub fn recorded_meta(dir: &Path) -> Result<Option<String>, OpenError> {
     let top = read_optional(&dir.join(META_FILE))?;
-    let mut shard_dirs: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("shard-")))
-            .collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(OpenError::Io(e)),
-    };
-    shard_dirs.sort();
+    let shard_dirs = shard_dirs(dir).map_err(OpenError::Io)?;
     let mut copies = Vec::new();
     let mut holds_data = None;
     for shard_dir in &shard_dirs {

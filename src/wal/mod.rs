@@ -259,10 +259,16 @@ fn io_err(storage: &dyn Storage, op: &'static str, name: &str) -> impl FnOnce(io
     move |source| WalError::Io { op, file, source }
 }
 
+/// Bytes written from `at` on in a segment's `bytes`: to the last non-zero
+/// byte (a preallocated segment's zeros are not data).
+fn written_from(bytes: &[u8], at: usize) -> u64 {
+    let written = bytes.iter().rposition(|&b| b != 0).map_or(at, |last| last + 1);
+    (written.max(at) - at) as u64
+}
+
 /// The durable mark, if one was written; a mark that does not read back
 /// whole (its CRC) is refused rather than ignored.
-fn read_mark(storage: &dyn Storage) -> Result<Option<u64>, WalError> {
-    let names = storage.list().map_err(io_err(storage, "list", "."))?;
+fn read_mark(storage: &dyn Storage, names: &[String]) -> Result<Option<u64>, WalError> {
     if !names.iter().any(|n| n == MARK_NAME) {
         return Ok(None);
     }
@@ -371,10 +377,7 @@ fn replay_segment(
                     };
                     return Err(corrupt(at, reason));
                 }
-                // What was written and is cut: up to where the preallocated
-                // zeros begin (they are not data).
-                let written = bytes.iter().rposition(|&b| b != 0).map_or(at, |last| last + 1);
-                let cut = (written.max(at) - at) as u64;
+                let cut = written_from(&bytes, at);
                 report.torn_tail = Some((storage.describe(&name), at as u64, cut));
                 let mut file = storage.open(&name, false).map_err(io_err(storage, "open", &name))?;
                 file.truncate(at as u64).map_err(io_err(storage, "truncate", &name))?;
@@ -489,7 +492,7 @@ impl Wal {
         }
 
         let mut report = RecoveryReport::default();
-        let mark = read_mark(&*storage)?;
+        let mark = read_mark(&*storage, &names)?;
         let start_lsn = load_snapshot(&*storage, &snapshots, on_snapshot, &mut report)?;
 
         // The segment holding `start_lsn` is the last one starting at or
@@ -865,7 +868,7 @@ pub struct Inspection {
 pub fn inspect(storage: &dyn Storage) -> Result<Inspection, WalError> {
     let names = storage.list().map_err(io_err(storage, "list", "."))?;
     let mut out = Inspection::default();
-    match read_mark(storage) {
+    match read_mark(storage, &names) {
         Ok(mark) => out.mark = mark,
         Err(e) => out.refused.push(e.to_string()),
     }
@@ -896,8 +899,7 @@ pub fn inspect(storage: &dyn Storage) -> Result<Inspection, WalError> {
                 }
                 Err(_) if bytes[at..].iter().all(|&b| b == 0) => break,
                 Err(_) => {
-                    let written = bytes.iter().rposition(|&b| b != 0).map_or(at, |last| last + 1);
-                    info.damaged = Some((at as u64, (written.max(at) - at) as u64));
+                    info.damaged = Some((at as u64, written_from(&bytes, at)));
                     break;
                 }
             }
