@@ -250,7 +250,8 @@ fn recovery_is_logged_for_operators() {
     let data = dir.path().join("data");
     let (child, _) = serve(&data, &config);
     terminate(child);
-    // A write cut short by a power loss: garbage where the next record goes.
+    // A write cut short by a power loss: the first 50 bytes of a record
+    // landed, the rest of it did not.
     let log = std::fs::read_dir(data.join("shard-0"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -259,7 +260,9 @@ fn recovery_is_logged_for_operators() {
         .expect("a log segment");
     let mut bytes = std::fs::read(&log).unwrap();
     assert!(bytes[..64].iter().all(|&b| b == 0), "a switch that took no request logged nothing");
-    bytes[..50].fill(0xAB);
+    let mut record = Vec::new();
+    harbour::wal::encode_record(&mut record, 1, 1, 0x11, 0, &[7; 100]);
+    bytes[..50].copy_from_slice(&record[..50]);
     std::fs::write(&log, bytes).unwrap();
 
     let mut child = serve_command(&data, &config)

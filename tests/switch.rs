@@ -652,3 +652,42 @@ fn a_disk_below_its_reserve_refuses_writes_serves_lookups_and_recovers() {
         other => panic!("started below the reserve: {:?}", other.err()),
     }
 }
+
+/// A disk filled past the reserve by something else, so that the next log
+/// segment cannot be made: before, the next write failed and the process
+/// exited; now writes are refused (BUSY, nothing applied), lookups served,
+/// and writes resume by themselves once a segment can be made.
+#[test]
+fn a_log_segment_that_cannot_be_made_refuses_writes_until_it_can() {
+    use harbour::wal::storage::{MemStorage, Storage};
+    use harbour::wal::{Preallocate, WalConfig};
+    let disk = MemStorage::new();
+    let wal = WalConfig { segment_bytes_max: 8 << 10, preallocate: Preallocate::Inline };
+    let cfg = SwitchConfig { disk_reserve_bytes: 0, wal, ..config(1) };
+    let storages: Vec<Arc<dyn Storage>> = vec![Arc::new(disk.clone())];
+    let s = Switch::open(cfg, storages).expect("opens");
+    s.submit(kind::CREATE_ACCOUNTS, &encode_all(&[account(1024)])).expect("answered");
+    disk.set_free_bytes(2000);
+    let mut id = 1;
+    let refused = loop {
+        assert!(id < 500, "the segment filled without a refusal");
+        match s.submit(kind::SUBMIT_TRANSFERS, &encode_all(&[deposit(id, 1024, 1, HKD)])) {
+            Ok(_) => id += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(refused, SwitchError::NoSpace);
+    let looked = s.submit(kind::LOOKUP_TRANSFERS, &encode_all(&[Id { id }, Id { id: 1 }])).expect("lookups served");
+    let looked: Vec<TransferResult> = decode_all(&looked).collect();
+    assert_eq!(looked[0].code, ResultCode::TransferNotFound.as_u16(), "nothing was applied");
+    assert_eq!(looked[1].code, 0);
+
+    disk.set_free_bytes(u64::MAX);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    assert_eq!(transfers(&s, &[deposit(id, 1024, 1, HKD)])[0].code, 0, "writes resume without a restart");
+    s.shutdown();
+    let storages: Vec<Arc<dyn Storage>> = vec![Arc::new(disk)];
+    let s = Switch::open(cfg, storages).expect("reopens");
+    assert_eq!(balance(&s, 1024).0, id as i64, "every answered deposit, after the segment made late");
+    s.shutdown();
+}

@@ -61,6 +61,8 @@ pub use crate::config::{
 
 /// Longest a shard sleeps with hold timers pending and no traffic.
 const IDLE_WAKE_MAX: Duration = Duration::from_millis(100);
+/// How often an idle shard tries again to make a log segment it could not.
+const ROLL_POLL: Duration = Duration::from_millis(50);
 
 /// Why a request got no answer from the books.
 #[derive(Debug, Clone)]
@@ -296,6 +298,9 @@ struct Core {
 struct Room {
     storages: Vec<Arc<dyn Storage>>,
     reserve: u64,
+    /// Per shard, whether its log could not make its next segment
+    /// (`Wal::short_flag`): writes are refused until it is made.
+    logs_short: Vec<Arc<std::sync::atomic::AtomicBool>>,
     /// When last checked, and what it found.
     last: parking_lot::Mutex<(Option<std::time::Instant>, bool)>,
 }
@@ -304,6 +309,10 @@ const ROOM_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 impl Room {
     fn ok(&self) -> bool {
+        if self.logs_short.iter().any(|s| s.load(Ordering::Relaxed)) {
+            METRICS.disk_below_reserve.store(1, Ordering::Relaxed);
+            return false;
+        }
         let mut last = self.last.lock();
         if last.0.is_some_and(|at| at.elapsed() < ROOM_CHECK_EVERY) {
             return last.1;

@@ -80,7 +80,9 @@ impl Shard {
             }
             self.release(&mut deferred);
             backlog = self.send_links(peers, &mut sent, &mut ack_sent);
-            // Answers first: a snapshot must not delay what is durable.
+            // Answers first: a segment roll or a snapshot must not delay
+            // what is durable.
+            self.wal.poll_roll();
             self.snapshot_if_due();
         }
     }

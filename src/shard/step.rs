@@ -362,12 +362,15 @@ impl Shard {
 
     /// When the shard must wake without traffic (a hold timer), if ever.
     pub(super) fn wake_in(&self) -> Option<Duration> {
+        // A segment that could not be made is tried again while idle.
+        let roll = self.wal.roll_pending().then_some(ROLL_POLL);
         if self.clock.is_manual() {
-            return None;
+            return roll;
         }
-        let due = self.engine.next_timer_ms()?;
+        let Some(due) = self.engine.next_timer_ms() else { return roll };
         let now = self.clock.now_ms(self.engine.now_ms());
-        Some(Duration::from_millis(due.saturating_sub(now)).min(IDLE_WAKE_MAX))
+        let timer = Duration::from_millis(due.saturating_sub(now)).min(IDLE_WAKE_MAX);
+        Some(roll.map_or(timer, |r| r.min(timer)))
     }
 }
 

@@ -203,9 +203,11 @@ impl Switch {
                 return Err(OpenError::NoSpace { shard, free, reserve: config.disk_reserve_bytes });
             }
         }
+        let logs_short: Vec<_> = (0..n).map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false))).collect();
         let room = Room {
             storages: storages.clone(),
             reserve: config.disk_reserve_bytes,
+            logs_short: logs_short.clone(),
             last: parking_lot::Mutex::new((None, true)),
         };
         let mut recovered = Recovered::default();
@@ -217,7 +219,7 @@ impl Switch {
                 windows: Arc::clone(&windows),
                 settled: Arc::clone(&settled),
             };
-            let shared = (Arc::clone(&now_ms), Arc::clone(&queued_bytes));
+            let shared = (Arc::clone(&now_ms), Arc::clone(&queued_bytes), Arc::clone(&logs_short[i]));
             let Spawned { tx, thread, ready } = spawn_shard(i, storage, config, peers, link_rx, shared)?;
             recovered.take(i, ready.recv(), &mut router);
             txs.push(tx);
@@ -406,7 +408,7 @@ fn spawn_shard(
     mut config: SwitchConfig,
     peers: Peers,
     link_rx: Receiver<LinkMessage>,
-    (shard_now, shard_queued): (Arc<AtomicU64>, Arc<Admission>),
+    (shard_now, shard_queued, log_short): (Arc<AtomicU64>, Arc<Admission>, Arc<std::sync::atomic::AtomicBool>),
 ) -> Result<Spawned, OpenError> {
     let n = config.shards;
     let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max);
@@ -437,6 +439,7 @@ fn spawn_shard(
                     }
                 }
             }
+            shard.wal.use_short_flag(log_short);
             shard_now.fetch_max(shard.engine.now_ms(), Ordering::Relaxed);
             // The router's claims are rebuilt from what every shard stores
             // (with one shard there are none).

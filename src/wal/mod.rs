@@ -29,27 +29,44 @@
 //! | 4 | u32 | CRC-32C of the body |
 //! | 8 | u32 | body length |
 //! | 12 | u16 | kind (wire kind, or `kind::TICK`) |
-//! | 14 | u16 | reserved, 0 |
+//! | 14 | u16 | flags: bit 0 `GROUP_END`, the last record of its group (the rest 0) |
 //! | 16 | u64 | LSN |
 //! | 24 | u64 | logical time, Unix ms |
 //! | 32 | u64 | group LSN: the LSN of the first record of the group commit this record was written in |
 //!
-//! The group LSN is what lets recovery tell a torn write from corruption.
-//! Group k+1 is written only after group k's fsync returned, so a damaged
-//! record followed anywhere by an intact record of a *later* group means
-//! acknowledged data was damaged (an error), while damage with only records
-//! of its own group (or nothing) after it is an unacknowledged group that
-//! the power cut tore (cut off).
+//! A record flagged `GROUP_END` is followed by an 8-byte end marker: the
+//! low 32 bits of its LSN, then the magic `HKGE`. The marker ends in a
+//! non-zero byte, so the written bytes of a whole group end at its end.
+//!
+//! Recovery tells a torn write from corruption in two ways. Group k+1 is
+//! written only after group k's fsync returned, so a damaged record
+//! followed anywhere by an intact record of a *later* group means
+//! acknowledged data was damaged (an error). Damage in the last group is a
+//! tear only if the bytes show that part of the group never reached the
+//! disk ([`looks_torn`]): a sector of it reads as zeros, or the written
+//! bytes stop before the damaged record (and so before the group's end
+//! marker) ends. A group whose every sector landed was synced and may have
+//! been answered, so damage inside it is refused, not cut.
 
 pub mod storage;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use storage::{Storage, StorageFile};
 
 /// Bytes of a record header.
 pub const RECORD_HEADER_SIZE: usize = 40;
+/// Header flag: the last record of its group, followed by the end marker.
+const GROUP_END: u16 = 1;
+/// The end marker's magic.
+const GROUP_END_MAGIC: &[u8; 4] = b"HKGE";
+/// Bytes of the end marker after a `GROUP_END` record.
+const GROUP_END_SIZE: usize = 8;
+/// The unit a disk writes whole or not at all, as torn writes are judged.
+const SECTOR: usize = 512;
 /// Largest body of one record.
 pub use crate::protocol::internal::RECORD_BODY_MAX;
 /// The first LSN of a new log.
@@ -92,6 +109,26 @@ pub enum Preallocate {
     Background,
 }
 
+/// Why the next segment was not made.
+enum RollError {
+    /// The disk has no room for it; nothing was left behind, and the log
+    /// goes on in the current segment.
+    NoSpace(WalError),
+    /// Anything else: the log fails.
+    Failed(WalError),
+}
+
+impl From<WalError> for RollError {
+    fn from(e: WalError) -> Self {
+        RollError::Failed(e)
+    }
+}
+
+/// Whether an error is the disk (or the quota) being full.
+fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) || e.kind() == io::ErrorKind::StorageFull
+}
+
 /// Name of a segment being prepared in the background.
 const PREP_NAME: &str = "wal-next.prep";
 /// The durable mark: the LSN of a record known durable (u64, little-endian,
@@ -99,19 +136,27 @@ const PREP_NAME: &str = "wal-next.prep";
 /// at a clean stop; a recovery that ends below it is refused (the newest
 /// segment was removed or cut short), not taken for a shorter log.
 const MARK_NAME: &str = "durable.mark";
+/// How often a roll that failed is tried again.
+const ROLL_RETRY: Duration = Duration::from_millis(50);
 /// Zeros written per call while preparing a segment.
 const ZERO_CHUNK: usize = 1 << 20;
 
 /// Fills a new file with `size` zero bytes and syncs it.
 fn zero_fill(file: &mut dyn StorageFile, size: u64) -> io::Result<()> {
+    write_zeros(file, 0, size)?;
+    file.sync_data()
+}
+
+/// Writes `len` zero bytes from `from` on.
+fn write_zeros(file: &mut dyn StorageFile, from: u64, len: u64) -> io::Result<()> {
     static ZEROS: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
     let mut at = 0u64;
-    while at < size {
-        let n = (size - at).min(ZERO_CHUNK as u64);
-        file.write_at(&ZEROS[..n as usize], at)?;
+    while at < len {
+        let n = (len - at).min(ZERO_CHUNK as u64);
+        file.write_at(&ZEROS[..n as usize], from + at)?;
         at += n;
     }
-    file.sync_data()
+    Ok(())
 }
 
 /// Starts preparing the next segment on a helper thread.
@@ -230,9 +275,19 @@ pub struct Wal {
     buffer: Vec<u8>,
     /// LSN of the first record in `buffer` (the group being formed).
     group_lsn: u64,
-    /// A full segment is closed before the next write, not after a sync, so
-    /// a failure to open the next one can never fail a group already synced.
+    /// Where the last record in `buffer` starts (flagged at commit).
+    last_at: usize,
+    /// The current segment is full: the next one is made off the answer
+    /// path ([`Wal::poll_roll`]) or before the next write. Failing to make
+    /// it never fails the log: the group goes on into the current segment
+    /// (into the slack its preallocation left, then growing it).
     roll_due: bool,
+    /// Set while a due roll could not be made (the disk has no room for the
+    /// next segment): the switch refuses writes until it clears.
+    short: Arc<AtomicBool>,
+    /// When a failed roll was last tried (retried at most every
+    /// `ROLL_RETRY`).
+    roll_tried: Option<Instant>,
     /// Whether the next commit also writes the durable mark (the first into
     /// a new segment).
     mark_due: bool,
@@ -362,25 +417,15 @@ fn replay_segment(
                 break;
             }
             Err(bad) => {
-                // Torn only in the last segment, and only if nothing
-                // of a later group survives after the damage.
-                let later = if is_last { later_group_after(&bytes, at, expected_lsn) } else { None };
-                if !is_last || later.is_some() {
-                    let what = match bad {
-                        Bad::Short => "record runs past the end of a closed segment",
-                        Bad::Header => "header checksum fails",
-                        Bad::Body => "body checksum fails",
-                    };
-                    let reason = match later {
-                        Some(lsn) => format!("{what}, and record {lsn} of a later group follows intact"),
-                        None => what.to_string(),
-                    };
+                if let Some(reason) = damage(&bytes, at, bad, is_last, expected_lsn) {
                     return Err(corrupt(at, reason));
                 }
                 let cut = written_from(&bytes, at);
                 report.torn_tail = Some((storage.describe(&name), at as u64, cut));
+                // Zeroed rather than truncated: a preallocated segment keeps
+                // its space, so the writes after the cut need none.
                 let mut file = storage.open(&name, false).map_err(io_err(storage, "open", &name))?;
-                file.truncate(at as u64).map_err(io_err(storage, "truncate", &name))?;
+                write_zeros(&mut *file, at as u64, cut).map_err(io_err(storage, "cut", &name))?;
                 file.sync_data().map_err(io_err(storage, "sync", &name))?;
                 break;
             }
@@ -409,7 +454,20 @@ pub fn encode_record(out: &mut Vec<u8>, lsn: u64, group_lsn: u64, kind: u16, tim
     out.extend_from_slice(body);
 }
 
+/// Flags the record at `last_at` as its group's last and appends the end
+/// marker after it (the buffer's end).
+fn end_group(buffer: &mut Vec<u8>, last_at: usize) {
+    let h = &mut buffer[last_at..last_at + RECORD_HEADER_SIZE];
+    h[14..16].copy_from_slice(&GROUP_END.to_le_bytes());
+    let header_crc = crc32c::crc32c(&h[4..RECORD_HEADER_SIZE]);
+    h[0..4].copy_from_slice(&header_crc.to_le_bytes());
+    let lsn = u64::from_le_bytes(h[16..24].try_into().expect("8"));
+    buffer.extend_from_slice(&(lsn as u32).to_le_bytes());
+    buffer.extend_from_slice(GROUP_END_MAGIC);
+}
+
 /// How a record failed to read.
+#[derive(Clone, Copy, Debug)]
 enum Bad {
     /// Fewer bytes than a header, or a header whose body runs past the end.
     Short,
@@ -417,12 +475,26 @@ enum Bad {
     Header,
     /// The body checksum fails.
     Body,
+    /// The group end marker after a `GROUP_END` record is not there.
+    End,
+}
+
+impl Bad {
+    fn what(self) -> &'static str {
+        match self {
+            Bad::Short => "record runs past the end of a closed segment",
+            Bad::Header => "header checksum fails",
+            Bad::Body => "body checksum fails",
+            Bad::End => "the group's end marker is damaged",
+        }
+    }
 }
 
 fn read_record(bytes: &[u8], at: usize) -> Result<(LogRecord<'_>, usize), Bad> {
     let h = bytes.get(at..at + RECORD_HEADER_SIZE).ok_or(Bad::Short)?;
     let header_crc = u32::from_le_bytes(h[0..4].try_into().expect("4"));
-    if crc32c::crc32c(&h[4..]) != header_crc || h[14..16] != [0, 0] {
+    let flags = u16::from_le_bytes(h[14..16].try_into().expect("2"));
+    if crc32c::crc32c(&h[4..]) != header_crc || flags & !GROUP_END != 0 {
         return Err(Bad::Header);
     }
     let body_crc = u32::from_le_bytes(h[4..8].try_into().expect("4"));
@@ -436,7 +508,15 @@ fn read_record(bytes: &[u8], at: usize) -> Result<(LogRecord<'_>, usize), Bad> {
     if crc32c::crc32c(body) != body_crc {
         return Err(Bad::Body);
     }
-    Ok((LogRecord { lsn, group_lsn, kind, time_ms, body }, start + body_len))
+    let mut end = start + body_len;
+    if flags & GROUP_END != 0 {
+        let marker = bytes.get(end..end + GROUP_END_SIZE).ok_or(Bad::Short)?;
+        if marker[..4] != (lsn as u32).to_le_bytes() || &marker[4..] != GROUP_END_MAGIC {
+            return Err(Bad::End);
+        }
+        end += GROUP_END_SIZE;
+    }
+    Ok((LogRecord { lsn, group_lsn, kind, time_ms, body }, end))
 }
 
 /// A snapshot file: header (magic, LSN, body length, body CRC, header CRC)
@@ -559,7 +639,10 @@ impl Wal {
             next_lsn,
             buffer: Vec::with_capacity(1 << 20),
             group_lsn: next_lsn,
+            last_at: 0,
             roll_due: false,
+            short: Arc::new(AtomicBool::new(false)),
+            roll_tried: None,
             mark_due,
             preparing: None,
             failed: false,
@@ -588,6 +671,7 @@ impl Wal {
             self.buffer.len() as u64 >= (lsn - self.group_lsn) * RECORD_HEADER_SIZE as u64,
             "the buffer holds every record of the group before {lsn}"
         );
+        self.last_at = self.buffer.len();
         encode_record(&mut self.buffer, lsn, self.group_lsn, kind, time_ms, body);
         self.next_lsn += 1;
         self.stats.records += 1;
@@ -617,10 +701,8 @@ impl Wal {
     }
 
     fn write_and_sync(&mut self) -> Result<(), WalError> {
-        if self.roll_due {
-            self.roll()?;
-            self.roll_due = false;
-        }
+        self.try_roll(true)?;
+        end_group(&mut self.buffer, self.last_at);
         let storage = &*self.storage;
         let name = &self.file_name;
         self.file.write_at(&self.buffer, self.offset).map_err(io_err(storage, "write", name))?;
@@ -629,7 +711,8 @@ impl Wal {
         self.stats.bytes += self.buffer.len() as u64;
         self.stats.syncs += 1;
         self.buffer.clear();
-        self.roll_due = self.offset >= self.config.segment_bytes_max;
+        // Due until made (a snapshot may have asked for it too).
+        self.roll_due |= self.offset >= self.config.segment_bytes_max;
         if std::mem::take(&mut self.mark_due) {
             self.write_mark()?;
         }
@@ -657,9 +740,81 @@ impl Wal {
         storage.sync_dir().map_err(io_err(storage, "sync dir", MARK_NAME))
     }
 
+    /// Makes the next segment if the current one is full and the last try
+    /// is `ROLL_RETRY` old: at once if its background preparation finished
+    /// (or, with `wait`, after waiting for it). Call off the answer path,
+    /// after a group's answers went out. Never fails the log.
+    pub fn poll_roll(&mut self) {
+        if let Err(e) = self.try_roll(false) {
+            // The next commit reports the failed log.
+            tracing::error!(error = %e, "making the next log segment failed");
+        }
+    }
+
+    /// Whether the next segment could not be made (the disk has no room for
+    /// it); the flag is shared with whoever admits writes.
+    #[must_use]
+    pub fn short_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.short)
+    }
+
+    /// Shares `flag` as the one [`Wal::short_flag`] returns (the switch
+    /// makes the flags before the shards open).
+    pub fn use_short_flag(&mut self, flag: Arc<AtomicBool>) {
+        flag.store(self.short.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.short = flag;
+    }
+
+    /// Whether the current segment is full and the next not yet made.
+    #[must_use]
+    pub fn roll_pending(&self) -> bool {
+        self.roll_due
+    }
+
+    /// Makes the next segment if one is due (see [`Wal::poll_roll`]). Only a
+    /// failure that leaves the files in doubt is an error (the log then
+    /// fails); no room for the segment sets the short flag instead.
+    fn try_roll(&mut self, wait: bool) -> Result<(), WalError> {
+        if !self.roll_due || self.failed {
+            return Ok(());
+        }
+        let retry_early = self.roll_tried.is_some_and(|at| at.elapsed() < ROLL_RETRY);
+        let preparing = self.preparing.as_ref().is_some_and(|t| !t.is_finished());
+        if retry_early || (preparing && !wait) {
+            return Ok(());
+        }
+        match self.roll() {
+            Ok(()) => {
+                self.roll_due = false;
+                self.roll_tried = None;
+                if self.short.swap(false, Ordering::Relaxed) {
+                    tracing::info!(file = %self.storage.describe(&self.file_name), "the next log segment is made; taking writes again");
+                }
+                Ok(())
+            }
+            Err(RollError::NoSpace(e)) => {
+                self.roll_tried = Some(Instant::now());
+                if !self.short.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %e,
+                        "no room for the next log segment; refusing writes (BUSY) until there is, serving lookups"
+                    );
+                }
+                Ok(())
+            }
+            Err(RollError::Failed(e)) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
     /// Starts a new segment whose first record is the first one buffered
-    /// (or, with nothing buffered, the next one appended).
-    fn roll(&mut self) -> Result<(), WalError> {
+    /// (or, with nothing buffered, the next one appended). The segment is
+    /// filled with zeros before use (unless `Preallocate::Off`), so writes
+    /// into it never need space; if that cannot be done the half-made file
+    /// is removed and the current segment stays.
+    fn roll(&mut self) -> Result<(), RollError> {
         let first = if self.buffer.is_empty() { self.next_lsn } else { self.group_lsn };
         let name = segment_name(first);
         let storage = Arc::clone(&self.storage);
@@ -671,21 +826,34 @@ impl Wal {
                 storage.rename(PREP_NAME, &name).map_err(io_err(storage, "rename", PREP_NAME))?;
                 storage.open(&name, false).map_err(io_err(storage, "open", &name))?
             }
-            // A failed preparation costs speed, not correctness: start empty.
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, file = %storage.describe(&name), "preparing the next log segment failed; it starts empty");
-                let mut file = storage.open(&name, true).map_err(io_err(storage, "create", &name))?;
-                if self.config.preallocate == Preallocate::Inline {
-                    zero_fill(&mut *file, size).map_err(io_err(storage, "preallocate", &name))?;
+            failed => {
+                if let Some(Err(e)) = failed {
+                    tracing::warn!(error = %e, file = %storage.describe(&name), "preparing the next log segment failed; making it now");
                 }
-                file
-            }
-            None => {
-                let mut file = storage.open(&name, true).map_err(io_err(storage, "create", &name))?;
-                if self.config.preallocate == Preallocate::Inline {
-                    zero_fill(&mut *file, size).map_err(io_err(storage, "preallocate", &name))?;
+                let made = storage.open(&name, true).and_then(|mut file| {
+                    if self.config.preallocate != Preallocate::Off {
+                        zero_fill(&mut *file, size)?;
+                    }
+                    Ok(file)
+                });
+                match made {
+                    Ok(file) => file,
+                    Err(e) if is_out_of_space(&e) => {
+                        // The half-made file goes, durably: left behind it
+                        // would read as a segment the log skipped. A
+                        // background preparation starts again.
+                        match storage.remove(&name) {
+                            Err(r) if r.kind() != io::ErrorKind::NotFound => {
+                                return Err(RollError::Failed(io_err(storage, "remove", &name)(r)));
+                            }
+                            _ => {}
+                        }
+                        storage.sync_dir().map_err(|r| RollError::Failed(io_err(storage, "sync dir", &name)(r)))?;
+                        self.prepare_next();
+                        return Err(RollError::NoSpace(io_err(storage, "make segment", &name)(e)));
+                    }
+                    Err(e) => return Err(RollError::Failed(io_err(storage, "make segment", &name)(e))),
                 }
-                file
             }
         };
         storage.sync_dir().map_err(io_err(storage, "sync dir", &name))?;
@@ -802,6 +970,62 @@ impl SnapshotWriter {
     }
 }
 
+/// Why damage at `at` (the record `expected_lsn` fails to read) is
+/// corruption of acknowledged data, or None for a torn write that recovery
+/// cuts off: a tear is possible only in the last segment, with nothing of a
+/// later group intact after it, and with the bytes showing that part of the
+/// group never reached the disk.
+fn damage(bytes: &[u8], at: usize, bad: Bad, is_last: bool, expected_lsn: u64) -> Option<String> {
+    if !is_last {
+        return Some(bad.what().to_string());
+    }
+    if let Some(lsn) = later_group_after(bytes, at, expected_lsn) {
+        return Some(format!("{}, and record {lsn} of a later group follows intact", bad.what()));
+    }
+    (!looks_torn(bytes, at)).then(|| {
+        format!(
+            "{}, but every sector of its group reached the disk: damaged after it was synced, not a torn write \
+             (docs/storage.md, \"Torn or damaged\")",
+            bad.what()
+        )
+    })
+}
+
+/// Whether the bytes at `at`, where a record of the last group fails to
+/// read, show that part of the group never reached the disk. Unwritten
+/// space reads as zeros (segments are preallocated with zeros or grow as
+/// they are written), and a disk writes a sector whole or not at all. So a
+/// tear shows as a sector of the group reading as zeros, or as the written
+/// bytes stopping before the damaged record ends (its group's end marker,
+/// never zero, comes after it). A group all of whose sectors landed was
+/// synced: damage inside it is not a tear.
+fn looks_torn(bytes: &[u8], at: usize) -> bool {
+    let written_end = at + written_from(bytes, at) as usize;
+    // The damaged record's extent, as far as its header can be trusted.
+    let claimed_end = match bytes.get(at..at + RECORD_HEADER_SIZE) {
+        Some(h) if crc32c::crc32c(&h[4..]) == u32::from_le_bytes(h[0..4].try_into().expect("4")) => {
+            let body_len = u32::from_le_bytes(h[8..12].try_into().expect("4")) as usize;
+            let end_marker =
+                if u16::from_le_bytes(h[14..16].try_into().expect("2")) & GROUP_END != 0 { GROUP_END_SIZE } else { 0 };
+            at + RECORD_HEADER_SIZE + body_len + end_marker
+        }
+        _ => at + RECORD_HEADER_SIZE,
+    };
+    if claimed_end > written_end {
+        return true;
+    }
+    // Every sector from the one holding `at` to the last written one: the
+    // part of it from `at` on all zeros means it never landed.
+    let mut sector = at - at % SECTOR;
+    while sector + SECTOR <= written_end {
+        if bytes[sector.max(at)..sector + SECTOR].iter().all(|&b| b == 0) {
+            return true;
+        }
+        sector += SECTOR;
+    }
+    false
+}
+
 /// The LSN of an intact record after offset `at` that belongs to a group
 /// later than the damaged record's, if any. The damaged record's LSN is
 /// `expected_lsn` (its group started at or before it); a later group starts
@@ -898,18 +1122,18 @@ pub fn inspect(storage: &dyn Storage) -> Result<Inspection, WalError> {
                     at = end;
                 }
                 Err(_) if bytes[at..].iter().all(|&b| b == 0) => break,
-                Err(_) => {
+                Err(bad) => {
                     info.damaged = Some((at as u64, written_from(&bytes, at)));
+                    let expected = info.last_lsn.map_or(first_lsn, |l| l + 1);
+                    match damage(&bytes, at, bad, i + 1 == segments.len(), expected) {
+                        None => out.repaired.push(format!(
+                            "{name}: {} bytes at offset {at} do not read back; cut as a torn write",
+                            written_from(&bytes, at)
+                        )),
+                        Some(reason) => out.refused.push(format!("{name}: damaged at offset {at}: {reason}")),
+                    }
                     break;
                 }
-            }
-        }
-        if let Some((offset, bytes)) = info.damaged {
-            if i + 1 == segments.len() {
-                out.repaired
-                    .push(format!("{name}: {bytes} bytes at offset {offset} do not read back; cut as a torn write"));
-            } else {
-                out.refused.push(format!("{name}: damaged at offset {offset} with later segments after it"));
             }
         }
         out.segments.push(info);

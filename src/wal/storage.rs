@@ -389,8 +389,9 @@ impl MemStorage {
     /// What the disk holds after the power comes back: each file keeps its
     /// durable bytes plus a seeded part of what was written after the last
     /// sync: a prefix of it reached the file's length, and within that
-    /// prefix each 512-byte sector independently did or did not reach the
-    /// disk (a sector that did not reads as zeros). So torn tails have holes
+    /// prefix each 512-byte sector of the file independently did or did not
+    /// reach the disk (a sector that did not reads as zeros, or keeps the
+    /// durable bytes it held). So torn tails have holes
     /// in the middle too, as a real disk's unordered writeback leaves them.
     /// The result never fails.
     #[must_use]
@@ -410,7 +411,9 @@ impl MemStorage {
             let mut data = fs.files[&name].data[..keep].to_vec();
             let mut at = durable;
             while at < keep {
-                let end = (at + SECTOR).min(keep);
+                // Sectors are the file's, aligned: the one holding the end of
+                // the durable bytes lands whole or keeps its old zeros.
+                let end = (at - at % SECTOR + SECTOR).min(keep);
                 if fs.next_random().is_multiple_of(4) {
                     data[at..end].fill(0);
                 }

@@ -79,7 +79,8 @@ fn a_torn_last_record_is_cut_off_and_reported() {
     drop(wal);
     let name = segment_name(LSN_FIRST);
     let full = storage.contents(&name).expect("segment");
-    let record_len = full.len() / 3;
+    // Three records of one group, then the group's end marker.
+    let record_len = (full.len() - 8) / 3;
     // Every cut inside the third record is a torn write of it.
     for cut in [1, RECORD_HEADER_SIZE - 1, RECORD_HEADER_SIZE, record_len - 1] {
         let torn = MemStorage::new();
@@ -214,31 +215,99 @@ fn a_missing_segment_is_a_gap_not_silence() {
     assert!(matches!(open_collect(&storage, config), Err(WalError::Corrupt { .. })), "log starting late");
 }
 
-#[test]
-fn damage_inside_the_last_group_is_a_tear_even_with_records_after_it() {
-    // A group of four records written by one commit, whose second record
-    // lost a sector: the power failed before the group's fsync returned, so
-    // none of it was acknowledged, and the intact records after the hole
-    // belong to the same group. Recovery cuts at the hole.
+/// A log of one group of one record, then a group of four records of
+/// 1,200-byte bodies (`bodies(i)` for record i), committed; the segment's
+/// bytes and where each record starts.
+fn two_groups(bodies: impl Fn(u64) -> Vec<u8>) -> (String, Vec<u8>, Vec<usize>) {
     let storage = MemStorage::new();
     let (mut wal, _, _) = open(&storage);
-    wal.append(0x11, 0, &body(3)).unwrap();
+    wal.append(0x11, 0, &bodies(0)).unwrap();
     wal.commit().unwrap();
     for i in 1..5 {
-        wal.append(0x11, i, &body(3)).unwrap();
+        wal.append(0x11, i, &bodies(i)).unwrap();
     }
     wal.commit().unwrap();
     drop(wal);
     let name = segment_name(LSN_FIRST);
     let bytes = storage.contents(&name).unwrap();
-    let record_len = bytes.len() / 5;
+    let mut starts = vec![0];
+    let mut at = 0;
+    while let Ok((_, end)) = read_record(&bytes, at) {
+        starts.push(end);
+        at = end;
+    }
+    starts.pop();
+    assert_eq!(starts.len(), 5);
+    (name, bytes, starts)
+}
+
+fn reopen(name: &str, bytes: &[u8]) -> (MemStorage, Result<Opened, WalError>) {
     let damaged = MemStorage::new();
+    damaged.open(name, true).unwrap().write_at(bytes, 0).unwrap();
+    let opened = open_collect(&damaged, plain());
+    (damaged, opened)
+}
+
+#[test]
+fn damage_inside_the_last_group_is_a_tear_when_a_sector_of_it_never_landed() {
+    // The second group lost a sector inside its second record: the power
+    // failed before the group's fsync returned, so none of it was
+    // acknowledged, and the intact records after the hole belong to the
+    // same group. Recovery cuts at the damaged record.
+    let (name, bytes, starts) = two_groups(|i| vec![i as u8 + 1; 1200]);
     let mut copy = bytes.clone();
-    copy[2 * record_len..2 * record_len + 8].fill(0);
-    damaged.open(&name, true).unwrap().write_at(&copy, 0).unwrap();
-    let (_, report, records) = open(&damaged);
-    assert_eq!(records.len(), 2, "the first group and the group's first record");
-    assert_eq!(report.torn_tail.map(|t| t.1), Some(2 * record_len as u64));
+    let sector = (starts[2] / 512 + 1) * 512;
+    assert!(sector + 512 < starts[3], "a whole sector inside record 2");
+    copy[sector..sector + 512].fill(0);
+    let (_, opened) = reopen(&name, &copy);
+    let (_, report, _, records) = opened.expect("a tear is cut, not refused");
+    assert_eq!(records.len(), 2, "the first group and the second group's first record");
+    assert_eq!(report.torn_tail.map(|t| t.1), Some(starts[2] as u64));
+    // The part of a sector from the record on reads as zeros: the sector it
+    // shares with the record before never landed.
+    let mut copy = bytes.clone();
+    let sector_end = (starts[2] / 512 + 1) * 512;
+    copy[starts[2]..sector_end].fill(0);
+    let (_, opened) = reopen(&name, &copy);
+    assert_eq!(opened.expect("torn").1.torn_tail.map(|t| t.1), Some(starts[2] as u64));
+}
+
+#[test]
+fn damage_inside_a_last_group_whose_every_sector_landed_is_refused() {
+    // A byte flipped in a record of the last group, with every sector of the
+    // group written: the group was synced and may have been answered, so
+    // recovery refuses rather than cut it. The same for the last record of
+    // all whose body ends in zeros (its end marker shows it was written
+    // whole), and for the end marker itself.
+    let trailing_zeros = |i: u64| {
+        let mut b = vec![i as u8 + 1; 1200];
+        b[1100..].fill(0);
+        b
+    };
+    let (name, bytes, starts) = two_groups(|i| vec![i as u8 + 1; 1200]);
+    let (_, zeros, zero_starts) = two_groups(trailing_zeros);
+    let cases = [
+        ("a body byte of record 2", bytes.clone(), starts[2] + RECORD_HEADER_SIZE + 3, starts[2], "body checksum"),
+        ("a header byte of record 3", bytes.clone(), starts[3] + 20, starts[3], "header checksum"),
+        ("the last record, its body ending in zeros", zeros, zero_starts[4] + 45, zero_starts[4], "body checksum"),
+        ("the end marker", bytes.clone(), bytes.len() - 6, starts[4], "end marker"),
+    ];
+    for (case, mut copy, flip, offset, what) in cases {
+        copy[flip] ^= 0x40;
+        let (damaged, opened) = reopen(&name, &copy);
+        match opened {
+            Err(WalError::Corrupt { file, offset: at, reason }) => {
+                assert_eq!((file, at), (damaged.describe(&name), offset as u64), "{case}");
+                assert!(reason.contains(what) && reason.contains("not a torn write"), "{case}: {reason}");
+            }
+            Err(other) => panic!("{case}: {other}"),
+            Ok(_) => panic!("{case}: cut as a torn write"),
+        }
+        // `harbour check` says the same, changing nothing.
+        let seen = inspect(&damaged).unwrap();
+        assert!(seen.refused.iter().any(|r| r.contains("not a torn write")), "{case}: {:?}", seen.refused);
+        assert_eq!(damaged.contents(&name).unwrap(), copy, "{case}");
+    }
 }
 
 #[test]
@@ -283,4 +352,45 @@ fn a_failed_segment_preparation_leaves_no_file() {
     storage.set_free_bytes(u64::MAX);
     prepare_in_background(&shared, 64 << 10).join().expect("the thread ends").expect("prepared");
     assert!(storage.list().unwrap().iter().any(|n| n == PREP_NAME));
+}
+
+#[test]
+fn a_segment_that_cannot_be_made_fails_no_write_and_is_made_once_space_returns() {
+    // A disk filled past the reserve by something else: the next segment
+    // cannot be made. The log says so (the flag the switch refuses writes
+    // by) and goes on in the current segment, growing it, instead of
+    // failing; once space returns the next try makes the segment.
+    let storage = MemStorage::new();
+    let config = WalConfig { segment_bytes_max: 4096, preallocate: Preallocate::Inline };
+    let (mut wal, _, _, _) = open_collect(&storage, config).expect("opens");
+    let short = wal.short_flag();
+    storage.set_free_bytes(1000);
+    let mut lsn = 0;
+    while !wal.roll_pending() {
+        wal.append(0x11, lsn, &body(6)).unwrap();
+        wal.commit().expect("written into the preallocated segment");
+        lsn += 1;
+    }
+    wal.poll_roll();
+    assert!(short.load(Ordering::Relaxed), "the segment could not be made");
+    let segments = |s: &MemStorage| s.list().unwrap().into_iter().filter(|n| n.ends_with(".log")).count();
+    assert_eq!(segments(&storage), 1, "the half-made segment was removed");
+    // Groups already admitted still go in, past the segment's size.
+    for _ in 0..3 {
+        wal.append(0x11, lsn, &body(6)).unwrap();
+        wal.commit().expect("a full disk does not fail the log");
+        lsn += 1;
+    }
+    assert!(short.load(Ordering::Relaxed));
+    storage.set_free_bytes(u64::MAX);
+    std::thread::sleep(ROLL_RETRY);
+    wal.poll_roll();
+    assert!(!short.load(Ordering::Relaxed) && !wal.roll_pending(), "made once space returned");
+    assert_eq!(segments(&storage), 2);
+    wal.append(0x11, lsn, &body(6)).unwrap();
+    wal.commit().unwrap();
+    drop(wal);
+    let (_, _, _, records) = open_collect(&storage, config).expect("reopens");
+    assert_eq!(records.len() as u64, lsn + 1, "every record, in order, across both segments");
+    assert!(records.iter().enumerate().all(|(i, r)| r.2 == i as u64));
 }
