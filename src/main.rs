@@ -476,6 +476,12 @@ fn init_logs() {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    if let Some(delay) = harbour::wal::storage::failpoint_sync_delay() {
+        tracing::warn!(
+            delay_us = delay.as_micros() as u64,
+            "HARBOUR_FAILPOINT_SYNC_DELAY_US: every fsync is slowed (a torture run)"
+        );
+    }
     let mut config = Config::default();
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;

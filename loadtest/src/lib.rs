@@ -2,7 +2,9 @@
 //! closed-loop bench, and their reports. The `harbour-loadtest` binary is a
 //! thin command line over it; tests drive it directly.
 
+pub mod flood;
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod torture;
 pub mod workload;

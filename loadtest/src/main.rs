@@ -27,6 +27,72 @@ enum Command {
     Replay(ReplayArgs),
     /// Closed-loop peak throughput, like TigerBeetle's `benchmark`.
     Bench(BenchArgs),
+    /// Kill real switches under mixed traffic, over and over, and check
+    /// every answer after each restart (docs/reliability.md).
+    Torture(TortureArgs),
+    /// Overload: many connections keeping every place in flight taken with
+    /// large requests, sampling the switch's memory (docs/reliability.md).
+    Flood(FloodArgs),
+}
+
+#[derive(Args)]
+struct FloodArgs {
+    #[arg(long, default_value_t = 1_000)]
+    connections: usize,
+    /// Transfers per request.
+    #[arg(long, default_value_t = 2_048)]
+    batch: usize,
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    /// The switch's process id: its resident memory is sampled.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Seconds to keep sampling after the load stops.
+    #[arg(long, default_value_t = 10)]
+    after: u64,
+    /// Leave the accounts empty: every transfer is refused and nothing
+    /// stored, so the memory measured is the switch's buffers alone.
+    #[arg(long)]
+    unfunded: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+struct TortureArgs {
+    /// The `harbour` binary to run.
+    #[arg(long, default_value = "target/release/harbour")]
+    harbour: PathBuf,
+    /// Working directory (data, configuration, disk filler); emptied first.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Kill cycles.
+    #[arg(long, default_value_t = 100)]
+    cycles: u64,
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Client connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Longest traffic before a kill, in ms.
+    #[arg(long, default_value_t = 600)]
+    run_ms: u64,
+    /// Every n-th cycle fills the disk past the reserve (0: never).
+    #[arg(long, default_value_t = 10)]
+    disk_full_every: u64,
+    /// Every n-th cycle runs with slow fsyncs (0: never).
+    #[arg(long, default_value_t = 7)]
+    slow_disk_every: u64,
+    /// Each shard's transfer capacity.
+    #[arg(long, default_value_t = 2_097_152)]
+    transfers_capacity: usize,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -185,6 +251,58 @@ async fn main_async(cli: Cli) -> Result<(), String> {
             let (shared, setup, elapsed) = run::replay(&target(&a.conn), reader, a.connections, pace, true).await?;
             let summary = Summary::of("replay", a.connections, &shared, elapsed, setup);
             write_outputs(&summary, &shared, &a.outputs)
+        }
+        Command::Flood(a) => {
+            let config = harbour_loadtest::flood::FloodConfig {
+                connections: a.connections,
+                batch: a.batch,
+                duration: std::time::Duration::from_secs(a.seconds),
+                accounts: a.accounts.max(2),
+                pid: a.pid,
+                after: std::time::Duration::from_secs(a.after),
+                unfunded: a.unfunded,
+            };
+            let report = harbour_loadtest::flood::flood(&target(&a.conn), &config).await?;
+            println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            Ok(())
+        }
+        Command::Torture(a) => {
+            let _ = std::fs::remove_dir_all(&a.dir);
+            let config = harbour_loadtest::torture::TortureConfig {
+                harbour: a.harbour,
+                dir: a.dir,
+                cycles: a.cycles,
+                shards: a.shards,
+                seed: a.seed,
+                connections: a.connections,
+                run_max: std::time::Duration::from_millis(a.run_ms.max(20)),
+                disk_full_every: a.disk_full_every,
+                slow_disk_every: a.slow_disk_every,
+                transfers_capacity: a.transfers_capacity,
+                progress: Some(|r| {
+                    eprintln!(
+                        "cycle {}: {} answered, {} unanswered ({} applied whole, {} not at all), {} checked, {} violations, {:.0} s",
+                        r.cycles,
+                        r.requests_answered,
+                        r.requests_unanswered,
+                        r.unanswered_applied,
+                        r.unanswered_not_applied,
+                        r.effects_checked,
+                        r.violations.len(),
+                        r.seconds
+                    );
+                }),
+            };
+            let report = harbour_loadtest::torture::run(&config).await?;
+            let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+            println!("{json}");
+            if let Some(path) = a.json {
+                std::fs::write(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if !report.violations.is_empty() {
+                return Err(format!("{} violations", report.violations.len()));
+            }
+            Ok(())
         }
         Command::Bench(a) => {
             let config = BenchConfig {

@@ -10,6 +10,7 @@ impl Shard {
         let start_ms = if config.clock.is_manual() { MANUAL_CLOCK_START_MS } else { 0 };
         let engine = std::cell::RefCell::new(Engine::new(engine_config, start_ms));
         let mut scratch = Vec::new();
+        let dir = storage.describe(".");
         let (wal, report) = Wal::open(
             storage,
             config.wal,
@@ -24,6 +25,14 @@ impl Shard {
             },
         )?;
         let engine = engine.into_inner();
+        // A state that does not add up is never served: double entry per
+        // currency, holds, the pending table and the links are checked
+        // whole after every recovery.
+        engine.audit().map_err(|e| WalError::Corrupt {
+            file: dir,
+            offset: 0,
+            reason: format!("the recovered state fails its audit: {e}"),
+        })?;
         let shard = Shard {
             engine,
             wal,

@@ -72,6 +72,25 @@ pub trait StorageFile {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
 }
 
+/// A failpoint for torture runs: `HARBOUR_FAILPOINT_SYNC_DELAY_US` makes
+/// every `sync_data` of the real backends sleep that long first, a slow
+/// disk on demand. Read once per process; unset (the default) costs one
+/// load per sync.
+#[must_use]
+pub fn failpoint_sync_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let us: u64 = std::env::var("HARBOUR_FAILPOINT_SYNC_DELAY_US").ok()?.parse().ok()?;
+        (us > 0).then(|| std::time::Duration::from_micros(us))
+    })
+}
+
+fn slow_disk() {
+    if let Some(delay) = failpoint_sync_delay() {
+        std::thread::sleep(delay);
+    }
+}
+
 /// Reads a whole file.
 pub fn read_all(storage: &dyn Storage, name: &str) -> io::Result<Vec<u8>> {
     let file = storage.open(name, false)?;
@@ -134,6 +153,7 @@ impl StorageFile for StdFile {
         std::os::unix::fs::FileExt::write_all_at(&self.0, buf, offset)
     }
     fn sync_data(&mut self) -> io::Result<()> {
+        slow_disk();
         self.0.sync_data()
     }
     fn truncate(&mut self, len: u64) -> io::Result<()> {
@@ -230,6 +250,7 @@ impl StorageFile for UringFile {
         with_ring(|rt| rt.block_on(async move { file.write_all_at(owned, offset).await.0 }))?
     }
     fn sync_data(&mut self) -> io::Result<()> {
+        slow_disk();
         let file = self.file.clone();
         with_ring(|rt| rt.block_on(async move { file.sync_data().await }))?
     }
