@@ -790,9 +790,12 @@ impl Engine {
                 disbursed_at_ms: r.u64()?,
                 next: crate::credit::NO_LOAN,
             };
+            // Its line's principal is the sum of its active loans' and
+            // must fit a u64 (`insert` asserts it does).
+            let line = self.credit.line(loan.account, loan.currency);
             let valid = loan.id != 0
                 && self.credit.find(loan.id).is_none()
-                && self.credit.line(loan.account, loan.currency).is_some()
+                && line.is_some_and(|l| l.line.principal.checked_add(loan.principal_outstanding).is_some())
                 && matches!(loan.state, LOAN_ACTIVE | LOAN_REPAID)
                 && (loan.state == LOAN_ACTIVE) == (loan.principal_outstanding > 0)
                 && loan.principal_outstanding <= loan.principal
