@@ -99,6 +99,37 @@ unsafe impl GlobalAlloc for HugePageAlloc {
         }
     }
 }
+/// Hands the allocator's free memory back to the kernel once the switch
+/// has gone quiet after work: glibc keeps freed blocks in its arenas, so
+/// the request and answer buffers of an overload would otherwise stay
+/// resident long after it. A helper thread looks at `activity` (a counter
+/// that moves with work) every second and trims after a second without
+/// movement that followed movement, so a busy switch never trims.
+pub fn trim_when_idle(activity: impl Fn() -> u64 + Send + 'static) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    std::thread::Builder::new()
+        .name("alloc-trim".into())
+        .spawn(move || {
+            let mut seen = activity();
+            let mut worked = false;
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let now = activity();
+                if now != seen {
+                    (seen, worked) = (now, true);
+                } else if std::mem::take(&mut worked) {
+                    // SAFETY: malloc_trim only returns free memory of the
+                    // allocator's own arenas to the kernel.
+                    unsafe { libc::malloc_trim(0) };
+                }
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing::warn!(error = %e, "no thread to trim the allocator"));
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = activity;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

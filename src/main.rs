@@ -506,6 +506,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // Handlers are in place before the line a supervisor waits for.
     let signals = signal_handlers().map_err(|e| format!("signal handlers: {e}"))?;
     let mut running = harbour::server::start(&config).await.map_err(|e| e.to_string())?;
+    harbour::alloc::trim_when_idle(|| {
+        harbour::metrics::METRICS.requests_total.load(std::sync::atomic::Ordering::Relaxed)
+    });
     println!("listening on {}", running.addr);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

@@ -44,6 +44,9 @@ use crate::shard::{Switch, SwitchError};
 const READ_CHUNK: usize = 64 * 1024;
 /// Bytes of answers the writer gathers into one write.
 const WRITE_GATHER_MAX: usize = 1 << 20;
+/// A connection's read or write buffer larger than this after use (a large
+/// frame, a burst of answers) is given back rather than kept.
+const BUFFER_KEPT_MAX: usize = 4 * READ_CHUNK;
 
 /// The server's settings that a connection needs.
 #[derive(Clone, Debug)]
@@ -198,10 +201,12 @@ type Answer = (BytesMut, Place);
 
 /// What an unanswered request holds: its in-flight place on the
 /// connection and, for the books' answers, its share of the answer budget.
-/// Both are given back when the answer is taken for writing or dropped.
+/// The place is given back when the answer is taken for writing (or
+/// dropped), the budget once the answer's bytes are written (or dropped):
+/// answers gathered for a slow channel's socket still count.
 struct Place {
     _permit: OwnedSemaphorePermit,
-    _budget: Option<AnswerBudget>,
+    budget: Option<AnswerBudget>,
 }
 
 /// A share of the answer budget (`Config::answer_bytes_max`: channels that
@@ -301,6 +306,10 @@ impl Connection {
             }
             if *draining.borrow() {
                 break;
+            }
+            // Between frames, a buffer a large frame grew is given back.
+            if buf.is_empty() && buf.capacity() > BUFFER_KEPT_MAX {
+                buf = BytesMut::with_capacity(READ_CHUNK);
             }
             let idle = self.in_flight.available_permits() == self.limits.max_in_flight as usize;
             let timeout = if self.session.is_none() {
@@ -432,7 +441,7 @@ impl Connection {
         let answers = self.answers.clone().expect("a running connection has an answer queue");
         if h.kind == kind::EXPORT_STR {
             // One export at a time switch-wide bounds its memory.
-            return self.export_str(h, body, Place { _permit: permit, _budget: None }, out).await;
+            return self.export_str(h, body, Place { _permit: permit, budget: None }, out).await;
         }
         let bytes = u64::from(h.count) * spec.response_size as u64;
         if !self.answer_bytes.admit(bytes, false) {
@@ -440,7 +449,7 @@ impl Connection {
                 .await;
         }
         let permit =
-            Place { _permit: permit, _budget: Some(AnswerBudget { admission: Arc::clone(&self.answer_bytes), bytes }) };
+            Place { _permit: permit, budget: Some(AnswerBudget { admission: Arc::clone(&self.answer_bytes), bytes }) };
         if self.switch.single_shard() {
             // The shard thread encodes the answer and queues it for the
             // writer itself: one wake-up less per request.
@@ -585,6 +594,7 @@ async fn write_loop(
 ) {
     let mut gathered = BytesMut::with_capacity(READ_CHUNK);
     let mut places: Vec<Place> = Vec::new();
+    let mut budgets: Vec<AnswerBudget> = Vec::new();
     let (mut frames_open, mut answers_open) = (true, true);
     while frames_open || answers_open {
         tokio::select! {
@@ -610,12 +620,20 @@ async fn write_loop(
                 break;
             }
         }
-        places.clear();
+        // The places go now; the budget stays with the bytes until written.
+        budgets.extend(places.drain(..).filter_map(|p| p.budget));
         if !gathered.is_empty() {
             // A channel that stops reading does not hold the connection (or
             // a shutdown) forever.
             match tokio::time::timeout(write_timeout, writer.write_all(&gathered)).await {
-                Ok(Ok(())) => gathered.clear(),
+                Ok(Ok(())) => {
+                    gathered.clear();
+                    budgets.clear();
+                    // A burst's buffer is not kept for the connection's life.
+                    if gathered.capacity() > BUFFER_KEPT_MAX {
+                        gathered = BytesMut::with_capacity(READ_CHUNK);
+                    }
+                }
                 failed => {
                     if failed.is_err() {
                         METRICS.write_timeouts_total.fetch_add(1, Ordering::Relaxed);

@@ -11,7 +11,7 @@ set -euo pipefail
 seconds=${1:-30}
 connections=${2:-1000}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-ulimit -n 65536
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 for mode in --unfunded ""; do
     dir=$(mktemp -d)
     "$root/target/release/harbour" serve --data "$dir/data" --listen 127.0.0.1:7412 --metrics off \

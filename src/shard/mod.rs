@@ -61,6 +61,10 @@ pub use crate::config::{
 
 /// Longest a shard sleeps with hold timers pending and no traffic.
 const IDLE_WAKE_MAX: Duration = Duration::from_millis(100);
+/// Most request bytes one group takes: the log's buffer holds a group's
+/// records until the sync, and keeps its size, so this bounds it (a full
+/// queue of large requests is applied in several groups).
+const GROUP_BYTES_MAX: usize = 16 << 20;
 /// How often an idle shard tries again to make a log segment it could not.
 const ROLL_POLL: Duration = Duration::from_millis(50);
 

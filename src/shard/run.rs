@@ -120,7 +120,9 @@ impl Shard {
         while let Ok(m) = link_rx.try_recv() {
             inbound.push(m);
         }
-        if taking && next.is_none() && batch.len() < group_max {
+        let mut bytes: usize = batch.iter().map(|r| r.body.len()).sum();
+        let room = |batch: &Vec<Request>, bytes: usize| batch.len() < group_max && bytes < GROUP_BYTES_MAX;
+        if taking && next.is_none() && room(batch, bytes) {
             next = rx.try_recv().ok();
         }
         while let Some(message) = next.take() {
@@ -128,11 +130,12 @@ impl Shard {
                 Message::Request(r) => {
                     METRICS.stage(Stage::QueueWait, r.enqueued.elapsed());
                     METRICS.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                    bytes += r.body.len();
                     batch.push(r);
                 }
                 Message::Stop => return true,
             }
-            if batch.len() < group_max {
+            if room(batch, bytes) {
                 next = rx.try_recv().ok();
             }
         }
