@@ -454,6 +454,14 @@ pub fn encode_record(out: &mut Vec<u8>, lsn: u64, group_lsn: u64, kind: u16, tim
     out.extend_from_slice(body);
 }
 
+/// Reads the record at `at`, if one is whole there and its checksums
+/// (and its group end marker, if flagged) hold: the record and where the
+/// next one starts. For logs that share the record format (the cluster's).
+#[must_use]
+pub fn decode_record(bytes: &[u8], at: usize) -> Option<(LogRecord<'_>, usize)> {
+    read_record(bytes, at).ok()
+}
+
 /// Flags the record at `last_at` as its group's last and appends the end
 /// marker after it (the buffer's end).
 fn end_group(buffer: &mut Vec<u8>, last_at: usize) {

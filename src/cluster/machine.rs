@@ -1,0 +1,175 @@
+//! The cluster's state machine: the books of every shard, fed committed
+//! entries in log order through `Engine::apply`, the same path recovery
+//! replays today. Blank and membership entries change no books.
+//!
+//! A snapshot is every shard's state (`Engine::encode_state`) at one log
+//! index: a consistent cut of the whole node, which serves openraft's
+//! snapshot install for a follower far behind or without its disk.
+
+use std::io::{self, Cursor};
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+
+use super::{Applied, LogId, TypeConfig};
+use crate::engine::{Engine, EngineConfig};
+
+type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
+
+struct Inner {
+    configs: Vec<EngineConfig>,
+    engines: Vec<Engine>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+}
+
+/// Every shard's books, as the cluster's state machine. Clones share them
+/// (the snapshot builder is a clone).
+#[derive(Clone)]
+pub struct Books {
+    inner: Arc<tokio::sync::Mutex<Inner>>,
+}
+
+fn invalid(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl Books {
+    /// Empty books for shards configured by `configs` (one per shard, in
+    /// shard order), their clocks starting at `start_ms`.
+    #[must_use]
+    pub fn new(configs: Vec<EngineConfig>, start_ms: u64) -> Books {
+        let engines = configs.iter().map(|c| Engine::new(*c, start_ms)).collect();
+        let inner =
+            Inner { configs, engines, last_applied: None, membership: StoredMembership::default(), snapshot: None };
+        Books { inner: Arc::new(tokio::sync::Mutex::new(inner)) }
+    }
+
+    /// Each shard's state hash (nodes that applied the same entries agree).
+    pub async fn state_hashes(&self) -> Vec<[u8; 32]> {
+        self.inner.lock().await.engines.iter().map(Engine::state_hash).collect()
+    }
+}
+
+/// Snapshot body: u32 shard count, then per shard a u64 length and its
+/// encoded state.
+fn encode_books(engines: &[Engine]) -> Vec<u8> {
+    let mut out = (engines.len() as u32).to_le_bytes().to_vec();
+    let mut state = Vec::new();
+    for engine in engines {
+        state.clear();
+        engine.encode_state(&mut state);
+        out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+        out.extend_from_slice(&state);
+    }
+    out
+}
+
+fn decode_books(configs: &[EngineConfig], bytes: &[u8]) -> io::Result<Vec<Engine>> {
+    let count = bytes.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize);
+    if count != Some(configs.len()) {
+        return Err(invalid(format!("a snapshot of {count:?} shards for {} shards", configs.len())));
+    }
+    let mut at = 4;
+    let mut engines = Vec::with_capacity(configs.len());
+    for config in configs {
+        let len = bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8")));
+        let state = len
+            .and_then(|len| bytes.get(at + 8..(at + 8).checked_add(usize::try_from(len).ok()?)?))
+            .ok_or_else(|| invalid("a snapshot cut short".into()))?;
+        engines.push(Engine::decode_state(*config, state).map_err(|e| invalid(e.to_string()))?);
+        at += 8 + state.len();
+    }
+    if at != bytes.len() {
+        return Err(invalid("bytes after the last shard of a snapshot".into()));
+    }
+    Ok(engines)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Books {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let mut inner = self.inner.lock().await;
+        let data = encode_books(&inner.engines);
+        let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
+        inner.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot { meta, snapshot: Cursor::new(data) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for Books {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let inner = self.inner.lock().await;
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> io::Result<()>
+    where
+        S: futures_util::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
+    {
+        let mut inner = self.inner.lock().await;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let mut applied = Applied::default();
+            match &entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Membership(m) => {
+                    inner.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                }
+                EntryPayload::Normal(p) => {
+                    // A committed entry the books cannot take is corruption
+                    // (the leader checked it before proposing): an error
+                    // stops this node's raft rather than skip it.
+                    let records = p.records().ok_or_else(|| invalid(format!("entry {}: records cut", entry.log_id)))?;
+                    let engine = inner
+                        .engines
+                        .get_mut(usize::from(p.shard))
+                        .ok_or_else(|| invalid(format!("entry {}: no shard {}", entry.log_id, p.shard)))?;
+                    for (kind, body) in records {
+                        let mut out = Vec::new();
+                        engine
+                            .apply(kind, body, p.time_ms, &mut out)
+                            .map_err(|e| invalid(format!("entry {}: {e}", entry.log_id)))?;
+                        applied.answers.push(out);
+                    }
+                }
+            }
+            inner.last_applied = Some(entry.log_id);
+            if let Some(responder) = responder {
+                responder.send(applied);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Self::SnapshotData) -> io::Result<()> {
+        let mut inner = self.inner.lock().await;
+        let data = snapshot.into_inner();
+        let engines = decode_books(&inner.configs, &data)?;
+        inner.engines = engines;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        inner.snapshot = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        let inner = self.inner.lock().await;
+        Ok(inner
+            .snapshot
+            .as_ref()
+            .map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: Cursor::new(data.clone()) }))
+    }
+}

@@ -1,0 +1,181 @@
+//! The cluster's raft log store and state machine (issue 14, in progress):
+//! openraft's own storage suite over in-memory disks, then what the suite
+//! does not ask: everything survives a reopen, a torn tail is cut, a purge
+//! rewrites a file mostly purged, and committed proposals drive the books
+//! the way recovery does, with snapshots that install elsewhere.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use harbour::cluster::log::LogStore;
+use harbour::cluster::machine::Books;
+use harbour::cluster::{Entry, LogId, PeerNode, Proposal, TypeConfig};
+use harbour::engine::{EngineConfig, MANUAL_CLOCK_START_MS};
+use harbour::protocol::kind;
+use harbour::protocol::records::encode_all;
+use harbour::wal::storage::{MemStorage, Storage};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::{EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder, StorageError};
+
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        accounts_capacity: 256,
+        transfers_capacity: 1024,
+        loans_capacity: 64,
+        pending_capacity: 64,
+        ..EngineConfig::default()
+    }
+}
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, Books, ()> for Builder {
+    async fn build(&self) -> Result<((), LogStore, Books), StorageError<TypeConfig>> {
+        let log = LogStore::open(Arc::new(MemStorage::new())).expect("opens");
+        Ok(((), log, Books::new(vec![engine_config()], MANUAL_CLOCK_START_MS)))
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn openrafts_storage_suite_passes() {
+    runtime().block_on(Suite::test_all(Builder)).expect("the suite");
+}
+
+/// A log id of a term's leader, node 1.
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 }, index)
+}
+
+fn proposal_entry(term: u64, index: u64, p: Proposal) -> Entry {
+    Entry::new(log_id(term, index), EntryPayload::Normal(p))
+}
+
+async fn append(log: &mut LogStore, entries: Vec<Entry>) {
+    let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+    log.append(entries, IOFlushed::<TypeConfig>::signal(tx)).await.unwrap();
+    rx.await.unwrap().unwrap();
+}
+
+#[test]
+fn the_log_survives_a_reopen_and_a_torn_tail_is_cut() {
+    runtime().block_on(async {
+        let disk = MemStorage::new();
+        let mut log = LogStore::open(Arc::new(disk.clone())).unwrap();
+        let members = BTreeMap::from([(1, PeerNode { channel: "a:1".into(), peer: "a:2".into() })]);
+        let membership = Membership::new(vec![BTreeSet::from([1])], members).unwrap();
+        let membership = Entry::new(log_id(1, 0), EntryPayload::Membership(membership));
+        let mut entries = vec![membership];
+        for i in 1..=20 {
+            let mut p = Proposal { shard: 0, time_ms: 1_000 + i, records: Vec::new() };
+            p.push(kind::PING, &[i as u8; 3]);
+            entries.push(proposal_entry(1, i, p));
+        }
+        append(&mut log, entries.clone()).await;
+        log.truncate_after(Some(log_id(1, 15))).await.unwrap();
+        log.purge(log_id(1, 4)).await.unwrap();
+        let vote = openraft::alias::VoteOf::<TypeConfig>::new(2, 1);
+        log.save_vote(&vote).await.unwrap();
+        log.save_committed(Some(log_id(1, 12))).await.unwrap();
+        drop(log);
+
+        let mut log = LogStore::open(Arc::new(disk.clone())).unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(log_id(1, 4)), Some(log_id(1, 15))));
+        let got = log.try_get_log_entries(0..100).await.unwrap();
+        assert_eq!(got, entries[5..16].to_vec(), "entries 5..=15, whole");
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 12)));
+        drop(log);
+
+        // A write cut short by a crash: its bytes are cut, the rest stays.
+        let bytes = disk.contents("raft.log").unwrap();
+        let torn = MemStorage::new();
+        let mut file = torn.open("raft.log", true).unwrap();
+        file.write_at(&bytes, 0).unwrap();
+        file.write_at(&[0x5A; 30], bytes.len() as u64).unwrap();
+        drop(file);
+        let mut log = LogStore::open(Arc::new(torn.clone())).unwrap();
+        assert_eq!(log.try_get_log_entries(0..100).await.unwrap().len(), 11);
+        append(&mut log, vec![proposal_entry(2, 16, Proposal::default())]).await;
+        drop(log);
+        let mut log = LogStore::open(Arc::new(torn)).unwrap();
+        assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(2, 16)), "written after the cut");
+    });
+}
+
+#[test]
+fn a_purge_rewrites_a_file_that_is_mostly_purged() {
+    runtime().block_on(async {
+        let disk = MemStorage::new();
+        let mut log = LogStore::open(Arc::new(disk.clone())).unwrap();
+        // 70 entries of 1 MiB: past the size a purge considers a rewrite.
+        for i in 0..70 {
+            let p = Proposal { shard: 0, time_ms: i, records: vec![i as u8; 1 << 20] };
+            append(&mut log, vec![proposal_entry(1, i, p)]).await;
+        }
+        let before = disk.contents("raft.log").unwrap().len();
+        log.purge(log_id(1, 59)).await.unwrap();
+        let after = disk.contents("raft.log").unwrap().len();
+        assert!(after < before / 5, "{before} -> {after}");
+        append(&mut log, vec![proposal_entry(1, 70, Proposal { shard: 0, time_ms: 70, records: vec![7; 10] })]).await;
+        drop(log);
+        let mut log = LogStore::open(Arc::new(disk)).unwrap();
+        let got = log.try_get_log_entries(0..100).await.unwrap();
+        assert_eq!(got.iter().map(RaftEntry::index).collect::<Vec<_>>(), (60..=70).collect::<Vec<_>>());
+        assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(1, 59)));
+    });
+}
+
+/// Applies entries as a follower does (no one waiting for answers).
+async fn apply(books: &mut Books, entries: Vec<Entry>) -> std::io::Result<()> {
+    let stream: Vec<std::io::Result<_>> = entries.into_iter().map(|e| Ok((e, None))).collect();
+    books.apply(futures_util::stream::iter(stream)).await
+}
+
+#[test]
+fn committed_proposals_drive_the_books_and_snapshots_install_elsewhere() {
+    runtime().block_on(async {
+        let configs = vec![engine_config()];
+        let mut books = Books::new(configs.clone(), MANUAL_CLOCK_START_MS);
+        let mut p = Proposal { shard: 0, time_ms: MANUAL_CLOCK_START_MS, records: Vec::new() };
+        p.push(kind::CREATE_ACCOUNTS, &encode_all(&[common::account(1024), common::account(1025)]));
+        p.push(kind::SUBMIT_TRANSFERS, &encode_all(&[common::deposit(1, 1024, 500, common::HKD)]));
+        let mut q = Proposal { shard: 0, time_ms: MANUAL_CLOCK_START_MS + 10, records: Vec::new() };
+        q.push(kind::SUBMIT_TRANSFERS, &encode_all(&[common::transfer(2, 1024, 1025, 200, common::HKD)]));
+        let entries = vec![
+            Entry::new(log_id(1, 1), EntryPayload::Blank),
+            proposal_entry(1, 2, p.clone()),
+            proposal_entry(1, 3, q.clone()),
+        ];
+        apply(&mut books, entries).await.unwrap();
+        // The same records through an engine directly, as recovery applies them.
+        let mut engine = harbour::engine::Engine::new(engine_config(), MANUAL_CLOCK_START_MS);
+        for proposal in [&p, &q] {
+            for (kind, body) in proposal.records().unwrap() {
+                engine.apply(kind, body, proposal.time_ms, &mut Vec::new()).unwrap();
+            }
+        }
+        assert_eq!(books.state_hashes().await, vec![engine.state_hash()]);
+        assert_eq!(books.applied_state().await.unwrap().0, Some(log_id(1, 3)));
+
+        // A snapshot installs on other books to the same state.
+        let snapshot = books.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut other = Books::new(configs.clone(), MANUAL_CLOCK_START_MS);
+        other.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+        assert_eq!(other.state_hashes().await, books.state_hashes().await);
+        assert_eq!(other.applied_state().await.unwrap().0, Some(log_id(1, 3)));
+
+        // A committed entry naming no shard of these books stops apply.
+        let bad = proposal_entry(1, 4, Proposal { shard: 3, time_ms: 0, records: Vec::new() });
+        let err = apply(&mut other, vec![bad]).await.unwrap_err();
+        assert!(err.to_string().contains("no shard 3"), "{err}");
+    });
+}
