@@ -12,6 +12,7 @@
 
 pub mod log;
 pub mod machine;
+pub mod memnet;
 
 use serde::{Deserialize, Serialize};
 
