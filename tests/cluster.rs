@@ -188,33 +188,44 @@ struct Node {
 }
 
 async fn start_node(net: &harbour::cluster::memnet::MemNet, id: u64, disk: MemStorage) -> Node {
+    // Snapshots every 10 entries, keeping 5 behind: a node far behind, or
+    // without its disk, needs a snapshot.
     let config = openraft::Config {
         heartbeat_interval: 50,
         election_timeout_min: 150,
         election_timeout_max: 300,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10),
+        max_in_snapshot_log_to_keep: 5,
+        // A node may come back without its disk (its log behind what the
+        // leader matched before): it catches up instead of stopping the
+        // leader (docs/cluster.md, "Failure cases").
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     let config = Arc::new(config.validate().unwrap());
     let log = LogStore::open(Arc::new(disk.clone())).unwrap();
-    let books = Books::new(vec![engine_config()], MANUAL_CLOCK_START_MS);
+    let books = Books::open(Arc::new(disk.clone()), vec![engine_config()], MANUAL_CLOCK_START_MS).unwrap();
     let raft = harbour::cluster::memnet::Raft::new(id, config, net.factory(id), log, books.clone()).await.unwrap();
     net.join(id, raft.clone());
     Node { raft, books, disk }
 }
 
+/// The leader every node agrees on (waiting until they do).
 async fn leader_of(nodes: &BTreeMap<u64, Node>) -> u64 {
-    for _ in 0..200 {
+    for _ in 0..300 {
+        let mut seen = BTreeSet::new();
         for node in nodes.values() {
-            if let Some(leader) = node.raft.current_leader().await
-                && nodes.contains_key(&leader)
-                && nodes[&leader].raft.current_leader().await == Some(leader)
-            {
-                return leader;
-            }
+            seen.insert(node.raft.current_leader().await);
+        }
+        if seen.len() == 1
+            && let Some(Some(leader)) = seen.pop_first()
+            && nodes.contains_key(&leader)
+        {
+            return leader;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    panic!("no leader elected");
+    panic!("no leader all nodes agree on");
 }
 
 /// Writes a proposal through whichever node leads, as a channel would: a
@@ -313,6 +324,145 @@ async fn a_cluster_keeps_every_committed_proposal_through_the_loss_of_its_leader
     }
     let (delivered, dropped) = net.counts();
     assert!(dropped > 0 && delivered > dropped, "{delivered} delivered, {dropped} lost");
+    for node in nodes.values() {
+        node.raft.shutdown().await.unwrap();
+    }
+}
+
+/// Forty deposits to customers 1024..1040, after their accounts.
+fn deposits(first_id: u64, n: u64) -> Vec<Proposal> {
+    let mut out = Vec::new();
+    for i in first_id..first_id + n {
+        let mut p = Proposal { shard: 0, time_ms: MANUAL_CLOCK_START_MS + i, records: Vec::new() };
+        p.push(
+            kind::SUBMIT_TRANSFERS,
+            &encode_all(&[common::deposit(u128::from(i), 1024 + i % 16, 100 + i, common::HKD)]),
+        );
+        out.push(p);
+    }
+    out
+}
+
+fn accounts_proposal() -> Proposal {
+    let mut p = Proposal { shard: 0, time_ms: MANUAL_CLOCK_START_MS, records: Vec::new() };
+    p.push(kind::CREATE_ACCOUNTS, &encode_all(&(1024..1040).map(common::account).collect::<Vec<_>>()));
+    p
+}
+
+async fn start_cluster(net: &harbour::cluster::memnet::MemNet) -> BTreeMap<u64, Node> {
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        nodes.insert(id, start_node(net, id, MemStorage::new()).await);
+    }
+    let members: BTreeMap<u64, PeerNode> = (1..=3).map(|id| (id, PeerNode::default())).collect();
+    nodes[&1].raft.initialize(members).await.unwrap();
+    nodes
+}
+
+/// Waits until every node applied the leader's last entry, then checks its
+/// books against a single engine fed `committed` in order.
+async fn all_caught_up(nodes: &BTreeMap<u64, Node>, committed: &[Proposal]) {
+    let leader = leader_of(nodes).await;
+    let metrics = nodes[&leader].raft.wait(None).metrics(|_| true, "metrics").await.unwrap();
+    let last = metrics.last_log_index.unwrap();
+    let mut engine = harbour::engine::Engine::new(engine_config(), MANUAL_CLOCK_START_MS);
+    for p in committed {
+        for (kind, body) in p.records().unwrap() {
+            engine.apply(kind, body, p.time_ms, &mut Vec::new()).unwrap();
+        }
+    }
+    for (id, node) in nodes {
+        node.raft
+            .wait(Some(std::time::Duration::from_secs(10)))
+            .applied_index_at_least(Some(last), "caught up")
+            .await
+            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        assert_eq!(node.books.state_hashes().await, vec![engine.state_hash()], "node {id}");
+    }
+}
+
+/// A follower that lost its disk rejoins empty; the leader has purged the
+/// log it would need, so it catches up by installing a snapshot of the
+/// books, then the log after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_lost_its_disk_catches_up_from_a_snapshot() {
+    let net = harbour::cluster::memnet::MemNet::new(11, 0, std::time::Duration::ZERO);
+    let mut nodes = start_cluster(&net).await;
+    let mut committed = vec![accounts_proposal()];
+    write(&nodes, &committed[0]).await;
+    let leader = leader_of(&nodes).await;
+    let follower = *nodes.keys().find(|&&id| id != leader).unwrap();
+    let gone = nodes.remove(&follower).unwrap();
+    net.leave(follower);
+    gone.raft.shutdown().await.unwrap();
+    for p in deposits(1, 40) {
+        write(&nodes, &p).await;
+        committed.push(p);
+    }
+    let purged = nodes[&leader].raft.wait(None).metrics(|m| m.purged.is_some(), "purged").await.unwrap().purged;
+    assert!(purged.is_some_and(|p| p.index() > 5), "the leader purged its log: {purged:?}");
+    // The same id on a new, empty disk.
+    nodes.insert(follower, start_node(&net, follower, MemStorage::new()).await);
+    let back = nodes[&follower].raft.wait(Some(std::time::Duration::from_secs(10)));
+    back.metrics(|m| m.snapshot.is_some(), "installed a snapshot").await.unwrap();
+    for p in deposits(41, 5) {
+        write(&nodes, &p).await;
+        committed.push(p);
+    }
+    all_caught_up(&nodes, &committed).await;
+    for node in nodes.values() {
+        node.raft.shutdown().await.unwrap();
+    }
+}
+
+/// The leader cut off from both followers: they elect a new leader and go
+/// on; the old one commits nothing alone (its writes are refused once its
+/// lease lapses, or never commit); mended, it follows and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_commits_nothing_and_rejoins() {
+    let net = harbour::cluster::memnet::MemNet::new(13, 0, std::time::Duration::ZERO);
+    let nodes = start_cluster(&net).await;
+    let mut committed = vec![accounts_proposal()];
+    write(&nodes, &committed[0]).await;
+    let old = leader_of(&nodes).await;
+    let others: Vec<u64> = nodes.keys().copied().filter(|&id| id != old).collect();
+    net.cut(old, &others, true);
+    // Alone, the old leader cannot commit: a write either is refused or
+    // does not finish.
+    let alone = deposits(100, 1).remove(0);
+    let attempt =
+        tokio::time::timeout(std::time::Duration::from_millis(800), nodes[&old].raft.client_write(alone)).await;
+    assert!(!matches!(attempt, Ok(Ok(_))), "a leader without a majority committed");
+    // The majority goes on under a new leader.
+    let rest: BTreeMap<u64, &Node> = nodes.iter().filter(|(id, _)| **id != old).map(|(id, n)| (*id, n)).collect();
+    let mut new = None;
+    for _ in 0..200 {
+        for (id, node) in &rest {
+            if node.raft.current_leader().await == Some(*id) {
+                new = Some(*id);
+            }
+        }
+        if new.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let new = new.expect("the majority elected a leader");
+    for p in deposits(1, 15) {
+        loop {
+            match nodes[&new].raft.client_write(p.clone()).await {
+                Ok(_) => break,
+                Err(openraft::errors::RaftError::APIError(openraft::errors::ClientWriteError::ForwardToLeader(_))) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        committed.push(p);
+    }
+    net.cut(old, &others, false);
+    all_caught_up(&nodes, &committed).await;
+    assert_ne!(leader_of(&nodes).await, old, "the old leader follows");
     for node in nodes.values() {
         node.raft.shutdown().await.unwrap();
     }

@@ -4,7 +4,10 @@
 //!
 //! A snapshot is every shard's state (`Engine::encode_state`) at one log
 //! index: a consistent cut of the whole node, which serves openraft's
-//! snapshot install for a follower far behind or without its disk.
+//! snapshot install for a follower far behind or without its disk. It is
+//! kept durably as `raft.snap` (temporary file, fsync, rename, directory
+//! fsync) before openraft may purge the log it covers, and a node that
+//! restarts starts its books from it.
 
 use std::io::{self, Cursor};
 use std::sync::Arc;
@@ -15,12 +18,18 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use super::{Applied, LogId, TypeConfig};
 use crate::engine::{Engine, EngineConfig};
+use crate::wal::storage::Storage;
+
+const SNAPSHOT: &str = "raft.snap";
+const SNAPSHOT_TMP: &str = "raft.snap.tmp";
 
 type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
 
 struct Inner {
+    /// Where the snapshot is kept (None: in memory only).
+    storage: Option<Arc<dyn Storage>>,
     configs: Vec<EngineConfig>,
     engines: Vec<Engine>,
     last_applied: Option<LogId>,
@@ -41,19 +50,76 @@ fn invalid(what: String) -> io::Error {
 
 impl Books {
     /// Empty books for shards configured by `configs` (one per shard, in
-    /// shard order), their clocks starting at `start_ms`.
+    /// shard order), their clocks starting at `start_ms`, kept in memory
+    /// only (openraft's storage suite; a node uses [`Books::open`]).
     #[must_use]
     pub fn new(configs: Vec<EngineConfig>, start_ms: u64) -> Books {
         let engines = configs.iter().map(|c| Engine::new(*c, start_ms)).collect();
-        let inner =
-            Inner { configs, engines, last_applied: None, membership: StoredMembership::default(), snapshot: None };
+        let inner = Inner {
+            storage: None,
+            configs,
+            engines,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            snapshot: None,
+        };
         Books { inner: Arc::new(tokio::sync::Mutex::new(inner)) }
+    }
+
+    /// A node's books: from the snapshot `storage` keeps, if there is one,
+    /// else empty. Openraft then applies the log after the snapshot.
+    pub fn open(storage: Arc<dyn Storage>, configs: Vec<EngineConfig>, start_ms: u64) -> io::Result<Books> {
+        let books = Books::new(configs, start_ms);
+        let kept = match crate::wal::storage::read_all(&*storage, SNAPSHOT) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let mut inner = books.inner.try_lock().expect("new books are not shared");
+        if let Some(bytes) = kept {
+            let (meta, data) = split_snapshot(&bytes)?;
+            inner.engines = decode_books(&inner.configs, data)?;
+            inner.last_applied = meta.last_log_id;
+            inner.membership = meta.last_membership.clone();
+            inner.snapshot = Some((meta, data.to_vec()));
+        }
+        inner.storage = Some(storage);
+        drop(inner);
+        Ok(books)
     }
 
     /// Each shard's state hash (nodes that applied the same entries agree).
     pub async fn state_hashes(&self) -> Vec<[u8; 32]> {
         self.inner.lock().await.engines.iter().map(Engine::state_hash).collect()
     }
+}
+
+/// `raft.snap`: u32 length of the metadata's JSON, the JSON, the body.
+fn join_snapshot(meta: &SnapshotMeta, data: &[u8]) -> io::Result<Vec<u8>> {
+    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+    let mut out = (json.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(data);
+    Ok(out)
+}
+
+fn split_snapshot(bytes: &[u8]) -> io::Result<(SnapshotMeta, &[u8])> {
+    let len = bytes.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize);
+    let json = len.and_then(|len| bytes.get(4..4 + len)).ok_or_else(|| invalid("raft.snap cut short".into()))?;
+    let meta = serde_json::from_slice(json).map_err(|e| invalid(format!("raft.snap: {e}")))?;
+    Ok((meta, &bytes[4 + json.len()..]))
+}
+
+/// Keeps a snapshot durably, replacing the one kept before.
+fn keep(storage: &dyn Storage, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+    let bytes = join_snapshot(meta, data)?;
+    let mut file = storage.open(SNAPSHOT_TMP, true)?;
+    file.truncate(0)?;
+    file.write_at(&bytes, 0)?;
+    file.sync_data()?;
+    drop(file);
+    storage.rename(SNAPSHOT_TMP, SNAPSHOT)?;
+    storage.sync_dir()
 }
 
 /// Snapshot body: u32 shard count, then per shard a u64 length and its
@@ -98,6 +164,10 @@ impl RaftSnapshotBuilder<TypeConfig> for Books {
         let mut inner = self.inner.lock().await;
         let data = encode_books(&inner.engines);
         let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
+        // Durable before openraft may purge the log it covers.
+        if let Some(storage) = &inner.storage {
+            keep(&**storage, &meta, &data)?;
+        }
         inner.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot { meta, snapshot: Cursor::new(data) })
     }
@@ -158,6 +228,9 @@ impl RaftStateMachine<TypeConfig> for Books {
         let mut inner = self.inner.lock().await;
         let data = snapshot.into_inner();
         let engines = decode_books(&inner.configs, &data)?;
+        if let Some(storage) = &inner.storage {
+            keep(&**storage, meta, &data)?;
+        }
         inner.engines = engines;
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
