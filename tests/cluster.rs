@@ -467,3 +467,73 @@ async fn a_partitioned_leader_commits_nothing_and_rejoins() {
         node.raft.shutdown().await.unwrap();
     }
 }
+
+/// The same leader loss over real TCP between the nodes (loopback): the
+/// peer protocol carries appends, votes and snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tcp_survives_the_loss_of_its_leader() {
+    use harbour::cluster::peer::{TcpLinks, serve};
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        listeners.insert(id, tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addrs: BTreeMap<u64, String> =
+        listeners.iter().map(|(id, l)| (*id, l.local_addr().unwrap().to_string())).collect();
+    let config = |_: u64| {
+        let c = openraft::Config {
+            heartbeat_interval: 50,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10),
+            max_in_snapshot_log_to_keep: 5,
+            ..Default::default()
+        };
+        Arc::new(c.validate().unwrap())
+    };
+    let start = |id: u64, disk: MemStorage, listener: tokio::net::TcpListener| {
+        let config = config(id);
+        async move {
+            let log = LogStore::open(Arc::new(disk.clone())).unwrap();
+            let books = Books::open(Arc::new(disk.clone()), vec![engine_config()], MANUAL_CLOCK_START_MS).unwrap();
+            let raft = harbour::cluster::Raft::new(id, config, TcpLinks, log, books.clone()).await.unwrap();
+            let server = tokio::spawn(serve(listener, raft.clone()));
+            (Node { raft, books, disk }, server)
+        }
+    };
+    let mut nodes = BTreeMap::new();
+    let mut servers = BTreeMap::new();
+    for (id, listener) in listeners {
+        let (node, server) = start(id, MemStorage::new(), listener).await;
+        nodes.insert(id, node);
+        servers.insert(id, server);
+    }
+    let members: BTreeMap<u64, PeerNode> =
+        addrs.iter().map(|(id, a)| (*id, PeerNode { channel: String::new(), peer: a.clone() })).collect();
+    nodes[&1].raft.initialize(members).await.unwrap();
+    let mut committed = vec![accounts_proposal()];
+    write(&nodes, &committed[0]).await;
+    for p in deposits(1, 20) {
+        write(&nodes, &p).await;
+        committed.push(p);
+    }
+    let first = leader_of(&nodes).await;
+    let lost = nodes.remove(&first).unwrap();
+    servers.remove(&first).unwrap().abort();
+    lost.raft.shutdown().await.unwrap();
+    for p in deposits(21, 20) {
+        write(&nodes, &p).await;
+        committed.push(p);
+    }
+    // Back on its disk, at its address.
+    let listener = tokio::net::TcpListener::bind(&addrs[&first]).await.unwrap();
+    let (node, server) = start(first, lost.disk.clone(), listener).await;
+    nodes.insert(first, node);
+    servers.insert(first, server);
+    all_caught_up(&nodes, &committed).await;
+    for node in nodes.values() {
+        node.raft.shutdown().await.unwrap();
+    }
+    for server in servers.values() {
+        server.abort();
+    }
+}

@@ -59,7 +59,7 @@ const REWRITE_FROM: u64 = 64 << 20;
 /// An entry's record body: tag 0, then the whole entry as JSON (blank and
 /// membership entries, rare); or tag 1, then the log id as JSON (u32
 /// length first), the shard (u16), the time (u64) and the records.
-fn encode_entry(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
+pub(super) fn encode_entry(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
     match &entry.payload {
         EntryPayload::Normal(p) => {
             let id = serde_json::to_vec(&entry.log_id).map_err(io::Error::other)?;
@@ -82,7 +82,7 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("raft log: {what}"))
 }
 
-fn decode_entry(body: &[u8]) -> io::Result<Entry> {
+pub(super) fn decode_entry(body: &[u8]) -> io::Result<Entry> {
     match body.first() {
         Some(0) => serde_json::from_slice(&body[1..]).map_err(|e| invalid(&e.to_string())),
         Some(1) => {

@@ -15,11 +15,9 @@ use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{OptionalSend, RaftNetworkV2};
 
-use super::machine::Books;
 use super::{PeerNode, TypeConfig};
 
-/// A node of the cluster: its raft handle.
-pub type Raft = openraft::Raft<TypeConfig, Books>;
+pub use super::Raft;
 type Vote = openraft::alias::VoteOf<TypeConfig>;
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, std::io::Cursor<Vec<u8>>>;
 

@@ -13,6 +13,7 @@
 pub mod log;
 pub mod machine;
 pub mod memnet;
+pub mod peer;
 
 use serde::{Deserialize, Serialize};
 
@@ -87,3 +88,5 @@ openraft::declare_raft_types!(
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 /// A raft log id (term, leader, index).
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// A node's raft handle.
+pub type Raft = openraft::Raft<TypeConfig, machine::Books>;

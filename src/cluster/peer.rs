@@ -1,0 +1,283 @@
+//! Raft's messages between nodes over TCP (the peer address of each
+//! node). A frame is a u32 length (LE) of what follows, a kind byte and a
+//! body. Log entries travel in the raft log's own binary form
+//! (`log::encode_entry`); the small rest (votes, log ids, responses) as
+//! JSON. Every call waits at most openraft's soft deadline for its answer;
+//! a connection that fails is dropped and made again on the next call.
+//!
+//! Plain TCP: issue 16 puts TLS around it.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::{OptionalSend, RaftNetworkV2};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::log::{decode_entry, encode_entry};
+use super::{Entry, LogId, PeerNode, Raft, TypeConfig};
+
+type Vote = openraft::alias::VoteOf<TypeConfig>;
+type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, std::io::Cursor<Vec<u8>>>;
+
+const APPEND: u8 = 1;
+const VOTE: u8 = 2;
+const SNAPSHOT: u8 = 3;
+/// Answer kinds.
+const OK: u8 = 0;
+const FAILED: u8 = 1;
+/// Largest frame a peer accepts (a snapshot of every shard's books comes
+/// whole, for now).
+const FRAME_MAX: usize = 1 << 30;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Serialize, Deserialize)]
+struct AppendHead {
+    vote: Vote,
+    prev_log_id: Option<LogId>,
+    leader_commit: Option<LogId>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotHead {
+    vote: Vote,
+    meta: SnapshotMeta,
+}
+
+fn invalid(what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("peer frame: {what}"))
+}
+
+fn put_json(out: &mut Vec<u8>, value: &impl Serialize) -> io::Result<()> {
+    let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    Ok(())
+}
+
+/// Reads a u32-length-prefixed piece at `*at`.
+fn take<'a>(bytes: &'a [u8], at: &mut usize) -> io::Result<&'a [u8]> {
+    let len = bytes.get(*at..*at + 4).ok_or_else(|| invalid("cut short"))?;
+    let len = u32::from_le_bytes(len.try_into().expect("4")) as usize;
+    let piece = bytes.get(*at + 4..*at + 4 + len).ok_or_else(|| invalid("cut short"))?;
+    *at += 4 + len;
+    Ok(piece)
+}
+
+fn encode_append(rpc: &AppendEntriesRequest<TypeConfig>) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let head = AppendHead { vote: rpc.vote, prev_log_id: rpc.prev_log_id, leader_commit: rpc.leader_commit };
+    put_json(&mut out, &head)?;
+    out.extend_from_slice(&(rpc.entries.len() as u32).to_le_bytes());
+    let mut body = Vec::new();
+    for entry in &rpc.entries {
+        body.clear();
+        encode_entry(entry, &mut body)?;
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+    }
+    Ok(out)
+}
+
+fn decode_append(bytes: &[u8]) -> io::Result<AppendEntriesRequest<TypeConfig>> {
+    let mut at = 0;
+    let head: AppendHead = serde_json::from_slice(take(bytes, &mut at)?).map_err(invalid)?;
+    let count = bytes.get(at..at + 4).ok_or_else(|| invalid("cut short"))?;
+    let count = u32::from_le_bytes(count.try_into().expect("4")) as usize;
+    at += 4;
+    let mut entries: Vec<Entry> = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        entries.push(decode_entry(take(bytes, &mut at)?)?);
+    }
+    if at != bytes.len() {
+        return Err(invalid("bytes after the entries"));
+    }
+    Ok(AppendEntriesRequest {
+        vote: head.vote,
+        prev_log_id: head.prev_log_id,
+        entries,
+        leader_commit: head.leader_commit,
+    })
+}
+
+async fn write_frame(stream: &mut TcpStream, kind: u8, body: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(body.len() + 1).map_err(|_| invalid("frame too large"))?;
+    let mut frame = Vec::with_capacity(5 + body.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.push(kind);
+    frame.extend_from_slice(body);
+    stream.write_all(&frame).await
+}
+
+async fn read_frame(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
+    let len = stream.read_u32_le().await? as usize;
+    if len == 0 || len > FRAME_MAX {
+        return Err(invalid(format!("length {len}")));
+    }
+    let kind = stream.read_u8().await?;
+    let mut body = vec![0; len - 1];
+    stream.read_exact(&mut body).await?;
+    Ok((kind, body))
+}
+
+/// Answers one request frame with the local raft.
+async fn handle(raft: &Raft, kind: u8, body: &[u8]) -> io::Result<Vec<u8>> {
+    let json = |r: Result<Vec<u8>, serde_json::Error>| r.map_err(io::Error::other);
+    match kind {
+        APPEND => {
+            let rpc = decode_append(body)?;
+            let answer = raft.append_entries(rpc).await.map_err(io::Error::other)?;
+            json(serde_json::to_vec(&answer))
+        }
+        VOTE => {
+            let rpc: VoteRequest<TypeConfig> = serde_json::from_slice(body).map_err(invalid)?;
+            let answer = raft.vote(rpc).await.map_err(io::Error::other)?;
+            json(serde_json::to_vec(&answer))
+        }
+        SNAPSHOT => {
+            let mut at = 0;
+            let head: SnapshotHead = serde_json::from_slice(take(body, &mut at)?).map_err(invalid)?;
+            let snapshot = Snapshot { meta: head.meta, snapshot: std::io::Cursor::new(body[at..].to_vec()) };
+            let answer = raft.install_full_snapshot(head.vote, snapshot).await.map_err(io::Error::other)?;
+            json(serde_json::to_vec(&answer))
+        }
+        other => Err(invalid(format!("kind {other}"))),
+    }
+}
+
+/// Serves raft's messages from other nodes until the listener fails.
+pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            while let Ok((kind, body)) = read_frame(&mut stream).await {
+                let (status, answer) = match handle(&raft, kind, &body).await {
+                    Ok(answer) => (OK, answer),
+                    Err(e) => (FAILED, e.to_string().into_bytes()),
+                };
+                if write_frame(&mut stream, status, &answer).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// The client side of every node's peer links.
+#[derive(Clone, Default)]
+pub struct TcpLinks;
+
+/// One node's link to another, over one connection made on demand.
+pub struct TcpLink {
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for TcpLinks {
+    type Network = TcpLink;
+
+    async fn new_client(&mut self, _target: u64, node: &PeerNode) -> TcpLink {
+        TcpLink { addr: node.peer.clone(), stream: None }
+    }
+}
+
+/// Why a call failed.
+enum CallError {
+    /// No connection could be made.
+    Unreachable(io::Error),
+    /// The connection failed, the answer was late, or the peer failed.
+    Network(io::Error),
+}
+
+impl TcpLink {
+    async fn call(&mut self, kind: u8, body: &[u8], deadline: Duration) -> Result<Vec<u8>, CallError> {
+        if self.stream.is_none() {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+                .await
+                .map_err(|_| CallError::Unreachable(io::Error::from(io::ErrorKind::TimedOut)))?
+                .map_err(CallError::Unreachable)?;
+            let _ = stream.set_nodelay(true);
+            self.stream = Some(stream);
+        }
+        let stream = self.stream.as_mut().expect("connected");
+        let exchange = async {
+            write_frame(stream, kind, body).await?;
+            read_frame(stream).await
+        };
+        let answer = match tokio::time::timeout(deadline, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                self.stream = None;
+                return Err(CallError::Network(e));
+            }
+            Err(_) => {
+                // The answer may still come: the connection is out of step.
+                self.stream = None;
+                return Err(CallError::Network(io::Error::from(io::ErrorKind::TimedOut)));
+            }
+        };
+        match answer {
+            (OK, body) => Ok(body),
+            (_, reason) => Err(CallError::Network(io::Error::other(String::from_utf8_lossy(&reason).into_owned()))),
+        }
+    }
+}
+
+fn rpc_error(e: CallError) -> RPCError<TypeConfig> {
+    match e {
+        CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+        CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, RPCError<TypeConfig>> {
+    serde_json::from_slice(body).map_err(|e| RPCError::Network(NetworkError::new(&invalid(e))))
+}
+
+impl RaftNetworkV2<TypeConfig> for TcpLink {
+    type SnapshotData = std::io::Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = encode_append(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer = self.call(APPEND, &body, option.soft_ttl()).await.map_err(rpc_error)?;
+        decode(&answer)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer = self.call(VOTE, &body, option.soft_ttl()).await.map_err(rpc_error)?;
+        decode(&answer)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut body = Vec::new();
+        put_json(&mut body, &SnapshotHead { vote, meta: snapshot.meta })
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        body.extend_from_slice(snapshot.snapshot.get_ref());
+        // A snapshot is large: the hard deadline, not the soft one.
+        let answer = self.call(SNAPSHOT, &body, option.hard_ttl()).await.map_err(rpc_error)?;
+        decode(&answer).map_err(StreamingError::from)
+    }
+}
