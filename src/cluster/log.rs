@@ -360,6 +360,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
         Ok(self.state.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 
+    /// Replication's read. When `start` was purged meanwhile (openraft
+    /// chose to send log, then purged it before the read), the entries from
+    /// `start` on are not all here: nothing is returned, which openraft
+    /// takes as a heartbeat, and its next look sends a snapshot. Returning
+    /// the part after the purge would skip entries (openraft 0.10.0-alpha.37
+    /// asserts against it).
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        let state = self.state.lock();
+        if start < end && !state.entries.contains_key(&start) {
+            return Ok(Vec::new());
+        }
+        Ok(state.entries.range(start..end).map(|(_, e)| e.clone()).collect())
+    }
+
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
         Ok(self.state.lock().vote)
     }

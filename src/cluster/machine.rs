@@ -88,6 +88,11 @@ impl Books {
         Ok(books)
     }
 
+    /// Reads shard `shard`'s books (None: no such shard).
+    pub async fn read<R>(&self, shard: usize, f: impl FnOnce(&Engine) -> R) -> Option<R> {
+        self.inner.lock().await.engines.get(shard).map(f)
+    }
+
     /// Each shard's state hash (nodes that applied the same entries agree).
     pub async fn state_hashes(&self) -> Vec<[u8; 32]> {
         self.inner.lock().await.engines.iter().map(Engine::state_hash).collect()
