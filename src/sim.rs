@@ -52,7 +52,7 @@ pub const CURRENCIES: [u16; 3] = [HKD, USD, CNY];
 pub const ACCOUNTS: std::ops::Range<u64> = 1024..1040;
 
 /// A small deterministic random source (splitmix64).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Rng(pub u64);
 
 impl Rng {

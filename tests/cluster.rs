@@ -234,18 +234,25 @@ async fn leader_of(nodes: &BTreeMap<u64, Node>) -> u64 {
 async fn write(nodes: &BTreeMap<u64, Node>, p: &Proposal) -> u64 {
     for _ in 0..200 {
         let leader = leader_of(nodes).await;
-        match nodes[&leader].raft.client_write(p.clone()).await {
-            Ok(written) => {
-                assert_eq!(written.data.answers.len(), p.records().unwrap().len(), "one answer per record");
-                return leader;
-            }
-            Err(openraft::errors::RaftError::APIError(openraft::errors::ClientWriteError::ForwardToLeader(_))) => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{e}"),
+        if try_write(&nodes[&leader].raft, p).await {
+            return leader;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("never committed");
+}
+
+/// One write to `raft`: true if committed, false if refused before it was
+/// proposed (no leader named); anything else fails the test.
+async fn try_write(raft: &harbour::cluster::Raft, p: &Proposal) -> bool {
+    match raft.client_write(p.clone()).await {
+        Ok(written) => {
+            assert_eq!(written.data.answers.len(), p.records().unwrap().len(), "one answer per record");
+            true
+        }
+        Err(openraft::errors::RaftError::APIError(openraft::errors::ClientWriteError::ForwardToLeader(_))) => false,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// The cluster logic over the in-memory network, with one message in ten
@@ -449,14 +456,8 @@ async fn a_partitioned_leader_commits_nothing_and_rejoins() {
     }
     let new = new.expect("the majority elected a leader");
     for p in deposits(1, 15) {
-        loop {
-            match nodes[&new].raft.client_write(p.clone()).await {
-                Ok(_) => break,
-                Err(openraft::errors::RaftError::APIError(openraft::errors::ClientWriteError::ForwardToLeader(_))) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("{e}"),
-            }
+        while !try_write(&nodes[&new].raft, &p).await {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         committed.push(p);
     }

@@ -25,6 +25,7 @@ use harbour::cluster::{PeerNode, Proposal, Raft};
 use harbour::engine::{EngineConfig, MANUAL_CLOCK_START_MS};
 use harbour::protocol::kind;
 use harbour::protocol::records::encode_all;
+use harbour::sim::Rng;
 use harbour::wal::storage::MemStorage;
 
 fn engine_config() -> EngineConfig {
@@ -34,21 +35,6 @@ fn engine_config() -> EngineConfig {
         loans_capacity: 64,
         pending_capacity: 64,
         ..EngineConfig::default()
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

@@ -42,6 +42,7 @@ use harbour::protocol::records::{
     FINALIZE_VOID, Finalize, FxRate, LoanResult, METHOD_SMS_OTP, OUTCOME_PASS, QuoteRequest, Repay, STATE_PENDING,
     STATE_POSTED, STATE_VOIDED, StepUp, TRANSFER_AUTO_CREDIT, TRANSFER_PENDING, Transfer, TransferResult,
 };
+use harbour::sim::Rng;
 use serde::Serialize;
 
 const HKD: u16 = 344;
@@ -108,23 +109,9 @@ pub struct TortureReport {
     pub violations: Vec<String>,
 }
 
-/// A small seeded generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn in_range(&mut self, r: std::ops::Range<u64>) -> u64 {
-        r.start + self.below(r.end - r.start)
-    }
+/// A number in `r`.
+fn in_range(rng: &mut Rng, r: std::ops::Range<u64>) -> u64 {
+    r.start + rng.below(r.end - r.start)
 }
 
 /// One request a client sent.
@@ -329,8 +316,8 @@ fn draw(rng: &mut Rng, memory: &mut Memory) -> (u16, Vec<u8>, Sent) {
         let n = 1 + rng.below(6);
         let items: Vec<Transfer> = (0..n)
             .map(|_| {
-                let debit = rng.in_range(MODEL);
-                let mut credit = rng.in_range(MODEL);
+                let debit = in_range(rng, MODEL);
+                let mut credit = in_range(rng, MODEL);
                 if credit == debit {
                     credit = MODEL.start + (credit + 1 - MODEL.start) % (MODEL.end - MODEL.start);
                 }
@@ -352,7 +339,7 @@ fn draw(rng: &mut Rng, memory: &mut Memory) -> (u16, Vec<u8>, Sent) {
         let n = 1 + rng.below(4);
         let items: Vec<Transfer> = (0..n)
             .map(|_| {
-                let debit = rng.in_range(MIXED);
+                let debit = in_range(rng, MIXED);
                 let credit = MIXED.start + (debit + 1 + rng.below(30) - MIXED.start) % (MIXED.end - MIXED.start);
                 let mut t = transfer(memory, debit, credit, 1 + rng.below(20_000), HKD);
                 match rng.below(8) {
@@ -364,7 +351,7 @@ fn draw(rng: &mut Rng, memory: &mut Memory) -> (u16, Vec<u8>, Sent) {
                         t.destination_country = [156, 840, 408][rng.below(3) as usize];
                     }
                     4 => {
-                        t.debit_account = rng.in_range(LINED);
+                        t.debit_account = in_range(rng, LINED);
                         t.flags = TRANSFER_AUTO_CREDIT;
                         t.amount = 100_000 + rng.below(6_000_000);
                     }
@@ -396,7 +383,7 @@ fn draw(rng: &mut Rng, memory: &mut Memory) -> (u16, Vec<u8>, Sent) {
         let loan_id = u128::from(memory.next_id);
         let d = Disburse {
             loan_id,
-            account_id: rng.in_range(LINED),
+            account_id: in_range(rng, LINED),
             currency: HKD,
             term_days: 30,
             principal: 1 + rng.below(50_000),
@@ -416,7 +403,8 @@ fn draw(rng: &mut Rng, memory: &mut Memory) -> (u16, Vec<u8>, Sent) {
         let q = QuoteRequest { from: USD, to: HKD, flags: 0, amount: 1 + rng.below(10_000) };
         return (kind::FX_QUOTE, encode_all(&[q]), Sent::Other);
     }
-    let keys: Vec<BalanceKey> = (0..4).map(|_| BalanceKey { account_id: rng.in_range(MIXED), currency: HKD }).collect();
+    let keys: Vec<BalanceKey> =
+        (0..4).map(|_| BalanceKey { account_id: in_range(rng, MIXED), currency: HKD }).collect();
     (kind::LOOKUP_BALANCES, encode_all(&keys), Sent::Other)
 }
 

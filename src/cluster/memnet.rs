@@ -26,23 +26,12 @@ struct Net {
     nodes: BTreeMap<u64, Raft>,
     /// Pairs (from, to) that cannot reach each other.
     cut: BTreeSet<(u64, u64)>,
-    seed: u64,
+    dice: crate::sim::Rng,
     /// One message in this many is lost (0: none).
     drop_one_in: u64,
     delay_max: Duration,
     delivered: u64,
     dropped: u64,
-}
-
-impl Net {
-    fn roll(&mut self) -> u64 {
-        // SplitMix64.
-        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// The network: shared by every node's client factory.
@@ -60,7 +49,7 @@ impl MemNet {
     /// `drop_one_in` (0: none) and holding each kept one up to `delay_max`.
     #[must_use]
     pub fn new(seed: u64, drop_one_in: u64, delay_max: Duration) -> MemNet {
-        let net = Net { seed, drop_one_in, delay_max, ..Net::default() };
+        let net = Net { dice: crate::sim::Rng(seed), drop_one_in, delay_max, ..Net::default() };
         MemNet { net: Arc::new(parking_lot::Mutex::new(net)) }
     }
 
@@ -113,12 +102,13 @@ impl MemNet {
             net.dropped += 1;
             return Err(unreachable("down"));
         };
-        if net.drop_one_in > 0 && net.roll().is_multiple_of(net.drop_one_in) {
+        let drop_one_in = net.drop_one_in;
+        if drop_one_in > 0 && net.dice.one_in(drop_one_in) {
             net.dropped += 1;
             return Err(unreachable("lost"));
         }
         let max = net.delay_max.as_micros() as u64;
-        let delay = if max == 0 { Duration::ZERO } else { Duration::from_micros(net.roll() % max) };
+        let delay = if max == 0 { Duration::ZERO } else { Duration::from_micros(net.dice.below(max)) };
         net.delivered += 1;
         Ok((raft, delay))
     }
