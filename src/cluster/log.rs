@@ -52,6 +52,10 @@ const VOTE: u16 = 4;
 /// Body: JSON of the committed log id (or null).
 const COMMITTED: u16 = 5;
 
+/// Largest encoded entry: one record of the log (`RECORD_BODY_MAX`). A
+/// bigger one is refused with an error, never asserted on.
+pub const ENTRY_BYTES_MAX: usize = crate::wal::RECORD_BODY_MAX;
+
 /// A purge considers a rewrite once the file is this large, and makes one
 /// when the live records would take less than half of it.
 const REWRITE_FROM: u64 = 64 << 20;
@@ -413,13 +417,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        // Every entry encoded and checked before anything changes.
+        let mut encoded = Vec::new();
+        for entry in entries {
+            let mut body = Vec::new();
+            encode_entry(&entry, &mut body)?;
+            if body.len() > ENTRY_BYTES_MAX {
+                return Err(invalid(&format!("entry {} is {} bytes", entry.index(), body.len())));
+            }
+            encoded.push((entry, body));
+        }
         let mut out = Vec::new();
-        let mut body = Vec::new();
         {
             let mut state = self.state.lock();
-            for entry in entries {
-                body.clear();
-                encode_entry(&entry, &mut body)?;
+            for (entry, body) in encoded {
                 state.record(&mut out, ENTRY, &body);
                 state.entries.insert(entry.index(), entry);
             }

@@ -99,16 +99,27 @@ impl Books {
     }
 }
 
-/// `raft.snap`: u32 length of the metadata's JSON, the JSON, the body.
+/// `raft.snap`: the CRC-32C of everything after it (u32), the u32 length
+/// of the metadata's JSON, the JSON, the body. A damaged byte could decode
+/// into other, valid-looking books: the checksum refuses it.
 fn join_snapshot(meta: &SnapshotMeta, data: &[u8]) -> io::Result<Vec<u8>> {
     let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-    let mut out = (json.len() as u32).to_le_bytes().to_vec();
+    let len = u32::try_from(json.len()).map_err(|_| invalid("snapshot metadata too large".into()))?;
+    let mut out = vec![0; 4];
+    out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&json);
     out.extend_from_slice(data);
+    let crc = crc32c::crc32c(&out[4..]);
+    out[..4].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
 fn split_snapshot(bytes: &[u8]) -> io::Result<(SnapshotMeta, &[u8])> {
+    let crc = bytes.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4")));
+    if crc != Some(crc32c::crc32c(bytes.get(4..).unwrap_or_default())) {
+        return Err(invalid("raft.snap: checksum fails".into()));
+    }
+    let bytes = &bytes[4..];
     let len = bytes.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize);
     let json = len.and_then(|len| bytes.get(4..4 + len)).ok_or_else(|| invalid("raft.snap cut short".into()))?;
     let meta = serde_json::from_slice(json).map_err(|e| invalid(format!("raft.snap: {e}")))?;

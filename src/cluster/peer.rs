@@ -93,7 +93,11 @@ fn decode_append(bytes: &[u8]) -> io::Result<AppendEntriesRequest<TypeConfig>> {
     at += 4;
     let mut entries: Vec<Entry> = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
-        entries.push(decode_entry(take(bytes, &mut at)?)?);
+        let body = take(bytes, &mut at)?;
+        if body.len() > super::log::ENTRY_BYTES_MAX {
+            return Err(invalid(format!("an entry of {} bytes", body.len())));
+        }
+        entries.push(decode_entry(body)?);
     }
     if at != bytes.len() {
         return Err(invalid("bytes after the entries"));
@@ -121,8 +125,12 @@ async fn read_frame(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
         return Err(invalid(format!("length {len}")));
     }
     let kind = stream.read_u8().await?;
-    let mut body = vec![0; len - 1];
-    stream.read_exact(&mut body).await?;
+    // The buffer grows as bytes arrive: a length alone reserves nothing.
+    let mut body = Vec::new();
+    (&mut *stream).take(len as u64 - 1).read_to_end(&mut body).await?;
+    if body.len() != len - 1 {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+    }
     Ok((kind, body))
 }
 
@@ -198,32 +206,34 @@ enum CallError {
 }
 
 impl TcpLink {
+    /// One request and its answer, within `deadline` in all (connecting
+    /// included). The connection is taken out while the call runs and put
+    /// back only after a whole exchange: a call cancelled or failed midway
+    /// (a frame half written, an answer still coming) never leaves a
+    /// connection out of step for the next call.
     async fn call(&mut self, kind: u8, body: &[u8], deadline: Duration) -> Result<Vec<u8>, CallError> {
-        if self.stream.is_none() {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
-                .await
-                .map_err(|_| CallError::Unreachable(io::Error::from(io::ErrorKind::TimedOut)))?
-                .map_err(CallError::Unreachable)?;
-            let _ = stream.set_nodelay(true);
-            self.stream = Some(stream);
-        }
-        let stream = self.stream.as_mut().expect("connected");
-        let exchange = async {
-            write_frame(stream, kind, body).await?;
-            read_frame(stream).await
+        let taken = self.stream.take();
+        let addr = self.addr.clone();
+        let exchange = async move {
+            let mut stream = match taken {
+                Some(stream) => stream,
+                None => {
+                    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+                        .await
+                        .map_err(|_| CallError::Unreachable(io::Error::from(io::ErrorKind::TimedOut)))?
+                        .map_err(CallError::Unreachable)?;
+                    let _ = stream.set_nodelay(true);
+                    stream
+                }
+            };
+            write_frame(&mut stream, kind, body).await.map_err(CallError::Network)?;
+            let answer = read_frame(&mut stream).await.map_err(CallError::Network)?;
+            Ok::<_, CallError>((stream, answer))
         };
-        let answer = match tokio::time::timeout(deadline, exchange).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
-                self.stream = None;
-                return Err(CallError::Network(e));
-            }
-            Err(_) => {
-                // The answer may still come: the connection is out of step.
-                self.stream = None;
-                return Err(CallError::Network(io::Error::from(io::ErrorKind::TimedOut)));
-            }
-        };
+        let (stream, answer) = tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| CallError::Network(io::Error::from(io::ErrorKind::TimedOut)))??;
+        self.stream = Some(stream);
         match answer {
             (OK, body) => Ok(body),
             (_, reason) => Err(CallError::Network(io::Error::other(String::from_utf8_lossy(&reason).into_owned()))),
