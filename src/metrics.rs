@@ -204,7 +204,7 @@ pub struct Metrics {
     /// a log record.
     pub resends_unlogged_total: AtomicU64,
     /// ERROR frames sent, by code (index = code - 1).
-    pub frame_errors: [AtomicU64; 13],
+    pub frame_errors: [AtomicU64; 14],
     /// New AML holds by kind: FACE_REVIEW (level 1), SMS_OTP (level 2),
     /// COOLING_OFF (level 3), MANUAL_REVIEW (no HKD rate, scorer, budget).
     pub aml_holds: [AtomicU64; 4],
@@ -247,7 +247,7 @@ pub static METRICS: Metrics = Metrics {
     disk_below_reserve: AtomicU64::new(0),
     no_space_total: AtomicU64::new(0),
     resends_unlogged_total: AtomicU64::new(0),
-    frame_errors: [const { AtomicU64::new(0) }; 13],
+    frame_errors: [const { AtomicU64::new(0) }; 14],
     aml_holds: [const { AtomicU64::new(0) }; 4],
     aml_scorer_evaluations: AtomicU64::new(0),
     aml_budget_fallbacks: AtomicU64::new(0),

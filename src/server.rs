@@ -453,13 +453,13 @@ impl Connection {
         if self.switch.single_shard() {
             // The shard thread encodes the answer and queues it for the
             // writer itself: one wake-up less per request.
-            let fatal = self.fatal.clone();
+            let failed = self.failed();
             let reply: crate::shard::ReplyFn = Box::new(move |answer| match answer {
                 Ok(records) => {
                     deliver(&answers, response_kind, h, &records, permit);
                     METRICS.end_to_end(h.kind, received.elapsed());
                 }
-                Err(e) => drop(fatal.try_send(ServeError::Fatal(e))),
+                Err(e) => failed.answer(e, &answers, h, permit),
             });
             METRICS.stage(Stage::Decode, received.elapsed());
             return match self.switch.dispatch_direct(h.kind, body.to_vec(), false, reply) {
@@ -484,17 +484,14 @@ impl Connection {
         }
         METRICS.requests_total.fetch_add(1, Ordering::Relaxed);
         METRICS.records_total.fetch_add(u64::from(h.count), Ordering::Relaxed);
-        let fatal = self.fatal.clone();
+        let failed = self.failed();
         tokio::spawn(async move {
             match pending.wait().await {
                 Ok(answer) => {
                     deliver(&answers, response_kind, h, &answer, permit);
                     METRICS.end_to_end(h.kind, received.elapsed());
                 }
-                Err(e) => {
-                    // The answer is not durable: never send it; stop.
-                    let _ = fatal.try_send(ServeError::Fatal(e));
-                }
+                Err(e) => failed.answer(e, &answers, h, permit),
             }
         });
         Next::Continue
@@ -518,17 +515,22 @@ impl Connection {
         };
         METRICS.requests_total.fetch_add(1, Ordering::Relaxed);
         let answers = self.answers.clone().expect("a running connection has an answer queue");
-        let fatal = self.fatal.clone();
+        let failed = self.failed();
         tokio::spawn(async move {
             let made = tokio::task::spawn_blocking(move || pending.wait_blocking()).await;
             drop(export);
             match made {
                 Ok(Ok(report)) => deliver(&answers, h.kind | RESPONSE_BIT, h, &report, permit),
-                Ok(Err(e)) => drop(fatal.try_send(ServeError::Fatal(e))),
-                Err(e) => drop(fatal.try_send(ServeError::Task(e))),
+                Ok(Err(e)) => failed.answer(e, &answers, h, permit),
+                Err(e) => drop(failed.fatal.try_send(ServeError::Task(e))),
             }
         });
         Next::Continue
+    }
+
+    /// Where a request the books did not answer is handled.
+    fn failed(&self) -> Failed {
+        Failed { fatal: self.fatal.clone(), close: Arc::clone(&self.writer_gone) }
     }
 
     /// A request the shards did not take: BUSY (nothing applied), or the
@@ -546,6 +548,37 @@ impl Connection {
             }
         };
         busy(out, h, detail).await
+    }
+}
+
+/// What a connection does with a request the books did not answer.
+struct Failed {
+    fatal: mpsc::Sender<ServeError>,
+    /// Closes the connection (the reader stops taking frames).
+    close: Arc<WriterGone>,
+}
+
+impl Failed {
+    /// In a cluster, a node that does not lead answers NOT_LEADER (nothing
+    /// applied, the connection stays open) and one that lost its
+    /// leadership midway closes the connection (outcome unknown: the
+    /// channel resends, contract §7). Anything else means the books can no
+    /// longer answer durably: the server stops.
+    fn answer(&self, e: SwitchError, answers: &mpsc::Sender<Answer>, h: Header, permit: Place) {
+        match e {
+            SwitchError::NotLeader(leader) => {
+                METRICS.frame_error(ErrorCode::NotLeader);
+                let body = frame::error_body(ErrorCode::NotLeader, &leader);
+                let mut bytes = BytesMut::with_capacity(frame::HEADER_SIZE + body.len());
+                frame::encode(&mut bytes, frame::ERROR_KIND, 0, h.request_id, &body);
+                let _ = answers.try_send((bytes, permit));
+            }
+            SwitchError::LeadershipLost => {
+                drop(permit);
+                self.close.set();
+            }
+            e => drop(self.fatal.try_send(ServeError::Fatal(e))),
+        }
     }
 }
 
@@ -662,6 +695,8 @@ pub struct Running {
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
     switch: Arc<Switch>,
     recorder: Option<Arc<crate::traffic::Recorder>>,
+    /// This node's raft, in a cluster.
+    member: Option<crate::cluster::node::Member>,
 }
 
 /// Why the server did not start.
@@ -678,6 +713,8 @@ pub enum StartError {
     Record { path: std::path::PathBuf, source: std::io::Error },
     /// The task opening the data directory panicked.
     Task(tokio::task::JoinError),
+    /// The cluster node did not start.
+    Cluster(crate::cluster::node::NodeError),
 }
 
 impl std::fmt::Display for StartError {
@@ -688,6 +725,7 @@ impl std::fmt::Display for StartError {
             Self::Bind { what, addr, source } => write!(f, "{what} {addr}: {source}"),
             Self::Record { path, source } => write!(f, "--record {}: {source}", path.display()),
             Self::Task(e) => write!(f, "opening the data directory: {e}"),
+            Self::Cluster(e) => write!(f, "cluster: {e}"),
         }
     }
 }
@@ -698,13 +736,28 @@ impl std::error::Error for StartError {}
 /// metrics addresses and starts serving.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     config.validate().map_err(StartError::Config)?;
-    let open_config = config.clone();
-    let switch = tokio::task::spawn_blocking(move || {
-        Switch::open_dir(&open_config.data, open_config.switch, open_config.backend)
-    })
-    .await
-    .map_err(StartError::Task)?
-    .map_err(StartError::Open)?;
+    let (switch, member) = match &config.cluster {
+        Some(cluster) => {
+            let member = crate::cluster::node::start(cluster, &config.data, config.backend, &config.switch)
+                .await
+                .map_err(StartError::Cluster)?;
+            let raft_dir = config.data.join(crate::cluster::node::RAFT_DIR);
+            let storage = crate::shard::open_backend(&raft_dir, config.backend)
+                .map_err(|e| StartError::Open(crate::shard::OpenError::Io(e)))?;
+            let switch = Switch::open_cluster(config.switch, member.clone(), vec![storage]);
+            (switch.map_err(StartError::Open)?, Some(member))
+        }
+        None => {
+            let open_config = config.clone();
+            let switch = tokio::task::spawn_blocking(move || {
+                Switch::open_dir(&open_config.data, open_config.switch, open_config.backend)
+            })
+            .await
+            .map_err(StartError::Task)?
+            .map_err(StartError::Open)?;
+            (switch, None)
+        }
+    };
     let switch = Arc::new(switch);
     let bind = |what, addr| move |source| StartError::Bind { what, addr, source };
     let listener = TcpListener::bind(config.listen).await.map_err(bind("channels", config.listen))?;
@@ -730,7 +783,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let task_config = config.clone();
     let task_recorder = recorder.clone();
     let task = tokio::spawn(async move { serve(listener, task_switch, &task_config, stop_rx, task_recorder).await });
-    Ok(Running { addr, metrics_addr, stop, task, switch, recorder })
+    Ok(Running { addr, metrics_addr, stop, task, switch, recorder, member })
 }
 
 impl Running {
@@ -766,11 +819,21 @@ impl Running {
             }
         }
         let switch = self.switch;
-        tokio::task::spawn_blocking(move || match Arc::try_unwrap(switch) {
+        let stopped = tokio::task::spawn_blocking(move || match Arc::try_unwrap(switch) {
             Ok(switch) => switch.shutdown(),
             Err(shared) => drop(shared),
         })
         .await
-        .map_err(ServeError::Task)
+        .map_err(ServeError::Task);
+        if let Some(member) = self.member {
+            member.shutdown().await;
+        }
+        stopped
+    }
+
+    /// This node's raft handle and books, in a cluster.
+    #[must_use]
+    pub fn member(&self) -> Option<&crate::cluster::node::Member> {
+        self.member.as_ref()
     }
 }

@@ -30,9 +30,44 @@ enum Command {
     /// Kill real switches under mixed traffic, over and over, and check
     /// every answer after each restart (docs/reliability.md).
     Torture(TortureArgs),
+    /// A three-node cluster under load, its leader killed again and again
+    /// (followers wiped, rolling restarts): every answer kept, balances
+    /// exact, nodes equal; failover times (docs/cluster.md).
+    Failover(FailoverArgs),
     /// Overload: many connections keeping every place in flight taken with
     /// large requests, sampling the switch's memory (docs/reliability.md).
     Flood(FloodArgs),
+}
+
+#[derive(Args)]
+struct FailoverArgs {
+    /// The `harbour` binary to run.
+    #[arg(long, default_value = "target/release/harbour")]
+    harbour: PathBuf,
+    /// Working directory (the nodes' data and configurations); emptied first.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Leader kills.
+    #[arg(long, default_value_t = 20)]
+    kills: u64,
+    /// Every N cycles a follower loses its data directory (0: never).
+    #[arg(long, default_value_t = 4)]
+    wipe_every: u64,
+    /// Every N cycles every node is restarted in turn (0: never).
+    #[arg(long, default_value_t = 7)]
+    rolling_every: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    #[arg(long, default_value_t = 64)]
+    accounts: u64,
+    /// Traffic between two faults, in ms.
+    #[arg(long, default_value_t = 1_500)]
+    between_ms: u64,
+    /// Also write the report here (JSON).
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -294,6 +329,30 @@ async fn main_async(cli: Cli) -> Result<(), String> {
                 }),
             };
             let report = harbour_loadtest::torture::run(&config).await?;
+            let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+            println!("{json}");
+            if let Some(path) = a.json {
+                std::fs::write(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if !report.violations.is_empty() {
+                return Err(format!("{} violations", report.violations.len()));
+            }
+            Ok(())
+        }
+        Command::Failover(a) => {
+            let _ = std::fs::remove_dir_all(&a.dir);
+            let config = harbour_loadtest::failover::FailoverConfig {
+                harbour: a.harbour,
+                dir: a.dir,
+                kills: a.kills,
+                wipe_every: a.wipe_every,
+                rolling_every: a.rolling_every,
+                seed: a.seed,
+                workers: a.workers,
+                accounts: a.accounts.max(2),
+                between: std::time::Duration::from_millis(a.between_ms),
+            };
+            let report = harbour_loadtest::failover::run(&config).await?;
             let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
             println!("{json}");
             if let Some(path) = a.json {

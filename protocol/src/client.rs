@@ -469,3 +469,114 @@ impl Detached {
         Ok(answer)
     }
 }
+
+/// How long [`Failover`] keeps looking for a leader before it gives up.
+pub const FAILOVER_DEADLINE_DEFAULT: Duration = Duration::from_secs(30);
+/// Pause between two tries while no leader is known (an election runs).
+const FAILOVER_RETRY: Duration = Duration::from_millis(50);
+
+/// Reaching a cluster's leader (contract §7): the nodes a channel knows,
+/// and the way from a refusal or a lost connection to a connection to the
+/// leader. A request whose answer did not come is sent again, with the
+/// same ids, to the new leader: every kind is safe to resend.
+#[derive(Clone, Debug)]
+pub struct Failover {
+    /// Every node's channel address (one, for a single node).
+    pub addrs: Vec<SocketAddr>,
+    pub channel_id: u32,
+    pub key: Vec<u8>,
+    /// The timeout of each call on a connection made here.
+    pub timeout: Duration,
+    /// How long to keep looking for a leader.
+    pub deadline: Duration,
+    /// The node to try next when no leader is named.
+    next: usize,
+}
+
+/// Whether a call failed in a way a cluster's failover explains: the
+/// connection went (the node died, or closed it when it lost its
+/// leadership), or the node is not the leader. The request may or may not
+/// have been applied; resending it is safe.
+#[must_use]
+pub fn is_failover(e: &ClientError) -> bool {
+    match e {
+        ClientError::Closed | ClientError::Io(_) | ClientError::Timeout => true,
+        ClientError::Refused { code, .. } => *code == ErrorCode::NotLeader as u16,
+        ClientError::Protocol(_) => false,
+    }
+}
+
+impl Failover {
+    #[must_use]
+    pub fn new(addrs: Vec<SocketAddr>, channel_id: u32, key: &[u8]) -> Failover {
+        Failover {
+            addrs,
+            channel_id,
+            key: key.to_vec(),
+            timeout: TIMEOUT_DEFAULT,
+            deadline: FAILOVER_DEADLINE_DEFAULT,
+            next: 0,
+        }
+    }
+
+    /// Connects to the first node that answers.
+    pub async fn connect(&mut self) -> Result<Client, ClientError> {
+        self.reconnect(None).await
+    }
+
+    /// After `failed` (see [`is_failover`]): a connection to the leader it
+    /// names, else to the next node that answers, trying until the
+    /// deadline. A node reached this way may still not lead; the next
+    /// refusal names the leader.
+    pub async fn reconnect(&mut self, failed: Option<&ClientError>) -> Result<Client, ClientError> {
+        let started = std::time::Instant::now();
+        let mut named = match failed {
+            Some(ClientError::Refused { detail, .. }) if !detail.is_empty() => {
+                tokio::net::lookup_host(detail.as_str()).await.ok().and_then(|mut a| a.next())
+            }
+            _ => None,
+        };
+        if failed.is_some() && named.is_none() {
+            // No leader named: an election is running, or the node died.
+            tokio::time::sleep(FAILOVER_RETRY).await;
+        }
+        loop {
+            let addr = match named.take() {
+                Some(addr) => addr,
+                None => {
+                    let addr = *self.addrs.get(self.next % self.addrs.len().max(1)).ok_or(ClientError::Closed)?;
+                    self.next = self.next.wrapping_add(1);
+                    addr
+                }
+            };
+            let connecting = tokio::time::timeout(self.timeout, Client::connect(addr, self.channel_id, &self.key));
+            match connecting.await {
+                Ok(Ok(client)) => return Ok(client.with_timeout(self.timeout)),
+                Ok(Err(e)) if !is_failover(&e) => return Err(e),
+                _ if started.elapsed() > self.deadline => return Err(ClientError::Closed),
+                _ => tokio::time::sleep(FAILOVER_RETRY).await,
+            }
+        }
+    }
+
+    /// Sends one request on `client` and waits for its answer; through a
+    /// failover, sends it again to the leader (same bytes, same ids) on a
+    /// new connection, which replaces `client`.
+    pub async fn request(
+        &mut self,
+        client: &mut Client,
+        kind: u16,
+        count: u32,
+        body: &[u8],
+    ) -> Result<Response, ClientError> {
+        let started = std::time::Instant::now();
+        loop {
+            match client.request(kind, count, body).await {
+                Err(e) if is_failover(&e) && started.elapsed() < self.deadline => {
+                    *client = self.reconnect(Some(&e)).await?;
+                }
+                answer => return answer,
+            }
+        }
+    }
+}

@@ -37,11 +37,14 @@ pub enum ErrorCode {
     TooManyInFlight = 11,
     Busy = 12,
     Malformed = 13,
+    /// A cluster node that is not the leader (contract §7): nothing
+    /// applied; the detail is the leader's channel address, or empty.
+    NotLeader = 14,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::BadMagic,
         Self::BadVersion,
         Self::BadChecksum,
@@ -55,6 +58,7 @@ impl ErrorCode {
         Self::TooManyInFlight,
         Self::Busy,
         Self::Malformed,
+        Self::NotLeader,
     ];
 
     /// The contract's name.
@@ -74,6 +78,7 @@ impl ErrorCode {
             Self::TooManyInFlight => "TOO_MANY_IN_FLIGHT",
             Self::Busy => "BUSY",
             Self::Malformed => "MALFORMED",
+            Self::NotLeader => "NOT_LEADER",
         }
     }
 

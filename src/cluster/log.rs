@@ -117,6 +117,10 @@ struct State {
     file_bytes: u64,
     /// Records written so far (each record's sequence number).
     records: u64,
+    /// The latest time any entry held here carries (or carried: a
+    /// truncation or purge does not lower it), so a new leader never logs
+    /// an earlier one.
+    last_time_ms: u64,
 }
 
 impl State {
@@ -124,6 +128,7 @@ impl State {
         match kind {
             ENTRY => {
                 let entry = decode_entry(body)?;
+                self.note_time(&entry);
                 self.entries.insert(entry.index(), entry);
             }
             TRUNCATE => {
@@ -140,6 +145,12 @@ impl State {
             _ => return Err(invalid("unknown record kind")),
         }
         Ok(())
+    }
+
+    fn note_time(&mut self, entry: &Entry) {
+        if let EntryPayload::Normal(p) = &entry.payload {
+            self.last_time_ms = self.last_time_ms.max(p.time_ms);
+        }
     }
 
     /// Encodes one record (and counts it).
@@ -336,6 +347,23 @@ impl LogStore {
         Ok(LogStore { state: Arc::new(parking_lot::Mutex::new(state)), jobs })
     }
 
+    /// The latest time logged in any entry this log held: a proposal's
+    /// time is never earlier (`docs/cluster.md`, "Time").
+    #[must_use]
+    pub fn last_time_ms(&self) -> u64 {
+        self.state.lock().last_time_ms
+    }
+
+    /// The committed entries it holds, and the committed id (an offline
+    /// check of a stopped node's log).
+    #[must_use]
+    pub fn committed_entries(&self) -> (Vec<Entry>, Option<LogId>) {
+        let state = self.state.lock();
+        let upto = state.committed.map_or(0, |c| c.index());
+        let entries = state.entries.range(..=upto).map(|(_, e)| e.clone()).collect();
+        (entries, state.committed)
+    }
+
     fn send(&self, job: Job) -> io::Result<()> {
         self.jobs.send(job).map_err(|_| io::Error::other("the raft log's writer is gone"))
     }
@@ -432,6 +460,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut state = self.state.lock();
             for (entry, body) in encoded {
                 state.record(&mut out, ENTRY, &body);
+                state.note_time(&entry);
                 state.entries.insert(entry.index(), entry);
             }
         }

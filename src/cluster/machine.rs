@@ -42,6 +42,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Books {
     inner: Arc<tokio::sync::Mutex<Inner>>,
+    /// The latest time of an applied entry (or of the snapshot's books).
+    now_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn invalid(what: String) -> io::Error {
@@ -63,7 +65,8 @@ impl Books {
             membership: StoredMembership::default(),
             snapshot: None,
         };
-        Books { inner: Arc::new(tokio::sync::Mutex::new(inner)) }
+        let now_ms = Arc::new(std::sync::atomic::AtomicU64::new(start_ms));
+        Books { inner: Arc::new(tokio::sync::Mutex::new(inner)), now_ms }
     }
 
     /// A node's books: from the snapshot `storage` keeps, if there is one,
@@ -79,6 +82,7 @@ impl Books {
         if let Some(bytes) = kept {
             let (meta, data) = split_snapshot(&bytes)?;
             inner.engines = decode_books(&inner.configs, data)?;
+            books.note_time(&inner.engines);
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership.clone();
             inner.snapshot = Some((meta, data.to_vec()));
@@ -93,9 +97,82 @@ impl Books {
         self.inner.lock().await.engines.get(shard).map(f)
     }
 
+    /// Every shard's audit (double entry, holds, pending, links).
+    pub async fn audits(&self) -> Vec<Result<(), String>> {
+        self.inner.lock().await.engines.iter().map(|e| e.audit().map_err(|e| e.to_string())).collect()
+    }
+
+    /// The same, from a thread outside the async runtime (a proposer).
+    pub fn read_blocking<R>(&self, shard: usize, f: impl FnOnce(&Engine) -> R) -> Option<R> {
+        self.inner.blocking_lock().engines.get(shard).map(f)
+    }
+
+    /// Reads every shard's books, from a thread outside the runtime.
+    pub fn read_all_blocking<R>(&self, f: impl Fn(&Engine) -> R) -> Vec<R> {
+        self.inner.blocking_lock().engines.iter().map(f).collect()
+    }
+
+    /// The latest time of the applied books, shared: it moves as entries
+    /// are applied.
+    #[must_use]
+    pub fn now_ms(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.now_ms)
+    }
+
+    fn note_time(&self, engines: &[Engine]) {
+        let latest = engines.iter().map(Engine::now_ms).max().unwrap_or(0);
+        self.now_ms.fetch_max(latest, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Each shard's state hash (nodes that applied the same entries agree).
     pub async fn state_hashes(&self) -> Vec<[u8; 32]> {
         self.inner.lock().await.engines.iter().map(Engine::state_hash).collect()
+    }
+}
+
+impl Books {
+    /// Applies one committed entry.
+    fn apply_one(&self, inner: &mut Inner, entry: &super::Entry) -> io::Result<Applied> {
+        let mut applied = Applied::default();
+        match &entry.payload {
+            EntryPayload::Blank => {}
+            EntryPayload::Membership(m) => {
+                inner.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+            }
+            EntryPayload::Normal(p) => {
+                // A committed entry the books cannot take is corruption
+                // (the leader checked it before proposing): an error stops
+                // this node's raft rather than skip it.
+                let records = p.records().ok_or_else(|| invalid(format!("entry {}: records cut", entry.log_id)))?;
+                let engine = inner
+                    .engines
+                    .get_mut(usize::from(p.shard))
+                    .ok_or_else(|| invalid(format!("entry {}: no shard {}", entry.log_id, p.shard)))?;
+                for (kind, body) in records {
+                    let mut out = Vec::new();
+                    engine
+                        .apply(kind, body, p.time_ms, &mut out)
+                        .map_err(|e| invalid(format!("entry {}: {e}", entry.log_id)))?;
+                    applied.answers.push(out);
+                }
+                self.now_ms.fetch_max(engine.now_ms(), std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        inner.last_applied = Some(entry.log_id);
+        Ok(applied)
+    }
+
+    /// Applies committed entries outside raft (an offline check of a
+    /// stopped node's data directory): those after what the books hold.
+    pub fn apply_offline(&self, entries: &[super::Entry]) -> io::Result<Option<LogId>> {
+        let mut inner = self.inner.try_lock().map_err(|_| io::Error::other("the books are in use"))?;
+        for entry in entries {
+            if inner.last_applied.is_some_and(|at| entry.log_id.index() <= at.index()) {
+                continue;
+            }
+            self.apply_one(&mut inner, entry)?;
+        }
+        Ok(inner.last_applied)
     }
 }
 
@@ -204,31 +281,7 @@ impl RaftStateMachine<TypeConfig> for Books {
     {
         let mut inner = self.inner.lock().await;
         while let Some((entry, responder)) = entries.try_next().await? {
-            let mut applied = Applied::default();
-            match &entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Membership(m) => {
-                    inner.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                }
-                EntryPayload::Normal(p) => {
-                    // A committed entry the books cannot take is corruption
-                    // (the leader checked it before proposing): an error
-                    // stops this node's raft rather than skip it.
-                    let records = p.records().ok_or_else(|| invalid(format!("entry {}: records cut", entry.log_id)))?;
-                    let engine = inner
-                        .engines
-                        .get_mut(usize::from(p.shard))
-                        .ok_or_else(|| invalid(format!("entry {}: no shard {}", entry.log_id, p.shard)))?;
-                    for (kind, body) in records {
-                        let mut out = Vec::new();
-                        engine
-                            .apply(kind, body, p.time_ms, &mut out)
-                            .map_err(|e| invalid(format!("entry {}: {e}", entry.log_id)))?;
-                        applied.answers.push(out);
-                    }
-                }
-            }
-            inner.last_applied = Some(entry.log_id);
+            let applied = self.apply_one(&mut inner, &entry)?;
             if let Some(responder) = responder {
                 responder.send(applied);
             }
@@ -247,6 +300,7 @@ impl RaftStateMachine<TypeConfig> for Books {
         if let Some(storage) = &inner.storage {
             keep(&**storage, meta, &data)?;
         }
+        self.note_time(&engines);
         inner.engines = engines;
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();

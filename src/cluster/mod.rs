@@ -13,6 +13,7 @@
 pub mod log;
 pub mod machine;
 pub mod memnet;
+pub mod node;
 pub mod peer;
 
 use serde::{Deserialize, Serialize};

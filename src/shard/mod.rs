@@ -85,6 +85,13 @@ pub enum SwitchError {
     ShardFailed,
     /// The switch is shutting down; the request was not applied.
     Stopped,
+    /// A cluster node that is not the leader: nothing applied; the
+    /// leader's channel address, or empty when no leader is known.
+    NotLeader(String),
+    /// A cluster node lost its leadership (or its majority) while the
+    /// request was being replicated: whether it was applied is unknown, so
+    /// the connection closes and the channel resends (contract §7).
+    LeadershipLost,
 }
 
 impl std::fmt::Display for SwitchError {
@@ -96,6 +103,9 @@ impl std::fmt::Display for SwitchError {
             Self::NoSpace => write!(f, "a shard's disk is below its reserve; nothing applied (lookups are served)"),
             Self::ShardFailed => write!(f, "shard thread failed"),
             Self::Stopped => write!(f, "switch stopped"),
+            Self::NotLeader(at) if at.is_empty() => write!(f, "not the leader, and no leader is known"),
+            Self::NotLeader(at) => write!(f, "not the leader; the leader is at {at}"),
+            Self::LeadershipLost => write!(f, "leadership lost while replicating; outcome unknown"),
         }
     }
 }
@@ -117,6 +127,7 @@ impl PartialEq for SwitchError {
         match (self, other) {
             (Self::Engine(a), Self::Engine(b)) => a == b,
             (Self::LogFailed(a), Self::LogFailed(b)) => a.to_string() == b.to_string(),
+            (Self::NotLeader(a), Self::NotLeader(b)) => a == b,
             (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
         }
     }
@@ -341,6 +352,7 @@ impl Room {
 /// How long a contended request waits before it is routed again.
 const CONTENDED_RETRY: Duration = Duration::from_micros(200);
 
+mod propose;
 mod reply;
 mod run;
 mod step;
@@ -348,4 +360,4 @@ mod switch;
 
 pub use reply::PendingReply;
 use step::{count_results, submission};
-pub use switch::{Switch, recorded_meta, shard_dirs};
+pub use switch::{Switch, open_backend, recorded_meta, shard_dirs};

@@ -91,7 +91,7 @@ impl Shard {
     /// message, then takes what else is queued: link messages into
     /// `inbound`, requests into `batch` up to `group_max` (none unless
     /// `taking`). True once the stop was taken.
-    fn receive(
+    pub(super) fn receive(
         (rx, taking): (&Receiver<Message>, bool),
         link_rx: &Receiver<LinkMessage>,
         wait: Option<Duration>,

@@ -148,6 +148,12 @@ impl Switch {
     /// clock, hold windows), which later starts must match: a replay under
     /// other settings would decide differently.
     pub fn open_dir(dir: &Path, config: SwitchConfig, backend: Backend) -> Result<Switch, OpenError> {
+        if dir.join(crate::cluster::node::RAFT_DIR).exists() {
+            return Err(OpenError::Meta(format!(
+                "{} holds a cluster node's data: start it with its [cluster] configuration",
+                dir.display()
+            )));
+        }
         let root = FileStorage::new(dir).map_err(OpenError::Io)?;
         let wanted = meta(&config);
         let recorded = recorded_meta(dir)?;
@@ -254,6 +260,62 @@ impl Switch {
             return Err(e);
         }
         Ok(switch)
+    }
+
+    /// A cluster node's switch (`docs/cluster.md`): the same queues and
+    /// calls, in front of a proposer thread per shard instead of a shard
+    /// with its own log. The books are `member`'s, applied from the raft
+    /// log; `storages` are the disks whose reserve is kept (the raft log's).
+    pub fn open_cluster(
+        config: SwitchConfig,
+        member: crate::cluster::node::Member,
+        storages: Vec<Arc<dyn Storage>>,
+    ) -> Result<Switch, OpenError> {
+        check_config(&config, config.shards)?;
+        if config.shards != 1 {
+            return Err(OpenError::Config("a cluster runs one shard for now".into()));
+        }
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max);
+        let now_ms = member.books.now_ms();
+        let queued_bytes = Arc::new(Admission::new(QUEUED_BYTES_MAX));
+        let gate = match config.aml_scorer.filter(|_| config.engine.aml.enabled) {
+            Some(s) => {
+                Some(Gate::new(Box::new(RemoteScorer::start(s.addr, s.io_timeout).map_err(OpenError::Io)?), s.budget))
+            }
+            None => None,
+        };
+        let proposer =
+            propose::Proposer { shard: 0, member, clock: config.clock, gate, gate_reported: GateStats::default() };
+        let (thread_now, thread_queued) = (Arc::clone(&now_ms), Arc::clone(&queued_bytes));
+        let group_max = config.group_requests_max;
+        let thread = std::thread::Builder::new()
+            .name("proposer-0".into())
+            .spawn(move || proposer.run(&rx, group_max, &thread_now, &thread_queued))
+            .map_err(OpenError::Io)?;
+        let room = Room {
+            storages,
+            reserve: config.disk_reserve_bytes,
+            logs_short: Vec::new(),
+            last: parking_lot::Mutex::new((None, true)),
+        };
+        let core = Core {
+            txs: vec![tx],
+            router: parking_lot::Mutex::new(Router::new(1, 1)),
+            answered: Arc::default(),
+            queued_bytes,
+            now_ms,
+            clock: config.clock,
+            quote_ttl_ms: config.engine.quote_ttl_ms,
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            room,
+        };
+        Ok(Switch {
+            core: Arc::new(core),
+            threads: vec![Some(thread)],
+            config,
+            reports: Vec::new(),
+            shards_settled: Arc::new(Settled::new(1)),
+        })
     }
 
     /// After a restart, before any traffic: a request spanning shards that
@@ -498,7 +560,8 @@ impl Recovered {
     }
 }
 
-pub(super) fn open_backend(path: &Path, backend: Backend) -> io::Result<Arc<dyn Storage>> {
+/// A shard's (or a cluster node's) storage in `path`, on `backend`.
+pub fn open_backend(path: &Path, backend: Backend) -> io::Result<Arc<dyn Storage>> {
     #[cfg(target_os = "linux")]
     if backend == Backend::Uring && crate::wal::storage::UringStorage::available() {
         return Ok(Arc::new(crate::wal::storage::UringStorage::new(path)?));

@@ -1,0 +1,229 @@
+//! A node of a cluster as `harbour serve` runs it: its raft log and books
+//! on the data directory, raft itself, the peer listener, and the first
+//! start of a new cluster.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::log::LogStore;
+use super::machine::Books;
+use super::{PeerNode, Raft, peer};
+use crate::config::{Backend, ClusterConfig, SwitchConfig};
+use crate::engine::{EngineConfig, MANUAL_CLOCK_START_MS};
+
+/// The directory of a data directory that holds a node's raft log and
+/// snapshot.
+pub const RAFT_DIR: &str = "raft";
+
+/// A running node: what its proposer and its operators need. Clones share
+/// the node.
+#[derive(Clone)]
+pub struct Member {
+    pub id: u64,
+    pub raft: Raft,
+    pub books: Books,
+    pub log: LogStore,
+    /// The runtime raft runs on (a proposer thread submits through it).
+    pub runtime: tokio::runtime::Handle,
+    /// How long a proposal may wait for its commit before its outcome is
+    /// called unknown (the channel resends it): a leader cut off from the
+    /// majority answers nothing more.
+    pub commit_wait_max: Duration,
+    /// The peer address it listens on.
+    pub peer_addr: std::net::SocketAddr,
+    peer_task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+/// Why a node did not start.
+#[derive(Debug)]
+pub enum NodeError {
+    Io(PathBuf, std::io::Error),
+    /// The peer address could not be bound.
+    Bind(String, std::io::Error),
+    /// The data directory holds a single node's data, or books that fail
+    /// their audit.
+    Data(String),
+    Raft(String),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(path, e) => write!(f, "{}: {e}", path.display()),
+            Self::Bind(addr, e) => write!(f, "cluster peer address {addr}: {e}"),
+            Self::Data(e) => write!(f, "{e}"),
+            Self::Raft(e) => write!(f, "raft: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+/// The engine settings of each shard of a cluster's books, and the time
+/// new books start at.
+#[must_use]
+pub fn engine_configs(switch: &SwitchConfig) -> (Vec<EngineConfig>, u64) {
+    let manual = switch.clock.is_manual();
+    let configs = (0..switch.shards)
+        .map(|i| EngineConfig { manual_clock: manual, shard: i as u16, shards: switch.shards as u16, ..switch.engine })
+        .collect();
+    (configs, if manual { MANUAL_CLOCK_START_MS } else { 0 })
+}
+
+/// openraft's settings from the `[cluster]` section.
+fn raft_config(cluster: &ClusterConfig) -> Result<openraft::Config, NodeError> {
+    let config = openraft::Config {
+        cluster_name: "harbour".into(),
+        heartbeat_interval: cluster.heartbeat_ms,
+        election_timeout_min: cluster.election_timeout_min_ms,
+        election_timeout_max: cluster.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cluster.snapshot_entries),
+        // Entries kept after a snapshot, so a follower a little behind
+        // catches up from the log rather than a whole snapshot.
+        max_in_snapshot_log_to_keep: cluster.snapshot_entries.min(1_000),
+        // A node that lost its disk and rejoins catches up by snapshot
+        // instead of stopping the leader (docs/cluster.md, "Failure cases").
+        allow_log_reversion: Some(true),
+        ..Default::default()
+    };
+    config.validate().map_err(|e| NodeError::Raft(e.to_string()))
+}
+
+/// Starts this node: opens its log and books in `data/raft/`, starts raft
+/// and the peer listener, and on the first start of a new cluster (no vote,
+/// no log) proposes the configured nodes as its members (every node of a
+/// new cluster does; raft takes one). A node started with `join` waits to
+/// be added by an operator instead.
+pub async fn start(
+    cluster: &ClusterConfig,
+    data: &Path,
+    backend: Backend,
+    switch: &SwitchConfig,
+) -> Result<Member, NodeError> {
+    let singles = crate::shard::shard_dirs(data).map_err(|e| NodeError::Io(data.to_path_buf(), e))?;
+    if let Some(dir) = singles.first() {
+        return Err(NodeError::Data(format!(
+            "{} holds a single node's data: a cluster node starts empty (it catches up from the others) or \
+             from a backup of a cluster (docs/cluster.md, \"Operators\")",
+            dir.display()
+        )));
+    }
+    let dir = data.join(RAFT_DIR);
+    let storage = crate::shard::open_backend(&dir, backend).map_err(|e| NodeError::Io(dir.clone(), e))?;
+    let (configs, start_ms) = engine_configs(switch);
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let log = LogStore::open(Arc::clone(&storage))?;
+            let books = Books::open(storage, configs, start_ms)?;
+            Ok::<_, std::io::Error>((log, books))
+        })
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?
+        .map_err(|e| NodeError::Io(dir, e))?
+    };
+    let (log, books) = opened;
+    for (shard, audit) in books.audits().await.into_iter().enumerate() {
+        audit
+            .map_err(|e| NodeError::Data(format!("{}: shard {shard}'s books fail their audit: {e}", dir.display())))?;
+    }
+    let me = cluster.me().expect("validated: node_id is listed");
+    let listener = tokio::net::TcpListener::bind(&me.peer).await.map_err(|e| NodeError::Bind(me.peer.clone(), e))?;
+    let peer_addr = listener.local_addr().map_err(|e| NodeError::Bind(me.peer.clone(), e))?;
+    let config = Arc::new(raft_config(cluster)?);
+    let raft = Raft::new(cluster.node_id, config, peer::TcpLinks, log.clone(), books.clone())
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let served = raft.clone();
+    let peer_task = tokio::spawn(async move {
+        if let Err(e) = peer::serve(listener, served).await {
+            tracing::error!(error = %e, "the cluster's peer listener failed");
+        }
+    });
+    let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+    if !initialized && !cluster.join {
+        let members: BTreeMap<u64, PeerNode> = cluster
+            .nodes
+            .iter()
+            .map(|n| (n.id, PeerNode { channel: n.channel.clone(), peer: n.peer.clone() }))
+            .collect();
+        // Every node of a new cluster proposes the same members; whichever
+        // start comes second is told it is not allowed, which is fine.
+        if let Err(e) = raft.initialize(members).await {
+            tracing::info!(error = %e, "cluster already initialized");
+        }
+    }
+    let commit_wait_max = Duration::from_millis(4 * cluster.election_timeout_max_ms).max(Duration::from_secs(2));
+    tracing::info!(node = cluster.node_id, peer = %peer_addr, initialized, "cluster node started");
+    Ok(Member {
+        id: cluster.node_id,
+        raft,
+        books,
+        log,
+        runtime: tokio::runtime::Handle::current(),
+        commit_wait_max,
+        peer_addr,
+        peer_task: Arc::new(peer_task),
+    })
+}
+
+impl Member {
+    /// Stops raft and the peer listener.
+    pub async fn shutdown(&self) {
+        self.peer_task.abort();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
+    }
+
+    /// Where channels reach the leader, as this node knows it: `Ok` if
+    /// this node leads, else the leader's channel address (empty when no
+    /// leader is known).
+    pub fn leader(&self) -> Result<(), String> {
+        use openraft::rt::WatchReceiver;
+        let forward = match self.raft.as_leader() {
+            Ok(_) => return Ok(()),
+            Err(f) => f,
+        };
+        if let Some(node) = forward.leader_node {
+            return Err(node.channel);
+        }
+        // A follower whose vote is not yet the committed leader's still
+        // knows the leader it hears from.
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let named = metrics.current_leader.filter(|&id| id != self.id);
+        Err(named
+            .and_then(|id| metrics.membership_config.membership().get_node(&id).map(|n| n.channel.clone()))
+            .unwrap_or_default())
+    }
+}
+
+/// What a stopped node's data directory holds, replayed offline.
+#[derive(Debug)]
+pub struct Replayed {
+    /// The last entry applied (the committed id, or the snapshot's).
+    pub applied: Option<super::LogId>,
+    /// Each shard's state hash there.
+    pub hashes: Vec<[u8; 32]>,
+    /// Each shard's audit.
+    pub audits: Vec<Result<(), String>>,
+}
+
+/// Replays a stopped node's books from its snapshot and committed log
+/// (`harbour check` of a cluster node, and the tests' comparison of nodes).
+/// It cuts a torn tail of the log as a start would.
+pub fn replay(data: &Path, switch: &SwitchConfig) -> std::io::Result<Replayed> {
+    let storage: Arc<dyn crate::wal::storage::Storage> =
+        Arc::new(crate::wal::storage::FileStorage::new(data.join(RAFT_DIR))?);
+    let log = LogStore::open(Arc::clone(&storage))?;
+    let (configs, start_ms) = engine_configs(switch);
+    let books = Books::open(storage, configs, start_ms)?;
+    let (entries, _) = log.committed_entries();
+    let applied = books.apply_offline(&entries)?;
+    let hashes = books.read_all_blocking(crate::engine::Engine::state_hash);
+    let audits = books.read_all_blocking(|e| e.audit().map_err(|e| e.to_string()));
+    Ok(Replayed { applied, hashes, audits })
+}
