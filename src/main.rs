@@ -80,6 +80,54 @@ enum Command {
         #[command(subcommand)]
         command: LoanCommand,
     },
+    /// A cluster's nodes: status, and adding or removing one (an
+    /// OPERATOR's; docs/cluster.md).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Copy a running cluster node's books, consistent at one log entry,
+    /// into a new data directory (an OPERATOR's). Payments pause only
+    /// while the books are copied in memory.
+    Backup {
+        /// The directory to create (it must not hold data).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Every node's view: role, term, leader, last log, commit and apply
+    /// indexes, and each follower's lag behind the leader. Name every node
+    /// with --addr.
+    Status(Conn),
+    /// Add a node: it catches up as a learner, then votes. Start it first
+    /// with `join = true` in its [cluster] section.
+    Add {
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// Where channels reach it (host:port).
+        #[arg(long)]
+        channel: String,
+        /// Where the other nodes reach it (host:port).
+        #[arg(long)]
+        peer: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove a voting node (replace one: add the new node, then remove
+    /// the old).
+    Remove {
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Args)]
@@ -254,9 +302,11 @@ struct ServeArgs {
 
 #[derive(Args, Clone)]
 struct Conn {
-    /// The switch's channel address.
+    /// The switch's channel address; for a cluster, any node's (repeat
+    /// --addr to name several: a node that is down is skipped, and one
+    /// that does not lead sends the command on to the leader).
     #[arg(long, default_value = "127.0.0.1:7400")]
-    addr: SocketAddr,
+    addr: Vec<SocketAddr>,
     /// Channel id.
     #[arg(long, default_value_t = 1)]
     channel: u32,
@@ -397,6 +447,8 @@ fn main() -> ExitCode {
             }
             Command::Loan { command } => loan(command).await,
             Command::Check { data } => check(&data),
+            Command::Cluster { command } => cluster(command).await,
+            Command::Backup { out, conn } => backup(&out, &conn).await,
         }
     });
     match result {
@@ -472,7 +524,18 @@ fn init_logs() {
         .ok()
         .and_then(|v| v.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(level).init();
+    // openraft reports every election and membership step at INFO: at
+    // the switch's INFO only its warnings show (HARBOUR_LOG=debug shows
+    // them all).
+    let quiet = level < tracing::Level::DEBUG;
+    let filter = tracing_subscriber::filter::filter_fn(move |m| {
+        *m.level() <= level && !(quiet && m.target().starts_with("openraft") && *m.level() > tracing::Level::WARN)
+    });
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).with_filter(filter))
+        .init();
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
@@ -539,8 +602,25 @@ async fn wait_for_signal((mut term, mut interrupt): Signals) {
     }
 }
 
+/// A connection to the switch, or to a cluster's leader: a read that only
+/// the leader answers finds it (a node that does not lead names it in its
+/// NOT_LEADER refusal), so every command follows a redirect.
 async fn connect(conn: &Conn) -> Result<Client, String> {
-    Client::connect(conn.addr, conn.channel, conn.key.as_bytes()).await.map_err(|e| format!("{}: {e}", conn.addr))
+    let named = |e: ClientError| {
+        let nodes: Vec<String> = conn.addr.iter().map(ToString::to_string).collect();
+        format!("{}: {e}", nodes.join(", "))
+    };
+    let mut failover = harbour::client::Failover::new(conn.addr.clone(), conn.channel, conn.key.as_bytes());
+    // One node: its own error at once (not running, wrong key); several:
+    // a few seconds for an election.
+    failover.deadline = std::time::Duration::from_secs(if conn.addr.len() > 1 { 10 } else { 0 });
+    let mut client = failover.connect().await.map_err(named)?;
+    let probe = harbour::protocol::records::encode_all(&[harbour::protocol::records::BalanceKey {
+        account_id: harbour::engine::book::SETTLEMENT_IN,
+        currency: 344,
+    }]);
+    failover.request(&mut client, harbour::protocol::kind::LOOKUP_BALANCES, 1, &probe).await.map_err(named)?;
+    Ok(client)
 }
 
 fn err(e: ClientError) -> String {
@@ -558,7 +638,7 @@ async fn ping(conn: &Conn) -> Result<(), String> {
     let limits = client.limits();
     println!(
         "pong from {} in {:?} (roles {:#x}, max_batch {}, max_in_flight {}, server time {} ms)",
-        conn.addr,
+        conn.addr.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         start.elapsed(),
         limits.roles,
         limits.max_batch,
@@ -897,6 +977,94 @@ async fn export_str(args: StrArgs) -> Result<(), String> {
         let status = endpoint.post(content_type, &report, std::time::Duration::from_secs(30))?;
         eprintln!("{}: submitted to {} ({status})", args.month, args.submit.unwrap_or_default());
     }
+    Ok(())
+}
+
+/// `harbour cluster ...`.
+async fn cluster(command: ClusterCommand) -> Result<(), String> {
+    use harbour::protocol::records::{CLUSTER_ADD, CLUSTER_REMOVE, ClusterChange};
+    let (conn, change) = match command {
+        ClusterCommand::Status(conn) => return cluster_status(&conn).await,
+        ClusterCommand::Add { id, channel, peer, conn } => {
+            let change =
+                ClusterChange::new(id, CLUSTER_ADD, &channel, &peer).ok_or("an address is longer than 64 bytes")?;
+            (conn, change)
+        }
+        ClusterCommand::Remove { id, conn } => (conn, ClusterChange::new(id, CLUSTER_REMOVE, "", "").expect("empty")),
+    };
+    if !<ClusterChange as harbour::protocol::records::Record>::well_formed(&harbour::protocol::records::encode_all(&[
+        change,
+    ])) {
+        return Err("the node id must be positive and the addresses host:port".into());
+    }
+    let client = connect(&conn).await?;
+    let body = harbour::protocol::records::encode_all(&[change]);
+    let answer = client.request(harbour::protocol::kind::CLUSTER_CHANGE, 1, &body).await.map_err(err)?;
+    let view: serde_json::Value = serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
+    if let Some(e) = view.get("error") {
+        return Err(format!("the membership change was refused: {e}"));
+    }
+    println!("members now: {}", view["members"]);
+    Ok(())
+}
+
+/// `harbour cluster status`: each named node's own view.
+async fn cluster_status(conn: &Conn) -> Result<(), String> {
+    println!(
+        "{:>5} {:>9} {:>6} {:>7} {:>10} {:>10} {:>10} {:>6}",
+        "node", "role", "term", "leader", "last log", "committed", "applied", "lag"
+    );
+    let mut lags = std::collections::BTreeMap::new();
+    let mut rows = Vec::new();
+    for addr in &conn.addr {
+        let asked = async {
+            let client = Client::connect(*addr, conn.channel, conn.key.as_bytes()).await?;
+            client.request(harbour::protocol::kind::CLUSTER_STATUS, 0, &[]).await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), asked).await {
+            Ok(Ok(answer)) => {
+                let v: serde_json::Value = serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
+                for r in v["replication"].as_array().into_iter().flatten() {
+                    lags.insert(r["node"].as_u64().unwrap_or(0), r["lag"].as_u64().unwrap_or(0));
+                }
+                rows.push((addr, Some(v), String::new()));
+            }
+            Ok(Err(e)) => rows.push((addr, None, e.to_string())),
+            Err(_) => rows.push((addr, None, "no answer in 5 s".into())),
+        }
+    }
+    for (addr, view, error) in rows {
+        let Some(v) = view else {
+            println!("{addr}: unreachable: {error}");
+            continue;
+        };
+        let node = v["node"].as_u64().unwrap_or(0);
+        let lag = lags.get(&node).map_or_else(|| "-".to_string(), ToString::to_string);
+        let n = |key: &str| v[key].as_u64().map_or_else(|| "-".to_string(), |n| n.to_string());
+        println!(
+            "{node:>5} {:>9} {:>6} {:>7} {:>10} {:>10} {:>10} {lag:>6}   {addr}",
+            v["role"].as_str().unwrap_or("?"),
+            n("term"),
+            n("leader"),
+            n("last_log_index"),
+            n("committed"),
+            n("applied"),
+        );
+    }
+    Ok(())
+}
+
+/// `harbour backup --out DIR`.
+async fn backup(out: &std::path::Path, conn: &Conn) -> Result<(), String> {
+    let client = connect(conn).await?.with_timeout(std::time::Duration::from_secs(600));
+    let answer = client.request(harbour::protocol::kind::BACKUP, 0, &[]).await.map_err(err)?;
+    let at = harbour::cluster::node::write_backup(out, &answer.body).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!(
+        "backup of {} bytes at log entry {} written to {}: copy it into each node's data directory to start from it",
+        answer.body.len(),
+        at.map_or(0, |a| a.index()),
+        out.display()
+    );
     Ok(())
 }
 

@@ -216,6 +216,29 @@ pub struct Metrics {
     pub aml_scorer_reviews: AtomicU64,
     /// Longest wait for the scorer, microseconds.
     pub aml_scorer_wait_max_us: AtomicU64,
+    /// This node's raft, in a cluster (all zero on a single node).
+    pub cluster: ClusterGauges,
+}
+
+/// A cluster node's raft as operators watch it (`cluster::node` keeps
+/// them current from raft's own metrics).
+#[derive(Debug)]
+pub struct ClusterGauges {
+    /// This node's id (0: not a cluster).
+    pub node_id: AtomicU64,
+    /// 1 follower, 2 candidate, 3 leader, 4 learner, 0 shut down.
+    pub role: AtomicU64,
+    pub term: AtomicU64,
+    /// The leader this node knows (0: none).
+    pub leader_id: AtomicU64,
+    pub last_log_index: AtomicU64,
+    pub committed_index: AtomicU64,
+    pub applied_index: AtomicU64,
+    /// Times this node stood for election.
+    pub elections_total: AtomicU64,
+    /// On the leader: per follower, entries it lacks (the leader's last
+    /// index less the follower's matched one).
+    pub lag: parking_lot::Mutex<Vec<(u64, u64)>>,
 }
 
 /// Names of `Metrics::aml_holds`, in order.
@@ -253,6 +276,17 @@ pub static METRICS: Metrics = Metrics {
     aml_budget_fallbacks: AtomicU64::new(0),
     aml_scorer_reviews: AtomicU64::new(0),
     aml_scorer_wait_max_us: AtomicU64::new(0),
+    cluster: ClusterGauges {
+        node_id: AtomicU64::new(0),
+        role: AtomicU64::new(0),
+        term: AtomicU64::new(0),
+        leader_id: AtomicU64::new(0),
+        last_log_index: AtomicU64::new(0),
+        committed_index: AtomicU64::new(0),
+        applied_index: AtomicU64::new(0),
+        elections_total: AtomicU64::new(0),
+        lag: parking_lot::const_mutex(Vec::new()),
+    },
 };
 
 impl Metrics {
@@ -344,6 +378,50 @@ impl Metrics {
             "Requests of exact resends only, answered ALREADY_EXISTS without a log record.",
             get(&self.resends_unlogged_total),
         );
+        let c = &self.cluster;
+        if get(&c.node_id) != 0 {
+            one("harbour_cluster_node_id", "gauge", "This cluster node's id.", get(&c.node_id));
+            one(
+                "harbour_cluster_role",
+                "gauge",
+                "This node's raft role: 1 follower, 2 candidate, 3 leader, 4 learner, 0 stopped.",
+                get(&c.role),
+            );
+            one("harbour_cluster_term", "gauge", "The raft term this node is in.", get(&c.term));
+            one("harbour_cluster_leader_id", "gauge", "The leader this node knows (0: none).", get(&c.leader_id));
+            one(
+                "harbour_cluster_last_log_index",
+                "gauge",
+                "The last raft log index this node holds.",
+                get(&c.last_log_index),
+            );
+            one(
+                "harbour_cluster_committed_index",
+                "gauge",
+                "The last raft log index this node knows committed (majority-durable).",
+                get(&c.committed_index),
+            );
+            one(
+                "harbour_cluster_applied_index",
+                "gauge",
+                "The last raft log index applied to this node's books.",
+                get(&c.applied_index),
+            );
+            one(
+                "harbour_cluster_elections_total",
+                "counter",
+                "Times this node stood for election.",
+                get(&c.elections_total),
+            );
+            let _ = writeln!(
+                out,
+                "# HELP harbour_cluster_replication_lag_entries On the leader: entries each follower lacks.\n\
+                 # TYPE harbour_cluster_replication_lag_entries gauge"
+            );
+            for (node, lag) in c.lag.lock().iter() {
+                let _ = writeln!(out, "harbour_cluster_replication_lag_entries{{node=\"{node}\"}} {lag}");
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP harbour_frame_errors_total ERROR frames sent, by code.\n# TYPE harbour_frame_errors_total counter"

@@ -395,6 +395,9 @@ impl Connection {
         match h.kind {
             kind::HELLO => return self.hello(h, &body, nonce, out).await,
             kind::PING => send_frame(out, kind::PING | RESPONSE_BIT, 0, h.request_id, &[]).await,
+            kind::CLUSTER_STATUS | kind::CLUSTER_CHANGE | kind::BACKUP => {
+                return self.operate(h, body, permit, out).await;
+            }
             _ if spec.route != Route::Session => {
                 return self.dispatch(h, body, spec, permit, out, received).await;
             }
@@ -528,6 +531,52 @@ impl Connection {
         Next::Continue
     }
 
+    /// An operator's cluster request (`cluster::ops`), answered by this
+    /// node on a task of its own with one body: JSON, or the backup.
+    async fn operate(
+        &self,
+        h: Header,
+        body: Bytes,
+        permit: OwnedSemaphorePermit,
+        out: &mpsc::Sender<BytesMut>,
+    ) -> Next {
+        use crate::cluster::ops;
+        let Some(member) = self.switch.member().cloned() else {
+            let detail = "not a cluster node (its configuration has no [cluster] section)";
+            send_error(out, ErrorCode::UnknownKind, h.request_id, detail).await;
+            return Next::Continue;
+        };
+        let answers = self.answers.clone().expect("a running connection has an answer queue");
+        let place = Place { _permit: permit, budget: None };
+        let failed = self.failed();
+        tokio::spawn(async move {
+            let answer = match h.kind {
+                kind::CLUSTER_STATUS => Ok(ops::status(&member).into_bytes()),
+                kind::CLUSTER_CHANGE => {
+                    let change =
+                        <crate::protocol::records::ClusterChange as crate::protocol::records::Record>::decode(&body);
+                    match ops::change(&member, &change).await {
+                        Ok(view) => Ok(view.into_bytes()),
+                        Err(ops::ChangeError::NotLeader(leader)) => Err(SwitchError::NotLeader(leader)),
+                        Err(ops::ChangeError::Failed(e)) => {
+                            Ok(serde_json::json!({ "error": e }).to_string().into_bytes())
+                        }
+                    }
+                }
+                _ => match member.books.backup().await {
+                    Ok((bytes, _)) if bytes.len() <= crate::client::RESPONSE_BODY_MAX as usize => Ok(bytes),
+                    Ok((bytes, _)) => Err(SwitchError::Backup(format!("{} bytes: larger than a frame", bytes.len()))),
+                    Err(e) => Err(SwitchError::Backup(e.to_string())),
+                },
+            };
+            match answer {
+                Ok(bytes) => deliver(&answers, h.kind | RESPONSE_BIT, Header { count: 1, ..h }, &bytes, place),
+                Err(e) => failed.answer(e, &answers, h, place),
+            }
+        });
+        Next::Continue
+    }
+
     /// Where a request the books did not answer is handled.
     fn failed(&self) -> Failed {
         Failed { fatal: self.fatal.clone(), close: Arc::clone(&self.writer_gone) }
@@ -566,12 +615,9 @@ impl Failed {
     /// longer answer durably: the server stops.
     fn answer(&self, e: SwitchError, answers: &mpsc::Sender<Answer>, h: Header, permit: Place) {
         match e {
-            SwitchError::NotLeader(leader) => {
-                METRICS.frame_error(ErrorCode::NotLeader);
-                let body = frame::error_body(ErrorCode::NotLeader, &leader);
-                let mut bytes = BytesMut::with_capacity(frame::HEADER_SIZE + body.len());
-                frame::encode(&mut bytes, frame::ERROR_KIND, 0, h.request_id, &body);
-                let _ = answers.try_send((bytes, permit));
+            SwitchError::NotLeader(leader) => deliver_error(answers, ErrorCode::NotLeader, h, &leader, permit),
+            SwitchError::Backup(why) => {
+                deliver_error(answers, ErrorCode::Busy, h, &format!("backup failed: {why}"), permit)
             }
             SwitchError::LeadershipLost => {
                 drop(permit);
@@ -587,6 +633,15 @@ async fn busy(out: &mpsc::Sender<BytesMut>, h: Header, detail: &str) -> Next {
     METRICS.busy_total.fetch_add(1, Ordering::Relaxed);
     send_error(out, ErrorCode::Busy, h.request_id, detail).await;
     Next::Continue
+}
+
+/// Queues an ERROR frame answering `h` for the writer, with its place.
+fn deliver_error(answers: &mpsc::Sender<Answer>, code: ErrorCode, h: Header, detail: &str, permit: Place) {
+    METRICS.frame_error(code);
+    let body = frame::error_body(code, detail);
+    let mut bytes = BytesMut::with_capacity(frame::HEADER_SIZE + body.len());
+    frame::encode(&mut bytes, frame::ERROR_KIND, 0, h.request_id, &body);
+    let _ = answers.try_send((bytes, permit));
 }
 
 /// Queues a shard's answer for the writer, with its in-flight place.

@@ -33,6 +33,44 @@ async fn a_cluster_keeps_every_answer_through_kills_wipes_and_restarts() {
     assert!(report.nodes[0].0 > 100, "entries were committed: {report:?}");
 }
 
+const KEY: &str = "cluster-test-key-0123456789abcdefgh";
+
+/// Free (channel, peer) ports for `n` nodes.
+fn ports(n: usize) -> Vec<(u16, u16)> {
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    (0..n).map(|_| (free(), free())).collect()
+}
+
+/// Starts nodes `ids` (1-based into `ports`) in this process, each in
+/// `dir/node-ID`; the cluster lists every port's node, or with `join` only
+/// the node itself.
+async fn start_nodes(
+    dir: &std::path::Path,
+    ports: &[(u16, u16)],
+    ids: &[usize],
+    join: bool,
+) -> Vec<harbour::server::Running> {
+    let node = |i: usize| {
+        let (channel, peer) = ports[i - 1];
+        format!("[[cluster.nodes]]\nid = {i}\nchannel = \"127.0.0.1:{channel}\"\npeer = \"127.0.0.1:{peer}\"\n")
+    };
+    let mut running = Vec::new();
+    for &i in ids {
+        let nodes: String = if join { node(i) } else { (1..=ports.len()).map(node).collect() };
+        let mut config = harbour::config::Config::default();
+        let text = format!(
+            "accounts_capacity = 1024\ntransfers_capacity = 4096\nmetrics = \"off\"\n\
+             [[channels]]\nid = 1\nkey = \"{KEY}\"\nroles = [\"ACCOUNTS\", \"PAYMENTS\", \"OPERATOR\"]\n\
+             [cluster]\nnode_id = {i}\njoin = {join}\n{nodes}"
+        );
+        config.merge_toml(&text).unwrap();
+        config.data = dir.join(format!("node-{i}"));
+        config.listen = format!("127.0.0.1:{}", ports[i - 1].0).parse().unwrap();
+        running.push(harbour::server::start(&config).await.unwrap());
+    }
+    running
+}
+
 /// Three nodes in this process: a follower answers NOT_LEADER naming the
 /// leader's channel address, applies nothing, and keeps the connection
 /// open; the leader answers; the Rust client's failover follows the
@@ -44,30 +82,9 @@ async fn followers_redirect_to_the_leader() {
     use harbour::protocol::records::{Account, BalanceKey};
 
     let dir = tempfile::tempdir().unwrap();
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free(), free())).collect();
-    let mut nodes = String::new();
-    for (i, (channel, peer)) in ports.iter().enumerate() {
-        nodes.push_str(&format!(
-            "[[cluster.nodes]]\nid = {}\nchannel = \"127.0.0.1:{channel}\"\npeer = \"127.0.0.1:{peer}\"\n",
-            i + 1
-        ));
-    }
-    let mut running = Vec::new();
-    for (i, (channel, _)) in ports.iter().enumerate() {
-        let mut config = harbour::config::Config::default();
-        let text = format!(
-            "accounts_capacity = 1024\ntransfers_capacity = 4096\nmetrics = \"off\"\n\
-             [[channels]]\nid = 1\nkey = \"cluster-test-key-0123456789abcdefgh\"\nroles = [\"ACCOUNTS\", \"PAYMENTS\"]\n\
-             [cluster]\nnode_id = {}\n{nodes}",
-            i + 1
-        );
-        config.merge_toml(&text).unwrap();
-        config.data = dir.path().join(format!("node-{i}"));
-        config.listen = format!("127.0.0.1:{channel}").parse().unwrap();
-        running.push(harbour::server::start(&config).await.unwrap());
-    }
-    let key = b"cluster-test-key-0123456789abcdefgh";
+    let ports = ports(3);
+    let running = start_nodes(dir.path(), &ports, &[1, 2, 3], false).await;
+    let key = KEY.as_bytes();
     let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
     // The client finds the leader by itself, through refusals.
     let mut failover = Failover::new(addrs.clone(), 1, key);
@@ -78,6 +95,7 @@ async fn followers_redirect_to_the_leader() {
     assert_eq!(created.count, 1);
     let leader = running.iter().position(|r| r.member().unwrap().raft.is_leader()).expect("a leader");
     let follower = (leader + 1) % 3;
+    let _ = &ports;
     // Right after an election a follower may not know the leader yet
     // (then NOT_LEADER's detail is empty): wait until it has heard from it.
     let follower_raft = running[follower].member().unwrap().raft.clone();
@@ -130,4 +148,124 @@ async fn single_and_cluster_data_are_not_mixed() {
     single.data = cluster.data.clone();
     let refused = harbour::server::start(&single).await.err().expect("a cluster node's data refused").to_string();
     assert!(refused.contains("cluster node's data"), "{refused}");
+}
+
+/// Operators: every node reports its view; a fourth node joins (learner,
+/// then voter) and is removed again while the cluster takes writes; a
+/// backup of a running node replays to the books' own state hash, and a
+/// cluster started from copies of it holds what was written before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_membership_and_backup() {
+    use harbour::client::Failover;
+    use harbour::protocol::kind;
+    use harbour::protocol::records::{
+        self, Account, Balance, BalanceKey, CLUSTER_ADD, CLUSTER_REMOVE, ClusterChange, Transfer,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports(4);
+    let mut running = start_nodes(dir.path(), &ports[..3], &[1, 2, 3], false).await;
+    let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
+    let mut failover = Failover::new(addrs.clone(), 1, KEY.as_bytes());
+    let mut client = failover.connect().await.unwrap();
+    let account = Account { account_id: 7000, kind: 1, home_country: 344, ..Account::default() };
+    failover.request(&mut client, kind::CREATE_ACCOUNTS, 1, &records::encode_all(&[account])).await.unwrap();
+    let deposit = Transfer {
+        transfer_id: 1,
+        debit_account: harbour::engine::book::SETTLEMENT_IN,
+        credit_account: 7000,
+        amount: 12_345,
+        debit_currency: 344,
+        credit_currency: 344,
+        ..Transfer::default()
+    };
+    failover.request(&mut client, kind::SUBMIT_TRANSFERS, 1, &records::encode_all(&[deposit])).await.unwrap();
+
+    // Each node's own view; exactly one leader among them.
+    let mut leaders = 0;
+    for addr in &addrs {
+        let c = harbour::client::Client::connect(*addr, 1, KEY.as_bytes()).await.unwrap();
+        let status = c.request(kind::CLUSTER_STATUS, 0, &[]).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+        assert_eq!(v["members"].as_array().unwrap().len(), 3, "{v}");
+        leaders += usize::from(v["role"] == "Leader");
+    }
+    assert_eq!(leaders, 1);
+
+    // A fourth node, started to join, is added and then removed.
+    running.extend(start_nodes(dir.path(), &ports, &[4], true).await);
+    let (channel, peer) = ports[3];
+    let add =
+        ClusterChange::new(4, CLUSTER_ADD, &format!("127.0.0.1:{channel}"), &format!("127.0.0.1:{peer}")).unwrap();
+    let added = failover.request(&mut client, kind::CLUSTER_CHANGE, 1, &records::encode_all(&[add])).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&added.body).unwrap();
+    let voters = v["members"].as_array().unwrap().iter().filter(|m| m["voter"] == true).count();
+    assert_eq!(voters, 4, "{v}");
+    let fourth = running[3].member().unwrap().books.clone();
+    let remove = ClusterChange::new(4, CLUSTER_REMOVE, "", "").unwrap();
+    let removed =
+        failover.request(&mut client, kind::CLUSTER_CHANGE, 1, &records::encode_all(&[remove])).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&removed.body).unwrap();
+    assert_eq!(v["members"].as_array().unwrap().len(), 3, "{v}");
+    // It caught up before it voted: its books are the leader's (no write
+    // came after the deposit but membership entries, which change none).
+    let leader = running.iter().position(|r| r.member().unwrap().raft.is_leader()).unwrap();
+    let leader_books = running[leader].member().unwrap().books.state_hashes().await;
+    assert_eq!(fourth.state_hashes().await, leader_books, "the added node caught up");
+    // A malformed change is refused before anything happens.
+    let mut bad = records::encode_all(&[add]);
+    bad[8] = 9;
+    let refused = client.request(kind::CLUSTER_CHANGE, 1, &bad).await.unwrap_err();
+    assert_eq!(refused.error_code(), Some(harbour::protocol::frame::ErrorCode::Malformed));
+
+    // A backup replays to the running books' hash.
+    let backup = failover.request(&mut client, kind::BACKUP, 0, &[]).await.unwrap();
+    let leader = running.iter().position(|r| r.member().unwrap().raft.is_leader()).unwrap();
+    let live = running[leader].member().unwrap().books.state_hashes().await;
+    let out = dir.path().join("backup");
+    let at = harbour::cluster::node::write_backup(&out, &backup.body).unwrap().unwrap();
+    assert!(harbour::cluster::node::write_backup(&out, &backup.body).is_err(), "a backup never overwrites data");
+    let config = harbour::config::Config::default();
+    let mut switch = config.switch;
+    switch.engine.accounts_capacity = 1024;
+    switch.engine.transfers_capacity = 4096;
+    let replayed = tokio::task::block_in_place(|| harbour::cluster::node::replay(&out, &switch)).unwrap();
+    assert_eq!(replayed.applied.map(|a| a.index()), Some(at.index()));
+    assert_eq!(replayed.hashes, live, "the backup is the books it was taken from");
+
+    // The whole cluster is lost; it starts again from copies of the backup.
+    for r in running {
+        r.stop().await.unwrap();
+    }
+    let restored = dir.path().join("restored");
+    for i in 1..=3 {
+        copy_dir(&out, &restored.join(format!("node-{i}")));
+    }
+    let running = start_nodes(&restored, &ports[..3], &[1, 2, 3], false).await;
+    let mut failover = Failover::new(addrs.clone(), 1, KEY.as_bytes());
+    let mut client = failover.connect().await.unwrap();
+    let key = records::encode_all(&[BalanceKey { account_id: 7000, currency: 344 }]);
+    let found = failover.request(&mut client, kind::LOOKUP_BALANCES, 1, &key).await.unwrap();
+    let found: Vec<Balance> = records::decode_all(&found.body).collect();
+    assert_eq!((found[0].code, found[0].balance), (0, 12_345), "the restored cluster holds the deposit");
+    let again = Transfer { transfer_id: 2, amount: 5, ..deposit };
+    let answer =
+        failover.request(&mut client, kind::SUBMIT_TRANSFERS, 1, &records::encode_all(&[again])).await.unwrap();
+    assert_eq!(records::decode_all::<harbour::protocol::records::TransferResult>(&answer.body).next().unwrap().code, 0);
+    for r in running {
+        r.stop().await.unwrap();
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

@@ -540,6 +540,7 @@ impl Failover {
             // No leader named: an election is running, or the node died.
             tokio::time::sleep(FAILOVER_RETRY).await;
         }
+        let mut tried = 0usize;
         loop {
             let addr = match named.take() {
                 Some(addr) => addr,
@@ -550,12 +551,18 @@ impl Failover {
                 }
             };
             let connecting = tokio::time::timeout(self.timeout, Client::connect(addr, self.channel_id, &self.key));
-            match connecting.await {
+            let error = match connecting.await {
                 Ok(Ok(client)) => return Ok(client.with_timeout(self.timeout)),
                 Ok(Err(e)) if !is_failover(&e) => return Err(e),
-                _ if started.elapsed() > self.deadline => return Err(ClientError::Closed),
-                _ => tokio::time::sleep(FAILOVER_RETRY).await,
+                Ok(Err(e)) => e,
+                Err(_) => ClientError::Timeout,
+            };
+            // Every node tried once at least, and the deadline passed.
+            if started.elapsed() >= self.deadline && tried + 1 >= self.addrs.len() {
+                return Err(error);
             }
+            tried += 1;
+            tokio::time::sleep(FAILOVER_RETRY).await;
         }
     }
 
@@ -570,9 +577,17 @@ impl Failover {
         body: &[u8],
     ) -> Result<Response, ClientError> {
         let started = std::time::Instant::now();
+        // A refusal that names the leader is followed even past the
+        // deadline, a few times (leadership may move meanwhile).
+        let mut redirects = 0;
         loop {
             match client.request(kind, count, body).await {
-                Err(e) if is_failover(&e) && started.elapsed() < self.deadline => {
+                Err(e) if is_failover(&e) => {
+                    let named = matches!(&e, ClientError::Refused { detail, .. } if !detail.is_empty());
+                    if started.elapsed() >= self.deadline && !(named && redirects < 4) {
+                        return Err(e);
+                    }
+                    redirects += usize::from(named);
                     *client = self.reconnect(Some(&e)).await?;
                 }
                 answer => return answer,

@@ -7,8 +7,8 @@
 use crate::frame::role;
 use crate::kind;
 use crate::records::{
-    Account, BalanceKey, CreditLine, Disburse, Finalize, FxRate, Id, QuoteRequest, Record, Repay, SetTime, StepUp,
-    StrRequest, Transfer,
+    Account, BalanceKey, ClusterChange, CreditLine, Disburse, Finalize, FxRate, Id, QuoteRequest, Record, Repay,
+    SetTime, StepUp, StrRequest, Transfer,
 };
 
 /// How many records a kind's request may carry.
@@ -153,7 +153,7 @@ pub const QUOTE_AT_SIZE: usize = crate::internal::QuoteAt::SIZE;
 /// Every kind, in kind order within each origin. Columns of `wire`: kind,
 /// name, (request, response) record sizes, roles, count, well-formedness,
 /// logged, route, result code offset, waits on links.
-pub static KINDS: [KindSpec; 25] = [
+pub static KINDS: [KindSpec; 28] = [
     wire(kind::PING, "PING", (0, 0), 0, Zero, nothing, false, Session, None, false),
     KindSpec {
         origin: Origin::Switch,
@@ -319,6 +319,22 @@ pub static KINDS: [KindSpec; 25] = [
         None,
         false,
     ),
+    // Clusters' operators (docs/cluster.md): answered by the node itself,
+    // each with one JSON (or, for BACKUP, snapshot) body.
+    wire(kind::CLUSTER_STATUS, "CLUSTER_STATUS", (0, 1), role::OPERATOR, Zero, nothing, false, Session, None, false),
+    wire(
+        kind::CLUSTER_CHANGE,
+        "CLUSTER_CHANGE",
+        (ClusterChange::SIZE, 1),
+        role::OPERATOR,
+        One,
+        each::<ClusterChange>,
+        false,
+        Session,
+        None,
+        false,
+    ),
+    wire(kind::BACKUP, "BACKUP", (0, 1), role::OPERATOR, Zero, nothing, false, Session, None, false),
     internal(kind::TICK, "TICK", 1, Origin::Shard, true),
     KindSpec { waits_on_links: true, ..internal(kind::SUBMIT_JUDGED, "SUBMIT_JUDGED", 1, Origin::Shard, true) },
     KindSpec {

@@ -53,6 +53,12 @@ pub mod kind {
     pub const LOOKUP_LOANS: u16 = 0x0033;
     /// EXPORT_STR.
     pub const EXPORT_STR: u16 = 0x0042;
+    /// A cluster node's view of its cluster, as JSON (OPERATOR; any node).
+    pub const CLUSTER_STATUS: u16 = 0x0050;
+    /// Adds or removes a node of a cluster (OPERATOR; the leader).
+    pub const CLUSTER_CHANGE: u16 = 0x0051;
+    /// A consistent copy of a cluster node's books (OPERATOR; any node).
+    pub const BACKUP: u16 = 0x0052;
     /// CHALLENGE (switch to channel, on connect).
     pub const CHALLENGE: u16 = 0x0100;
     /// HELLO.

@@ -990,3 +990,90 @@ mod tests {
         assert!(!Finalize::well_formed(&f), "action 0");
     }
 }
+
+/// CLUSTER_CHANGE's op: add a node (as a learner, then a voter once it
+/// caught up).
+pub const CLUSTER_ADD: u8 = 1;
+/// CLUSTER_CHANGE's op: remove a voter.
+pub const CLUSTER_REMOVE: u8 = 2;
+/// Longest address a ClusterChange carries.
+pub const CLUSTER_ADDR_MAX: usize = 64;
+
+/// ClusterChange (144): a membership change. `channel` and `peer` are
+/// `host:port` in UTF-8, padded with zeros (empty for a removal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterChange {
+    pub node_id: u64,
+    pub op: u8,
+    pub channel: [u8; CLUSTER_ADDR_MAX],
+    pub peer: [u8; CLUSTER_ADDR_MAX],
+}
+
+impl Default for ClusterChange {
+    fn default() -> Self {
+        Self { node_id: 0, op: 0, channel: [0; CLUSTER_ADDR_MAX], peer: [0; CLUSTER_ADDR_MAX] }
+    }
+}
+
+fn padded(b: &[u8]) -> Option<&str> {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    if !zero(&b[end..]) {
+        return None;
+    }
+    std::str::from_utf8(&b[..end]).ok()
+}
+
+impl ClusterChange {
+    /// A change of `op` for `node_id`; None if an address is longer than
+    /// `CLUSTER_ADDR_MAX` bytes.
+    #[must_use]
+    pub fn new(node_id: u64, op: u8, channel: &str, peer: &str) -> Option<Self> {
+        let mut c = Self { node_id, op, ..Self::default() };
+        for (to, text) in [(&mut c.channel, channel), (&mut c.peer, peer)] {
+            to.get_mut(..text.len())?.copy_from_slice(text.as_bytes());
+        }
+        Some(c)
+    }
+
+    /// The channel address (empty if not UTF-8).
+    #[must_use]
+    pub fn channel_addr(&self) -> &str {
+        padded(&self.channel).unwrap_or_default()
+    }
+
+    /// The peer address (empty if not UTF-8).
+    #[must_use]
+    pub fn peer_addr(&self) -> &str {
+        padded(&self.peer).unwrap_or_default()
+    }
+}
+
+impl Record for ClusterChange {
+    const SIZE: usize = 16 + 2 * CLUSTER_ADDR_MAX;
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u64(b, 0, self.node_id);
+        b[8] = self.op;
+        b[16..16 + CLUSTER_ADDR_MAX].copy_from_slice(&self.channel);
+        b[16 + CLUSTER_ADDR_MAX..].copy_from_slice(&self.peer);
+    }
+    fn decode(b: &[u8]) -> Self {
+        let mut c = Self { node_id: get_u64(b, 0), op: b[8], ..Self::default() };
+        c.channel.copy_from_slice(&b[16..16 + CLUSTER_ADDR_MAX]);
+        c.peer.copy_from_slice(&b[16 + CLUSTER_ADDR_MAX..]);
+        c
+    }
+    fn well_formed(b: &[u8]) -> bool {
+        let addrs = [padded(&b[16..16 + CLUSTER_ADDR_MAX]), padded(&b[16 + CLUSTER_ADDR_MAX..])];
+        let host_port = |a: Option<&str>| {
+            a.and_then(|a| a.rsplit_once(':')).is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        };
+        get_u64(b, 0) != 0
+            && zero(&b[9..16])
+            && match b[8] {
+                CLUSTER_ADD => addrs.iter().all(|a| host_port(*a)),
+                CLUSTER_REMOVE => addrs.iter().all(|a| *a == Some("")),
+                _ => false,
+            }
+    }
+}

@@ -502,3 +502,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 }
+
+/// Writes the log of a node restored from a backup (`harbour backup`):
+/// nothing but the mark that everything up to `last`, the backup's
+/// snapshot, is purged and committed, so the node starts from the
+/// snapshot and takes the rest from the cluster.
+pub fn write_restored(storage: &dyn Storage, last: LogId) -> io::Result<()> {
+    let mut state = State::default();
+    let mut out = Vec::new();
+    for (kind, json) in [
+        (PURGE, serde_json::to_vec(&last).map_err(io::Error::other)?),
+        (COMMITTED, serde_json::to_vec(&Some(last)).map_err(io::Error::other)?),
+    ] {
+        state.record(&mut out, kind, &json);
+    }
+    if crate::wal::storage::read_all(storage, FILE).is_ok_and(|b| !b.is_empty()) {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "a raft log is already there"));
+    }
+    let mut file = storage.open(FILE, true)?;
+    file.truncate(0)?;
+    file.write_at(&out, 0)?;
+    file.sync_data()?;
+    storage.sync_dir()
+}

@@ -97,6 +97,31 @@ impl Books {
         self.inner.lock().await.engines.get(shard).map(f)
     }
 
+    /// A consistent copy of every shard's books at the last applied entry,
+    /// in `raft.snap`'s form (`harbour backup`): apply pauses only while the
+    /// books are cloned; they are encoded beside it. Also the entry it
+    /// stands at (None: nothing applied yet).
+    pub async fn backup(&self) -> io::Result<(Vec<u8>, Option<LogId>)> {
+        let (engines, meta) = {
+            let inner = self.inner.lock().await;
+            let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
+            (inner.engines.clone(), meta)
+        };
+        let at = meta.last_log_id;
+        let bytes = tokio::task::spawn_blocking(move || join_snapshot(&meta, &encode_books(&engines)))
+            .await
+            .map_err(io::Error::other)??;
+        Ok((bytes, at))
+    }
+
+    /// Keeps a backup's snapshot bytes as `raft.snap` in `storage` (a
+    /// restore), after checking their checksum; the entry it stands at.
+    pub fn restore(storage: &dyn Storage, bytes: &[u8]) -> io::Result<Option<LogId>> {
+        let (meta, data) = split_snapshot(bytes)?;
+        keep(storage, &meta, data)?;
+        Ok(meta.last_log_id)
+    }
+
     /// Every shard's audit (double entry, holds, pending, links).
     pub async fn audits(&self) -> Vec<Result<(), String>> {
         self.inner.lock().await.engines.iter().map(|e| e.audit().map_err(|e| e.to_string())).collect()

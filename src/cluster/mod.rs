@@ -14,6 +14,7 @@ pub mod log;
 pub mod machine;
 pub mod memnet;
 pub mod node;
+pub mod ops;
 pub mod peer;
 
 use serde::{Deserialize, Serialize};

@@ -155,6 +155,7 @@ pub async fn start(
             tracing::info!(error = %e, "cluster already initialized");
         }
     }
+    tokio::spawn(watch_metrics(raft.clone(), cluster.node_id));
     let commit_wait_max = Duration::from_millis(4 * cluster.election_timeout_max_ms).max(Duration::from_secs(2));
     tracing::info!(node = cluster.node_id, peer = %peer_addr, initialized, "cluster node started");
     Ok(Member {
@@ -226,4 +227,69 @@ pub fn replay(data: &Path, switch: &SwitchConfig) -> std::io::Result<Replayed> {
     let hashes = books.read_all_blocking(crate::engine::Engine::state_hash);
     let audits = books.read_all_blocking(|e| e.audit().map_err(|e| e.to_string()));
     Ok(Replayed { applied, hashes, audits })
+}
+
+/// Keeps the operators' cluster gauges current from raft's metrics.
+async fn watch_metrics(raft: Raft, id: u64) {
+    use openraft::ServerState;
+    use openraft::rt::WatchReceiver;
+    use std::sync::atomic::Ordering::Relaxed;
+    let gauges = &crate::metrics::METRICS.cluster;
+    gauges.node_id.store(id, Relaxed);
+    let mut metrics = raft.metrics();
+    let mut was = ServerState::Follower;
+    loop {
+        {
+            let m = metrics.borrow_watched();
+            let role = match m.state {
+                ServerState::Learner => 4,
+                ServerState::Follower => 1,
+                ServerState::Candidate => 2,
+                ServerState::Leader => 3,
+                ServerState::Shutdown => 0,
+            };
+            if m.state == ServerState::Candidate && was != ServerState::Candidate {
+                gauges.elections_total.fetch_add(1, Relaxed);
+            }
+            was = m.state;
+            gauges.role.store(role, Relaxed);
+            gauges.term.store(m.current_term, Relaxed);
+            gauges.leader_id.store(m.current_leader.unwrap_or(0), Relaxed);
+            let last = m.last_log_index.unwrap_or(0);
+            gauges.last_log_index.store(last, Relaxed);
+            gauges.committed_index.store(m.local_committed.as_ref().map_or(0, |c| c.index()), Relaxed);
+            gauges.applied_index.store(m.last_applied.map_or(0, |a| a.index()), Relaxed);
+            *gauges.lag.lock() = m
+                .replication
+                .iter()
+                .flatten()
+                .filter(|(node, _)| **node != id)
+                .map(|(node, matched)| (*node, last.saturating_sub(matched.map_or(0, |l| l.index()))))
+                .collect();
+        }
+        if metrics.changed().await.is_err() {
+            gauges.role.store(0, Relaxed);
+            return;
+        }
+    }
+}
+
+/// Writes a backup (BACKUP's answer) as a cluster node's data directory:
+/// `dir/raft/raft.snap`, and a log that starts after it. Copied into every
+/// node's data directory (the same ids and addresses), it starts the
+/// cluster again from the backup. Refuses a directory that holds data.
+pub fn write_backup(dir: &Path, bytes: &[u8]) -> std::io::Result<Option<super::LogId>> {
+    let raft = dir.join(RAFT_DIR);
+    if raft.exists() || !crate::shard::shard_dirs(dir)?.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} already holds data: back up into a new directory", dir.display()),
+        ));
+    }
+    let storage = crate::wal::storage::FileStorage::new(&raft)?;
+    let at = Books::restore(&storage, bytes)?;
+    if let Some(at) = at {
+        super::log::write_restored(&storage, at)?;
+    }
+    Ok(at)
 }

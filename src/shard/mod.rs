@@ -92,6 +92,8 @@ pub enum SwitchError {
     /// request was being replicated: whether it was applied is unknown, so
     /// the connection closes and the channel resends (contract §7).
     LeadershipLost,
+    /// A cluster node could not make a backup (nothing changed).
+    Backup(String),
 }
 
 impl std::fmt::Display for SwitchError {
@@ -106,6 +108,7 @@ impl std::fmt::Display for SwitchError {
             Self::NotLeader(at) if at.is_empty() => write!(f, "not the leader, and no leader is known"),
             Self::NotLeader(at) => write!(f, "not the leader; the leader is at {at}"),
             Self::LeadershipLost => write!(f, "leadership lost while replicating; outcome unknown"),
+            Self::Backup(e) => write!(f, "backup failed: {e}"),
         }
     }
 }

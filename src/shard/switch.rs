@@ -13,6 +13,8 @@ pub struct Switch {
     reports: Vec<RecoveryReport>,
     /// What the shards say when stopping (`handoff::Settled`).
     shards_settled: Arc<Settled>,
+    /// In a cluster, this node's raft and books.
+    member: Option<crate::cluster::node::Member>,
 }
 
 /// File recording the settings a data directory was written with.
@@ -246,7 +248,7 @@ impl Switch {
             stopped: std::sync::atomic::AtomicBool::new(false),
             room,
         };
-        let switch = Switch { core: Arc::new(core), threads, config, reports, shards_settled: settled };
+        let switch = Switch { core: Arc::new(core), threads, config, reports, shards_settled: settled, member: None };
         let finished = match first_error {
             Some(e) => Err(e),
             None if n > 1 => switch.finish_rounds(&multis),
@@ -284,8 +286,13 @@ impl Switch {
             }
             None => None,
         };
-        let proposer =
-            propose::Proposer { shard: 0, member, clock: config.clock, gate, gate_reported: GateStats::default() };
+        let proposer = propose::Proposer {
+            shard: 0,
+            member: member.clone(),
+            clock: config.clock,
+            gate,
+            gate_reported: GateStats::default(),
+        };
         let (thread_now, thread_queued) = (Arc::clone(&now_ms), Arc::clone(&queued_bytes));
         let group_max = config.group_requests_max;
         let thread = std::thread::Builder::new()
@@ -315,6 +322,7 @@ impl Switch {
             config,
             reports: Vec::new(),
             shards_settled: Arc::new(Settled::new(1)),
+            member: Some(member),
         })
     }
 
@@ -346,6 +354,12 @@ impl Switch {
                 .map_err(|error| OpenError::Round { shard: 0, error })?;
         }
         Ok(())
+    }
+
+    /// In a cluster, this node's raft and books.
+    #[must_use]
+    pub fn member(&self) -> Option<&crate::cluster::node::Member> {
+        self.member.as_ref()
     }
 
     /// What each shard's recovery found.
