@@ -50,6 +50,17 @@ async fn start_nodes(
     ids: &[usize],
     join: bool,
 ) -> Vec<harbour::server::Running> {
+    start_nodes_with(dir, ports, ids, join, "").await
+}
+
+/// The same, with more settings (top-level TOML lines).
+async fn start_nodes_with(
+    dir: &std::path::Path,
+    ports: &[(u16, u16)],
+    ids: &[usize],
+    join: bool,
+    more: &str,
+) -> Vec<harbour::server::Running> {
     let node = |i: usize| {
         let (channel, peer) = ports[i - 1];
         format!("[[cluster.nodes]]\nid = {i}\nchannel = \"127.0.0.1:{channel}\"\npeer = \"127.0.0.1:{peer}\"\n")
@@ -59,8 +70,8 @@ async fn start_nodes(
         let nodes: String = if join { node(i) } else { (1..=ports.len()).map(node).collect() };
         let mut config = harbour::config::Config::default();
         let text = format!(
-            "accounts_capacity = 1024\ntransfers_capacity = 4096\nmetrics = \"off\"\n\
-             [[channels]]\nid = 1\nkey = \"{KEY}\"\nroles = [\"ACCOUNTS\", \"PAYMENTS\", \"OPERATOR\"]\n\
+            "accounts_capacity = 4096\ntransfers_capacity = 65536\nmetrics = \"off\"\n{more}\
+             [[channels]]\nid = 1\nkey = \"{KEY}\"\nroles = [\"ACCOUNTS\", \"PAYMENTS\", \"LENDING\", \"TREASURY\", \"OPERATOR\"]\n\
              [cluster]\nnode_id = {i}\njoin = {join}\n{nodes}"
         );
         config.merge_toml(&text).unwrap();
@@ -227,8 +238,8 @@ async fn status_membership_and_backup() {
     assert!(harbour::cluster::node::write_backup(&out, &backup.body).is_err(), "a backup never overwrites data");
     let config = harbour::config::Config::default();
     let mut switch = config.switch;
-    switch.engine.accounts_capacity = 1024;
-    switch.engine.transfers_capacity = 4096;
+    switch.engine.accounts_capacity = 4096;
+    switch.engine.transfers_capacity = 65536;
     let replayed = tokio::task::block_in_place(|| harbour::cluster::node::replay(&out, &switch)).unwrap();
     assert_eq!(replayed.applied.map(|a| a.index()), Some(at.index()));
     assert_eq!(replayed.hashes, live, "the backup is the books it was taken from");
@@ -267,5 +278,58 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         } else {
             std::fs::copy(entry.path(), target).unwrap();
         }
+    }
+}
+
+/// The load tester replays a generated workload at a cluster whose leader
+/// dies midway: it follows the new leader, sends again in order what was
+/// left unanswered (same ids), and the books end exactly as predicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_through_a_failover_leaves_the_predicted_balances() {
+    use harbour_loadtest::run::{self, Pace, Target};
+    use harbour_loadtest::workload::{self, GenConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traffic.htr");
+    let shape = GenConfig { accounts: 400, transfers: 20_000, batch: 100, seed: 5, ..GenConfig::default() };
+    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let expected = workload::generate(&shape, file, 1).unwrap();
+    // The prediction assumes AML levels 1 and 3 hold nothing.
+    let more = "[aml]\ndaily_limit_hkd = \"100000000000.00\"\nbehaviour = false\n";
+    let ports = ports(3);
+    let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, more).await;
+    let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
+    let target = Target { addr: addrs[0], others: addrs[1..].to_vec(), channel: 1, key: KEY.as_bytes().to_vec() };
+    let reader =
+        harbour::traffic::TrafficReader::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
+    let replay = tokio::spawn(async move { run::replay(&target, reader, 4, Pace::Rate(8_000.0), false).await });
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let leader = running.iter().position(|r| r.member().unwrap().raft.is_leader()).expect("a leader");
+    // The leader's raft dies: its proposals fail, its connections close.
+    running[leader].member().unwrap().shutdown().await;
+    let (shared, _, _) = replay.await.unwrap().expect("the replay follows the new leader");
+    let outcome = shared.outcome.lock().unwrap().clone();
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(shared.resends.load(std::sync::atomic::Ordering::Relaxed) > 0, "the failover cut some requests off");
+    let new_leader = running.iter().position(|r| r.member().unwrap().raft.is_leader()).expect("a new leader");
+    assert_ne!(new_leader, leader);
+    let books = running[new_leader].member().unwrap().books.clone();
+    let wrong = books
+        .read(0, |engine| {
+            engine.audit().expect("the books balance");
+            expected
+                .balances
+                .iter()
+                .filter(|((account, currency), want)| {
+                    let key = harbour::protocol::records::BalanceKey { account_id: *account, currency: *currency };
+                    i128::from(engine.lookup_balance(&key).balance) != **want
+                })
+                .count()
+        })
+        .await
+        .unwrap();
+    assert_eq!(wrong, 0, "every balance as predicted ({} checked)", expected.balances.len());
+    for r in running {
+        r.stop().await.unwrap();
     }
 }

@@ -31,7 +31,7 @@ fn config(data: &Path) -> Config {
 }
 
 fn target(addr: std::net::SocketAddr) -> Target {
-    Target { addr, channel: 1, key: b"hksw-dev-key".to_vec() }
+    Target::single(addr, 1, b"hksw-dev-key")
 }
 
 /// The recovered shard's engine after the server stopped.

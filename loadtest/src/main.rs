@@ -156,8 +156,10 @@ struct GenArgs {
 
 #[derive(Args, Clone)]
 struct Conn {
+    /// The switch; for a cluster, repeat --addr with every node: requests
+    /// go to the leader and follow it through a failover.
     #[arg(long, default_value = "127.0.0.1:7400")]
-    addr: SocketAddr,
+    addr: Vec<SocketAddr>,
     #[arg(long, default_value_t = 1)]
     channel: u32,
     #[arg(long, env = "HARBOUR_KEY", default_value = "hksw-dev-key", hide_env_values = true)]
@@ -224,7 +226,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 }
 
 fn target(c: &Conn) -> Target {
-    Target { addr: c.addr, channel: c.channel, key: c.key.clone().into_bytes() }
+    Target { addr: c.addr[0], others: c.addr[1..].to_vec(), channel: c.channel, key: c.key.clone().into_bytes() }
 }
 
 fn write_outputs(summary: &Summary, shared: &report::Shared, outputs: &Outputs) -> Result<(), String> {

@@ -42,6 +42,8 @@ pub struct Shared {
     pub requests: AtomicU64,
     pub records: AtomicU64,
     pub errors: AtomicU64,
+    /// Requests sent again to a new leader after a failover (clusters).
+    pub resends: AtomicU64,
 }
 
 impl Shared {
@@ -54,6 +56,7 @@ impl Shared {
             requests: AtomicU64::new(0),
             records: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            resends: AtomicU64::new(0),
         })
     }
 
@@ -148,6 +151,8 @@ pub struct Summary {
     pub requests: u64,
     pub records: u64,
     pub errors: u64,
+    /// Requests sent again to a new leader after a failover.
+    pub resends: u64,
     pub seconds: f64,
     pub setup_seconds: f64,
     pub records_per_second: f64,
@@ -177,6 +182,7 @@ impl Summary {
             requests: shared.requests.load(Ordering::Relaxed),
             records,
             errors: shared.errors.load(Ordering::Relaxed),
+            resends: shared.resends.load(Ordering::Relaxed),
             seconds: elapsed.as_secs_f64(),
             setup_seconds: setup.as_secs_f64(),
             records_per_second: records as f64 / elapsed.as_secs_f64().max(1e-9),

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harbour::client::{Client, Detached};
+use harbour::client::{Client, Detached, Failover, is_failover};
 use harbour::protocol::kind;
 use harbour::protocol::records::{Record, Transfer};
 use harbour::traffic::{TrafficReader, TrafficRecord};
@@ -29,16 +29,48 @@ use crate::workload::{LANES, lane};
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// A cluster's other nodes (empty for a single node): requests go to
+    /// the leader, and through a failover they are sent again, in order,
+    /// to the new one.
+    pub others: Vec<SocketAddr>,
     pub channel: u32,
     pub key: Vec<u8>,
 }
 
 impl Target {
+    /// A single node's target.
+    #[must_use]
+    pub fn single(addr: SocketAddr, channel: u32, key: &[u8]) -> Target {
+        Target { addr, others: Vec::new(), channel, key: key.to_vec() }
+    }
+
+    /// How to reach the leader through a failover.
+    #[must_use]
+    pub fn failover(&self) -> Failover {
+        let mut addrs = vec![self.addr];
+        addrs.extend(&self.others);
+        let mut f = Failover::new(addrs, self.channel, &self.key);
+        f.timeout = Duration::from_secs(60);
+        f
+    }
+
+    /// A connection; in a cluster, to its leader (a read only the leader
+    /// answers finds it).
     pub async fn connect(&self) -> Result<Client, String> {
-        Client::connect(self.addr, self.channel, &self.key)
-            .await
-            .map(|c| c.with_timeout(Duration::from_secs(60)))
-            .map_err(|e| format!("{}: {e}", self.addr))
+        if self.others.is_empty() {
+            return Client::connect(self.addr, self.channel, &self.key)
+                .await
+                .map(|c| c.with_timeout(Duration::from_secs(60)))
+                .map_err(|e| format!("{}: {e}", self.addr));
+        }
+        let mut failover = self.failover();
+        let mut client = failover.connect().await.map_err(|e| e.to_string())?;
+        let probe = harbour::protocol::records::encode_all(&[harbour::protocol::records::BalanceKey {
+            account_id: harbour::engine::book::SETTLEMENT_IN,
+            currency: 344,
+        }]);
+        failover.request(&mut client, kind::LOOKUP_BALANCES, 1, &probe).await.map_err(|e| e.to_string())?;
+        Ok(client)
     }
 }
 
@@ -82,52 +114,185 @@ enum Msg {
     Barrier(Arc<tokio::sync::Barrier>),
 }
 
+/// A connection's client, replaced through a failover. The gate is held
+/// by the sender while it sends and by the collector while it recovers, so
+/// nothing new is sent until every request of the old connection has been
+/// answered or sent again, in order: a lane's order survives the failover.
+struct Link {
+    client: parking_lot::Mutex<(u64, Arc<Client>)>,
+    gate: tokio::sync::Mutex<Failover>,
+    target: Target,
+}
+
+impl Link {
+    fn current(&self) -> (u64, Arc<Client>) {
+        let c = self.client.lock();
+        (c.0, Arc::clone(&c.1))
+    }
+
+    /// After `failed` on generation `generation`: a new connection, unless
+    /// one was made since.
+    async fn recover(
+        &self,
+        failover: &mut Failover,
+        generation: u64,
+        failed: &harbour::client::ClientError,
+    ) -> Result<(), String> {
+        if self.client.lock().0 != generation {
+            return Ok(());
+        }
+        let client = failover.reconnect(Some(failed)).await.map_err(|e| format!("{}: {e}", self.target.addr))?;
+        let mut c = self.client.lock();
+        *c = (generation + 1, Arc::new(client));
+        Ok(())
+    }
+
+    /// Sends `record` until a leader answers it (same bytes, same ids).
+    async fn resend(
+        &self,
+        failover: &mut Failover,
+        record: &TrafficRecord,
+    ) -> Result<harbour::client::Response, String> {
+        let started = Instant::now();
+        loop {
+            let (generation, client) = self.current();
+            match client.request(record.kind, record.count, &record.body).await {
+                Err(e) if is_failover(&e) && started.elapsed() < failover.deadline => {
+                    self.recover(failover, generation, &e).await?;
+                }
+                answer => return answer.map_err(|e| e.to_string()),
+            }
+        }
+    }
+}
+
+/// What the sender hands the collector: the answer to wait for (or why it
+/// was not sent), and what to send again through a failover.
+struct Sent {
+    detached: Option<Detached>,
+    failed: Option<harbour::client::ClientError>,
+    generation: u64,
+    record: TrafficRecord,
+    intended: Instant,
+}
+
+enum Collect {
+    Sent(Sent),
+    Barrier(Arc<tokio::sync::Barrier>),
+}
+
 /// One connection: a sender that paces requests and a collector that
-/// waits for their answers in order.
-async fn connection(client: Client, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) -> Result<(), String> {
-    let (to_collector, mut from_sender) =
-        mpsc::channel::<(Option<Detached>, u16, Instant, Option<Arc<tokio::sync::Barrier>>, Option<String>)>(4096);
+/// waits for their answers in order (and, in a cluster, sends again what a
+/// failover left unanswered).
+async fn connection(
+    target: Target,
+    client: Client,
+    mut rx: mpsc::Receiver<Msg>,
+    shared: Arc<Shared>,
+) -> Result<(), String> {
+    let link = Arc::new(Link {
+        client: parking_lot::Mutex::new((0, Arc::new(client))),
+        gate: tokio::sync::Mutex::new(target.failover()),
+        target: target.clone(),
+    });
+    let cluster = !target.others.is_empty();
+    let (to_collector, mut from_sender) = mpsc::channel::<Collect>(4096);
     let collector_shared = Arc::clone(&shared);
+    let collector_link = Arc::clone(&link);
     let collector = tokio::spawn(async move {
-        while let Some((detached, kind, intended, barrier, failed)) = from_sender.recv().await {
-            if let Some(b) = barrier {
-                b.wait().await;
+        let link = collector_link;
+        while let Some(item) = from_sender.recv().await {
+            let sent = match item {
+                Collect::Barrier(b) => {
+                    b.wait().await;
+                    continue;
+                }
+                Collect::Sent(sent) => sent,
+            };
+            let (kind, intended) = (sent.record.kind, sent.intended);
+            let result = answer_of(sent.detached, sent.failed).await;
+            if cluster && result.as_ref().is_err_and(is_failover) {
+                // Nothing new is sent while this connection's unanswered
+                // requests go again, in order.
+                let mut failover = link.gate.lock().await;
+                let failed = result.as_ref().expect_err("an error");
+                link.recover(&mut failover, sent.generation, failed).await?;
+                let answer = link.resend(&mut failover, &sent.record).await;
+                collector_shared.resends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                book(&collector_shared, kind, answer, intended);
+                // Everything queued behind it was sent on the old
+                // connection: answered already, or sent again now.
+                while let Ok(item) = from_sender.try_recv() {
+                    match item {
+                        Collect::Barrier(b) => {
+                            b.wait().await;
+                        }
+                        Collect::Sent(s) => {
+                            let (kind, intended) = (s.record.kind, s.intended);
+                            let answer = match answer_of(s.detached, s.failed).await {
+                                Err(e) if is_failover(&e) => {
+                                    collector_shared.resends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    link.resend(&mut failover, &s.record).await
+                                }
+                                other => other.map_err(|e| e.to_string()),
+                            };
+                            book(&collector_shared, kind, answer, intended);
+                        }
+                    }
+                }
                 continue;
             }
-            let result = match (detached, failed) {
-                (Some(d), _) => d.wait().await.map_err(|e| e.to_string()),
-                (None, why) => Err(why.unwrap_or_default()),
-            };
-            let latency = match &result {
-                Ok(answer) => answer.received.saturating_duration_since(intended),
-                Err(_) => intended.elapsed(),
-            };
-            collector_shared.book(kind, result, latency, true);
+            book(&collector_shared, kind, result.map_err(|e| e.to_string()), intended);
         }
+        Ok::<(), String>(())
     });
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Barrier(b) => {
-                let _ = to_collector.send((None, 0, Instant::now(), Some(b), None)).await;
+                let _ = to_collector.send(Collect::Barrier(b)).await;
             }
             Msg::Request { record, intended } => {
                 if let Some(at) = intended {
                     tokio::time::sleep_until(at.into()).await;
                 }
                 let intended = intended.unwrap_or_else(Instant::now);
+                let gate = link.gate.lock().await;
+                let (generation, client) = link.current();
                 let sent = client.send(record.kind, record.count, &record.body).await;
-                let item = match sent {
-                    Ok(in_flight) => (Some(in_flight.detach()), record.kind, intended, None, None),
-                    Err(e) => (None, record.kind, intended, None, Some(e.to_string())),
+                let (detached, failed) = match sent {
+                    Ok(in_flight) => (Some(in_flight.detach()), None),
+                    Err(e) => (None, Some(e)),
                 };
-                if to_collector.send(item).await.is_err() {
+                drop(gate);
+                let item = Sent { detached, failed, generation, record, intended };
+                if to_collector.send(Collect::Sent(item)).await.is_err() {
                     break;
                 }
             }
         }
     }
     drop(to_collector);
-    collector.await.map_err(|e| e.to_string())
+    collector.await.map_err(|e| e.to_string())?
+}
+
+/// The answer a sent request got (or why it was not sent).
+async fn answer_of(
+    detached: Option<Detached>,
+    failed: Option<harbour::client::ClientError>,
+) -> Result<harbour::client::Response, harbour::client::ClientError> {
+    match (detached, failed) {
+        (Some(d), _) => d.wait().await,
+        (None, why) => Err(why.unwrap_or(harbour::client::ClientError::Closed)),
+    }
+}
+
+/// Books an answer, its latency measured from the intended send time.
+fn book(shared: &Shared, kind: u16, result: Result<harbour::client::Response, String>, intended: Instant) {
+    let latency = match &result {
+        Ok(answer) => answer.received.saturating_duration_since(intended),
+        Err(_) => intended.elapsed(),
+    };
+    shared.book(kind, result, latency, true);
 }
 
 /// Replays a traffic file; returns the shared results and how long the
@@ -152,9 +317,10 @@ pub async fn replay(
     for client in clients {
         let (tx, rx) = mpsc::channel::<Msg>(1024);
         senders.push(tx);
-        tasks.push(tokio::spawn(connection(client, rx, Arc::clone(&shared))));
+        tasks.push(tokio::spawn(connection(target.clone(), client, rx, Arc::clone(&shared))));
     }
-    let setup_client = target.connect().await?;
+    let mut setup_client = target.connect().await?;
+    let mut setup_failover = target.failover();
     let setup_started = Instant::now();
     let mut setup = Duration::ZERO;
     let mut start: Option<(Instant, u64)> = None;
@@ -178,7 +344,11 @@ pub async fn replay(
                 }
                 outstanding_barrier = true;
                 let sent_at = Instant::now();
-                let answer = setup_client.request(record.kind, record.count, &record.body).await;
+                let answer = if target.others.is_empty() {
+                    setup_client.request(record.kind, record.count, &record.body).await
+                } else {
+                    setup_failover.request(&mut setup_client, record.kind, record.count, &record.body).await
+                };
                 shared.book(record.kind, answer.map_err(|e| e.to_string()), sent_at.elapsed(), false);
                 if start.is_some() {
                     // The pacing clock stops while a barrier runs: its
@@ -237,7 +407,8 @@ pub struct BenchConfig {
 /// batch latencies (µs) and the time the transfers took.
 pub async fn bench(target: &Target, c: &BenchConfig) -> Result<(Arc<Shared>, Duration), String> {
     use harbour::protocol::records::Account;
-    let client = target.connect().await?;
+    let mut client = target.connect().await?;
+    let mut failover = target.failover();
     let first = 1u64 << 40; // clear of any other workload's accounts
     let ids: Vec<u64> = (0..c.accounts).map(|i| first + i).collect();
     for chunk in ids.chunks(8_000) {
@@ -306,7 +477,11 @@ pub async fn bench(target: &Target, c: &BenchConfig) -> Result<(Arc<Shared>, Dur
             t.encode(&mut body[at..]);
         }
         let began = Instant::now();
-        let answer = client.request(kind::SUBMIT_TRANSFERS, n as u32, &body).await;
+        let answer = if target.others.is_empty() {
+            client.request(kind::SUBMIT_TRANSFERS, n as u32, &body).await
+        } else {
+            failover.request(&mut client, kind::SUBMIT_TRANSFERS, n as u32, &body).await
+        };
         let latency = answer.as_ref().map_or_else(|_| began.elapsed(), |a| a.received - began);
         shared.book(kind::SUBMIT_TRANSFERS, answer.map_err(|e| e.to_string()), latency, true);
         sent += n;
