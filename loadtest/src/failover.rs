@@ -92,7 +92,8 @@ fn free_port() -> Result<u16, String> {
 fn config_text(me: u64, nodes: &[(u64, u16, u16)]) -> String {
     let mut text = format!(
         "clock = \"system\"\naccounts_capacity = 4096\ntransfers_capacity = 1048576\npending_capacity = 1024\n\
-         loans_capacity = 1024\n[aml]\nbehaviour = false\n[wal]\ndisk_reserve_bytes = 1048576\n\
+         loans_capacity = 1024\n[aml]\nbehaviour = false\ndaily_limit_hkd = \"100000000000.00\"\n\
+         [wal]\ndisk_reserve_bytes = 1048576\n\
          [[channels]]\nid = 1\nkey = \"{}\"\nroles = [\"ACCOUNTS\", \"PAYMENTS\", \"OPERATOR\"]\n\
          [cluster]\nnode_id = {me}\nsnapshot_entries = 500\n",
         String::from_utf8_lossy(KEY)

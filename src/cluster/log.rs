@@ -288,7 +288,12 @@ fn flush(file: &mut dyn StorageFile, offset: &mut u64, bytes: &[u8], failed: &mu
     if bytes.is_empty() {
         return Ok(());
     }
+    let syncing = std::time::Instant::now();
     let result = file.write_at(bytes, *offset).and_then(|()| file.sync_data());
+    // The same stage as a single node's group commits: operators and the
+    // benchmarks read the disk's latency from it.
+    crate::metrics::METRICS.stage(crate::metrics::Stage::Fsync, syncing.elapsed());
+    crate::metrics::METRICS.log_bytes.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
     match &result {
         Ok(()) => *offset += bytes.len() as u64,
         Err(e) => *failed = Some(e.to_string()),

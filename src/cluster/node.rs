@@ -86,6 +86,10 @@ fn raft_config(cluster: &ClusterConfig) -> Result<openraft::Config, NodeError> {
         // A node that lost its disk and rejoins catches up by snapshot
         // instead of stopping the leader (docs/cluster.md, "Failure cases").
         allow_log_reversion: Some(true),
+        // A node that cannot win (cut off, restarted behind) asks first,
+        // so it does not raise the term and depose a healthy leader when
+        // it comes back.
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     config.validate().map_err(|e| NodeError::Raft(e.to_string()))
