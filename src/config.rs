@@ -191,6 +191,9 @@ pub struct ClusterConfig {
     /// A node joining a running cluster: it never starts a cluster of its
     /// own, and waits for an operator to add it.
     pub join: bool,
+    /// Where this node dials a peer when not at its listed peer address
+    /// (a proxy or a tunnel in between; the failover harness's partitions).
+    pub dial: Vec<(u64, String)>,
 }
 
 impl ClusterConfig {
@@ -306,6 +309,15 @@ struct ClusterFile {
     snapshot_entries: Option<u64>,
     #[serde(default)]
     join: bool,
+    #[serde(default)]
+    dial: Vec<ClusterDialFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterDialFile {
+    id: u64,
+    addr: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -498,6 +510,7 @@ impl Config {
                 election_timeout_max_ms: c.election_timeout_max_ms.unwrap_or(ELECTION_TIMEOUT_MAX_MS_DEFAULT),
                 snapshot_entries: c.snapshot_entries.unwrap_or(SNAPSHOT_ENTRIES_DEFAULT),
                 join: c.join,
+                dial: c.dial.into_iter().map(|d| (d.id, d.addr)).collect(),
             });
         }
         // The development channel exists only without a configuration file
@@ -622,12 +635,12 @@ impl ClusterConfig {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return bad("two nodes share an id".into());
         }
-        for n in &self.nodes {
-            for (what, addr) in [("channel", &n.channel), ("peer", &n.peer)] {
-                let port = addr.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
-                if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
-                    return bad(format!("node {}: {what} address {addr:?} is not host:port", n.id));
-                }
+        let dials = self.dial.iter().map(|(id, addr)| (*id, "dial", addr));
+        let listed = self.nodes.iter().flat_map(|n| [(n.id, "channel", &n.channel), (n.id, "peer", &n.peer)]);
+        for (id, what, addr) in listed.chain(dials) {
+            let port = addr.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+            if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+                return bad(format!("node {id}: {what} address {addr:?} is not host:port"));
             }
         }
         if self.heartbeat_ms == 0

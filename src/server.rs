@@ -797,8 +797,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 .await
                 .map_err(StartError::Cluster)?;
             let raft_dir = config.data.join(crate::cluster::node::RAFT_DIR);
-            let storage = crate::shard::open_backend(&raft_dir, config.backend)
-                .map_err(|e| StartError::Open(crate::shard::OpenError::Io(e)))?;
+            let storage: Arc<dyn crate::wal::storage::Storage> = Arc::new(
+                crate::wal::storage::FileStorage::new(&raft_dir)
+                    .map_err(|e| StartError::Open(crate::shard::OpenError::Io(e)))?,
+            );
             let switch = Switch::open_cluster(config.switch, member.clone(), vec![storage]);
             (switch.map_err(StartError::Open)?, Some(member))
         }

@@ -479,7 +479,7 @@ async fn a_cluster_over_tcp_survives_the_loss_of_its_leader() {
         async move {
             let log = LogStore::open(Arc::new(disk.clone())).unwrap();
             let books = Books::open(Arc::new(disk.clone()), vec![engine_config()], MANUAL_CLOCK_START_MS).unwrap();
-            let raft = harbour::cluster::Raft::new(id, config, TcpLinks, log, books.clone()).await.unwrap();
+            let raft = harbour::cluster::Raft::new(id, config, TcpLinks::default(), log, books.clone()).await.unwrap();
             let server = tokio::spawn(serve(listener, raft.clone()));
             (Node { raft, books, disk }, server)
         }

@@ -1,7 +1,8 @@
 //! A brief run of the failover harness (`harbour-loadtest failover`): three
 //! real `harbour serve` processes on loopback under load; the leader is
 //! killed with SIGKILL, a follower loses its data directory and catches up
-//! by snapshot, and every node is restarted in turn. Every answered
+//! by snapshot, the leader is cut off from both followers by the proxies
+//! between peers, and every node is restarted in turn. Every answered
 //! transfer must be on the cluster, every balance exact, and the stopped
 //! nodes must replay to the same index and state hash. The long run's
 //! figures are in docs/benchmarks.md.
@@ -17,23 +18,36 @@ async fn a_cluster_keeps_every_answer_through_kills_wipes_and_restarts() {
         harbour: env!("CARGO_BIN_EXE_harbour").into(),
         dir: dir.path().to_path_buf(),
         kills: 3,
-        wipe_every: 2,
-        rolling_every: 3,
+        wipe_every: 4,
+        rolling_every: 5,
+        partition_every: 3,
         seed: 11,
         workers: 3,
         accounts: 32,
         between: Duration::from_millis(800),
+        progress: false,
     };
     let report = failover::run(&config).await.expect("the harness runs");
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
     assert_eq!(report.kills, 3);
-    assert!(report.wipes >= 1 && report.rolling_restarts >= 1, "{report:?}");
+    assert!(report.wipes >= 1 && report.rolling_restarts >= 1 && report.partitions >= 1, "{report:?}");
     assert!(report.transfers_answered > 1_000, "traffic ran: {report:?}");
     assert_eq!(report.nodes.len(), 3);
     assert!(report.nodes[0].0 > 100, "entries were committed: {report:?}");
 }
 
 const KEY: &str = "cluster-test-key-0123456789abcdefgh";
+
+/// The node that leads, once one does (within 10 s).
+async fn leader_of(running: &[harbour::server::Running]) -> usize {
+    for _ in 0..500 {
+        if let Some(i) = running.iter().position(|r| r.member().unwrap().raft.is_leader()) {
+            return i;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no leader in 10 s")
+}
 
 /// Free (channel, peer) ports for `n` nodes.
 fn ports(n: usize) -> Vec<(u16, u16)> {
@@ -50,7 +64,7 @@ async fn start_nodes(
     ids: &[usize],
     join: bool,
 ) -> Vec<harbour::server::Running> {
-    start_nodes_with(dir, ports, ids, join, "").await
+    start_nodes_with(dir, ports, ids, join, "", 65_536).await
 }
 
 /// The same, with more settings (top-level TOML lines).
@@ -60,6 +74,7 @@ async fn start_nodes_with(
     ids: &[usize],
     join: bool,
     more: &str,
+    transfers: usize,
 ) -> Vec<harbour::server::Running> {
     let node = |i: usize| {
         let (channel, peer) = ports[i - 1];
@@ -70,7 +85,7 @@ async fn start_nodes_with(
         let nodes: String = if join { node(i) } else { (1..=ports.len()).map(node).collect() };
         let mut config = harbour::config::Config::default();
         let text = format!(
-            "accounts_capacity = 4096\ntransfers_capacity = 65536\nmetrics = \"off\"\n{more}\
+            "accounts_capacity = 4096\ntransfers_capacity = {transfers}\nmetrics = \"off\"\n{more}\
              [[channels]]\nid = 1\nkey = \"{KEY}\"\nroles = [\"ACCOUNTS\", \"PAYMENTS\", \"LENDING\", \"TREASURY\", \"OPERATOR\"]\n\
              [cluster]\nnode_id = {i}\njoin = {join}\n{nodes}"
         );
@@ -156,6 +171,19 @@ async fn single_and_cluster_data_are_not_mixed() {
     assert!(refused.contains("single node's data"), "{refused}");
     cluster.data = dir.path().join("cluster");
     harbour::server::start(&cluster).await.unwrap().stop().await.unwrap();
+    // `harbour check` replays a stopped cluster node's books.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harbour"))
+        .args(["check", "--data"])
+        .arg(&cluster.data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("a cluster node's data") && text.contains("audit clean"), "{text}");
+    // Its settings are recorded: a restart under others is refused.
+    let mut other = cluster.clone();
+    other.switch.engine.aml.daily_limit_hkd_minor += 1;
+    let refused = harbour::server::start(&other).await.err().expect("other settings refused").to_string();
+    assert!(refused.contains("recorded settings") && refused.contains("aml_daily_limit"), "{refused}");
     single.data = cluster.data.clone();
     let refused = harbour::server::start(&single).await.err().expect("a cluster node's data refused").to_string();
     assert!(refused.contains("cluster node's data"), "{refused}");
@@ -297,7 +325,7 @@ async fn a_replay_through_a_failover_leaves_the_predicted_balances() {
     // The prediction assumes AML levels 1 and 3 hold nothing.
     let more = "[aml]\ndaily_limit_hkd = \"100000000000.00\"\nbehaviour = false\n";
     let ports = ports(3);
-    let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, more).await;
+    let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, more, 65_536).await;
     let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
     let target = Target { addr: addrs[0], others: addrs[1..].to_vec(), channel: 1, key: KEY.as_bytes().to_vec() };
     let reader =
@@ -313,6 +341,16 @@ async fn a_replay_through_a_failover_leaves_the_predicted_balances() {
     assert!(shared.resends.load(std::sync::atomic::Ordering::Relaxed) > 0, "the failover cut some requests off");
     let new_leader = running.iter().position(|r| r.member().unwrap().raft.is_leader()).expect("a new leader");
     assert_ne!(new_leader, leader);
+    // A leader elected just now may still be applying what it committed.
+    let raft = running[new_leader].member().unwrap().raft.clone();
+    let committed = {
+        use openraft::rt::WatchReceiver;
+        raft.metrics().borrow_watched().local_committed.map(|c| c.index())
+    };
+    raft.wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(committed, "applied what it committed")
+        .await
+        .unwrap();
     let books = running[new_leader].member().unwrap().books.clone();
     let wrong = books
         .read(0, |engine| {
@@ -329,6 +367,93 @@ async fn a_replay_through_a_failover_leaves_the_predicted_balances() {
         .await
         .unwrap();
     assert_eq!(wrong, 0, "every balance as predicted ({} checked)", expected.balances.len());
+    for r in running {
+        r.stop().await.unwrap();
+    }
+}
+
+/// A burst of full-size requests makes a group larger than one raft log
+/// record: the leader proposes it as several entries, and every request is
+/// answered (before, the oversized entry stopped the leader's raft).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_an_entry_is_split() {
+    use harbour::client::Failover;
+    use harbour::protocol::kind;
+    use harbour::protocol::records::{self, Account, Balance, BalanceKey, Transfer, TransferResult};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports(3);
+    let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, "", 1 << 20).await;
+    let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
+    let mut failover = Failover::new(addrs, 1, KEY.as_bytes());
+    let mut client = failover.connect().await.unwrap();
+    let account = Account { account_id: 9000, kind: 1, home_country: 344, ..Account::default() };
+    failover.request(&mut client, kind::CREATE_ACCOUNTS, 1, &records::encode_all(&[account])).await.unwrap();
+    let max = client.limits().max_batch as u128;
+    let requests = 64u128;
+    let bodies: Vec<Vec<u8>> = (0..requests)
+        .map(|r| {
+            let batch: Vec<Transfer> = (0..max)
+                .map(|i| Transfer {
+                    transfer_id: r * max + i + 1,
+                    debit_account: harbour::engine::book::SETTLEMENT_IN,
+                    credit_account: 9000,
+                    amount: 1,
+                    debit_currency: 344,
+                    credit_currency: 344,
+                    ..Transfer::default()
+                })
+                .collect();
+            records::encode_all(&batch)
+        })
+        .collect();
+    // The leader's books held for a moment stop its proposer (it reads
+    // them between groups), so the burst below queues up whole and is
+    // taken as one group larger than an entry.
+    let leader = leader_of(&running).await;
+    let books = running[leader].member().unwrap().books.clone();
+    // Held from a thread of its own, so the runtime's workers (all three
+    // nodes share them) keep raft's heartbeats going meanwhile.
+    let held = tokio::task::spawn_blocking(move || {
+        books.read_blocking(0, |_| std::thread::sleep(Duration::from_millis(1_000)))
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // All in flight at once; whatever a leadership change right after the
+    // start cut off goes again (an applied transfer answers ALREADY_EXISTS).
+    let mut sent = Vec::new();
+    for body in &bodies {
+        sent.push(client.send(kind::SUBMIT_TRANSFERS, max as u32, body).await.map(|f| f.detach()));
+    }
+    held.await.unwrap();
+    let mut answers = Vec::new();
+    for (body, in_flight) in bodies.iter().zip(sent) {
+        let answer = match in_flight {
+            Ok(d) => d.wait().await,
+            Err(e) => Err(e),
+        };
+        let answer = match answer {
+            Err(e) if harbour::client::is_failover(&e) => {
+                failover.request(&mut client, kind::SUBMIT_TRANSFERS, max as u32, body).await.unwrap()
+            }
+            other => other.expect("every request answered"),
+        };
+        answers.push(answer);
+    }
+    for answer in answers {
+        assert!(records::decode_all::<TransferResult>(&answer.body).all(|r| r.code == 0 || r.code == 1));
+    }
+    let key = records::encode_all(&[BalanceKey { account_id: 9000, currency: 344 }]);
+    let found = failover.request(&mut client, kind::LOOKUP_BALANCES, 1, &key).await.unwrap();
+    let found: Vec<Balance> = records::decode_all(&found.body).collect();
+    assert_eq!(found[0].balance as u128, requests * max);
+    // Every node's raft still runs (an entry a log refused would have
+    // stopped the leader's raft with a fatal storage error).
+    for r in &running {
+        use openraft::rt::WatchReceiver;
+        let state = r.member().unwrap().raft.metrics().borrow_watched().running_state.clone();
+        assert!(state.is_ok(), "a raft stopped: {state:?}");
+    }
+    let _ = leader;
     for r in running {
         r.stop().await.unwrap();
     }

@@ -1,7 +1,10 @@
 //! `failover`: a three-node cluster of real `harbour serve` processes on
 //! loopback under load, its leader killed with SIGKILL again and again
 //! (issue 14). Between kills, some cycles wipe a follower's data directory
-//! (it catches up by snapshot) or restart every node one by one.
+//! (it catches up by snapshot), restart every node one by one, or cut the
+//! leader off from both followers: every peer link runs through a
+//! fault-injecting TCP proxy (one per direction), and a partition closes
+//! the leader's links and refuses new ones until it heals.
 //!
 //! Workers send batches of transfers between model accounts through
 //! [`Failover`] (a refused or lost request goes again, same ids, to the
@@ -49,12 +52,17 @@ pub struct FailoverConfig {
     pub wipe_every: u64,
     /// Every this many cycles, every node is restarted in turn (0: never).
     pub rolling_every: u64,
+    /// Every this many cycles, the leader is cut off from the followers
+    /// for a while (0: never).
+    pub partition_every: u64,
     pub seed: u64,
     /// Workers sending transfers at once.
     pub workers: usize,
     pub accounts: u64,
     /// Traffic between two faults.
     pub between: Duration,
+    /// One line per cycle on stderr.
+    pub progress: bool,
 }
 
 /// What it found.
@@ -63,8 +71,11 @@ pub struct FailoverReport {
     pub kills: u64,
     pub wipes: u64,
     pub rolling_restarts: u64,
+    pub partitions: u64,
     /// Per kill: from the kill to the first answer of the new leader.
     pub failover_ms: Vec<u64>,
+    /// Per partition: from the cut to the first answer of the new leader.
+    pub partition_failover_ms: Vec<u64>,
     pub transfers_answered: u64,
     /// Sent but never answered (the run ended mid-failover): found or not
     /// on the cluster, either is allowed.
@@ -89,7 +100,36 @@ fn free_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-fn config_text(me: u64, nodes: &[(u64, u16, u16)]) -> String {
+/// One direction of a peer link, through a proxy that can cut it.
+struct Proxy {
+    from: u64,
+    to: u64,
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+/// Forwards connections to `to` until the process ends; while `cut` is
+/// true, open connections are dropped and new ones refused.
+async fn proxy(listener: tokio::net::TcpListener, to: SocketAddr, cut: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else { return };
+        if *cut.borrow() {
+            continue;
+        }
+        let mut cut = cut.clone();
+        tokio::spawn(async move {
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else { return };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                _ = cut.wait_for(|c| *c) => {}
+            }
+        });
+    }
+}
+
+fn config_text(me: u64, nodes: &[(u64, u16, u16)], proxies: &[Proxy]) -> String {
     let mut text = format!(
         "clock = \"system\"\naccounts_capacity = 4096\ntransfers_capacity = 1048576\npending_capacity = 1024\n\
          loans_capacity = 1024\n[aml]\nbehaviour = false\ndaily_limit_hkd = \"100000000000.00\"\n\
@@ -102,6 +142,9 @@ fn config_text(me: u64, nodes: &[(u64, u16, u16)]) -> String {
         text.push_str(&format!(
             "[[cluster.nodes]]\nid = {id}\nchannel = \"127.0.0.1:{channel}\"\npeer = \"127.0.0.1:{peer}\"\n"
         ));
+    }
+    for p in proxies.iter().filter(|p| p.from == me) {
+        text.push_str(&format!("[[cluster.dial]]\nid = {}\naddr = \"127.0.0.1:{}\"\n", p.to, p.port));
     }
     text
 }
@@ -250,6 +293,26 @@ async fn worker(
     Ok(())
 }
 
+/// How long until a leader other than `not` answers a read (measured by
+/// the caller from the fault).
+async fn first_answer(failover: &Failover, nodes: &[Node], not: Option<usize>) -> Result<Duration, String> {
+    let started = Instant::now();
+    let key = records::encode_all(&[BalanceKey { account_id: FIRST_ACCOUNT, currency: HKD }]);
+    // Ask the nodes that can lead; an isolated old leader answers nothing.
+    let mut probe = failover.clone();
+    probe.addrs = nodes.iter().enumerate().filter(|(i, _)| Some(*i) != not).map(|(_, n)| n.channel).collect();
+    let mut client = probe.connect().await.map_err(|e| e.to_string())?;
+    with_leader(&mut probe, &mut client, kind::LOOKUP_BALANCES, 1, &key).await?;
+    Ok(started.elapsed())
+}
+
+/// Progress, on stderr, when asked for.
+fn tracing_line(cfg: &FailoverConfig, cycle: u64, what: &str) {
+    if cfg.progress {
+        eprintln!("cycle {cycle}: {what}");
+    }
+}
+
 /// Sends `f` until a leader answers it.
 async fn with_leader(
     failover: &mut Failover,
@@ -266,10 +329,22 @@ pub async fn run(cfg: &FailoverConfig) -> Result<FailoverReport, String> {
     std::fs::create_dir_all(&cfg.dir).map_err(|e| e.to_string())?;
     let ports: Vec<(u64, u16, u16)> =
         (1..=NODES as u64).map(|id| Ok((id, free_port()?, free_port()?))).collect::<Result<_, String>>()?;
+    // A proxy for each direction of each peer link.
+    let mut proxies = Vec::new();
+    for &(from, _, _) in &ports {
+        for &(to, _, peer) in ports.iter().filter(|p| p.0 != from) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            let (cut, cut_rx) = tokio::sync::watch::channel(false);
+            let peer_addr = format!("127.0.0.1:{peer}").parse().expect("address");
+            tokio::spawn(proxy(listener, peer_addr, cut_rx));
+            proxies.push(Proxy { from, to, port, cut });
+        }
+    }
     let mut nodes: Vec<Node> = Vec::new();
     for &(id, channel, _) in &ports {
         let config = cfg.dir.join(format!("node-{id}.toml"));
-        std::fs::write(&config, config_text(id, &ports)).map_err(|e| e.to_string())?;
+        std::fs::write(&config, config_text(id, &ports, &proxies)).map_err(|e| e.to_string())?;
         let channel = format!("127.0.0.1:{channel}").parse().expect("address");
         nodes.push(Node { id, channel, data: cfg.dir.join(format!("node-{id}")), config, child: None });
     }
@@ -326,6 +401,7 @@ pub async fn run(cfg: &FailoverConfig) -> Result<FailoverReport, String> {
             std::fs::remove_dir_all(&nodes[f].data).map_err(|e| e.to_string())?;
             nodes[f].start(&cfg.harbour)?;
             report.wipes += 1;
+            tracing_line(cfg, cycle, &format!("wiped node {}", nodes[f].id));
             continue;
         }
         if cfg.rolling_every > 0 && cycle.is_multiple_of(cfg.rolling_every) {
@@ -335,17 +411,38 @@ pub async fn run(cfg: &FailoverConfig) -> Result<FailoverReport, String> {
                 tokio::time::sleep(cfg.between / 2).await;
             }
             report.rolling_restarts += 1;
+            tracing_line(cfg, cycle, "restarted every node in turn");
+            continue;
+        }
+        if cfg.partition_every > 0 && cycle.is_multiple_of(cfg.partition_every) {
+            // The leader keeps its channels but loses both followers.
+            let leader_id = nodes[l].id;
+            let isolated = |p: &&Proxy| p.from == leader_id || p.to == leader_id;
+            let cut_at = Instant::now();
+            proxies.iter().filter(isolated).for_each(|p| {
+                p.cut.send_replace(true);
+            });
+            let elapsed = first_answer(&failover, &nodes, Some(l)).await?;
+            report.partition_failover_ms.push(elapsed.as_millis() as u64);
+            report.partitions += 1;
+            tracing_line(cfg, cycle, &format!("cut node {leader_id} off; a new leader answered in {elapsed:?}"));
+            // The old leader stays cut off a while, then rejoins.
+            tokio::time::sleep(cfg.between.saturating_sub(cut_at.elapsed())).await;
+            proxies.iter().filter(isolated).for_each(|p| {
+                p.cut.send_replace(false);
+            });
             continue;
         }
         let killed = Instant::now();
         nodes[l].kill();
         report.kills += 1;
-        let mut probe = failover.clone();
-        let mut probe_client = probe.connect().await.map_err(|e| e.to_string())?;
-        let key = BalanceKey { account_id: FIRST_ACCOUNT, currency: HKD };
-        let body = records::encode_all(&[key]);
-        with_leader(&mut probe, &mut probe_client, kind::LOOKUP_BALANCES, 1, &body).await?;
+        first_answer(&failover, &nodes, None).await?;
         report.failover_ms.push(killed.elapsed().as_millis() as u64);
+        tracing_line(
+            cfg,
+            cycle,
+            &format!("killed node {}; a new leader answered in {:?}", nodes[l].id, killed.elapsed()),
+        );
         nodes[l].start(&cfg.harbour)?;
     }
     tokio::time::sleep(cfg.between).await;

@@ -56,6 +56,9 @@ struct FailoverArgs {
     /// Every N cycles every node is restarted in turn (0: never).
     #[arg(long, default_value_t = 7)]
     rolling_every: u64,
+    /// Every N cycles the leader is cut off from both followers (0: never).
+    #[arg(long, default_value_t = 5)]
+    partition_every: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     #[arg(long, default_value_t = 4)]
@@ -349,10 +352,12 @@ async fn main_async(cli: Cli) -> Result<(), String> {
                 kills: a.kills,
                 wipe_every: a.wipe_every,
                 rolling_every: a.rolling_every,
+                partition_every: a.partition_every,
                 seed: a.seed,
                 workers: a.workers,
                 accounts: a.accounts.max(2),
                 between: std::time::Duration::from_millis(a.between_ms),
+                progress: true,
             };
             let report = harbour_loadtest::failover::run(&config).await?;
             let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

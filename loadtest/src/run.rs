@@ -216,8 +216,13 @@ async fn connection(
                 // requests go again, in order.
                 let mut failover = link.gate.lock().await;
                 let failed = result.as_ref().expect_err("an error");
-                link.recover(&mut failover, sent.generation, failed).await?;
-                let answer = link.resend(&mut failover, &sent.record).await;
+                // A cluster that found no leader in time fails this request
+                // (counted as an error); the connection goes on, so the
+                // replay's barriers are never left waiting for it.
+                let answer = match link.recover(&mut failover, sent.generation, failed).await {
+                    Ok(()) => link.resend(&mut failover, &sent.record).await,
+                    Err(e) => Err(e),
+                };
                 collector_shared.resends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 book(&collector_shared, kind, answer, intended);
                 // Everything queued behind it was sent on the old
@@ -249,13 +254,19 @@ async fn connection(
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Barrier(b) => {
-                let _ = to_collector.send(Collect::Barrier(b)).await;
+                if to_collector.send(Collect::Barrier(b)).await.is_err() {
+                    break;
+                }
             }
             Msg::Request { record, intended } => {
                 if let Some(at) = intended {
                     tokio::time::sleep_until(at.into()).await;
                 }
                 let intended = intended.unwrap_or_else(Instant::now);
+                // The collector's place is taken before the gate, and the
+                // request is in the collector's queue before the gate is
+                // let go: a recovery that drains the queue sees it.
+                let Ok(slot) = to_collector.reserve().await else { break };
                 let gate = link.gate.lock().await;
                 let (generation, client) = link.current();
                 let sent = client.send(record.kind, record.count, &record.body).await;
@@ -263,11 +274,8 @@ async fn connection(
                     Ok(in_flight) => (Some(in_flight.detach()), None),
                     Err(e) => (None, Some(e)),
                 };
+                slot.send(Collect::Sent(Sent { detached, failed, generation, record, intended }));
                 drop(gate);
-                let item = Sent { detached, failed, generation, record, intended };
-                if to_collector.send(Collect::Sent(item)).await.is_err() {
-                    break;
-                }
             }
         }
     }

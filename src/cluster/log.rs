@@ -515,7 +515,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 pub fn write_restored(storage: &dyn Storage, last: LogId) -> io::Result<()> {
     let mut state = State::default();
     let mut out = Vec::new();
+    // The vote of the leader that wrote the last entry: a node's vote is
+    // never older than its log (openraft asserts it when it leads).
+    let vote = Vote::new_committed(last.leader_id.term, last.leader_id.node_id);
     for (kind, json) in [
+        (VOTE, serde_json::to_vec(&vote).map_err(io::Error::other)?),
         (PURGE, serde_json::to_vec(&last).map_err(io::Error::other)?),
         (COMMITTED, serde_json::to_vec(&Some(last)).map_err(io::Error::other)?),
     ] {

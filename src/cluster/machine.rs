@@ -132,9 +132,10 @@ impl Books {
         self.inner.blocking_lock().engines.get(shard).map(f)
     }
 
-    /// Reads every shard's books, from a thread outside the runtime.
-    pub fn read_all_blocking<R>(&self, f: impl Fn(&Engine) -> R) -> Vec<R> {
-        self.inner.blocking_lock().engines.iter().map(f).collect()
+    /// Reads every shard's books outside raft (an offline check): None if
+    /// they are in use.
+    pub fn read_all_offline<R>(&self, f: impl Fn(&Engine) -> R) -> Option<Vec<R>> {
+        Some(self.inner.try_lock().ok()?.engines.iter().map(f).collect())
     }
 
     /// The latest time of the applied books, shared: it moves as entries

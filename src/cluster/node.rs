@@ -12,6 +12,7 @@ use super::machine::Books;
 use super::{PeerNode, Raft, peer};
 use crate::config::{Backend, ClusterConfig, SwitchConfig};
 use crate::engine::{EngineConfig, MANUAL_CLOCK_START_MS};
+use crate::wal::storage::{FileStorage, Storage};
 
 /// The directory of a data directory that holds a node's raft log and
 /// snapshot.
@@ -31,6 +32,10 @@ pub struct Member {
     /// called unknown (the channel resends it): a leader cut off from the
     /// majority answers nothing more.
     pub commit_wait_max: Duration,
+    /// How long a leader may hear from no majority before it calls what it
+    /// began unknown (twice `election_timeout_max`: a majority that is only
+    /// slow, taking a large entry, is not taken for a lost one).
+    pub quorum_wait: Duration,
     /// The peer address it listens on.
     pub peer_addr: std::net::SocketAddr,
     peer_task: Arc<tokio::task::JoinHandle<()>>,
@@ -70,6 +75,31 @@ pub fn engine_configs(switch: &SwitchConfig) -> (Vec<EngineConfig>, u64) {
         .map(|i| EngineConfig { manual_clock: manual, shard: i as u16, shards: switch.shards as u16, ..switch.engine })
         .collect();
     (configs, if manual { MANUAL_CLOCK_START_MS } else { 0 })
+}
+
+/// The settings that decide outcomes (shard count, clock, hold windows,
+/// AML) are recorded in `raft/META` at a node's first start; a later start
+/// with other settings is refused, as a single node's is: replaying the
+/// log under them would decide differently.
+fn check_settings(storage: &FileStorage, dir: &Path, switch: &SwitchConfig) -> Result<(), NodeError> {
+    let wanted = crate::shard::meta(switch);
+    match crate::wal::storage::read_all(storage, crate::shard::META_FILE) {
+        Ok(bytes) => {
+            let recorded = String::from_utf8_lossy(&bytes);
+            if let Some((key, was, now)) = crate::shard::meta_mismatch(&recorded, &wanted) {
+                return Err(NodeError::Data(format!(
+                    "{}: the node's data was written with {key}={was} but {key}={now} is configured; every node \
+                     of a cluster runs the recorded settings",
+                    dir.join(crate::shard::META_FILE).display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => storage
+            .write_durably(crate::shard::META_FILE, wanted.as_bytes())
+            .map_err(|e| NodeError::Io(dir.to_path_buf(), e)),
+        Err(e) => Err(NodeError::Io(dir.to_path_buf(), e)),
+    }
 }
 
 /// openraft's settings from the `[cluster]` section.
@@ -115,7 +145,12 @@ pub async fn start(
         )));
     }
     let dir = data.join(RAFT_DIR);
-    let storage = crate::shard::open_backend(&dir, backend).map_err(|e| NodeError::Io(dir.clone(), e))?;
+    // Always std files: the books write snapshots from raft's tasks, where
+    // the io_uring backend (a runtime of its own) cannot run.
+    let _ = backend;
+    let files = FileStorage::new(&dir).map_err(|e| NodeError::Io(dir.clone(), e))?;
+    check_settings(&files, &dir, switch)?;
+    let storage: Arc<dyn Storage> = Arc::new(files);
     let (configs, start_ms) = engine_configs(switch);
     let opened = {
         let dir = dir.clone();
@@ -137,7 +172,8 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(&me.peer).await.map_err(|e| NodeError::Bind(me.peer.clone(), e))?;
     let peer_addr = listener.local_addr().map_err(|e| NodeError::Bind(me.peer.clone(), e))?;
     let config = Arc::new(raft_config(cluster)?);
-    let raft = Raft::new(cluster.node_id, config, peer::TcpLinks, log.clone(), books.clone())
+    let links = peer::TcpLinks { dial: Arc::new(cluster.dial.iter().cloned().collect()) };
+    let raft = Raft::new(cluster.node_id, config, links, log.clone(), books.clone())
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     let served = raft.clone();
@@ -169,6 +205,7 @@ pub async fn start(
         log,
         runtime: tokio::runtime::Handle::current(),
         commit_wait_max,
+        quorum_wait: Duration::from_millis(2 * cluster.election_timeout_max_ms),
         peer_addr,
         peer_task: Arc::new(peer_task),
     })
@@ -219,7 +256,8 @@ pub struct Replayed {
 
 /// Replays a stopped node's books from its snapshot and committed log
 /// (`harbour check` of a cluster node, and the tests' comparison of nodes).
-/// It cuts a torn tail of the log as a start would.
+/// It cuts a torn tail of the log as a start would. Call it from a thread
+/// that may block (it reads files).
 pub fn replay(data: &Path, switch: &SwitchConfig) -> std::io::Result<Replayed> {
     let storage: Arc<dyn crate::wal::storage::Storage> =
         Arc::new(crate::wal::storage::FileStorage::new(data.join(RAFT_DIR))?);
@@ -228,8 +266,9 @@ pub fn replay(data: &Path, switch: &SwitchConfig) -> std::io::Result<Replayed> {
     let books = Books::open(storage, configs, start_ms)?;
     let (entries, _) = log.committed_entries();
     let applied = books.apply_offline(&entries)?;
-    let hashes = books.read_all_blocking(crate::engine::Engine::state_hash);
-    let audits = books.read_all_blocking(|e| e.audit().map_err(|e| e.to_string()));
+    let in_use = || std::io::Error::other("the books are in use");
+    let hashes = books.read_all_offline(crate::engine::Engine::state_hash).ok_or_else(in_use)?;
+    let audits = books.read_all_offline(|e| e.audit().map_err(|e| e.to_string())).ok_or_else(in_use)?;
     Ok(Replayed { applied, hashes, audits })
 }
 

@@ -12,6 +12,9 @@ use super::PeerNode;
 use super::node::Member;
 use crate::protocol::records::{CLUSTER_ADD, ClusterChange};
 
+/// How long an added node may take to catch up before it votes.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// This node's view: its role, term, leader, log, commit and apply
 /// indexes, the members, and on the leader each follower's matched index
 /// and lag.
@@ -70,7 +73,17 @@ pub async fn change(member: &Member, c: &ClusterChange) -> Result<String, Change
     let failed = |e: &dyn std::fmt::Display| ChangeError::Failed(e.to_string());
     if c.op == CLUSTER_ADD {
         let node = PeerNode { channel: c.channel_addr().into(), peer: c.peer_addr().into() };
-        member.raft.add_learner(c.node_id, node, true).await.map_err(|e| failed(&e))?;
+        // It catches up as a learner first; one that does not within the
+        // wait stays a learner (add it again once it runs, or remove it).
+        let caught_up = tokio::time::timeout(CATCH_UP_WAIT, member.raft.add_learner(c.node_id, node, true)).await;
+        let added = caught_up.map_err(|_| {
+            ChangeError::Failed(format!(
+                "node {} did not catch up within {} s: it stays a learner; check that it runs, then add it again",
+                c.node_id,
+                CATCH_UP_WAIT.as_secs()
+            ))
+        })?;
+        added.map_err(|e| failed(&e))?;
         member
             .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([c.node_id])), false)

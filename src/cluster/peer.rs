@@ -179,9 +179,15 @@ pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
     }
 }
 
-/// The client side of every node's peer links.
+/// Bytes of an append that earn its deadline one more millisecond.
+const APPEND_BYTES_PER_MS: u64 = 16 << 10;
+
+/// The client side of every node's peer links. A node is dialled at its
+/// peer address, or where `dial` says (a proxy or a tunnel in between).
 #[derive(Clone, Default)]
-pub struct TcpLinks;
+pub struct TcpLinks {
+    pub dial: std::sync::Arc<std::collections::BTreeMap<u64, String>>,
+}
 
 /// One node's link to another, over one connection made on demand.
 pub struct TcpLink {
@@ -192,8 +198,9 @@ pub struct TcpLink {
 impl RaftNetworkFactory<TypeConfig> for TcpLinks {
     type Network = TcpLink;
 
-    async fn new_client(&mut self, _target: u64, node: &PeerNode) -> TcpLink {
-        TcpLink { addr: node.peer.clone(), stream: None }
+    async fn new_client(&mut self, target: u64, node: &PeerNode) -> TcpLink {
+        let addr = self.dial.get(&target).unwrap_or(&node.peer).clone();
+        TcpLink { addr, stream: None }
     }
 }
 
@@ -261,7 +268,12 @@ impl RaftNetworkV2<TypeConfig> for TcpLink {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let body = encode_append(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let answer = self.call(APPEND, &body, option.soft_ttl()).await.map_err(rpc_error)?;
+        // openraft allows three quarters of a heartbeat (37.5 ms): enough
+        // for a heartbeat, not for a follower to take and fsync a group of
+        // megabytes. Entries get a millisecond more per 16 KiB (a second
+        // for the largest entry); the replication stream has no hard limit.
+        let deadline = option.soft_ttl() + Duration::from_millis(body.len() as u64 / APPEND_BYTES_PER_MS);
+        let answer = self.call(APPEND, &body, deadline).await.map_err(rpc_error)?;
         decode(&answer)
     }
 

@@ -363,4 +363,4 @@ mod switch;
 
 pub use reply::PendingReply;
 use step::{count_results, submission};
-pub use switch::{Switch, open_backend, recorded_meta, shard_dirs};
+pub use switch::{META_FILE, Switch, meta, meta_mismatch, open_backend, recorded_meta, shard_dirs};

@@ -14,6 +14,12 @@ use super::*;
 use crate::cluster::node::Member;
 use crate::cluster::{Proposal, Raft, TypeConfig};
 
+/// A record's kind and length ahead of its body in a proposal.
+const RECORD_HEADER: usize = 6;
+/// Most record bytes one proposal carries: its entry (these bytes, the log
+/// id and the shard and time) must fit one record of the raft log.
+const PROPOSAL_BYTES_MAX: usize = crate::cluster::log::ENTRY_BYTES_MAX - 4096;
+
 /// Longest an idle proposer sleeps: how soon it notices that it leads
 /// and a hold timer is due.
 const PROPOSER_WAKE_MAX: Duration = Duration::from_millis(100);
@@ -83,23 +89,45 @@ impl Proposer {
         }
         let mut verdicts = self.judge(batch).into_iter();
         let mut waiting: Waiting = Vec::with_capacity(batch.len());
+        let mut record;
         for r in batch.drain(..) {
             if let Err(e) = Shard::acceptable(r.kind, &r.body) {
                 (r.reply)(Err(e));
                 continue;
             }
             let (inner, submitted) = submission(r.kind, &r.body);
-            match (inner == kind::SUBMIT_TRANSFERS).then(|| verdicts.next()).flatten().filter(|v| !v.is_empty()) {
+            let (kind, body) = match (inner == kind::SUBMIT_TRANSFERS).then(|| verdicts.next()).flatten() {
                 // Logged with the transfers they judge, as one record, so
                 // every node applies the same verdicts.
-                Some(v) => proposal.push(kind::SUBMIT_JUDGED, &encode_judged(&v, submitted)),
-                None => proposal.push(r.kind, &r.body),
+                Some(v) if !v.is_empty() => {
+                    record = encode_judged(&v, submitted);
+                    (kind::SUBMIT_JUDGED, record.as_slice())
+                }
+                _ => (r.kind, r.body.as_slice()),
+            };
+            // An entry is at most one log record: a group that would not
+            // fit goes as several entries, in order.
+            if proposal.records.len() + RECORD_HEADER + body.len() > PROPOSAL_BYTES_MAX && !waiting.is_empty() {
+                let full =
+                    std::mem::replace(&mut proposal, Proposal { shard: self.shard, time_ms, records: Vec::new() });
+                self.submit(full, std::mem::take(&mut waiting), now_ms);
             }
+            if RECORD_HEADER + body.len() > PROPOSAL_BYTES_MAX {
+                (r.reply)(Err(SwitchError::Engine(EngineError::BadLength { kind: r.kind, len: r.body.len() })));
+                continue;
+            }
+            proposal.push(kind, body);
             waiting.push((inner, r.reply));
         }
-        if proposal.records.is_empty() {
-            return;
+        if !proposal.records.is_empty() {
+            self.submit(proposal, waiting, now_ms);
         }
+    }
+
+    /// Hands one entry to raft and, on a task, answers its requests once
+    /// it is committed and applied here (or calls them unknown).
+    fn submit(&self, proposal: Proposal, waiting: Waiting, now_ms: &AtomicU64) {
+        let time_ms = proposal.time_ms;
         let (responder, answer) = ProgressResponder::<TypeConfig, _>::complete_only();
         let raft = self.member.raft.clone();
         let submitted = self.member.runtime.block_on(raft.client_write_ff(proposal, Some(responder)));
@@ -115,11 +143,13 @@ impl Proposer {
             use openraft::rt::WatchReceiver;
             raft.metrics().borrow_watched().current_term
         };
-        let wait_max = self.member.commit_wait_max;
+        let (wait_max, quorum_wait) = (self.member.commit_wait_max, self.member.quorum_wait);
         self.member.runtime.spawn(async move {
             let outcome = tokio::select! {
+                // An answer that came is given, whatever else happened.
+                biased;
                 a = answer => a.ok(),
-                () = leadership_lost(&raft, term) => None,
+                () = leadership_lost(&raft, term, quorum_wait) => None,
                 () = tokio::time::sleep(wait_max) => None,
             };
             answer_proposal(outcome, waiting);
@@ -178,8 +208,11 @@ fn answer_proposal(
     }
 }
 
-/// Returns once this node no longer leads in `term`.
-async fn leadership_lost(raft: &Raft, term: u64) {
+/// Returns once this node no longer leads in `term`, or has heard from no
+/// majority for `quorum_wait` (contract §7: a leader cut off from the
+/// majority closes what it began; a new leader may be answering already).
+async fn leadership_lost(raft: &Raft, term: u64, quorum_wait: Duration) {
+    use openraft::Instant as _;
     use openraft::rt::WatchReceiver;
     let mut metrics = raft.metrics();
     loop {
@@ -188,9 +221,14 @@ async fn leadership_lost(raft: &Raft, term: u64) {
             if !now.state.is_leader() || now.current_term != term {
                 return;
             }
+            let acked = now.last_quorum_acked.map(|at| at.into_inner().elapsed());
+            if acked.is_some_and(|since| since > quorum_wait) {
+                return;
+            }
         }
-        if metrics.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(quorum_wait / 4) => {}
         }
     }
 }

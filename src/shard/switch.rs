@@ -18,11 +18,11 @@ pub struct Switch {
 }
 
 /// File recording the settings a data directory was written with.
-pub(super) const META_FILE: &str = "META";
+pub const META_FILE: &str = "META";
 
 /// The settings that must not change over a data directory's life, as
 /// `key=value` lines.
-pub(super) fn meta(config: &SwitchConfig) -> String {
+pub fn meta(config: &SwitchConfig) -> String {
     let w = config.engine.hold_windows;
     let clock = if config.clock.is_manual() { "manual" } else { "system" };
     let aml = config.engine.aml;
@@ -46,7 +46,7 @@ pub(super) fn meta(config: &SwitchConfig) -> String {
 }
 
 /// The first setting that differs: (key, recorded, configured).
-pub(super) fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, String, String)> {
+pub fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, String, String)> {
     let pairs = |text: &str| -> Vec<(String, String)> {
         text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().into(), v.trim().into())).collect()
     };
