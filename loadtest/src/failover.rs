@@ -177,8 +177,13 @@ impl Node {
             let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut err);
             return Err(format!("node {} did not start: {line:?} {err}", self.id));
         }
+        // Each node's log, kept across its restarts, for a failed run.
         let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || std::io::copy(&mut std::io::BufReader::new(stderr), &mut std::io::sink()));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.with_extension("log"));
+        std::thread::spawn(move || match log {
+            Ok(mut log) => std::io::copy(&mut std::io::BufReader::new(stderr), &mut log),
+            Err(_) => std::io::copy(&mut std::io::BufReader::new(stderr), &mut std::io::sink()),
+        });
         self.child = Some(child);
         Ok(())
     }

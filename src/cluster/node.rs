@@ -102,6 +102,9 @@ fn check_settings(storage: &FileStorage, dir: &Path, switch: &SwitchConfig) -> R
     }
 }
 
+/// How long a snapshot may take to cross to a follower and install there.
+const SNAPSHOT_SEND_MS: u64 = 60_000;
+
 /// openraft's settings from the `[cluster]` section.
 fn raft_config(cluster: &ClusterConfig) -> Result<openraft::Config, NodeError> {
     let config = openraft::Config {
@@ -113,6 +116,11 @@ fn raft_config(cluster: &ClusterConfig) -> Result<openraft::Config, NodeError> {
         // Entries kept after a snapshot, so a follower a little behind
         // catches up from the log rather than a whole snapshot.
         max_in_snapshot_log_to_keep: cluster.snapshot_entries.min(1_000),
+        // A snapshot crosses the peer link in one piece: openraft's 200 ms
+        // suits a few megabytes, not books of millions of transfers (a
+        // wiped follower could then never catch up, and with another node
+        // down the cluster had no majority).
+        install_snapshot_timeout: SNAPSHOT_SEND_MS,
         // A node that lost its disk and rejoins catches up by snapshot
         // instead of stopping the leader (docs/cluster.md, "Failure cases").
         allow_log_reversion: Some(true),
