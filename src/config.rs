@@ -618,14 +618,14 @@ impl Config {
             return bad("every timeout must be positive".into());
         }
         if let Some(c) = &self.cluster {
-            c.validate(self.switch.shards)?;
+            c.validate()?;
         }
         Ok(())
     }
 }
 
 impl ClusterConfig {
-    fn validate(&self, shards: usize) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError(format!("[cluster]: {m}")));
         if self.me().is_none() {
             return bad(format!("node_id {} is not one of the nodes listed", self.node_id));
@@ -655,12 +655,6 @@ impl ClusterConfig {
         }
         if self.snapshot_entries == 0 {
             return bad("snapshot_entries must be positive".into());
-        }
-        if shards != 1 {
-            return bad(format!(
-                "a cluster runs one shard for now (shards = {shards}): cross-shard links are not yet carried \
-                 through the raft log (docs/cluster.md, \"Weak, so far\")"
-            ));
         }
         Ok(())
     }
@@ -722,6 +716,10 @@ mod tests {
         let mut c = Config::default();
         c.merge_toml(&format!("{channel}[cluster]\nnode_id = 2\n{nodes}")).unwrap();
         c.validate().unwrap();
+        // A cluster node of several shards is a configuration like any other.
+        let mut several = c.clone();
+        several.switch.shards = 4;
+        several.validate().unwrap();
         let cluster = c.cluster.clone().unwrap();
         assert_eq!(cluster.me().unwrap().peer, "10.0.0.2:7500");
         assert_eq!(
@@ -736,14 +734,10 @@ mod tests {
                 "host:port",
             ),
             (format!("[cluster]\nnode_id = 1\nheartbeat_ms = 200\n{nodes}"), "heartbeat_ms"),
-            (format!("[cluster]\nnode_id = 1\n{nodes}"), "one shard"),
             (format!("[cluster]\nnode_id = 1\nsnapshot_entries = 0\n{nodes}"), "snapshot_entries"),
         ] {
             let mut c = Config::default();
             c.merge_toml(&format!("{channel}{bad}")).unwrap();
-            if why == "one shard" {
-                c.switch.shards = 2;
-            }
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }

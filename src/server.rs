@@ -591,6 +591,16 @@ impl Connection {
                 METRICS.no_space_total.fetch_add(1, Ordering::Relaxed);
                 "disk below its reserve; nothing applied (lookups are served); resend later"
             }
+            // A cluster node of several shards refuses before routing
+            // when it does not lead (nothing applied), and a rest of a
+            // request whose round was routed in an earlier term has an
+            // unknown outcome: as `Failed::answer` does.
+            SwitchError::NotLeader(leader) => {
+                METRICS.frame_error(ErrorCode::NotLeader);
+                send_error(out, ErrorCode::NotLeader, h.request_id, &leader).await;
+                return Next::Continue;
+            }
+            SwitchError::LeadershipLost => return Next::Close,
             e => {
                 let _ = self.fatal.try_send(ServeError::Fatal(e));
                 return Next::Close;

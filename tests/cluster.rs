@@ -180,6 +180,72 @@ fn committed_proposals_drive_the_books_and_snapshots_install_elsewhere() {
     });
 }
 
+/// Two shards in one log: a transfer crossing shards is carried out inside
+/// the apply of the entry that decides it (its credit, the acknowledgement,
+/// the posting), so its answer says POSTED, nothing is left in flight at
+/// an entry's end, and books that install a snapshot and apply the rest end
+/// the same. Without the exchange the answer would show it in flight and
+/// the credit would never land.
+#[test]
+fn two_shards_in_one_log_settle_their_links_inside_apply() {
+    use harbour::engine::{book::INTERSHARD, shard_of};
+    use harbour::protocol::records::{BalanceKey, STATE_POSTED, TransferResult, decode_all};
+    runtime().block_on(async {
+        let configs: Vec<EngineConfig> =
+            (0..2).map(|i| EngineConfig { shard: i, shards: 2, ..engine_config() }).collect();
+        let mut books = Books::new(configs.clone(), MANUAL_CLOCK_START_MS);
+        let a = (1024..).find(|&id| shard_of(id, 2) == 0).unwrap();
+        let b = (1024..).find(|&id| shard_of(id, 2) == 1).unwrap();
+        let on = |shard: u16, time: u64, kind: u16, body: Vec<u8>| {
+            let mut p = Proposal { shard, time_ms: MANUAL_CLOCK_START_MS + time, records: Vec::new() };
+            p.push(kind, &body);
+            p
+        };
+        let proposals = [
+            on(0, 0, kind::CREATE_ACCOUNTS, encode_all(&[common::account(a)])),
+            on(1, 1, kind::CREATE_ACCOUNTS, encode_all(&[common::account(b)])),
+            on(0, 2, kind::SUBMIT_TRANSFERS, encode_all(&[common::deposit(1, a, 1_000, common::HKD)])),
+            on(0, 3, kind::SUBMIT_TRANSFERS, encode_all(&[common::transfer(2, a, b, 300, common::HKD)])),
+        ];
+        let entries: Vec<Entry> =
+            proposals.iter().enumerate().map(|(i, p)| proposal_entry(1, i as u64 + 1, p.clone())).collect();
+        let (mut first, mut last) = (entries.clone(), Vec::new());
+        last.push(first.pop().unwrap());
+        let stream: Vec<std::io::Result<_>> = first.into_iter().map(|e| Ok((e, None))).collect();
+        books.apply(futures_util::stream::iter(stream)).await.unwrap();
+        let snapshot = books.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+        // The crossing transfer, and what its request is answered.
+        let applied = books.apply_entry(&last[0]).unwrap();
+        let result: TransferResult = decode_all(&applied.answers[0]).next().unwrap();
+        assert_eq!((result.code, result.state), (0, STATE_POSTED), "answered posted, not in flight");
+
+        let balance = |shard: usize, account_id: u64| {
+            let books = books.clone();
+            async move {
+                books
+                    .read(shard, |e| e.lookup_balance(&BalanceKey { account_id, currency: common::HKD }).balance)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(balance(0, a).await, 700);
+        assert_eq!(balance(1, b).await, 300, "the credit landed on the other shard");
+        assert_eq!(balance(0, INTERSHARD).await + balance(1, INTERSHARD).await, 0, "nothing in flight");
+        for audit in books.audits().await {
+            audit.unwrap();
+        }
+        let unacked = books.read_all(|e| e.links().unacked()).await;
+        assert_eq!(unacked, vec![0, 0], "every link entry acknowledged within the entry");
+
+        // Other books from the snapshot, then the last entry: the same.
+        let mut other = Books::new(configs, MANUAL_CLOCK_START_MS);
+        other.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+        apply(&mut other, last).await.unwrap();
+        assert_eq!(other.hashes_at().await, books.hashes_at().await);
+    });
+}
+
 /// A node of a three-node cluster in one process.
 struct Node {
     raft: harbour::cluster::memnet::Raft,

@@ -24,6 +24,7 @@ async fn a_cluster_keeps_every_answer_through_kills_wipes_and_restarts() {
         seed: 11,
         workers: 3,
         accounts: 32,
+        shards: 1,
         between: Duration::from_millis(800),
         progress: false,
     };
@@ -85,13 +86,14 @@ async fn start_nodes_with(
         let nodes: String = if join { node(i) } else { (1..=ports.len()).map(node).collect() };
         let mut config = harbour::config::Config::default();
         let text = format!(
-            "accounts_capacity = 4096\ntransfers_capacity = {transfers}\nmetrics = \"off\"\n{more}\
+            "accounts_capacity = 4096\ntransfers_capacity = {transfers}\n{more}\
              [[channels]]\nid = 1\nkey = \"{KEY}\"\nroles = [\"ACCOUNTS\", \"PAYMENTS\", \"LENDING\", \"TREASURY\", \"OPERATOR\"]\n\
              [cluster]\nnode_id = {i}\njoin = {join}\n{nodes}"
         );
         config.merge_toml(&text).unwrap();
         config.data = dir.join(format!("node-{i}"));
         config.listen = format!("127.0.0.1:{}", ports[i - 1].0).parse().unwrap();
+        config.metrics = Some("127.0.0.1:0".parse().unwrap());
         running.push(harbour::server::start(&config).await.unwrap());
     }
     running
@@ -145,6 +147,29 @@ async fn followers_redirect_to_the_leader() {
     assert_ne!(found[0].code, 0, "the refused account was never created");
     let found = at_leader.lookup_balances(&[BalanceKey { account_id: 5000, currency: 344 }]).await.unwrap();
     assert_eq!(found[0].code, 0);
+    // A cluster node serves every cluster metric the dashboard names
+    // (tests/server.rs checks the others on a single node).
+    let metrics = running[leader].metrics_addr.expect("metrics on");
+    let text = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(metrics).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    })
+    .await
+    .unwrap();
+    let dashboard =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana-dashboard.json")).unwrap();
+    let names: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("harbour_cluster_"))
+        .collect();
+    assert!(names.len() >= 3, "the dashboard has a cluster row");
+    for name in names {
+        assert!(text.contains(name.trim_end_matches("_total")), "the dashboard names {name}, not served:\n{text}");
+    }
     for r in running {
         r.stop().await.unwrap();
     }
@@ -314,6 +339,19 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// left unanswered (same ids), and the books end exactly as predicted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_through_a_failover_leaves_the_predicted_balances() {
+    replay_through_a_failover(1).await;
+}
+
+/// The same with two shards: about half the transfers cross shards, their
+/// links carried out inside the apply of every node (`docs/cluster.md`,
+/// "Several shards"), and the new leader rebuilds the router's claims from
+/// its books before it routes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_two_shards_through_a_failover_leaves_the_predicted_balances() {
+    replay_through_a_failover(2).await;
+}
+
+async fn replay_through_a_failover(shards: usize) {
     use harbour_loadtest::run::{self, Pace, Target};
     use harbour_loadtest::workload::{self, GenConfig};
 
@@ -323,9 +361,9 @@ async fn a_replay_through_a_failover_leaves_the_predicted_balances() {
     let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let expected = workload::generate(&shape, file, 1).unwrap();
     // The prediction assumes AML levels 1 and 3 hold nothing.
-    let more = "[aml]\ndaily_limit_hkd = \"100000000000.00\"\nbehaviour = false\n";
+    let more = format!("shards = {shards}\n[aml]\ndaily_limit_hkd = \"100000000000.00\"\nbehaviour = false\n");
     let ports = ports(3);
-    let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, more, 65_536).await;
+    let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, &more, 65_536).await;
     let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
     let target = Target { addr: addrs[0], others: addrs[1..].to_vec(), channel: 1, key: KEY.as_bytes().to_vec() };
     let reader =
@@ -352,20 +390,72 @@ async fn a_replay_through_a_failover_leaves_the_predicted_balances() {
         .await
         .unwrap();
     let books = running[new_leader].member().unwrap().books.clone();
-    let wrong = books
-        .read(0, |engine| {
-            engine.audit().expect("the books balance");
+    for audit in books.audits().await {
+        audit.expect("every shard's books balance");
+    }
+    // A system account's balance is the sum of its parts; a customer's
+    // is on its shard only.
+    let lookups: Vec<Vec<i128>> = books
+        .read_all(|engine| {
             expected
                 .balances
-                .iter()
-                .filter(|((account, currency), want)| {
-                    let key = harbour::protocol::records::BalanceKey { account_id: *account, currency: *currency };
-                    i128::from(engine.lookup_balance(&key).balance) != **want
+                .keys()
+                .map(|&(account_id, currency)| {
+                    let key = harbour::protocol::records::BalanceKey { account_id, currency };
+                    i128::from(engine.lookup_balance(&key).balance)
                 })
-                .count()
+                .collect()
         })
-        .await
-        .unwrap();
+        .await;
+    let wrong = expected
+        .balances
+        .values()
+        .enumerate()
+        .filter(|&(i, want)| lookups.iter().map(|shard| shard[i]).sum::<i128>() != *want)
+        .count();
+    if shards > 1 {
+        let crossed = books.read(0, |e| e.links().links[1].last_seq).await.unwrap();
+        assert!(crossed > 100, "transfers crossed shards: {crossed} link entries");
+        // The new leader knows which shard holds each id (its claims were
+        // rebuilt from its books): an id shard 0 stores, sent again from
+        // accounts of shard 1, goes to shard 0 and is refused there; an
+        // empty router would store it a second time on shard 1.
+        let taken = books.read(0, |e| e.stored_ids().ids[0]).await.unwrap();
+        let mut on_1 = expected
+            .balances
+            .keys()
+            .map(|&(account, _)| account)
+            .filter(|&a| a >= harbour::engine::book::CUSTOMER_ID_MIN && harbour::engine::shard_of(a, 2) == 1);
+        let (debit, credit) = (on_1.next().unwrap(), on_1.next().unwrap());
+        let again = harbour::protocol::records::Transfer {
+            transfer_id: taken,
+            debit_account: debit,
+            credit_account: credit,
+            amount: 1,
+            debit_currency: 344,
+            credit_currency: 344,
+            ..Default::default()
+        };
+        let c = harbour::client::Client::connect(addrs[new_leader], 1, KEY.as_bytes()).await.unwrap();
+        let answer = c.submit_transfers(&[again]).await.unwrap();
+        assert_eq!(answer[0].code, harbour::protocol::codes::ResultCode::IdConflict.as_u16(), "{answer:?}");
+        let stored_on_1 = books.read(1, |e| e.lookup_transfer(taken).code).await.unwrap();
+        assert_ne!(stored_on_1, 0, "the id is stored once, on shard 0");
+    }
+    // The follower that stayed ends with the same books at the same entry.
+    let other = (0..3).find(|&i| i != leader && i != new_leader).unwrap();
+    let follower = running[other].member().unwrap().books.clone();
+    let mut compared = false;
+    for _ in 0..250 {
+        let (here, there) = (books.hashes_at().await, follower.hashes_at().await);
+        if here.0 == there.0 {
+            assert_eq!(here.1, there.1, "same books on both nodes at {:?}", here.0);
+            compared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(compared, "the follower caught up");
     assert_eq!(wrong, 0, "every balance as predicted ({} checked)", expected.balances.len());
     for r in running {
         r.stop().await.unwrap();

@@ -59,6 +59,9 @@ pub struct FailoverConfig {
     /// Workers sending transfers at once.
     pub workers: usize,
     pub accounts: u64,
+    /// Shards per node (transfers between accounts of two shards cross
+    /// them inside the replicated log).
+    pub shards: usize,
     /// Traffic between two faults.
     pub between: Duration,
     /// One line per cycle on stderr.
@@ -129,9 +132,9 @@ async fn proxy(listener: tokio::net::TcpListener, to: SocketAddr, cut: tokio::sy
     }
 }
 
-fn config_text(me: u64, nodes: &[(u64, u16, u16)], proxies: &[Proxy]) -> String {
+fn config_text(me: u64, shards: usize, nodes: &[(u64, u16, u16)], proxies: &[Proxy]) -> String {
     let mut text = format!(
-        "clock = \"system\"\naccounts_capacity = 4096\ntransfers_capacity = 1048576\npending_capacity = 1024\n\
+        "shards = {shards}\nclock = \"system\"\naccounts_capacity = 4096\ntransfers_capacity = 1048576\npending_capacity = 1024\n\
          loans_capacity = 1024\n[aml]\nbehaviour = false\ndaily_limit_hkd = \"100000000000.00\"\n\
          [wal]\ndisk_reserve_bytes = 1048576\n\
          [[channels]]\nid = 1\nkey = \"{}\"\nroles = [\"ACCOUNTS\", \"PAYMENTS\", \"OPERATOR\"]\n\
@@ -156,7 +159,7 @@ impl Node {
             .arg(&self.data)
             .arg("--config")
             .arg(&self.config)
-            .env("HARBOUR_LOG", "warn")
+            .env("HARBOUR_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -349,7 +352,7 @@ pub async fn run(cfg: &FailoverConfig) -> Result<FailoverReport, String> {
     let mut nodes: Vec<Node> = Vec::new();
     for &(id, channel, _) in &ports {
         let config = cfg.dir.join(format!("node-{id}.toml"));
-        std::fs::write(&config, config_text(id, &ports, &proxies)).map_err(|e| e.to_string())?;
+        std::fs::write(&config, config_text(id, cfg.shards, &ports, &proxies)).map_err(|e| e.to_string())?;
         let channel = format!("127.0.0.1:{channel}").parse().expect("address");
         nodes.push(Node { id, channel, data: cfg.dir.join(format!("node-{id}")), config, child: None });
     }

@@ -65,6 +65,9 @@ struct FailoverArgs {
     workers: usize,
     #[arg(long, default_value_t = 64)]
     accounts: u64,
+    /// Shards per node.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
     /// Traffic between two faults, in ms.
     #[arg(long, default_value_t = 1_500)]
     between_ms: u64,
@@ -356,6 +359,7 @@ async fn main_async(cli: Cli) -> Result<(), String> {
                 seed: a.seed,
                 workers: a.workers,
                 accounts: a.accounts.max(2),
+                shards: a.shards,
                 between: std::time::Duration::from_millis(a.between_ms),
                 progress: true,
             };

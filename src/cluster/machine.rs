@@ -18,6 +18,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use super::{Applied, LogId, TypeConfig};
 use crate::engine::{Engine, EngineConfig};
+use crate::protocol::kind;
 use crate::wal::storage::Storage;
 
 const SNAPSHOT: &str = "raft.snap";
@@ -97,6 +98,11 @@ impl Books {
         self.inner.lock().await.engines.get(shard).map(f)
     }
 
+    /// Reads every shard's books, in shard order, at one applied entry.
+    pub async fn read_all<R>(&self, f: impl Fn(&Engine) -> R) -> Vec<R> {
+        self.inner.lock().await.engines.iter().map(f).collect()
+    }
+
     /// A consistent copy of every shard's books at the last applied entry,
     /// in `raft.snap`'s form (`harbour backup`): apply pauses only while the
     /// books are cloned; they are encoded beside it. Also the entry it
@@ -150,6 +156,13 @@ impl Books {
         self.now_ms.fetch_max(latest, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The last entry applied and each shard's state hash there, read at
+    /// once (nodes compare them at equal entries).
+    pub async fn hashes_at(&self) -> (Option<LogId>, Vec<[u8; 32]>) {
+        let inner = self.inner.lock().await;
+        (inner.last_applied, inner.engines.iter().map(Engine::state_hash).collect())
+    }
+
     /// Each shard's state hash (nodes that applied the same entries agree).
     pub async fn state_hashes(&self) -> Vec<[u8; 32]> {
         self.inner.lock().await.engines.iter().map(Engine::state_hash).collect()
@@ -170,22 +183,42 @@ impl Books {
                 // (the leader checked it before proposing): an error stops
                 // this node's raft rather than skip it.
                 let records = p.records().ok_or_else(|| invalid(format!("entry {}: records cut", entry.log_id)))?;
-                let engine = inner
-                    .engines
-                    .get_mut(usize::from(p.shard))
-                    .ok_or_else(|| invalid(format!("entry {}: no shard {}", entry.log_id, p.shard)))?;
+                let shard = usize::from(p.shard);
+                if shard >= inner.engines.len() {
+                    return Err(invalid(format!("entry {}: no shard {}", entry.log_id, p.shard)));
+                }
+                // Time never goes back along the log, whichever shard's
+                // entry came first (their proposers race).
+                let time_ms = inner.engines.iter().map(Engine::now_ms).fold(p.time_ms, u64::max);
+                let failed = |e: crate::engine::EngineError| invalid(format!("entry {}: {e}", entry.log_id));
                 for (kind, body) in records {
                     let mut out = Vec::new();
-                    engine
-                        .apply(kind, body, p.time_ms, &mut out)
-                        .map_err(|e| invalid(format!("entry {}: {e}", entry.log_id)))?;
+                    let engine = &mut inner.engines[shard];
+                    engine.apply(kind, body, time_ms, &mut out).map_err(failed)?;
+                    if inner.engines.len() > 1 {
+                        let engine = &mut inner.engines[shard];
+                        let waits = engine.take_link_wait().is_some();
+                        let refunds = engine.refunds();
+                        exchange_links(&mut inner.engines, time_ms).map_err(failed)?;
+                        if waits {
+                            let (inner_kind, _) = crate::shard::submission(kind, body);
+                            inner.engines[shard].settle_answers(inner_kind, &mut out, Some(refunds));
+                        }
+                    }
                     applied.answers.push(out);
                 }
-                self.now_ms.fetch_max(engine.now_ms(), std::sync::atomic::Ordering::Relaxed);
+                self.now_ms.fetch_max(time_ms, std::sync::atomic::Ordering::Relaxed);
             }
         }
         inner.last_applied = Some(entry.log_id);
         Ok(applied)
+    }
+
+    /// Applies one committed entry outside raft (a replay, or a check of
+    /// what its requests are answered): its answers.
+    pub fn apply_entry(&self, entry: &super::Entry) -> io::Result<Applied> {
+        let mut inner = self.inner.try_lock().map_err(|_| io::Error::other("the books are in use"))?;
+        self.apply_one(&mut inner, entry)
     }
 
     /// Applies committed entries outside raft (an offline check of a
@@ -199,6 +232,47 @@ impl Books {
             self.apply_one(&mut inner, entry)?;
         }
         Ok(inner.last_applied)
+    }
+}
+
+/// Carries a record's cross-shard effects out inside its apply
+/// (`docs/cluster.md`, "Several shards"): every shard's link messages to
+/// the others are applied as LINK_IN records, in shard order, until no
+/// shard has anything left to send or acknowledge. The raft log already
+/// made the record durable on a majority, so nothing waits for a sync, and
+/// every node, replaying the same entries, exchanges the same messages: the
+/// messages are not logged. After it no transfer is in flight between
+/// shards.
+fn exchange_links(engines: &mut [Engine], time_ms: u64) -> Result<(), crate::engine::EngineError> {
+    let n = engines.len();
+    // Per (from, to): the last entry sent in this exchange.
+    let mut sent = vec![0u64; n * n];
+    let mut body = Vec::new();
+    let mut none = Vec::new();
+    loop {
+        let mut moved = false;
+        for from in 0..n {
+            for to in (0..n).filter(|&to| to != from) {
+                let peer = u16::try_from(to).expect("shards fit u16");
+                let (ack, entries) = engines[from].links().message(peer, sent[from * n + to]);
+                let known = engines[to].links().links[from].acked();
+                if entries.is_empty() && ack <= known {
+                    continue;
+                }
+                if let Some(last) = entries.last() {
+                    sent[from * n + to] = last.seq;
+                }
+                body.clear();
+                let me = u16::try_from(from).expect("shards fit u16");
+                crate::engine::links::encode_link_in(me, ack, &entries, &mut body);
+                engines[to].apply(kind::LINK_IN, &body, time_ms, &mut none)?;
+                debug_assert!(none.is_empty(), "a link message has no answer");
+                moved = true;
+            }
+        }
+        if !moved {
+            return Ok(());
+        }
     }
 }
 

@@ -228,6 +228,13 @@ impl Member {
         }
     }
 
+    /// The raft term this node is in.
+    #[must_use]
+    pub fn term(&self) -> u64 {
+        use openraft::rt::WatchReceiver;
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     /// Where channels reach the leader, as this node knows it: `Ok` if
     /// this node leads, else the leader's channel address (empty when no
     /// leader is known).

@@ -211,6 +211,9 @@ pub struct Request {
     pub reply: ReplyFn,
     /// When it was queued (for the queue-wait metric).
     pub enqueued: std::time::Instant,
+    /// In a cluster of several shards, the leader's term it was routed in:
+    /// a proposer drops it in any other (`lead`). 0 elsewhere.
+    pub term: u64,
 }
 
 enum Message {
@@ -297,7 +300,7 @@ struct Core {
     /// Claims of answered parts, handed over by the shard threads and
     /// folded into the router at its next use (a shard never waits for
     /// the router's lock, which a blocked send may hold).
-    answered: Arc<parking_lot::Mutex<Vec<crate::router::Settled>>>,
+    answered: Arc<parking_lot::Mutex<Vec<(u64, crate::router::Settled)>>>,
     /// Bytes of request bodies queued and not yet applied, all shards.
     queued_bytes: Arc<Admission>,
     /// The latest engine time any shard reached (for HELLO's server time).
@@ -308,6 +311,8 @@ struct Core {
     stopped: std::sync::atomic::AtomicBool,
     /// Whether every shard's disk keeps its reserve.
     room: Room,
+    /// A cluster node of several shards: the term its router serves.
+    leading: Option<Arc<lead::Leading>>,
 }
 
 /// Whether every shard's disk keeps the reserve, checked at most every
@@ -355,6 +360,7 @@ impl Room {
 /// How long a contended request waits before it is routed again.
 const CONTENDED_RETRY: Duration = Duration::from_micros(200);
 
+mod lead;
 mod propose;
 mod reply;
 mod run;
@@ -362,5 +368,6 @@ mod step;
 mod switch;
 
 pub use reply::PendingReply;
-use step::{count_results, submission};
+use step::count_results;
+pub(crate) use step::submission;
 pub use switch::{META_FILE, Switch, meta, meta_mismatch, open_backend, recorded_meta, shard_dirs};

@@ -27,6 +27,8 @@ const PROPOSER_WAKE_MAX: Duration = Duration::from_millis(100);
 pub(super) struct Proposer {
     pub(super) shard: u16,
     pub(super) member: Member,
+    /// With several shards: the term the router serves (`lead`).
+    pub(super) leading: Option<Arc<super::lead::Leading>>,
     pub(super) clock: Clock,
     pub(super) gate: Option<Gate>,
     pub(super) gate_reported: GateStats,
@@ -74,6 +76,23 @@ impl Proposer {
                 (r.reply)(Err(SwitchError::NotLeader(leader.clone())));
             }
             return;
+        }
+        // A request routed in another term than the router's now is not
+        // proposed: the claims that routed it are gone (`lead`). Held until
+        // the entries are handed to raft, so a new term's rebuild of the
+        // router waits for them and then sees them applied.
+        let leading = self.leading.clone();
+        let routing = leading.as_ref().map(|l| l.routing.read());
+        if let Some(routing) = &routing {
+            let term = self.member.term();
+            batch.retain_mut(|r| {
+                let current = r.term == routing.0 && r.term == term;
+                if !current {
+                    let reply = std::mem::replace(&mut r.reply, Box::new(|_| {}));
+                    reply(Err(SwitchError::LeadershipLost));
+                }
+                current
+            });
         }
         // Never earlier than anything logged: time does not go back along
         // the log, whichever node leads.

@@ -18,13 +18,15 @@ impl Core {
     }
 
     /// Routes a request and sends its parts, or says it must wait for
-    /// another request's claims (nothing sent).
+    /// another request's claims (nothing sent). `continues`: the round a
+    /// rest continues, and the leader's term it was routed in (0 outside
+    /// a cluster of several shards).
     pub(super) fn route_and_send(
         &self,
         kind: u16,
         body: &[u8],
         wait: bool,
-        continues: Option<u64>,
+        continues: Option<(u64, u64)>,
     ) -> Result<Progress, SwitchError> {
         if self.txs.len() == 1 && kind != kind::EXPORT_STR {
             // One shard: no claims, no merge.
@@ -34,22 +36,32 @@ impl Core {
                 unreachable!("one shard is never contended")
             };
             let part = parts.pop().expect("one part");
-            let rx = self.send(part.shard, part.kind, part.body, wait, None)?;
-            return Ok(Progress::Sent { parts: vec![rx], merge: Merge::Single, rest: None });
+            let rx = self.send(part.shard, part.kind, part.body, wait, None, 0)?;
+            return Ok(Progress::Sent { parts: vec![rx], merge: Merge::Single, rest: None, term: 0 });
         }
         let mut router = self.router.lock();
-        for settled in self.answered.lock().drain(..) {
+        // A cluster's router is a leader's, rebuilt in each term it leads
+        // (`lead`): claims answered in another term are not its own.
+        let term = match &self.leading {
+            None => 0,
+            Some(leading) => match leading.may_route(continues.map(|(_, term)| term))? {
+                Some(term) => term,
+                None => return Ok(Progress::Contended(body.to_vec(), continues)),
+            },
+        };
+        for (_, settled) in self.answered.lock().drain(..).filter(|&(t, _)| t == term) {
             router.settle(settled);
         }
         if self.stopped.load(Ordering::Relaxed) {
             return Err(SwitchError::Stopped);
         }
+        let continues = continues.map(|(round, _)| round);
         let routed =
             router.route(kind, body, self.now_ms(), self.quote_ttl_ms, continues).map_err(SwitchError::Engine)?;
         let (parts, merge, rest, round) = match routed {
             Routed::Contended => {
                 METRICS.claim_waits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Progress::Contended(body.to_vec(), continues));
+                return Ok(Progress::Contended(body.to_vec(), continues.map(|round| (round, term))));
             }
             Routed::Plan { parts, merge, rest, round } => {
                 if continues.is_some() {
@@ -67,7 +79,7 @@ impl Core {
         let mut parts = parts.into_iter();
         while let Some(part) = parts.next() {
             let claimed = (!part.claimed.is_empty()).then_some(part.claimed);
-            match self.send(part.shard, part.kind, part.body, wait, claimed) {
+            match self.send(part.shard, part.kind, part.body, wait, claimed, term) {
                 Ok(rx) => rxs.push(rx),
                 Err(e) => {
                     // Only a stopping switch refuses here (room was
@@ -78,7 +90,7 @@ impl Core {
             }
         }
         let rest = rest.map(|r| (r, round.expect("a round with a rest is numbered")));
-        Ok(Progress::Sent { parts: rxs, merge, rest })
+        Ok(Progress::Sent { parts: rxs, merge, rest, term })
     }
 
     /// Checks every target queue has room before sending anything, so a
@@ -104,8 +116,9 @@ impl Core {
         Ok(())
     }
 
-    /// Sends a part; its answer settles its claims (on the shard thread,
-    /// handed to the router through `answered`) before it is passed on.
+    /// Sends a part routed in `term` (0 outside a cluster of several
+    /// shards); its answer settles its claims (on the shard thread, handed
+    /// to the router through `answered`) before it is passed on.
     pub(super) fn send(
         &self,
         shard: usize,
@@ -113,6 +126,7 @@ impl Core {
         body: Vec<u8>,
         wait: bool,
         claimed: Option<crate::router::Claimed>,
+        term: u64,
     ) -> Result<oneshot::Receiver<Reply>, SwitchError> {
         let (tx, rx) = oneshot::channel();
         let reply: ReplyFn = match claimed {
@@ -121,13 +135,13 @@ impl Core {
                 let answered = Arc::clone(&self.answered);
                 Box::new(move |answer: Reply| {
                     let settled = claimed.outcomes(answer.as_ref().ok().map(Vec::as_slice));
-                    answered.lock().push(settled);
+                    answered.lock().push((term, settled));
                     // A requester that gave up is not an error.
                     drop(tx.send(answer));
                 })
             }
         };
-        self.enqueue(shard, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)?;
+        self.enqueue(shard, Request { kind, body, reply, enqueued: std::time::Instant::now(), term }, wait)?;
         Ok(rx)
     }
 
@@ -160,8 +174,8 @@ impl Core {
 /// route once they are in, continuing the round sent), or waiting for
 /// another request's claims (the records, and the round they continue).
 pub(super) enum Progress {
-    Sent { parts: Vec<oneshot::Receiver<Reply>>, merge: Merge, rest: Option<(crate::router::Rest, u64)> },
-    Contended(Vec<u8>, Option<u64>),
+    Sent { parts: Vec<oneshot::Receiver<Reply>>, merge: Merge, rest: Option<(crate::router::Rest, u64)>, term: u64 },
+    Contended(Vec<u8>, Option<(u64, u64)>),
 }
 
 /// A request handed to its shard(s), whose answer is on its way.
@@ -179,7 +193,7 @@ impl PendingReply {
         let mut out = Gather::default();
         loop {
             stage = match stage {
-                Progress::Sent { parts, merge, rest } => {
+                Progress::Sent { parts, merge, rest, term } => {
                     let mut answers = Vec::with_capacity(parts.len());
                     for rx in parts {
                         answers.push(rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed))?);
@@ -187,7 +201,7 @@ impl PendingReply {
                     merged(kind, merge, answers, rest.as_ref().map(|(r, _)| r), &mut out);
                     match rest {
                         None => return Ok(out.finish()),
-                        Some((rest, round)) => core.again(kind, rest.body, wait, Some(round))?,
+                        Some((rest, round)) => core.again(kind, rest.body, wait, Some((round, term)))?,
                     }
                 }
                 Progress::Contended(body, continues) => {
@@ -204,7 +218,7 @@ impl PendingReply {
         let mut out = Gather::default();
         loop {
             stage = match stage {
-                Progress::Sent { parts, merge, rest } => {
+                Progress::Sent { parts, merge, rest, term } => {
                     let mut answers = Vec::with_capacity(parts.len());
                     for rx in parts {
                         answers.push(rx.await.unwrap_or(Err(SwitchError::ShardFailed))?);
@@ -212,7 +226,7 @@ impl PendingReply {
                     merged(kind, merge, answers, rest.as_ref().map(|(r, _)| r), &mut out);
                     match rest {
                         None => return Ok(out.finish()),
-                        Some((rest, round)) => core.again(kind, rest.body, wait, Some(round))?,
+                        Some((rest, round)) => core.again(kind, rest.body, wait, Some((round, term)))?,
                     }
                 }
                 Progress::Contended(body, continues) => {
@@ -233,7 +247,7 @@ impl Core {
         kind: u16,
         body: Vec<u8>,
         wait: bool,
-        continues: Option<u64>,
+        continues: Option<(u64, u64)>,
     ) -> Result<Progress, SwitchError> {
         match self.route_and_send(kind, &body, wait, continues) {
             Err(SwitchError::Busy) => Ok(Progress::Contended(body, continues)),

@@ -399,7 +399,7 @@ impl Drop for Shard {
 
 /// The request kind and body a shard applies for a queued request: a
 /// MULTI record's own part, else the request itself.
-pub(super) fn submission(kind: u16, body: &[u8]) -> (u16, &[u8]) {
+pub(crate) fn submission(kind: u16, body: &[u8]) -> (u16, &[u8]) {
     if kind == kind::MULTI
         && let Some(m) = multi::decode(body)
     {

@@ -247,11 +247,12 @@ impl Switch {
             quote_ttl_ms: config.engine.quote_ttl_ms,
             stopped: std::sync::atomic::AtomicBool::new(false),
             room,
+            leading: None,
         };
         let switch = Switch { core: Arc::new(core), threads, config, reports, shards_settled: settled, member: None };
         let finished = match first_error {
             Some(e) => Err(e),
-            None if n > 1 => switch.finish_rounds(&multis),
+            None if n > 1 => lead::finish_rounds(&switch.core, &multis, 0),
             None => Ok(()),
         };
         if let Err(e) = finished {
@@ -274,40 +275,48 @@ impl Switch {
         storages: Vec<Arc<dyn Storage>>,
     ) -> Result<Switch, OpenError> {
         check_config(&config, config.shards)?;
-        if config.shards != 1 {
-            return Err(OpenError::Config("a cluster runs one shard for now".into()));
-        }
-        let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max);
+        let n = config.shards;
         let now_ms = member.books.now_ms();
         let queued_bytes = Arc::new(Admission::new(QUEUED_BYTES_MAX));
-        let gate = match config.aml_scorer.filter(|_| config.engine.aml.enabled) {
-            Some(s) => {
-                Some(Gate::new(Box::new(RemoteScorer::start(s.addr, s.io_timeout).map_err(OpenError::Io)?), s.budget))
-            }
-            None => None,
-        };
-        let proposer = propose::Proposer {
-            shard: 0,
-            member: member.clone(),
-            clock: config.clock,
-            gate,
-            gate_reported: GateStats::default(),
-        };
-        let (thread_now, thread_queued) = (Arc::clone(&now_ms), Arc::clone(&queued_bytes));
-        let group_max = config.group_requests_max;
-        let thread = std::thread::Builder::new()
-            .name("proposer-0".into())
-            .spawn(move || proposer.run(&rx, group_max, &thread_now, &thread_queued))
-            .map_err(OpenError::Io)?;
+        // With several shards the router's claims and rounds are rebuilt in
+        // each term this node leads (`lead`); with one there are none.
+        let leading = (n > 1).then(|| Arc::new(lead::Leading::new(member.clone())));
+        let (mut txs, mut threads) = (Vec::with_capacity(n), Vec::with_capacity(n + 1));
+        for shard in 0..n {
+            let (tx, rx) = crossbeam_channel::bounded(config.queue_depth_max);
+            let gate = match config.aml_scorer.filter(|_| config.engine.aml.enabled) {
+                Some(s) => Some(Gate::new(
+                    Box::new(RemoteScorer::start(s.addr, s.io_timeout).map_err(OpenError::Io)?),
+                    s.budget,
+                )),
+                None => None,
+            };
+            let proposer = propose::Proposer {
+                shard: shard as u16,
+                member: member.clone(),
+                leading: leading.clone(),
+                clock: config.clock,
+                gate,
+                gate_reported: GateStats::default(),
+            };
+            let (thread_now, thread_queued) = (Arc::clone(&now_ms), Arc::clone(&queued_bytes));
+            let group_max = config.group_requests_max;
+            let thread = std::thread::Builder::new()
+                .name(format!("proposer-{shard}"))
+                .spawn(move || proposer.run(&rx, group_max, &thread_now, &thread_queued))
+                .map_err(OpenError::Io)?;
+            txs.push(tx);
+            threads.push(Some(thread));
+        }
         let room = Room {
             storages,
             reserve: config.disk_reserve_bytes,
             logs_short: Vec::new(),
             last: parking_lot::Mutex::new((None, true)),
         };
-        let core = Core {
-            txs: vec![tx],
-            router: parking_lot::Mutex::new(Router::new(1, 1)),
+        let core = Arc::new(Core {
+            txs,
+            router: parking_lot::Mutex::new(Router::new(n, 1)),
             answered: Arc::default(),
             queued_bytes,
             now_ms,
@@ -315,45 +324,24 @@ impl Switch {
             quote_ttl_ms: config.engine.quote_ttl_ms,
             stopped: std::sync::atomic::AtomicBool::new(false),
             room,
-        };
+            leading: leading.clone(),
+        });
+        if let Some(leading) = leading {
+            let core = Arc::clone(&core);
+            let thread = std::thread::Builder::new()
+                .name("lead".into())
+                .spawn(move || leading.run(&core, &config))
+                .map_err(OpenError::Io)?;
+            threads.push(Some(thread));
+        }
         Ok(Switch {
-            core: Arc::new(core),
-            threads: vec![Some(thread)],
+            core,
+            threads,
             config,
             reports: Vec::new(),
-            shards_settled: Arc::new(Settled::new(1)),
+            shards_settled: Arc::new(Settled::new(n)),
             member: Some(member),
         })
-    }
-
-    /// After a restart, before any traffic: a request spanning shards that
-    /// one shard applied before the crash is applied on the others too, and
-    /// a request split in rounds whose next round nobody began is routed on,
-    /// as it would have been.
-    fn finish_rounds(&self, multis: &[multi::Multi]) -> Result<(), OpenError> {
-        let multis: Vec<&multi::Multi> = multis.iter().collect();
-        let mut answers = Vec::new();
-        for (shard, records) in multi::reconcile(&multis).into_iter().enumerate() {
-            for body in records {
-                let sent = self.core.send(shard, kind::MULTI, body.clone(), true, None);
-                answers.push((shard, body, sent.map_err(|error| OpenError::Round { shard, error })?));
-            }
-        }
-        for (shard, body, rx) in answers {
-            let answer = rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed));
-            let answer = answer.map_err(|error| OpenError::Round { shard, error })?;
-            // The ids it stored were not there when the claims were rebuilt.
-            self.core.router.lock().adopt(shard, kind::MULTI, &body, &answer);
-        }
-        for (round, kind, rest) in multi::continuations(&multis) {
-            let stage = self.core.route_and_send(kind, &rest, true, Some(round));
-            stage
-                .and_then(|stage| {
-                    PendingReply { core: Arc::clone(&self.core), kind, wait: true, stage }.wait_blocking()
-                })
-                .map_err(|error| OpenError::Round { shard: 0, error })?;
-        }
-        Ok(())
     }
 
     /// In a cluster, this node's raft and books.
@@ -427,7 +415,7 @@ impl Switch {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         }
         self.core.check_room(kind)?;
-        self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now() }, wait)
+        self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now(), term: 0 }, wait)
     }
 
     /// Stops every shard after the group it is applying; waits for them.
