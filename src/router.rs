@@ -432,6 +432,16 @@ impl Router {
         self.next_request = self.next_request.max(applied + 1);
     }
 
+    /// Rounds found with a rest nobody began (`multi::continuations`) are
+    /// open until their continuation is complete, as they were before the
+    /// restart: the complete mark stays below them, so no shard drops a
+    /// rest still to be routed.
+    pub fn restore_rests(&mut self, rounds: impl IntoIterator<Item = u64>) {
+        for seq in rounds {
+            self.incomplete.insert(seq, Open { parts: 0, rest: true, continues: None });
+        }
+    }
+
     /// Every request spanning shards up to this number is durable on every
     /// shard it names.
     #[must_use]

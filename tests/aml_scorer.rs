@@ -5,60 +5,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{HKD, account, deposit, transfer};
+use common::{HKD, account, counted_scorer, deposit, scorer, transfer};
 use harbour::aml::report::FORMAT_CSV;
 use harbour::clock::Clock;
 use harbour::protocol::records::*;
 use harbour::protocol::{ResultCode, kind};
-use harbour::scorer::{REQUEST_MAGIC, RESPONSE_MAGIC, SCORER_HEADER_SIZE};
 use harbour::shard::{Backend, ScorerConfig, Switch, SwitchConfig};
-
-/// A scorer service: answers after `delay`, asking for review of every
-/// transfer of more than `review_above` minor units.
-fn scorer(delay: Duration, review_above: u64) -> SocketAddr {
-    counted_scorer(delay, review_above).0
-}
-
-/// A scorer service and the count of transfers it was asked about.
-fn counted_scorer(delay: Duration, review_above: u64) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let asked = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&asked);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let counter = Arc::clone(&counter);
-            std::thread::spawn(move || {
-                loop {
-                    let mut header = [0u8; SCORER_HEADER_SIZE];
-                    if stream.read_exact(&mut header).is_err() {
-                        return;
-                    }
-                    assert_eq!(header[0..4], REQUEST_MAGIC);
-                    let count = u32::from_le_bytes(header[16..20].try_into().unwrap()) as usize;
-                    counter.fetch_add(count, Ordering::SeqCst);
-                    let mut body = vec![0u8; count * Transfer::SIZE];
-                    stream.read_exact(&mut body).unwrap();
-                    std::thread::sleep(delay);
-                    let verdicts: Vec<u8> =
-                        decode_all::<Transfer>(&body).map(|t| u8::from(t.amount > review_above)).collect();
-                    header[0..4].copy_from_slice(&RESPONSE_MAGIC);
-                    if stream.write_all(&header).and_then(|()| stream.write_all(&verdicts)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, asked)
-}
 
 fn config(scorer: Option<(SocketAddr, Duration)>) -> SwitchConfig {
     SwitchConfig {

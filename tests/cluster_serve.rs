@@ -7,6 +7,8 @@
 //! nodes must replay to the same index and state hash. The long run's
 //! figures are in docs/benchmarks.md.
 
+mod common;
+
 use std::time::Duration;
 
 use harbour_loadtest::failover::{self, FailoverConfig};
@@ -544,6 +546,58 @@ async fn a_burst_larger_than_an_entry_is_split() {
         assert!(state.is_ok(), "a raft stopped: {state:?}");
     }
     let _ = leader;
+    for r in running {
+        r.stop().await.unwrap();
+    }
+}
+
+/// Nodes of two shards with a remote AML scorer: a transfer crossing
+/// shards, logged with its verdicts (SUBMIT_JUDGED), is answered POSTED
+/// like any other; a request spanning both shards keeps its MULTI round
+/// when its parts carry verdicts (each shard records the round, so a new
+/// leader can finish it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_with_a_scorer_answer_posted_and_keep_their_rounds() {
+    use harbour::client::Failover;
+    use harbour::engine::shard_of;
+    use harbour::protocol::kind;
+    use harbour::protocol::records::{self, Account, STATE_POSTED, TransferResult};
+
+    let scorer = common::scorer(Duration::ZERO, u64::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports(3);
+    let more = format!("shards = 2\n[aml]\nscorer = \"{scorer}\"\nbudget_us = 200000\n");
+    let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, &more, 65_536).await;
+    let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
+    let mut failover = Failover::new(addrs, 1, KEY.as_bytes());
+    let mut client = failover.connect().await.unwrap();
+    let on = |shard: usize| (1024u64..).filter(move |&id| shard_of(id, 2) == shard);
+    let (a, b) = (on(0).next().unwrap(), on(1).next().unwrap());
+    let (a2, b2) = (on(0).nth(1).unwrap(), on(1).nth(1).unwrap());
+    let accounts: Vec<Account> = [a, b, a2, b2]
+        .iter()
+        .map(|&account_id| Account { account_id, kind: 1, home_country: 344, ..Account::default() })
+        .collect();
+    failover.request(&mut client, kind::CREATE_ACCOUNTS, 4, &records::encode_all(&accounts)).await.unwrap();
+    let deposits: Vec<_> =
+        [a, b, a2, b2].iter().enumerate().map(|(i, &to)| common::deposit(i as u128 + 1, to, 10_000, 344)).collect();
+    failover.request(&mut client, kind::SUBMIT_TRANSFERS, 4, &records::encode_all(&deposits)).await.unwrap();
+    // One request, one transfer decided on each shard, each crossing to
+    // the other: a round of two judged parts.
+    let crossing = [common::transfer(10, a, b2, 300, 344), common::transfer(11, b, a2, 400, 344)];
+    let answer =
+        failover.request(&mut client, kind::SUBMIT_TRANSFERS, 2, &records::encode_all(&crossing)).await.unwrap();
+    let results: Vec<TransferResult> = records::decode_all(&answer.body).collect();
+    for r in &results {
+        assert_eq!((r.code, r.state), (0, STATE_POSTED), "answered posted, not in flight: {results:?}");
+    }
+    let leader = leader_of(&running).await;
+    let books = running[leader].member().unwrap().books.clone();
+    let rounds = books.read_all(|e| e.multi().applied).await;
+    assert!(rounds.iter().all(|&r| r >= 1), "both shards recorded the round: {rounds:?}");
+    let balance = |account_id| harbour::protocol::records::BalanceKey { account_id, currency: 344 };
+    let b2_balance = books.read(1, move |e| e.lookup_balance(&balance(b2)).balance).await.unwrap();
+    assert_eq!(b2_balance, 10_300, "the credit landed on the other shard");
     for r in running {
         r.stop().await.unwrap();
     }

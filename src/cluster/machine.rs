@@ -200,8 +200,17 @@ impl Books {
                         let waits = engine.take_link_wait().is_some();
                         let refunds = engine.refunds();
                         exchange_links(&mut inner.engines, time_ms).map_err(failed)?;
+                        // What the exchange made other shards note (a timer
+                        // fired, a refund) waits for nothing here: every
+                        // link settles within the record.
+                        for engine in &mut inner.engines {
+                            engine.take_link_wait();
+                        }
                         if waits {
-                            let (inner_kind, _) = crate::shard::submission(kind, body);
+                            let inner_kind = match crate::shard::submission(kind, body).0 {
+                                kind::SUBMIT_JUDGED => kind::SUBMIT_TRANSFERS,
+                                other => other,
+                            };
                             inner.engines[shard].settle_answers(inner_kind, &mut out, Some(refunds));
                         }
                     }

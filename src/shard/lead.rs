@@ -3,8 +3,9 @@
 //! not the books': each time this node becomes leader they are rebuilt from
 //! the books, once every entry committed before is applied, as a restart
 //! rebuilds them, and the rounds an earlier leader left half done are
-//! finished. Only then does it route requests. A request routed in one term
-//! is never proposed in another: the claims that routed it are gone.
+//! finished. Only then does it route requests. A request routed by one
+//! router (an epoch: one per attempt to take the lead) is never proposed
+//! under another: the claims that routed it are gone.
 
 use super::*;
 use crate::cluster::Proposal;
@@ -12,29 +13,49 @@ use crate::cluster::node::Member;
 
 pub(super) struct Leading {
     pub(super) member: Member,
-    /// The term the router serves, and whether it is ready for new
-    /// requests. Proposers hold it for reading while they check their
-    /// requests' terms and hand the entry to raft; a new term takes it for
-    /// writing before it reads the books.
-    pub(super) routing: parking_lot::RwLock<(u64, bool)>,
+    /// Which router requests are routed by. Proposers hold it for reading
+    /// while they check their requests' epochs and hand the entry to raft;
+    /// each attempt to take the lead takes it for writing before it reads
+    /// the books.
+    pub(super) routing: parking_lot::RwLock<Routing>,
+}
+
+/// The router's epoch: one per attempt to take the lead (two attempts in
+/// one term are told apart), the term it was made in, whether it is ready
+/// for new requests, and since when this node has been trying.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Routing {
+    pub(super) epoch: u64,
+    pub(super) term: u64,
+    pub(super) ready: bool,
+    pub(super) since: Option<std::time::Instant>,
 }
 
 impl Leading {
     pub(super) fn new(member: Member) -> Leading {
-        Leading { member, routing: parking_lot::RwLock::new((0, false)) }
+        let routing = Routing { epoch: 0, term: 0, ready: false, since: None };
+        Leading { member, routing: parking_lot::RwLock::new(routing) }
     }
 
-    /// In which term a request may be routed now: `None` while this
-    /// leader's router is being rebuilt (the request waits and tries again).
-    /// A rest continuing a round routed in `continues_in` goes only in that
-    /// same term: in another, the round's claims are gone.
+    /// In which epoch a request may be routed now: `None` while this
+    /// leader's router is being rebuilt (the request waits and tries
+    /// again), NOT_LEADER naming no one if that has failed for longer than
+    /// a commit may take. A rest continuing a round routed in epoch
+    /// `continues_in` goes only in that same epoch: in another, the round's
+    /// claims are gone.
     pub(super) fn may_route(&self, continues_in: Option<u64>) -> Result<Option<u64>, SwitchError> {
-        let (term, ready) = *self.routing.read();
+        let routing = *self.routing.read();
         if let Some(then) = continues_in {
-            return if then == term { Ok(Some(term)) } else { Err(SwitchError::LeadershipLost) };
+            return if then == routing.epoch { Ok(Some(then)) } else { Err(SwitchError::LeadershipLost) };
         }
         self.member.leader().map_err(SwitchError::NotLeader)?;
-        Ok((ready && self.member.term() == term).then_some(term))
+        if routing.ready && self.member.term() == routing.term {
+            return Ok(Some(routing.epoch));
+        }
+        if routing.since.is_some_and(|since| since.elapsed() > self.member.commit_wait_max) {
+            return Err(SwitchError::NotLeader(String::new()));
+        }
+        Ok(None)
     }
 
     /// Watches this node's raft: each time it leads in a new term, rebuilds
@@ -43,44 +64,62 @@ impl Leading {
         use openraft::rt::WatchReceiver;
         let member = &self.member;
         let mut metrics = member.raft.metrics();
-        // Since when taking the lead fails.
-        let mut failing: Option<std::time::Instant> = None;
+        // How long to wait before the next attempt after a failed one.
+        let mut backoff = LEAD_RETRY;
         while !core.stopped.load(Ordering::Relaxed) {
             let (leads, term) = {
                 let now = metrics.borrow_watched();
                 (now.state.is_leader(), now.current_term)
             };
-            if leads && *self.routing.read() != (term, true) {
+            let routing = *self.routing.read();
+            if leads && !(routing.ready && routing.term == term) {
                 let started = std::time::Instant::now();
                 match self.prepare(core, config, term) {
-                    Ok(ids) => tracing::info!(
-                        term,
-                        ids,
-                        ms = started.elapsed().as_millis() as u64,
-                        "leading: claims rebuilt from the books, rounds finished"
-                    ),
+                    Ok(ids) => {
+                        backoff = LEAD_RETRY;
+                        tracing::info!(
+                            term,
+                            ids,
+                            ms = started.elapsed().as_millis() as u64,
+                            "leading: claims rebuilt from the books, rounds finished"
+                        );
+                    }
                     Err(e) => {
                         // Right after an election raft may refuse a write
                         // for a moment: a warning only if it lasts.
-                        if started.duration_since(*failing.get_or_insert(started)) > LEAD_WARN_AFTER {
+                        let since = self.routing.read().since.unwrap_or(started);
+                        if since.elapsed() > LEAD_WARN_AFTER {
                             tracing::warn!(term, error = %e, "could not take the lead yet; trying again");
                         }
-                        std::thread::sleep(LEAD_RETRY);
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(LEAD_RETRY_MAX);
                         continue;
                     }
                 }
             }
-            failing = None;
+            if !leads && routing.since.is_some() {
+                self.routing.write().since = None;
+            }
             let changed = metrics.changed();
             let _ = member.runtime.block_on(async { tokio::time::timeout(LEAD_POLL, changed).await });
         }
     }
 
-    /// Rebuilds the router for `term` and finishes the rounds left half
-    /// done; returns how many stored ids it claimed.
+    /// Rebuilds the router for `term` in a new epoch and finishes the
+    /// rounds left half done; returns how many stored ids it claimed.
     fn prepare(&self, core: &Arc<Core>, config: &SwitchConfig, term: u64) -> Result<usize, String> {
-        // From here no request routed in another term is proposed.
-        *self.routing.write() = (term, false);
+        // From here no request routed in an earlier epoch is proposed.
+        let epoch = {
+            let mut routing = self.routing.write();
+            let since = if routing.term == term { routing.since } else { None };
+            *routing = Routing {
+                epoch: routing.epoch + 1,
+                term,
+                ready: false,
+                since: Some(since.unwrap_or_else(std::time::Instant::now)),
+            };
+            routing.epoch
+        };
         let member = &self.member;
         // Every entry before this empty one is applied once it is: the
         // books then hold everything committed, in any term.
@@ -115,34 +154,37 @@ impl Leading {
             *current = router;
             core.answered.lock().clear();
         }
-        finish_rounds(core, &multis, term).map_err(|e| e.to_string())?;
+        finish_rounds(core, &multis, epoch).map_err(|e| e.to_string())?;
         let mut routing = self.routing.write();
-        if routing.0 != term || member.term() != term || member.leader().is_err() {
+        if routing.epoch != epoch || member.term() != term || member.leader().is_err() {
             return Err("leadership moved while taking it".into());
         }
-        routing.1 = true;
+        routing.ready = true;
+        routing.since = None;
         Ok(ids)
     }
 }
 
 /// How often the lead watcher looks at raft when nothing changes.
 const LEAD_POLL: Duration = Duration::from_millis(100);
-/// How soon it tries again to take the lead after a failure.
+/// How soon it first tries again to take the lead after a failure; it
+/// doubles up to `LEAD_RETRY_MAX`.
 const LEAD_RETRY: Duration = Duration::from_millis(10);
+const LEAD_RETRY_MAX: Duration = Duration::from_secs(1);
 /// How long taking the lead may fail before operators hear of it.
 const LEAD_WARN_AFTER: Duration = Duration::from_secs(2);
 
 /// After a restart, or when a cluster node takes the lead, before any
 /// traffic: a request spanning shards that one shard applied is applied
 /// on the others too, and a request split in rounds whose next round nobody
-/// began is routed on, as it would have been. `term`: the leader's term the
-/// parts are routed in (0 outside a cluster).
-pub(super) fn finish_rounds(core: &Arc<Core>, multis: &[multi::Multi], term: u64) -> Result<(), OpenError> {
+/// began is routed on, as it would have been. `epoch`: the cluster
+/// router's epoch the parts are routed in (0 outside a cluster).
+pub(super) fn finish_rounds(core: &Arc<Core>, multis: &[multi::Multi], epoch: u64) -> Result<(), OpenError> {
     let multis: Vec<&multi::Multi> = multis.iter().collect();
     let mut answers = Vec::new();
     for (shard, records) in multi::reconcile(&multis).into_iter().enumerate() {
         for body in records {
-            let sent = core.send(shard, kind::MULTI, body.clone(), true, None, term);
+            let sent = core.send(shard, kind::MULTI, body.clone(), true, None, epoch);
             answers.push((shard, body, sent.map_err(|error| OpenError::Round { shard, error })?));
         }
     }
@@ -152,8 +194,10 @@ pub(super) fn finish_rounds(core: &Arc<Core>, multis: &[multi::Multi], term: u64
         // The ids it stored were not there when the claims were rebuilt.
         core.router.lock().adopt(shard, kind::MULTI, &body, &answer);
     }
-    for (round, kind, rest) in multi::continuations(&multis) {
-        let stage = core.route_and_send(kind, &rest, true, Some((round, term)));
+    let continuations = multi::continuations(&multis);
+    core.router.lock().restore_rests(continuations.iter().map(|&(round, _, _)| round));
+    for (round, kind, rest) in continuations {
+        let stage = core.route_and_send(kind, &rest, true, Some((round, epoch)));
         stage
             .and_then(|stage| PendingReply { core: Arc::clone(core), kind, wait: true, stage }.wait_blocking())
             .map_err(|error| OpenError::Round { shard: 0, error })?;

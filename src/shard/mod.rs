@@ -211,9 +211,9 @@ pub struct Request {
     pub reply: ReplyFn,
     /// When it was queued (for the queue-wait metric).
     pub enqueued: std::time::Instant,
-    /// In a cluster of several shards, the leader's term it was routed in:
+    /// In a cluster of several shards, the router's epoch it was routed in:
     /// a proposer drops it in any other (`lead`). 0 elsewhere.
-    pub term: u64,
+    pub epoch: u64,
 }
 
 enum Message {
@@ -311,7 +311,7 @@ struct Core {
     stopped: std::sync::atomic::AtomicBool,
     /// Whether every shard's disk keeps its reserve.
     room: Room,
-    /// A cluster node of several shards: the term its router serves.
+    /// A cluster node of several shards: the epoch its router serves.
     leading: Option<Arc<lead::Leading>>,
 }
 

@@ -77,23 +77,6 @@ impl Proposer {
             }
             return;
         }
-        // A request routed in another term than the router's now is not
-        // proposed: the claims that routed it are gone (`lead`). Held until
-        // the entries are handed to raft, so a new term's rebuild of the
-        // router waits for them and then sees them applied.
-        let leading = self.leading.clone();
-        let routing = leading.as_ref().map(|l| l.routing.read());
-        if let Some(routing) = &routing {
-            let term = self.member.term();
-            batch.retain_mut(|r| {
-                let current = r.term == routing.0 && r.term == term;
-                if !current {
-                    let reply = std::mem::replace(&mut r.reply, Box::new(|_| {}));
-                    reply(Err(SwitchError::LeadershipLost));
-                }
-                current
-            });
-        }
         // Never earlier than anything logged: time does not go back along
         // the log, whichever node leads.
         let time_ms = self.clock.now_ms(self.logged_ms());
@@ -107,6 +90,14 @@ impl Proposer {
             proposal.push(kind::TICK, &[]);
         }
         let mut verdicts = self.judge(batch).into_iter();
+        // A request routed by another router than the one in use now is not
+        // proposed: the claims that routed it are gone (`lead`). Held until
+        // the entries are handed to raft, so taking the lead anew waits for
+        // them, and its barrier entry comes after them.
+        let leading = self.leading.clone();
+        let routing_guard = leading.as_ref().map(|l| l.routing.read());
+        let routing = routing_guard.as_deref().copied();
+        let term = routing.map(|_| self.member.term());
         let mut waiting: Waiting = Vec::with_capacity(batch.len());
         let mut record;
         for r in batch.drain(..) {
@@ -114,13 +105,21 @@ impl Proposer {
                 (r.reply)(Err(e));
                 continue;
             }
-            let (inner, submitted) = submission(r.kind, &r.body);
-            let (kind, body) = match (inner == kind::SUBMIT_TRANSFERS).then(|| verdicts.next()).flatten() {
+            let (inner, _) = submission(r.kind, &r.body);
+            let verdict = (inner == kind::SUBMIT_TRANSFERS).then(|| verdicts.next()).flatten();
+            if let Some(routing) = routing
+                && (r.epoch != routing.epoch || Some(routing.term) != term)
+            {
+                (r.reply)(Err(SwitchError::LeadershipLost));
+                continue;
+            }
+            let (kind, body) = match verdict {
                 // Logged with the transfers they judge, as one record, so
                 // every node applies the same verdicts.
                 Some(v) if !v.is_empty() => {
-                    record = encode_judged(&v, submitted);
-                    (kind::SUBMIT_JUDGED, record.as_slice())
+                    let (kind, logged) = super::step::with_verdicts(r.kind, &r.body, &v);
+                    record = logged;
+                    (kind, record.as_slice())
                 }
                 _ => (r.kind, r.body.as_slice()),
             };
@@ -141,6 +140,7 @@ impl Proposer {
         if !proposal.records.is_empty() {
             self.submit(proposal, waiting, now_ms);
         }
+        drop(routing_guard);
     }
 
     /// Hands one entry to raft and, on a task, answers its requests once

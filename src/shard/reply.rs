@@ -19,7 +19,7 @@ impl Core {
 
     /// Routes a request and sends its parts, or says it must wait for
     /// another request's claims (nothing sent). `continues`: the round a
-    /// rest continues, and the leader's term it was routed in (0 outside
+    /// rest continues, and the router's epoch it was routed in (0 outside
     /// a cluster of several shards).
     pub(super) fn route_and_send(
         &self,
@@ -37,19 +37,20 @@ impl Core {
             };
             let part = parts.pop().expect("one part");
             let rx = self.send(part.shard, part.kind, part.body, wait, None, 0)?;
-            return Ok(Progress::Sent { parts: vec![rx], merge: Merge::Single, rest: None, term: 0 });
+            return Ok(Progress::Sent { parts: vec![rx], merge: Merge::Single, rest: None, epoch: 0 });
         }
         let mut router = self.router.lock();
-        // A cluster's router is a leader's, rebuilt in each term it leads
-        // (`lead`): claims answered in another term are not its own.
-        let term = match &self.leading {
+        // A cluster's router is a leader's, rebuilt each time it takes the
+        // lead (`lead`, an epoch): claims answered in another epoch are not
+        // its own.
+        let epoch = match &self.leading {
             None => 0,
-            Some(leading) => match leading.may_route(continues.map(|(_, term)| term))? {
-                Some(term) => term,
+            Some(leading) => match leading.may_route(continues.map(|(_, epoch)| epoch))? {
+                Some(epoch) => epoch,
                 None => return Ok(Progress::Contended(body.to_vec(), continues)),
             },
         };
-        for (_, settled) in self.answered.lock().drain(..).filter(|&(t, _)| t == term) {
+        for (_, settled) in self.answered.lock().drain(..).filter(|&(t, _)| t == epoch) {
             router.settle(settled);
         }
         if self.stopped.load(Ordering::Relaxed) {
@@ -61,7 +62,7 @@ impl Core {
         let (parts, merge, rest, round) = match routed {
             Routed::Contended => {
                 METRICS.claim_waits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Progress::Contended(body.to_vec(), continues.map(|round| (round, term))));
+                return Ok(Progress::Contended(body.to_vec(), continues.map(|round| (round, epoch))));
             }
             Routed::Plan { parts, merge, rest, round } => {
                 if continues.is_some() {
@@ -79,7 +80,7 @@ impl Core {
         let mut parts = parts.into_iter();
         while let Some(part) = parts.next() {
             let claimed = (!part.claimed.is_empty()).then_some(part.claimed);
-            match self.send(part.shard, part.kind, part.body, wait, claimed, term) {
+            match self.send(part.shard, part.kind, part.body, wait, claimed, epoch) {
                 Ok(rx) => rxs.push(rx),
                 Err(e) => {
                     // Only a stopping switch refuses here (room was
@@ -90,7 +91,7 @@ impl Core {
             }
         }
         let rest = rest.map(|r| (r, round.expect("a round with a rest is numbered")));
-        Ok(Progress::Sent { parts: rxs, merge, rest, term })
+        Ok(Progress::Sent { parts: rxs, merge, rest, epoch })
     }
 
     /// Checks every target queue has room before sending anything, so a
@@ -116,7 +117,7 @@ impl Core {
         Ok(())
     }
 
-    /// Sends a part routed in `term` (0 outside a cluster of several
+    /// Sends a part routed in `epoch` (0 outside a cluster of several
     /// shards); its answer settles its claims (on the shard thread, handed
     /// to the router through `answered`) before it is passed on.
     pub(super) fn send(
@@ -126,7 +127,7 @@ impl Core {
         body: Vec<u8>,
         wait: bool,
         claimed: Option<crate::router::Claimed>,
-        term: u64,
+        epoch: u64,
     ) -> Result<oneshot::Receiver<Reply>, SwitchError> {
         let (tx, rx) = oneshot::channel();
         let reply: ReplyFn = match claimed {
@@ -135,13 +136,13 @@ impl Core {
                 let answered = Arc::clone(&self.answered);
                 Box::new(move |answer: Reply| {
                     let settled = claimed.outcomes(answer.as_ref().ok().map(Vec::as_slice));
-                    answered.lock().push((term, settled));
+                    answered.lock().push((epoch, settled));
                     // A requester that gave up is not an error.
                     drop(tx.send(answer));
                 })
             }
         };
-        self.enqueue(shard, Request { kind, body, reply, enqueued: std::time::Instant::now(), term }, wait)?;
+        self.enqueue(shard, Request { kind, body, reply, enqueued: std::time::Instant::now(), epoch }, wait)?;
         Ok(rx)
     }
 
@@ -174,7 +175,7 @@ impl Core {
 /// route once they are in, continuing the round sent), or waiting for
 /// another request's claims (the records, and the round they continue).
 pub(super) enum Progress {
-    Sent { parts: Vec<oneshot::Receiver<Reply>>, merge: Merge, rest: Option<(crate::router::Rest, u64)>, term: u64 },
+    Sent { parts: Vec<oneshot::Receiver<Reply>>, merge: Merge, rest: Option<(crate::router::Rest, u64)>, epoch: u64 },
     Contended(Vec<u8>, Option<(u64, u64)>),
 }
 
@@ -191,17 +192,24 @@ impl PendingReply {
     pub fn wait_blocking(self) -> Reply {
         let PendingReply { core, kind, wait, mut stage } = self;
         let mut out = Gather::default();
+        let mut first = true;
         loop {
             stage = match stage {
-                Progress::Sent { parts, merge, rest, term } => {
+                Progress::Sent { parts, merge, rest, epoch } => {
+                    let later = !std::mem::replace(&mut first, false);
+                    let partial = parts.len() > 1 || later;
                     let mut answers = Vec::with_capacity(parts.len());
                     for rx in parts {
-                        answers.push(rx.blocking_recv().unwrap_or(Err(SwitchError::ShardFailed))?);
+                        answers.push(
+                            rx.blocking_recv()
+                                .unwrap_or(Err(SwitchError::ShardFailed))
+                                .map_err(|e| unknown(e, partial))?,
+                        );
                     }
                     merged(kind, merge, answers, rest.as_ref().map(|(r, _)| r), &mut out);
                     match rest {
                         None => return Ok(out.finish()),
-                        Some((rest, round)) => core.again(kind, rest.body, wait, Some((round, term)))?,
+                        Some((rest, round)) => core.again(kind, rest.body, wait, Some((round, epoch)))?,
                     }
                 }
                 Progress::Contended(body, continues) => {
@@ -216,17 +224,21 @@ impl PendingReply {
     pub async fn wait(self) -> Reply {
         let PendingReply { core, kind, wait, mut stage } = self;
         let mut out = Gather::default();
+        let mut first = true;
         loop {
             stage = match stage {
-                Progress::Sent { parts, merge, rest, term } => {
+                Progress::Sent { parts, merge, rest, epoch } => {
+                    let later = !std::mem::replace(&mut first, false);
+                    let partial = parts.len() > 1 || later;
                     let mut answers = Vec::with_capacity(parts.len());
                     for rx in parts {
-                        answers.push(rx.await.unwrap_or(Err(SwitchError::ShardFailed))?);
+                        answers
+                            .push(rx.await.unwrap_or(Err(SwitchError::ShardFailed)).map_err(|e| unknown(e, partial))?);
                     }
                     merged(kind, merge, answers, rest.as_ref().map(|(r, _)| r), &mut out);
                     match rest {
                         None => return Ok(out.finish()),
-                        Some((rest, round)) => core.again(kind, rest.body, wait, Some((round, term)))?,
+                        Some((rest, round)) => core.again(kind, rest.body, wait, Some((round, epoch)))?,
                     }
                 }
                 Progress::Contended(body, continues) => {
@@ -235,6 +247,16 @@ impl PendingReply {
                 }
             };
         }
+    }
+}
+
+/// A NOT_LEADER for one part of a request of several parts or rounds:
+/// the others may be applied (a new leader finishes the round), so the
+/// request's outcome is unknown, not "nothing applied".
+fn unknown(e: SwitchError, partial: bool) -> SwitchError {
+    match e {
+        SwitchError::NotLeader(_) if partial => SwitchError::LeadershipLost,
+        e => e,
     }
 }
 

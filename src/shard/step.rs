@@ -279,33 +279,11 @@ impl Shard {
             }
             let (inner, submitted) = submission(kind, body);
             let mut out = Vec::with_capacity(submitted.len() / 16 * 64);
-            let judged =
-                (inner == kind::SUBMIT_TRANSFERS).then(|| verdicts.next()).flatten().filter(|v| !v.is_empty()).map(
-                    |v| {
-                        // Logged with the transfers they judge, as one record, so
-                        // a replay applies the same verdicts to the same
-                        // transfers.
-                        let judged = encode_judged(&v, submitted);
-                        if kind == kind::MULTI {
-                            let m = multi::decode(body).expect("acceptable");
-                            let others = multi::parts(m.parts_raw).expect("acceptable");
-                            let mut wrapped = Vec::with_capacity(body.len() + judged.len());
-                            let header = multi::Header { seq: m.seq, complete: m.complete, continues: m.continues };
-                            multi::encode(
-                                header,
-                                kind::SUBMIT_JUDGED,
-                                &judged,
-                                m.parts_kind,
-                                &others,
-                                m.rest,
-                                &mut wrapped,
-                            );
-                            (kind::MULTI, wrapped)
-                        } else {
-                            (kind::SUBMIT_JUDGED, judged)
-                        }
-                    },
-                );
+            let judged = (inner == kind::SUBMIT_TRANSFERS)
+                .then(|| verdicts.next())
+                .flatten()
+                .filter(|v| !v.is_empty())
+                .map(|v| with_verdicts(kind, body, &v));
             let (kind_logged, logged) = match &judged {
                 Some((k, b)) => (*k, b.as_slice()),
                 None => (kind, body),
@@ -406,6 +384,25 @@ pub(crate) fn submission(kind: u16, body: &[u8]) -> (u16, &[u8]) {
         return (m.mine_kind, m.mine);
     }
     (kind, body)
+}
+
+/// A submission (bare, or a MULTI round's part) logged with the remote
+/// scorer's verdicts for its transfers, as one record, so a replay (or
+/// every node of a cluster) applies the same verdicts to the same
+/// transfers: SUBMIT_JUDGED, or the MULTI record with SUBMIT_JUDGED as its
+/// part and everything else it carries unchanged.
+pub(super) fn with_verdicts(kind: u16, body: &[u8], verdicts: &[crate::protocol::internal::Verdict]) -> (u16, Vec<u8>) {
+    let (_, submitted) = submission(kind, body);
+    let judged = encode_judged(verdicts, submitted);
+    if kind != kind::MULTI {
+        return (kind::SUBMIT_JUDGED, judged);
+    }
+    let m = multi::decode(body).expect("acceptable");
+    let others = multi::parts(m.parts_raw).expect("acceptable");
+    let mut wrapped = Vec::with_capacity(body.len() + judged.len());
+    let header = multi::Header { seq: m.seq, complete: m.complete, continues: m.continues };
+    multi::encode(header, kind::SUBMIT_JUDGED, &judged, m.parts_kind, &others, m.rest, &mut wrapped);
+    (kind::MULTI, wrapped)
 }
 
 /// Tells the operators' metrics a snapshot was written now.

@@ -415,7 +415,7 @@ impl Switch {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         }
         self.core.check_room(kind)?;
-        self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now(), term: 0 }, wait)
+        self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now(), epoch: 0 }, wait)
     }
 
     /// Stops every shard after the group it is applying; waits for them.

@@ -2,9 +2,16 @@
 //! workload generator.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use harbour::engine::book::SETTLEMENT_IN;
 use harbour::protocol::kind;
 use harbour::protocol::records::*;
+use harbour::scorer::{REQUEST_MAGIC, RESPONSE_MAGIC, SCORER_HEADER_SIZE};
 
 pub const HKD: u16 = 344;
 pub const USD: u16 = 840;
@@ -190,4 +197,45 @@ pub fn workload(seed: u64, groups: usize) -> Vec<Vec<Request>> {
 /// Borrowed view of a group, as `Shard::process` takes it.
 pub fn view(group: &[Request]) -> Vec<(u16, &[u8])> {
     group.iter().map(|(k, b)| (*k, b.as_slice())).collect()
+}
+
+/// A scorer service: answers after `delay`, asking for review of every
+/// transfer of more than `review_above` minor units.
+pub fn scorer(delay: Duration, review_above: u64) -> SocketAddr {
+    counted_scorer(delay, review_above).0
+}
+
+/// A scorer service and the count of transfers it was asked about.
+pub fn counted_scorer(delay: Duration, review_above: u64) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let counter = Arc::clone(&counter);
+            std::thread::spawn(move || {
+                loop {
+                    let mut header = [0u8; SCORER_HEADER_SIZE];
+                    if stream.read_exact(&mut header).is_err() {
+                        return;
+                    }
+                    assert_eq!(header[0..4], REQUEST_MAGIC);
+                    let count = u32::from_le_bytes(header[16..20].try_into().unwrap()) as usize;
+                    counter.fetch_add(count, Ordering::SeqCst);
+                    let mut body = vec![0u8; count * Transfer::SIZE];
+                    stream.read_exact(&mut body).unwrap();
+                    std::thread::sleep(delay);
+                    let verdicts: Vec<u8> =
+                        decode_all::<Transfer>(&body).map(|t| u8::from(t.amount > review_above)).collect();
+                    header[0..4].copy_from_slice(&RESPONSE_MAGIC);
+                    if stream.write_all(&header).and_then(|()| stream.write_all(&verdicts)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, asked)
 }
