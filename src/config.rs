@@ -112,8 +112,17 @@ pub const MAX_IN_FLIGHT_DEFAULT: u32 = 128;
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
 /// A connection that sends nothing and waits for nothing this long is closed.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
-/// A connection must complete HELLO this soon after connecting.
-pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// A connection must complete HELLO this soon after connecting: a round
+/// trip and an HMAC, so a few seconds is plenty for any channel.
+pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
+/// Connections awaiting HELLO at most; past it the oldest is evicted
+/// (`admission`).
+pub const UNAUTHENTICATED_MAX_DEFAULT: usize = 256;
+/// Connections awaiting HELLO from one source address at most.
+pub const UNAUTHENTICATED_PER_ADDRESS_DEFAULT: usize = 16;
+/// Shortest channel key beyond loopback (HMAC-SHA256: a key shorter than
+/// its 32-byte output weakens it).
+pub const KEY_BYTES_MIN_PUBLIC: usize = 32;
 /// A write to a channel that does not read for this long closes it.
 pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// At shutdown, connections still not drained after this long are dropped
@@ -128,6 +137,8 @@ pub struct Channel {
     pub id: u32,
     pub key: Vec<u8>,
     pub roles: u16,
+    /// This channel's own connection quota (none: only `connections_max`).
+    pub connections_max: Option<usize>,
 }
 
 /// Everything `harbour serve` needs.
@@ -146,6 +157,9 @@ pub struct Config {
     /// connections together; past it requests are BUSY (nothing applied).
     pub answer_bytes_max: u64,
     pub connections_max: usize,
+    /// Connections awaiting HELLO at most, and from one address.
+    pub unauthenticated_max: usize,
+    pub unauthenticated_per_address: usize,
     pub idle_timeout_ms: u64,
     pub handshake_timeout_ms: u64,
     pub write_timeout_ms: u64,
@@ -223,7 +237,7 @@ impl Default for Config {
             data: PathBuf::from("./data"),
             listen: "127.0.0.1:7400".parse().expect("address"),
             metrics: Some("127.0.0.1:9464".parse().expect("address")),
-            channels: vec![Channel { id: 1, key: DEV_KEY.to_vec(), roles: role::ALL }],
+            channels: vec![Channel { id: 1, key: DEV_KEY.to_vec(), roles: role::ALL, connections_max: None }],
             switch: SwitchConfig {
                 engine: EngineConfig {
                     accounts_capacity: 1 << 20,
@@ -242,6 +256,8 @@ impl Default for Config {
             max_in_flight: MAX_IN_FLIGHT_DEFAULT,
             answer_bytes_max: 256 << 20,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            unauthenticated_max: UNAUTHENTICATED_MAX_DEFAULT,
+            unauthenticated_per_address: UNAUTHENTICATED_PER_ADDRESS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
             write_timeout_ms: WRITE_TIMEOUT_MS_DEFAULT,
@@ -279,6 +295,8 @@ struct File {
     max_in_flight: Option<u32>,
     answer_bytes_max: Option<u64>,
     connections_max: Option<usize>,
+    unauthenticated_max: Option<usize>,
+    unauthenticated_per_address: Option<usize>,
     idle_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
@@ -391,6 +409,8 @@ struct ChannelFile {
     /// ... or as hex.
     key_hex: Option<String>,
     roles: Vec<String>,
+    /// This channel's own connection quota.
+    connections_max: Option<usize>,
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
@@ -447,6 +467,12 @@ impl Config {
         }
         if let Some(v) = file.connections_max {
             self.connections_max = v;
+        }
+        if let Some(v) = file.unauthenticated_max {
+            self.unauthenticated_max = v;
+        }
+        if let Some(v) = file.unauthenticated_per_address {
+            self.unauthenticated_per_address = v;
         }
         if let Some(v) = file.idle_timeout_ms {
             self.idle_timeout_ms = v;
@@ -574,6 +600,26 @@ impl Config {
         if self.channels.iter().any(|c| c.key.len() < 8) {
             return bad("every channel key must be at least 8 bytes".into());
         }
+        if !self.listen.ip().is_loopback()
+            && let Some(c) = self.channels.iter().find(|c| c.key.len() < KEY_BYTES_MIN_PUBLIC && c.key != DEV_KEY)
+        {
+            return bad(format!(
+                "channel {}: a key of {} bytes on {}: beyond loopback every key must be at least \
+                 {KEY_BYTES_MIN_PUBLIC} bytes",
+                c.id,
+                c.key.len(),
+                self.listen
+            ));
+        }
+        if self.channels.iter().any(|c| c.connections_max.is_some_and(|m| m == 0 || m > self.connections_max)) {
+            return bad(format!(
+                "a channel's connections_max must be within 1..=connections_max ({})",
+                self.connections_max
+            ));
+        }
+        if self.unauthenticated_max == 0 || self.unauthenticated_per_address == 0 {
+            return bad("unauthenticated_max and unauthenticated_per_address must be positive".into());
+        }
         let dev_key = self.channels.iter().any(|c| c.key == DEV_KEY);
         if dev_key && !self.listen.ip().is_loopback() {
             return bad(format!(
@@ -677,7 +723,7 @@ fn channel(c: ChannelFile) -> Result<Channel, ConfigError> {
             .ok_or_else(|| ConfigError(format!("channel {}: unknown role {name:?}", c.id)))?;
         roles |= bit;
     }
-    Ok(Channel { id: c.id, key, roles })
+    Ok(Channel { id: c.id, key, roles, connections_max: c.connections_max })
 }
 
 #[cfg(test)]
@@ -690,7 +736,10 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7400");
         assert_eq!(c.metrics.map(|m| m.to_string()), Some("127.0.0.1:9464".into()));
         assert_eq!(c.data, PathBuf::from("./data"));
-        assert_eq!(c.channels, vec![Channel { id: 1, key: b"hksw-dev-key".to_vec(), roles: 63 }]);
+        assert_eq!(
+            c.channels,
+            vec![Channel { id: 1, key: b"hksw-dev-key".to_vec(), roles: 63, connections_max: None }]
+        );
         c.validate().expect("defaults are valid");
     }
 
@@ -699,7 +748,8 @@ mod tests {
         let mut c = Config { listen: "0.0.0.0:7400".parse().unwrap(), ..Config::default() };
         assert!(c.validate().unwrap_err().0.contains("development key"));
         c.merge_toml(
-            "[[channels]]\nid = 7\nkey_hex = \"00112233445566778899\"\nroles = [\"payments\", \"ACCOUNTS\"]\n",
+            "[[channels]]\nid = 7\nkey_hex = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\n\
+             roles = [\"payments\", \"ACCOUNTS\"]\n",
         )
         .unwrap();
         c.validate().expect("a real key may listen anywhere");

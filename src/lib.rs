@@ -19,6 +19,7 @@ pub use harbour_protocol::client;
 pub use harbour_engine as engine;
 pub use harbour_engine::{aml, credit, fx, hash, money};
 
+pub mod admission;
 pub mod alloc;
 pub mod clock;
 pub mod cluster;

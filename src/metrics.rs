@@ -8,8 +8,9 @@
 //! sum); quantiles report a bucket's upper bound (0 to +25% above the true
 //! value). The endpoint derives Prometheus buckets, whose `le` bounds sit on
 //! bucket edges (so they are exact), and summary quantiles from it. The
-//! endpoint answers any GET with the current values and closes the
-//! connection; it never blocks the switch.
+//! endpoint answers `GET /metrics` (only) with the current values and
+//! closes the connection; it never blocks the switch, and silent
+//! connections cannot keep a scraper out (`serve`).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -191,6 +192,10 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Unauthenticated connections closed to make room for a newer one.
+    pub connections_evicted: AtomicU64,
+    /// Connections that have not said HELLO yet.
+    pub connections_unauthenticated: AtomicU64,
     pub requests_total: AtomicU64,
     pub records_total: AtomicU64,
     pub busy_total: AtomicU64,
@@ -263,6 +268,8 @@ pub static METRICS: Metrics = Metrics {
     connections_open: AtomicU64::new(0),
     connections_total: AtomicU64::new(0),
     connections_refused: AtomicU64::new(0),
+    connections_evicted: AtomicU64::new(0),
+    connections_unauthenticated: AtomicU64::new(0),
     requests_total: AtomicU64::new(0),
     records_total: AtomicU64::new(0),
     busy_total: AtomicU64::new(0),
@@ -348,8 +355,20 @@ impl Metrics {
         one(
             "harbour_connections_refused_total",
             "counter",
-            "Connections refused at the connection limit.",
+            "Connections refused: a limit of the switch, of a channel, or of a source address.",
             get(&self.connections_refused),
+        );
+        one(
+            "harbour_connections_evicted_total",
+            "counter",
+            "Connections awaiting HELLO closed to make room for newer ones.",
+            get(&self.connections_evicted),
+        );
+        one(
+            "harbour_connections_unauthenticated",
+            "gauge",
+            "Connections that have not said HELLO yet.",
+            get(&self.connections_unauthenticated),
         );
         one("harbour_requests_total", "counter", "Requests handed to the shards.", get(&self.requests_total));
         one("harbour_records_total", "counter", "Records in requests handed to the shards.", get(&self.records_total));
@@ -582,31 +601,83 @@ fn render_histograms<'a>(
     }
 }
 
-/// Serves the counters over HTTP until the task is dropped, to at most
-/// `max_connections` scrapers at once.
-pub async fn serve(listener: TcpListener, max_connections: usize) {
-    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+/// How long a scraper has to send its request head, and to take the
+/// answer.
+const SCRAPE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Serves the counters over HTTP until the task is dropped: `GET /metrics`
+/// only (anything else is 404 or 405), at most `max_connections` scrapers
+/// at once and `per_address` from one address. A connection that is full
+/// makes room by closing the oldest one still sending its request
+/// (`admission::Gate`), so silent connections cannot keep a scraper out,
+/// and each has `SCRAPE_DEADLINE` to send its head and take the answer.
+pub async fn serve(listener: TcpListener, max_connections: usize, per_address: usize) {
+    let gate = crate::admission::Gate::new(max_connections, per_address, max_connections, []);
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((mut stream, peer)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(place) = std::sync::Arc::clone(&places).try_acquire_owned() else { continue };
+        let Ok((place, evicted)) = gate.admit(peer.ip()) else { continue };
         tokio::spawn(async move {
             let _place = place;
-            // Read (and ignore) the request head; any path gets the metrics.
-            let mut head = [0u8; 1024];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut head)).await;
-            let body = METRICS.render();
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let answered = async {
+                let Some(head) = read_head(&mut stream).await else { return };
+                let response = answer(&head);
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            };
+            tokio::select! {
+                () = answered => {}
+                _ = evicted => {}
+                () = tokio::time::sleep(2 * SCRAPE_DEADLINE) => {}
+            }
         });
     }
+}
+
+/// A request head (up to its blank line, at most 4 KiB), within the
+/// deadline; `None` if it did not come.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 4096 {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(SCRAPE_DEADLINE, read).await.ok()?;
+    Some(head)
+}
+
+/// The response to a request head: the metrics for `GET /metrics`.
+fn answer(head: &[u8]) -> String {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let plain = |status: &str, body: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    if path != "/metrics" {
+        return plain("404 Not Found", "only /metrics is served\n");
+    }
+    if method != "GET" {
+        return plain("405 Method Not Allowed", "GET /metrics\n");
+    }
+    let body = METRICS.render();
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// Binds the metrics endpoint.

@@ -61,6 +61,8 @@ struct Limits {
 
 /// Metrics scrapes served at once at most.
 const METRICS_CONNECTIONS_MAX: usize = 16;
+/// Scrapers from one address at once.
+const METRICS_PER_ADDRESS: usize = 8;
 /// STR exports being made at once, switch-wide: each may hold a 256 MiB
 /// report in memory.
 const STR_EXPORTS_MAX: usize = 1;
@@ -111,7 +113,12 @@ pub async fn serve(
         write_timeout: Duration::from_millis(config.write_timeout_ms),
     };
     let channels: Arc<[Channel]> = config.channels.clone().into();
-    let connections = Arc::new(Semaphore::new(config.connections_max));
+    let gate = crate::admission::Gate::new(
+        config.unauthenticated_max,
+        config.unauthenticated_per_address,
+        config.connections_max,
+        config.channels.iter().map(|c| (c.id, c.connections_max)),
+    );
     let exports = Arc::new(Semaphore::new(STR_EXPORTS_MAX));
     let answer_bytes = Arc::new(crate::handoff::Admission::new(config.answer_bytes_max));
     // Connections watch `draining`; the server waits for them through `done`.
@@ -127,16 +134,19 @@ pub async fn serve(
             }
             Some(message) = fatal_rx.recv() => break Some(message),
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
+                let Ok((stream, peer)) = accepted else {
                     // Out of descriptors or the like: back off, don't spin.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                    METRICS.connections_refused.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(refuse(stream));
-                    continue;
+                let (place, evicted) = match gate.admit(peer.ip()) {
+                    Ok(admitted) => admitted,
+                    Err(why) => {
+                        METRICS.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(refuse(stream, why.detail()));
+                        continue;
+                    }
                 };
                 METRICS.connections_total.fetch_add(1, Ordering::Relaxed);
                 METRICS.connections_open.fetch_add(1, Ordering::Relaxed);
@@ -152,13 +162,15 @@ pub async fn serve(
                     fatal: fatal_tx.clone(),
                     writer_gone: Arc::default(),
                     answer_bytes: Arc::clone(&answer_bytes),
+                    gate: Arc::clone(&gate),
+                    place: Some(place),
+                    seat: None,
                 };
                 let draining = drain_rx.clone();
                 let done = done_tx.clone();
                 tokio::spawn(async move {
-                    conn.run(stream, draining).await;
+                    conn.run(stream, draining, evicted).await;
                     METRICS.connections_open.fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
                     drop(done);
                 });
             }
@@ -180,10 +192,31 @@ pub async fn serve(
     }
 }
 
-/// Tells a connection over the limit BUSY and closes it.
-async fn refuse(mut stream: tokio::net::TcpStream) {
+/// The books' files are the bank's customers' payments: the data
+/// directory is made readable by the switch's user only (0700), and every
+/// file the process creates from here on is too (umask 077; the log, the
+/// snapshots, a cluster's raft files, backups).
+fn private_data(data: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: umask only sets the process's file-creation mask; it
+        // cannot fail and touches no memory.
+        unsafe {
+            libc::umask(0o077);
+        }
+        std::fs::create_dir_all(data)?;
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(data)?;
+    Ok(())
+}
+
+/// Tells a connection over a limit BUSY and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, detail: &str) {
     let mut out = BytesMut::new();
-    frame::encode(&mut out, frame::ERROR_KIND, 0, 0, &frame::error_body(ErrorCode::Busy, "connection limit reached"));
+    frame::encode(&mut out, frame::ERROR_KIND, 0, 0, &frame::error_body(ErrorCode::Busy, detail));
     METRICS.frame_error(ErrorCode::Busy);
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
     let _ = stream.shutdown().await;
@@ -243,6 +276,11 @@ struct Connection {
     writer_gone: Arc<WriterGone>,
     /// The switch-wide budget of answers not yet written.
     answer_bytes: Arc<crate::handoff::Admission>,
+    /// Admission: the place this connection holds until HELLO, then its
+    /// channel's seat.
+    gate: Arc<crate::admission::Gate>,
+    place: Option<crate::admission::Place>,
+    seat: Option<crate::admission::Seat>,
 }
 
 /// The writer's word that it can deliver nothing more.
@@ -270,7 +308,12 @@ enum Next {
 }
 
 impl Connection {
-    async fn run(mut self, stream: tokio::net::TcpStream, mut draining: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        stream: tokio::net::TcpStream,
+        mut draining: watch::Receiver<bool>,
+        mut evicted: tokio::sync::oneshot::Receiver<()>,
+    ) {
         let (mut reader, writer) = stream.into_split();
         let connected = tokio::time::Instant::now();
         // Frames the reader itself answers (CHALLENGE, HELLO, PING, errors)
@@ -333,6 +376,8 @@ impl Connection {
                 },
                 _ = draining.changed() => break,
                 () = self.writer_gone.notify.notified() => break,
+                // A newer connection took this one's place before HELLO.
+                Ok(()) = &mut evicted, if self.session.is_none() => break,
             }
         }
         // Answer everything handed over before closing. (A writer that gave
@@ -411,9 +456,19 @@ impl Connection {
         let hello = Hello::decode(body);
         let channel = self.channels.iter().find(|c| c.id == hello.channel_id);
         let Some(channel) = channel.filter(|c| hello.verify(&c.key, nonce)) else {
+            tracing::warn!(channel = hello.channel_id, "HELLO refused: unknown channel or wrong mac");
             send_error(out, ErrorCode::AuthFailed, h.request_id, "unknown channel or wrong mac").await;
             return Next::Close;
         };
+        let place = self.place.take().expect("a connection holds its place until HELLO");
+        match self.gate.seat(place, channel.id) {
+            Ok(seat) => self.seat = Some(seat),
+            Err(why) => {
+                METRICS.connections_refused.fetch_add(1, Ordering::Relaxed);
+                send_error(out, ErrorCode::Busy, h.request_id, why.detail()).await;
+                return Next::Close;
+            }
+        }
         self.session = Some(Session { roles: channel.roles });
         let answer = HelloResponse {
             code: 0,
@@ -801,6 +856,7 @@ impl std::error::Error for StartError {}
 /// metrics addresses and starts serving.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     config.validate().map_err(StartError::Config)?;
+    private_data(&config.data).map_err(|e| StartError::Open(crate::shard::OpenError::Io(e)))?;
     let (switch, member) = match &config.cluster {
         Some(cluster) => {
             let member = crate::cluster::node::start(cluster, &config.data, config.backend, &config.switch)
@@ -833,7 +889,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         Some(at) => {
             let metrics = crate::metrics::bind(at).await.map_err(bind("metrics", at))?;
             let bound = metrics.local_addr().map_err(bind("metrics", at))?;
-            tokio::spawn(crate::metrics::serve(metrics, METRICS_CONNECTIONS_MAX));
+            tokio::spawn(crate::metrics::serve(metrics, METRICS_CONNECTIONS_MAX, METRICS_PER_ADDRESS));
             Some(bound)
         }
         None => None,

@@ -23,7 +23,12 @@ const KEY: &[u8] = b"hksw-dev-key";
 
 fn config(dir: &std::path::Path) -> Config {
     let mut c = common::server_config(dir);
-    c.channels.push(Channel { id: 2, key: b"accounts-only-key".to_vec(), roles: role::ACCOUNTS });
+    c.channels.push(Channel {
+        id: 2,
+        key: b"accounts-only-key".to_vec(),
+        roles: role::ACCOUNTS,
+        connections_max: None,
+    });
     c
 }
 
@@ -468,35 +473,35 @@ async fn the_connection_limit_holds_and_idle_connections_close() {
     cfg.idle_timeout_ms = 300;
     cfg.handshake_timeout_ms = 400;
     let running = server::start(&cfg).await.expect("starts");
+    // Three sessions take the three seats.
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(Raw::connect(running.addr).await);
+        let mut raw = Raw::connect(running.addr).await;
+        raw.hello(1, KEY).await;
+        raw.read().await.expect("HELLO answer");
+        held.push(raw);
     }
-    // The fourth is told BUSY and closed.
-    let mut extra = TcpStream::connect(running.addr).await.unwrap();
-    let mut buf = BytesMut::new();
-    let frame = loop {
-        if let Some(f) = frame::decode(&mut buf, 1 << 20).unwrap() {
-            break f;
+    // A fourth is admitted to say HELLO (connections awaiting HELLO have
+    // places of their own, docs/security.md), then told BUSY and closed.
+    let mut waiting = Raw::connect(running.addr).await;
+    match Client::connect(running.addr, 1, KEY).await {
+        Err(e) => {
+            assert_eq!(e.error_code(), Some(ErrorCode::Busy), "{e}");
+            assert!(e.to_string().contains("connection limit reached"), "{e}");
         }
-        assert!(extra.read_buf(&mut buf).await.unwrap() > 0, "an ERROR before the close");
-    };
-    assert_eq!(frame.0.kind, frame::ERROR_KIND);
-    assert_eq!(frame::parse_error_body(&frame.1).unwrap().0, ErrorCode::Busy as u16);
-    assert_eq!(extra.read_buf(&mut buf).await.unwrap(), 0, "closed");
-    // The accepted ones are still served.
-    held[0].hello(1, KEY).await;
-    held[0].read().await.expect("HELLO answer");
+        Ok(_) => panic!("a fourth session past connections_max = 3"),
+    }
+    // The seated ones are still served.
     held[0].expect_ping(5).await;
     // An idle session closes after the idle timeout, a connection that never
     // says HELLO after the handshake timeout; both free their places.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(held[0].read().await.is_none(), "idle session closed");
-    assert!(held[1].read().await.is_none(), "connection without HELLO closed");
+    assert!(waiting.read().await.is_none(), "connection without HELLO closed");
     // (A closed connection keeps its place while it lingers for the peer's
     // close, at most a second; these peers close now.)
     drop(held);
-    // The server notices the closes asynchronously: a place frees shortly.
+    // The server notices the closes asynchronously: a seat frees shortly.
     let mut c = None;
     for _ in 0..60 {
         match Client::connect(running.addr, 1, KEY).await {

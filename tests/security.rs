@@ -1,0 +1,206 @@
+//! Channel security (issue 16, `docs/security.md`), as an attacker on the
+//! network meets it: connection admission no one can exhaust, each
+//! channel's own connection quota, the metrics endpoint serving only
+//! `/metrics` and surviving silent connections, the data directory private
+//! to the switch's user, and short keys refused beyond loopback.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use harbour::client::{Client, ClientError};
+use harbour::config::{Channel, Config};
+use harbour::protocol::frame::{ErrorCode, role};
+use harbour::server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const KEY: &[u8] = b"hksw-dev-key";
+const QUOTA_KEY: &[u8] = b"a-channel-with-a-quota-of-two-conns";
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut c = common::server_config(dir);
+    c.channels.push(Channel { id: 2, key: QUOTA_KEY.to_vec(), roles: role::ACCOUNTS, connections_max: Some(2) });
+    c.unauthenticated_max = 64;
+    c.unauthenticated_per_address = 8;
+    c.metrics = Some("127.0.0.1:0".parse().unwrap());
+    c
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(to).await
+}
+
+/// The ERROR frame's code a refused connection is sent, if any.
+async fn refusal(stream: &mut TcpStream) -> Option<u16> {
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut bytes)).await;
+    // CHALLENGE first for an admitted connection; an ERROR frame for a
+    // refused one (kind 0xFFFF at offset 6, its code first in the body).
+    let kind = u16::from_le_bytes(bytes.get(6..8)?.try_into().ok()?);
+    if kind != harbour::protocol::frame::ERROR_KIND {
+        return None;
+    }
+    let at = harbour::protocol::frame::HEADER_SIZE;
+    Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+}
+
+/// Hundreds of connections that never say HELLO, from many addresses,
+/// held open: a real channel still connects and is answered at once, the
+/// silent ones only evicting each other; one address alone is held to its
+/// own few places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_keep_a_channel_out() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far fewer seats than silent connections: before admission, they
+    // held every place and a real channel was refused BUSY.
+    let mut cfg = config(dir.path());
+    cfg.connections_max = 128;
+    let running = server::start(&cfg).await.unwrap();
+    let mut silent = Vec::new();
+    for i in 0..800u32 {
+        let from = IpAddr::from([127, 0, 1 + (i / 200) as u8, 1 + (i % 100) as u8]);
+        if let Ok(s) = connect_from(from, running.addr).await {
+            silent.push(s);
+        }
+    }
+    assert!(silent.len() >= 700, "the flood connected: {}", silent.len());
+    let started = Instant::now();
+    let c = Client::connect(running.addr, 1, KEY).await.expect("a real channel is admitted");
+    c.ping().await.expect("and answered");
+    let took = started.elapsed();
+    eprintln!("a real channel connected past {} silent connections in {took:?}", silent.len());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // One address: its 9th connection awaiting HELLO is refused BUSY.
+    let from = IpAddr::from([127, 0, 9, 9]);
+    let mut mine = Vec::new();
+    for _ in 0..8 {
+        mine.push(connect_from(from, running.addr).await.unwrap());
+    }
+    let mut ninth = connect_from(from, running.addr).await.unwrap();
+    assert_eq!(refusal(&mut ninth).await, Some(ErrorCode::Busy as u16));
+
+    let text = scrape(running.metrics_addr.unwrap(), "/metrics").await;
+    let evicted = metric(&text, "harbour_connections_evicted_total");
+    assert!(evicted >= 600.0, "the silent ones evicted each other: {evicted}");
+    drop(silent);
+    running.stop().await.unwrap();
+}
+
+/// A channel with a quota of two connections: its third is refused BUSY
+/// after HELLO, and another channel still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_is_held_to_its_own_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(&config(dir.path())).await.unwrap();
+    let first = Client::connect(running.addr, 2, QUOTA_KEY).await.unwrap();
+    let second = Client::connect(running.addr, 2, QUOTA_KEY).await.unwrap();
+    match Client::connect(running.addr, 2, QUOTA_KEY).await {
+        Err(ClientError::Refused { code, detail }) => {
+            assert_eq!(code, ErrorCode::Busy as u16);
+            assert!(detail.contains("channel's connection limit"), "{detail}");
+        }
+        other => panic!("a third connection of the channel: {:?}", other.map(|_| ())),
+    }
+    let other = Client::connect(running.addr, 1, KEY).await.expect("another channel is not affected");
+    other.ping().await.unwrap();
+    drop(first);
+    // A seat given back is taken again.
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(c) = Client::connect(running.addr, 2, QUOTA_KEY).await {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    again.expect("the freed seat").ping().await.unwrap();
+    drop(second);
+    running.stop().await.unwrap();
+}
+
+async fn scrape(addr: SocketAddr, path: &str) -> String {
+    let mut http = TcpStream::connect(addr).await.unwrap();
+    http.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    http.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not served"))
+}
+
+/// The metrics endpoint serves `/metrics` only, and silent connections
+/// holding every place do not keep a scraper out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_serves_metrics_only_and_outlasts_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(&config(dir.path())).await.unwrap();
+    let at = running.metrics_addr.unwrap();
+    let escape = scrape(at, "/../../etc/passwd").await;
+    assert!(escape.starts_with("HTTP/1.1 404"), "{escape}");
+    assert!(!escape.contains("harbour_"), "nothing but a 404");
+    let mut silent = Vec::new();
+    for i in 0..40u8 {
+        silent.push(connect_from(IpAddr::from([127, 0, 2, 1 + i / 4]), at).await.unwrap());
+    }
+    let text = scrape(at, "/metrics").await;
+    assert!(text.starts_with("HTTP/1.1 200") && text.contains("harbour_connections_open"), "{text}");
+    drop(silent);
+    running.stop().await.unwrap();
+}
+
+/// The books' files are readable by the switch's user only.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cfg = config(dir.path());
+    cfg.data = data.clone();
+    let running = server::start(&cfg).await.unwrap();
+    let c = Client::connect(running.addr, 1, KEY).await.unwrap();
+    c.create_accounts(&[common::account(1024)]).await.unwrap();
+    running.stop().await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    let mut files = 0;
+    let mut dirs = vec![data];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                assert_eq!(mode(&path) & 0o077, 0, "{} is private", path.display());
+                dirs.push(path);
+            } else {
+                assert_eq!(mode(&path) & 0o077, 0, "{} is private", path.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 2, "the log and META were checked");
+}
+
+/// Beyond loopback every channel key is at least 32 bytes.
+#[test]
+fn short_keys_stay_on_loopback() {
+    let mut c = Config {
+        channels: vec![Channel { id: 1, key: b"eight-by".to_vec(), roles: role::ALL, connections_max: None }],
+        ..Config::default()
+    };
+    c.validate().expect("an 8-byte key on loopback is a development setup");
+    c.listen = "0.0.0.0:7400".parse().unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("at least 32 bytes"), "{e}");
+    c.channels[0].key = QUOTA_KEY.to_vec();
+    c.validate().expect("a 35-byte key anywhere");
+}
