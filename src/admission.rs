@@ -11,7 +11,9 @@
 //! connection gives its place back and takes a seat of its channel's own
 //! quota (`[[channels]] connections_max`) and of the switch's
 //! (`connections_max`); a channel over its quota is refused BUSY, and no
-//! other channel's connection is.
+//! other channel's connection is. Its requests then pass its channel's own
+//! limits (requests in flight over all its connections, records per
+//! second): a channel over them gets BUSY for its own frames only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -29,8 +31,49 @@ pub struct Gate {
     waiting: Mutex<Waiting>,
     /// Seats of every authenticated connection (`connections_max`).
     seats: Arc<Semaphore>,
-    /// Each channel's own quota, by channel id.
-    quotas: HashMap<u32, Arc<Semaphore>>,
+    /// Each channel's own limits, by channel id.
+    channels: HashMap<u32, Arc<Channel>>,
+}
+
+/// A channel's own limits, as configured (`[[channels]]`); none: only the
+/// switch's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChannelLimits {
+    pub connections_max: Option<usize>,
+    /// Requests in flight over all its connections.
+    pub in_flight_max: Option<usize>,
+    /// Records per second, as a token bucket holding `burst` records.
+    pub records_per_second: Option<u64>,
+    pub burst: u64,
+}
+
+/// One channel's quotas, shared by its connections.
+struct Channel {
+    connections: Option<Arc<Semaphore>>,
+    in_flight: Option<Arc<Semaphore>>,
+    bucket: Option<Mutex<Bucket>>,
+}
+
+/// A token bucket of records.
+struct Bucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, records: u32) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        if self.tokens < f64::from(records) {
+            return false;
+        }
+        self.tokens -= f64::from(records);
+        true
+    }
 }
 
 #[derive(Default)]
@@ -62,6 +105,10 @@ pub enum Refused {
     ChannelFull,
     /// Every seat of the switch is taken.
     Full,
+    /// Its channel has `max_in_flight` requests unanswered.
+    ChannelInFlight,
+    /// Its channel sent more than `records_per_second` allow.
+    ChannelRate,
 }
 
 impl Refused {
@@ -71,6 +118,8 @@ impl Refused {
             Self::Address => "too many connections from this address awaiting HELLO",
             Self::ChannelFull => "this channel's connection limit is reached",
             Self::Full => "connection limit reached",
+            Self::ChannelInFlight => "this channel's max_in_flight is reached; nothing applied",
+            Self::ChannelRate => "this channel is over its records_per_second; nothing applied",
         }
     }
 }
@@ -82,28 +131,64 @@ pub struct Place {
     addr: IpAddr,
 }
 
-/// An authenticated connection's seats: given back when dropped.
+/// An authenticated connection's seats: given back when dropped. Its
+/// requests pass its channel's limits through it.
 pub struct Seat {
     _switch: OwnedSemaphorePermit,
     _channel: Option<OwnedSemaphorePermit>,
+    limits: Option<Arc<Channel>>,
+}
+
+impl Seat {
+    /// Admits a request of `records` records under its channel's limits:
+    /// the channel's in-flight place it holds until answered, if the
+    /// channel has a bound.
+    pub fn admit(&self, records: u32) -> Result<Option<OwnedSemaphorePermit>, Refused> {
+        let Some(limits) = &self.limits else { return Ok(None) };
+        let place = match &limits.in_flight {
+            Some(s) => Some(Arc::clone(s).try_acquire_owned().map_err(|_| Refused::ChannelInFlight)?),
+            None => None,
+        };
+        if let Some(bucket) = &limits.bucket
+            && !bucket.lock().take(records)
+        {
+            return Err(Refused::ChannelRate);
+        }
+        Ok(place)
+    }
 }
 
 impl Gate {
-    /// `quotas`: each channel's id and its own limit, if it has one.
+    /// `channels`: each channel's id and its own limits.
     #[must_use]
     pub fn new(
         unauthenticated_max: usize,
         per_address_max: usize,
         connections_max: usize,
-        quotas: impl IntoIterator<Item = (u32, Option<usize>)>,
+        channels: impl IntoIterator<Item = (u32, ChannelLimits)>,
     ) -> Arc<Gate> {
-        let quotas = quotas.into_iter().filter_map(|(id, max)| Some((id, Arc::new(Semaphore::new(max?))))).collect();
+        let semaphore = |n: Option<usize>| n.map(|n| Arc::new(Semaphore::new(n)));
+        let channels = channels
+            .into_iter()
+            .map(|(id, l)| {
+                let bucket = l.records_per_second.map(|r| {
+                    let burst = l.burst.max(r) as f64;
+                    Mutex::new(Bucket { per_second: r as f64, burst, tokens: burst, at: std::time::Instant::now() })
+                });
+                let channel = Channel {
+                    connections: semaphore(l.connections_max),
+                    in_flight: semaphore(l.in_flight_max),
+                    bucket,
+                };
+                (id, Arc::new(channel))
+            })
+            .collect();
         Arc::new(Gate {
             unauthenticated_max: unauthenticated_max.max(1),
             per_address_max: per_address_max.max(1),
             waiting: Mutex::default(),
             seats: Arc::new(Semaphore::new(connections_max)),
-            quotas,
+            channels,
         })
     }
 
@@ -134,13 +219,14 @@ impl Gate {
     /// After a good HELLO from `channel`: its seats, and the place given
     /// back.
     pub fn seat(&self, place: Place, channel: u32) -> Result<Seat, Refused> {
-        let quota = match self.quotas.get(&channel) {
+        let limits = self.channels.get(&channel).cloned();
+        let quota = match limits.as_ref().and_then(|l| l.connections.as_ref()) {
             Some(q) => Some(Arc::clone(q).try_acquire_owned().map_err(|_| Refused::ChannelFull)?),
             None => None,
         };
         let seat = Arc::clone(&self.seats).try_acquire_owned().map_err(|_| Refused::Full)?;
         drop(place);
-        Ok(Seat { _switch: seat, _channel: quota })
+        Ok(Seat { _switch: seat, _channel: quota, limits })
     }
 }
 
@@ -165,7 +251,8 @@ mod tests {
 
     #[test]
     fn the_oldest_unauthenticated_is_evicted_and_addresses_are_bounded() {
-        let gate = Gate::new(3, 2, 10, [(1, Some(1)), (2, None)]);
+        let one = ChannelLimits { connections_max: Some(1), ..ChannelLimits::default() };
+        let gate = Gate::new(3, 2, 10, [(1, one), (2, ChannelLimits::default())]);
         let (a, mut a_evicted) = gate.admit(ip(1)).unwrap();
         let (_b, _) = gate.admit(ip(1)).unwrap();
         assert_eq!(gate.admit(ip(1)).err(), Some(Refused::Address), "two per address");
@@ -185,5 +272,22 @@ mod tests {
         drop(seat);
         let (h, _) = gate.admit(ip(5)).unwrap();
         assert!(gate.seat(h, 1).is_ok(), "a seat given back is taken again");
+    }
+
+    #[test]
+    fn a_channel_is_held_to_its_in_flight_and_rate() {
+        let limits =
+            ChannelLimits { in_flight_max: Some(2), records_per_second: Some(100), burst: 150, ..Default::default() };
+        let gate = Gate::new(4, 4, 10, [(1, limits)]);
+        let seat = gate.seat(gate.admit(ip(1)).unwrap().0, 1).unwrap();
+        let other = gate.seat(gate.admit(ip(2)).unwrap().0, 1).unwrap();
+        let a = seat.admit(100).unwrap();
+        let _b = other.admit(10).unwrap();
+        assert_eq!(seat.admit(1).err(), Some(Refused::ChannelInFlight), "two in flight, over both connections");
+        drop(a);
+        assert_eq!(seat.admit(100).err(), Some(Refused::ChannelRate), "40 of the burst's 150 left");
+        assert!(seat.admit(40).is_ok(), "what is left passes");
+        let unlimited = gate.seat(gate.admit(ip(3)).unwrap().0, 9).unwrap();
+        assert!(unlimited.admit(8189).unwrap().is_none(), "a channel without limits");
     }
 }

@@ -139,6 +139,12 @@ pub struct Channel {
     pub roles: u16,
     /// This channel's own connection quota (none: only `connections_max`).
     pub connections_max: Option<usize>,
+    /// Requests in flight over all its connections (none: per connection
+    /// only, `max_in_flight`).
+    pub max_in_flight: Option<u32>,
+    /// Records per second it may send (a token bucket holding a full
+    /// batch); none: no rate bound.
+    pub records_per_second: Option<u64>,
 }
 
 /// Everything `harbour serve` needs.
@@ -237,7 +243,14 @@ impl Default for Config {
             data: PathBuf::from("./data"),
             listen: "127.0.0.1:7400".parse().expect("address"),
             metrics: Some("127.0.0.1:9464".parse().expect("address")),
-            channels: vec![Channel { id: 1, key: DEV_KEY.to_vec(), roles: role::ALL, connections_max: None }],
+            channels: vec![Channel {
+                id: 1,
+                key: DEV_KEY.to_vec(),
+                roles: role::ALL,
+                connections_max: None,
+                max_in_flight: None,
+                records_per_second: None,
+            }],
             switch: SwitchConfig {
                 engine: EngineConfig {
                     accounts_capacity: 1 << 20,
@@ -411,6 +424,8 @@ struct ChannelFile {
     roles: Vec<String>,
     /// This channel's own connection quota.
     connections_max: Option<usize>,
+    max_in_flight: Option<u32>,
+    records_per_second: Option<u64>,
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
@@ -617,6 +632,9 @@ impl Config {
                 self.connections_max
             ));
         }
+        if self.channels.iter().any(|c| c.max_in_flight == Some(0) || c.records_per_second == Some(0)) {
+            return bad("a channel's max_in_flight and records_per_second must be positive".into());
+        }
         if self.unauthenticated_max == 0 || self.unauthenticated_per_address == 0 {
             return bad("unauthenticated_max and unauthenticated_per_address must be positive".into());
         }
@@ -723,7 +741,14 @@ fn channel(c: ChannelFile) -> Result<Channel, ConfigError> {
             .ok_or_else(|| ConfigError(format!("channel {}: unknown role {name:?}", c.id)))?;
         roles |= bit;
     }
-    Ok(Channel { id: c.id, key, roles, connections_max: c.connections_max })
+    Ok(Channel {
+        id: c.id,
+        key,
+        roles,
+        connections_max: c.connections_max,
+        max_in_flight: c.max_in_flight,
+        records_per_second: c.records_per_second,
+    })
 }
 
 #[cfg(test)]
@@ -738,7 +763,14 @@ mod tests {
         assert_eq!(c.data, PathBuf::from("./data"));
         assert_eq!(
             c.channels,
-            vec![Channel { id: 1, key: b"hksw-dev-key".to_vec(), roles: 63, connections_max: None }]
+            vec![Channel {
+                id: 1,
+                key: b"hksw-dev-key".to_vec(),
+                roles: 63,
+                connections_max: None,
+                max_in_flight: None,
+                records_per_second: None
+            }]
         );
         c.validate().expect("defaults are valid");
     }

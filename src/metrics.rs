@@ -196,6 +196,8 @@ pub struct Metrics {
     pub connections_evicted: AtomicU64,
     /// Connections that have not said HELLO yet.
     pub connections_unauthenticated: AtomicU64,
+    /// Requests refused BUSY by their channel's own limits.
+    pub channel_limited: AtomicU64,
     pub requests_total: AtomicU64,
     pub records_total: AtomicU64,
     pub busy_total: AtomicU64,
@@ -270,6 +272,7 @@ pub static METRICS: Metrics = Metrics {
     connections_refused: AtomicU64::new(0),
     connections_evicted: AtomicU64::new(0),
     connections_unauthenticated: AtomicU64::new(0),
+    channel_limited: AtomicU64::new(0),
     requests_total: AtomicU64::new(0),
     records_total: AtomicU64::new(0),
     busy_total: AtomicU64::new(0),
@@ -369,6 +372,12 @@ impl Metrics {
             "gauge",
             "Connections that have not said HELLO yet.",
             get(&self.connections_unauthenticated),
+        );
+        one(
+            "harbour_channel_limited_total",
+            "counter",
+            "Requests refused BUSY by their channel's own max_in_flight or records_per_second.",
+            get(&self.channel_limited),
         );
         one("harbour_requests_total", "counter", "Requests handed to the shards.", get(&self.requests_total));
         one("harbour_records_total", "counter", "Records in requests handed to the shards.", get(&self.records_total));

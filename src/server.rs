@@ -117,7 +117,16 @@ pub async fn serve(
         config.unauthenticated_max,
         config.unauthenticated_per_address,
         config.connections_max,
-        config.channels.iter().map(|c| (c.id, c.connections_max)),
+        config.channels.iter().map(|c| {
+            let limits = crate::admission::ChannelLimits {
+                connections_max: c.connections_max,
+                in_flight_max: c.max_in_flight.map(|n| n as usize),
+                records_per_second: c.records_per_second,
+                // A full batch always fits the bucket.
+                burst: u64::from(config.max_batch),
+            };
+            (c.id, limits)
+        }),
     );
     let exports = Arc::new(Semaphore::new(STR_EXPORTS_MAX));
     let answer_bytes = Arc::new(crate::handoff::Admission::new(config.answer_bytes_max));
@@ -240,6 +249,8 @@ type Answer = (BytesMut, Place);
 struct Place {
     _permit: OwnedSemaphorePermit,
     budget: Option<AnswerBudget>,
+    /// The channel's own in-flight place, if it has a bound.
+    _channel: Option<OwnedSemaphorePermit>,
 }
 
 /// A share of the answer budget (`Config::answer_bytes_max`: channels that
@@ -497,17 +508,26 @@ impl Connection {
         }
         let response_kind = spec.kind | RESPONSE_BIT;
         let answers = self.answers.clone().expect("a running connection has an answer queue");
+        // The channel's own limits: BUSY for this channel's frames only.
+        let channel = match self.seat.as_ref().map(|s| s.admit(h.count)) {
+            Some(Err(why)) => {
+                METRICS.channel_limited.fetch_add(1, Ordering::Relaxed);
+                return busy(out, h, why.detail()).await;
+            }
+            Some(Ok(place)) => place,
+            None => None,
+        };
         if h.kind == kind::EXPORT_STR {
             // One export at a time switch-wide bounds its memory.
-            return self.export_str(h, body, Place { _permit: permit, budget: None }, out).await;
+            return self.export_str(h, body, Place { _permit: permit, budget: None, _channel: channel }, out).await;
         }
         let bytes = u64::from(h.count) * spec.response_size as u64;
         if !self.answer_bytes.admit(bytes, false) {
             return busy(out, h, "answers waiting for channels that read slowly fill the budget; nothing applied")
                 .await;
         }
-        let permit =
-            Place { _permit: permit, budget: Some(AnswerBudget { admission: Arc::clone(&self.answer_bytes), bytes }) };
+        let budget = Some(AnswerBudget { admission: Arc::clone(&self.answer_bytes), bytes });
+        let permit = Place { _permit: permit, budget, _channel: channel };
         if self.switch.single_shard() {
             // The shard thread encodes the answer and queues it for the
             // writer itself: one wake-up less per request.
@@ -602,7 +622,7 @@ impl Connection {
             return Next::Continue;
         };
         let answers = self.answers.clone().expect("a running connection has an answer queue");
-        let place = Place { _permit: permit, budget: None };
+        let place = Place { _permit: permit, budget: None, _channel: None };
         let failed = self.failed();
         tokio::spawn(async move {
             let answer = match h.kind {

@@ -21,7 +21,14 @@ const QUOTA_KEY: &[u8] = b"a-channel-with-a-quota-of-two-conns";
 
 fn config(dir: &std::path::Path) -> Config {
     let mut c = common::server_config(dir);
-    c.channels.push(Channel { id: 2, key: QUOTA_KEY.to_vec(), roles: role::ACCOUNTS, connections_max: Some(2) });
+    c.channels.push(Channel {
+        id: 2,
+        key: QUOTA_KEY.to_vec(),
+        roles: role::ACCOUNTS,
+        connections_max: Some(2),
+        max_in_flight: None,
+        records_per_second: None,
+    });
     c.unauthenticated_max = 64;
     c.unauthenticated_per_address = 8;
     c.metrics = Some("127.0.0.1:0".parse().unwrap());
@@ -194,7 +201,14 @@ async fn the_data_directory_is_private() {
 #[test]
 fn short_keys_stay_on_loopback() {
     let mut c = Config {
-        channels: vec![Channel { id: 1, key: b"eight-by".to_vec(), roles: role::ALL, connections_max: None }],
+        channels: vec![Channel {
+            id: 1,
+            key: b"eight-by".to_vec(),
+            roles: role::ALL,
+            connections_max: None,
+            max_in_flight: None,
+            records_per_second: None,
+        }],
         ..Config::default()
     };
     c.validate().expect("an 8-byte key on loopback is a development setup");
@@ -204,3 +218,82 @@ fn short_keys_stay_on_loopback() {
     c.channels[0].key = QUOTA_KEY.to_vec();
     c.validate().expect("a 35-byte key anywhere");
 }
+
+/// One channel floods past its own `records_per_second`: BUSY goes to its
+/// frames only, never to another channel's, whose latency is reported with
+/// and without the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_channel_is_busy_alone() {
+    use harbour::protocol::records::BalanceKey;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.channels.push(Channel {
+        id: 3,
+        key: FLOOD_KEY.to_vec(),
+        roles: role::ACCOUNTS,
+        connections_max: None,
+        max_in_flight: Some(16),
+        records_per_second: Some(20_000),
+    });
+    let running = server::start(&cfg).await.unwrap();
+    let victim = Client::connect(running.addr, 1, KEY).await.unwrap();
+    victim.create_accounts(&[common::account(1024)]).await.unwrap();
+
+    // The other channel's latency, one lookup at a time.
+    async fn p99(c: &Client) -> (Duration, usize) {
+        let key = [BalanceKey { account_id: 1024, currency: common::HKD }];
+        let mut took = Vec::new();
+        let mut busy = 0;
+        for _ in 0..300 {
+            let started = Instant::now();
+            match c.lookup_balances(&key).await {
+                Ok(_) => took.push(started.elapsed()),
+                Err(e) if e.error_code() == Some(ErrorCode::Busy) => busy += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        took.sort();
+        (took[took.len() * 99 / 100 - 1], busy)
+    }
+    let (quiet, busy_quiet) = p99(&victim).await;
+
+    let flooder = std::sync::Arc::new(Client::connect(running.addr, 3, FLOOD_KEY).await.unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut floods = Vec::new();
+    for _ in 0..4 {
+        let (flooder, stop) = (std::sync::Arc::clone(&flooder), std::sync::Arc::clone(&stop));
+        floods.push(tokio::spawn(async move {
+            let keys: Vec<BalanceKey> =
+                (0..1000).map(|i| BalanceKey { account_id: 1024 + i, currency: common::HKD }).collect();
+            let (mut ok, mut busy) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match flooder.lookup_balances(&keys).await {
+                    Ok(_) => ok += 1,
+                    Err(e) if e.error_code() == Some(ErrorCode::Busy) => busy += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (ok, busy)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (flooded, busy_flooded) = p99(&victim).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut busy) = (0, 0);
+    for f in floods {
+        let (o, b) = f.await.unwrap();
+        ok += o;
+        busy += b;
+    }
+    eprintln!(
+        "the other channel's p99: {quiet:?} alone, {flooded:?} during the flood \
+         (the flooder: {ok} requests of 1,000 records answered, {busy} BUSY)"
+    );
+    assert_eq!((busy_quiet, busy_flooded), (0, 0), "BUSY never reaches the channel that keeps its limits");
+    assert!(busy > 0 && ok > 0, "the flooder is held to its rate: {ok} answered, {busy} BUSY");
+    let text = scrape(running.metrics_addr.unwrap(), "/metrics").await;
+    assert!(metric(&text, "harbour_channel_limited_total") >= busy as f64);
+    running.stop().await.unwrap();
+}
+
+const FLOOD_KEY: &[u8] = b"a-channel-that-floods-the-switch-0123";

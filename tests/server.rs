@@ -28,6 +28,8 @@ fn config(dir: &std::path::Path) -> Config {
         key: b"accounts-only-key".to_vec(),
         roles: role::ACCOUNTS,
         connections_max: None,
+        max_in_flight: None,
+        records_per_second: None,
     });
     c
 }
