@@ -31,8 +31,9 @@ pub struct Gate {
     waiting: Mutex<Waiting>,
     /// Seats of every authenticated connection (`connections_max`).
     seats: Arc<Semaphore>,
-    /// Each channel's own limits, by channel id.
-    channels: HashMap<u32, Arc<Channel>>,
+    /// Each channel's own limits, by channel id (replaced by a reload;
+    /// connections seated before keep the limits they were seated with).
+    channels: parking_lot::RwLock<HashMap<u32, Arc<Channel>>>,
 }
 
 /// A channel's own limits, as configured (`[[channels]]`); none: only the
@@ -167,29 +168,18 @@ impl Gate {
         connections_max: usize,
         channels: impl IntoIterator<Item = (u32, ChannelLimits)>,
     ) -> Arc<Gate> {
-        let semaphore = |n: Option<usize>| n.map(|n| Arc::new(Semaphore::new(n)));
-        let channels = channels
-            .into_iter()
-            .map(|(id, l)| {
-                let bucket = l.records_per_second.map(|r| {
-                    let burst = l.burst.max(r) as f64;
-                    Mutex::new(Bucket { per_second: r as f64, burst, tokens: burst, at: std::time::Instant::now() })
-                });
-                let channel = Channel {
-                    connections: semaphore(l.connections_max),
-                    in_flight: semaphore(l.in_flight_max),
-                    bucket,
-                };
-                (id, Arc::new(channel))
-            })
-            .collect();
         Arc::new(Gate {
             unauthenticated_max: unauthenticated_max.max(1),
             per_address_max: per_address_max.max(1),
             waiting: Mutex::default(),
             seats: Arc::new(Semaphore::new(connections_max)),
-            channels,
+            channels: parking_lot::RwLock::new(limits_of(channels)),
         })
+    }
+
+    /// Each channel's limits from now on (a reload).
+    pub fn set_channels(&self, channels: impl IntoIterator<Item = (u32, ChannelLimits)>) {
+        *self.channels.write() = limits_of(channels);
     }
 
     /// Admits a new connection from `addr` as unauthenticated, evicting the
@@ -219,7 +209,7 @@ impl Gate {
     /// After a good HELLO from `channel`: its seats, and the place given
     /// back.
     pub fn seat(&self, place: Place, channel: u32) -> Result<Seat, Refused> {
-        let limits = self.channels.get(&channel).cloned();
+        let limits = self.channels.read().get(&channel).cloned();
         let quota = match limits.as_ref().and_then(|l| l.connections.as_ref()) {
             Some(q) => Some(Arc::clone(q).try_acquire_owned().map_err(|_| Refused::ChannelFull)?),
             None => None,
@@ -228,6 +218,22 @@ impl Gate {
         drop(place);
         Ok(Seat { _switch: seat, _channel: quota, limits })
     }
+}
+
+fn limits_of(channels: impl IntoIterator<Item = (u32, ChannelLimits)>) -> HashMap<u32, Arc<Channel>> {
+    let semaphore = |n: Option<usize>| n.map(|n| Arc::new(Semaphore::new(n)));
+    channels
+        .into_iter()
+        .map(|(id, l)| {
+            let bucket = l.records_per_second.map(|r| {
+                let burst = l.burst.max(r) as f64;
+                Mutex::new(Bucket { per_second: r as f64, burst, tokens: burst, at: std::time::Instant::now() })
+            });
+            let channel =
+                Channel { connections: semaphore(l.connections_max), in_flight: semaphore(l.in_flight_max), bucket };
+            (id, Arc::new(channel))
+        })
+        .collect()
 }
 
 impl Drop for Place {

@@ -136,6 +136,9 @@ const _: () = assert!(MAX_BATCH_DEFAULT >= 8189 && MAX_IN_FLIGHT_DEFAULT >= 64);
 pub struct Channel {
     pub id: u32,
     pub key: Vec<u8>,
+    /// During a key rotation, the key being retired: HELLO with either is
+    /// good until a reload without it (`docs/security.md`).
+    pub previous_key: Option<Vec<u8>>,
     pub roles: u16,
     /// This channel's own connection quota (none: only `connections_max`).
     pub connections_max: Option<usize>,
@@ -246,6 +249,7 @@ impl Default for Config {
             channels: vec![Channel {
                 id: 1,
                 key: DEV_KEY.to_vec(),
+                previous_key: None,
                 roles: role::ALL,
                 connections_max: None,
                 max_in_flight: None,
@@ -421,6 +425,9 @@ struct ChannelFile {
     key: Option<String>,
     /// ... or as hex.
     key_hex: Option<String>,
+    /// The key being retired during a rotation, as text or hex.
+    previous_key: Option<String>,
+    previous_key_hex: Option<String>,
     roles: Vec<String>,
     /// This channel's own connection quota.
     connections_max: Option<usize>,
@@ -612,11 +619,14 @@ impl Config {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return bad("two channels share an id".into());
         }
-        if self.channels.iter().any(|c| c.key.len() < 8) {
+        if self.channels.iter().any(|c| c.key.len() < 8 || c.previous_key.as_ref().is_some_and(|k| k.len() < 8)) {
             return bad("every channel key must be at least 8 bytes".into());
         }
         if !self.listen.ip().is_loopback()
-            && let Some(c) = self.channels.iter().find(|c| c.key.len() < KEY_BYTES_MIN_PUBLIC && c.key != DEV_KEY)
+            && let Some(c) = self.channels.iter().find(|c| {
+                let short = |k: &Vec<u8>| k.len() < KEY_BYTES_MIN_PUBLIC && k != DEV_KEY;
+                short(&c.key) || c.previous_key.as_ref().is_some_and(short)
+            })
         {
             return bad(format!(
                 "channel {}: a key of {} bytes on {}: beyond loopback every key must be at least \
@@ -732,6 +742,16 @@ fn channel(c: ChannelFile) -> Result<Channel, ConfigError> {
         }
         _ => return Err(ConfigError(format!("channel {}: give exactly one of key and key_hex", c.id))),
     };
+    let previous_key = match (c.previous_key, c.previous_key_hex) {
+        (Some(text), None) => Some(text.into_bytes()),
+        (None, Some(hex)) => {
+            Some(parse_hex(&hex).ok_or_else(|| ConfigError(format!("channel {}: previous_key_hex is not hex", c.id)))?)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError(format!("channel {}: give at most one of previous_key and previous_key_hex", c.id)));
+        }
+    };
     let mut roles = 0;
     for name in &c.roles {
         let bit = role::NAMES
@@ -744,6 +764,7 @@ fn channel(c: ChannelFile) -> Result<Channel, ConfigError> {
     Ok(Channel {
         id: c.id,
         key,
+        previous_key,
         roles,
         connections_max: c.connections_max,
         max_in_flight: c.max_in_flight,
@@ -766,6 +787,7 @@ mod tests {
             vec![Channel {
                 id: 1,
                 key: b"hksw-dev-key".to_vec(),
+                previous_key: None,
                 roles: 63,
                 connections_max: None,
                 max_in_flight: None,

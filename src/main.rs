@@ -585,29 +585,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             "HARBOUR_FAILPOINT_SYNC_DELAY_US: every fsync is slowed (a torture run)"
         );
     }
-    let mut config = Config::default();
-    if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        config.merge_toml(&text).map_err(|e| e.to_string())?;
-    }
-    if let Some(v) = args.data {
-        config.data = v;
-    }
-    if let Some(v) = args.listen {
-        config.listen = v;
-    }
-    if let Some(v) = args.metrics {
-        config.metrics = if v == "off" { None } else { Some(v.parse().map_err(|_| format!("--metrics {v:?}"))?) };
-    }
-    if let Some(v) = args.clock {
-        config.switch.clock = config::parse_clock(&v).map_err(|e| e.to_string())?;
-    }
-    if let Some(v) = args.shards {
-        config.switch.shards = v;
-    }
-    config.record = args.record;
+    let config = serve_config(&args)?;
     // Handlers are in place before the line a supervisor waits for.
     let signals = signal_handlers().map_err(|e| format!("signal handlers: {e}"))?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("signal handlers: {e}"))?;
     let mut running = harbour::server::start(&config).await.map_err(|e| e.to_string())?;
     harbour::alloc::trim_when_idle(|| {
         harbour::metrics::METRICS.requests_total.load(std::sync::atomic::Ordering::Relaxed)
@@ -615,17 +597,55 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     println!("listening on {}", running.addr);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    tokio::select! {
-        () = wait_for_signal(signals) => {}
-        failed = running.stopped() => {
-            // A shard's log failed: exit without syncing or answering more,
-            // and let the restart recover from disk.
-            let why = failed.err().map_or_else(|| "server stopped".to_string(), |e| e.to_string());
-            tracing::error!(error = %why, "stopping at once; the next start recovers from the log");
-            std::process::exit(1);
+    let stop = wait_for_signal(signals);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = hangup.recv() => {
+                // SIGHUP: the channels (keys, roles, limits) are read again
+                // from the configuration file; a bad file changes nothing.
+                match serve_config(&args).and_then(|c| running.reload_channels(&c).map_err(|e| e.to_string())) {
+                    Ok(channels) => tracing::info!(channels, "SIGHUP: channels reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: reload refused; the running channels stay"),
+                }
+            }
+            failed = running.stopped() => {
+                // A shard's log failed: exit without syncing or answering
+                // more, and let the restart recover from disk.
+                let why = failed.err().map_or_else(|| "server stopped".to_string(), |e| e.to_string());
+                tracing::error!(error = %why, "stopping at once; the next start recovers from the log");
+                std::process::exit(1);
+            }
         }
     }
     running.stop().await.map_err(|e| e.to_string())
+}
+
+/// `serve`'s configuration: the file, then the command line's settings.
+fn serve_config(args: &ServeArgs) -> Result<Config, String> {
+    let mut config = Config::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.merge_toml(&text).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = &args.data {
+        config.data.clone_from(v);
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = &args.metrics {
+        config.metrics = if v == "off" { None } else { Some(v.parse().map_err(|_| format!("--metrics {v:?}"))?) };
+    }
+    if let Some(v) = &args.clock {
+        config.switch.clock = config::parse_clock(v).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = args.shards {
+        config.switch.shards = v;
+    }
+    config.record.clone_from(&args.record);
+    Ok(config)
 }
 
 type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);

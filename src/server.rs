@@ -97,10 +97,11 @@ impl std::error::Error for ServeError {}
 /// Runs the server on `listener` until `stop` turns true (or a fatal error),
 /// then drains every connection. The switch is left running: the caller
 /// shuts it down.
-pub async fn serve(
+async fn serve(
     listener: TcpListener,
     switch: Arc<Switch>,
     config: &Config,
+    (keyring, gate): (Arc<Keyring>, Arc<crate::admission::Gate>),
     mut stop: watch::Receiver<bool>,
     recorder: Option<Arc<crate::traffic::Recorder>>,
 ) -> Result<(), ServeError> {
@@ -112,22 +113,6 @@ pub async fn serve(
         handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
         write_timeout: Duration::from_millis(config.write_timeout_ms),
     };
-    let channels: Arc<[Channel]> = config.channels.clone().into();
-    let gate = crate::admission::Gate::new(
-        config.unauthenticated_max,
-        config.unauthenticated_per_address,
-        config.connections_max,
-        config.channels.iter().map(|c| {
-            let limits = crate::admission::ChannelLimits {
-                connections_max: c.connections_max,
-                in_flight_max: c.max_in_flight.map(|n| n as usize),
-                records_per_second: c.records_per_second,
-                // A full batch always fits the bucket.
-                burst: u64::from(config.max_batch),
-            };
-            (c.id, limits)
-        }),
-    );
     let exports = Arc::new(Semaphore::new(STR_EXPORTS_MAX));
     let answer_bytes = Arc::new(crate::handoff::Admission::new(config.answer_bytes_max));
     // Connections watch `draining`; the server waits for them through `done`.
@@ -162,7 +147,7 @@ pub async fn serve(
                 let conn = Connection {
                     answers: None,
                     switch: Arc::clone(&switch),
-                    channels: Arc::clone(&channels),
+                    channels: Arc::clone(&keyring),
                     limits: limits.clone(),
                     in_flight: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
                     exports: Arc::clone(&exports),
@@ -231,10 +216,50 @@ async fn refuse(mut stream: tokio::net::TcpStream, detail: &str) {
     let _ = stream.shutdown().await;
 }
 
-/// An authenticated session.
-#[derive(Clone, Copy, Debug)]
+/// An authenticated session: its channel's roles, and the key it said
+/// HELLO with (a reload that retires that key ends the session).
+#[derive(Clone, Debug)]
 struct Session {
     roles: u16,
+    channel: u32,
+    key: Vec<u8>,
+}
+
+/// The channels allowed to connect. A reload (`Running::reload_channels`)
+/// replaces the list and tells every connection, which ends its session if
+/// its channel is gone or the key it said HELLO with is no longer one of
+/// the channel's, and otherwise takes the channel's new roles.
+pub struct Keyring {
+    list: parking_lot::RwLock<Arc<[Channel]>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Keyring {
+    fn new(channels: &[Channel]) -> Arc<Keyring> {
+        Arc::new(Keyring { list: parking_lot::RwLock::new(channels.into()), changed: watch::channel(0).0 })
+    }
+
+    fn current(&self) -> Arc<[Channel]> {
+        Arc::clone(&self.list.read())
+    }
+}
+
+/// Each channel's own limits, for the admission gate.
+fn channel_limits(config: &Config) -> Vec<(u32, crate::admission::ChannelLimits)> {
+    config
+        .channels
+        .iter()
+        .map(|c| {
+            let limits = crate::admission::ChannelLimits {
+                connections_max: c.connections_max,
+                in_flight_max: c.max_in_flight.map(|n| n as usize),
+                records_per_second: c.records_per_second,
+                // A full batch always fits the bucket.
+                burst: u64::from(config.max_batch),
+            };
+            (c.id, limits)
+        })
+        .collect()
 }
 
 /// An answer from the shards and the in-flight place it frees once the
@@ -272,7 +297,7 @@ struct Connection {
     /// never waits and never fails for want of room.
     answers: Option<mpsc::Sender<Answer>>,
     switch: Arc<Switch>,
-    channels: Arc<[Channel]>,
+    channels: Arc<Keyring>,
     limits: Limits,
     /// One permit per unanswered request.
     in_flight: Arc<Semaphore>,
@@ -325,6 +350,7 @@ impl Connection {
         mut draining: watch::Receiver<bool>,
         mut evicted: tokio::sync::oneshot::Receiver<()>,
     ) {
+        let mut reloaded = self.channels.changed.subscribe();
         let (mut reader, writer) = stream.into_split();
         let connected = tokio::time::Instant::now();
         // Frames the reader itself answers (CHALLENGE, HELLO, PING, errors)
@@ -389,6 +415,12 @@ impl Connection {
                 () = self.writer_gone.notify.notified() => break,
                 // A newer connection took this one's place before HELLO.
                 Ok(()) = &mut evicted, if self.session.is_none() => break,
+                // The channels were reloaded: this session may have ended.
+                Ok(()) = reloaded.changed(), if self.session.is_some() => {
+                    if !self.still_valid() {
+                        break;
+                    }
+                }
             }
         }
         // Answer everything handed over before closing. (A writer that gave
@@ -425,7 +457,7 @@ impl Connection {
         let Some(spec) = kinds::from_channel(h.kind) else {
             return fail(ErrorCode::UnknownKind, format!("kind {:#06x}", h.kind)).await;
         };
-        let roles = self.session.map_or(0, |s| s.roles);
+        let roles = self.session.as_ref().map_or(0, |s| s.roles);
         if spec.roles != 0 && roles & spec.roles == 0 {
             return fail(ErrorCode::Forbidden, format!("{} needs role mask {:#x}", spec.name, spec.roles)).await;
         }
@@ -465,8 +497,13 @@ impl Connection {
 
     async fn hello(&mut self, h: Header, body: &[u8], nonce: &[u8; 16], out: &mpsc::Sender<BytesMut>) -> Next {
         let hello = Hello::decode(body);
-        let channel = self.channels.iter().find(|c| c.id == hello.channel_id);
-        let Some(channel) = channel.filter(|c| hello.verify(&c.key, nonce)) else {
+        let channels = self.channels.current();
+        let channel = channels.iter().find(|c| c.id == hello.channel_id);
+        // During a rotation the retiring key is good too.
+        let key = channel.and_then(|c| {
+            std::iter::once(&c.key).chain(&c.previous_key).find(|k| hello.verify(k, nonce)).map(|k| (c, k.clone()))
+        });
+        let Some((channel, key)) = key else {
             tracing::warn!(channel = hello.channel_id, "HELLO refused: unknown channel or wrong mac");
             send_error(out, ErrorCode::AuthFailed, h.request_id, "unknown channel or wrong mac").await;
             return Next::Close;
@@ -480,7 +517,7 @@ impl Connection {
                 return Next::Close;
             }
         }
-        self.session = Some(Session { roles: channel.roles });
+        self.session = Some(Session { roles: channel.roles, channel: channel.id, key });
         let answer = HelloResponse {
             code: 0,
             roles: channel.roles,
@@ -491,6 +528,27 @@ impl Connection {
         };
         send_frame(out, kind::HELLO | RESPONSE_BIT, 1, h.request_id, &answer.encode()).await;
         Next::Continue
+    }
+
+    /// After a reload: whether this session's channel still exists with
+    /// the key it said HELLO with (its new roles taken if so).
+    fn still_valid(&mut self) -> bool {
+        let channels = self.channels.current();
+        let Some(session) = &mut self.session else { return true };
+        let valid = channels
+            .iter()
+            .find(|c| c.id == session.channel)
+            .filter(|c| c.key == session.key || c.previous_key.as_ref() == Some(&session.key));
+        match valid {
+            Some(c) => {
+                session.roles = c.roles;
+                true
+            }
+            None => {
+                tracing::info!(channel = session.channel, "session ended by a reload: its channel or key is gone");
+                false
+            }
+        }
     }
 
     async fn dispatch(
@@ -837,6 +895,10 @@ pub struct Running {
     recorder: Option<Arc<crate::traffic::Recorder>>,
     /// This node's raft, in a cluster.
     member: Option<crate::cluster::node::Member>,
+    keyring: Arc<Keyring>,
+    gate: Arc<crate::admission::Gate>,
+    /// The configuration it runs, channels as last reloaded.
+    config: Config,
 }
 
 /// Why the server did not start.
@@ -922,14 +984,45 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => None,
     };
     let (stop, stop_rx) = watch::channel(false);
+    let keyring = Keyring::new(&config.channels);
+    let gate = crate::admission::Gate::new(
+        config.unauthenticated_max,
+        config.unauthenticated_per_address,
+        config.connections_max,
+        channel_limits(config),
+    );
     let task_switch = Arc::clone(&switch);
     let task_config = config.clone();
     let task_recorder = recorder.clone();
-    let task = tokio::spawn(async move { serve(listener, task_switch, &task_config, stop_rx, task_recorder).await });
-    Ok(Running { addr, metrics_addr, stop, task, switch, recorder, member })
+    let access = (Arc::clone(&keyring), Arc::clone(&gate));
+    let task =
+        tokio::spawn(async move { serve(listener, task_switch, &task_config, access, stop_rx, task_recorder).await });
+    Ok(Running { addr, metrics_addr, stop, task, switch, recorder, member, keyring, gate, config: config.clone() })
 }
 
 impl Running {
+    /// Replaces the channels (keys, roles, limits) from `reloaded`, the
+    /// configuration read again: connections of channels that remain, with
+    /// a key that remains, keep their sessions; the others are closed.
+    /// Every other setting needs a restart: a reload that changes one is
+    /// refused, naming it, and changes nothing.
+    pub fn reload_channels(&mut self, reloaded: &Config) -> Result<usize, crate::config::ConfigError> {
+        reloaded.validate()?;
+        let mut same = reloaded.clone();
+        same.channels.clone_from(&self.config.channels);
+        if format!("{same:?}") != format!("{:?}", self.config) {
+            return Err(crate::config::ConfigError(
+                "only [[channels]] reload; a change to any other setting needs a restart".into(),
+            ));
+        }
+        self.gate.set_channels(channel_limits(reloaded));
+        *self.keyring.list.write() = reloaded.channels.clone().into();
+        self.keyring.changed.send_modify(|n| *n += 1);
+        self.config.channels.clone_from(&reloaded.channels);
+        tracing::info!(channels = reloaded.channels.len(), "channels reloaded");
+        Ok(reloaded.channels.len())
+    }
+
     /// Waits until the server stops by itself (a fatal error); `Ok` never
     /// comes before [`Running::stop`] is called from elsewhere.
     pub async fn stopped(&mut self) -> Result<(), ServeError> {

@@ -324,3 +324,46 @@ fn check_reports_the_data_directory_and_a_start_refuses_a_lost_segment() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("durable.mark") && err.contains("missing or cut short"), "{err}");
 }
+
+/// SIGHUP reads the channels again: a role added to the file is taken
+/// without a restart, a new key works, and a file with a mistake changes
+/// nothing (the switch keeps serving with what it had).
+#[test]
+fn sighup_reloads_the_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "\"ACCOUNTS\"");
+    let (child, addr) = serve(&dir.path().join("data"), &config);
+    let hup = || {
+        // SAFETY: sending SIGHUP to our own child process.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) }, 0);
+    };
+    assert!(run(&addr, &["account", "create", "--id", "1024"]).0);
+    let deposit = ["transfer", "--id", "1", "--from", "4", "--to", "1024", "--amount", "10.00"];
+    let (ok, out) = run(&addr, &deposit);
+    assert!(!ok && out.contains("FORBIDDEN"), "{out}");
+
+    // A broken file: refused, the running channels stay.
+    std::fs::write(&config, "accounts_capacity = 1024\n[[channels]]\nid = 1\n").unwrap();
+    hup();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(run(&addr, &["ping"]).0, "still served with the old channels");
+
+    // PAYMENTS added, and a second channel with its own key.
+    let text = "accounts_capacity = 1024\ntransfers_capacity = 4096\n[wal]\nsegment_bytes_max = 1048576\n\
+                [[channels]]\nid = 1\nkey = \"hksw-dev-key\"\nroles = [\"ACCOUNTS\", \"PAYMENTS\"]\n\
+                [[channels]]\nid = 2\nkey = \"a-second-channel-key\"\nroles = []\n";
+    std::fs::write(&config, text).unwrap();
+    hup();
+    let mut reloaded = false;
+    for _ in 0..50 {
+        if run(&addr, &deposit).0 {
+            reloaded = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(reloaded, "the new role is taken after SIGHUP");
+    let (ok, out) = run(&addr, &["ping", "--channel", "2", "--key", "a-second-channel-key"]);
+    assert!(ok, "the new channel connects: {out}");
+    terminate(child);
+}

@@ -24,6 +24,7 @@ fn config(dir: &std::path::Path) -> Config {
     c.channels.push(Channel {
         id: 2,
         key: QUOTA_KEY.to_vec(),
+        previous_key: None,
         roles: role::ACCOUNTS,
         connections_max: Some(2),
         max_in_flight: None,
@@ -204,6 +205,7 @@ fn short_keys_stay_on_loopback() {
         channels: vec![Channel {
             id: 1,
             key: b"eight-by".to_vec(),
+            previous_key: None,
             roles: role::ALL,
             connections_max: None,
             max_in_flight: None,
@@ -230,6 +232,7 @@ async fn a_flooding_channel_is_busy_alone() {
     cfg.channels.push(Channel {
         id: 3,
         key: FLOOD_KEY.to_vec(),
+        previous_key: None,
         roles: role::ACCOUNTS,
         connections_max: None,
         max_in_flight: Some(16),
@@ -297,3 +300,83 @@ async fn a_flooding_channel_is_busy_alone() {
 }
 
 const FLOOD_KEY: &[u8] = b"a-channel-that-floods-the-switch-0123";
+
+const OLD_KEY: &[u8] = b"the-key-being-retired-0123456789abc";
+const NEW_KEY: &[u8] = b"the-key-taking-over-0123456789abcdef";
+
+fn rotating(dir: &std::path::Path, key: &[u8], previous: Option<&[u8]>, roles: u16) -> Config {
+    let mut c = config(dir);
+    c.channels.push(Channel {
+        id: 5,
+        key: key.to_vec(),
+        previous_key: previous.map(<[u8]>::to_vec),
+        roles,
+        connections_max: None,
+        max_in_flight: None,
+        records_per_second: None,
+    });
+    c
+}
+
+/// A key rotation by reload: during the window the old and the new key
+/// both say HELLO; after it only the new one does, and a session opened
+/// with the old key is ended. A channel removed by a reload loses its
+/// sessions; sessions of the others are kept, with their new roles. A
+/// reload that touches another setting changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_and_channels_go_by_reload() {
+    use harbour::protocol::records::BalanceKey;
+    let dir = tempfile::tempdir().unwrap();
+    let key = [BalanceKey { account_id: 1024, currency: common::HKD }];
+    let mut running = server::start(&rotating(dir.path(), OLD_KEY, None, role::ACCOUNTS)).await.unwrap();
+    let old = Client::connect(running.addr, 5, OLD_KEY).await.unwrap();
+    let bystander = Client::connect(running.addr, 1, KEY).await.unwrap();
+    assert!(Client::connect(running.addr, 5, NEW_KEY).await.is_err(), "not yet");
+
+    // The window: both keys, and PAYMENTS added.
+    let window = rotating(dir.path(), NEW_KEY, Some(OLD_KEY), role::ACCOUNTS | role::PAYMENTS);
+    running.reload_channels(&window).unwrap();
+    old.lookup_balances(&key).await.expect("the old session goes on");
+    let new = Client::connect(running.addr, 5, NEW_KEY).await.expect("the new key");
+    let again = Client::connect(running.addr, 5, OLD_KEY).await.expect("the old key, still");
+    drop(again);
+    let payments = new.submit_transfers(&[common::deposit(1, 1024, 5, common::HKD)]).await;
+    assert!(payments.is_ok(), "the new role is taken: {:?}", payments.err());
+
+    // Another setting changed: refused, nothing changed.
+    let mut other = window.clone();
+    other.idle_timeout_ms += 1;
+    let e = running.reload_channels(&other).unwrap_err().to_string();
+    assert!(e.contains("needs a restart"), "{e}");
+
+    // The window closes: the old key is gone, and its session with it.
+    running.reload_channels(&rotating(dir.path(), NEW_KEY, None, role::ACCOUNTS | role::PAYMENTS)).unwrap();
+    let mut ended = false;
+    for _ in 0..50 {
+        if old.lookup_balances(&key).await.is_err() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ended, "the session opened with the retired key is closed");
+    match Client::connect(running.addr, 5, OLD_KEY).await {
+        Err(e) => assert_eq!(e.error_code(), Some(ErrorCode::AuthFailed), "{e}"),
+        Ok(_) => panic!("the retired key still says HELLO"),
+    }
+    new.lookup_balances(&key).await.expect("the new key's session goes on");
+
+    // The channel removed: its session ends; the bystander's does not.
+    running.reload_channels(&config(dir.path())).unwrap();
+    let mut gone = false;
+    for _ in 0..50 {
+        if new.lookup_balances(&key).await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "a removed channel's session is closed");
+    bystander.ping().await.expect("another channel's session is kept");
+    running.stop().await.unwrap();
+}

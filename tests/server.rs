@@ -26,6 +26,7 @@ fn config(dir: &std::path::Path) -> Config {
     c.channels.push(Channel {
         id: 2,
         key: b"accounts-only-key".to_vec(),
+        previous_key: None,
         roles: role::ACCOUNTS,
         connections_max: None,
         max_in_flight: None,
