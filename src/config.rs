@@ -182,6 +182,22 @@ pub struct Config {
     /// This node's place in a cluster (`[cluster]`); `None`: a single
     /// node, exactly as without clusters.
     pub cluster: Option<ClusterConfig>,
+    /// TLS 1.3 around the channel protocol (`[tls]`, `docs/security.md`).
+    pub tls: Option<TlsConfig>,
+    /// Plain TCP beyond loopback, said in so many words (without `[tls]`
+    /// a listener beyond loopback is refused otherwise).
+    pub plain_tcp_beyond_loopback: bool,
+}
+
+/// `[tls]`: the switch's certificate chain and key, the CA that signs the
+/// channels' certificates (mutual TLS: every channel shows one), and that
+/// CA's revocation lists, all PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub crls: Vec<PathBuf>,
 }
 
 /// One node of a cluster, as every node's configuration names it.
@@ -283,6 +299,8 @@ impl Default for Config {
             record: None,
             aml_scorer_timeout: Duration::from_millis(AML_SCORER_TIMEOUT_MS_DEFAULT),
             cluster: None,
+            tls: None,
+            plain_tcp_beyond_loopback: false,
         }
     }
 }
@@ -330,6 +348,19 @@ struct File {
     #[serde(default)]
     channels: Vec<ChannelFile>,
     cluster: Option<ClusterFile>,
+    tls: Option<TlsFile>,
+    plain_tcp_beyond_loopback: Option<bool>,
+}
+
+/// `[tls]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
 }
 
 /// `[cluster]` as written.
@@ -545,6 +576,12 @@ impl Config {
         if let Some(a) = file.aml {
             self.merge_aml(a)?;
         }
+        if let Some(t) = file.tls {
+            self.tls = Some(TlsConfig { cert: t.cert, key: t.key, client_ca: t.client_ca, crls: t.crls });
+        }
+        if let Some(v) = file.plain_tcp_beyond_loopback {
+            self.plain_tcp_beyond_loopback = v;
+        }
         if let Some(c) = file.cluster {
             self.cluster = Some(ClusterConfig {
                 node_id: c.node_id,
@@ -657,6 +694,13 @@ impl Config {
                 String::from_utf8_lossy(DEV_KEY)
             ));
         }
+        if self.tls.is_none() && !self.plain_tcp_beyond_loopback && !self.listen.ip().is_loopback() {
+            return bad(format!(
+                "refusing plain TCP on {}: configure [tls] (docs/security.md), or set \
+                 plain_tcp_beyond_loopback = true to accept that anyone on the path reads and alters frames",
+                self.listen
+            ));
+        }
         if !(64..=4096).contains(&self.max_in_flight) {
             return bad(format!("max_in_flight {} outside 64..=4096", self.max_in_flight));
         }
@@ -749,7 +793,10 @@ fn channel(c: ChannelFile) -> Result<Channel, ConfigError> {
         }
         (None, None) => None,
         _ => {
-            return Err(ConfigError(format!("channel {}: give at most one of previous_key and previous_key_hex", c.id)));
+            return Err(ConfigError(format!(
+                "channel {}: give at most one of previous_key and previous_key_hex",
+                c.id
+            )));
         }
     };
     let mut roles = 0;
@@ -806,6 +853,9 @@ mod tests {
              roles = [\"payments\", \"ACCOUNTS\"]\n",
         )
         .unwrap();
+        let e = c.validate().unwrap_err().0;
+        assert!(e.contains("refusing plain TCP"), "beyond loopback, TLS or words: {e}");
+        c.plain_tcp_beyond_loopback = true;
         c.validate().expect("a real key may listen anywhere");
         assert_eq!(c.channels[0].roles, role::PAYMENTS | role::ACCOUNTS);
         c.merge_toml("[[channels]]\nid = 1\nkey = \"hksw-dev-key\"\nroles = [\"PAYMENTS\"]\n").unwrap();

@@ -33,6 +33,7 @@ pub mod server;
 pub mod shard;
 pub mod sim;
 pub mod sync;
+pub mod tls;
 pub mod top;
 pub mod traffic;
 pub mod wal;

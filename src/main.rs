@@ -100,6 +100,30 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Certificates for TLS (docs/security.md).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// A development CA, the switch's certificate and key, and a
+    /// certificate and key per channel (named `channel-<id>.harbour`), as
+    /// PEM files in a new directory. For tests and a first look, never for
+    /// production: the CA's key sits beside the certificates.
+    Dev {
+        /// The directory to write (its files must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// The switch's names (DNS names or IP addresses).
+        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        names: Vec<String>,
+        /// The channels to make certificates for.
+        #[arg(long = "channel", default_values_t = [1u32])]
+        channels: Vec<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -453,6 +477,13 @@ fn main() -> ExitCode {
             Command::Check { data, config } => check(&data, config.as_deref()),
             Command::Cluster { command } => cluster(command).await,
             Command::Backup { out, conn } => backup(&out, &conn).await,
+            Command::Certs { command: CertsCommand::Dev { out, names, channels } } => {
+                harbour::tls::dev_certs(&out, &names, &channels).map(|written| {
+                    for path in written {
+                        println!("wrote {}", path.display());
+                    }
+                })
+            }
         }
     });
     match result {

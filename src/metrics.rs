@@ -198,6 +198,9 @@ pub struct Metrics {
     pub connections_unauthenticated: AtomicU64,
     /// Requests refused BUSY by their channel's own limits.
     pub channel_limited: AtomicU64,
+    /// TLS handshakes refused, and HELLOs refused for another channel's
+    /// certificate.
+    pub tls_refused: AtomicU64,
     pub requests_total: AtomicU64,
     pub records_total: AtomicU64,
     pub busy_total: AtomicU64,
@@ -273,6 +276,7 @@ pub static METRICS: Metrics = Metrics {
     connections_evicted: AtomicU64::new(0),
     connections_unauthenticated: AtomicU64::new(0),
     channel_limited: AtomicU64::new(0),
+    tls_refused: AtomicU64::new(0),
     requests_total: AtomicU64::new(0),
     records_total: AtomicU64::new(0),
     busy_total: AtomicU64::new(0),
@@ -378,6 +382,13 @@ impl Metrics {
             "counter",
             "Requests refused BUSY by their channel's own max_in_flight or records_per_second.",
             get(&self.channel_limited),
+        );
+        one(
+            "harbour_tls_refused_total",
+            "counter",
+            "TLS handshakes refused (no, unknown, expired or revoked client certificate; no handshake in time), and \
+             HELLOs naming another channel than the certificate's.",
+            get(&self.tls_refused),
         );
         one("harbour_requests_total", "counter", "Requests handed to the shards.", get(&self.requests_total));
         one("harbour_records_total", "counter", "Records in requests handed to the shards.", get(&self.records_total));

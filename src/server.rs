@@ -29,7 +29,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::net::tcp::OwnedWriteHalf;
+/// A connection's halves: plain TCP or TLS.
+type Reader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+type Writer = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::{Channel, Config};
@@ -101,7 +103,7 @@ async fn serve(
     listener: TcpListener,
     switch: Arc<Switch>,
     config: &Config,
-    (keyring, gate): (Arc<Keyring>, Arc<crate::admission::Gate>),
+    (keyring, gate, tls): (Arc<Keyring>, Arc<crate::admission::Gate>, Option<crate::tls::Acceptor>),
     mut stop: watch::Receiver<bool>,
     recorder: Option<Arc<crate::traffic::Recorder>>,
 ) -> Result<(), ServeError> {
@@ -159,11 +161,31 @@ async fn serve(
                     gate: Arc::clone(&gate),
                     place: Some(place),
                     seat: None,
+                    certificate: None,
                 };
                 let draining = drain_rx.clone();
                 let done = done_tx.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    conn.run(stream, draining, evicted).await;
+                    let mut conn = conn;
+                    let halves: Option<(Reader, Writer)> = match tls {
+                        None => {
+                            let (reader, writer) = stream.into_split();
+                            Some((Box::new(reader), Box::new(writer)))
+                        }
+                        // The TLS handshake counts against the HELLO deadline.
+                        Some(tls) => match tls.accept(stream, conn.limits.handshake_timeout, peer).await {
+                            Some((stream, certificate)) => {
+                                conn.certificate = certificate;
+                                let (reader, writer) = tokio::io::split(stream);
+                                Some((Box::new(reader), Box::new(writer)))
+                            }
+                            None => None,
+                        },
+                    };
+                    if let Some(halves) = halves {
+                        conn.run(halves, draining, evicted).await;
+                    }
                     METRICS.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop(done);
                 });
@@ -317,6 +339,9 @@ struct Connection {
     gate: Arc<crate::admission::Gate>,
     place: Option<crate::admission::Place>,
     seat: Option<crate::admission::Seat>,
+    /// Over mutual TLS, the channel's certificate: HELLO must name the
+    /// channel it was issued to.
+    certificate: Option<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// The writer's word that it can deliver nothing more.
@@ -346,12 +371,11 @@ enum Next {
 impl Connection {
     async fn run(
         mut self,
-        stream: tokio::net::TcpStream,
+        (mut reader, writer): (Reader, Writer),
         mut draining: watch::Receiver<bool>,
         mut evicted: tokio::sync::oneshot::Receiver<()>,
     ) {
         let mut reloaded = self.channels.changed.subscribe();
-        let (mut reader, writer) = stream.into_split();
         let connected = tokio::time::Instant::now();
         // Frames the reader itself answers (CHALLENGE, HELLO, PING, errors)
         // wait for room; shards' answers never do.
@@ -508,6 +532,15 @@ impl Connection {
             send_error(out, ErrorCode::AuthFailed, h.request_id, "unknown channel or wrong mac").await;
             return Next::Close;
         };
+        if let Some(certificate) = &self.certificate
+            && !crate::tls::names_channel(certificate, channel.id)
+        {
+            tracing::warn!(channel = channel.id, "HELLO refused: the client certificate is another channel's");
+            METRICS.tls_refused.fetch_add(1, Ordering::Relaxed);
+            let detail = "the client certificate was not issued to this channel";
+            send_error(out, ErrorCode::AuthFailed, h.request_id, detail).await;
+            return Next::Close;
+        }
         let place = self.place.take().expect("a connection holds its place until HELLO");
         match self.gate.seat(place, channel.id) {
             Ok(seat) => self.seat = Some(seat),
@@ -817,7 +850,7 @@ async fn send_error(out: &mpsc::Sender<BytesMut>, code: ErrorCode, request_id: u
 /// Answers' in-flight places are freed before the write that carries them,
 /// so a channel that has seen an answer always finds its place free.
 async fn write_loop(
-    mut writer: OwnedWriteHalf,
+    mut writer: Writer,
     mut frames: mpsc::Receiver<BytesMut>,
     mut answers: mpsc::Receiver<Answer>,
     write_timeout: Duration,
@@ -911,6 +944,8 @@ pub enum StartError {
     Open(crate::shard::OpenError),
     /// An address could not be bound (`what`: channels or metrics).
     Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    /// The TLS certificates, key or CRLs could not be read.
+    Tls(String),
     /// The traffic recording file could not be created.
     Record { path: std::path::PathBuf, source: std::io::Error },
     /// The task opening the data directory panicked.
@@ -926,6 +961,7 @@ impl std::fmt::Display for StartError {
             Self::Open(e) => write!(f, "{e}"),
             Self::Bind { what, addr, source } => write!(f, "{what} {addr}: {source}"),
             Self::Record { path, source } => write!(f, "--record {}: {source}", path.display()),
+            Self::Tls(e) => write!(f, "{e}"),
             Self::Task(e) => write!(f, "opening the data directory: {e}"),
             Self::Cluster(e) => write!(f, "cluster: {e}"),
         }
@@ -994,7 +1030,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let task_switch = Arc::clone(&switch);
     let task_config = config.clone();
     let task_recorder = recorder.clone();
-    let access = (Arc::clone(&keyring), Arc::clone(&gate));
+    let tls = match &config.tls {
+        Some(t) => Some(crate::tls::Acceptor::new(t).map_err(StartError::Tls)?),
+        None => None,
+    };
+    let access = (Arc::clone(&keyring), Arc::clone(&gate), tls);
     let task =
         tokio::spawn(async move { serve(listener, task_switch, &task_config, access, stop_rx, task_recorder).await });
     Ok(Running { addr, metrics_addr, stop, task, switch, recorder, member, keyring, gate, config: config.clone() })

@@ -367,7 +367,8 @@ async fn replay_through_a_failover(shards: usize) {
     let ports = ports(3);
     let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, &more, 65_536).await;
     let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
-    let target = Target { addr: addrs[0], others: addrs[1..].to_vec(), channel: 1, key: KEY.as_bytes().to_vec() };
+    let target =
+        Target { addr: addrs[0], others: addrs[1..].to_vec(), tls: None, channel: 1, key: KEY.as_bytes().to_vec() };
     let reader =
         harbour::traffic::TrafficReader::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
     let replay = tokio::spawn(async move { run::replay(&target, reader, 4, Pace::Rate(8_000.0), false).await });

@@ -218,6 +218,9 @@ fn short_keys_stay_on_loopback() {
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("at least 32 bytes"), "{e}");
     c.channels[0].key = QUOTA_KEY.to_vec();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("refusing plain TCP"), "beyond loopback: TLS, or plain TCP said in so many words: {e}");
+    c.plain_tcp_beyond_loopback = true;
     c.validate().expect("a 35-byte key anywhere");
 }
 

@@ -170,6 +170,19 @@ struct Conn {
     channel: u32,
     #[arg(long, env = "HARBOUR_KEY", default_value = "hksw-dev-key", hide_env_values = true)]
     key: String,
+    /// TLS 1.3: the CA that signs the switch's certificate (with
+    /// --tls-cert, --tls-key and --tls-name; `harbour certs dev`).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// The channel's certificate.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The channel's key.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// The name the switch's certificate carries.
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
 }
 
 #[derive(Args)]
@@ -231,8 +244,18 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     number.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or_else(|| format!("rate {text:?}: e.g. 200000/s"))
 }
 
-fn target(c: &Conn) -> Target {
-    Target { addr: c.addr[0], others: c.addr[1..].to_vec(), channel: c.channel, key: c.key.clone().into_bytes() }
+fn target(c: &Conn) -> Result<Target, String> {
+    let tls = match (&c.tls_ca, &c.tls_cert, &c.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(harbour::client::Tls::from_pem_files(ca, cert, key, &c.tls_name)?),
+        _ => None,
+    };
+    Ok(Target {
+        addr: c.addr[0],
+        others: c.addr[1..].to_vec(),
+        tls,
+        channel: c.channel,
+        key: c.key.clone().into_bytes(),
+    })
 }
 
 fn write_outputs(summary: &Summary, shared: &report::Shared, outputs: &Outputs) -> Result<(), String> {
@@ -291,7 +314,7 @@ async fn main_async(cli: Cli) -> Result<(), String> {
             let file = std::fs::File::open(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
             let reader =
                 harbour::traffic::TrafficReader::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
-            let (shared, setup, elapsed) = run::replay(&target(&a.conn), reader, a.connections, pace, true).await?;
+            let (shared, setup, elapsed) = run::replay(&target(&a.conn)?, reader, a.connections, pace, true).await?;
             let summary = Summary::of("replay", a.connections, &shared, elapsed, setup);
             write_outputs(&summary, &shared, &a.outputs)
         }
@@ -305,7 +328,7 @@ async fn main_async(cli: Cli) -> Result<(), String> {
                 after: std::time::Duration::from_secs(a.after),
                 unfunded: a.unfunded,
             };
-            let report = harbour_loadtest::flood::flood(&target(&a.conn), &config).await?;
+            let report = harbour_loadtest::flood::flood(&target(&a.conn)?, &config).await?;
             println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
             Ok(())
         }
@@ -382,7 +405,7 @@ async fn main_async(cli: Cli) -> Result<(), String> {
                 zipf: a.zipf,
                 seed: a.seed,
             };
-            let (shared, elapsed) = run::bench(&target(&a.conn), &config).await?;
+            let (shared, elapsed) = run::bench(&target(&a.conn)?, &config).await?;
             let h = shared.histogram.lock().expect("not poisoned").clone();
             println!("{} batches in {:.2} s", h.len(), elapsed.as_secs_f64());
             println!("load accepted = {:.0} tx/s", a.transfers as f64 / elapsed.as_secs_f64());

@@ -33,6 +33,9 @@ pub struct Target {
     /// the leader, and through a failover they are sent again, in order,
     /// to the new one.
     pub others: Vec<SocketAddr>,
+    /// TLS 1.3 to a single node (`--tls-*`); a cluster is reached in plain
+    /// TCP for now.
+    pub tls: Option<harbour::client::Tls>,
     pub channel: u32,
     pub key: Vec<u8>,
 }
@@ -41,7 +44,7 @@ impl Target {
     /// A single node's target.
     #[must_use]
     pub fn single(addr: SocketAddr, channel: u32, key: &[u8]) -> Target {
-        Target { addr, others: Vec::new(), channel, key: key.to_vec() }
+        Target { addr, others: Vec::new(), tls: None, channel, key: key.to_vec() }
     }
 
     /// How to reach the leader through a failover.
@@ -57,6 +60,15 @@ impl Target {
     /// A connection; in a cluster, to its leader (a read only the leader
     /// answers finds it).
     pub async fn connect(&self) -> Result<Client, String> {
+        if let Some(tls) = &self.tls {
+            if !self.others.is_empty() {
+                return Err("TLS to a cluster is not built yet: name one node".into());
+            }
+            return Client::connect_tls(self.addr, tls, self.channel, &self.key)
+                .await
+                .map(|c| c.with_timeout(Duration::from_secs(60)))
+                .map_err(|e| format!("{}: {e}", self.addr));
+        }
         if self.others.is_empty() {
             return Client::connect(self.addr, self.channel, &self.key)
                 .await

@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::frame::{self, ErrorCode, RESPONSE_BIT};
@@ -108,7 +107,7 @@ type Waiters = Arc<Mutex<Option<HashMap<u64, Waiter>>>>;
 pub struct Client {
     /// Requests are written by the caller's own task (no hand-off, so no
     /// extra wake-up per request); the lock orders concurrent senders.
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<Writer>,
     /// Set once a write failed or was cut short: nothing more is sent.
     broken: AtomicBool,
     waiters: Waiters,
@@ -118,7 +117,63 @@ pub struct Client {
     timeout: Duration,
 }
 
-async fn read_frame(reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<(frame::Header, Bytes), ClientError> {
+/// A connection's halves: plain TCP or TLS.
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// How to reach a switch over TLS 1.3: the client's rustls configuration
+/// (the roots that sign the switch's certificate and, for mutual TLS, the
+/// channel's own certificate and key) and the name the switch's
+/// certificate must carry.
+#[cfg(feature = "tls")]
+#[derive(Clone)]
+pub struct Tls {
+    pub config: Arc<tokio_rustls::rustls::ClientConfig>,
+    pub server_name: tokio_rustls::rustls::pki_types::ServerName<'static>,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tls {{ server_name: {:?} }}", self.server_name)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Tls {
+    /// From PEM files: the CA that signs the switch's certificate, the
+    /// channel's certificate and key (mutual TLS), and the switch's name
+    /// (a DNS name or an IP address, as its certificate carries it).
+    pub fn from_pem_files(
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        server_name: &str,
+    ) -> Result<Tls, String> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let named = |path: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).map_err(|e| named(ca, &e))? {
+            roots.add(c.map_err(|e| named(ca, &e))?).map_err(|e| named(ca, &e))?;
+        }
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(cert).and_then(Iterator::collect).map_err(|e| named(cert, &e))?;
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| named(key, &e))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key_der)
+            .map_err(|e| e.to_string())?;
+        let server_name = ServerName::try_from(server_name.to_string()).map_err(|e| format!("{server_name}: {e}"))?;
+        Ok(Tls { config: Arc::new(config), server_name })
+    }
+}
+
+async fn read_frame(reader: &mut Reader, buf: &mut BytesMut) -> Result<(frame::Header, Bytes), ClientError> {
     loop {
         match frame::decode(buf, RESPONSE_BODY_MAX) {
             Ok(Some(f)) => return Ok(f),
@@ -147,7 +202,29 @@ impl Client {
             .await
             .map_err(|_| ClientError::Timeout)??;
         stream.set_nodelay(true)?;
-        let (mut reader, mut writer) = stream.into_split();
+        let (reader, writer) = stream.into_split();
+        Self::hello(Box::new(reader), Box::new(writer), channel_id, key).await
+    }
+
+    /// The same over TLS 1.3: the TLS handshake (the switch's certificate
+    /// checked against `tls`'s roots and name; with mutual TLS, the
+    /// channel's certificate shown), then HELLO inside it.
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(addr: SocketAddr, tls: &Tls, channel_id: u32, key: &[u8]) -> Result<Client, ClientError> {
+        let stream = tokio::time::timeout(TIMEOUT_DEFAULT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        stream.set_nodelay(true)?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+        let stream = tokio::time::timeout(TIMEOUT_DEFAULT, connector.connect(tls.server_name.clone(), stream))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        let (reader, writer) = tokio::io::split(stream);
+        Self::hello(Box::new(reader), Box::new(writer), channel_id, key).await
+    }
+
+    /// CHALLENGE, HELLO and the session's limits on a connected stream.
+    async fn hello(mut reader: Reader, mut writer: Writer, channel_id: u32, key: &[u8]) -> Result<Client, ClientError> {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let (h, body) = tokio::time::timeout(TIMEOUT_DEFAULT, read_frame(&mut reader, &mut buf))
             .await

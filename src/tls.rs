@@ -1,0 +1,144 @@
+//! TLS 1.3 around the channel protocol (issue 16, `docs/security.md`):
+//! rustls on ring, mutual TLS (every channel shows a certificate from the
+//! configured client CA, checked against its CRLs), and each channel's
+//! certificate bound to the channel it says HELLO as: it must carry the
+//! DNS name `channel-<id>.harbour`. HELLO's HMAC still applies inside.
+//! Also the development certificates of `harbour certs dev`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+
+use crate::config::TlsConfig;
+use crate::metrics::METRICS;
+
+/// The DNS name a channel's certificate carries.
+#[must_use]
+pub fn channel_name(id: u32) -> String {
+    format!("channel-{id}.harbour")
+}
+
+/// Whether `certificate` was issued to channel `id` (names
+/// `channel-<id>.harbour` among its DNS names).
+#[must_use]
+pub fn names_channel(certificate: &CertificateDer<'_>, id: u32) -> bool {
+    let Ok(cert) = webpki::EndEntityCert::try_from(certificate) else { return false };
+    let Ok(name) = ServerName::try_from(channel_name(id)) else { return false };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+/// The listener's TLS side.
+#[derive(Clone)]
+pub struct Acceptor {
+    inner: tokio_rustls::TlsAcceptor,
+}
+
+fn read_err(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
+    format!("tls.{what} {}: {e}", path.display())
+}
+
+impl Acceptor {
+    /// From `[tls]`: the switch's certificate chain and key, the CA that
+    /// signs channels' certificates, and its revocation lists.
+    pub fn new(c: &TlsConfig) -> Result<Acceptor, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert)
+            .and_then(Iterator::collect)
+            .map_err(|e| read_err("cert", &c.cert, e))?;
+        if certs.is_empty() {
+            return Err(read_err("cert", &c.cert, "no certificate in it"));
+        }
+        let key = PrivateKeyDer::from_pem_file(&c.key).map_err(|e| read_err("key", &c.key, e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(&c.client_ca).map_err(|e| read_err("client_ca", &c.client_ca, e))? {
+            let ca = ca.map_err(|e| read_err("client_ca", &c.client_ca, e))?;
+            roots.add(ca).map_err(|e| read_err("client_ca", &c.client_ca, e))?;
+        }
+        let mut crls = Vec::new();
+        for path in &c.crls {
+            crls.push(CertificateRevocationListDer::from_pem_file(path).map_err(|e| read_err("crls", path, e))?);
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .with_crls(crls)
+            .build()
+            .map_err(|e| format!("tls.client_ca: {e}"))?;
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("tls.cert and tls.key: {e}"))?;
+        Ok(Acceptor { inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
+    }
+
+    /// The handshake, within `deadline`: the stream and the channel's
+    /// certificate, or `None` (refused: logged with the reason, counted).
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        deadline: Duration,
+        peer: SocketAddr,
+    ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Option<CertificateDer<'static>>)> {
+        let refused = |why: String| {
+            tracing::warn!(%peer, reason = %why, "TLS handshake refused");
+            METRICS.tls_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            None
+        };
+        match tokio::time::timeout(deadline, self.inner.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let certificate = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
+                Some((tls, certificate))
+            }
+            Ok(Err(e)) => refused(e.to_string()),
+            Err(_) => refused("no handshake within the deadline".into()),
+        }
+    }
+}
+
+/// What `harbour certs dev` writes: a development CA, the switch's
+/// certificate for `names` (DNS names or IP addresses) and one certificate
+/// per channel, each with its key, as PEM files in `out`.
+pub fn dev_certs(out: &Path, names: &[String], channels: &[u32]) -> Result<Vec<std::path::PathBuf>, String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+    let e = |e: rcgen::Error| e.to_string();
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut written = Vec::new();
+    let mut write = |name: &str, text: String| -> Result<(), String> {
+        let path = out.join(name);
+        if path.exists() {
+            return Err(format!("{} exists: development certificates never overwrite", path.display()));
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path);
+        Ok(())
+    };
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "Harbour development CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    write("ca.pem", ca_cert.pem())?;
+    write("ca.key", ca_key.serialize_pem())?;
+    let server_key = KeyPair::generate().map_err(e)?;
+    let mut server = CertificateParams::new(names.to_vec()).map_err(e)?;
+    server.distinguished_name.push(DnType::CommonName, "Harbour switch");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    write("server.pem", server.signed_by(&server_key, &ca_cert, &ca_key).map_err(e)?.pem())?;
+    write("server.key", server_key.serialize_pem())?;
+    for &id in channels {
+        let key = KeyPair::generate().map_err(e)?;
+        let mut params = CertificateParams::new(vec![channel_name(id)]).map_err(e)?;
+        params.distinguished_name.push(DnType::CommonName, channel_name(id));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        write(&format!("channel-{id}.pem"), params.signed_by(&key, &ca_cert, &ca_key).map_err(e)?.pem())?;
+        write(&format!("channel-{id}.key"), key.serialize_pem())?;
+    }
+    Ok(written)
+}

@@ -1,0 +1,204 @@
+//! TLS 1.3 with mutual authentication (issue 16, `docs/security.md`): a
+//! channel with its own certificate and key is served; every other way in
+//! is refused, with the reason in the switch's log and a metric.
+
+mod common;
+
+use std::sync::Arc;
+
+use harbour::client::{Client, Tls};
+use harbour::config::{Channel, TlsConfig};
+use harbour::protocol::frame::{ErrorCode, role};
+use harbour::server;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber, date_time_ymd,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+const KEY_1: &[u8] = b"channel-one-key-0123456789abcdef0123";
+const KEY_2: &[u8] = b"channel-two-key-0123456789abcdef0123";
+
+/// A certificate authority kept in memory, to sign what a test needs.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Ca { cert: params.self_signed(&key).unwrap(), key }
+    }
+
+    /// A leaf for `names`, valid now unless `expired`, with `serial`.
+    fn issue(&self, names: &[&str], client: bool, serial: u64, expired: bool) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap();
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.extended_key_usages =
+            vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
+        if expired {
+            params.not_before = date_time_ymd(2020, 1, 1);
+            params.not_after = date_time_ymd(2021, 1, 1);
+        }
+        (params.signed_by(&key, &self.cert, &self.key).unwrap().pem(), key.serialize_pem())
+    }
+
+    fn revoking(&self, serial: u64) -> String {
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2025, 1, 1),
+            next_update: date_time_ymd(2035, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(serial),
+                revocation_time: date_time_ymd(2025, 6, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.cert, &self.key).unwrap().pem().unwrap()
+    }
+}
+
+/// A client's TLS settings: the switch's CA and, maybe, a certificate.
+fn client_tls(ca: &Ca, identity: Option<&(String, String)>) -> Tls {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.cert.pem().as_bytes()).unwrap()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    Tls { config: Arc::new(config), server_name: ServerName::try_from("localhost").unwrap() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_serves_a_channel_and_refuses_every_other_way_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("bank CA");
+    let other_ca = Ca::new("someone else's CA");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (server_cert, server_key) = ca.issue(&["localhost"], false, 1, false);
+    let mut cfg = common::server_config(&dir.path().join("data"));
+    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
+    cfg.tls = Some(TlsConfig {
+        cert: write("server.pem", &server_cert),
+        key: write("server.key", &server_key),
+        client_ca: write("ca.pem", &ca.cert.pem()),
+        crls: vec![write("revoked.crl", &ca.revoking(99))],
+    });
+    let channel = |id, key: &[u8]| Channel {
+        id,
+        key: key.to_vec(),
+        previous_key: None,
+        roles: role::ACCOUNTS,
+        connections_max: None,
+        max_in_flight: None,
+        records_per_second: None,
+    };
+    cfg.channels = vec![channel(1, KEY_1), channel(2, KEY_2)];
+    let running = server::start(&cfg).await.unwrap();
+    let addr = running.addr;
+
+    // The channel, its certificate and its key: served.
+    let one = ca.issue(&["channel-1.harbour"], true, 10, false);
+    let c = Client::connect_tls(addr, &client_tls(&ca, Some(&one)), 1, KEY_1).await.expect("served over TLS");
+    c.create_accounts(&[common::account(1024)]).await.unwrap();
+
+    // Every other way in is refused.
+    let refused = |what: &str, r: Result<Client, harbour::client::ClientError>| match r {
+        Ok(_) => panic!("{what}: served"),
+        Err(e) => e,
+    };
+    refused("no client certificate", Client::connect_tls(addr, &client_tls(&ca, None), 1, KEY_1).await);
+    let stranger = other_ca.issue(&["channel-1.harbour"], true, 11, false);
+    refused("another CA's certificate", Client::connect_tls(addr, &client_tls(&ca, Some(&stranger)), 1, KEY_1).await);
+    let expired = ca.issue(&["channel-1.harbour"], true, 12, true);
+    refused("an expired certificate", Client::connect_tls(addr, &client_tls(&ca, Some(&expired)), 1, KEY_1).await);
+    let revoked = ca.issue(&["channel-1.harbour"], true, 99, false);
+    refused("a revoked certificate", Client::connect_tls(addr, &client_tls(&ca, Some(&revoked)), 1, KEY_1).await);
+    let e = refused(
+        "channel 1's certificate with channel 2's HELLO",
+        Client::connect_tls(addr, &client_tls(&ca, Some(&one)), 2, KEY_2).await,
+    );
+    assert_eq!(e.error_code(), Some(ErrorCode::AuthFailed), "{e}");
+    assert!(e.to_string().contains("not issued to this channel"), "{e}");
+    let e = refused("the right certificate, a wrong key", {
+        Client::connect_tls(addr, &client_tls(&ca, Some(&one)), 1, KEY_2).await
+    });
+    assert_eq!(e.error_code(), Some(ErrorCode::AuthFailed), "{e}");
+    refused("plain TCP", Client::connect(addr, 1, KEY_1).await);
+
+    // The channel is still served, and the refusals were counted.
+    c.ping().await.unwrap();
+    let text = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut http = tokio::net::TcpStream::connect(running.metrics_addr.unwrap()).await.unwrap();
+        http.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut text = String::new();
+        http.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    let refusals: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("harbour_tls_refused_total ").and_then(|v| v.trim().parse().ok()))
+        .expect("the metric");
+    assert!(refusals >= 5.0, "no cert, other CA, expired, revoked, another channel's: {refusals}");
+    running.stop().await.unwrap();
+}
+
+/// `harbour certs dev` writes a CA, the switch's and each channel's
+/// certificate and key, which a switch and a channel use as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn development_certificates_work_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    harbour::tls::dev_certs(&certs, &names, &[1]).unwrap();
+    assert!(harbour::tls::dev_certs(&certs, &names, &[1]).is_err(), "never overwrites");
+    let mut cfg = common::server_config(&dir.path().join("data"));
+    cfg.tls = Some(TlsConfig {
+        cert: certs.join("server.pem"),
+        key: certs.join("server.key"),
+        client_ca: certs.join("ca.pem"),
+        crls: Vec::new(),
+    });
+    let running = server::start(&cfg).await.unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(certs.join("ca.pem")).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_file(certs.join("channel-1.pem")).unwrap()],
+            PrivateKeyDer::from_pem_file(certs.join("channel-1.key")).unwrap(),
+        )
+        .unwrap();
+    let tls = Tls { config: Arc::new(config), server_name: ServerName::try_from("127.0.0.1").unwrap() };
+    let c = Client::connect_tls(running.addr, &tls, 1, b"hksw-dev-key").await.expect("served");
+    c.ping().await.unwrap();
+    running.stop().await.unwrap();
+}
