@@ -38,7 +38,7 @@ pub struct Gate {
 
 /// A channel's own limits, as configured (`[[channels]]`); none: only the
 /// switch's.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChannelLimits {
     pub connections_max: Option<usize>,
     /// Requests in flight over all its connections.
@@ -50,6 +50,9 @@ pub struct ChannelLimits {
 
 /// One channel's quotas, shared by its connections.
 struct Channel {
+    /// As configured: a reload that leaves them as they are keeps these
+    /// very quotas (and what they hold).
+    limits: ChannelLimits,
     connections: Option<Arc<Semaphore>>,
     in_flight: Option<Arc<Semaphore>>,
     bucket: Option<Mutex<Bucket>>,
@@ -177,9 +180,20 @@ impl Gate {
         })
     }
 
-    /// Each channel's limits from now on (a reload).
+    /// Each channel's limits from now on (a reload). A channel whose limits
+    /// are unchanged keeps its quotas as they are (its seats, in-flight
+    /// places and bucket), so a reload never hands anyone fresh ones; a
+    /// channel whose limits change starts new quotas, which its sessions
+    /// opened before do not count against.
     pub fn set_channels(&self, channels: impl IntoIterator<Item = (u32, ChannelLimits)>) {
-        *self.channels.write() = limits_of(channels);
+        let mut current = self.channels.write();
+        let mut next = limits_of(channels);
+        for (id, channel) in &mut next {
+            if let Some(kept) = current.get(id).filter(|c| c.limits == channel.limits) {
+                *channel = Arc::clone(kept);
+            }
+        }
+        *current = next;
     }
 
     /// Admits a new connection from `addr` as unauthenticated, evicting the
@@ -229,8 +243,12 @@ fn limits_of(channels: impl IntoIterator<Item = (u32, ChannelLimits)>) -> HashMa
                 let burst = l.burst.max(r) as f64;
                 Mutex::new(Bucket { per_second: r as f64, burst, tokens: burst, at: std::time::Instant::now() })
             });
-            let channel =
-                Channel { connections: semaphore(l.connections_max), in_flight: semaphore(l.in_flight_max), bucket };
+            let channel = Channel {
+                limits: l,
+                connections: semaphore(l.connections_max),
+                in_flight: semaphore(l.in_flight_max),
+                bucket,
+            };
             (id, Arc::new(channel))
         })
         .collect()
@@ -295,5 +313,18 @@ mod tests {
         assert!(seat.admit(40).is_ok(), "what is left passes");
         let unlimited = gate.seat(gate.admit(ip(3)).unwrap().0, 9).unwrap();
         assert!(unlimited.admit(8189).unwrap().is_none(), "a channel without limits");
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_quotas_and_renews_changed_ones() {
+        let one = ChannelLimits { connections_max: Some(1), ..ChannelLimits::default() };
+        let gate = Gate::new(4, 4, 10, [(1, one)]);
+        let _seat = gate.seat(gate.admit(ip(1)).unwrap().0, 1).unwrap();
+        gate.set_channels([(1, one)]);
+        let again = gate.seat(gate.admit(ip(2)).unwrap().0, 1);
+        assert_eq!(again.err(), Some(Refused::ChannelFull), "a reload hands out no fresh seat");
+        let two = ChannelLimits { connections_max: Some(2), ..ChannelLimits::default() };
+        gate.set_channels([(1, two)]);
+        assert!(gate.seat(gate.admit(ip(2)).unwrap().0, 1).is_ok(), "changed limits: new quotas");
     }
 }

@@ -685,7 +685,7 @@ impl Config {
         if self.unauthenticated_max == 0 || self.unauthenticated_per_address == 0 {
             return bad("unauthenticated_max and unauthenticated_per_address must be positive".into());
         }
-        let dev_key = self.channels.iter().any(|c| c.key == DEV_KEY);
+        let dev_key = self.channels.iter().any(|c| c.key == DEV_KEY || c.previous_key.as_deref() == Some(DEV_KEY));
         if dev_key && !self.listen.ip().is_loopback() {
             return bad(format!(
                 "refusing to listen on {} with the development key {:?}: configure channel keys (--config) \
@@ -860,6 +860,13 @@ mod tests {
         assert_eq!(c.channels[0].roles, role::PAYMENTS | role::ACCOUNTS);
         c.merge_toml("[[channels]]\nid = 1\nkey = \"hksw-dev-key\"\nroles = [\"PAYMENTS\"]\n").unwrap();
         assert!(c.validate().is_err(), "the development key from a file stays on loopback too");
+        let mut retiring = c.clone();
+        retiring.channels = vec![Channel {
+            previous_key: Some(DEV_KEY.to_vec()),
+            ..Channel { id: 7, key: vec![7; 32], ..Config::default().channels[0].clone() }
+        }];
+        let e = retiring.validate().unwrap_err().0;
+        assert!(e.contains("development key"), "nor as a key being retired: {e}");
     }
 
     #[test]

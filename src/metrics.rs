@@ -640,9 +640,11 @@ pub async fn serve(listener: TcpListener, max_connections: usize, per_address: u
         };
         let Ok((place, evicted)) = gate.admit(peer.ip()) else { continue };
         tokio::spawn(async move {
-            let _place = place;
             let answered = async {
-                let Some(head) = read_head(&mut stream).await else { return };
+                let head = read_head(&mut stream).await;
+                // Only a connection still sending its request is evicted.
+                drop(place);
+                let Some(head) = head else { return };
                 let response = answer(&head);
                 let _ = stream.write_all(response.as_bytes()).await;
                 let _ = stream.shutdown().await;

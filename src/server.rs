@@ -168,23 +168,29 @@ async fn serve(
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let mut conn = conn;
-                    let halves: Option<(Reader, Writer)> = match tls {
+                    let mut evicted = evicted;
+                    let connected = tokio::time::Instant::now();
+                                let halves: Option<(Reader, Writer)> = match tls {
                         None => {
                             let (reader, writer) = stream.into_split();
                             Some((Box::new(reader), Box::new(writer)))
                         }
-                        // The TLS handshake counts against the HELLO deadline.
-                        Some(tls) => match tls.accept(stream, conn.limits.handshake_timeout, peer).await {
-                            Some((stream, certificate)) => {
-                                conn.certificate = certificate;
-                                let (reader, writer) = tokio::io::split(stream);
-                                Some((Box::new(reader), Box::new(writer)))
-                            }
-                            None => None,
+                        // The TLS handshake counts against the HELLO
+                        // deadline, and an eviction ends it too.
+                        Some(tls) => tokio::select! {
+                            accepted = tls.accept(stream, conn.limits.handshake_timeout, peer) => match accepted {
+                                Some((stream, certificate)) => {
+                                    conn.certificate = certificate;
+                                    let (reader, writer) = tokio::io::split(stream);
+                                    Some((Box::new(reader), Box::new(writer)))
+                                }
+                                None => None,
+                            },
+                            _ = &mut evicted => None,
                         },
                     };
                     if let Some(halves) = halves {
-                        conn.run(halves, draining, evicted).await;
+                        conn.run(halves, (connected, draining), evicted).await;
                     }
                     METRICS.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop(done);
@@ -372,11 +378,10 @@ impl Connection {
     async fn run(
         mut self,
         (mut reader, writer): (Reader, Writer),
-        mut draining: watch::Receiver<bool>,
+        (connected, mut draining): (tokio::time::Instant, watch::Receiver<bool>),
         mut evicted: tokio::sync::oneshot::Receiver<()>,
     ) {
         let mut reloaded = self.channels.changed.subscribe();
-        let connected = tokio::time::Instant::now();
         // Frames the reader itself answers (CHALLENGE, HELLO, PING, errors)
         // wait for room; shards' answers never do.
         let (out_tx, out_rx) = mpsc::channel::<BytesMut>(16);
@@ -454,8 +459,9 @@ impl Connection {
         drop(out_tx);
         self.answers = None;
         let _ = writer_task.await;
-        if self.writer_gone.is_set() {
-            // Nothing more can reach the channel: close now.
+        if self.writer_gone.is_set() || self.session.is_none() {
+            // Nothing more can reach the channel, or nothing is owed to a
+            // connection that never said HELLO: close now.
             return;
         }
         // Read and discard what the channel still sends until it closes (or

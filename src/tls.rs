@@ -86,8 +86,12 @@ impl Acceptor {
         peer: SocketAddr,
     ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Option<CertificateDer<'static>>)> {
         let refused = |why: String| {
-            tracing::warn!(%peer, reason = %why, "TLS handshake refused");
-            METRICS.tls_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Counted always; logged at most once a second (anyone can
+            // make handshakes fail).
+            let n = METRICS.tls_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if log_now() {
+                tracing::warn!(%peer, reason = %why, refused_so_far = n + 1, "TLS handshake refused");
+            }
             None
         };
         match tokio::time::timeout(deadline, self.inner.accept(stream)).await {
@@ -99,6 +103,14 @@ impl Acceptor {
             Err(_) => refused("no handshake within the deadline".into()),
         }
     }
+}
+
+/// Whether a refusal may be logged now: at most one a second.
+fn log_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_S: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    LAST_S.swap(now, Ordering::Relaxed) != now
 }
 
 /// What `harbour certs dev` writes: a development CA, the switch's
@@ -114,7 +126,13 @@ pub fn dev_certs(out: &Path, names: &[String], channels: &[u32]) -> Result<Vec<s
         if path.exists() {
             return Err(format!("{} exists: development certificates never overwrite", path.display()));
         }
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Keys (the CA's too) are the user's alone.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
         written.push(path);
         Ok(())
     };

@@ -202,3 +202,55 @@ async fn development_certificates_work_as_written() {
     c.ping().await.unwrap();
     running.stop().await.unwrap();
 }
+
+/// Connections that open TCP and never start the TLS handshake are held to
+/// the unauthenticated places like any other: the oldest are closed
+/// mid-handshake, and a channel still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_handshakes_are_evicted_like_silent_hellos() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("bank CA");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (server_cert, server_key) = ca.issue(&["localhost"], false, 1, false);
+    let mut cfg = common::server_config(&dir.path().join("data"));
+    cfg.unauthenticated_max = 8;
+    cfg.unauthenticated_per_address = 1_000;
+    cfg.tls = Some(TlsConfig {
+        cert: write("server.pem", &server_cert),
+        key: write("server.key", &server_key),
+        client_ca: write("ca.pem", &ca.cert.pem()),
+        crls: Vec::new(),
+    });
+    cfg.channels = vec![Channel {
+        id: 1,
+        key: KEY_1.to_vec(),
+        previous_key: None,
+        roles: role::ACCOUNTS,
+        connections_max: None,
+        max_in_flight: None,
+        records_per_second: None,
+    }];
+    let running = server::start(&cfg).await.unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(tokio::net::TcpStream::connect(running.addr).await.unwrap());
+    }
+    // The oldest were closed by the server, mid-handshake.
+    let mut first = silent.remove(0);
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), {
+        use tokio::io::AsyncReadExt;
+        first.read(&mut byte)
+    })
+    .await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "evicted before its handshake: {read:?}");
+    let one = ca.issue(&["channel-1.harbour"], true, 10, false);
+    let c = Client::connect_tls(running.addr, &client_tls(&ca, Some(&one)), 1, KEY_1).await.expect("served");
+    c.ping().await.unwrap();
+    drop(silent);
+    running.stop().await.unwrap();
+}
