@@ -341,6 +341,28 @@ struct Conn {
     /// Channel key (or HARBOUR_KEY).
     #[arg(long, env = "HARBOUR_KEY", default_value = "hksw-dev-key", hide_env_values = true)]
     key: String,
+    /// TLS 1.3: the CA that signs the switch's certificate (with
+    /// --tls-cert and --tls-key: the channel's certificate and key).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// The name the switch's certificate carries.
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
+}
+
+impl Conn {
+    /// How to reach the switch: its nodes, over TLS if asked.
+    fn failover(&self) -> Result<harbour::client::Failover, String> {
+        let mut failover = harbour::client::Failover::new(self.addr.clone(), self.channel, self.key.as_bytes());
+        if let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            failover.tls = Some(harbour::client::Tls::from_pem_files(ca, cert, key, &self.tls_name)?);
+        }
+        Ok(failover)
+    }
 }
 
 #[derive(Subcommand)]
@@ -701,7 +723,7 @@ async fn connect(conn: &Conn) -> Result<Client, String> {
         let nodes: Vec<String> = conn.addr.iter().map(ToString::to_string).collect();
         format!("{}: {e}", nodes.join(", "))
     };
-    let mut failover = harbour::client::Failover::new(conn.addr.clone(), conn.channel, conn.key.as_bytes());
+    let mut failover = conn.failover()?;
     // One node: its own error at once (not running, wrong key); several:
     // a few seconds for an election.
     failover.deadline = std::time::Duration::from_secs(if conn.addr.len() > 1 { 10 } else { 0 });
@@ -1108,8 +1130,11 @@ async fn cluster_status(conn: &Conn) -> Result<(), String> {
     let mut lags = std::collections::BTreeMap::new();
     let mut rows = Vec::new();
     for addr in &conn.addr {
+        let mut one = conn.failover()?;
+        one.addrs = vec![*addr];
+        one.deadline = std::time::Duration::ZERO;
         let asked = async {
-            let client = Client::connect(*addr, conn.channel, conn.key.as_bytes()).await?;
+            let client = one.connect().await?;
             client.request(harbour::protocol::kind::CLUSTER_STATUS, 0, &[]).await
         };
         match tokio::time::timeout(std::time::Duration::from_secs(5), asked).await {

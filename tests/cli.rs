@@ -367,3 +367,32 @@ fn sighup_reloads_the_channels() {
     assert!(ok, "the new channel connects: {out}");
     terminate(child);
 }
+
+/// `harbour certs dev`, a switch serving TLS with them, and the CLI
+/// talking to it with the channel's certificate (and refused without).
+#[test]
+fn the_cli_speaks_tls_with_development_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = Command::new(BIN).args(["certs", "dev", "--out"]).arg(&certs).output().expect("harbour runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = write_config(dir.path(), "\"ACCOUNTS\"");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    let path = |name: &str| certs.join(name).display().to_string();
+    text.push_str(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        path("server.pem"),
+        path("server.key"),
+        path("ca.pem")
+    ));
+    std::fs::write(&config, text).unwrap();
+    let (child, addr) = serve(&dir.path().join("data"), &config);
+    let tls = ["--tls-ca", &path("ca.pem"), "--tls-cert", &path("channel-1.pem"), "--tls-key", &path("channel-1.key")];
+    let (ok, out) = run(&addr, &[&["ping"][..], &tls].concat());
+    assert!(ok && out.contains("pong"), "{out}");
+    let (ok, out) = run(&addr, &[&["account", "create", "--id", "1024"][..], &tls].concat());
+    assert!(ok, "{out}");
+    let (ok, _) = run(&addr, &["ping"]);
+    assert!(!ok, "plain TCP to a TLS switch is refused");
+    terminate(child);
+}

@@ -33,8 +33,7 @@ pub struct Target {
     /// the leader, and through a failover they are sent again, in order,
     /// to the new one.
     pub others: Vec<SocketAddr>,
-    /// TLS 1.3 to a single node (`--tls-*`); a cluster is reached in plain
-    /// TCP for now.
+    /// TLS 1.3 (`--tls-*`), to every node alike.
     pub tls: Option<harbour::client::Tls>,
     pub channel: u32,
     pub key: Vec<u8>,
@@ -53,6 +52,7 @@ impl Target {
         let mut addrs = vec![self.addr];
         addrs.extend(&self.others);
         let mut f = Failover::new(addrs, self.channel, &self.key);
+        f.tls.clone_from(&self.tls);
         f.timeout = Duration::from_secs(60);
         f
     }
@@ -60,10 +60,7 @@ impl Target {
     /// A connection; in a cluster, to its leader (a read only the leader
     /// answers finds it).
     pub async fn connect(&self) -> Result<Client, String> {
-        if let Some(tls) = &self.tls {
-            if !self.others.is_empty() {
-                return Err("TLS to a cluster is not built yet: name one node".into());
-            }
+        if let Some(tls) = self.tls.as_ref().filter(|_| self.others.is_empty()) {
             return Client::connect_tls(self.addr, tls, self.channel, &self.key)
                 .await
                 .map(|c| c.with_timeout(Duration::from_secs(60)))

@@ -568,6 +568,9 @@ pub struct Failover {
     pub deadline: Duration,
     /// The node to try next when no leader is named.
     next: usize,
+    /// TLS 1.3 to every node (their certificates carry the same name).
+    #[cfg(feature = "tls")]
+    pub tls: Option<Tls>,
 }
 
 /// Whether a call failed in a way a cluster's failover explains: the
@@ -593,6 +596,8 @@ impl Failover {
             timeout: TIMEOUT_DEFAULT,
             deadline: FAILOVER_DEADLINE_DEFAULT,
             next: 0,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -627,7 +632,7 @@ impl Failover {
                     addr
                 }
             };
-            let connecting = tokio::time::timeout(self.timeout, Client::connect(addr, self.channel_id, &self.key));
+            let connecting = tokio::time::timeout(self.timeout, self.connect_to(addr));
             let error = match connecting.await {
                 Ok(Ok(client)) => return Ok(client.with_timeout(self.timeout)),
                 Ok(Err(e)) if !is_failover(&e) => return Err(e),
@@ -641,6 +646,15 @@ impl Failover {
             tried += 1;
             tokio::time::sleep(FAILOVER_RETRY).await;
         }
+    }
+
+    /// One node, over TLS if configured.
+    async fn connect_to(&self, addr: SocketAddr) -> Result<Client, ClientError> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return Client::connect_tls(addr, tls, self.channel_id, &self.key).await;
+        }
+        Client::connect(addr, self.channel_id, &self.key).await
     }
 
     /// Sends one request on `client` and waits for its answer; through a
