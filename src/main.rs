@@ -100,6 +100,9 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Make the switch read its configuration file again and replace its
+    /// channels (keys, roles, limits), as SIGHUP does (an OPERATOR's).
+    Reload(Conn),
     /// Certificates for TLS (docs/security.md).
     Certs {
         #[command(subcommand)]
@@ -499,6 +502,7 @@ fn main() -> ExitCode {
             Command::Check { data, config } => check(&data, config.as_deref()),
             Command::Cluster { command } => cluster(command).await,
             Command::Backup { out, conn } => backup(&out, &conn).await,
+            Command::Reload(conn) => reload(&conn).await,
             Command::Certs { command: CertsCommand::Dev { out, names, channels } } => {
                 harbour::tls::dev_certs(&out, &names, &channels).map(|written| {
                     for path in written {
@@ -638,12 +642,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             "HARBOUR_FAILPOINT_SYNC_DELAY_US: every fsync is slowed (a torture run)"
         );
     }
+    let args = std::sync::Arc::new(args);
     let config = serve_config(&args)?;
     // Handlers are in place before the line a supervisor waits for.
     let signals = signal_handlers().map_err(|e| format!("signal handlers: {e}"))?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| format!("signal handlers: {e}"))?;
     let mut running = harbour::server::start(&config).await.map_err(|e| e.to_string())?;
+    let source = std::sync::Arc::clone(&args);
+    running.set_loader(std::sync::Arc::new(move || serve_config(&source)));
     harbour::alloc::trim_when_idle(|| {
         harbour::metrics::METRICS.requests_total.load(std::sync::atomic::Ordering::Relaxed)
     });
@@ -658,7 +665,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             _ = hangup.recv() => {
                 // SIGHUP: the channels (keys, roles, limits) are read again
                 // from the configuration file; a bad file changes nothing.
-                match serve_config(&args).and_then(|c| running.reload_channels(&c).map_err(|e| e.to_string())) {
+                match running.reload() {
                     Ok(channels) => tracing::info!(channels, "SIGHUP: channels reloaded"),
                     Err(e) => tracing::warn!(error = %e, "SIGHUP: reload refused; the running channels stay"),
                 }
@@ -1119,6 +1126,19 @@ async fn cluster(command: ClusterCommand) -> Result<(), String> {
     }
     println!("members now: {}", view["members"]);
     Ok(())
+}
+
+/// `harbour reload`: RELOAD_CHANNELS, and what the switch said.
+async fn reload(conn: &Conn) -> Result<(), String> {
+    let client = connect(conn).await?;
+    let answer = client.request(harbour::protocol::kind::RELOAD_CHANNELS, 0, &[]).await.map_err(err)?;
+    let v: serde_json::Value = serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
+    if v["reloaded"] == true {
+        println!("reloaded: {} channels", v["channels"]);
+        Ok(())
+    } else {
+        Err(format!("reload refused, nothing changed: {}", v["error"].as_str().unwrap_or("?")))
+    }
 }
 
 /// `harbour cluster status`: each named node's own view.

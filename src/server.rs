@@ -260,15 +260,56 @@ struct Session {
 pub struct Keyring {
     list: parking_lot::RwLock<Arc<[Channel]>>,
     changed: watch::Sender<u64>,
+    /// The configuration running, channels as last reloaded.
+    config: parking_lot::Mutex<Config>,
+    gate: Arc<crate::admission::Gate>,
+    /// How to read the configuration again (`harbour serve`: its file and
+    /// command line), for SIGHUP and RELOAD_CHANNELS.
+    loader: parking_lot::RwLock<Option<Loader>>,
 }
 
+/// Reads the configuration again.
+pub type Loader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
 impl Keyring {
-    fn new(channels: &[Channel]) -> Arc<Keyring> {
-        Arc::new(Keyring { list: parking_lot::RwLock::new(channels.into()), changed: watch::channel(0).0 })
+    fn new(config: &Config, gate: Arc<crate::admission::Gate>) -> Arc<Keyring> {
+        Arc::new(Keyring {
+            list: parking_lot::RwLock::new(config.channels.clone().into()),
+            changed: watch::channel(0).0,
+            config: parking_lot::Mutex::new(config.clone()),
+            gate,
+            loader: parking_lot::RwLock::new(None),
+        })
     }
 
     fn current(&self) -> Arc<[Channel]> {
         Arc::clone(&self.list.read())
+    }
+
+    /// Replaces the channels from `reloaded` (see `Running::reload_channels`).
+    fn reload(&self, reloaded: &Config) -> Result<usize, crate::config::ConfigError> {
+        reloaded.validate()?;
+        let mut config = self.config.lock();
+        let mut same = reloaded.clone();
+        same.channels.clone_from(&config.channels);
+        if format!("{same:?}") != format!("{config:?}") {
+            return Err(crate::config::ConfigError(
+                "only [[channels]] reload; a change to any other setting needs a restart".into(),
+            ));
+        }
+        self.gate.set_channels(channel_limits(reloaded));
+        *self.list.write() = reloaded.channels.clone().into();
+        self.changed.send_modify(|n| *n += 1);
+        config.channels.clone_from(&reloaded.channels);
+        tracing::info!(channels = reloaded.channels.len(), "channels reloaded");
+        Ok(reloaded.channels.len())
+    }
+
+    /// Reads the configuration again and reloads its channels.
+    fn reload_from_source(&self) -> Result<usize, String> {
+        let loader = self.loader.read().clone().ok_or("this switch has no configuration file to read again")?;
+        let reloaded = loader()?;
+        self.reload(&reloaded).map_err(|e| e.to_string())
     }
 }
 
@@ -513,6 +554,19 @@ impl Connection {
         match h.kind {
             kind::HELLO => return self.hello(h, &body, nonce, out).await,
             kind::PING => send_frame(out, kind::PING | RESPONSE_BIT, 0, h.request_id, &[]).await,
+            kind::RELOAD_CHANNELS => {
+                // Read again off the connection's task (a file read).
+                let keyring = Arc::clone(&self.channels);
+                let reloaded = tokio::task::spawn_blocking(move || keyring.reload_from_source()).await;
+                let body = match reloaded {
+                    Ok(Ok(channels)) => serde_json::json!({ "reloaded": true, "channels": channels }),
+                    Ok(Err(e)) => serde_json::json!({ "reloaded": false, "error": e }),
+                    Err(e) => serde_json::json!({ "reloaded": false, "error": e.to_string() }),
+                };
+                drop(permit);
+                send_frame(out, kind::RELOAD_CHANNELS | RESPONSE_BIT, 1, h.request_id, body.to_string().as_bytes())
+                    .await;
+            }
             kind::CLUSTER_STATUS | kind::CLUSTER_CHANGE | kind::BACKUP => {
                 return self.operate(h, body, permit, out).await;
             }
@@ -935,9 +989,6 @@ pub struct Running {
     /// This node's raft, in a cluster.
     member: Option<crate::cluster::node::Member>,
     keyring: Arc<Keyring>,
-    gate: Arc<crate::admission::Gate>,
-    /// The configuration it runs, channels as last reloaded.
-    config: Config,
 }
 
 /// Why the server did not start.
@@ -1026,13 +1077,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => None,
     };
     let (stop, stop_rx) = watch::channel(false);
-    let keyring = Keyring::new(&config.channels);
     let gate = crate::admission::Gate::new(
         config.unauthenticated_max,
         config.unauthenticated_per_address,
         config.connections_max,
         channel_limits(config),
     );
+    let keyring = Keyring::new(config, Arc::clone(&gate));
     let task_switch = Arc::clone(&switch);
     let task_config = config.clone();
     let task_recorder = recorder.clone();
@@ -1043,7 +1094,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let access = (Arc::clone(&keyring), Arc::clone(&gate), tls);
     let task =
         tokio::spawn(async move { serve(listener, task_switch, &task_config, access, stop_rx, task_recorder).await });
-    Ok(Running { addr, metrics_addr, stop, task, switch, recorder, member, keyring, gate, config: config.clone() })
+    Ok(Running { addr, metrics_addr, stop, task, switch, recorder, member, keyring })
 }
 
 impl Running {
@@ -1053,20 +1104,18 @@ impl Running {
     /// Every other setting needs a restart: a reload that changes one is
     /// refused, naming it, and changes nothing.
     pub fn reload_channels(&mut self, reloaded: &Config) -> Result<usize, crate::config::ConfigError> {
-        reloaded.validate()?;
-        let mut same = reloaded.clone();
-        same.channels.clone_from(&self.config.channels);
-        if format!("{same:?}") != format!("{:?}", self.config) {
-            return Err(crate::config::ConfigError(
-                "only [[channels]] reload; a change to any other setting needs a restart".into(),
-            ));
-        }
-        self.gate.set_channels(channel_limits(reloaded));
-        *self.keyring.list.write() = reloaded.channels.clone().into();
-        self.keyring.changed.send_modify(|n| *n += 1);
-        self.config.channels.clone_from(&reloaded.channels);
-        tracing::info!(channels = reloaded.channels.len(), "channels reloaded");
-        Ok(reloaded.channels.len())
+        self.keyring.reload(reloaded)
+    }
+
+    /// How to read the configuration again: SIGHUP (`reload`) and an
+    /// OPERATOR's RELOAD_CHANNELS use it.
+    pub fn set_loader(&self, loader: Loader) {
+        *self.keyring.loader.write() = Some(loader);
+    }
+
+    /// Reads the configuration again and reloads its channels (SIGHUP).
+    pub fn reload(&self) -> Result<usize, String> {
+        self.keyring.reload_from_source()
     }
 
     /// Waits until the server stops by itself (a fatal error); `Ok` never

@@ -396,3 +396,31 @@ fn the_cli_speaks_tls_with_development_certificates() {
     assert!(!ok, "plain TCP to a TLS switch is refused");
     terminate(child);
 }
+
+/// RELOAD_CHANNELS from the CLI (`harbour reload`, an OPERATOR's): the file
+/// read again, a role taken; a channel without OPERATOR is refused.
+#[test]
+fn an_operator_reloads_the_channels_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "\"ACCOUNTS\", \"OPERATOR\"");
+    let (child, addr) = serve(&dir.path().join("data"), &config);
+    assert!(run(&addr, &["account", "create", "--id", "1024"]).0);
+    let deposit = ["transfer", "--id", "1", "--from", "4", "--to", "1024", "--amount", "10.00"];
+    assert!(!run(&addr, &deposit).0, "no PAYMENTS yet");
+    let text = std::fs::read_to_string(&config).unwrap().replace("\"OPERATOR\"]", "\"OPERATOR\", \"PAYMENTS\"]")
+        + "[[channels]]\nid = 2\nkey = \"a-second-channel-key\"\nroles = [\"ACCOUNTS\"]\n";
+    std::fs::write(&config, text).unwrap();
+    let (ok, out) = run(&addr, &["reload"]);
+    assert!(ok && out.contains("reloaded: 2 channels"), "{out}");
+    // This CLI call's own session was closed by nothing: its key remains.
+    let (ok, out) = run(&addr, &deposit);
+    assert!(ok, "the new role: {out}");
+    let (ok, out) = run(&addr, &["reload", "--channel", "2", "--key", "a-second-channel-key"]);
+    assert!(!ok && out.contains("FORBIDDEN"), "{out}");
+    // A broken file: refused with the reason, nothing changed.
+    std::fs::write(&config, "colour = \"blue\"\n").unwrap();
+    let (ok, out) = run(&addr, &["reload"]);
+    assert!(!ok && out.contains("reload refused"), "{out}");
+    assert!(run(&addr, &["ping"]).0);
+    terminate(child);
+}

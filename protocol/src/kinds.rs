@@ -153,7 +153,7 @@ pub const QUOTE_AT_SIZE: usize = crate::internal::QuoteAt::SIZE;
 /// Every kind, in kind order within each origin. Columns of `wire`: kind,
 /// name, (request, response) record sizes, roles, count, well-formedness,
 /// logged, route, result code offset, waits on links.
-pub static KINDS: [KindSpec; 28] = [
+pub static KINDS: [KindSpec; 29] = [
     wire(kind::PING, "PING", (0, 0), 0, Zero, nothing, false, Session, None, false),
     KindSpec {
         origin: Origin::Switch,
@@ -335,6 +335,8 @@ pub static KINDS: [KindSpec; 28] = [
         false,
     ),
     wire(kind::BACKUP, "BACKUP", (0, 1), role::OPERATOR, Zero, nothing, false, Session, None, false),
+    // The channels read again from the configuration file (docs/security.md).
+    wire(kind::RELOAD_CHANNELS, "RELOAD_CHANNELS", (0, 1), role::OPERATOR, Zero, nothing, false, Session, None, false),
     internal(kind::TICK, "TICK", 1, Origin::Shard, true),
     KindSpec { waits_on_links: true, ..internal(kind::SUBMIT_JUDGED, "SUBMIT_JUDGED", 1, Origin::Shard, true) },
     KindSpec {

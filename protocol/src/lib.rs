@@ -59,6 +59,9 @@ pub mod kind {
     pub const CLUSTER_CHANGE: u16 = 0x0051;
     /// A consistent copy of a cluster node's books (OPERATOR; any node).
     pub const BACKUP: u16 = 0x0052;
+    /// Reads the switch's configuration file again and replaces its
+    /// channels (OPERATOR; `docs/security.md`).
+    pub const RELOAD_CHANNELS: u16 = 0x0053;
     /// CHALLENGE (switch to channel, on connect).
     pub const CHALLENGE: u16 = 0x0100;
     /// HELLO.
