@@ -21,6 +21,7 @@ pub use harbour_engine::{aml, credit, fx, hash, money};
 
 pub mod admission;
 pub mod alloc;
+pub mod audit;
 pub mod clock;
 pub mod cluster;
 pub mod config;

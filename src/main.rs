@@ -100,6 +100,19 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Print the audit trail of administrative acts (docs/security.md) as
+    /// JSON lines, from a node's data directory.
+    Audit {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// From this moment: YYYY-MM-DD (UTC) or Unix milliseconds.
+        #[arg(long, default_value = "0")]
+        from: String,
+        /// Up to this moment, inclusive: YYYY-MM-DD (the whole day) or Unix ms.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Make the switch read its configuration file again and replace its
     /// channels (keys, roles, limits), as SIGHUP does (an OPERATOR's).
     Reload(Conn),
@@ -503,6 +516,7 @@ fn main() -> ExitCode {
             Command::Cluster { command } => cluster(command).await,
             Command::Backup { out, conn } => backup(&out, &conn).await,
             Command::Reload(conn) => reload(&conn).await,
+            Command::Audit { data, from, to } => audit(&data, &from, to.as_deref()),
             Command::Certs { command: CertsCommand::Dev { out, names, channels } } => {
                 harbour::tls::dev_certs(&out, &names, &channels).map(|written| {
                     for path in written {
@@ -1126,6 +1140,39 @@ async fn cluster(command: ClusterCommand) -> Result<(), String> {
     }
     println!("members now: {}", view["members"]);
     Ok(())
+}
+
+/// `harbour audit`: the trail's acts in a window, one JSON line each.
+fn audit(data: &std::path::Path, from: &str, to: Option<&str>) -> Result<(), String> {
+    let from_ms = moment(from, false)?;
+    let to_ms = to.map_or(Ok(u64::MAX), |t| moment(t, true))?;
+    for act in harbour::audit::read(data, from_ms, to_ms)? {
+        println!("{}", serde_json::to_string(&act).map_err(|e| e.to_string())?);
+    }
+    Ok(())
+}
+
+/// A moment as Unix ms: `YYYY-MM-DD` (UTC; its first or, for `end`, last
+/// millisecond) or a number of milliseconds.
+fn moment(text: &str, end: bool) -> Result<u64, String> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    let bad = || format!("{text:?}: give YYYY-MM-DD or Unix milliseconds");
+    let parts: Vec<i64> = text.split('-').map(|p| p.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    let [y, m, d] = parts[..] else { return Err(bad()) };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+        return Err(bad());
+    }
+    // Days from the civil date (H. Hinnant's algorithm).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let start = u64::try_from(days).map_err(|_| bad())? * 86_400_000;
+    Ok(if end { start + 86_399_999 } else { start })
 }
 
 /// `harbour reload`: RELOAD_CHANNELS, and what the switch said.

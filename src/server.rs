@@ -162,6 +162,7 @@ async fn serve(
                     place: Some(place),
                     seat: None,
                     certificate: None,
+                    peer,
                 };
                 let draining = drain_rx.clone();
                 let done = done_tx.clone();
@@ -266,14 +267,17 @@ pub struct Keyring {
     /// How to read the configuration again (`harbour serve`: its file and
     /// command line), for SIGHUP and RELOAD_CHANNELS.
     loader: parking_lot::RwLock<Option<Loader>>,
+    /// The audit trail of administrative acts (`audit`).
+    audit: Arc<crate::audit::AuditLog>,
 }
 
 /// Reads the configuration again.
 pub type Loader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 impl Keyring {
-    fn new(config: &Config, gate: Arc<crate::admission::Gate>) -> Arc<Keyring> {
+    fn new(config: &Config, gate: Arc<crate::admission::Gate>, audit: Arc<crate::audit::AuditLog>) -> Arc<Keyring> {
         Arc::new(Keyring {
+            audit,
             list: parking_lot::RwLock::new(config.channels.clone().into()),
             changed: watch::channel(0).0,
             config: parking_lot::Mutex::new(config.clone()),
@@ -311,6 +315,19 @@ impl Keyring {
         let reloaded = loader()?;
         self.reload(&reloaded).map_err(|e| e.to_string())
     }
+}
+
+/// The administrative acts recorded on the audit trail.
+fn audited(kind: u16) -> bool {
+    matches!(
+        kind,
+        kind::SET_FX_RATES
+            | kind::SET_CREDIT_LINES
+            | kind::RESOLVE_REVIEW
+            | kind::SET_TIME
+            | kind::CLUSTER_CHANGE
+            | kind::RELOAD_CHANNELS
+    )
 }
 
 /// Each channel's own limits, for the admission gate.
@@ -389,6 +406,8 @@ struct Connection {
     /// Over mutual TLS, the channel's certificate: HELLO must name the
     /// channel it was issued to.
     certificate: Option<rustls_pki_types::CertificateDer<'static>>,
+    /// Where it connects from (the audit trail's).
+    peer: std::net::SocketAddr,
 }
 
 /// The writer's word that it can deliver nothing more.
@@ -551,6 +570,18 @@ impl Connection {
         if !(spec.well_formed)(&body) || (h.kind == kind::HELLO && self.session.is_some()) {
             return fail(ErrorCode::Malformed, format!("{}: reserved bytes, flags or enum values", spec.name)).await;
         }
+        if audited(h.kind) {
+            // An administrative act is on the trail's disk before it is
+            // handed over; without the trail it is not applied.
+            let audit = Arc::clone(&self.channels.audit);
+            let (channel, peer, name, content) =
+                (self.session.as_ref().map_or(0, |s| s.channel), self.peer, spec.name, body.clone());
+            let recorded = tokio::task::spawn_blocking(move || audit.act(channel, name, peer, &content)).await;
+            if !matches!(recorded, Ok(Ok(()))) {
+                tracing::error!(kind = spec.name, "the audit trail could not record an administrative act");
+                return fail(ErrorCode::Busy, "the audit trail could not record the act; nothing applied".into()).await;
+            }
+        }
         match h.kind {
             kind::HELLO => return self.hello(h, &body, nonce, out).await,
             kind::PING => send_frame(out, kind::PING | RESPONSE_BIT, 0, h.request_id, &[]).await,
@@ -589,6 +620,7 @@ impl Connection {
         });
         let Some((channel, key)) = key else {
             tracing::warn!(channel = hello.channel_id, "HELLO refused: unknown channel or wrong mac");
+            self.channels.audit.refused_hello(hello.channel_id, self.peer);
             send_error(out, ErrorCode::AuthFailed, h.request_id, "unknown channel or wrong mac").await;
             return Next::Close;
         };
@@ -1083,7 +1115,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         config.connections_max,
         channel_limits(config),
     );
-    let keyring = Keyring::new(config, Arc::clone(&gate));
+    let audit =
+        crate::audit::AuditLog::open(&config.data).map_err(|e| StartError::Open(crate::shard::OpenError::Io(e)))?;
+    let keyring = Keyring::new(config, Arc::clone(&gate), Arc::new(audit));
     let task_switch = Arc::clone(&switch);
     let task_config = config.clone();
     let task_recorder = recorder.clone();

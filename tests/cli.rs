@@ -424,3 +424,31 @@ fn an_operator_reloads_the_channels_over_the_wire() {
     assert!(run(&addr, &["ping"]).0);
     terminate(child);
 }
+
+/// Administrative acts are on the audit trail before they are applied,
+/// survive kill -9, and `harbour audit` exports them as JSON lines, with
+/// refused HELLOs.
+#[test]
+fn the_audit_trail_survives_a_kill_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "\"ACCOUNTS\", \"TREASURY\", \"OPERATOR\"");
+    let data = dir.path().join("data");
+    let (mut child, addr) = serve(&data, &config);
+    let (ok, out) = run(&addr, &["rate", "--from", "HKD", "--to", "USD", "--rate", "0.128"]);
+    assert!(ok, "{out}");
+    assert!(run(&addr, &["account", "create", "--id", "1024"]).0, "not an administrative act");
+    let (ok, _) = run(&addr, &["ping", "--key", "wrong-key-123"]);
+    assert!(!ok);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = Command::new(BIN).args(["audit", "--from", "2020-01-01", "--data"]).arg(&data).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let acts: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(acts.len(), 2, "{text}");
+    assert_eq!((acts[0]["kind"].as_str(), acts[0]["channel"].as_u64()), (Some("SET_FX_RATES"), Some(1)));
+    assert!(acts[0]["content"].as_str().is_some_and(|c| !c.is_empty()) && acts[0]["peer"].as_str().is_some());
+    assert_eq!(acts[1]["kind"], "HELLO_REFUSED");
+    let out = Command::new(BIN).args(["audit", "--to", "2020-01-01", "--data"]).arg(&data).output().unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "nothing before 2020");
+}
