@@ -156,6 +156,9 @@ pub struct Config {
     pub data: PathBuf,
     pub listen: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    /// `user:password` the metrics endpoint requires (HTTP basic auth);
+    /// required beyond loopback.
+    pub metrics_auth: Option<String>,
     pub channels: Vec<Channel>,
     pub switch: SwitchConfig,
     pub backend: Backend,
@@ -301,6 +304,7 @@ impl Default for Config {
             cluster: None,
             tls: None,
             plain_tcp_beyond_loopback: false,
+            metrics_auth: None,
         }
     }
 }
@@ -324,6 +328,7 @@ struct File {
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
     metrics: Option<String>,
+    metrics_auth: Option<String>,
     clock: Option<String>,
     shards: Option<usize>,
     backend: Option<String>,
@@ -491,6 +496,9 @@ impl Config {
         }
         if let Some(v) = file.listen {
             self.listen = v;
+        }
+        if let Some(v) = file.metrics_auth {
+            self.metrics_auth = Some(v);
         }
         if let Some(v) = file.metrics {
             self.metrics = if v == "off" {
@@ -699,6 +707,18 @@ impl Config {
                 "refusing plain TCP on {}: configure [tls] (docs/security.md), or set \
                  plain_tcp_beyond_loopback = true to accept that anyone on the path reads and alters frames",
                 self.listen
+            ));
+        }
+        if let Some(auth) = &self.metrics_auth
+            && !auth.split_once(':').is_some_and(|(user, password)| !user.is_empty() && password.len() >= 12)
+        {
+            return bad("metrics_auth is \"user:password\", the password of 12 characters or more".into());
+        }
+        if let Some(at) = self.metrics.filter(|m| !m.ip().is_loopback())
+            && self.metrics_auth.is_none()
+        {
+            return bad(format!(
+                "the metrics endpoint on {at} is beyond loopback: set metrics_auth = \"user:password\""
             ));
         }
         if !(64..=4096).contains(&self.max_in_flight) {

@@ -76,6 +76,9 @@ enum Command {
         /// Print one screen and exit.
         #[arg(long)]
         once: bool,
+        /// The endpoint's `user:password` (its metrics_auth).
+        #[arg(long, env = "HARBOUR_METRICS_AUTH", hide_env_values = true)]
+        metrics_auth: Option<String>,
     },
     /// Set an account's credit line in a currency (a LENDING channel's).
     CreditLine(CreditLineArgs),
@@ -506,8 +509,9 @@ fn main() -> ExitCode {
             Command::Cancel(args) => cancel(args).await,
             Command::Str(args) => export_str(args).await,
             Command::CreditLine(args) => credit_line(args).await,
-            Command::Top { metrics, once } => {
-                tokio::task::spawn_blocking(move || harbour::top::run(metrics, std::time::Duration::from_secs(1), once))
+            Command::Top { metrics, once, metrics_auth } => {
+                let every = std::time::Duration::from_secs(1);
+                tokio::task::spawn_blocking(move || harbour::top::run(metrics, metrics_auth.as_deref(), every, once))
                     .await
                     .map_err(|e| e.to_string())?
             }

@@ -631,21 +631,23 @@ const SCRAPE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 /// makes room by closing the oldest one still sending its request
 /// (`admission::Gate`), so silent connections cannot keep a scraper out,
 /// and each has `SCRAPE_DEADLINE` to send its head and take the answer.
-pub async fn serve(listener: TcpListener, max_connections: usize, per_address: usize) {
+pub async fn serve(listener: TcpListener, max_connections: usize, per_address: usize, auth: Option<String>) {
     let gate = crate::admission::Gate::new(max_connections, per_address, max_connections, []);
+    let expected: Option<std::sync::Arc<str>> = auth.map(|a| format!("Basic {}", base64(a.as_bytes())).into());
     loop {
         let Ok((mut stream, peer)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let Ok((place, evicted)) = gate.admit(peer.ip()) else { continue };
+        let expected = expected.clone();
         tokio::spawn(async move {
             let answered = async {
                 let head = read_head(&mut stream).await;
                 // Only a connection still sending its request is evicted.
                 drop(place);
                 let Some(head) = head else { return };
-                let response = answer(&head);
+                let response = answer(&head, expected.as_deref());
                 let _ = stream.write_all(response.as_bytes()).await;
                 let _ = stream.shutdown().await;
             };
@@ -675,8 +677,27 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
-/// The response to a request head: the metrics for `GET /metrics`.
-fn answer(head: &[u8]) -> String {
+/// Base64 (RFC 4648, with padding), for the basic-auth header.
+#[must_use]
+pub fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(TABLE[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The response to a request head: the metrics for `GET /metrics`, with
+/// the basic-auth header `expected` if one is required.
+fn answer(head: &[u8], expected: Option<&str>) -> String {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut words = line.split_whitespace();
@@ -693,6 +714,22 @@ fn answer(head: &[u8]) -> String {
     }
     if method != "GET" {
         return plain("405 Method Not Allowed", "GET /metrics\n");
+    }
+    if let Some(expected) = expected {
+        let given = String::from_utf8_lossy(head).lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .map(|(_, v)| v.trim().to_string())
+        });
+        // Compared in full whatever the first difference.
+        let same = given.as_deref().is_some_and(|g| {
+            g.len() == expected.len() && g.bytes().zip(expected.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+        });
+        if !same {
+            return "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"harbour\"\r\nContent-Length: 0\r\n\
+                    Connection: close\r\n\r\n"
+                .to_string();
+        }
     }
     let body = METRICS.render();
     format!(
@@ -711,6 +748,15 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn base64_is_rfc_4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"prometheus:a-long-password"), "cHJvbWV0aGV1czphLWxvbmctcGFzc3dvcmQ=");
+    }
 
     #[test]
     fn histograms_bucket_every_value_and_report_upper_bounds() {

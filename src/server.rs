@@ -1096,7 +1096,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         Some(at) => {
             let metrics = crate::metrics::bind(at).await.map_err(bind("metrics", at))?;
             let bound = metrics.local_addr().map_err(bind("metrics", at))?;
-            tokio::spawn(crate::metrics::serve(metrics, METRICS_CONNECTIONS_MAX, METRICS_PER_ADDRESS));
+            tokio::spawn(crate::metrics::serve(
+                metrics,
+                METRICS_CONNECTIONS_MAX,
+                METRICS_PER_ADDRESS,
+                config.metrics_auth.clone(),
+            ));
             Some(bound)
         }
         None => None,

@@ -28,10 +28,13 @@ pub fn parse(text: &str) -> Samples {
 }
 
 /// GETs the endpoint's text.
-pub fn scrape(addr: SocketAddr) -> std::io::Result<String> {
+pub fn scrape(addr: SocketAddr, auth: Option<&str>) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: harbour\r\nConnection: close\r\n\r\n")?;
+    let header =
+        auth.map_or(String::new(), |a| format!("Authorization: Basic {}\r\n", crate::metrics::base64(a.as_bytes())));
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: harbour\r\n{header}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut text = String::new();
     stream.read_to_string(&mut text)?;
     Ok(text.split_once("\r\n\r\n").map_or(text.clone(), |(_, body)| body.to_string()))
@@ -120,10 +123,10 @@ pub fn render(now: &Samples, before: Option<&Samples>, elapsed: Duration) -> Str
 }
 
 /// Runs the view until interrupted (or once, with `once`).
-pub fn run(addr: SocketAddr, interval: Duration, once: bool) -> Result<(), String> {
+pub fn run(addr: SocketAddr, auth: Option<&str>, interval: Duration, once: bool) -> Result<(), String> {
     let mut before: Option<(Samples, Instant)> = None;
     loop {
-        let text = scrape(addr).map_err(|e| format!("metrics at {addr}: {e}"))?;
+        let text = scrape(addr, auth).map_err(|e| format!("metrics at {addr}: {e}"))?;
         let now = parse(&text);
         let (previous, elapsed) = match &before {
             Some((s, at)) => (Some(s), at.elapsed()),

@@ -383,3 +383,32 @@ async fn keys_rotate_and_channels_go_by_reload() {
     bystander.ping().await.expect("another channel's session is kept");
     running.stop().await.unwrap();
 }
+
+/// With `metrics_auth`, the endpoint answers only a scraper that gives it
+/// (HTTP basic auth); beyond loopback it is required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_asks_for_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.metrics_auth = Some("prometheus:a-long-password".into());
+    let running = server::start(&cfg).await.unwrap();
+    let at = running.metrics_addr.unwrap();
+    let refused = scrape(at, "/metrics").await;
+    assert!(refused.starts_with("HTTP/1.1 401") && !refused.contains("harbour_"), "{refused}");
+    let served = tokio::task::spawn_blocking(move || harbour::top::scrape(at, Some("prometheus:a-long-password")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(served.contains("harbour_connections_open"), "{served}");
+    let wrong = tokio::task::spawn_blocking(move || harbour::top::scrape(at, Some("prometheus:not-the-password")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!wrong.contains("harbour_"), "a wrong password gets nothing");
+    running.stop().await.unwrap();
+
+    let mut public = config(dir.path());
+    public.metrics = Some("0.0.0.0:9464".parse().unwrap());
+    let e = public.validate().unwrap_err().to_string();
+    assert!(e.contains("metrics_auth"), "{e}");
+}

@@ -974,7 +974,7 @@ async fn the_metrics_endpoint_is_prometheus_text_with_stage_latencies() {
     }
     // `harbour top` reads the same endpoint.
     let metrics = running.metrics_addr.unwrap();
-    let first = tokio::task::spawn_blocking(move || harbour::top::scrape(metrics)).await.unwrap().unwrap();
+    let first = tokio::task::spawn_blocking(move || harbour::top::scrape(metrics, None)).await.unwrap().unwrap();
     let screen = harbour::top::render(&harbour::top::parse(&first), None, Duration::from_secs(1));
     assert!(screen.contains("fsync") && screen.contains("SUBMIT_TRANSFERS") && screen.contains("OK"), "{screen}");
     running.stop().await.unwrap();
