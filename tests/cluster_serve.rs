@@ -613,3 +613,22 @@ async fn two_shards_with_a_scorer_answer_posted_and_keep_their_rounds() {
         r.stop().await.unwrap();
     }
 }
+
+/// Nodes of several shards dropped without `stop()` on the runtime's own
+/// workers (as a connection task drops the last handle): the switch's
+/// threads wait on that runtime, and dropping must not wedge it (it did:
+/// both workers joined the lead watcher, whose timer they were to fire).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_several_shards_drop_without_wedging_their_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports(3);
+    let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, "shards = 2\n", 65_536).await;
+    leader_of(&running).await;
+    let mut drops = Vec::new();
+    for r in running {
+        drops.push(tokio::spawn(async move { drop(r) }));
+    }
+    for d in drops {
+        tokio::time::timeout(Duration::from_secs(30), d).await.expect("dropped within 30 s").unwrap();
+    }
+}

@@ -428,10 +428,23 @@ impl Switch {
         for tx in &self.core.txs {
             let _ = tx.send(Message::Stop);
         }
-        for thread in &mut self.threads {
-            if let Some(thread) = thread.take() {
-                let _ = thread.join();
+        let threads = &mut self.threads;
+        let mut join = || {
+            for thread in threads.iter_mut() {
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
             }
+        };
+        // A cluster node's threads wait on raft's runtime (the lead
+        // watcher's timers, a barrier entry): dropped on one of that
+        // runtime's workers, the switch hands the worker's tasks over
+        // before it waits, or the runtime could not move them on.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(join);
+            }
+            _ => join(),
         }
     }
 }
