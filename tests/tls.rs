@@ -89,26 +89,28 @@ fn client_tls(ca: &Ca, identity: Option<&(String, String)>) -> Tls {
     Tls { config: Arc::new(config), server_name: ServerName::try_from("localhost").unwrap() }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_serves_a_channel_and_refuses_every_other_way_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("bank CA");
-    let other_ca = Ca::new("someone else's CA");
+/// A switch's configuration serving mutual TLS with `ca`'s certificates
+/// (its own for `localhost`), revoking by `crls`, with channel 1.
+fn tls_switch(dir: &std::path::Path, ca: &Ca, crls: &[String]) -> harbour::config::Config {
     let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
+        let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
     };
     let (server_cert, server_key) = ca.issue(&["localhost"], false, 1, false);
-    let mut cfg = common::server_config(&dir.path().join("data"));
-    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
+    let mut cfg = common::server_config(&dir.join("data"));
     cfg.tls = Some(TlsConfig {
         cert: write("server.pem", &server_cert),
         key: write("server.key", &server_key),
         client_ca: write("ca.pem", &ca.cert.pem()),
-        crls: vec![write("revoked.crl", &ca.revoking(99))],
+        crls: crls.iter().enumerate().map(|(i, c)| write(&format!("revoked-{i}.crl"), c)).collect(),
     });
-    let channel = |id, key: &[u8]| Channel {
+    cfg.channels = vec![channel(1, KEY_1)];
+    cfg
+}
+
+fn channel(id: u32, key: &[u8]) -> Channel {
+    Channel {
         id,
         key: key.to_vec(),
         previous_key: None,
@@ -116,8 +118,17 @@ async fn mutual_tls_serves_a_channel_and_refuses_every_other_way_in() {
         connections_max: None,
         max_in_flight: None,
         records_per_second: None,
-    };
-    cfg.channels = vec![channel(1, KEY_1), channel(2, KEY_2)];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_serves_a_channel_and_refuses_every_other_way_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("bank CA");
+    let other_ca = Ca::new("someone else's CA");
+    let mut cfg = tls_switch(dir.path(), &ca, &[ca.revoking(99)]);
+    cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
+    cfg.channels.push(channel(2, KEY_2));
     let running = server::start(&cfg).await.unwrap();
     let addr = running.addr;
 
@@ -185,19 +196,13 @@ async fn development_certificates_work_as_written() {
         crls: Vec::new(),
     });
     let running = server::start(&cfg).await.unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(certs.join("ca.pem")).unwrap()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_file(certs.join("channel-1.pem")).unwrap()],
-            PrivateKeyDer::from_pem_file(certs.join("channel-1.key")).unwrap(),
-        )
-        .unwrap();
-    let tls = Tls { config: Arc::new(config), server_name: ServerName::try_from("127.0.0.1").unwrap() };
+    let tls = Tls::from_pem_files(
+        &certs.join("ca.pem"),
+        &certs.join("channel-1.pem"),
+        &certs.join("channel-1.key"),
+        "127.0.0.1",
+    )
+    .unwrap();
     let c = Client::connect_tls(running.addr, &tls, 1, b"hksw-dev-key").await.expect("served");
     c.ping().await.unwrap();
     running.stop().await.unwrap();
@@ -210,30 +215,9 @@ async fn development_certificates_work_as_written() {
 async fn silent_handshakes_are_evicted_like_silent_hellos() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("bank CA");
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let (server_cert, server_key) = ca.issue(&["localhost"], false, 1, false);
-    let mut cfg = common::server_config(&dir.path().join("data"));
+    let mut cfg = tls_switch(dir.path(), &ca, &[]);
     cfg.unauthenticated_max = 8;
     cfg.unauthenticated_per_address = 1_000;
-    cfg.tls = Some(TlsConfig {
-        cert: write("server.pem", &server_cert),
-        key: write("server.key", &server_key),
-        client_ca: write("ca.pem", &ca.cert.pem()),
-        crls: Vec::new(),
-    });
-    cfg.channels = vec![Channel {
-        id: 1,
-        key: KEY_1.to_vec(),
-        previous_key: None,
-        roles: role::ACCOUNTS,
-        connections_max: None,
-        max_in_flight: None,
-        records_per_second: None,
-    }];
     let running = server::start(&cfg).await.unwrap();
     let mut silent = Vec::new();
     for _ in 0..200 {

@@ -244,6 +244,24 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     number.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or_else(|| format!("rate {text:?}: e.g. 200000/s"))
 }
 
+/// Prints a harness's report as JSON (and writes it to `json`); an error
+/// if it found violations.
+fn print_report(
+    report: &impl serde::Serialize,
+    json: Option<&std::path::Path>,
+    violations: usize,
+) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    println!("{text}");
+    if let Some(path) = json {
+        std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if violations > 0 {
+        return Err(format!("{violations} violations"));
+    }
+    Ok(())
+}
+
 fn target(c: &Conn) -> Result<Target, String> {
     let tls = match (&c.tls_ca, &c.tls_cert, &c.tls_key) {
         (Some(ca), Some(cert), Some(key)) => Some(harbour::client::Tls::from_pem_files(ca, cert, key, &c.tls_name)?),
@@ -360,15 +378,7 @@ async fn main_async(cli: Cli) -> Result<(), String> {
                 }),
             };
             let report = harbour_loadtest::torture::run(&config).await?;
-            let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-            println!("{json}");
-            if let Some(path) = a.json {
-                std::fs::write(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            if !report.violations.is_empty() {
-                return Err(format!("{} violations", report.violations.len()));
-            }
-            Ok(())
+            print_report(&report, a.json.as_deref(), report.violations.len())
         }
         Command::Failover(a) => {
             let _ = std::fs::remove_dir_all(&a.dir);
@@ -387,15 +397,7 @@ async fn main_async(cli: Cli) -> Result<(), String> {
                 progress: true,
             };
             let report = harbour_loadtest::failover::run(&config).await?;
-            let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-            println!("{json}");
-            if let Some(path) = a.json {
-                std::fs::write(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            if !report.violations.is_empty() {
-                return Err(format!("{} violations", report.violations.len()));
-            }
-            Ok(())
+            print_report(&report, a.json.as_deref(), report.violations.len())
         }
         Command::Bench(a) => {
             let config = BenchConfig {
