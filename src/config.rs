@@ -15,6 +15,7 @@ use crate::aml::{CountrySet, FATF_INCREASED_MONITORING};
 use crate::clock::Clock;
 use crate::engine::EngineConfig;
 use crate::protocol::frame::role;
+use crate::protocol::internal::Scope;
 use crate::wal::WalConfig;
 
 // The shards' settings live here, below the shards that read them.
@@ -148,6 +149,9 @@ pub struct Channel {
     /// Records per second it may send (a token bucket holding a full
     /// batch); none: no rate bound.
     pub records_per_second: Option<u64>,
+    /// The accounts it may debit, act on and read (`docs/security.md`,
+    /// account scopes); every account by default.
+    pub scope: Scope,
 }
 
 /// Everything `harbour serve` needs.
@@ -273,6 +277,7 @@ impl Default for Config {
                 connections_max: None,
                 max_in_flight: None,
                 records_per_second: None,
+                scope: Scope::default(),
             }],
             switch: SwitchConfig {
                 engine: EngineConfig {
@@ -469,6 +474,10 @@ struct ChannelFile {
     connections_max: Option<usize>,
     max_in_flight: Option<u32>,
     records_per_second: Option<u64>,
+    /// "all" (the default) or "own": the accounts this channel opened.
+    scope: Option<String>,
+    /// Account ids `[first, last]` it may act on too.
+    scope_accounts: Option<[u64; 2]>,
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
@@ -844,6 +853,21 @@ fn channel(c: ChannelFile) -> Result<Channel, ConfigError> {
             .ok_or_else(|| ConfigError(format!("channel {}: unknown role {name:?}", c.id)))?;
         roles |= bit;
     }
+    let own = match c.scope.as_deref() {
+        None | Some("all") => false,
+        Some("own") if c.id != 0 => true,
+        Some("own") => return Err(ConfigError("channel 0 cannot be scoped to its own accounts: give it an id".into())),
+        Some(other) => {
+            return Err(ConfigError(format!("channel {}: scope {other:?} is neither \"all\" nor \"own\"", c.id)));
+        }
+    };
+    let range = match c.scope_accounts {
+        Some([first, last]) if first > last => {
+            return Err(ConfigError(format!("channel {}: scope_accounts [{first}, {last}] is backwards", c.id)));
+        }
+        Some([first, last]) => Some((first, last)),
+        None => None,
+    };
     Ok(Channel {
         id: c.id,
         key,
@@ -852,6 +876,7 @@ fn channel(c: ChannelFile) -> Result<Channel, ConfigError> {
         connections_max: c.connections_max,
         max_in_flight: c.max_in_flight,
         records_per_second: c.records_per_second,
+        scope: Scope { own, range },
     })
 }
 
@@ -874,10 +899,29 @@ mod tests {
                 roles: 63,
                 connections_max: None,
                 max_in_flight: None,
-                records_per_second: None
+                records_per_second: None,
+                scope: Scope::default(),
             }]
         );
         c.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn channel_scopes_are_read_and_bad_ones_refused() {
+        let mut c = Config::default();
+        let channel =
+            |extra: &str| format!("[[channels]]\nid = 4\nkey = \"card-system-key\"\nroles = [\"PAYMENTS\"]\n{extra}");
+        c.merge_toml(&channel("scope = \"own\"\nscope_accounts = [2000000, 2999999]\n")).unwrap();
+        let scope = c.channels.iter().find(|ch| ch.id == 4).expect("channel 4").scope;
+        assert_eq!(scope, Scope { own: true, range: Some((2_000_000, 2_999_999)) });
+        c.merge_toml(&channel("")).unwrap();
+        assert!(c.channels.iter().find(|ch| ch.id == 4).unwrap().scope.is_all(), "every account by default");
+        for (bad, says) in [("scope = \"mine\"\n", "neither"), ("scope_accounts = [5, 4]\n", "backwards")] {
+            let e = Config::default().merge_toml(&channel(bad)).unwrap_err().0;
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let zero = "[[channels]]\nid = 0\nkey = \"card-system-key\"\nroles = []\nscope = \"own\"\n";
+        assert!(Config::default().merge_toml(zero).unwrap_err().0.contains("channel 0"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::aml::report::{CaseRow, ROW_SIZE};
 use crate::engine::EngineError;
 use crate::engine::book::CUSTOMER_ID_MIN;
 use crate::hash::IdMap;
-use crate::protocol::internal::QuoteAt;
+use crate::protocol::internal::{self, QuoteAt};
 use crate::protocol::records::{
     self, Account, Balance, BalanceKey, CreditLine, Disburse, Finalize, Id, LoanResult, Record, Repay, StepUp,
     StrRequest, Transfer, TransferResult,
@@ -212,6 +212,26 @@ fn stores(space: Space, answer: &[u8]) -> bool {
         Space::Quote => {
             code == ResultCode::Ok.as_u16() || (code == ResultCode::Overflow.as_u16() && state == records::STATE_VOIDED)
         }
+    }
+}
+
+/// Whether a part goes to the log (a SCOPED part does if what it carries
+/// does: a lookup does not).
+fn logged(p: &Part) -> bool {
+    let kind = match internal::decode_scoped(&p.body) {
+        Some((_, inner, _)) if p.kind == kind::SCOPED => inner,
+        _ => p.kind,
+    };
+    kinds::is_logged(kind)
+}
+
+/// The kind of a request's answer: a SCOPED request's is its inner
+/// kind's.
+#[must_use]
+pub fn answer_kind(kind: u16, body: &[u8]) -> u16 {
+    match internal::decode_scoped(body) {
+        Some((_, inner, _)) if kind == kind::SCOPED => inner,
+        _ => kind,
     }
 }
 
@@ -453,10 +473,7 @@ impl Router {
     /// forward at restart) stored, from its answer: the claims were
     /// rebuilt before it was applied.
     pub fn adopt(&mut self, shard: usize, kind: u16, body: &[u8], answer: &[u8]) {
-        let (kind, body) = match crate::engine::multi::decode(body) {
-            Some(m) if kind == kind::MULTI => (m.mine_kind, m.mine),
-            _ => (kind, body),
-        };
+        let (kind, body) = crate::shard::submission(kind, body);
         let keys: Vec<Vec<(Space, u128)>> = match kind {
             kind::SUBMIT_TRANSFERS => records::decode_all::<Transfer>(body)
                 .map(|t| {
@@ -547,6 +564,11 @@ impl Router {
     /// and each shard gets its part as a MULTI record with the others'
     /// parts and the rest (`engine::multi`), so it is applied entirely or
     /// not at all.
+    ///
+    /// A SCOPED request (a channel's, with its account scope) is routed as
+    /// the request it carries, and each of its parts, and its rest, goes
+    /// SCOPED the same way, so every shard (and a shard given its part
+    /// from another's copy after a restart) checks the scope itself.
     pub fn route(
         &mut self,
         kind: u16,
@@ -555,13 +577,31 @@ impl Router {
         quote_ttl_ms: u64,
         continues: Option<u64>,
     ) -> Result<Routed, EngineError> {
-        let routed = self.route_parts(kind, body, now_ms, quote_ttl_ms)?;
+        let (caller, kind, body) = match kind {
+            kind::SCOPED => {
+                let channels = |k: u16| internal::is_scoped_kind(k) && kinds::from_channel(k).is_some();
+                let (caller, inner, request) = internal::decode_scoped(body)
+                    .filter(|&(_, inner, _)| channels(inner))
+                    .ok_or(EngineError::BadLength { kind, len: body.len() })?;
+                (Some(caller), inner, request)
+            }
+            _ => (None, kind, body),
+        };
+        let mut routed = self.route_parts(kind, body, now_ms, quote_ttl_ms)?;
+        if let (Some(caller), Routed::Plan { parts, rest, .. }) = (caller, &mut routed) {
+            // The request's own parts, not the lookups the router adds.
+            for part in parts.iter_mut().filter(|p| p.kind == kind) {
+                part.body = internal::encode_scoped(&caller, kind, &part.body);
+                part.kind = kind::SCOPED;
+            }
+            if let Some(rest) = rest {
+                rest.body = internal::encode_scoped(&caller, kind, &rest.body);
+            }
+        }
         Ok(match routed {
             Routed::Plan { parts, merge, rest, .. }
                 if !body.is_empty()
-                    && (parts.iter().filter(|p| kinds::is_logged(p.kind)).count() > 1
-                        || rest.is_some()
-                        || continues.is_some()) =>
+                    && (parts.iter().filter(|p| logged(p)).count() > 1 || rest.is_some() || continues.is_some()) =>
             {
                 let rest_bytes = rest.as_ref().map_or(&[][..], |r| r.body.as_slice());
                 let (parts, seq) = self.span(parts, rest_bytes, continues);
@@ -578,7 +618,6 @@ impl Router {
         let complete = self.complete();
         let seq = self.next_request;
         self.next_request += 1;
-        let logged = |p: &Part| kinds::is_logged(p.kind);
         // A round continued after a restart is not open here: recovery
         // waits for its continuation before the switch takes traffic.
         let parent = continues.filter(|p| self.incomplete.contains_key(p));
@@ -1100,6 +1139,11 @@ mod tests {
             let mut router = Router::new(2, 1);
             let body = vec![0u8; spec.request_size.max(1) * usize::from(spec.request_size > 0)];
             let routed = router.route(spec.kind, &body, 0, 30_000, None);
+            if spec.kind == kind::SCOPED {
+                // Routed as the request it carries (a shape of its own).
+                assert_eq!(routed.err(), Some(EngineError::BadLength { kind: spec.kind, len: 1 }));
+                continue;
+            }
             if spec.origin != Origin::Channel || spec.route == Route::Session {
                 assert_eq!(routed.err(), Some(EngineError::UnknownKind(spec.kind)), "{}", spec.name);
                 continue;
@@ -1111,6 +1155,48 @@ mod tests {
                 _ => assert_eq!(shards.len(), 1, "{}: one record goes to one shard", spec.name),
             }
         }
+    }
+
+    /// A scoped channel's request goes SCOPED to every shard, its rest
+    /// too, inside the MULTI records a logged one spans shards with; a
+    /// lookup's parts go SCOPED and unlogged.
+    #[test]
+    fn a_scoped_request_is_scoped_in_every_part_and_round() {
+        use crate::protocol::internal::{Caller, Scope, decode_scoped, encode_scoped};
+        let (a, b) = accounts();
+        let caller = Caller { channel: 4, scope: Scope { own: true, range: None } };
+        let mut router = Router::new(2, 1);
+        // 2 waits for 1's credit: a rest; 3 goes to the other shard.
+        let body = transfers(&[(1, a[0], b[0]), (2, b[0], a[1]), (3, b[1], a[2])]);
+        let scoped = encode_scoped(&caller, kind::SUBMIT_TRANSFERS, &body);
+        let (parts, _, rest) = plan(&mut router, kind::SCOPED, &scoped);
+        assert_eq!(parts.len(), 2);
+        let rest = rest.expect("2 waits");
+        assert_eq!(decode_scoped(&rest.body), Some((caller, kind::SUBMIT_TRANSFERS, &body[64..128])));
+        for part in &parts {
+            assert_eq!(part.kind, kind::MULTI);
+            let m = crate::engine::multi::decode(&part.body).expect("a MULTI record");
+            assert_eq!((m.mine_kind, m.parts_kind), (kind::SCOPED, kind::SCOPED));
+            let (c, inner, _) = decode_scoped(m.mine).expect("its own part is SCOPED");
+            assert_eq!((c, inner), (caller, kind::SUBMIT_TRANSFERS));
+            assert_eq!(m.rest, rest.body.as_slice(), "the rest is kept SCOPED");
+            assert!(crate::engine::Engine::check_length(kind::MULTI, &part.body).is_ok());
+        }
+        // The rest, routed as the next round, is SCOPED again.
+        let Ok(Routed::Plan { parts: next, .. }) = router.route(kind::SCOPED, &rest.body, 0, 30_000, Some(1)) else {
+            panic!("the rest is routed")
+        };
+        let m = crate::engine::multi::decode(&next[0].body).expect("a continuation is a MULTI record");
+        assert_eq!(decode_scoped(m.mine).map(|(c, k, _)| (c, k)), Some((caller, kind::SUBMIT_TRANSFERS)));
+
+        let key = BalanceKey { account_id: a[0], currency: 344 };
+        let mut keys = Vec::new();
+        records::push(&mut keys, &key);
+        let (parts, _, _) = plan(&mut router, kind::SCOPED, &encode_scoped(&caller, kind::LOOKUP_BALANCES, &keys));
+        assert!(parts.iter().all(|p| p.kind == kind::SCOPED && !logged(p)), "lookups are not logged");
+        assert_eq!(answer_kind(kind::SCOPED, &parts[0].body), kind::LOOKUP_BALANCES);
+        let internal_inside = encode_scoped(&caller, kind::MULTI, &[]);
+        assert!(router.route(kind::SCOPED, &internal_inside, 0, 0, None).is_err(), "only a channel's kinds");
     }
 
     #[test]

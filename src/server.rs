@@ -37,6 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use crate::config::{Channel, Config};
 use crate::metrics::{METRICS, Stage};
 use crate::protocol::frame::{self, ErrorCode, Header, RESPONSE_BIT};
+use crate::protocol::internal::{self, Caller, Scope};
 use crate::protocol::kind;
 use crate::protocol::kinds::{self, CountRule, KindSpec, Route};
 use crate::protocol::session::{Challenge, Hello, HelloResponse};
@@ -245,13 +246,26 @@ async fn refuse(mut stream: tokio::net::TcpStream, detail: &str) {
     let _ = stream.shutdown().await;
 }
 
-/// An authenticated session: its channel's roles, and the key it said
-/// HELLO with (a reload that retires that key ends the session).
+/// An authenticated session: its channel's roles and account scope, and
+/// the key it said HELLO with (a reload that retires that key ends the
+/// session).
 #[derive(Clone, Debug)]
 struct Session {
     roles: u16,
     channel: u32,
+    scope: Scope,
     key: Vec<u8>,
+}
+
+impl Session {
+    /// The request as the shards apply it: SCOPED (`internal::Caller`)
+    /// when the channel's scope limits the accounts it names, and always
+    /// for CREATE_ACCOUNTS, so the books record who opened each account.
+    fn scoped(&self, kind: u16, body: &[u8]) -> Option<Vec<u8>> {
+        let limited = kind == kind::CREATE_ACCOUNTS || !self.scope.is_all();
+        (limited && internal::is_scoped_kind(kind))
+            .then(|| internal::encode_scoped(&Caller { channel: self.channel, scope: self.scope }, kind, body))
+    }
 }
 
 /// The channels allowed to connect. A reload (`Running::reload_channels`)
@@ -642,7 +656,7 @@ impl Connection {
                 return Next::Close;
             }
         }
-        self.session = Some(Session { roles: channel.roles, channel: channel.id, key });
+        self.session = Some(Session { roles: channel.roles, channel: channel.id, scope: channel.scope, key });
         let answer = HelloResponse {
             code: 0,
             roles: channel.roles,
@@ -667,6 +681,7 @@ impl Connection {
         match valid {
             Some(c) => {
                 session.roles = c.roles;
+                session.scope = c.scope;
                 true
             }
             None => {
@@ -711,6 +726,8 @@ impl Connection {
         }
         let budget = Some(AnswerBudget { admission: Arc::clone(&self.answer_bytes), bytes });
         let permit = Place { _permit: permit, budget, _channel: channel };
+        let scoped = self.session.as_ref().and_then(|s| s.scoped(h.kind, &body));
+        let applied_kind = if scoped.is_some() { kind::SCOPED } else { h.kind };
         if self.switch.single_shard() {
             // The shard thread encodes the answer and queues it for the
             // writer itself: one wake-up less per request.
@@ -723,7 +740,8 @@ impl Connection {
                 Err(e) => failed.answer(e, &answers, h, permit),
             });
             METRICS.stage(Stage::Decode, received.elapsed());
-            return match self.switch.dispatch_direct(h.kind, body.to_vec(), false, reply) {
+            let applied = scoped.unwrap_or_else(|| body.to_vec());
+            return match self.switch.dispatch_direct(applied_kind, applied, false, reply) {
                 Ok(()) => {
                     if let Some(r) = &self.recorder {
                         r.record(h.kind, h.count, &body);
@@ -736,7 +754,7 @@ impl Connection {
             };
         }
         METRICS.stage(Stage::Decode, received.elapsed());
-        let pending = match self.switch.dispatch(h.kind, &body, false) {
+        let pending = match self.switch.dispatch(applied_kind, scoped.as_deref().unwrap_or(&body), false) {
             Ok(p) => p,
             Err(e) => return self.refused(e, h, out).await,
         };

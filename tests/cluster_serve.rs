@@ -566,9 +566,11 @@ async fn a_burst_larger_than_an_entry_is_split() {
 /// shards, logged with its verdicts (SUBMIT_JUDGED), is answered POSTED
 /// like any other; a request spanning both shards keeps its MULTI round
 /// when its parts carry verdicts (each shard records the round, so a new
-/// leader can finish it).
+/// leader can finish it). A scoped channel's request keeps its scope there
+/// too (SCOPED around the judged parts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_with_a_scorer_answer_posted_and_keep_their_rounds() {
+    const CARDS_KEY: &str = "the-card-system-key-of-32-bytes-or-more";
     use harbour::client::Failover;
     use harbour::engine::shard_of;
     use harbour::protocol::kind;
@@ -577,7 +579,11 @@ async fn two_shards_with_a_scorer_answer_posted_and_keep_their_rounds() {
     let scorer = common::scorer(Duration::ZERO, u64::MAX);
     let dir = tempfile::tempdir().unwrap();
     let ports = ports(3);
-    let more = format!("shards = 2\n[aml]\nscorer = \"{scorer}\"\nbudget_us = 200000\n");
+    // And a card system scoped to the accounts it opens (issue 16).
+    let more = format!(
+        "shards = 2\n[aml]\nscorer = \"{scorer}\"\nbudget_us = 200000\n\
+         [[channels]]\nid = 4\nkey = \"{CARDS_KEY}\"\nroles = [\"ACCOUNTS\", \"PAYMENTS\"]\nscope = \"own\"\n"
+    );
     let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, &more, 65_536).await;
     let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
     let mut failover = Failover::new(addrs, 1, KEY.as_bytes());
@@ -609,6 +615,29 @@ async fn two_shards_with_a_scorer_answer_posted_and_keep_their_rounds() {
     let balance = |account_id| harbour::protocol::records::BalanceKey { account_id, currency: 344 };
     let b2_balance = books.read(1, move |e| e.lookup_balance(&balance(b2)).balance).await.unwrap();
     assert_eq!(b2_balance, 10_300, "the credit landed on the other shard");
+
+    // The scoped channel's request goes SCOPED through the proposers, with
+    // its verdicts: another channel's customer is FORBIDDEN on its shard,
+    // its own customer's crossing transfer posts.
+    let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
+    let mut cards = Failover::new(addrs, 4, CARDS_KEY.as_bytes());
+    let mut card_client = cards.connect().await.unwrap();
+    let c = on(1).nth(2).unwrap();
+    let own = records::encode_all(&[Account { account_id: c, kind: 1, home_country: 344, ..Account::default() }]);
+    cards.request(&mut card_client, kind::CREATE_ACCOUNTS, 1, &own).await.unwrap();
+    failover
+        .request(&mut client, kind::SUBMIT_TRANSFERS, 1, &records::encode_all(&[common::deposit(20, c, 500, 344)]))
+        .await
+        .unwrap();
+    let mixed = [common::transfer(21, a, c, 100, 344), common::transfer(22, c, a, 100, 344)];
+    let answer =
+        cards.request(&mut card_client, kind::SUBMIT_TRANSFERS, 2, &records::encode_all(&mixed)).await.unwrap();
+    let results: Vec<TransferResult> = records::decode_all(&answer.body).collect();
+    let codes: Vec<u16> = results.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [harbour::protocol::ResultCode::Forbidden.as_u16(), 0], "{results:?}");
+    assert_eq!(results[1].state, STATE_POSTED);
+    let a_balance = books.read(0, move |e| e.lookup_balance(&balance(a)).balance).await.unwrap();
+    assert_eq!(a_balance, 10_000 - 300 + 100, "only its own customer's transfer moved money");
     for r in running {
         r.stop().await.unwrap();
     }

@@ -29,6 +29,7 @@ fn config(dir: &std::path::Path) -> Config {
         connections_max: Some(2),
         max_in_flight: None,
         records_per_second: None,
+        scope: Default::default(),
     });
     c.unauthenticated_max = 64;
     c.unauthenticated_per_address = 8;
@@ -210,6 +211,7 @@ fn short_keys_stay_on_loopback() {
             connections_max: None,
             max_in_flight: None,
             records_per_second: None,
+            scope: Default::default(),
         }],
         ..Config::default()
     };
@@ -240,6 +242,7 @@ async fn a_flooding_channel_is_busy_alone() {
         connections_max: None,
         max_in_flight: Some(16),
         records_per_second: Some(20_000),
+        scope: Default::default(),
     });
     let running = server::start(&cfg).await.unwrap();
     let victim = Client::connect(running.addr, 1, KEY).await.unwrap();
@@ -317,6 +320,7 @@ fn rotating(dir: &std::path::Path, key: &[u8], previous: Option<&[u8]>, roles: u
         connections_max: None,
         max_in_flight: None,
         records_per_second: None,
+        scope: Default::default(),
     });
     c
 }
@@ -411,4 +415,119 @@ async fn the_metrics_endpoint_asks_for_its_password() {
     public.metrics = Some("0.0.0.0:9464".parse().unwrap());
     let e = public.validate().unwrap_err().to_string();
     assert!(e.contains("metrics_auth"), "{e}");
+}
+
+const CARDS_KEY: &[u8] = b"the-card-system-key-of-32-bytes-or-more";
+
+/// Account scopes over the wire: a card system scoped to the accounts it
+/// opened moves, steps up, cancels and reads only those. Another channel's
+/// customer, and SETTLEMENT_IN (minting), are FORBIDDEN to it and nothing
+/// moves; who opened each account survives a restart (from the log and
+/// from a snapshot). With one shard, and with two, where the parts of a
+/// request go SCOPED to each shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_channel_acts_only_on_the_accounts_it_opened() {
+    scoped_channel(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_channel_is_scoped_on_every_shard() {
+    assert_ne!(harbour::shard::shard_of(1024, 2), harbour::shard::shard_of(5001, 2), "the scoped debit crosses");
+    scoped_channel(2).await;
+}
+
+async fn scoped_channel(shards: usize) {
+    use harbour::protocol::ResultCode::{self, *};
+    use harbour::protocol::internal::Scope;
+    use harbour::protocol::records::{Finalize, STATE_PENDING, TRANSFER_PENDING, Transfer};
+    const HKD: u16 = 344;
+    let codes = |rs: &[harbour::protocol::records::TransferResult]| -> Vec<ResultCode> {
+        rs.iter().map(|r| ResultCode::from_u16(r.code).unwrap()).collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.switch.shards = shards;
+    cfg.channels.push(Channel {
+        id: 4,
+        key: CARDS_KEY.to_vec(),
+        previous_key: None,
+        roles: role::PAYMENTS | role::ACCOUNTS,
+        connections_max: None,
+        max_in_flight: None,
+        records_per_second: None,
+        scope: Scope { own: true, range: None },
+    });
+    let running = server::start(&cfg).await.unwrap();
+    let bank = Client::connect(running.addr, 1, KEY).await.unwrap();
+    let cards = Client::connect(running.addr, 4, CARDS_KEY).await.unwrap();
+    // The bank's customers Alice (1024) and Bob (1025); the card system's
+    // Dave (5000) and Erin (5001).
+    bank.create_accounts(&[common::account(1024), common::account(1025)]).await.unwrap();
+    let opened = cards.create_accounts(&[common::account(5000), common::account(5001)]).await.unwrap();
+    assert!(opened.iter().all(|r| r.code == 0));
+    let funded = bank
+        .submit_transfers(&[
+            common::deposit(1, 1024, 100_000, HKD),
+            common::deposit(2, 5000, 100_000, HKD),
+            Transfer { flags: TRANSFER_PENDING, ..common::transfer(3, 1024, 1025, 500, HKD) },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(codes(&funded), [Ok, Ok, Ok]);
+    let before = scoped_balances(&bank, &[1024, 1025, 5000, 5001, 1]).await;
+
+    let refused = cards
+        .submit_transfers(&[
+            common::transfer(10, 1024, 5000, 100, HKD),
+            common::deposit(11, 5000, 100, HKD),
+            common::transfer(12, 1025, 5001, 100, HKD),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(codes(&refused), [Forbidden, Forbidden, Forbidden]);
+    let finalize = [Finalize { transfer_id: 3, action: harbour::protocol::records::FINALIZE_POST }];
+    assert_eq!(codes(&cards.finalize_pending(&finalize).await.unwrap()), [Forbidden]);
+    assert_eq!(codes(&cards.cancel_transfers(&[3]).await.unwrap()), [Forbidden]);
+    let looked = cards.lookup_transfers(&[3]).await.unwrap();
+    assert_eq!((codes(&looked), looked[0].debit_amount), (vec![Forbidden], 0), "nothing of it shown");
+    let read = scoped_balances(&cards, &[1024, 1, 5000]).await;
+    assert_eq!(read.iter().map(|r| r.0).collect::<Vec<_>>(), [Forbidden, Forbidden, Ok]);
+    assert_eq!(scoped_balances(&bank, &[1024, 1025, 5000, 5001, 1]).await, before, "nothing moved");
+    assert_eq!(bank.lookup_transfers(&[3]).await.unwrap()[0].state, STATE_PENDING);
+
+    // Its own customers pay anyone; the unscoped bank still debits them.
+    let own = cards
+        .submit_transfers(&[common::transfer(13, 5000, 1024, 300, HKD), common::transfer(14, 5000, 5001, 200, HKD)])
+        .await
+        .unwrap();
+    assert_eq!(codes(&own), [Ok, Ok]);
+    assert_eq!(codes(&bank.submit_transfers(&[common::transfer(15, 5001, 1025, 50, HKD)]).await.unwrap()), [Ok]);
+    drop((bank, cards));
+    running.stop().await.unwrap();
+
+    // After a restart (the log replayed), then after a snapshot.
+    for snapshot in [false, true] {
+        let mut cfg = cfg.clone();
+        if snapshot {
+            cfg.switch.snapshot_log_bytes = 1;
+        }
+        let running = server::start(&cfg).await.unwrap();
+        let cards = Client::connect(running.addr, 4, CARDS_KEY).await.unwrap();
+        let id = if snapshot { 20 } else { 30 };
+        let after = cards
+            .submit_transfers(&[common::transfer(id, 5001, 5000, 1, HKD), common::transfer(id + 1, 1025, 5000, 1, HKD)])
+            .await
+            .unwrap();
+        assert_eq!(codes(&after), [Ok, Forbidden], "snapshot {snapshot}");
+        drop(cards);
+        running.stop().await.unwrap();
+    }
+}
+
+/// Each account's HKD balance as `c` may read it: code, balance, held.
+async fn scoped_balances(c: &Client, ids: &[u64]) -> Vec<(harbour::protocol::ResultCode, i64, u64)> {
+    use harbour::protocol::records::BalanceKey;
+    let keys: Vec<BalanceKey> = ids.iter().map(|&account_id| BalanceKey { account_id, currency: 344 }).collect();
+    let found = c.lookup_balances(&keys).await.unwrap();
+    found.iter().map(|b| (harbour::protocol::ResultCode::from_u16(b.code).unwrap(), b.balance, b.held)).collect()
 }

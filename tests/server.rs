@@ -31,6 +31,7 @@ fn config(dir: &std::path::Path) -> Config {
         connections_max: None,
         max_in_flight: None,
         records_per_second: None,
+        scope: Default::default(),
     });
     c
 }

@@ -118,6 +118,7 @@ fn channel(id: u32, key: &[u8]) -> Channel {
         connections_max: None,
         max_in_flight: None,
         records_per_second: None,
+        scope: Default::default(),
     }
 }
 

@@ -62,6 +62,14 @@ impl Engine {
                 self.apply(m.mine_kind, m.mine, now_ms, out)?;
                 self.multi.applied(&m);
             }
+            kind::SCOPED => {
+                let (caller, inner, request) = internal::decode_scoped(body).expect("checked by check_length");
+                assert!(self.caller.is_none(), "a SCOPED record is never inside another");
+                self.caller = Some(caller);
+                let applied = self.apply(inner, request, now_ms, out);
+                self.caller = None;
+                applied?;
+            }
             kind::TICK => {}
             other => return Err(EngineError::UnknownKind(other)),
         }
@@ -158,10 +166,19 @@ impl Engine {
                 && internal::decode_judged(body, crate::aml::Reasons::is_logged_verdict).is_none())
             || (kind == kind::LINK_IN && links::decode_link_in(body).is_none())
             || (kind == kind::MULTI && !Self::multi_well_formed(body))
+            || (kind == kind::SCOPED && !Self::scoped_well_formed(body))
         {
             return Err(EngineError::BadLength { kind, len: body.len() });
         }
         Ok(())
+    }
+
+    /// Whether a SCOPED body decodes and carries a kind that names
+    /// accounts, whole.
+    pub(crate) fn scoped_well_formed(body: &[u8]) -> bool {
+        internal::decode_scoped(body).is_some_and(|(_, inner, request)| {
+            internal::is_scoped_kind(inner) && Self::check_length(inner, request).is_ok()
+        })
     }
 
     /// Whether a MULTI body decodes and its parts are bodies of logged
@@ -189,6 +206,19 @@ impl Engine {
             let answer = f(self, R::decode(chunk), i as u64);
             records::push(out, &answer);
         }
+    }
+
+    /// Whether the request being applied may act on `account` (debit it,
+    /// step up, cancel or finalize its transfers, draw or repay its loans,
+    /// read it): always, unless it came SCOPED by a channel with a scope
+    /// (`internal::Scope`) that leaves the account out.
+    #[inline]
+    pub(crate) fn in_scope(&self, account: u64) -> bool {
+        let Some(caller) = self.caller.filter(|c| !c.scope.is_all()) else { return true };
+        let in_range = caller.scope.range.is_some_and(|(first, last)| (first..=last).contains(&account));
+        let opened =
+            || caller.channel != 0 && self.book.account(account).is_some_and(|a| a.opened_by == caller.channel);
+        in_range || (caller.scope.own && opened())
     }
 
     // ---- accounts -------------------------------------------------------

@@ -58,6 +58,9 @@ pub struct AccountEntry {
     /// ISO 3166-1 numeric.
     pub home_country: u16,
     pub kind: AccountKind,
+    /// The channel that opened it (0: the switch, or opened before
+    /// channels were recorded): account scopes (`internal::Scope::own`).
+    pub opened_by: u32,
     /// The currency of `main`, or `NO_CURRENCY` before the first movement.
     main_currency: u8,
     main: Balance,
@@ -135,6 +138,7 @@ impl Book {
             customer_ref: 0,
             home_country: 0,
             kind: AccountKind::System,
+            opened_by: 0,
             main_currency: NO_CURRENCY,
             main: Balance::default(),
         };
@@ -147,10 +151,17 @@ impl Book {
     }
 
     /// Adds an account. Panics if it exists: callers check first.
-    pub fn insert_account(&mut self, id: u64, kind: AccountKind, home_country: u16, customer_ref: u64) {
+    pub fn insert_account(&mut self, id: u64, kind: AccountKind, home_country: u16, customer_ref: u64, opened_by: u32) {
         assert!(self.position(id).is_none(), "account {id} inserted twice");
-        let entry =
-            AccountEntry { id, customer_ref, home_country, kind, main_currency: NO_CURRENCY, main: Balance::default() };
+        let entry = AccountEntry {
+            id,
+            customer_ref,
+            home_country,
+            kind,
+            opened_by,
+            main_currency: NO_CURRENCY,
+            main: Balance::default(),
+        };
         let at = self.accounts.len() as u32;
         let accounts = &self.accounts;
         self.index.insert(mix64(id), at, || accounts.iter().map(|a| mix64(a.id)));

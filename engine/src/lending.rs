@@ -22,8 +22,9 @@ use crate::protocol::records::{
 impl Engine {
     /// SET_CREDIT_LINES, one record: sets (or replaces) an account's line in
     /// a currency; its loans keep their rates. Precedence:
-    /// ACCOUNT_NOT_FOUND, FORBIDDEN (a system account), UNKNOWN_CURRENCY,
-    /// INVALID_FIELD (APR above 4800 bps, or an undefined flag).
+    /// ACCOUNT_NOT_FOUND, FORBIDDEN (a system account, or out of the
+    /// channel's scope), UNKNOWN_CURRENCY, INVALID_FIELD (APR above 4800
+    /// bps, or an undefined flag).
     pub fn set_credit_line(&mut self, c: &CreditLineRecord) -> RecordResult {
         let code = match self.check_line(c) {
             Ok(currency) => {
@@ -45,7 +46,7 @@ impl Engine {
 
     fn check_line(&self, c: &CreditLineRecord) -> Result<CurrencyIndex, ResultCode> {
         let account = self.book.account(c.account_id).ok_or(ResultCode::AccountNotFound)?;
-        if account.kind != AccountKind::Customer {
+        if account.kind != AccountKind::Customer || !self.in_scope(c.account_id) {
             return Err(ResultCode::Forbidden);
         }
         let currency = CurrencyIndex::of(c.currency).ok_or(ResultCode::UnknownCurrency)?;
@@ -58,8 +59,8 @@ impl Engine {
     /// DISBURSE_LOANS, one record: the principal moves from LOAN_FUNDING to
     /// the account within its line. Precedence: INVALID_ID, ID_CONFLICT (the
     /// id names a transfer) or ALREADY_EXISTS / ID_CONFLICT (a loan),
-    /// ACCOUNT_NOT_FOUND, FORBIDDEN (a system account), UNKNOWN_CURRENCY,
-    /// INVALID_AMOUNT (zero principal), NO_CREDIT_LINE, OVERFLOW,
+    /// ACCOUNT_NOT_FOUND, FORBIDDEN (a system account, or out of the
+    /// channel's scope), UNKNOWN_CURRENCY, INVALID_AMOUNT (zero principal), NO_CREDIT_LINE, OVERFLOW,
     /// CREDIT_LIMIT_EXCEEDED (past the limit, or the line already has
     /// `ACTIVE_LOANS_PER_LINE_MAX` active loans). A zero `term_days` means
     /// no due date.
@@ -119,7 +120,7 @@ impl Engine {
             return Err(if same { ResultCode::AlreadyExists } else { ResultCode::IdConflict });
         }
         let account = self.book.find(d.account_id).ok_or(ResultCode::AccountNotFound)?;
-        if self.book.entry(account).kind != AccountKind::Customer {
+        if self.book.entry(account).kind != AccountKind::Customer || !self.in_scope(d.account_id) {
             return Err(ResultCode::Forbidden);
         }
         let currency = CurrencyIndex::of(d.currency).ok_or(ResultCode::UnknownCurrency)?;
@@ -163,7 +164,8 @@ impl Engine {
     /// REPAY_LOANS, one record: paid from the loan's account in its
     /// currency, interest first, then principal. Precedence: INVALID_ID
     /// (repayment or loan id 0), ALREADY_EXISTS / ID_CONFLICT (the
-    /// repayment id), LOAN_NOT_FOUND, INVALID_AMOUNT (zero), OVERPAYMENT
+    /// repayment id), LOAN_NOT_FOUND, FORBIDDEN (the loan's account out of
+    /// the channel's scope), INVALID_AMOUNT (zero), OVERPAYMENT
     /// (more than is owed now), OVERFLOW, INSUFFICIENT_FUNDS.
     pub fn repay(&mut self, r: &Repay) -> LoanResult {
         let at = match self.check_repay(r) {
@@ -203,6 +205,9 @@ impl Engine {
             return Err(if same { ResultCode::AlreadyExists } else { ResultCode::IdConflict });
         }
         let at = self.credit.find(r.loan_id).ok_or(ResultCode::LoanNotFound)?;
+        if !self.in_scope(self.credit.loan_at(at).account) {
+            return Err(ResultCode::Forbidden);
+        }
         if r.amount == 0 {
             return Err(ResultCode::InvalidAmount);
         }
@@ -222,12 +227,14 @@ impl Engine {
         Ok(at)
     }
 
-    /// LOOKUP_LOANS, one record. Precedence: INVALID_ID, LOAN_NOT_FOUND.
+    /// LOOKUP_LOANS, one record. Precedence: INVALID_ID, LOAN_NOT_FOUND,
+    /// FORBIDDEN (its account out of the channel's scope).
     #[must_use]
     pub fn lookup_loan(&self, id: u128) -> LoanResult {
         let code = match (id, self.credit.find(id)) {
             (0, _) => ResultCode::InvalidId,
             (_, None) => ResultCode::LoanNotFound,
+            (_, Some(at)) if !self.in_scope(self.credit.loan_at(at).account) => ResultCode::Forbidden,
             (_, Some(_)) => ResultCode::Ok,
         };
         self.loan_answer(id, code)
@@ -236,7 +243,8 @@ impl Engine {
     /// The wire answer for a loan id: its current state (interest accrued
     /// to now) if it names a loan, else zeros with the code.
     fn loan_answer(&self, id: u128, code: ResultCode) -> LoanResult {
-        let Some(loan) = self.credit.loan(id).filter(|_| id != 0) else {
+        // A loan out of the channel's scope is not shown to it.
+        let Some(loan) = self.credit.loan(id).filter(|l| id != 0 && self.in_scope(l.account)) else {
             return LoanResult { loan_id: id, code: code.as_u16(), ..LoanResult::default() };
         };
         LoanResult {

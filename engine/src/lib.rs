@@ -51,7 +51,7 @@ use crate::aml::{AmlConfig, Case, Judgement, Outcome, Outgoing, Profile};
 use crate::fx::{FxError, RateTable, Side};
 use crate::money::CurrencyIndex;
 use crate::protocol::ResultCode;
-use crate::protocol::internal::{self, QuoteAt, Verdict};
+use crate::protocol::internal::{self, Caller, QuoteAt, Verdict};
 use crate::protocol::records::{
     self, Account, Balance as BalanceRecord, BalanceKey, CreditLine as CreditLineRecord, Finalize, FxRate, Id,
     Quote as QuoteRecord, QuoteRequest, Record, RecordResult, Repay, SetTime, StepUp, StrHeader, StrRequest, Transfer,
@@ -194,6 +194,9 @@ pub struct Engine {
     /// Verdicts of the SUBMIT_JUDGED record being applied (empty between
     /// records).
     verdicts: Vec<Verdict>,
+    /// The channel the SCOPED record being applied acts for, and its
+    /// scope (none between records, and for requests not scoped).
+    caller: Option<Caller>,
     /// Credit lines, loans and repayments.
     credit: loans::Credit,
     /// What this shard owes other shards and has taken from them.
@@ -222,6 +225,7 @@ impl Clone for Engine {
             profiles: self.profiles.clone(),
             cases: self.cases.clone(),
             verdicts: self.verdicts.clone(),
+            caller: self.caller,
             credit: self.credit.clone(),
             links: self.links.clone(),
             link_wait: self.link_wait,
@@ -245,6 +249,7 @@ impl Clone for Engine {
             profiles,
             cases,
             verdicts,
+            caller,
             credit,
             links,
             link_wait,
@@ -261,6 +266,7 @@ impl Clone for Engine {
         self.profiles.clone_from(profiles);
         self.cases.clone_from(cases);
         self.verdicts.clone_from(verdicts);
+        self.caller = *caller;
         self.credit.clone_from(credit);
         self.links.clone_from(links);
         self.link_wait = *link_wait;
@@ -275,14 +281,14 @@ impl Engine {
     pub fn new(config: EngineConfig, now_ms: u64) -> Self {
         let mut engine = Self::empty(config, now_ms);
         for id in book::SYSTEM_ACCOUNTS {
-            engine.insert_account(id, AccountKind::System, money::HONG_KONG, 0);
+            engine.insert_account(id, AccountKind::System, money::HONG_KONG, 0, 0);
         }
         engine
     }
 
     /// Adds an account to the book, with its AML profile beside it.
-    fn insert_account(&mut self, id: u64, kind: AccountKind, home_country: u16, customer_ref: u64) {
-        self.book.insert_account(id, kind, home_country, customer_ref);
+    fn insert_account(&mut self, id: u64, kind: AccountKind, home_country: u16, customer_ref: u64, opened_by: u32) {
+        self.book.insert_account(id, kind, home_country, customer_ref, opened_by);
         self.profiles.push(Profile::default());
         assert_eq!(self.profiles.len(), self.book.account_count(), "one profile per account");
     }
@@ -299,6 +305,7 @@ impl Engine {
             profiles: Arena::with_capacity(config.accounts_capacity, Profile::default()),
             cases: Arena::default(),
             verdicts: Vec::new(),
+            caller: None,
             credit: loans::Credit::with_capacity(config.loans_capacity),
             links: Links::new(config.shard, config.shards),
             link_wait: false,
@@ -398,7 +405,8 @@ impl Engine {
     pub fn create_account(&mut self, a: &Account) -> RecordResult {
         let code = self.check_account(a);
         if code == ResultCode::Ok {
-            self.insert_account(a.account_id, AccountKind::Customer, a.home_country, a.customer_ref);
+            let opened_by = self.caller.map_or(0, |c| c.channel);
+            self.insert_account(a.account_id, AccountKind::Customer, a.home_country, a.customer_ref, opened_by);
             // Every other shard learns it exists, so its customers may pay it.
             self.links.push_to_others(EntryKind::Account, 0, a.account_id);
         }
@@ -497,22 +505,27 @@ impl Engine {
         &self.rates
     }
 
-    /// LOOKUP_TRANSFERS, one record.
+    /// LOOKUP_TRANSFERS, one record. Precedence: INVALID_ID,
+    /// TRANSFER_NOT_FOUND, FORBIDDEN (a scope that leaves out both its
+    /// accounts).
     #[must_use]
     pub fn lookup_transfer(&self, id: u128) -> TransferResult {
         match self.find_for_hold(id) {
+            Ok(at) if !self.may_see(at) => self.reject(id, ResultCode::Forbidden),
             Ok(at) => self.result_of(at, ResultCode::Ok),
             Err(code) => self.reject(id, code),
         }
     }
 
     /// LOOKUP_BALANCES, one record. Precedence: ACCOUNT_NOT_FOUND,
-    /// UNKNOWN_CURRENCY.
+    /// FORBIDDEN (out of the channel's scope), UNKNOWN_CURRENCY.
     #[must_use]
     pub fn lookup_balance(&self, k: &BalanceKey) -> BalanceRecord {
         let mut answer = BalanceRecord { account_id: k.account_id, currency: k.currency, ..BalanceRecord::default() };
         if self.book.account(k.account_id).is_none() {
             answer.code = ResultCode::AccountNotFound.as_u16();
+        } else if !self.in_scope(k.account_id) {
+            answer.code = ResultCode::Forbidden.as_u16();
         } else if let Some(currency) = CurrencyIndex::of(k.currency) {
             let b: Balance = self.book.balance(k.account_id, currency);
             answer.balance = b.posted;

@@ -27,6 +27,16 @@ impl Engine {
         self.transfers.find(id).ok_or(ResultCode::TransferNotFound)
     }
 
+    /// [`Engine::find_for_hold`], then FORBIDDEN if the request's scope
+    /// leaves out the account the transfer debits.
+    pub(crate) fn find_in_scope(&self, id: u128) -> Result<TransferIndex, ResultCode> {
+        let at = self.find_for_hold(id)?;
+        if !self.in_scope(self.transfers.get(at).debit_account) {
+            return Err(ResultCode::Forbidden);
+        }
+        Ok(at)
+    }
+
     /// Checks a transfer is pending and waiting for `hold`: NOT_PENDING,
     /// WRONG_METHOD.
     pub(crate) fn check_waiting(&self, at: TransferIndex, hold: Holds) -> Result<(), ResultCode> {
@@ -44,15 +54,16 @@ impl Engine {
     }
 
     /// CONFIRM_STEP_UP, one record: FACE or SMS_OTP outcome from the
-    /// channel. Precedence: INVALID_ID, TRANSFER_NOT_FOUND, FORBIDDEN (method
-    /// 3 is an operator's), NOT_PENDING, WRONG_METHOD.
+    /// channel. Precedence: INVALID_ID, TRANSFER_NOT_FOUND, FORBIDDEN (out
+    /// of the channel's scope, or method 3, an operator's), NOT_PENDING,
+    /// WRONG_METHOD.
     pub fn confirm_step_up(&mut self, s: &StepUp) -> TransferResult {
         let hold = match s.method {
             records::METHOD_FACE => Holds::FACE_REVIEW,
             records::METHOD_SMS_OTP => Holds::SMS_OTP,
             _ => Holds::MANUAL_REVIEW,
         };
-        let outcome = self.find_for_hold(s.transfer_id).and_then(|at| {
+        let outcome = self.find_in_scope(s.transfer_id).and_then(|at| {
             if hold == Holds::MANUAL_REVIEW {
                 return Err(ResultCode::Forbidden);
             }
@@ -63,10 +74,11 @@ impl Engine {
     }
 
     /// RESOLVE_REVIEW, one record: an operator's verdict on a MANUAL_REVIEW
-    /// hold. Precedence: INVALID_ID, TRANSFER_NOT_FOUND, INVALID_FIELD
-    /// (method other than 3), NOT_PENDING, WRONG_METHOD.
+    /// hold. Precedence: INVALID_ID, TRANSFER_NOT_FOUND, FORBIDDEN (out of
+    /// the channel's scope), INVALID_FIELD (method other than 3),
+    /// NOT_PENDING, WRONG_METHOD.
     pub fn resolve_review(&mut self, s: &StepUp) -> TransferResult {
-        let outcome = self.find_for_hold(s.transfer_id).and_then(|at| {
+        let outcome = self.find_in_scope(s.transfer_id).and_then(|at| {
             if s.method != records::METHOD_MANUAL_REVIEW {
                 return Err(ResultCode::InvalidField);
             }
@@ -96,9 +108,9 @@ impl Engine {
 
     /// CANCEL_TRANSFERS, one record: the customer voids a pending transfer
     /// whatever holds it. Precedence: INVALID_ID, TRANSFER_NOT_FOUND,
-    /// NOT_PENDING.
+    /// FORBIDDEN (out of the channel's scope), NOT_PENDING.
     pub fn cancel_transfer(&mut self, id: u128) -> TransferResult {
-        let at = match self.find_for_hold(id) {
+        let at = match self.find_in_scope(id) {
             Ok(at) => at,
             Err(code) => return self.reject(id, code),
         };
@@ -113,10 +125,10 @@ impl Engine {
     }
 
     /// FINALIZE_PENDING, one record: the CLIENT hold only. Precedence:
-    /// INVALID_ID, TRANSFER_NOT_FOUND, INVALID_FIELD (action), NOT_PENDING,
-    /// WRONG_METHOD.
+    /// INVALID_ID, TRANSFER_NOT_FOUND, FORBIDDEN (out of the channel's
+    /// scope), INVALID_FIELD (action), NOT_PENDING, WRONG_METHOD.
     pub fn finalize_pending(&mut self, f: &Finalize) -> TransferResult {
-        let found = self.find_for_hold(f.transfer_id).and_then(|at| {
+        let found = self.find_in_scope(f.transfer_id).and_then(|at| {
             if !matches!(f.action, records::FINALIZE_POST | records::FINALIZE_VOID) {
                 return Err(ResultCode::InvalidField);
             }

@@ -26,7 +26,7 @@ use crate::money::CurrencyIndex;
 use crate::protocol::records::{self, Transfer};
 
 const STATE_MAGIC: &[u8; 4] = b"HKST";
-const STATE_VERSION: u32 = 6;
+const STATE_VERSION: u32 = 7;
 
 /// A snapshot body that does not decode: the file is corrupt or from
 /// another version.
@@ -158,6 +158,7 @@ impl Engine {
 
     fn encode_state_once(&self, out: &mut Vec<u8>) {
         assert!(self.verdicts.is_empty(), "AML verdicts are consumed in the record after theirs");
+        assert!(self.caller.is_none(), "a SCOPED record's caller lasts only while it is applied");
         let mut w = Writer(out);
         w.0.extend_from_slice(STATE_MAGIC);
         w.u32(STATE_VERSION);
@@ -181,6 +182,7 @@ impl Engine {
             w.u8(a.kind as u8);
             w.u16(a.home_country);
             w.u64(a.customer_ref);
+            w.u32(a.opened_by);
         }
         let balances = self.book.balances_sorted();
         w.u64(balances.len() as u64);
@@ -439,23 +441,25 @@ impl Engine {
             };
             let home_country = r.u16()?;
             let customer_ref = r.u64()?;
+            // Version 7 records who opened each account (account scopes).
+            let opened_by = if version >= 7 { r.u32()? } else { 0 };
             if self.book.account(id).is_some() {
                 return Err(SnapshotError::Invalid { what: "account stored twice:", value: u128::from(id) });
             }
             if version < 5 && id > INTERSHARD && self.book.account(INTERSHARD).is_none() {
                 // Before version 5 there was no INTERSHARD: it takes its
                 // place after the other system accounts.
-                self.insert_account(INTERSHARD, AccountKind::System, crate::money::HONG_KONG, 0);
+                self.insert_account(INTERSHARD, AccountKind::System, crate::money::HONG_KONG, 0, 0);
             }
             // System accounts are exactly 1..=5 (they sit first in every
             // book; `Book::system` relies on it).
             if id == 0 || (kind == AccountKind::System) != super::book::SYSTEM_ACCOUNTS.contains(&id) {
                 return Err(SnapshotError::Invalid { what: "account of the wrong kind:", value: u128::from(id) });
             }
-            self.insert_account(id, kind, home_country, customer_ref);
+            self.insert_account(id, kind, home_country, customer_ref, opened_by);
         }
         if version < 5 && self.book.account(INTERSHARD).is_none() {
-            self.insert_account(INTERSHARD, AccountKind::System, crate::money::HONG_KONG, 0);
+            self.insert_account(INTERSHARD, AccountKind::System, crate::money::HONG_KONG, 0, 0);
         }
         // All system accounts, at the first positions (restored in
         // id order, they are; `Book::system` relies on it).

@@ -148,9 +148,17 @@ impl Engine {
 
     /// The answer for a rejected or unknown id: its stored state if the id
     /// names a stored transfer, else zeros.
+    /// Whether the request being applied may see a stored transfer: its
+    /// scope covers one of the transfer's accounts.
+    pub(crate) fn may_see(&self, at: TransferIndex) -> bool {
+        let t = self.transfers.get(at);
+        self.in_scope(t.debit_account) || self.in_scope(t.credit_account)
+    }
+
     pub(crate) fn reject(&self, id: u128, code: ResultCode) -> TransferResult {
         match self.transfers.find(id) {
-            Some(at) if id != 0 => self.result_of(at, code),
+            // A transfer out of the channel's scope is not shown to it.
+            Some(at) if id != 0 && self.may_see(at) => self.result_of(at, code),
             _ => TransferResult { transfer_id: id, code: code.as_u16(), ..TransferResult::default() },
         }
     }
@@ -181,7 +189,7 @@ impl Engine {
         if t.debit_account == t.credit_account && t.debit_currency == t.credit_currency {
             return Err(ResultCode::SameAccount);
         }
-        if !may_debit(t.debit_account) || !may_credit(t.credit_account) {
+        if !may_debit(t.debit_account) || !may_credit(t.credit_account) || !self.in_scope(t.debit_account) {
             return Err(ResultCode::Forbidden);
         }
         if t.flags & !records::TRANSFER_FLAGS_DEFINED != 0 {

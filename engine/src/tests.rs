@@ -483,8 +483,19 @@ fn a_snapshot_from_before_aml_still_decodes() {
     let mut e = Engine::new(config, MANUAL_CLOCK_START_MS);
     e.create_account(&Account { account_id: ALICE, kind: 1, flags: 0, home_country: 344, customer_ref: 1 });
     e.submit_transfer(&deposit(1, ALICE, 500, HKD));
-    let mut v6 = Vec::new();
-    e.encode_state(&mut v6);
+    let mut v7 = Vec::new();
+    e.encode_state(&mut v7);
+    // Version 7 added who opened each account: a u32 after each account
+    // entry of 19 bytes (0 here: none was opened by a channel).
+    assert_eq!(v7[16..24], 7u64.to_le_bytes(), "six system accounts and Alice");
+    let mut v6 = v7[..24].to_vec();
+    for at in (0..7).map(|i| 24 + i * 23) {
+        assert_eq!(v7[at + 19..at + 23], [0; 4]);
+        v6.extend_from_slice(&v7[at..at + 19]);
+    }
+    v6.extend_from_slice(&v7[24 + 7 * 23..]);
+    v6[4..8].copy_from_slice(&6u32.to_le_bytes());
+    assert_eq!(Engine::decode_state(config, &v6).expect("version 6 decodes").state_hash(), e.state_hash());
     // Version 6 added the rounds of requests spanning shards (40 zero
     // bytes for a shard that never saw one).
     assert_eq!(v6[v6.len() - 40..], [0; 40]);
@@ -804,4 +815,107 @@ fn what_a_shard_keeps_of_rounds_spanning_shards_is_in_its_snapshot() {
     let mut bad = round.clone();
     bad[40] = 1;
     assert!(e.apply(kind::MULTI, &bad, MANUAL_CLOCK_START_MS, &mut out).is_err(), "reserved bytes");
+}
+
+/// Applies `kind`'s `records` as `caller` (a SCOPED record) and returns
+/// each answer's result code.
+fn as_caller<R: Record>(e: &mut Engine, caller: internal::Caller, kind: u16, records: &[R]) -> Vec<ResultCode> {
+    let mut body = Vec::new();
+    for r in records {
+        records::push(&mut body, r);
+    }
+    let scoped = internal::encode_scoped(&caller, kind, &body);
+    let mut out = Vec::new();
+    let now = e.now_ms();
+    e.apply(kind::SCOPED, &scoped, now, &mut out).expect("a well-formed SCOPED record");
+    let (size, at) = kinds::result_code_layout(kind).expect("a kind with codes");
+    out.chunks_exact(size).map(|r| code(u16::from_le_bytes([r[at], r[at + 1]]))).collect()
+}
+
+#[test]
+fn a_scoped_channel_acts_only_on_its_own_accounts() {
+    use internal::{Caller, Scope};
+    const CARDS: u32 = 7;
+    const DAVE: u64 = 2_000;
+    let mut e = engine();
+    let cards = Caller { channel: CARDS, scope: Scope { own: true, range: None } };
+    let dave = Account { account_id: DAVE, kind: 1, flags: 0, home_country: 344, customer_ref: 9 };
+    assert_eq!(as_caller(&mut e, cards, kind::CREATE_ACCOUNTS, &[dave]), [ResultCode::Ok]);
+    assert_eq!(e.submit_transfer(&deposit(9_003, DAVE, 10_000, HKD)).code, 0);
+    // Alice's pending transfer, which the card system must not finalize.
+    let pending = Transfer { flags: records::TRANSFER_PENDING, ..transfer(60, ALICE, BOB, 500, HKD) };
+    assert_eq!(e.submit_transfer(&pending).code, 0);
+    let before = (balance(&e, ALICE, HKD), balance(&e, BOB, HKD), balance(&e, DAVE, HKD));
+
+    let refused = as_caller(
+        &mut e,
+        cards,
+        kind::SUBMIT_TRANSFERS,
+        &[
+            transfer(61, ALICE, DAVE, 100, HKD),
+            deposit(62, DAVE, 100, HKD),
+            // Existence and identity come before permission.
+            transfer(63, 4_444, DAVE, 100, HKD),
+            transfer(60, ALICE, BOB, 500, HKD),
+        ],
+    );
+    use ResultCode::*;
+    assert_eq!(refused, [Forbidden, Forbidden, DebitAccountNotFound, IdConflict]);
+    let fin = Finalize { transfer_id: 60, action: records::FINALIZE_POST };
+    assert_eq!(as_caller(&mut e, cards, kind::FINALIZE_PENDING, &[fin]), [Forbidden]);
+    assert_eq!(as_caller(&mut e, cards, kind::CANCEL_TRANSFERS, &[Id { id: 60 }]), [Forbidden]);
+    assert_eq!(as_caller(&mut e, cards, kind::LOOKUP_TRANSFERS, &[Id { id: 60 }]), [Forbidden]);
+    let key = |account_id| BalanceKey { account_id, currency: HKD };
+    assert_eq!(as_caller(&mut e, cards, kind::LOOKUP_BALANCES, &[key(ALICE), key(DAVE)]), [Forbidden, Ok]);
+    assert_eq!((balance(&e, ALICE, HKD), balance(&e, BOB, HKD), balance(&e, DAVE, HKD)), before, "nothing moved");
+    assert_eq!(e.lookup_transfer(60).state, records::STATE_PENDING);
+
+    // Its own customer pays anyone, and a refused answer shows nothing of
+    // the transfer it names.
+    assert_eq!(as_caller(&mut e, cards, kind::SUBMIT_TRANSFERS, &[transfer(64, DAVE, ALICE, 100, HKD)]), [Ok]);
+    let mut out = Vec::new();
+    let scoped = internal::encode_scoped(&cards, kind::LOOKUP_TRANSFERS, &{
+        let mut b = Vec::new();
+        records::push(&mut b, &Id { id: 60 });
+        b
+    });
+    e.apply(kind::SCOPED, &scoped, e.now_ms(), &mut out).expect("applies");
+    assert_eq!(TransferResult::decode(&out).debit_amount, 0, "another channel's transfer is not shown");
+
+    // A range scope opens exactly its range; an unscoped caller, all.
+    let ranged = Caller { channel: 8, scope: Scope { own: false, range: Some((ALICE, ALICE)) } };
+    let two = [transfer(65, ALICE, BOB, 1, HKD), transfer(66, DAVE, BOB, 1, HKD)];
+    assert_eq!(as_caller(&mut e, ranged, kind::SUBMIT_TRANSFERS, &two), [Ok, Forbidden]);
+    let all = Caller { channel: 9, scope: Scope::default() };
+    assert_eq!(as_caller(&mut e, all, kind::SUBMIT_TRANSFERS, &[transfer(67, DAVE, BOB, 1, HKD)]), [Ok]);
+
+    // Who opened each account survives a snapshot.
+    let mut state = Vec::new();
+    e.encode_state(&mut state);
+    let mut back = Engine::decode_state(e.config, &state).expect("decodes");
+    assert_eq!(as_caller(&mut back, cards, kind::SUBMIT_TRANSFERS, &[transfer(68, DAVE, BOB, 1, HKD)]), [Ok]);
+    assert_eq!(as_caller(&mut back, cards, kind::SUBMIT_TRANSFERS, &[transfer(69, BOB, DAVE, 1, HKD)]), [Forbidden]);
+    back.audit().expect("the books add up");
+}
+
+#[test]
+fn malformed_scoped_records_are_refused_whole() {
+    let caller = internal::Caller { channel: 7, scope: internal::Scope { own: true, range: None } };
+    let mut body = Vec::new();
+    records::push(&mut body, &Id { id: 60 });
+    for (name, record) in [
+        ("a kind that names no account", internal::encode_scoped(&caller, kind::SET_FX_RATES, &[])),
+        (
+            "nested",
+            internal::encode_scoped(
+                &caller,
+                kind::SCOPED,
+                &internal::encode_scoped(&caller, kind::CANCEL_TRANSFERS, &body),
+            ),
+        ),
+        ("a cut record", internal::encode_scoped(&caller, kind::CANCEL_TRANSFERS, &body[..5])),
+        ("a cut header", body.clone()),
+    ] {
+        assert!(Engine::check_length(kind::SCOPED, &record).is_err(), "{name}");
+    }
 }

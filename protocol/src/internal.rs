@@ -1,6 +1,6 @@
 //! Bodies of the switch's internal records (kinds `0xF0xx`, never on the
 //! wire), owned here beside the wire records so that no module above this
-//! crate reads a byte offset of them: SUBMIT_JUDGED and QUOTE_AT. (LINK_IN
+//! crate reads a byte offset of them: SUBMIT_JUDGED, QUOTE_AT and SCOPED. (LINK_IN
 //! and MULTI are encoded and decoded by the one engine module that owns
 //! them, `engine::links` and `engine::multi`.)
 
@@ -116,6 +116,110 @@ impl QuoteAt {
     }
 }
 
+/// Which accounts a channel may act on (`docs/security.md`, account
+/// scopes): debit in a transfer, step up, cancel or finalize a transfer
+/// from, draw or repay a loan of, set a line on, and read. Paying any
+/// account stays open. Empty (neither): every account, as the contract
+/// has it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The accounts the channel opened.
+    pub own: bool,
+    /// The accounts with ids in `first..=last`.
+    pub range: Option<(u64, u64)>,
+}
+
+impl Scope {
+    /// Whether the scope leaves every account open.
+    #[must_use]
+    pub const fn is_all(&self) -> bool {
+        !self.own && self.range.is_none()
+    }
+}
+
+/// On whose behalf a request is applied: the channel (recorded as the
+/// opener of the accounts it creates) and its scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub channel: u32,
+    pub scope: Scope,
+}
+
+/// Whether a SCOPED record may carry `kind`: the kinds whose records name
+/// accounts, transfers or loans (and SUBMIT_JUDGED, a judged
+/// SUBMIT_TRANSFERS).
+#[must_use]
+pub const fn is_scoped_kind(kind: u16) -> bool {
+    use crate::kind::*;
+    matches!(
+        kind,
+        CREATE_ACCOUNTS
+            | SUBMIT_TRANSFERS
+            | SUBMIT_JUDGED
+            | CONFIRM_STEP_UP
+            | RESOLVE_REVIEW
+            | CANCEL_TRANSFERS
+            | FINALIZE_PENDING
+            | LOOKUP_TRANSFERS
+            | LOOKUP_BALANCES
+            | SET_CREDIT_LINES
+            | DISBURSE_LOANS
+            | REPAY_LOANS
+            | LOOKUP_LOANS
+    )
+}
+
+/// Bytes before the request a SCOPED record carries: u32 channel, u16
+/// inner kind, u16 scope flags (bit 0 own, bit 1 range), u64 first, u64
+/// last (both 0 without a range).
+pub const SCOPED_HEADER_SIZE: usize = 24;
+const SCOPE_OWN: u16 = 1;
+const SCOPE_RANGE: u16 = 2;
+
+/// Encodes a SCOPED record: `inner_kind`'s `body` applied as `caller`.
+#[must_use]
+pub fn encode_scoped(caller: &Caller, inner_kind: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SCOPED_HEADER_SIZE + body.len());
+    let flags = u16::from(caller.scope.own) * SCOPE_OWN + u16::from(caller.scope.range.is_some()) * SCOPE_RANGE;
+    let (first, last) = caller.scope.range.unwrap_or((0, 0));
+    out.extend_from_slice(&caller.channel.to_le_bytes());
+    out.extend_from_slice(&inner_kind.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&first.to_le_bytes());
+    out.extend_from_slice(&last.to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Splits a SCOPED record into its caller, inner kind and body; `None`
+/// if the header is cut, has undefined flag bits, or a range that is
+/// backwards or set without its flag.
+#[must_use]
+pub fn decode_scoped(body: &[u8]) -> Option<(Caller, u16, &[u8])> {
+    let header = body.get(..SCOPED_HEADER_SIZE)?;
+    let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+    let channel = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    let inner = u16::from_le_bytes([header[4], header[5]]);
+    let flags = u16::from_le_bytes([header[6], header[7]]);
+    let (first, last) = (u64_at(8), u64_at(16));
+    if flags & !(SCOPE_OWN | SCOPE_RANGE) != 0 {
+        return None;
+    }
+    let range = if flags & SCOPE_RANGE != 0 {
+        if first > last {
+            return None;
+        }
+        Some((first, last))
+    } else {
+        if (first, last) != (0, 0) {
+            return None;
+        }
+        None
+    };
+    let scope = Scope { own: flags & SCOPE_OWN != 0, range };
+    Some((Caller { channel, scope }, inner, &body[SCOPED_HEADER_SIZE..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +235,24 @@ mod tests {
         q.push(&mut out);
         assert_eq!(out.len(), 1 + QuoteAt::SIZE);
         assert_eq!(QuoteAt::decode(&out[1..]), q);
+    }
+
+    #[test]
+    fn scoped_records_round_trip_and_bad_headers_are_refused() {
+        let caller = Caller { channel: 9, scope: Scope { own: true, range: Some((2_000, 2_999)) } };
+        let body = encode_scoped(&caller, 0x0011, &[1, 2, 3]);
+        assert_eq!(decode_scoped(&body), Some((caller, 0x0011, &[1u8, 2, 3][..])));
+        let all = Caller { channel: 3, scope: Scope::default() };
+        assert_eq!(decode_scoped(&encode_scoped(&all, 7, &[])), Some((all, 7, &[][..])));
+        assert_eq!(decode_scoped(&body[..SCOPED_HEADER_SIZE - 1]), None, "a cut header");
+        let mut undefined = body.clone();
+        undefined[6] |= 4;
+        assert_eq!(decode_scoped(&undefined), None, "an undefined flag");
+        let backwards = Caller { channel: 9, scope: Scope { own: false, range: Some((5, 4)) } };
+        assert_eq!(decode_scoped(&encode_scoped(&backwards, 7, &[])), None, "a backwards range");
+        let mut stray = encode_scoped(&all, 7, &[]);
+        stray[8] = 1;
+        assert_eq!(decode_scoped(&stray), None, "a range without its flag");
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub const QUOTE_AT_SIZE: usize = crate::internal::QuoteAt::SIZE;
 /// Every kind, in kind order within each origin. Columns of `wire`: kind,
 /// name, (request, response) record sizes, roles, count, well-formedness,
 /// logged, route, result code offset, waits on links.
-pub static KINDS: [KindSpec; 29] = [
+pub static KINDS: [KindSpec; 30] = [
     wire(kind::PING, "PING", (0, 0), 0, Zero, nothing, false, Session, None, false),
     KindSpec {
         origin: Origin::Switch,
@@ -347,6 +347,8 @@ pub static KINDS: [KindSpec; 29] = [
     internal(kind::LINK_IN, "LINK_IN", 1, Origin::Shard, true),
     KindSpec { route: Broadcast, ..internal(kind::QUOTE_AT, "QUOTE_AT", QUOTE_AT_SIZE, Origin::Router, true) },
     internal(kind::MULTI, "MULTI", 1, Origin::Router, true),
+    // Logged whenever what it carries is (a lookup's is not logged).
+    internal(kind::SCOPED, "SCOPED", 1, Origin::Router, true),
 ];
 
 /// The row of `kind`, if it is one.

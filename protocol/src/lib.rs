@@ -90,4 +90,8 @@ pub mod kind {
     /// with the other shards' parts, which it keeps until the request is
     /// durable everywhere (`engine::multi`).
     pub const MULTI: u16 = 0xF006;
+    /// Internal log record: a request applied on behalf of a channel, with
+    /// the accounts that channel may act on (`internal::Caller`): account
+    /// scopes, `docs/security.md`.
+    pub const SCOPED: u16 = 0xF007;
 }

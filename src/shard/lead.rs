@@ -199,7 +199,10 @@ pub(super) fn finish_rounds(core: &Arc<Core>, multis: &[multi::Multi], epoch: u6
     for (round, kind, rest) in continuations {
         let stage = core.route_and_send(kind, &rest, true, Some((round, epoch)));
         stage
-            .and_then(|stage| PendingReply { core: Arc::clone(core), kind, wait: true, stage }.wait_blocking())
+            .and_then(|stage| {
+                let shown = crate::router::answer_kind(kind, &rest);
+                PendingReply { core: Arc::clone(core), kind, shown, wait: true, stage }.wait_blocking()
+            })
             .map_err(|error| OpenError::Round { shard: 0, error })?;
     }
     Ok(())

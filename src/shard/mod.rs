@@ -47,7 +47,7 @@ use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig, EngineError, MANUAL_CLOCK_START_MS, multi};
 use crate::handoff::{Admission, Settled, Windows};
 use crate::metrics::{METRICS, Stage};
-use crate::protocol::internal::{encode_judged, judged_len};
+use crate::protocol::internal::{self, encode_judged, judged_len};
 use crate::protocol::records::{self, Record, Transfer};
 use crate::protocol::{kind, kinds};
 use crate::router::{Gather, Merge, Routed, Router};

@@ -6,8 +6,8 @@ use super::*;
 impl Core {
     /// A request that would be logged is refused while a shard's disk is
     /// below its reserve (nothing is sent, so nothing is half applied).
-    pub(super) fn check_room(&self, kind: u16) -> Result<(), SwitchError> {
-        if kinds::is_logged(kind) && !self.room.ok() {
+    pub(super) fn check_room(&self, kind: u16, body: &[u8]) -> Result<(), SwitchError> {
+        if kinds::is_logged(submission(kind, body).0) && !self.room.ok() {
             return Err(SwitchError::NoSpace);
         }
         Ok(())
@@ -182,7 +182,10 @@ pub(super) enum Progress {
 /// A request handed to its shard(s), whose answer is on its way.
 pub struct PendingReply {
     pub(super) core: Arc<Core>,
+    /// The kind it is routed as (SCOPED for a scoped channel's request).
     pub(super) kind: u16,
+    /// The kind its answer is (`router::answer_kind`).
+    pub(super) shown: u16,
     pub(super) wait: bool,
     pub(super) stage: Progress,
 }
@@ -190,7 +193,7 @@ pub struct PendingReply {
 impl PendingReply {
     /// Waits on this thread (not inside an async runtime).
     pub fn wait_blocking(self) -> Reply {
-        let PendingReply { core, kind, wait, mut stage } = self;
+        let PendingReply { core, kind, shown, wait, mut stage } = self;
         let mut out = Gather::default();
         let mut first = true;
         loop {
@@ -206,7 +209,7 @@ impl PendingReply {
                                 .map_err(|e| unknown(e, partial))?,
                         );
                     }
-                    merged(kind, merge, answers, rest.as_ref().map(|(r, _)| r), &mut out);
+                    merged(shown, merge, answers, rest.as_ref().map(|(r, _)| r), &mut out);
                     match rest {
                         None => return Ok(out.finish()),
                         Some((rest, round)) => core.again(kind, rest.body, wait, Some((round, epoch)))?,
@@ -222,7 +225,7 @@ impl PendingReply {
 
     /// Waits asynchronously.
     pub async fn wait(self) -> Reply {
-        let PendingReply { core, kind, wait, mut stage } = self;
+        let PendingReply { core, kind, shown, wait, mut stage } = self;
         let mut out = Gather::default();
         let mut first = true;
         loop {
@@ -235,7 +238,7 @@ impl PendingReply {
                         answers
                             .push(rx.await.unwrap_or(Err(SwitchError::ShardFailed)).map_err(|e| unknown(e, partial))?);
                     }
-                    merged(kind, merge, answers, rest.as_ref().map(|(r, _)| r), &mut out);
+                    merged(shown, merge, answers, rest.as_ref().map(|(r, _)| r), &mut out);
                     match rest {
                         None => return Ok(out.finish()),
                         Some((rest, round)) => core.again(kind, rest.body, wait, Some((round, epoch)))?,

@@ -297,7 +297,8 @@ impl Shard {
             if resend {
                 METRICS.resends_unlogged_total.fetch_add(1, Ordering::Relaxed);
             }
-            if kinds::is_logged(kind_logged) && !submitted.is_empty() && !resend {
+            // A lookup is not logged, SCOPED or not.
+            if kinds::is_logged(inner) && !submitted.is_empty() && !resend {
                 let t = std::time::Instant::now();
                 self.wal.append(kind_logged, now, logged)?;
                 appending += t.elapsed();
@@ -376,14 +377,17 @@ impl Drop for Shard {
 }
 
 /// The request kind and body a shard applies for a queued request: a
-/// MULTI record's own part, else the request itself.
+/// MULTI record's own part, else the request itself, and in either the
+/// request a SCOPED record carries.
 pub(crate) fn submission(kind: u16, body: &[u8]) -> (u16, &[u8]) {
-    if kind == kind::MULTI
-        && let Some(m) = multi::decode(body)
-    {
-        return (m.mine_kind, m.mine);
+    let (kind, body) = match multi::decode(body) {
+        Some(m) if kind == kind::MULTI => (m.mine_kind, m.mine),
+        _ => (kind, body),
+    };
+    match internal::decode_scoped(body) {
+        Some((_, inner, request)) if kind == kind::SCOPED => (inner, request),
+        _ => (kind, body),
     }
-    (kind, body)
 }
 
 /// A submission (bare, or a MULTI round's part) logged with the remote
@@ -394,14 +398,18 @@ pub(crate) fn submission(kind: u16, body: &[u8]) -> (u16, &[u8]) {
 pub(super) fn with_verdicts(kind: u16, body: &[u8], verdicts: &[crate::protocol::internal::Verdict]) -> (u16, Vec<u8>) {
     let (_, submitted) = submission(kind, body);
     let judged = encode_judged(verdicts, submitted);
-    if kind != kind::MULTI {
-        return (kind::SUBMIT_JUDGED, judged);
-    }
-    let m = multi::decode(body).expect("acceptable");
+    // A SCOPED submission stays SCOPED, around the judged one.
+    let multi = multi::decode(body).filter(|_| kind == kind::MULTI);
+    let (mine_kind, mine) = multi.as_ref().map_or((kind, body), |m| (m.mine_kind, m.mine));
+    let (judged_kind, judged) = match internal::decode_scoped(mine).filter(|_| mine_kind == kind::SCOPED) {
+        Some((caller, _, _)) => (kind::SCOPED, internal::encode_scoped(&caller, kind::SUBMIT_JUDGED, &judged)),
+        None => (kind::SUBMIT_JUDGED, judged),
+    };
+    let Some(m) = multi else { return (judged_kind, judged) };
     let others = multi::parts(m.parts_raw).expect("acceptable");
     let mut wrapped = Vec::with_capacity(body.len() + judged.len());
     let header = multi::Header { seq: m.seq, complete: m.complete, continues: m.continues };
-    multi::encode(header, kind::SUBMIT_JUDGED, &judged, m.parts_kind, &others, m.rest, &mut wrapped);
+    multi::encode(header, judged_kind, &judged, m.parts_kind, &others, m.rest, &mut wrapped);
     (kind::MULTI, wrapped)
 }
 
@@ -436,5 +444,45 @@ pub(super) fn count_results(kind: u16, answers: &[u8]) {
                 METRICS.aml_holds(Holds::from_bits(r.holds).unwrap_or_default());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::internal::{Caller, Scope, Verdict, decode_judged, decode_scoped, encode_scoped};
+
+    /// A scoped submission judged by the remote scorer stays SCOPED around
+    /// the judged record, bare and as a MULTI round's part, so the scope is
+    /// checked wherever it is applied.
+    #[test]
+    fn verdicts_keep_a_submission_scoped() {
+        let caller = Caller { channel: 4, scope: Scope { own: true, range: None } };
+        let transfers = vec![0u8; 2 * Transfer::SIZE];
+        let verdicts = [Verdict { index: 1, reason: crate::aml::Reasons::REMOTE_SCORER }];
+        let scoped = encode_scoped(&caller, kind::SUBMIT_TRANSFERS, &transfers);
+        let check = |kind: u16, body: &[u8]| {
+            let (inner, carried) = submission(kind, body);
+            assert_eq!((inner, carried.len()), (kind::SUBMIT_TRANSFERS, transfers.len()));
+        };
+        check(kind::SCOPED, &scoped);
+        let (k, judged) = with_verdicts(kind::SCOPED, &scoped, &verdicts);
+        assert_eq!(k, kind::SCOPED);
+        let (c, inner, body) = decode_scoped(&judged).expect("SCOPED");
+        assert_eq!((c, inner), (caller, kind::SUBMIT_JUDGED));
+        assert_eq!(
+            decode_judged(body, |_| true).map(|(v, t)| (v, t.len())),
+            Some((verdicts.to_vec(), transfers.len()))
+        );
+
+        let mut round = Vec::new();
+        let header = multi::Header { seq: 1, complete: 0, continues: 0 };
+        multi::encode(header, kind::SCOPED, &scoped, kind::SCOPED, &[(1, &scoped)], &[], &mut round);
+        check(kind::MULTI, &round);
+        let (k, judged) = with_verdicts(kind::MULTI, &round, &verdicts);
+        let m = multi::decode(&judged).expect("MULTI");
+        assert_eq!((k, m.mine_kind, m.parts_kind), (kind::MULTI, kind::SCOPED, kind::SCOPED));
+        assert_eq!(decode_scoped(m.mine).map(|(c, k, _)| (c, k)), Some((caller, kind::SUBMIT_JUDGED)));
+        assert!(Engine::check_length(kind::MULTI, &judged).is_ok());
     }
 }

@@ -392,9 +392,10 @@ impl Switch {
     /// and nothing is sent anywhere. A request that must wait for another's
     /// claims (`router`) is accepted and routed when its answer is awaited.
     pub fn dispatch(&self, kind: u16, body: &[u8], wait: bool) -> Result<PendingReply, SwitchError> {
-        self.core.check_room(kind)?;
+        self.core.check_room(kind, body)?;
         let stage = self.core.route_and_send(kind, body, wait, None)?;
-        Ok(PendingReply { core: Arc::clone(&self.core), kind, wait, stage })
+        let shown = crate::router::answer_kind(kind, body);
+        Ok(PendingReply { core: Arc::clone(&self.core), kind, shown, wait, stage })
     }
 
     /// Whether every request goes whole to one shard (then
@@ -411,10 +412,10 @@ impl Switch {
     /// uncalled.
     pub fn dispatch_direct(&self, kind: u16, body: Vec<u8>, wait: bool, reply: ReplyFn) -> Result<(), SwitchError> {
         assert!(self.single_shard(), "dispatch_direct needs a single shard");
-        if kinds::from_channel(kind).is_none() {
+        if kinds::from_channel(crate::router::answer_kind(kind, &body)).is_none() {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         }
-        self.core.check_room(kind)?;
+        self.core.check_room(kind, &body)?;
         self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now(), epoch: 0 }, wait)
     }
 
