@@ -207,6 +207,17 @@ pub struct TlsConfig {
     pub crls: Vec<PathBuf>,
 }
 
+/// `[cluster.tls]`: this node's certificate chain and key (naming
+/// `node-<id>.harbour`, for server and client auth), the cluster's CA that
+/// signs every node's, and its revocation lists, all PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub crls: Vec<PathBuf>,
+}
+
 /// One node of a cluster, as every node's configuration names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterNode {
@@ -240,6 +251,8 @@ pub struct ClusterConfig {
     /// Where this node dials a peer when not at its listed peer address
     /// (a proxy or a tunnel in between; the failover harness's partitions).
     pub dial: Vec<(u64, String)>,
+    /// Mutual TLS 1.3 on the peer links (`docs/security.md`).
+    pub tls: Option<PeerTlsConfig>,
 }
 
 impl ClusterConfig {
@@ -387,6 +400,18 @@ struct ClusterFile {
     join: bool,
     #[serde(default)]
     dial: Vec<ClusterDialFile>,
+    tls: Option<PeerTlsFile>,
+}
+
+/// `[cluster.tls]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerTlsFile {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -613,6 +638,7 @@ impl Config {
                 snapshot_entries: c.snapshot_entries.unwrap_or(SNAPSHOT_ENTRIES_DEFAULT),
                 join: c.join,
                 dial: c.dial.into_iter().map(|d| (d.id, d.addr)).collect(),
+                tls: c.tls.map(|t| PeerTlsConfig { cert: t.cert, key: t.key, ca: t.ca, crls: t.crls }),
             });
         }
         // The development channel exists only without a configuration file
@@ -766,18 +792,19 @@ impl Config {
         }
         if let Some(c) = &self.cluster {
             c.validate()?;
-            // Peer links are plain TCP (no TLS on them yet): beyond
+            // Peer links without [cluster.tls] are plain TCP: beyond
             // loopback only when said in so many words.
             let loopback = |addr: &str| {
                 let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(['[', ']']);
                 host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
             };
             if !self.plain_tcp_beyond_loopback
+                && c.tls.is_none()
                 && let Some(n) = c.nodes.iter().find(|n| !loopback(&n.peer))
             {
                 return bad(format!(
-                    "[cluster]: node {}'s peer address {} is beyond loopback, and peer links are plain TCP (TLS \
-                     on them is not built yet): keep them on a private network and set \
+                    "[cluster]: node {}'s peer address {} is beyond loopback, and peer links are plain TCP: \
+                     configure [cluster.tls] (docs/security.md), or keep them on a private network and set \
                      plain_tcp_beyond_loopback = true",
                     n.id, n.peer
                 ));
@@ -958,6 +985,11 @@ mod tests {
         c.merge_toml(&format!("{channel}[cluster]\nnode_id = 2\n{nodes}")).unwrap();
         let e = c.validate().unwrap_err().0;
         assert!(e.contains("peer links are plain TCP"), "peers beyond loopback need words: {e}");
+        let mut tls = Config::default();
+        let peer_tls = "[cluster.tls]\ncert = \"node-2.pem\"\nkey = \"node-2.key\"\nca = \"ca.pem\"\n";
+        tls.merge_toml(&format!("{channel}[cluster]\nnode_id = 2\n{nodes}{peer_tls}")).unwrap();
+        assert_eq!(tls.cluster.as_ref().and_then(|c| c.tls.as_ref()).map(|t| t.ca.clone()), Some("ca.pem".into()));
+        tls.validate().expect("peer links under TLS may go beyond loopback");
         c.plain_tcp_beyond_loopback = true;
         c.validate().unwrap();
         // A cluster node of several shards is a configuration like any other.

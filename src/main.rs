@@ -142,6 +142,10 @@ enum CertsCommand {
         /// The channels to make certificates for.
         #[arg(long = "channel", default_values_t = [1u32])]
         channels: Vec<u32>,
+        /// Cluster nodes to make peer certificates for (named
+        /// `node-<id>.harbour`; `[cluster.tls]`).
+        #[arg(long = "node")]
+        nodes: Vec<u64>,
     },
 }
 
@@ -521,8 +525,8 @@ fn main() -> ExitCode {
             Command::Backup { out, conn } => backup(&out, &conn).await,
             Command::Reload(conn) => reload(&conn).await,
             Command::Audit { data, from, to } => audit(&data, &from, to.as_deref()),
-            Command::Certs { command: CertsCommand::Dev { out, names, channels } } => {
-                harbour::tls::dev_certs(&out, &names, &channels).map(|written| {
+            Command::Certs { command: CertsCommand::Dev { out, names, channels, nodes } } => {
+                harbour::tls::dev_certs(&out, &names, &channels, &nodes).map(|written| {
                     for path in written {
                         println!("wrote {}", path.display());
                     }

@@ -546,7 +546,7 @@ async fn a_cluster_over_tcp_survives_the_loss_of_its_leader() {
             let log = LogStore::open(Arc::new(disk.clone())).unwrap();
             let books = Books::open(Arc::new(disk.clone()), vec![engine_config()], MANUAL_CLOCK_START_MS).unwrap();
             let raft = harbour::cluster::Raft::new(id, config, TcpLinks::default(), log, books.clone()).await.unwrap();
-            let server = tokio::spawn(serve(listener, raft.clone()));
+            let server = tokio::spawn(serve(listener, raft.clone(), None));
             (Node { raft, books, disk }, server)
         }
     };

@@ -187,8 +187,8 @@ async fn development_certificates_work_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    harbour::tls::dev_certs(&certs, &names, &[1]).unwrap();
-    assert!(harbour::tls::dev_certs(&certs, &names, &[1]).is_err(), "never overwrites");
+    harbour::tls::dev_certs(&certs, &names, &[1], &[]).unwrap();
+    assert!(harbour::tls::dev_certs(&certs, &names, &[1], &[]).is_err(), "never overwrites");
     let mut cfg = common::server_config(&dir.path().join("data"));
     cfg.tls = Some(TlsConfig {
         cert: certs.join("server.pem"),
@@ -238,4 +238,111 @@ async fn silent_handshakes_are_evicted_like_silent_hellos() {
     c.ping().await.unwrap();
     drop(silent);
     running.stop().await.unwrap();
+}
+
+/// A cluster whose peer links are mutual TLS (`[cluster.tls]`, with
+/// `harbour certs dev --node`): three nodes elect a leader and commit over
+/// them. Strangers at a peer port are refused without an answer: plain
+/// TCP, a channel's certificate from the same CA, and a node's own
+/// certificate claiming to be another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_links_are_mutual_tls_and_refuse_strangers() {
+    use harbour::client::Failover;
+    use harbour::config::PeerTlsConfig;
+    use harbour::protocol::kind;
+    use harbour::protocol::records::{self, Account};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    harbour::tls::dev_certs(&certs, &["127.0.0.1".to_string()], &[1], &[1, 2, 3]).unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free(), free())).collect();
+    let nodes: String = (1..=3)
+        .map(|i| {
+            let (channel, peer) = ports[i - 1];
+            format!("[[cluster.nodes]]\nid = {i}\nchannel = \"127.0.0.1:{channel}\"\npeer = \"127.0.0.1:{peer}\"\n")
+        })
+        .collect();
+    let mut running = Vec::new();
+    for i in 1..=3u64 {
+        let mut config = harbour::config::Config::default();
+        let text = format!(
+            "accounts_capacity = 4096\ntransfers_capacity = 65536\n\
+             [[channels]]\nid = 1\nkey = \"{}\"\nroles = [\"ACCOUNTS\"]\n[cluster]\nnode_id = {i}\n{nodes}",
+            std::str::from_utf8(KEY_1).unwrap()
+        );
+        config.merge_toml(&text).unwrap();
+        let cluster = config.cluster.as_mut().unwrap();
+        cluster.tls = Some(PeerTlsConfig {
+            cert: certs.join(format!("node-{i}.pem")),
+            key: certs.join(format!("node-{i}.key")),
+            ca: certs.join("ca.pem"),
+            crls: Vec::new(),
+        });
+        config.data = dir.path().join(format!("node-{i}"));
+        config.listen = format!("127.0.0.1:{}", ports[i as usize - 1].0).parse().unwrap();
+        config.metrics = None;
+        running.push(harbour::server::start(&config).await.unwrap());
+    }
+    let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
+    let mut failover = Failover::new(addrs, 1, KEY_1);
+    let mut client = failover.connect().await.unwrap();
+    let body = records::encode_all(&[Account { account_id: 5000, kind: 1, home_country: 344, ..Account::default() }]);
+    let created = failover.request(&mut client, kind::CREATE_ACCOUNTS, 1, &body).await.unwrap();
+    assert_eq!(records::decode_all::<records::RecordResult>(&created.body).next().unwrap().code, 0, "committed");
+
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], ports[0].1));
+    let refused_before = harbour::metrics::METRICS.tls_refused.load(std::sync::atomic::Ordering::Relaxed);
+    // A frame a peer would send (a vote, kind 2), and whether any answer
+    // comes back before the connection closes.
+    async fn answered(mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) -> bool {
+        let mut frame = 3u32.to_le_bytes().to_vec();
+        frame.extend_from_slice(&[2, b'{', b'}']);
+        if stream.write_all(&frame).await.is_err() {
+            return false;
+        }
+        // Whatever comes before the close (a TLS alert, for plain TCP)
+        // must not be a peer's answer frame: u32 length, kind OK or FAILED.
+        let frame = |bytes: &[u8]| {
+            let len = bytes.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()) as usize);
+            len >= 1 && bytes.len() >= 4 + len && bytes[4] <= 1
+        };
+        let mut bytes = Vec::new();
+        let read = async {
+            let mut chunk = [0u8; 512];
+            while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                bytes.extend_from_slice(&chunk[..n]);
+                if frame(&bytes) {
+                    return true;
+                }
+            }
+            false
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), read).await.unwrap_or(false)
+    }
+    let plain = tokio::net::TcpStream::connect(peer).await.unwrap();
+    assert!(!answered(plain).await, "plain TCP is not a peer");
+    // A node's own certificate saying its own id is answered (the check
+    // above would see it); the others are not.
+    for (cert, claims, served) in [("node-2", 2u64, true), ("channel-1", 2, false), ("node-2", 3, false)] {
+        let stranger = harbour::tls::PeerTls::new(&PeerTlsConfig {
+            cert: certs.join(format!("{cert}.pem")),
+            key: certs.join(format!("{cert}.key")),
+            ca: certs.join("ca.pem"),
+            crls: Vec::new(),
+        })
+        .unwrap();
+        let tcp = tokio::net::TcpStream::connect(peer).await.unwrap();
+        let answer = match stranger.connect(tcp, 1, claims).await {
+            Ok(tls) => answered(tls).await,
+            Err(_) => false,
+        };
+        assert_eq!(answer, served, "{cert} claiming node {claims}");
+    }
+    let refused = harbour::metrics::METRICS.tls_refused.load(std::sync::atomic::Ordering::Relaxed) - refused_before;
+    assert!(refused >= 3, "every refusal counted: {refused}");
+    for r in running {
+        r.stop().await.unwrap();
+    }
 }

@@ -51,6 +51,8 @@ pub enum NodeError {
     /// their audit.
     Data(String),
     Raft(String),
+    /// `[cluster.tls]` does not load.
+    Tls(String),
 }
 
 impl std::fmt::Display for NodeError {
@@ -60,6 +62,7 @@ impl std::fmt::Display for NodeError {
             Self::Bind(addr, e) => write!(f, "cluster peer address {addr}: {e}"),
             Self::Data(e) => write!(f, "{e}"),
             Self::Raft(e) => write!(f, "raft: {e}"),
+            Self::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -180,13 +183,21 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(&me.peer).await.map_err(|e| NodeError::Bind(me.peer.clone(), e))?;
     let peer_addr = listener.local_addr().map_err(|e| NodeError::Bind(me.peer.clone(), e))?;
     let config = Arc::new(raft_config(cluster)?);
-    let links = peer::TcpLinks { dial: Arc::new(cluster.dial.iter().cloned().collect()) };
+    let tls = match &cluster.tls {
+        Some(c) => Some(crate::tls::PeerTls::new(c).map_err(NodeError::Tls)?),
+        None => None,
+    };
+    let links = peer::TcpLinks {
+        dial: Arc::new(cluster.dial.iter().cloned().collect()),
+        tls: tls.clone(),
+        me: cluster.node_id,
+    };
     let raft = Raft::new(cluster.node_id, config, links, log.clone(), books.clone())
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     let served = raft.clone();
     let peer_task = tokio::spawn(async move {
-        if let Err(e) = peer::serve(listener, served).await {
+        if let Err(e) = peer::serve(listener, served, tls).await {
             tracing::error!(error = %e, "the cluster's peer listener failed");
         }
     });

@@ -5,7 +5,10 @@
 //! JSON. Every call waits at most openraft's soft deadline for its answer;
 //! a connection that fails is dropped and made again on the next call.
 //!
-//! Plain TCP: issue 16 puts TLS around it.
+//! With `[cluster.tls]` every connection is mutual TLS 1.3 with the
+//! cluster's CA (`tls::PeerTls`): the dialler checks the node it dials is
+//! the one it meant, and says its own id, which its certificate must name.
+//! Without it, plain TCP (on loopback, or said in so many words).
 
 use std::future::Future;
 use std::io;
@@ -16,8 +19,10 @@ use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{OptionalSend, RaftNetworkV2};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::tls::PeerTls;
 
 use super::log::{decode_entry, encode_entry};
 use super::{Entry, LogId, PeerNode, Raft, TypeConfig};
@@ -36,6 +41,12 @@ const FAILED: u8 = 1;
 /// whole, for now).
 const FRAME_MAX: usize = 1 << 30;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A peer's TLS handshake and node id, at most.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A peer connection, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Stream for T {}
 
 #[derive(Serialize, Deserialize)]
 struct AppendHead {
@@ -110,7 +121,7 @@ fn decode_append(bytes: &[u8]) -> io::Result<AppendEntriesRequest<TypeConfig>> {
     })
 }
 
-async fn write_frame(stream: &mut TcpStream, kind: u8, body: &[u8]) -> io::Result<()> {
+async fn write_frame(stream: &mut (impl AsyncWrite + Unpin), kind: u8, body: &[u8]) -> io::Result<()> {
     let len = u32::try_from(body.len() + 1).map_err(|_| invalid("frame too large"))?;
     let mut frame = Vec::with_capacity(5 + body.len());
     frame.extend_from_slice(&len.to_le_bytes());
@@ -119,7 +130,7 @@ async fn write_frame(stream: &mut TcpStream, kind: u8, body: &[u8]) -> io::Resul
     stream.write_all(&frame).await
 }
 
-async fn read_frame(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
+async fn read_frame(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<(u8, Vec<u8>)> {
     let len = stream.read_u32_le().await? as usize;
     if len == 0 || len > FRAME_MAX {
         return Err(invalid(format!("length {len}")));
@@ -160,12 +171,23 @@ async fn handle(raft: &Raft, kind: u8, body: &[u8]) -> io::Result<Vec<u8>> {
 }
 
 /// Serves raft's messages from other nodes until the listener fails.
-pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
+pub async fn serve(listener: TcpListener, raft: Raft, tls: Option<PeerTls>) -> io::Result<()> {
     loop {
-        let (mut stream, _) = listener.accept().await?;
+        let (stream, from) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let raft = raft.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let mut stream: Box<dyn Stream> = match tls {
+                None => Box::new(stream),
+                Some(tls) => match tls.accept(stream, HANDSHAKE_TIMEOUT).await {
+                    Ok((stream, _node)) => Box::new(stream),
+                    Err(why) => {
+                        tracing::warn!(%from, reason = %why, "a peer connection refused");
+                        return;
+                    }
+                },
+            };
             while let Ok((kind, body)) = read_frame(&mut stream).await {
                 let (status, answer) = match handle(&raft, kind, &body).await {
                     Ok(answer) => (OK, answer),
@@ -183,16 +205,21 @@ pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
 const APPEND_BYTES_PER_MS: u64 = 16 << 10;
 
 /// The client side of every node's peer links. A node is dialled at its
-/// peer address, or where `dial` says (a proxy or a tunnel in between).
+/// peer address, or where `dial` says (a proxy or a tunnel in between);
+/// with `tls`, as node `me`.
 #[derive(Clone, Default)]
 pub struct TcpLinks {
     pub dial: std::sync::Arc<std::collections::BTreeMap<u64, String>>,
+    pub tls: Option<PeerTls>,
+    pub me: u64,
 }
 
 /// One node's link to another, over one connection made on demand.
 pub struct TcpLink {
     addr: String,
-    stream: Option<TcpStream>,
+    target: u64,
+    tls: Option<(PeerTls, u64)>,
+    stream: Option<Box<dyn Stream>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for TcpLinks {
@@ -200,7 +227,7 @@ impl RaftNetworkFactory<TypeConfig> for TcpLinks {
 
     async fn new_client(&mut self, target: u64, node: &PeerNode) -> TcpLink {
         let addr = self.dial.get(&target).unwrap_or(&node.peer).clone();
-        TcpLink { addr, stream: None }
+        TcpLink { addr, target, tls: self.tls.clone().map(|t| (t, self.me)), stream: None }
     }
 }
 
@@ -220,17 +247,26 @@ impl TcpLink {
     /// connection out of step for the next call.
     async fn call(&mut self, kind: u8, body: &[u8], deadline: Duration) -> Result<Vec<u8>, CallError> {
         let taken = self.stream.take();
-        let addr = self.addr.clone();
+        let (addr, target, tls) = (self.addr.clone(), self.target, self.tls.clone());
         let exchange = async move {
             let mut stream = match taken {
                 Some(stream) => stream,
                 None => {
+                    let timed_out = || CallError::Unreachable(io::Error::from(io::ErrorKind::TimedOut));
                     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
                         .await
-                        .map_err(|_| CallError::Unreachable(io::Error::from(io::ErrorKind::TimedOut)))?
+                        .map_err(|_| timed_out())?
                         .map_err(CallError::Unreachable)?;
                     let _ = stream.set_nodelay(true);
-                    stream
+                    match tls {
+                        None => Box::new(stream) as Box<dyn Stream>,
+                        Some((tls, me)) => Box::new(
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(stream, target, me))
+                                .await
+                                .map_err(|_| timed_out())?
+                                .map_err(CallError::Unreachable)?,
+                        ),
+                    }
                 }
             };
             write_frame(&mut stream, kind, body).await.map_err(CallError::Network)?;
