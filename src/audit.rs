@@ -7,6 +7,13 @@
 //! even after `kill -9`. Refused HELLOs are written without a sync and at
 //! most one a second (anyone can make HELLO fail; the others are counted in
 //! the next line).
+//!
+//! The acts that change the books are in the log too, with their channel
+//! (SCOPED records), so on a cluster every node writes each one on its own
+//! trail when it applies it, with the entry's log index and time: the
+//! trail is replicated, and a node that lost its disk writes it again as
+//! it catches up. A node that took the act writes it twice: when taken,
+//! with the channel's address, and when applied.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -15,6 +22,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+
+use crate::protocol::kind;
+
+/// The administrative acts recorded on the audit trail.
+#[must_use]
+pub fn audited(kind: u16) -> bool {
+    matches!(
+        kind,
+        kind::SET_FX_RATES
+            | kind::SET_CREDIT_LINES
+            | kind::RESOLVE_REVIEW
+            | kind::SET_TIME
+            | kind::CLUSTER_CHANGE
+            | kind::RELOAD_CHANNELS
+    )
+}
 
 /// The trail's file in a data directory.
 pub const AUDIT_FILE: &str = "audit.log";
@@ -34,6 +57,13 @@ pub struct Act {
     /// Refused HELLOs not written since the last line (rate limit).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub suppressed: u64,
+    /// A cluster node's line written when it applied the act: the raft log
+    /// index of its entry (`at_ms` is then the entry's time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<u64>,
+    /// Which of the entry's records it is (from 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<u32>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -47,6 +77,9 @@ pub struct AuditLog {
     /// The second of the last refused HELLO written, and those since.
     hello_second: AtomicU64,
     hello_suppressed: AtomicU64,
+    /// The last (log index, record) whose act is written: entries applied
+    /// again after a restart are not written twice.
+    applied_through: Mutex<(u64, u32)>,
 }
 
 fn now_ms() -> u64 {
@@ -63,12 +96,55 @@ impl AuditLog {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(AUDIT_FILE);
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        // A line a crash cut was never acknowledged (its sync did not
+        // return, or it is a refused HELLO's, never synced): cut it off, so
+        // what is appended now starts a line of its own.
+        let bytes = std::fs::read(&path)?;
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        if whole < bytes.len() {
+            tracing::warn!(path = %path.display(), bytes = bytes.len() - whole, "the audit trail's cut last line dropped");
+            file.set_len(whole as u64)?;
+            file.sync_all()?;
+        }
+        let acts = read(dir, 0, u64::MAX).map_err(std::io::Error::other)?;
+        let through = acts.iter().filter_map(|a| Some((a.entry?, a.record.unwrap_or(0)))).max();
         Ok(AuditLog {
             path,
             file: Mutex::new(file),
             hello_second: AtomicU64::new(0),
             hello_suppressed: AtomicU64::new(0),
+            applied_through: Mutex::new(through.unwrap_or((0, 0))),
         })
+    }
+
+    /// Records an act as a cluster node applies it, the `record`th of log
+    /// entry `entry` (synced), unless it is written already (an entry
+    /// applied again after a restart: acts are written in log order).
+    pub fn applied(
+        &self,
+        (entry, record): (u64, u32),
+        at_ms: u64,
+        channel: u32,
+        kind: &str,
+        content: &[u8],
+    ) -> std::io::Result<()> {
+        let mut through = self.applied_through.lock();
+        if (entry, record) <= *through {
+            return Ok(());
+        }
+        let act = Act {
+            at_ms,
+            channel,
+            kind: kind.into(),
+            peer: String::new(),
+            content: hex(content),
+            suppressed: 0,
+            entry: Some(entry),
+            record: Some(record),
+        };
+        self.write(&act, true)?;
+        *through = (entry, record);
+        Ok(())
     }
 
     /// Records an administrative act durably (before it is applied).
@@ -80,6 +156,8 @@ impl AuditLog {
             peer: peer.to_string(),
             content: hex(content),
             suppressed: 0,
+            entry: None,
+            record: None,
         };
         self.write(&act, true)
     }
@@ -98,6 +176,8 @@ impl AuditLog {
             peer: peer.to_string(),
             content: String::new(),
             suppressed: self.hello_suppressed.swap(0, Ordering::Relaxed),
+            entry: None,
+            record: None,
         };
         if let Err(e) = self.write(&act, false) {
             tracing::warn!(error = %e, "the audit trail could not record a refused HELLO");
@@ -168,5 +248,30 @@ mod tests {
         assert!(read(dir.path(), acts[0].at_ms + 10_000, u64::MAX).unwrap().is_empty(), "outside the window");
         std::fs::OpenOptions::new().append(true).open(log.path()).unwrap().write_all(b"{\"at_ms\": 1").unwrap();
         assert_eq!(read(dir.path(), 0, u64::MAX).unwrap().len(), 2, "a cut last line is skipped");
+        // Opened again (a restart after the crash that cut it), the cut
+        // line is dropped, so the next act is a line of its own.
+        drop(log);
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.act(8, "SET_TIME", peer, &[3]).unwrap();
+        let acts = read(dir.path(), 0, u64::MAX).expect("every line reads");
+        assert_eq!(acts.iter().map(|a| a.channel).collect::<Vec<_>>(), [7, 9, 8]);
+    }
+
+    /// Acts a cluster node applies are written once per (entry, record),
+    /// however often the entry is applied, across a reopen too.
+    #[test]
+    fn an_applied_act_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.applied((5, 0), 1_000, 3, "SET_FX_RATES", &[1]).unwrap();
+        log.applied((5, 1), 1_000, 3, "SET_TIME", &[2]).unwrap();
+        log.applied((5, 0), 1_000, 3, "SET_FX_RATES", &[1]).unwrap();
+        drop(log);
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.applied((5, 1), 1_000, 3, "SET_TIME", &[2]).unwrap();
+        log.applied((6, 0), 2_000, 4, "SET_TIME", &[3]).unwrap();
+        let acts = read(dir.path(), 0, u64::MAX).unwrap();
+        let at: Vec<(Option<u64>, Option<u32>)> = acts.iter().map(|a| (a.entry, a.record)).collect();
+        assert_eq!(at, [(Some(5), Some(0)), (Some(5), Some(1)), (Some(6), Some(0))]);
     }
 }

@@ -260,9 +260,11 @@ struct Session {
 impl Session {
     /// The request as the shards apply it: SCOPED (`internal::Caller`)
     /// when the channel's scope limits the accounts it names, and always
-    /// for CREATE_ACCOUNTS, so the books record who opened each account.
+    /// for CREATE_ACCOUNTS, so the books record who opened each account,
+    /// and for an administrative act, so the log says who took it (and a
+    /// cluster's every node writes it on its audit trail).
     fn scoped(&self, kind: u16, body: &[u8]) -> Option<Vec<u8>> {
-        let limited = kind == kind::CREATE_ACCOUNTS || !self.scope.is_all();
+        let limited = kind == kind::CREATE_ACCOUNTS || audited(kind) || !self.scope.is_all();
         (limited && internal::is_scoped_kind(kind))
             .then(|| internal::encode_scoped(&Caller { channel: self.channel, scope: self.scope }, kind, body))
     }
@@ -331,18 +333,7 @@ impl Keyring {
     }
 }
 
-/// The administrative acts recorded on the audit trail.
-fn audited(kind: u16) -> bool {
-    matches!(
-        kind,
-        kind::SET_FX_RATES
-            | kind::SET_CREDIT_LINES
-            | kind::RESOLVE_REVIEW
-            | kind::SET_TIME
-            | kind::CLUSTER_CHANGE
-            | kind::RELOAD_CHANNELS
-    )
-}
+use crate::audit::audited;
 
 /// Each channel's own limits, for the admission gate.
 fn channel_limits(config: &Config) -> Vec<(u32, crate::admission::ChannelLimits)> {
@@ -1082,11 +1073,14 @@ impl std::error::Error for StartError {}
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     config.validate().map_err(StartError::Config)?;
     private_data(&config.data).map_err(|e| StartError::Open(crate::shard::OpenError::Io(e)))?;
+    let audit = Arc::new(
+        crate::audit::AuditLog::open(&config.data).map_err(|e| StartError::Open(crate::shard::OpenError::Io(e)))?,
+    );
     let (switch, member) = match &config.cluster {
         Some(cluster) => {
-            let member = crate::cluster::node::start(cluster, &config.data, config.backend, &config.switch)
-                .await
-                .map_err(StartError::Cluster)?;
+            let started =
+                crate::cluster::node::start(cluster, &config.data, config.backend, &config.switch, Arc::clone(&audit));
+            let member = started.await.map_err(StartError::Cluster)?;
             let raft_dir = config.data.join(crate::cluster::node::RAFT_DIR);
             let storage: Arc<dyn crate::wal::storage::Storage> = Arc::new(
                 crate::wal::storage::FileStorage::new(&raft_dir)
@@ -1138,9 +1132,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         config.connections_max,
         channel_limits(config),
     );
-    let audit =
-        crate::audit::AuditLog::open(&config.data).map_err(|e| StartError::Open(crate::shard::OpenError::Io(e)))?;
-    let keyring = Keyring::new(config, Arc::clone(&gate), Arc::new(audit));
+    let keyring = Keyring::new(config, Arc::clone(&gate), audit);
     let task_switch = Arc::clone(&switch);
     let task_config = config.clone();
     let task_recorder = recorder.clone();

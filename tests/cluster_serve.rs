@@ -661,3 +661,64 @@ async fn nodes_of_several_shards_drop_without_wedging_their_runtime() {
         tokio::time::timeout(Duration::from_secs(30), d).await.expect("dropped within 30 s").unwrap();
     }
 }
+
+/// The audit trail is replicated: an administrative act taken at the
+/// leader is in the log with its channel, and every node writes it on its
+/// own trail as it applies it (once, with two shards that both apply it),
+/// and not again when the nodes restart and apply their log again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_keeps_the_audit_trail() {
+    use harbour::client::Failover;
+    use harbour::protocol::kind;
+    use harbour::protocol::records::{self, Account, FxRate};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports(3);
+    let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, "shards = 2\n", 65_536).await;
+    let addrs: Vec<std::net::SocketAddr> = running.iter().map(|r| r.addr).collect();
+    let mut failover = Failover::new(addrs.clone(), 1, KEY.as_bytes());
+    let mut client = failover.connect().await.unwrap();
+    let rate = records::encode_all(&[FxRate { from: 840, to: 344, rate_e9: 7_800_000_000 }]);
+    failover.request(&mut client, kind::SET_FX_RATES, 1, &rate).await.unwrap();
+    let leader = leader_of(&running).await;
+    let content: String = rate.iter().map(|b| format!("{b:02x}")).collect();
+    let applied_lines = |node: usize| {
+        let acts = harbour::audit::read(&dir.path().join(format!("node-{node}")), 0, u64::MAX).unwrap();
+        acts.into_iter().filter(|a| a.kind == "SET_FX_RATES" && a.entry.is_some()).collect::<Vec<_>>()
+    };
+    // Once per entry that carries it (a request resent across an election
+    // may be applied twice; rates are set alike), the same on every node.
+    let entries = |node: usize| applied_lines(node).iter().map(|a| a.entry).collect::<Vec<_>>();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let alike = || !entries(1).is_empty() && entries(2) == entries(1) && entries(3) == entries(1);
+    while !alike() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written = entries(1);
+    for node in 1..=3 {
+        let lines = applied_lines(node);
+        assert!(!lines.is_empty(), "node {node} wrote the act");
+        assert!(lines.iter().all(|a| (a.channel, a.content.as_str()) == (1, content.as_str())), "node {node}");
+        assert_eq!(entries(node), written, "node {node}: one line per entry, as the others");
+    }
+    let taken = harbour::audit::read(&dir.path().join(format!("node-{}", leader + 1)), 0, u64::MAX).unwrap();
+    assert!(taken.iter().any(|a| a.entry.is_none() && !a.peer.is_empty()), "the leader wrote it when taken too");
+    for r in running {
+        r.stop().await.unwrap();
+    }
+
+    // Restarted, the nodes apply their logs again: nothing is written twice.
+    let running = start_nodes_with(dir.path(), &ports, &[1, 2, 3], false, "shards = 2\n", 65_536).await;
+    let mut failover = Failover::new(addrs, 1, KEY.as_bytes());
+    let mut client = failover.connect().await.unwrap();
+    let account =
+        records::encode_all(&[Account { account_id: 5000, kind: 1, home_country: 344, ..Account::default() }]);
+    failover.request(&mut client, kind::CREATE_ACCOUNTS, 1, &account).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for node in 1..=3 {
+        assert_eq!(entries(node), written, "node {node} after the restart");
+    }
+    for r in running {
+        r.stop().await.unwrap();
+    }
+}

@@ -904,7 +904,7 @@ fn malformed_scoped_records_are_refused_whole() {
     let mut body = Vec::new();
     records::push(&mut body, &Id { id: 60 });
     for (name, record) in [
-        ("a kind that names no account", internal::encode_scoped(&caller, kind::SET_FX_RATES, &[])),
+        ("a kind that is neither scoped nor audited", internal::encode_scoped(&caller, kind::FX_QUOTE, &[])),
         (
             "nested",
             internal::encode_scoped(

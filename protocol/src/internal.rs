@@ -147,7 +147,8 @@ pub struct Caller {
 
 /// Whether a SCOPED record may carry `kind`: the kinds whose records name
 /// accounts, transfers or loans (and SUBMIT_JUDGED, a judged
-/// SUBMIT_TRANSFERS).
+/// SUBMIT_TRANSFERS), and the administrative acts the log carries with
+/// the channel that took them (SET_FX_RATES, SET_TIME: the audit trail).
 #[must_use]
 pub const fn is_scoped_kind(kind: u16) -> bool {
     use crate::kind::*;
@@ -166,6 +167,8 @@ pub const fn is_scoped_kind(kind: u16) -> bool {
             | DISBURSE_LOANS
             | REPAY_LOANS
             | LOOKUP_LOANS
+            | SET_FX_RATES
+            | SET_TIME
     )
 }
 

@@ -18,7 +18,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use super::{Applied, LogId, TypeConfig};
 use crate::engine::{Engine, EngineConfig};
-use crate::protocol::kind;
+use crate::protocol::{internal, kind, kinds};
 use crate::wal::storage::Storage;
 
 const SNAPSHOT: &str = "raft.snap";
@@ -45,6 +45,9 @@ pub struct Books {
     inner: Arc<tokio::sync::Mutex<Inner>>,
     /// The latest time of an applied entry (or of the snapshot's books).
     now_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// The node's audit trail: every administrative act applied is
+    /// written there (`audit`), so every node keeps the trail.
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 fn invalid(what: String) -> io::Error {
@@ -67,7 +70,14 @@ impl Books {
             snapshot: None,
         };
         let now_ms = Arc::new(std::sync::atomic::AtomicU64::new(start_ms));
-        Books { inner: Arc::new(tokio::sync::Mutex::new(inner)), now_ms }
+        Books { inner: Arc::new(tokio::sync::Mutex::new(inner)), now_ms, audit: None }
+    }
+
+    /// Writes every administrative act applied from here on to `audit`.
+    #[must_use]
+    pub fn with_audit(mut self, audit: Arc<crate::audit::AuditLog>) -> Books {
+        self.audit = Some(audit);
+        self
     }
 
     /// A node's books: from the snapshot `storage` keeps, if there is one,
@@ -191,10 +201,14 @@ impl Books {
                 // entry came first (their proposers race).
                 let time_ms = inner.engines.iter().map(Engine::now_ms).fold(p.time_ms, u64::max);
                 let failed = |e: crate::engine::EngineError| invalid(format!("entry {}: {e}", entry.log_id));
-                for (kind, body) in records {
+                for (record, (kind, body)) in records.into_iter().enumerate() {
                     let mut out = Vec::new();
                     let engine = &mut inner.engines[shard];
                     engine.apply(kind, body, time_ms, &mut out).map_err(failed)?;
+                    if let Some(audit) = &self.audit {
+                        let at = (entry.log_id.index(), record as u32);
+                        audit_act(audit, at, shard, time_ms, kind, body);
+                    }
                     if inner.engines.len() > 1 {
                         let engine = &mut inner.engines[shard];
                         let waits = engine.take_link_wait().is_some();
@@ -241,6 +255,28 @@ impl Books {
             self.apply_one(&mut inner, entry)?;
         }
         Ok(inner.last_applied)
+    }
+}
+
+/// Writes an applied record to the audit trail if it is an administrative
+/// act (SCOPED, so it names its channel): once, from shard 0, for an act
+/// every shard applies. A trail that cannot be written is reported, not
+/// fatal: the act is in the log, and on the other nodes' trails.
+fn audit_act(audit: &crate::audit::AuditLog, at: (u64, u32), shard: usize, time_ms: u64, kind: u16, body: &[u8]) {
+    let (kind, body) = match crate::engine::multi::decode(body) {
+        Some(m) if kind == kind::MULTI => (m.mine_kind, m.mine),
+        _ => (kind, body),
+    };
+    let Some((caller, inner, content)) = internal::decode_scoped(body).filter(|_| kind == kind::SCOPED) else {
+        return;
+    };
+    let every_shard = kinds::spec(inner).is_some_and(|s| s.route == kinds::Route::Broadcast);
+    if !crate::audit::audited(inner) || (every_shard && shard != 0) {
+        return;
+    }
+    let name = kinds::spec(inner).map_or("?", |s| s.name);
+    if let Err(e) = audit.applied(at, time_ms, caller.channel, name, content) {
+        tracing::error!(error = %e, kind = name, "the audit trail could not record an applied act");
     }
 }
 

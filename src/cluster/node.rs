@@ -146,6 +146,7 @@ pub async fn start(
     data: &Path,
     backend: Backend,
     switch: &SwitchConfig,
+    audit: Arc<crate::audit::AuditLog>,
 ) -> Result<Member, NodeError> {
     let singles = crate::shard::shard_dirs(data).map_err(|e| NodeError::Io(data.to_path_buf(), e))?;
     if let Some(dir) = singles.first() {
@@ -167,7 +168,7 @@ pub async fn start(
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
             let log = LogStore::open(Arc::clone(&storage))?;
-            let books = Books::open(storage, configs, start_ms)?;
+            let books = Books::open(storage, configs, start_ms)?.with_audit(audit);
             Ok::<_, std::io::Error>((log, books))
         })
         .await
