@@ -104,7 +104,7 @@ async fn serve(
     listener: TcpListener,
     switch: Arc<Switch>,
     config: &Config,
-    (keyring, gate, tls): (Arc<Keyring>, Arc<crate::admission::Gate>, Option<crate::tls::Acceptor>),
+    (keyring, gate): (Arc<Keyring>, Arc<crate::admission::Gate>),
     mut stop: watch::Receiver<bool>,
     recorder: Option<Arc<crate::traffic::Recorder>>,
 ) -> Result<(), ServeError> {
@@ -167,7 +167,8 @@ async fn serve(
                 };
                 let draining = drain_rx.clone();
                 let done = done_tx.clone();
-                let tls = tls.clone();
+                // The TLS files as last (re)loaded.
+                let tls = keyring.tls.read().clone();
                 tokio::spawn(async move {
                     let mut conn = conn;
                     let mut evicted = evicted;
@@ -285,15 +286,25 @@ pub struct Keyring {
     loader: parking_lot::RwLock<Option<Loader>>,
     /// The audit trail of administrative acts (`audit`).
     audit: Arc<crate::audit::AuditLog>,
+    /// `[tls]`'s files as last read: a reload reads them again (a new
+    /// certificate, CA or CRL), for new connections and to end sessions
+    /// whose certificate is now revoked.
+    tls: parking_lot::RwLock<Option<crate::tls::Acceptor>>,
 }
 
 /// Reads the configuration again.
 pub type Loader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 impl Keyring {
-    fn new(config: &Config, gate: Arc<crate::admission::Gate>, audit: Arc<crate::audit::AuditLog>) -> Arc<Keyring> {
+    fn new(
+        config: &Config,
+        gate: Arc<crate::admission::Gate>,
+        audit: Arc<crate::audit::AuditLog>,
+        tls: Option<crate::tls::Acceptor>,
+    ) -> Arc<Keyring> {
         Arc::new(Keyring {
             audit,
+            tls: parking_lot::RwLock::new(tls),
             list: parking_lot::RwLock::new(config.channels.clone().into()),
             changed: watch::channel(0).0,
             config: parking_lot::Mutex::new(config.clone()),
@@ -312,11 +323,24 @@ impl Keyring {
         let mut config = self.config.lock();
         let mut same = reloaded.clone();
         same.channels.clone_from(&config.channels);
+        if same.tls.is_some() == config.tls.is_some() {
+            same.tls.clone_from(&config.tls);
+        }
         if format!("{same:?}") != format!("{config:?}") {
             return Err(crate::config::ConfigError(
-                "only [[channels]] reload; a change to any other setting needs a restart".into(),
+                "only [[channels]] and [tls]'s files reload; a change to any other setting (or adding or \
+                 removing [tls]) needs a restart"
+                    .into(),
             ));
         }
+        // The TLS files are read again whether or not their paths changed
+        // (a new CRL is the same file with new contents).
+        let tls = match &reloaded.tls {
+            Some(t) => Some(crate::tls::Acceptor::new(t).map_err(crate::config::ConfigError)?),
+            None => None,
+        };
+        *self.tls.write() = tls;
+        config.tls.clone_from(&reloaded.tls);
         self.gate.set_channels(channel_limits(reloaded));
         *self.list.write() = reloaded.channels.clone().into();
         self.changed.send_modify(|n| *n += 1);
@@ -660,9 +684,21 @@ impl Connection {
         Next::Continue
     }
 
-    /// After a reload: whether this session's channel still exists with
-    /// the key it said HELLO with (its new roles taken if so).
+    /// After a reload: whether this connection's certificate is not
+    /// revoked by the CRLs read again, and its session's channel still
+    /// exists with the key it said HELLO with (its new roles and scope
+    /// taken if so).
     fn still_valid(&mut self) -> bool {
+        let revoked = self
+            .certificate
+            .as_ref()
+            .is_some_and(|certificate| self.channels.tls.read().as_ref().is_some_and(|tls| tls.revokes(certificate)));
+        if revoked {
+            let channel = self.session.as_ref().map(|s| s.channel);
+            tracing::info!(?channel, peer = %self.peer, "connection ended by a reload: its certificate is revoked");
+            METRICS.tls_refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         let channels = self.channels.current();
         let Some(session) = &mut self.session else { return true };
         let valid = channels
@@ -1132,15 +1168,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         config.connections_max,
         channel_limits(config),
     );
-    let keyring = Keyring::new(config, Arc::clone(&gate), audit);
-    let task_switch = Arc::clone(&switch);
-    let task_config = config.clone();
-    let task_recorder = recorder.clone();
     let tls = match &config.tls {
         Some(t) => Some(crate::tls::Acceptor::new(t).map_err(StartError::Tls)?),
         None => None,
     };
-    let access = (Arc::clone(&keyring), Arc::clone(&gate), tls);
+    let keyring = Keyring::new(config, Arc::clone(&gate), audit, tls);
+    let task_switch = Arc::clone(&switch);
+    let task_config = config.clone();
+    let task_recorder = recorder.clone();
+    let access = (Arc::clone(&keyring), Arc::clone(&gate));
     let task =
         tokio::spawn(async move { serve(listener, task_switch, &task_config, access, stop_rx, task_recorder).await });
     Ok(Running { addr, metrics_addr, stop, task, switch, recorder, member, keyring })

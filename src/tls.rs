@@ -103,6 +103,9 @@ fn server_config(
 #[derive(Clone)]
 pub struct Acceptor {
     inner: tokio_rustls::TlsAcceptor,
+    /// The revocation lists it was made with, to check connections made
+    /// before a reload brought them.
+    crls: Arc<Vec<webpki::OwnedCertRevocationList>>,
 }
 
 fn read_err(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
@@ -114,7 +117,23 @@ impl Acceptor {
     /// signs channels' certificates, and its revocation lists.
     pub fn new(c: &TlsConfig) -> Result<Acceptor, String> {
         let config = server_config("tls.", (&c.cert, &c.key), (&c.client_ca, &c.crls))?;
-        Ok(Acceptor { inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
+        let mut crls = Vec::new();
+        for path in &c.crls {
+            let der = CertificateRevocationListDer::from_pem_file(path).map_err(|e| read_err("tls.crls", path, e))?;
+            crls.push(webpki::OwnedCertRevocationList::from_der(&der).map_err(|e| read_err("tls.crls", path, e))?);
+        }
+        Ok(Acceptor { inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)), crls: Arc::new(crls) })
+    }
+
+    /// Whether one of its revocation lists revokes `certificate` (a
+    /// channel's, accepted before those lists were read).
+    #[must_use]
+    pub fn revokes(&self, certificate: &CertificateDer<'_>) -> bool {
+        let Ok(cert) = webpki::EndEntityCert::try_from(certificate) else { return true };
+        self.crls.iter().any(|crl| {
+            let crl = webpki::CertRevocationList::from(crl.clone());
+            crl.issuer() == cert.issuer() && crl.find_serial(cert.serial()).is_ok_and(|found| found.is_some())
+        })
     }
 
     /// The handshake, within `deadline`: the stream and the channel's

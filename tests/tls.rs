@@ -346,3 +346,46 @@ async fn peer_links_are_mutual_tls_and_refuse_strangers() {
         r.stop().await.unwrap();
     }
 }
+
+/// A reload reads `[tls]`'s files again: a certificate revoked since the
+/// switch started is refused, and the connection it made before is
+/// closed; another channel's connection stays. Adding or removing `[tls]`
+/// needs a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_the_revocation_lists_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("bank CA");
+    let mut cfg = tls_switch(dir.path(), &ca, &[ca.revoking(99)]);
+    cfg.channels.push(channel(2, KEY_2));
+    let mut running = server::start(&cfg).await.unwrap();
+    let one = ca.issue(&["channel-1.harbour"], true, 20, false);
+    let two = ca.issue(&["channel-2.harbour"], true, 21, false);
+    let c1 = Client::connect_tls(running.addr, &client_tls(&ca, Some(&one)), 1, KEY_1).await.unwrap();
+    let c2 = Client::connect_tls(running.addr, &client_tls(&ca, Some(&two)), 2, KEY_2).await.unwrap();
+    c1.ping().await.unwrap();
+
+    // Channel 1's certificate is revoked: the same CRL file, new contents.
+    let crl = &cfg.tls.as_ref().unwrap().crls[0];
+    std::fs::write(crl, ca.revoking(20)).unwrap();
+    running.reload_channels(&cfg).expect("reloads");
+    let mut closed = false;
+    for _ in 0..50 {
+        if c1.ping().await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(closed, "the revoked certificate's connection is closed");
+    assert!(
+        Client::connect_tls(running.addr, &client_tls(&ca, Some(&one)), 1, KEY_1).await.is_err(),
+        "and it connects no more"
+    );
+    c2.ping().await.expect("another channel's connection stays");
+
+    let mut plain = cfg.clone();
+    plain.tls = None;
+    let e = running.reload_channels(&plain).unwrap_err();
+    assert!(e.0.contains("[tls]"), "{e}");
+    running.stop().await.unwrap();
+}
