@@ -32,6 +32,7 @@ pub mod router;
 pub mod scorer;
 pub mod server;
 pub mod shard;
+pub mod show;
 pub mod sim;
 pub mod sync;
 pub mod tls;

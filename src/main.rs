@@ -209,10 +209,11 @@ enum LoanCommand {
         /// Loan id (the idempotency key; shares its space with transfer ids).
         #[arg(long)]
         id: u128,
+        /// The borrowing account (its credit line in --currency).
         #[arg(long)]
         account: u64,
         /// Principal in major units.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         amount: String,
         #[arg(long, default_value = "HKD")]
         currency: String,
@@ -227,10 +228,11 @@ enum LoanCommand {
         /// Repayment id (the idempotency key).
         #[arg(long)]
         id: u128,
+        /// The loan's id (as given to `loan disburse --id`).
         #[arg(long)]
         loan: u128,
         /// Amount in the loan's major units.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         amount: String,
         /// The loan's currency (for parsing the amount).
         #[arg(long, default_value = "HKD")]
@@ -240,6 +242,7 @@ enum LoanCommand {
     },
     /// Show a loan: principal and interest outstanding, APR and EAR.
     Show {
+        /// The loan's id.
         #[arg(long)]
         id: u128,
         #[command(flatten)]
@@ -258,6 +261,9 @@ struct StepUpArgs {
     /// The verification failed (default: passed).
     #[arg(long)]
     fail: bool,
+    /// The transfer's debit currency, to show its amount.
+    #[arg(long, default_value = "HKD")]
+    currency: String,
     #[command(flatten)]
     conn: Conn,
 }
@@ -270,6 +276,9 @@ struct ReviewArgs {
     /// Void the transfer (default: release it).
     #[arg(long)]
     fail: bool,
+    /// The transfer's debit currency, to show its amount.
+    #[arg(long, default_value = "HKD")]
+    currency: String,
     #[command(flatten)]
     conn: Conn,
 }
@@ -316,7 +325,7 @@ struct QuoteArgs {
     #[arg(long)]
     to: String,
     /// Amount in major units.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     amount: String,
     /// The amount is what the credit side receives.
     #[arg(long)]
@@ -325,24 +334,26 @@ struct QuoteArgs {
     conn: Conn,
 }
 
+/// Each flag overrides the configuration file, which overrides the
+/// embedded defaults (shown).
 #[derive(Args)]
 struct ServeArgs {
-    /// Data directory.
+    /// Data directory [default: ./data].
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Channel address.
+    /// Channel address [default: 127.0.0.1:7400].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Metrics address (HTTP, Prometheus text), or "off".
+    /// Metrics address (HTTP, Prometheus text), or "off" [default: 127.0.0.1:9464].
     #[arg(long)]
     metrics: Option<String>,
-    /// Clock: system or manual (tests).
+    /// Clock: system, or manual (SET_TIME moves it; tests) [default: system].
     #[arg(long)]
     clock: Option<String>,
-    /// Configuration file (TOML).
+    /// Configuration file (TOML; docs/operations.md) [default: none, the embedded defaults].
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Number of shards (recorded in the data directory).
+    /// Number of shards (recorded in the data directory) [default: 1].
     #[arg(long)]
     shards: Option<usize>,
     /// Record every request the switch takes to this traffic file, for
@@ -356,7 +367,7 @@ struct Conn {
     /// The switch's channel address; for a cluster, any node's (repeat
     /// --addr to name several: a node that is down is skipped, and one
     /// that does not lead sends the command on to the leader).
-    #[arg(long, default_value = "127.0.0.1:7400")]
+    #[arg(long, env = "HARBOUR_ADDR", value_delimiter = ',', default_value = "127.0.0.1:7400")]
     addr: Vec<SocketAddr>,
     /// Channel id.
     #[arg(long, default_value_t = 1)]
@@ -375,6 +386,10 @@ struct Conn {
     /// The name the switch's certificate carries.
     #[arg(long, default_value = "localhost")]
     tls_name: String,
+    /// Print the answer as one JSON line, with raw values (amounts in minor
+    /// units, times in Unix ms) for scripts.
+    #[arg(long)]
+    json: bool,
 }
 
 impl Conn {
@@ -418,7 +433,7 @@ struct TransferArgs {
     #[arg(long)]
     to: u64,
     /// Amount in major units, e.g. 100.50.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     amount: String,
     /// Currency, alphabetic (HKD) or numeric (344).
     #[arg(long, default_value = "HKD")]
@@ -465,6 +480,10 @@ struct FinalizeArgs {
     /// Void instead of post.
     #[arg(long)]
     void: bool,
+    /// The transfer's debit currency, to show its amount (the answer does
+    /// not name it).
+    #[arg(long, default_value = "HKD")]
+    currency: String,
     #[command(flatten)]
     conn: Conn,
 }
@@ -474,6 +493,10 @@ struct LookupArgs {
     /// Transfer id.
     #[arg(long)]
     id: u128,
+    /// The transfer's debit currency, to show its amount (the answer does
+    /// not name it).
+    #[arg(long, default_value = "HKD")]
+    currency: String,
     #[command(flatten)]
     conn: Conn,
 }
@@ -537,7 +560,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("harbour: {message}");
+            // Empty: the command printed its refusal already, in its line.
+            if !message.is_empty() {
+                eprintln!("harbour: {message}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -750,7 +776,14 @@ async fn wait_for_signal((mut term, mut interrupt): Signals) {
 async fn connect(conn: &Conn) -> Result<Client, String> {
     let named = |e: ClientError| {
         let nodes: Vec<String> = conn.addr.iter().map(ToString::to_string).collect();
-        format!("{}: {e}", nodes.join(", "))
+        let refused = matches!(&e, ClientError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
+            || e.to_string().contains("Connection refused");
+        let hint = if refused {
+            "\n  is the switch running? Start it with `cargo run --release -- serve` (or name another with --addr)"
+        } else {
+            ""
+        };
+        format!("{}: {e}{hint}", nodes.join(", "))
     };
     let mut failover = conn.failover()?;
     // One node: its own error at once (not running, wrong key); several:
@@ -779,13 +812,13 @@ async fn ping(conn: &Conn) -> Result<(), String> {
     client.ping().await.map_err(err)?;
     let limits = client.limits();
     println!(
-        "pong from {} in {:?} (roles {:#x}, max_batch {}, max_in_flight {}, server time {} ms)",
+        "pong from {} in {:?} (roles {:#x}, max_batch {}, max_in_flight {}, server time {})",
         conn.addr.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         start.elapsed(),
         limits.roles,
         limits.max_batch,
         limits.max_in_flight,
-        limits.server_time_ms
+        harbour::show::hk_time(limits.server_time_ms)
     );
     Ok(())
 }
@@ -796,8 +829,12 @@ async fn create_account(conn: &Conn, id: u64, country: u16, customer_ref: u64) -
         Account { account_id: id, kind: ACCOUNT_KIND_CUSTOMER, flags: 0, home_country: country, customer_ref };
     let result = client.create_accounts(&[account]).await.map_err(err)?;
     let code = result.first().map_or(u16::MAX, |r| r.code);
-    println!("account {id}: {}", code_name(code));
-    if code == 0 || code == ResultCode::AlreadyExists.as_u16() { Ok(()) } else { Err(code_name(code)) }
+    if code == 0 || code == ResultCode::AlreadyExists.as_u16() {
+        println!("account {id}: {}", code_name(code));
+        return Ok(());
+    }
+    println!("account {id}: refused {}", harbour::show::refusal(code));
+    Err(String::new())
 }
 
 fn currency(text: &str) -> Result<CurrencyIndex, String> {
@@ -813,12 +850,26 @@ fn currency(text: &str) -> Result<CurrencyIndex, String> {
 
 /// Parses "123.45" in a currency's major units into minor units, exactly.
 fn parse_amount(text: &str, currency: CurrencyIndex) -> Result<u64, String> {
-    let digits = u32::from(currency.currency().minor_units);
-    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty() && frac.is_empty() || frac.len() > digits as usize {
-        return Err(format!("amount {text:?} has more than {digits} decimals for {}", currency.currency().alpha));
+    let cur = currency.currency();
+    let digits = u32::from(cur.minor_units);
+    if text.starts_with('-') {
+        return Err(format!("amount {text:?}: amounts are positive (the direction is --from and --to)"));
     }
-    let parse = |s: &str| if s.is_empty() { Ok(0) } else { s.parse::<u64>().map_err(|_| format!("amount {text:?}")) };
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_digit() || c == '.') || text.matches('.').count() > 1 {
+        return Err(format!("amount {text:?}: write digits and at most one '.', without separators (e.g. 1000.50)"));
+    }
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() && frac.is_empty() {
+        return Err(format!("amount {text:?}: no digits"));
+    }
+    if frac.len() > digits as usize {
+        return Err(match digits {
+            0 => format!("amount {text:?}: {} has no minor units, give a whole amount", cur.alpha),
+            n => format!("amount {text:?}: {} takes at most {n} decimals", cur.alpha),
+        });
+    }
+    let parse =
+        |s: &str| if s.is_empty() { Ok(0) } else { s.parse::<u64>().map_err(|_| format!("amount {text:?} too large")) };
     let frac_value = parse(frac)? * 10u64.pow(digits - frac.len() as u32);
     parse(whole)?
         .checked_mul(10u64.pow(digits))
@@ -826,23 +877,58 @@ fn parse_amount(text: &str, currency: CurrencyIndex) -> Result<u64, String> {
         .ok_or_else(|| format!("amount {text:?} too large"))
 }
 
-fn show_transfer(r: &TransferResult, currency: CurrencyIndex) {
+/// The one line (or, with `--json`, the JSON) of a transfer's answer;
+/// `Err("")` for a refusal, which the line has said.
+fn show_transfer(r: &TransferResult, currency: CurrencyIndex, json: bool) -> Result<(), String> {
+    use harbour::show;
     let state = ["NONE", "POSTED", "PENDING", "VOIDED"].get(r.state as usize).copied().unwrap_or("?");
-    print!("transfer {}: {} state {state}", r.transfer_id, code_name(r.code));
+    let refused = r.code != 0 && r.code != ResultCode::AlreadyExists.as_u16();
+    let cur = currency.currency();
+    let money = |minor: u64| format!("{} {}", format_minor(i128::from(minor), cur), cur.alpha);
+    if json {
+        let value = serde_json::json!({
+            "transfer_id": r.transfer_id,
+            "code": code_name(r.code),
+            "state": state,
+            "holds": show::hold_names(r.holds).collect::<Vec<_>>(),
+            "hold_until_ms": r.hold_until_ms,
+            "hold_until": (r.hold_until_ms != 0).then(|| show::hk_time(r.hold_until_ms)),
+            "debit_amount": r.debit_amount,
+            "credit_amount": r.credit_amount,
+            "rate_e9": r.rate_e9,
+            "auto_credit_amount": r.auto_credit_amount,
+        });
+        println!("{value}");
+        return if refused { Err(String::new()) } else { Ok(()) };
+    }
+    let mut line = format!("transfer {}: ", r.transfer_id);
+    if refused {
+        line += &format!("refused {}", show::refusal(r.code));
+        if r.state != records::STATE_NONE {
+            line += &format!(" (it is {state})");
+        }
+        println!("{line}");
+        return Err(String::new());
+    }
+    if r.code == ResultCode::AlreadyExists.as_u16() {
+        line += "ALREADY_EXISTS (nothing moved again), ";
+    }
+    line += state;
     if r.state != records::STATE_NONE {
-        print!(
-            " amount {} {}",
-            format_minor(i128::from(r.debit_amount), currency.currency()),
-            currency.currency().alpha
-        );
+        line += &format!(" {}", money(r.debit_amount));
     }
     if r.state == records::STATE_PENDING {
-        print!(" holds {:#04x} until {} ms", r.holds, r.hold_until_ms);
+        line += &format!(", held for {}", show::holds(r.holds));
+        if r.hold_until_ms != 0 {
+            line += &format!(" until {}", show::hk_time(r.hold_until_ms));
+        }
+        line += &format!(" ({})", show::release(r.holds, r.transfer_id));
     }
     if r.auto_credit_amount > 0 {
-        print!(" micro-loan {}", format_minor(i128::from(r.auto_credit_amount), currency.currency()));
+        line += &format!(", micro-loan {}", money(r.auto_credit_amount));
     }
-    println!();
+    println!("{line}");
+    Ok(())
 }
 
 async fn transfer(args: TransferArgs) -> Result<(), String> {
@@ -874,8 +960,8 @@ async fn transfer(args: TransferArgs) -> Result<(), String> {
     };
     let r = client.submit_transfers(&[t]).await.map_err(err)?;
     let r = r.first().ok_or("no answer")?;
-    show_transfer(r, cur);
-    if cur != to_cur && r.state != records::STATE_NONE {
+    let shown = show_transfer(r, cur, args.conn.json);
+    if cur != to_cur && r.state != records::STATE_NONE && !args.conn.json {
         println!(
             "  credited {} {} at {}",
             format_minor(i128::from(r.credit_amount), to_cur.currency()),
@@ -883,7 +969,7 @@ async fn transfer(args: TransferArgs) -> Result<(), String> {
             harbour::fx::format_rate(r.rate_e9)
         );
     }
-    if r.code == 0 || r.code == ResultCode::AlreadyExists.as_u16() { Ok(()) } else { Err(code_name(r.code)) }
+    shown
 }
 
 async fn balance(args: BalanceArgs) -> Result<(), String> {
@@ -896,7 +982,7 @@ async fn balance(args: BalanceArgs) -> Result<(), String> {
         wanted.iter().map(|c| BalanceKey { account_id: args.account, currency: c.code() }).collect();
     let balances = client.lookup_balances(&keys).await.map_err(err)?;
     if let Some(b) = balances.iter().find(|b| b.code != 0) {
-        return Err(format!("account {}: {}", args.account, code_name(b.code)));
+        return Err(format!("account {}: {}", args.account, harbour::show::refusal(b.code)));
     }
     println!("account {}", args.account);
     let mut shown = 0;
@@ -933,8 +1019,12 @@ async fn set_rate(args: RateArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
     let r = client.set_fx_rates(&[records::FxRate { from: from.code(), to: to.code(), rate_e9 }]).await.map_err(err)?;
     let code = r.first().map_or(u16::MAX, |r| r.code);
-    println!("rate {} -> {}: {} ({})", from.currency().alpha, to.currency().alpha, args.rate, code_name(code));
-    if code == 0 { Ok(()) } else { Err(code_name(code)) }
+    if code != 0 {
+        println!("rate {} -> {}: refused {}", from.currency().alpha, to.currency().alpha, harbour::show::refusal(code));
+        return Err(String::new());
+    }
+    println!("rate {} -> {}: {} (OK)", from.currency().alpha, to.currency().alpha, args.rate);
+    Ok(())
 }
 
 async fn quote(args: QuoteArgs) -> Result<(), String> {
@@ -948,17 +1038,29 @@ async fn quote(args: QuoteArgs) -> Result<(), String> {
         .map_err(err)?;
     let q = q.first().ok_or("no answer")?;
     if q.code != 0 {
-        return Err(code_name(q.code));
+        return Err(harbour::show::refusal(q.code));
+    }
+    if args.conn.json {
+        let value = serde_json::json!({
+            "quote_id": q.quote_id,
+            "debit_amount": q.debit_amount,
+            "credit_amount": q.credit_amount,
+            "rate_e9": q.rate_e9,
+            "expires_at_ms": q.expires_at_ms,
+            "expires_at": harbour::show::hk_time(q.expires_at_ms),
+        });
+        println!("{value}");
+        return Ok(());
     }
     println!(
-        "quote {}: {} {} -> {} {} at {}, good until {} ms",
+        "quote {}: {} {} -> {} {} at {}, good until {}",
         q.quote_id,
         format_minor(i128::from(q.debit_amount), from.currency()),
         from.currency().alpha,
         format_minor(i128::from(q.credit_amount), to.currency()),
         to.currency().alpha,
         harbour::fx::format_rate(q.rate_e9),
-        q.expires_at_ms
+        harbour::show::hk_time(q.expires_at_ms)
     );
     Ok(())
 }
@@ -967,17 +1069,13 @@ async fn finalize(args: FinalizeArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
     let action = if args.void { FINALIZE_VOID } else { FINALIZE_POST };
     let r = client.finalize_pending(&[Finalize { transfer_id: args.id, action }]).await.map_err(err)?;
-    let r = r.first().ok_or("no answer")?;
-    show_transfer(r, CurrencyIndex::HKD);
-    if r.code == 0 { Ok(()) } else { Err(code_name(r.code)) }
+    finish_transfer(r.first(), &args.currency, args.conn.json)
 }
 
 async fn lookup(args: LookupArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
     let r = client.lookup_transfers(&[args.id]).await.map_err(err)?;
-    let r = r.first().ok_or("no answer")?;
-    show_transfer(r, CurrencyIndex::HKD);
-    if r.code == 0 { Ok(()) } else { Err(code_name(r.code)) }
+    finish_transfer(r.first(), &args.currency, args.conn.json)
 }
 
 async fn step_up(args: StepUpArgs) -> Result<(), String> {
@@ -989,7 +1087,7 @@ async fn step_up(args: StepUpArgs) -> Result<(), String> {
     let outcome = if args.fail { records::OUTCOME_FAIL } else { records::OUTCOME_PASS };
     let client = connect(&args.conn).await?;
     let r = client.confirm_step_up(&[StepUp { transfer_id: args.id, method, outcome }]).await.map_err(err)?;
-    finish_transfer(r.first())
+    finish_transfer(r.first(), &args.currency, args.conn.json)
 }
 
 async fn review(args: ReviewArgs) -> Result<(), String> {
@@ -997,19 +1095,20 @@ async fn review(args: ReviewArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
     let step = StepUp { transfer_id: args.id, method: records::METHOD_MANUAL_REVIEW, outcome };
     let r = client.resolve_review(&[step]).await.map_err(err)?;
-    finish_transfer(r.first())
+    finish_transfer(r.first(), &args.currency, args.conn.json)
 }
 
 async fn cancel(args: LookupArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
     let r = client.cancel_transfers(&[args.id]).await.map_err(err)?;
-    finish_transfer(r.first())
+    finish_transfer(r.first(), &args.currency, args.conn.json)
 }
 
-fn finish_transfer(r: Option<&TransferResult>) -> Result<(), String> {
-    let r = r.ok_or("no answer")?;
-    show_transfer(r, CurrencyIndex::HKD);
-    if r.code == 0 { Ok(()) } else { Err(code_name(r.code)) }
+/// A transfer's answer to a command on an existing transfer, its amount
+/// in `currency` (the answer does not name its currency).
+fn finish_transfer(r: Option<&TransferResult>, currency: &str, json: bool) -> Result<(), String> {
+    let currency = self::currency(currency)?;
+    show_transfer(r.ok_or("no answer")?, currency, json)
 }
 
 /// Parses an APR in percent with at most two decimals into basis points.
@@ -1031,13 +1130,24 @@ async fn credit_line(args: CreditLineArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
     let r = client.set_credit_lines(&[line]).await.map_err(err)?;
     let code = r.first().map_or(u16::MAX, |r| r.code);
-    println!("credit line of {} in {}: {}", args.account, cur.currency().alpha, code_name(code));
-    if code == 0 { Ok(()) } else { Err(code_name(code)) }
+    if code != 0 {
+        println!(
+            "credit line of {} in {}: refused {}",
+            args.account,
+            cur.currency().alpha,
+            harbour::show::refusal(code)
+        );
+        return Err(String::new());
+    }
+    println!("credit line of {} in {}: OK", args.account, cur.currency().alpha);
+    Ok(())
 }
 
 fn show_loan(r: &LoanResult) {
     let state = ["NONE", "ACTIVE", "REPAID"].get(r.state as usize).copied().unwrap_or("?");
-    print!("loan {}: {} state {state}", r.loan_id, code_name(r.code));
+    let again =
+        if r.code == ResultCode::AlreadyExists.as_u16() { "ALREADY_EXISTS (nothing moved again), " } else { "" };
+    print!("loan {}: {again}{state}", r.loan_id);
     if r.state != 0 {
         let cur = CurrencyIndex::of(r.currency).unwrap_or(CurrencyIndex::HKD).currency();
         let percent = |bps: u32| format_minor(i128::from(bps), CurrencyIndex::HKD.currency());
@@ -1070,8 +1180,12 @@ async fn loan(command: LoanCommand) -> Result<(), String> {
     };
     let answers = answers.map_err(err)?;
     let r = answers.first().ok_or("no answer")?;
+    if r.code != 0 && r.code != ResultCode::AlreadyExists.as_u16() {
+        println!("loan {}: refused {}", r.loan_id, harbour::show::refusal(r.code));
+        return Err(String::new());
+    }
     show_loan(r);
-    if r.code == 0 || r.code == ResultCode::AlreadyExists.as_u16() { Ok(()) } else { Err(code_name(r.code)) }
+    Ok(())
 }
 
 /// Parses `YYYY-MM`.

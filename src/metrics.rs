@@ -500,12 +500,16 @@ impl Metrics {
             "Transfers the remote scorer asked to review.",
             get(&self.aml_scorer_reviews),
         );
-        one(
-            "harbour_aml_scorer_wait_max_microseconds",
-            "gauge",
-            "Longest wait for the remote scorer's verdicts.",
-            get(&self.aml_scorer_wait_max_us),
+        // Prometheus's base unit is the second (promtool checks it).
+        let wait_max_s = get(&self.aml_scorer_wait_max_us) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "# HELP harbour_aml_scorer_wait_max_seconds Longest wait for the remote scorer's verdicts.\n\
+             # TYPE harbour_aml_scorer_wait_max_seconds gauge\nharbour_aml_scorer_wait_max_seconds {wait_max_s}"
         );
+        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
         one("harbour_queue_depth", "gauge", "Requests queued for the shards now.", get(&self.queue_depth));
         one(
             "harbour_link_messages_total",
@@ -748,6 +752,28 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// What `promtool check metrics` checks of names, on everything served:
+    /// base units (seconds, bytes), counters ending `_total`, one TYPE and
+    /// HELP per family.
+    #[test]
+    fn metric_names_follow_prometheus_conventions() {
+        let text = METRICS.render();
+        let mut families = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut words = line.split_whitespace().skip(2);
+            let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+            assert!(families.insert(name.to_string()), "{name} typed twice");
+            for unit in ["_microseconds", "_milliseconds", "_us", "_ms", "_kilobytes", "_megabytes"] {
+                assert!(!name.ends_with(unit) && !name.contains(&format!("{unit}_")), "{name}: not a base unit");
+            }
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counter {name} must end _total");
+            }
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP");
+        }
+        assert!(families.len() > 20, "{families:?}");
+    }
 
     #[test]
     fn base64_is_rfc_4648() {

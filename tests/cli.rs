@@ -68,7 +68,7 @@ fn a_person_moves_money_by_hand() {
     assert!(run(&addr, &["account", "create", "--id", "1024"]).0);
     assert!(run(&addr, &["account", "create", "--id", "1025", "--country", "446"]).0);
     let (ok, out) = run(&addr, &["transfer", "--id", "1", "--from", "4", "--to", "1024", "--amount", "1000.00"]);
-    assert!(ok && out.contains("OK state POSTED amount 1000.00 HKD"), "{out}");
+    assert!(ok && out.contains("transfer 1: POSTED 1000.00 HKD"), "{out}");
     let (ok, out) = run(&addr, &["transfer", "--id", "2", "--from", "1024", "--to", "1025", "--amount", "250.50"]);
     assert!(ok, "{out}");
     let (ok, out) =
@@ -78,7 +78,8 @@ fn a_person_moves_money_by_hand() {
     assert!(ok && out.contains("749.50") && out.contains("100.00"), "{out}");
     assert!(run(&addr, &["finalize", "--id", "3"]).0);
     let (ok, out) = run(&addr, &["transfer", "--id", "4", "--from", "1025", "--to", "1024", "--amount", "99999"]);
-    assert!(!ok && out.contains("INSUFFICIENT_FUNDS"), "{out}");
+    assert!(!ok && out.contains("refused INSUFFICIENT_FUNDS"), "{out}");
+    assert_eq!(out.matches("INSUFFICIENT_FUNDS").count(), 1, "one line per outcome: {out}");
     let (ok, out) = run(&addr, &["transfer", "--id", "5", "--from", "1024", "--to", "1025", "--amount", "1.001"]);
     assert!(!ok && out.contains("decimals"), "bad input is refused before it is sent: {out}");
     // Conversions: a rate, a quote that locks it, a transfer that uses it.
@@ -163,9 +164,9 @@ fn an_operator_reports_the_months_aml_cases() {
     // To DPRK: held for SMS; then over the day's HK$80,000: held for FACE.
     let (ok, out) =
         run(&addr, &["transfer", "--id", "2", "--from", "1024", "--to", "3", "--amount", "100", "--country", "408"]);
-    assert!(ok && out.contains("PENDING") && out.contains("holds 0x02"), "{out}");
+    assert!(ok && out.contains("PENDING") && out.contains("held for SMS_OTP until 20"), "{out}");
     let (ok, out) = run(&addr, &["transfer", "--id", "3", "--from", "1024", "--to", "3", "--amount", "79900.01"]);
-    assert!(ok && out.contains("holds 0x01"), "{out}");
+    assert!(ok && out.contains("held for FACE_REVIEW"), "{out}");
     let (ok, out) = run(&addr, &["step-up", "--id", "2", "--method", "face"]);
     assert!(!ok && out.contains("WRONG_METHOD"), "{out}");
     let (ok, out) = run(&addr, &["step-up", "--id", "2", "--method", "sms"]);
@@ -451,4 +452,50 @@ fn the_audit_trail_survives_a_kill_and_exports() {
     assert_eq!(acts[1]["kind"], "HELLO_REFUSED");
     let out = Command::new(BIN).args(["audit", "--to", "2020-01-01", "--data"]).arg(&data).output().unwrap();
     assert!(out.status.success() && out.stdout.is_empty(), "nothing before 2020");
+}
+
+/// A newcomer's mistakes are answered with what to do, before anything is
+/// sent where the command can tell.
+#[test]
+fn mistakes_get_a_way_forward() {
+    let nothing = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let transfer = |amount: &str, currency: &str| {
+        run(
+            &nothing,
+            &["transfer", "--id", "1", "--from", "4", "--to", "1024", "--amount", amount, "--currency", currency],
+        )
+    };
+    for (amount, currency, says) in [
+        ("-5", "HKD", "amounts are positive"),
+        ("1,000.00", "HKD", "without separators"),
+        ("1.5", "JPY", "JPY has no minor units"),
+        ("1.001", "HKD", "HKD takes at most 2 decimals"),
+    ] {
+        let (ok, out) = transfer(amount, currency);
+        assert!(!ok && out.contains(says), "{amount} {currency}: {out}");
+    }
+    // Nothing listens there (the listener is gone).
+    let (ok, out) = run(&nothing, &["ping"]);
+    assert!(!ok && out.contains("is the switch running?"), "{out}");
+}
+
+/// Refusals name their code once, with a hint, and times read in Hong
+/// Kong time.
+#[test]
+fn answers_read_as_a_person_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "\"ACCOUNTS\", \"PAYMENTS\"");
+    let (child, addr) = serve(&dir.path().join("data"), &config);
+    let (ok, out) = run(&addr, &["account", "create", "--id", "5"]);
+    assert!(!ok && out.contains("refused INVALID_ID") && out.contains("start at 1024"), "{out}");
+    assert_eq!(out.lines().count(), 1, "one line: {out}");
+    assert!(run(&addr, &["account", "create", "--id", "1024"]).0);
+    assert!(run(&addr, &["transfer", "--id", "1", "--from", "4", "--to", "1024", "--amount", "10"]).0);
+    let (ok, out) = run(&addr, &["transfer", "--id", "2", "--from", "1024", "--to", "3", "--amount", "1", "--pending"]);
+    assert!(ok && out.contains("held for CLIENT until 20") && out.contains("+08:00"), "{out}");
+    let (ok, out) = run(&addr, &["lookup", "--id", "2", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(ok && json["hold_until_ms"].as_u64().is_some_and(|ms| ms > 0), "{out}");
+    assert_eq!(json["holds"], serde_json::json!(["CLIENT"]));
+    terminate(child);
 }
