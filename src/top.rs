@@ -4,7 +4,10 @@
 //!
 //! It reads the same Prometheus text the endpoint serves (so it shows
 //! exactly what a dashboard would) with a small parser for that format's
-//! sample lines, and keeps the previous scrape to turn counters into rates.
+//! sample lines, and keeps the previous scrape to turn counters into rates
+//! and histograms into the last interval's latencies (the endpoint's own
+//! quantiles are over the whole life of the process: shown only on the
+//! first screen, and said so).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -80,20 +83,26 @@ pub fn render(now: &Samples, before: Option<&Samples>, elapsed: Duration) -> Str
             a => format!("{a:.0} s"),
         }
     );
-    let _ =
-        writeln!(out, "\n{:<14} {:>10} {:>10} {:>10} {:>10} {:>10}", "stage", "per s", "p50", "p99", "p99.9", "max");
+    let window = match before {
+        Some(_) => format!("over the last {:.0} s (bucket upper bounds)", elapsed.as_secs_f64()),
+        None => "since the switch started (the next screens: the last second)".to_string(),
+    };
+    let _ = writeln!(out, "\nlatency {window}");
+    let _ = writeln!(out, "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10}", "stage", "per s", "p50", "p99", "p99.9", "max");
     for stage in ["decode", "queue_wait", "aml", "apply", "log_append", "fsync", "end_to_end"] {
-        let q = |quantile: &str| {
-            get(now, &format!("harbour_stage_seconds_quantiles{{stage=\"{stage}\",quantile=\"{quantile}\"}}"))
+        let label = format!("stage=\"{stage}\"");
+        let q = |quantile: f64| match before {
+            Some(b) => interval_quantile(now, b, "harbour_stage_seconds", &label, quantile),
+            None => get(now, &format!("harbour_stage_seconds_quantiles{{{label},quantile=\"{quantile}\"}}")),
         };
         let _ = writeln!(
             out,
             "{stage:<14} {:>10.0} {:>10} {:>10} {:>10} {:>10}",
-            rate(&format!("harbour_stage_seconds_count{{stage=\"{stage}\"}}")),
-            seconds(q("0.5")),
-            seconds(q("0.99")),
-            seconds(q("0.999")),
-            seconds(q("1"))
+            rate(&format!("harbour_stage_seconds_count{{{label}}}")),
+            seconds(q(0.5)),
+            seconds(q(0.99)),
+            seconds(q(0.999)),
+            seconds(q(1.0))
         );
     }
     let _ = writeln!(out, "\n{:<20} {:>10} {:>10} {:>10}", "kind", "per s", "p50", "p99");
@@ -103,10 +112,12 @@ pub fn render(now: &Samples, before: Option<&Samples>, elapsed: Duration) -> Str
         if get(now, key) == 0.0 {
             continue;
         }
-        let q = |quantile: &str| {
-            get(now, &format!("harbour_request_seconds_quantiles{{kind=\"{kind}\",quantile=\"{quantile}\"}}"))
+        let label = format!("kind=\"{kind}\"");
+        let q = |quantile: f64| match before {
+            Some(b) => interval_quantile(now, b, "harbour_request_seconds", &label, quantile),
+            None => get(now, &format!("harbour_request_seconds_quantiles{{{label},quantile=\"{quantile}\"}}")),
         };
-        let _ = writeln!(out, "{kind:<20} {:>10.0} {:>10} {:>10}", rate(key), seconds(q("0.5")), seconds(q("0.99")));
+        let _ = writeln!(out, "{kind:<20} {:>10.0} {:>10} {:>10}", rate(key), seconds(q(0.5)), seconds(q(0.99)));
     }
     let _ = writeln!(out, "\nresults (per s):");
     for (key, _) in now.iter().filter(|(k, _)| k.starts_with("harbour_results_total{")) {
@@ -120,6 +131,30 @@ pub fn render(now: &Samples, before: Option<&Samples>, elapsed: Duration) -> Str
     }
     let _ = writeln!(out, "  budget fallbacks         {:>10.0}", get(now, "harbour_aml_budget_fallbacks_total"));
     out
+}
+
+/// The `quantile` of what histogram `name{label}` counted between two
+/// scrapes: the upper bound of the first bucket that holds it (0: nothing
+/// counted in between).
+fn interval_quantile(now: &Samples, before: &Samples, name: &str, label: &str, quantile: f64) -> f64 {
+    let prefix = format!("{name}_bucket{{{label},le=\"");
+    let mut buckets: Vec<(f64, f64)> = now
+        .iter()
+        .filter_map(|(key, &count)| {
+            let le = key.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((bound, count - before.get(key).copied().unwrap_or(0.0)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let wanted = (quantile * total).max(1.0);
+    // The last finite bound stands for +Inf (a value past every bucket).
+    let finite = buckets.iter().rev().find(|b| b.0.is_finite()).map_or(0.0, |b| b.0);
+    buckets.iter().find(|b| b.1 >= wanted).map_or(finite, |b| if b.0.is_finite() { b.0 } else { finite })
 }
 
 /// Runs the view until interrupted (or once, with `once`).
@@ -160,7 +195,23 @@ mod tests {
         let screen = render(&now, Some(&before), Duration::from_secs(2));
         assert!(screen.contains("requests        100/s"), "{screen}");
         assert!(screen.contains("records       2000/s"), "{screen}");
-        assert!(screen.contains("250 µs"), "{screen}");
         assert!(screen.contains("OK"), "{screen}");
+        let first = render(&now, None, Duration::from_secs(1));
+        assert!(first.contains("250 µs") && first.contains("since the switch started"), "{first}");
+    }
+
+    /// After the first screen, latencies are the last interval's, from the
+    /// histograms' buckets: an idle interval shows none, whatever came
+    /// before.
+    #[test]
+    fn latencies_are_the_last_intervals() {
+        let bucket = |le: &str, n: u32| format!("harbour_stage_seconds_bucket{{stage=\"fsync\",le=\"{le}\"}} {n}\n");
+        let before = parse(&[bucket("1e-4", 0), bucket("1e-3", 90), bucket("1e-2", 100), bucket("+Inf", 100)].concat());
+        let busy = parse(&[bucket("1e-4", 0), bucket("1e-3", 180), bucket("1e-2", 200), bucket("+Inf", 200)].concat());
+        assert_eq!(interval_quantile(&busy, &before, "harbour_stage_seconds", "stage=\"fsync\"", 0.5), 1e-3);
+        assert_eq!(interval_quantile(&busy, &before, "harbour_stage_seconds", "stage=\"fsync\"", 0.99), 1e-2);
+        assert_eq!(interval_quantile(&busy, &busy, "harbour_stage_seconds", "stage=\"fsync\"", 0.99), 0.0, "idle");
+        let screen = render(&busy, Some(&busy), Duration::from_secs(1));
+        assert!(screen.contains("over the last 1 s"), "{screen}");
     }
 }

@@ -407,14 +407,30 @@ async fn main_async(cli: Cli) -> Result<(), String> {
                 zipf: a.zipf,
                 seed: a.seed,
             };
-            let (shared, elapsed) = run::bench(&target(&a.conn)?, &config).await?;
+            let (shared, setup, elapsed) = run::bench(&target(&a.conn)?, &config).await?;
             let h = shared.histogram.lock().expect("not poisoned").clone();
-            println!("{} batches in {:.2} s", h.len(), elapsed.as_secs_f64());
-            println!("load accepted = {:.0} tx/s", a.transfers as f64 / elapsed.as_secs_f64());
+            let t = shared.outcome.lock().expect("not poisoned").transfers;
+            let per_s = |n: u64| n as f64 / elapsed.as_secs_f64();
+            println!(
+                "{} batches in {:.2} s (setup {:.2} s: {} accounts created and funded)",
+                h.len(),
+                elapsed.as_secs_f64(),
+                setup.as_secs_f64(),
+                a.accounts
+            );
+            println!("load accepted = {:.0} tx/s", per_s(a.transfers));
+            println!(
+                "posted {} ({:.0} tx/s), held by AML {}, pending {}, refused {}",
+                t.posted,
+                per_s(t.posted),
+                t.held,
+                t.pending,
+                t.refused
+            );
             for (name, q) in [("p1", 0.01), ("p50", 0.5), ("p99", 0.99), ("p100", 1.0)] {
                 println!("batch latency {name} = {} ms", h.value_at_quantile(q) / 1000);
             }
-            let summary = Summary::of("bench", 1, &shared, elapsed, std::time::Duration::ZERO);
+            let summary = Summary::of("bench", 1, &shared, elapsed, setup);
             write_outputs(&summary, &shared, &a.outputs)
         }
     }

@@ -19,14 +19,45 @@ pub struct Outcome {
     pub codes: BTreeMap<u16, u64>,
     /// Whole requests that failed (an ERROR frame such as BUSY, a timeout).
     pub errors: BTreeMap<String, u64>,
+    /// Submitted transfers by what became of them (`Transfers`).
+    pub transfers: Transfers,
+}
+
+/// What became of submitted transfers: posted, held (by AML, or PENDING
+/// by the client's own flag), or refused (a per-record code).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Transfers {
+    pub posted: u64,
+    /// Held by AML (FACE_REVIEW, SMS_OTP, COOLING_OFF, MANUAL_REVIEW).
+    pub held: u64,
+    /// PENDING by the client's own flag (CLIENT only).
+    pub pending: u64,
+    pub voided: u64,
+    pub refused: u64,
 }
 
 impl Outcome {
-    /// Counts the per-record codes of an answer body of `kind`.
+    /// Counts the per-record codes of an answer body of `kind`, and what
+    /// became of submitted transfers.
     pub fn count_codes(&mut self, kind: u16, body: &[u8]) {
+        use harbour::protocol::records::{self, Record, TransferResult};
         let Some(codes) = harbour::protocol::kinds::result_codes(kind, body) else { return };
         for code in codes {
             *self.codes.entry(code).or_default() += 1;
+        }
+        if kind != harbour::protocol::kind::SUBMIT_TRANSFERS {
+            return;
+        }
+        for r in body.chunks_exact(TransferResult::SIZE).map(TransferResult::decode) {
+            let t = &mut self.transfers;
+            match r.state {
+                _ if r.code != 0 && r.code != harbour::protocol::ResultCode::AlreadyExists.as_u16() => t.refused += 1,
+                records::STATE_POSTED => t.posted += 1,
+                records::STATE_PENDING if r.holds == records::Holds::CLIENT.bits() => t.pending += 1,
+                records::STATE_PENDING => t.held += 1,
+                records::STATE_VOIDED => t.voided += 1,
+                _ => t.refused += 1,
+            }
         }
     }
 }
@@ -114,8 +145,10 @@ pub fn codes_by_count(codes: &BTreeMap<u16, u64>) -> Vec<(String, u64)> {
     all
 }
 
-/// Prints a line a second: requests, records/s over the last second,
-/// errors, p99 so far. Runs until aborted.
+/// Prints a line a second: records, records/s over the last second,
+/// refused records (per-record codes other than OK and ALREADY_EXISTS) and
+/// failed requests (ERROR frames, timeouts), p99 so far. Runs until
+/// aborted.
 pub async fn progress(shared: Arc<Shared>) {
     let started = Instant::now();
     let mut last = 0u64;
@@ -125,11 +158,18 @@ pub async fn progress(shared: Arc<Shared>) {
         tick.tick().await;
         let records = shared.records.load(Ordering::Relaxed);
         let p99 = shared.histogram.lock().expect("not poisoned").value_at_quantile(0.99);
+        let (refused, held) = {
+            let outcome = shared.outcome.lock().expect("not poisoned");
+            let refused: u64 = outcome.codes.iter().filter(|(c, _)| **c > 1).map(|(_, n)| n).sum();
+            (refused, outcome.transfers.held)
+        };
         eprintln!(
-            "[{:>4}s] {:>10} records {:>10} records/s  errors {:>6}  p99 {}",
+            "[{:>4}s] {:>10} records {:>10} records/s  refused {:>8}  held {:>8}  failed requests {:>6}  p99 {}",
             started.elapsed().as_secs(),
             records,
             records - last,
+            refused,
+            held,
             shared.errors.load(Ordering::Relaxed),
             micros(p99)
         );
@@ -160,6 +200,8 @@ pub struct Summary {
     pub latency_us: BTreeMap<String, u64>,
     pub codes: BTreeMap<String, u64>,
     pub request_errors: BTreeMap<String, u64>,
+    /// Submitted transfers by what became of them.
+    pub transfers: Transfers,
 }
 
 impl Summary {
@@ -189,6 +231,7 @@ impl Summary {
             latency_us,
             codes,
             request_errors: outcome.errors.clone(),
+            transfers: outcome.transfers,
         }
     }
 
@@ -210,6 +253,14 @@ impl Summary {
             "  throughput   {:>12.0} records/s  ({} requests, {} records)",
             self.records_per_second, self.requests, self.records
         )?;
+        let t = &self.transfers;
+        if t.posted + t.held + t.pending + t.voided + t.refused > 0 {
+            writeln!(
+                out,
+                "  transfers    {} posted, {} held by AML, {} pending (client), {} voided, {} refused",
+                t.posted, t.held, t.pending, t.voided, t.refused
+            )?;
+        }
         writeln!(out, "  latency (per request, from its intended send time):")?;
         for name in ["p50", "p90", "p99", "p99.9", "p99.99", "max"] {
             writeln!(out, "    {name:<7} {:>12}", micros(self.latency_us[name]))?;
@@ -231,24 +282,21 @@ impl Summary {
 }
 
 /// Writes the percentile distribution in HdrHistogram's `.hgrm` text
-/// format (values in ms).
+/// format: values in milliseconds, `TotalCount` cumulative (the count at
+/// or below the value), as HdrHistogram's plotters read it.
 pub fn write_hgrm(h: &Histogram<u64>, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")?;
+    let mut total = 0u64;
     for v in h.iter_quantiles(1) {
         let q = v.quantile_iterated_to();
         let inverse = if q < 1.0 { format!("{:14.2}", 1.0 / (1.0 - q)) } else { String::new() };
-        writeln!(
-            out,
-            "{:12.3} {:14.12} {:10} {}",
-            v.value_iterated_to() as f64 / 1000.0,
-            q,
-            v.count_since_last_iteration(),
-            inverse
-        )?;
+        total += v.count_since_last_iteration();
+        writeln!(out, "{:12.3} {:14.12} {:10} {}", v.value_iterated_to() as f64 / 1000.0, q, total, inverse)?;
     }
     writeln!(
         out,
-        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]",
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]\n\
+         #[Values in milliseconds: each request's latency from its intended send time]",
         h.mean() / 1000.0,
         h.stdev() / 1000.0,
         h.max() as f64 / 1000.0,

@@ -422,11 +422,17 @@ pub struct BenchConfig {
 /// TigerBeetle-style closed loop: create accounts, then one connection
 /// sends a batch and waits for its answer before the next. Returns the
 /// batch latencies (µs) and the time the transfers took.
-pub async fn bench(target: &Target, c: &BenchConfig) -> Result<(Arc<Shared>, Duration), String> {
+pub async fn bench(target: &Target, c: &BenchConfig) -> Result<(Arc<Shared>, Duration, Duration), String> {
     use harbour::protocol::records::Account;
+    let setup = Instant::now();
     let mut client = target.connect().await?;
     let mut failover = target.failover();
     let first = 1u64 << 40; // clear of any other workload's accounts
+    // Transfer ids of this run alone (the top 64 bits from the clock), so a
+    // second bench on the same switch, or one after `gen`'s traffic,
+    // collides with nothing; accounts are created or found as they are.
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    let run = u128::from(run | 1) << 64;
     let ids: Vec<u64> = (0..c.accounts).map(|i| first + i).collect();
     for chunk in ids.chunks(8_000) {
         let accounts: Vec<Account> = chunk
@@ -437,7 +443,7 @@ pub async fn bench(target: &Target, c: &BenchConfig) -> Result<(Arc<Shared>, Dur
         let deposits: Vec<Transfer> = chunk
             .iter()
             .map(|&a| Transfer {
-                transfer_id: (u128::from(c.seed) << 100) | u128::from(a),
+                transfer_id: run | u128::from(a),
                 debit_account: harbour::engine::book::SETTLEMENT_IN,
                 credit_account: a,
                 amount: 1 << 40,
@@ -465,10 +471,11 @@ pub async fn bench(target: &Target, c: &BenchConfig) -> Result<(Arc<Shared>, Dur
         // with a multiplier coprime to it is one).
         first + (k * coprime(c.accounts) + 7) % c.accounts
     };
+    let setup = setup.elapsed();
     let start = Instant::now();
     *shared.traffic_started.lock().expect("not poisoned") = Some(start);
     let mut sent = 0u64;
-    let mut next_id = (u128::from(c.seed) << 100) | (1u128 << 99);
+    let mut next_id = run | (1u128 << 63);
     let mut body = Vec::with_capacity(c.batch as usize * Transfer::SIZE);
     while sent < c.transfers {
         let n = c.batch.min(c.transfers - sent);
@@ -503,7 +510,7 @@ pub async fn bench(target: &Target, c: &BenchConfig) -> Result<(Arc<Shared>, Dur
         shared.book(kind::SUBMIT_TRANSFERS, answer.map_err(|e| e.to_string()), latency, true);
         sent += n;
     }
-    Ok((shared, start.elapsed()))
+    Ok((shared, setup, start.elapsed()))
 }
 
 /// A multiplier coprime to `n` (for a permutation of 0..n).
