@@ -154,9 +154,18 @@ struct GenArgs {
     /// Zipf exponent of account activity (0 = uniform).
     #[arg(long, default_value_t = 1.0)]
     zipf: f64,
-    /// Share of remittances sent to a high-risk country (AML level 2).
-    #[arg(long, default_value_t = 0.1)]
-    aml_share: f64,
+    /// Share of remittances sent to a high-risk country (AML level 2;
+    /// default 0.1 for stress, 0.01 for realistic).
+    #[arg(long)]
+    aml_share: Option<f64>,
+    /// realistic: customers with habits and a few injected anomalies
+    /// (what AML should see); stress: random payees at any rate, which
+    /// AML level 3 holds as mule bursts (the hold path's cost).
+    #[arg(long, default_value = "realistic")]
+    profile: String,
+    /// Realistic profile: share of payments that are injected anomalies.
+    #[arg(long, default_value_t = 0.001)]
+    anomaly_share: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -299,14 +308,22 @@ fn write_outputs(summary: &Summary, shared: &report::Shared, outputs: &Outputs) 
 pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Gen(a) => {
+            let profile = match a.profile.as_str() {
+                "realistic" => workload::Profile::Realistic,
+                "stress" => workload::Profile::Stress,
+                other => return Err(format!("--profile {other:?}: realistic or stress")),
+            };
+            let default_aml_share = if profile == workload::Profile::Stress { 0.1 } else { 0.01 };
             let config = GenConfig {
+                profile,
+                anomaly_share: a.anomaly_share,
                 seed: a.seed,
                 accounts: a.accounts,
                 transfers: a.transfers,
                 batch: a.batch.max(1),
                 rate: a.rate,
                 zipf: a.zipf,
-                aml_share: a.aml_share,
+                aml_share: a.aml_share.unwrap_or(default_aml_share),
                 ..GenConfig::default()
             };
             let file = std::fs::File::create(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;

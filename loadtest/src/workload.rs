@@ -8,6 +8,16 @@
 //! micro-loans, all in batches. Setup (accounts, rates, credit lines,
 //! deposits) comes first.
 //!
+//! Two profiles ([`Profile`]). **Realistic** (the default): every customer
+//! has habits, drawn from its id and the seed: a few usual payees, a usual
+//! amount (HK$5 to HK$2,000, each payment within a factor of 1.4 of it),
+//! and for one customer in twenty a home country it remits to, 40% of its
+//! payments; a small share of payments (`anomaly_share`) are injected
+//! anomalies (30 times the usual amount to a stranger), which AML level 3
+//! should hold. So default AML holds what the model should, not everything.
+//! **Stress**: random payees and amounts at any rate, which level 3 rightly
+//! calls mule bursts; for the hold path's cost.
+//!
 //! Replays may run on many connections. So that the outcome does not
 //! depend on how they interleave, every request belongs to a lane, and
 //! requests of one lane keep their order:
@@ -41,9 +51,65 @@ pub const HKD_USD_E9: u64 = 128_000_000;
 const HKD: u16 = 344;
 const USD: u16 = 840;
 
+/// Who pays whom (see the module's doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// Customers with habits, and a small share of injected anomalies.
+    #[default]
+    Realistic,
+    /// Random payees and amounts.
+    Stress,
+}
+
+/// A customer's habits in the realistic profile, drawn from its id and
+/// the seed (nothing stored).
+struct Habit {
+    /// Usual amount, HKD minor units.
+    amount: u64,
+    payees: [u64; HABIT_PAYEES_MAX],
+    payee_count: usize,
+    /// The country it remits to, if it does.
+    home: Option<u16>,
+}
+
+/// Most usual payees a customer has.
+const HABIT_PAYEES_MAX: usize = 6;
+/// Payments a customer makes before an anomaly may be injected (AML level
+/// 3 judges an account once it has a history).
+const ANOMALY_AFTER: usize = 12;
+/// Countries customers remit to (the Philippines, Indonesia, China, India).
+const CORRIDORS: [u16; 4] = [608, 360, 156, 356];
+
+impl Habit {
+    /// `account`'s habits; its usual amount at most `amount_max` (so a
+    /// customer's day stays under AML level 1's limit however many payments
+    /// the run gives it).
+    fn of(seed: u64, account: u64, receivers: &[u64], amount_max: u64) -> Habit {
+        let h = |i: u64| mix64(seed ^ account.wrapping_mul(0x9e37_79b9) ^ i.wrapping_mul(0x5851_f42d_4c95_7f2d));
+        // Log-uniform from HK$5 to HK$2,000.
+        let u = (h(1) >> 11) as f64 / (1u64 << 53) as f64;
+        let amount = ((500.0 * 400f64.powf(u)) as u64).min(amount_max).max(100);
+        let payee_count = 2 + (h(2) % (HABIT_PAYEES_MAX as u64 - 1)) as usize;
+        let mut payees = [0; HABIT_PAYEES_MAX];
+        for (i, p) in payees.iter_mut().enumerate().take(payee_count) {
+            let mut at = (h(10 + i as u64) % receivers.len() as u64) as usize;
+            if receivers[at] == account {
+                at = (at + 1) % receivers.len();
+            }
+            *p = receivers[at];
+        }
+        let home = (h(3) % 20 == 0).then(|| CORRIDORS[(h(4) % CORRIDORS.len() as u64) as usize]);
+        Habit { amount, payees, payee_count, home }
+    }
+}
+
 /// The shape of a workload.
 #[derive(Clone, Debug)]
 pub struct GenConfig {
+    /// Who pays whom.
+    pub profile: Profile,
+    /// Realistic profile: share of payments that are injected anomalies.
+    pub anomaly_share: f64,
     pub seed: u64,
     pub accounts: u64,
     pub transfers: u64,
@@ -68,6 +134,8 @@ pub struct GenConfig {
 impl Default for GenConfig {
     fn default() -> Self {
         Self {
+            profile: Profile::Realistic,
+            anomaly_share: 0.001,
             seed: 1,
             accounts: 10_000,
             transfers: 100_000,
@@ -301,6 +369,12 @@ fn emit<W: Write>(
     let mut loans: Vec<Vec<Disburse>> = vec![Vec::new(); LANES as usize];
     let mut held: Vec<Vec<u128>> = vec![Vec::new(); LANES as usize];
     let mut sent = 0u64;
+    // Payments each account has made (the realistic profile's habits).
+    let mut payments = vec![0u32; accounts.len()];
+    // A customer's usual amount, at most: 60% of AML level 1's day limit
+    // (HK$80,000) over the payments the run gives each payer.
+    let per_payer = (c.transfers as f64 / receivers.len() as f64).max(1.0);
+    let usual_amount_max = (0.6 * 8_000_000.0 / per_payer) as u64;
     let ns_per_record = 1e9 / c.rate.max(1.0);
     let mut lane_seq = vec![1u64; LANES as usize + 1];
     let mut next_id = |lane: u64| {
@@ -348,9 +422,40 @@ fn emit<W: Write>(
             };
             (payer, t)
         } else {
-            let from = pick(&mut rng);
-            let amount = 100 + rng.below(20_000);
+            // Stress: payers Zipf-skewed, any amount to anyone. Realistic:
+            // every customer pays alike often, with its own habits, or now and then an injected anomaly. A
+            // customer's first payments go to each of its usual payees in
+            // turn (after its first remittance home, if it remits), as a
+            // history is built; anomalies come only once it has one.
+            let realistic = c.profile == Profile::Realistic;
+            let from = if realistic { receivers[rng.below(receivers.len() as u64) as usize] } else { pick(&mut rng) };
+            let habit = realistic.then(|| Habit::of(c.seed, from, receivers, usual_amount_max));
+            let seen = {
+                let n = &mut payments[(from - FIRST_ACCOUNT) as usize];
+                *n = n.saturating_add(1);
+                *n - 1
+            } as usize;
+            let anomaly = habit.is_some() && seen >= ANOMALY_AFTER && rng.unit() < c.anomaly_share;
+            let amount = match &habit {
+                None => 100 + rng.below(20_000),
+                Some(h) if anomaly => h.amount * 30,
+                Some(h) => (h.amount as f64 * (0.75 + 0.6 * rng.unit())) as u64,
+            };
+            let remitter = habit.as_ref().is_some_and(|h| h.home.is_some());
+            let usual_payee = |rng: &mut Rng| {
+                habit.as_ref().map(|h| {
+                    let turn = seen.checked_sub(usize::from(remitter)).filter(|&t| t < h.payee_count);
+                    h.payees[turn.unwrap_or_else(|| rng.below(h.payee_count as u64) as usize)]
+                })
+            };
             let kind_roll = rng.unit();
+            let remits = match &habit {
+                None => kind_roll < c.remittance_share,
+                Some(h) => {
+                    let learning = seen <= h.payee_count;
+                    remitter && !anomaly && (seen == 0 || (!learning && kind_roll < 0.4))
+                }
+            };
             let mut t = Transfer {
                 debit_account: from,
                 amount,
@@ -358,18 +463,28 @@ fn emit<W: Write>(
                 credit_currency: HKD,
                 ..Transfer::default()
             };
-            if kind_roll < c.remittance_share {
+            if remits {
                 t.credit_account = REMITTANCE_OUT;
                 let risky = rng.unit() < c.aml_share;
-                t.destination_country = if risky { 408 } else { [608, 360, 156, 356][rng.below(4) as usize] };
+                let home = habit.as_ref().and_then(|h| h.home);
+                t.destination_country = match home {
+                    _ if risky => 408,
+                    Some(country) => country,
+                    None => CORRIDORS[rng.below(4) as usize],
+                };
                 // Held or not, its funds are reserved: they count as spent.
                 *ex.spent.entry(from).or_default() += amount;
                 if !risky {
                     ex.add(from, HKD, -i128::from(amount));
                     ex.add(REMITTANCE_OUT, HKD, i128::from(amount));
                 }
-            } else if kind_roll < c.remittance_share + c.cross_share {
-                let mut to = pick(&mut rng);
+            } else if match &habit {
+                // The stress profile's draws as they always were.
+                None => kind_roll < c.remittance_share + c.cross_share,
+                Some(_) => rng.unit() < c.cross_share,
+            } {
+                let mut to =
+                    if anomaly { pick(&mut rng) } else { usual_payee(&mut rng).unwrap_or_else(|| pick(&mut rng)) };
                 if to == from {
                     to = receivers[(receivers.iter().position(|&a| a == from).unwrap_or(0) + 1) % receivers.len()];
                 }
@@ -383,7 +498,8 @@ fn emit<W: Write>(
                 ex.add(FX_POSITION, USD, -i128::from(credited));
                 ex.add(to, USD, i128::from(credited));
             } else {
-                let mut to = pick(&mut rng);
+                let mut to =
+                    if anomaly { pick(&mut rng) } else { usual_payee(&mut rng).unwrap_or_else(|| pick(&mut rng)) };
                 if to == from {
                     to = receivers[(receivers.iter().position(|&a| a == from).unwrap_or(0) + 1) % receivers.len()];
                 }
