@@ -163,8 +163,8 @@ struct GenArgs {
     /// AML level 3 holds as mule bursts (the hold path's cost).
     #[arg(long, default_value = "realistic")]
     profile: String,
-    /// Realistic profile: share of payments that are injected anomalies.
-    #[arg(long, default_value_t = 0.001)]
+    /// Realistic profile: share of customers with one injected anomaly.
+    #[arg(long, default_value_t = 0.005)]
     anomaly_share: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,

@@ -12,9 +12,10 @@
 //! has habits, drawn from its id and the seed: a few usual payees, a usual
 //! amount (HK$5 to HK$2,000, each payment within a factor of 1.4 of it),
 //! and for one customer in twenty a home country it remits to, 40% of its
-//! payments; a small share of payments (`anomaly_share`) are injected
-//! anomalies (30 times the usual amount to a stranger), which AML level 3
-//! should hold. So default AML holds what the model should, not everything.
+//! payments; a small share of customers (`anomaly_share`) have one
+//! injected anomaly (30 times the usual amount to a stranger), which AML
+//! level 3 should hold, with the customer's payments in the cooling-off
+//! after it. So default AML holds what the model should, not everything.
 //! **Stress**: random payees and amounts at any rate, which level 3 rightly
 //! calls mule bursts; for the hold path's cost.
 //!
@@ -64,6 +65,9 @@ pub enum Profile {
 /// A customer's habits in the realistic profile, drawn from its id and
 /// the seed (nothing stored).
 struct Habit {
+    /// The payment (counted from 0) that is this customer's injected
+    /// anomaly, if it has one.
+    anomaly_at: Option<usize>,
     /// Usual amount, HKD minor units.
     amount: u64,
     payees: [u64; HABIT_PAYEES_MAX],
@@ -84,7 +88,7 @@ impl Habit {
     /// `account`'s habits; its usual amount at most `amount_max` (so a
     /// customer's day stays under AML level 1's limit however many payments
     /// the run gives it).
-    fn of(seed: u64, account: u64, receivers: &[u64], amount_max: u64) -> Habit {
+    fn of(seed: u64, account: u64, receivers: &[u64], amount_max: u64, anomaly_share: f64) -> Habit {
         let h = |i: u64| mix64(seed ^ account.wrapping_mul(0x9e37_79b9) ^ i.wrapping_mul(0x5851_f42d_4c95_7f2d));
         // Log-uniform from HK$5 to HK$2,000.
         let u = (h(1) >> 11) as f64 / (1u64 << 53) as f64;
@@ -99,7 +103,9 @@ impl Habit {
             *p = receivers[at];
         }
         let home = (h(3) % 20 == 0).then(|| CORRIDORS[(h(4) % CORRIDORS.len() as u64) as usize]);
-        Habit { amount, payees, payee_count, home }
+        let unit = |i: u64| (h(i) >> 11) as f64 / (1u64 << 53) as f64;
+        let anomaly_at = (unit(5) < anomaly_share).then(|| ANOMALY_AFTER + (h(6) % 20) as usize);
+        Habit { anomaly_at, amount, payees, payee_count, home }
     }
 }
 
@@ -108,7 +114,8 @@ impl Habit {
 pub struct GenConfig {
     /// Who pays whom.
     pub profile: Profile,
-    /// Realistic profile: share of payments that are injected anomalies.
+    /// Realistic profile: share of customers with one injected anomaly
+    /// (after their 12th to 31st payment).
     pub anomaly_share: f64,
     pub seed: u64,
     pub accounts: u64,
@@ -135,7 +142,7 @@ impl Default for GenConfig {
     fn default() -> Self {
         Self {
             profile: Profile::Realistic,
-            anomaly_share: 0.001,
+            anomaly_share: 0.005,
             seed: 1,
             accounts: 10_000,
             transfers: 100_000,
@@ -429,13 +436,13 @@ fn emit<W: Write>(
             // history is built; anomalies come only once it has one.
             let realistic = c.profile == Profile::Realistic;
             let from = if realistic { receivers[rng.below(receivers.len() as u64) as usize] } else { pick(&mut rng) };
-            let habit = realistic.then(|| Habit::of(c.seed, from, receivers, usual_amount_max));
+            let habit = realistic.then(|| Habit::of(c.seed, from, receivers, usual_amount_max, c.anomaly_share));
             let seen = {
                 let n = &mut payments[(from - FIRST_ACCOUNT) as usize];
                 *n = n.saturating_add(1);
                 *n - 1
             } as usize;
-            let anomaly = habit.is_some() && seen >= ANOMALY_AFTER && rng.unit() < c.anomaly_share;
+            let anomaly = habit.as_ref().is_some_and(|h| h.anomaly_at == Some(seen));
             let amount = match &habit {
                 None => 100 + rng.below(20_000),
                 Some(h) if anomaly => h.amount * 30,
