@@ -248,9 +248,11 @@ impl Record for TransferResult {
             hold_until_ms: get_u64(b, 56),
         }
     }
+    /// Holds as the wire defines them: the contract's five and Harbour's
+    /// IN_FLIGHT (bit 32, `docs/protocol.md` additions).
     #[inline]
     fn well_formed(b: &[u8]) -> bool {
-        get_u8(b, 18) <= STATE_VOIDED && get_u8(b, 19) & !0x1F == 0 && zero(&b[20..24])
+        get_u8(b, 18) <= STATE_VOIDED && Holds::from_bits(get_u8(b, 19)).is_some() && zero(&b[20..24])
     }
 }
 
