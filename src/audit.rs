@@ -106,8 +106,14 @@ impl AuditLog {
             file.set_len(whole as u64)?;
             file.sync_all()?;
         }
-        let acts = read(dir, 0, u64::MAX).map_err(std::io::Error::other)?;
-        let through = acts.iter().filter_map(|a| Some((a.entry?, a.record.unwrap_or(0)))).max();
+        // The last applied act written: found by reading the lines (one
+        // that does not read is skipped here, reported by `harbour audit`).
+        let text = String::from_utf8_lossy(&bytes[..whole]).into_owned();
+        let through = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Act>(l).ok())
+            .filter_map(|a| Some((a.entry?, a.record.unwrap_or(0))))
+            .max();
         Ok(AuditLog {
             path,
             file: Mutex::new(file),
@@ -188,11 +194,14 @@ impl AuditLog {
         let mut line = serde_json::to_vec(act).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut file = self.file.lock();
-        file.write_all(&line)?;
-        if sync {
-            file.sync_data()?;
+        let before = file.metadata()?.len();
+        let written = file.write_all(&line).and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+        if written.is_err() {
+            // A line half written (a full disk) is taken back, so the next
+            // act starts a line of its own.
+            let _ = file.set_len(before);
         }
-        Ok(())
+        written
     }
 
     /// Where the trail is.

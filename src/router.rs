@@ -589,9 +589,11 @@ impl Router {
         };
         let mut routed = self.route_parts(kind, body, now_ms, quote_ttl_ms)?;
         if let (Some(caller), Routed::Plan { parts, rest, .. }) = (caller, &mut routed) {
-            // The request's own parts, not the lookups the router adds.
-            for part in parts.iter_mut().filter(|p| p.kind == kind) {
-                part.body = internal::encode_scoped(&caller, kind, &part.body);
+            // Every part that names accounts, the lookups the router adds
+            // too (a repayment's loan shown beside its ID_CONFLICT), so
+            // nothing out of scope is shown through them.
+            for part in parts.iter_mut().filter(|p| internal::is_scoped_kind(p.kind)) {
+                part.body = internal::encode_scoped(&caller, part.kind, &part.body);
                 part.kind = kind::SCOPED;
             }
             if let Some(rest) = rest {

@@ -471,6 +471,11 @@ impl Connection {
         mut evicted: tokio::sync::oneshot::Receiver<()>,
     ) {
         let mut reloaded = self.channels.changed.subscribe();
+        // A reload during the TLS handshake was before the subscription:
+        // its CRLs are checked now.
+        if !self.still_valid() {
+            return;
+        }
         // Frames the reader itself answers (CHALLENGE, HELLO, PING, errors)
         // wait for room; shards' answers never do.
         let (out_tx, out_rx) = mpsc::channel::<BytesMut>(16);
@@ -579,6 +584,13 @@ impl Connection {
         let roles = self.session.as_ref().map_or(0, |s| s.roles);
         if spec.roles != 0 && roles & spec.roles == 0 {
             return fail(ErrorCode::Forbidden, format!("{} needs role mask {:#x}", spec.name, spec.roles)).await;
+        }
+        // What reads every account at once is not for a channel scoped to
+        // some of them (the STR's rows, a copy of the books).
+        let scoped = self.session.as_ref().is_some_and(|s| !s.scope.is_all());
+        if scoped && matches!(h.kind, kind::EXPORT_STR | kind::BACKUP) {
+            let detail = format!("{} reads every account; this channel is scoped to some", spec.name);
+            return fail(ErrorCode::Forbidden, detail).await;
         }
         let count_ok = match spec.count {
             CountRule::Batch => true,

@@ -178,10 +178,24 @@ impl PeerTls {
     pub fn new(c: &PeerTlsConfig) -> Result<PeerTls, String> {
         let server = server_config("cluster.tls.", (&c.cert, &c.key), (&c.ca, &c.crls))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // The dialler checks the CRLs too: a revoked node's key answers as
+        // no one.
+        let mut revoked = Vec::new();
+        for path in &c.crls {
+            let crl = CertificateRevocationListDer::from_pem_file(path);
+            revoked.push(crl.map_err(|e| read_err("cluster.tls.crls", path, e))?);
+        }
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots("cluster.tls.ca", &c.ca)?),
+            Arc::clone(&provider),
+        )
+        .with_crls(revoked)
+        .build()
+        .map_err(|e| format!("cluster.tls.ca: {e}"))?;
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots("cluster.tls.ca", &c.ca)?)
+            .with_webpki_verifier(verifier)
             .with_client_auth_cert(certificates("cluster.tls.cert", &c.cert)?, private_key("cluster.tls.key", &c.key)?)
             .map_err(|e| format!("cluster.tls.cert and cluster.tls.key: {e}"))?;
         Ok(PeerTls {

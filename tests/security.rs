@@ -478,7 +478,7 @@ async fn scoped_channel(shards: usize) {
         id: 4,
         key: CARDS_KEY.to_vec(),
         previous_key: None,
-        roles: role::PAYMENTS | role::ACCOUNTS,
+        roles: role::PAYMENTS | role::ACCOUNTS | role::REPORTING,
         connections_max: None,
         max_in_flight: None,
         records_per_second: None,
@@ -520,6 +520,10 @@ async fn scoped_channel(shards: usize) {
     let read = scoped_balances(&cards, &[1024, 1, 5000]).await;
     assert_eq!(read.iter().map(|r| r.0).collect::<Vec<_>>(), [Forbidden, Forbidden, Ok]);
     assert_eq!(scoped_balances(&bank, &[1024, 1025, 5000, 5001, 1]).await, before, "nothing moved");
+    // What reads every account at once is not for it, whatever its roles.
+    let refused = cards.export_str(2026, 12, 2).await.unwrap_err();
+    assert_eq!(refused.error_code(), Some(ErrorCode::Forbidden), "{refused}");
+    assert!(refused.to_string().contains("scoped"), "{refused}");
     assert_eq!(bank.lookup_transfers(&[3]).await.unwrap()[0].state, STATE_PENDING);
 
     // Its own customers pay anyone; the unscoped bank still debits them.

@@ -145,23 +145,50 @@ async fn read_frame(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<(u8, Ve
     Ok((kind, body))
 }
 
-/// Answers one request frame with the local raft.
-async fn handle(raft: &Raft, kind: u8, body: &[u8]) -> io::Result<Vec<u8>> {
+/// Whether `vote` is node `node`'s own (a leader's or a candidate's), and
+/// `node` a member: under `[cluster.tls]` a peer proved who it is, and
+/// speaks for no other node.
+fn speaks_for(raft: &Raft, vote: &Vote, node: Option<u64>) -> io::Result<()> {
+    use openraft::rt::WatchReceiver;
+    use openraft::vote::RaftLeaderId;
+    let Some(node) = node else { return Ok(()) };
+    let claimed = *vote.leader_id().node_id();
+    if claimed != node {
+        return Err(invalid(format!("node {node} speaks for node {claimed}")));
+    }
+    // A node that knows no membership yet (one joining, before its first
+    // entry) takes its leader at its word: the certificate proved who.
+    let metrics = raft.metrics();
+    let membership = metrics.borrow_watched().membership_config.clone();
+    let mut nodes = membership.membership().nodes().peekable();
+    let member = nodes.peek().is_none() || nodes.any(|(id, _)| *id == node);
+    if !member {
+        return Err(invalid(format!("node {node} is not a member")));
+    }
+    Ok(())
+}
+
+/// Answers one request frame with the local raft; `node` is who sent it,
+/// if TLS proved it.
+async fn handle(raft: &Raft, node: Option<u64>, kind: u8, body: &[u8]) -> io::Result<Vec<u8>> {
     let json = |r: Result<Vec<u8>, serde_json::Error>| r.map_err(io::Error::other);
     match kind {
         APPEND => {
             let rpc = decode_append(body)?;
+            speaks_for(raft, &rpc.vote, node)?;
             let answer = raft.append_entries(rpc).await.map_err(io::Error::other)?;
             json(serde_json::to_vec(&answer))
         }
         VOTE => {
             let rpc: VoteRequest<TypeConfig> = serde_json::from_slice(body).map_err(invalid)?;
+            speaks_for(raft, &rpc.vote, node)?;
             let answer = raft.vote(rpc).await.map_err(io::Error::other)?;
             json(serde_json::to_vec(&answer))
         }
         SNAPSHOT => {
             let mut at = 0;
             let head: SnapshotHead = serde_json::from_slice(take(body, &mut at)?).map_err(invalid)?;
+            speaks_for(raft, &head.vote, node)?;
             let snapshot = Snapshot { meta: head.meta, snapshot: std::io::Cursor::new(body[at..].to_vec()) };
             let answer = raft.install_full_snapshot(head.vote, snapshot).await.map_err(io::Error::other)?;
             json(serde_json::to_vec(&answer))
@@ -170,26 +197,53 @@ async fn handle(raft: &Raft, kind: u8, body: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Serves raft's messages from other nodes until the listener fails.
+/// TLS handshakes with peers at once, at most: strangers opening
+/// connections wait for a place instead of taking every descriptor.
+const HANDSHAKES_MAX: usize = 64;
+
+/// Serves raft's messages from other nodes, for as long as the node runs:
+/// a failed accept (out of descriptors, say) is waited out, not fatal.
 pub async fn serve(listener: TcpListener, raft: Raft, tls: Option<PeerTls>) -> io::Result<()> {
+    let handshakes = std::sync::Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    let mut refused_logged = std::time::Instant::now() - Duration::from_secs(2);
+    let mut refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
-        let (stream, from) = listener.accept().await?;
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "the peer listener could not accept; trying again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let raft = raft.clone();
         let tls = tls.clone();
+        let Ok(place) = std::sync::Arc::clone(&handshakes).acquire_owned().await else { continue };
+        // Refusals are counted always, logged at most once a second.
+        let log_refusal = refused_logged.elapsed() >= Duration::from_secs(1);
+        if log_refusal {
+            refused_logged = std::time::Instant::now();
+            refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        }
+        let refused = std::sync::Arc::clone(&refused);
         tokio::spawn(async move {
-            let mut stream: Box<dyn Stream> = match tls {
-                None => Box::new(stream),
+            let (mut stream, node): (Box<dyn Stream>, Option<u64>) = match tls {
+                None => (Box::new(stream), None),
                 Some(tls) => match tls.accept(stream, HANDSHAKE_TIMEOUT).await {
-                    Ok((stream, _node)) => Box::new(stream),
+                    Ok((stream, node)) => (Box::new(stream), Some(node)),
                     Err(why) => {
-                        tracing::warn!(%from, reason = %why, "a peer connection refused");
+                        let n = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if log_refusal && n == 0 {
+                            tracing::warn!(%from, reason = %why, "a peer connection refused");
+                        }
                         return;
                     }
                 },
             };
+            drop(place);
             while let Ok((kind, body)) = read_frame(&mut stream).await {
-                let (status, answer) = match handle(&raft, kind, &body).await {
+                let (status, answer) = match handle(&raft, node, kind, &body).await {
                     Ok(answer) => (OK, answer),
                     Err(e) => (FAILED, e.to_string().into_bytes()),
                 };
