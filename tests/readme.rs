@@ -8,16 +8,6 @@ mod common;
 
 use harbour::protocol::ResultCode;
 
-/// The lines of the first ```sh block under the heading `## {section}`.
-fn readme_block(section: &str) -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let at = readme.find(&format!("\n## {section}\n")).unwrap_or_else(|| panic!("README has no section {section}"));
-    let block = &readme[at..];
-    let start = block.find("```sh\n").expect("a shell block") + "```sh\n".len();
-    let end = start + block[start..].find("```").expect("the block ends");
-    block[start..end].lines().map(str::to_string).collect()
-}
-
 /// What a comment says the output shows: amounts like `749.50` (or
 /// `-12.80`) and the names of states, result codes and holds.
 fn promised(comment: &str) -> Vec<String> {
@@ -51,7 +41,7 @@ async fn the_hand_session_runs_as_written() {
     // is this month's).
     config.switch.clock = harbour::clock::Clock::System;
     let running = harbour::server::start(&config).await.unwrap();
-    let lines = readme_block("Moving money by hand");
+    let lines = common::readme_block("Moving money by hand");
     assert_eq!(
         lines.first().map(String::as_str),
         Some("harbour=target/release/harbour"),

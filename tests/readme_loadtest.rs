@@ -9,16 +9,6 @@
 
 mod common;
 
-/// The lines of the first ```sh block under `## {section}`.
-fn readme_block(section: &str) -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let at = readme.find(&format!("\n## {section}\n")).unwrap_or_else(|| panic!("README has no section {section}"));
-    let block = &readme[at..];
-    let start = block.find("```sh\n").expect("a shell block") + "```sh\n".len();
-    let end = start + block[start..].find("```").expect("the block ends");
-    block[start..end].lines().map(str::to_string).collect()
-}
-
 /// A command's words with its volumes divided for CI.
 fn scaled(words: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -49,7 +39,7 @@ async fn the_one_minute_load_test_runs_as_written() {
     unsafe { std::env::set_var("HARBOUR_ADDR", running.addr.to_string()) };
     std::env::set_current_dir(dir.path()).unwrap();
 
-    let lines = readme_block("A one-minute load test");
+    let lines = common::readme_block("A one-minute load test");
     let mut ran = Vec::new();
     for line in &lines {
         let (command, _) = line.split_once(" #").unwrap_or((line, ""));

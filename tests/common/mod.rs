@@ -239,3 +239,13 @@ pub fn counted_scorer(delay: Duration, review_above: u64) -> (SocketAddr, Arc<At
     });
     (addr, asked)
 }
+
+/// The lines of the first ```sh block under `## {section}`.
+pub fn readme_block(section: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let at = readme.find(&format!("\n## {section}\n")).unwrap_or_else(|| panic!("README has no section {section}"));
+    let block = &readme[at..];
+    let start = block.find("```sh\n").expect("a shell block") + "```sh\n".len();
+    let end = start + block[start..].find("```").expect("the block ends");
+    block[start..end].lines().map(str::to_string).collect()
+}
