@@ -984,6 +984,24 @@ async fn balance(args: BalanceArgs) -> Result<(), String> {
     if let Some(b) = balances.iter().find(|b| b.code != 0) {
         return Err(format!("account {}: {}", args.account, harbour::show::refusal(b.code)));
     }
+    if args.conn.json {
+        let shown: Vec<serde_json::Value> = balances
+            .iter()
+            .zip(&wanted)
+            .filter(|(b, _)| args.currency.is_some() || b.balance != 0 || b.held != 0 || b.loans_outstanding != 0)
+            .map(|(b, c)| {
+                serde_json::json!({
+                    "currency": c.currency().alpha,
+                    "balance": b.balance,
+                    "held": b.held,
+                    "loans_outstanding": b.loans_outstanding,
+                    "credit_available": b.credit_available,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "account": args.account, "balances": shown }));
+        return Ok(());
+    }
     println!("account {}", args.account);
     let mut shown = 0;
     for (b, c) in balances.iter().zip(&wanted) {

@@ -497,5 +497,10 @@ fn answers_read_as_a_person_reads() {
     let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert!(ok && json["hold_until_ms"].as_u64().is_some_and(|ms| ms > 0), "{out}");
     assert_eq!(json["holds"], serde_json::json!(["CLIENT"]));
+    let (ok, out) = run(&addr, &["balance", "--account", "1024", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(ok, "{out}");
+    assert_eq!(json["balances"][0]["balance"], 1000, "minor units: {out}");
+    assert_eq!(json["balances"][0]["held"], 100, "{out}");
     terminate(child);
 }
