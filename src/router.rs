@@ -218,17 +218,15 @@ fn stores(space: Space, answer: &[u8]) -> bool {
 /// Whether a part goes to the log (a SCOPED part does if what it carries
 /// does: a lookup does not).
 fn logged(p: &Part) -> bool {
-    let kind = match internal::decode_scoped(&p.body) {
-        Some((_, inner, _)) if p.kind == kind::SCOPED => inner,
-        _ => p.kind,
-    };
-    kinds::is_logged(kind)
+    kinds::is_logged(crate::shard::submission(p.kind, &p.body).0)
 }
 
 /// The kind of a request's answer: a SCOPED request's is its inner
 /// kind's.
 #[must_use]
 pub fn answer_kind(kind: u16, body: &[u8]) -> u16 {
+    // Not `shard::submission`: a MULTI from a caller stays a MULTI (and
+    // is refused as no channel's kind).
     match internal::decode_scoped(body) {
         Some((_, inner, _)) if kind == kind::SCOPED => inner,
         _ => kind,

@@ -47,17 +47,9 @@ pub fn holds(bits: u8) -> String {
     if names.is_empty() { "none".into() } else { names.join("+") }
 }
 
-/// Each hold of a mask, by name, in bit order.
+/// Each hold of a mask, by name, in bit order (undefined bits ignored).
 pub fn hold_names(bits: u8) -> impl Iterator<Item = &'static str> {
-    const NAMED: [(Holds, &str); 6] = [
-        (Holds::FACE_REVIEW, "FACE_REVIEW"),
-        (Holds::SMS_OTP, "SMS_OTP"),
-        (Holds::COOLING_OFF, "COOLING_OFF"),
-        (Holds::MANUAL_REVIEW, "MANUAL_REVIEW"),
-        (Holds::CLIENT, "CLIENT"),
-        (Holds::IN_FLIGHT, "IN_FLIGHT"),
-    ];
-    NAMED.into_iter().filter(move |(h, _)| bits & h.bits() != 0).map(|(_, name)| name)
+    Holds::from_bits(bits & 0x3f).unwrap_or_default().names()
 }
 
 /// What releases a hold, for a person: the command that does it.

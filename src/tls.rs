@@ -62,6 +62,14 @@ fn private_key(what: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String
     PrivateKeyDer::from_pem_file(path).map_err(|e| read_err(what, path, e))
 }
 
+/// Revocation lists, each a PEM file.
+fn crls(what: &str, paths: &[std::path::PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    paths
+        .iter()
+        .map(|path| CertificateRevocationListDer::from_pem_file(path).map_err(|e| read_err(what, path, e)))
+        .collect()
+}
+
 fn roots(what: &str, path: &Path) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in certificates(what, path)? {
@@ -82,11 +90,7 @@ fn server_config(
     let key = private_key(&format!("{section}key"), key)?;
     let ca_what = if section == "tls." { "tls.client_ca".to_string() } else { format!("{section}ca") };
     let roots = roots(&ca_what, ca)?;
-    let mut revoked = Vec::new();
-    for path in crls {
-        let crl = CertificateRevocationListDer::from_pem_file(path);
-        revoked.push(crl.map_err(|e| read_err(&format!("{section}crls"), path, e))?);
-    }
+    let revoked = self::crls(&format!("{section}crls"), crls)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
         .with_crls(revoked)
         .build()
@@ -117,11 +121,10 @@ impl Acceptor {
     /// signs channels' certificates, and its revocation lists.
     pub fn new(c: &TlsConfig) -> Result<Acceptor, String> {
         let config = server_config("tls.", (&c.cert, &c.key), (&c.client_ca, &c.crls))?;
-        let mut crls = Vec::new();
-        for path in &c.crls {
-            let der = CertificateRevocationListDer::from_pem_file(path).map_err(|e| read_err("tls.crls", path, e))?;
-            crls.push(webpki::OwnedCertRevocationList::from_der(&der).map_err(|e| read_err("tls.crls", path, e))?);
-        }
+        let crls = crls("tls.crls", &c.crls)?
+            .iter()
+            .map(|der| webpki::OwnedCertRevocationList::from_der(der).map_err(|e| format!("tls.crls: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Acceptor { inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)), crls: Arc::new(crls) })
     }
 
@@ -180,11 +183,7 @@ impl PeerTls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         // The dialler checks the CRLs too: a revoked node's key answers as
         // no one.
-        let mut revoked = Vec::new();
-        for path in &c.crls {
-            let crl = CertificateRevocationListDer::from_pem_file(path);
-            revoked.push(crl.map_err(|e| read_err("cluster.tls.crls", path, e))?);
-        }
+        let revoked = crls("cluster.tls.crls", &c.crls)?;
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots("cluster.tls.ca", &c.ca)?),
             Arc::clone(&provider),
@@ -249,7 +248,7 @@ impl PeerTls {
 }
 
 /// Whether a refusal may be logged now: at most one a second.
-fn log_now() -> bool {
+pub(crate) fn log_now() -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_S: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

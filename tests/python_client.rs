@@ -6,7 +6,7 @@
 
 mod common;
 
-use harbour::config::{Channel, TlsConfig};
+use harbour::config::TlsConfig;
 use harbour::protocol::frame::role;
 
 const CHANNEL2_KEY: &[u8] = b"a-reporting-only-channel-key-of-32-bytes";
@@ -35,16 +35,7 @@ async fn the_python_clients_tests_pass_against_a_switch() {
         client_ca: certs.join("ca.pem"),
         crls: Vec::new(),
     });
-    tls_config.channels.push(Channel {
-        id: 2,
-        key: CHANNEL2_KEY.to_vec(),
-        previous_key: None,
-        roles: role::REPORTING,
-        connections_max: None,
-        max_in_flight: None,
-        records_per_second: None,
-        scope: Default::default(),
-    });
+    tls_config.channels.push(common::channel(2, CHANNEL2_KEY, role::REPORTING));
     let tls = harbour::server::start(&tls_config).await.unwrap();
 
     let root = env!("CARGO_MANIFEST_DIR");

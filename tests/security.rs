@@ -21,16 +21,7 @@ const QUOTA_KEY: &[u8] = b"a-channel-with-a-quota-of-two-conns";
 
 fn config(dir: &std::path::Path) -> Config {
     let mut c = common::server_config(dir);
-    c.channels.push(Channel {
-        id: 2,
-        key: QUOTA_KEY.to_vec(),
-        previous_key: None,
-        roles: role::ACCOUNTS,
-        connections_max: Some(2),
-        max_in_flight: None,
-        records_per_second: None,
-        scope: Default::default(),
-    });
+    c.channels.push(Channel { connections_max: Some(2), ..common::channel(2, QUOTA_KEY, role::ACCOUNTS) });
     c.unauthenticated_max = 64;
     c.unauthenticated_per_address = 8;
     c.metrics = Some("127.0.0.1:0".parse().unwrap());
@@ -73,16 +64,7 @@ async fn thousands_of_silent_and_idle_connections_cannot_keep_a_channel_out() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.connections_max = IDLE + 24;
-    cfg.channels.push(Channel {
-        id: 5,
-        key: IDLE_KEY.to_vec(),
-        previous_key: None,
-        roles: 0,
-        connections_max: Some(IDLE),
-        max_in_flight: None,
-        records_per_second: None,
-        scope: Default::default(),
-    });
+    cfg.channels.push(Channel { connections_max: Some(IDLE), ..common::channel(5, IDLE_KEY, 0) });
     let running = server::start(&cfg).await.unwrap();
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
@@ -229,19 +211,7 @@ async fn the_data_directory_is_private() {
 /// Beyond loopback every channel key is at least 32 bytes.
 #[test]
 fn short_keys_stay_on_loopback() {
-    let mut c = Config {
-        channels: vec![Channel {
-            id: 1,
-            key: b"eight-by".to_vec(),
-            previous_key: None,
-            roles: role::ALL,
-            connections_max: None,
-            max_in_flight: None,
-            records_per_second: None,
-            scope: Default::default(),
-        }],
-        ..Config::default()
-    };
+    let mut c = Config { channels: vec![common::channel(1, b"eight-by", role::ALL)], ..Config::default() };
     c.validate().expect("an 8-byte key on loopback is a development setup");
     c.listen = "0.0.0.0:7400".parse().unwrap();
     let e = c.validate().unwrap_err().to_string();
@@ -262,14 +232,9 @@ async fn a_flooding_channel_is_busy_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.channels.push(Channel {
-        id: 3,
-        key: FLOOD_KEY.to_vec(),
-        previous_key: None,
-        roles: role::ACCOUNTS,
-        connections_max: None,
         max_in_flight: Some(16),
         records_per_second: Some(20_000),
-        scope: Default::default(),
+        ..common::channel(3, FLOOD_KEY, role::ACCOUNTS)
     });
     let running = server::start(&cfg).await.unwrap();
     let victim = Client::connect(running.addr, 1, KEY).await.unwrap();
@@ -339,16 +304,7 @@ const NEW_KEY: &[u8] = b"the-key-taking-over-0123456789abcdef";
 
 fn rotating(dir: &std::path::Path, key: &[u8], previous: Option<&[u8]>, roles: u16) -> Config {
     let mut c = config(dir);
-    c.channels.push(Channel {
-        id: 5,
-        key: key.to_vec(),
-        previous_key: previous.map(<[u8]>::to_vec),
-        roles,
-        connections_max: None,
-        max_in_flight: None,
-        records_per_second: None,
-        scope: Default::default(),
-    });
+    c.channels.push(Channel { previous_key: previous.map(<[u8]>::to_vec), ..common::channel(5, key, roles) });
     c
 }
 
@@ -475,14 +431,8 @@ async fn scoped_channel(shards: usize) {
     let mut cfg = config(dir.path());
     cfg.switch.shards = shards;
     cfg.channels.push(Channel {
-        id: 4,
-        key: CARDS_KEY.to_vec(),
-        previous_key: None,
-        roles: role::PAYMENTS | role::ACCOUNTS | role::REPORTING,
-        connections_max: None,
-        max_in_flight: None,
-        records_per_second: None,
         scope: Scope { own: true, range: None },
+        ..common::channel(4, CARDS_KEY, role::PAYMENTS | role::ACCOUNTS | role::REPORTING)
     });
     let running = server::start(&cfg).await.unwrap();
     let bank = Client::connect(running.addr, 1, KEY).await.unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::{HKD, account, deposit, transfer};
 use harbour::client::{Client, ClientError};
-use harbour::config::{Channel, Config};
+use harbour::config::Config;
 use harbour::engine::book::SETTLEMENT_IN;
 use harbour::protocol::frame::{self, ErrorCode, Header, RESPONSE_BIT, role};
 use harbour::protocol::records::*;
@@ -23,16 +23,7 @@ const KEY: &[u8] = b"hksw-dev-key";
 
 fn config(dir: &std::path::Path) -> Config {
     let mut c = common::server_config(dir);
-    c.channels.push(Channel {
-        id: 2,
-        key: b"accounts-only-key".to_vec(),
-        previous_key: None,
-        roles: role::ACCOUNTS,
-        connections_max: None,
-        max_in_flight: None,
-        records_per_second: None,
-        scope: Default::default(),
-    });
+    c.channels.push(common::channel(2, b"accounts-only-key", role::ACCOUNTS));
     c
 }
 

@@ -110,16 +110,7 @@ fn tls_switch(dir: &std::path::Path, ca: &Ca, crls: &[String]) -> harbour::confi
 }
 
 fn channel(id: u32, key: &[u8]) -> Channel {
-    Channel {
-        id,
-        key: key.to_vec(),
-        previous_key: None,
-        roles: role::ACCOUNTS,
-        connections_max: None,
-        max_in_flight: None,
-        records_per_second: None,
-        scope: Default::default(),
-    }
+    common::channel(id, key, role::ACCOUNTS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

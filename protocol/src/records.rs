@@ -827,6 +827,20 @@ impl Holds {
     /// Every defined hold, in bit order.
     pub const ALL: [Holds; 5] =
         [Self::FACE_REVIEW, Self::SMS_OTP, Self::COOLING_OFF, Self::MANUAL_REVIEW, Self::CLIENT];
+    /// Every hold the wire shows (IN_FLIGHT too), with its name, in bit order.
+    pub const NAMED: [(Holds, &'static str); 6] = [
+        (Self::FACE_REVIEW, "FACE_REVIEW"),
+        (Self::SMS_OTP, "SMS_OTP"),
+        (Self::COOLING_OFF, "COOLING_OFF"),
+        (Self::MANUAL_REVIEW, "MANUAL_REVIEW"),
+        (Self::CLIENT, "CLIENT"),
+        (Self::IN_FLIGHT, "IN_FLIGHT"),
+    ];
+
+    /// The names of the holds in this set, in bit order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMED.into_iter().filter(move |(h, _)| self.contains(*h)).map(|(_, name)| name)
+    }
 
     /// The bit mask.
     #[must_use]

@@ -18,7 +18,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use super::{Applied, LogId, TypeConfig};
 use crate::engine::{Engine, EngineConfig};
-use crate::protocol::{internal, kind, kinds};
+use crate::protocol::{kind, kinds};
 use crate::wal::storage::Storage;
 
 const SNAPSHOT: &str = "raft.snap";
@@ -263,13 +263,7 @@ impl Books {
 /// every shard applies. A trail that cannot be written is reported, not
 /// fatal: the act is in the log, and on the other nodes' trails.
 fn audit_act(audit: &crate::audit::AuditLog, at: (u64, u32), shard: usize, time_ms: u64, kind: u16, body: &[u8]) {
-    let (kind, body) = match crate::engine::multi::decode(body) {
-        Some(m) if kind == kind::MULTI => (m.mine_kind, m.mine),
-        _ => (kind, body),
-    };
-    let Some((caller, inner, content)) = internal::decode_scoped(body).filter(|_| kind == kind::SCOPED) else {
-        return;
-    };
+    let (Some(caller), inner, content) = crate::shard::scoped_submission(kind, body) else { return };
     let every_shard = kinds::spec(inner).is_some_and(|s| s.route == kinds::Route::Broadcast);
     if !crate::audit::audited(inner) || (every_shard && shard != 0) {
         return;

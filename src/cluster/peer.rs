@@ -205,8 +205,6 @@ const HANDSHAKES_MAX: usize = 64;
 /// a failed accept (out of descriptors, say) is waited out, not fatal.
 pub async fn serve(listener: TcpListener, raft: Raft, tls: Option<PeerTls>) -> io::Result<()> {
     let handshakes = std::sync::Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
-    let mut refused_logged = std::time::Instant::now() - Duration::from_secs(2);
-    let mut refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -220,21 +218,15 @@ pub async fn serve(listener: TcpListener, raft: Raft, tls: Option<PeerTls>) -> i
         let raft = raft.clone();
         let tls = tls.clone();
         let Ok(place) = std::sync::Arc::clone(&handshakes).acquire_owned().await else { continue };
-        // Refusals are counted always, logged at most once a second.
-        let log_refusal = refused_logged.elapsed() >= Duration::from_secs(1);
-        if log_refusal {
-            refused_logged = std::time::Instant::now();
-            refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        }
-        let refused = std::sync::Arc::clone(&refused);
         tokio::spawn(async move {
             let (mut stream, node): (Box<dyn Stream>, Option<u64>) = match tls {
                 None => (Box::new(stream), None),
                 Some(tls) => match tls.accept(stream, HANDSHAKE_TIMEOUT).await {
                     Ok((stream, node)) => (Box::new(stream), Some(node)),
                     Err(why) => {
-                        let n = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if log_refusal && n == 0 {
+                        // Counted always (`PeerTls::accept`), logged at
+                        // most once a second, as the channels' refusals.
+                        if crate::tls::log_now() {
                             tracing::warn!(%from, reason = %why, "a peer connection refused");
                         }
                         return;

@@ -369,5 +369,5 @@ mod switch;
 
 pub use reply::PendingReply;
 use step::count_results;
-pub(crate) use step::submission;
+pub(crate) use step::{scoped_submission, submission};
 pub use switch::{META_FILE, Switch, meta, meta_mismatch, open_backend, recorded_meta, shard_dirs};

@@ -380,13 +380,19 @@ impl Drop for Shard {
 /// MULTI record's own part, else the request itself, and in either the
 /// request a SCOPED record carries.
 pub(crate) fn submission(kind: u16, body: &[u8]) -> (u16, &[u8]) {
+    let (_, kind, body) = scoped_submission(kind, body);
+    (kind, body)
+}
+
+/// [`submission`], with the caller a SCOPED record carries.
+pub(crate) fn scoped_submission(kind: u16, body: &[u8]) -> (Option<internal::Caller>, u16, &[u8]) {
     let (kind, body) = match multi::decode(body) {
         Some(m) if kind == kind::MULTI => (m.mine_kind, m.mine),
         _ => (kind, body),
     };
     match internal::decode_scoped(body) {
-        Some((_, inner, request)) if kind == kind::SCOPED => (inner, request),
-        _ => (kind, body),
+        Some((caller, inner, request)) if kind == kind::SCOPED => (Some(caller), inner, request),
+        _ => (None, kind, body),
     }
 }
 
@@ -396,16 +402,14 @@ pub(crate) fn submission(kind: u16, body: &[u8]) -> (u16, &[u8]) {
 /// transfers: SUBMIT_JUDGED, or the MULTI record with SUBMIT_JUDGED as its
 /// part and everything else it carries unchanged.
 pub(super) fn with_verdicts(kind: u16, body: &[u8], verdicts: &[crate::protocol::internal::Verdict]) -> (u16, Vec<u8>) {
-    let (_, submitted) = submission(kind, body);
+    let (caller, _, submitted) = scoped_submission(kind, body);
     let judged = encode_judged(verdicts, submitted);
     // A SCOPED submission stays SCOPED, around the judged one.
-    let multi = multi::decode(body).filter(|_| kind == kind::MULTI);
-    let (mine_kind, mine) = multi.as_ref().map_or((kind, body), |m| (m.mine_kind, m.mine));
-    let (judged_kind, judged) = match internal::decode_scoped(mine).filter(|_| mine_kind == kind::SCOPED) {
-        Some((caller, _, _)) => (kind::SCOPED, internal::encode_scoped(&caller, kind::SUBMIT_JUDGED, &judged)),
+    let (judged_kind, judged) = match caller {
+        Some(caller) => (kind::SCOPED, internal::encode_scoped(&caller, kind::SUBMIT_JUDGED, &judged)),
         None => (kind::SUBMIT_JUDGED, judged),
     };
-    let Some(m) = multi else { return (judged_kind, judged) };
+    let Some(m) = multi::decode(body).filter(|_| kind == kind::MULTI) else { return (judged_kind, judged) };
     let others = multi::parts(m.parts_raw).expect("acceptable");
     let mut wrapped = Vec::with_capacity(body.len() + judged.len());
     let header = multi::Header { seq: m.seq, complete: m.complete, continues: m.continues };

@@ -249,3 +249,17 @@ pub fn readme_block(section: &str) -> Vec<String> {
     let end = start + block[start..].find("```").expect("the block ends");
     block[start..end].lines().map(str::to_string).collect()
 }
+
+/// A channel with `roles` and every limit and scope at its default.
+pub fn channel(id: u32, key: &[u8], roles: u16) -> harbour::config::Channel {
+    harbour::config::Channel {
+        id,
+        key: key.to_vec(),
+        previous_key: None,
+        roles,
+        connections_max: None,
+        max_in_flight: None,
+        records_per_second: None,
+        scope: Default::default(),
+    }
+}

@@ -127,15 +127,9 @@ impl CaseRow {
         let levels = join(c.reasons.levels().iter().map(u8::to_string).collect());
         let rules =
             join(Reasons::NAMES.iter().filter(|(bit, _)| c.reasons.has(*bit)).map(|(_, n)| (*n).into()).collect());
-        let holds = Holds::from_bits(c.holds).unwrap_or_default();
-        let holds = join(
-            [(Holds::FACE_REVIEW, "FACE_REVIEW"), (Holds::SMS_OTP, "SMS_OTP"), (Holds::COOLING_OFF, "COOLING_OFF")]
-                .into_iter()
-                .chain([(Holds::MANUAL_REVIEW, "MANUAL_REVIEW")])
-                .filter(|(h, _)| holds.contains(*h))
-                .map(|(_, n)| n.to_string())
-                .collect(),
-        );
+        // The AML holds only (the report's schema names no other).
+        let holds = Holds::from_bits(c.holds).unwrap_or_default().without(Holds::CLIENT).without(Holds::IN_FLIGHT);
+        let holds = join(holds.names().map(str::to_string).collect());
         let state = match self.state {
             crate::protocol::records::STATE_POSTED => "POSTED",
             crate::protocol::records::STATE_PENDING => "PENDING",
