@@ -111,6 +111,7 @@ fn aml() -> Vec<Step> {
         &encode_all(&[big(2), big(3)]),
     );
     let str_request = StrRequest { year: 1970, month: 1, format: STR_FORMAT_CSV };
+    let str_page = StrPageRequest { year: 1970, month: 1, format: STR_FORMAT_XML, limit: 1, ..Default::default() };
     vec![
         accounts(&[1024, 1025]),
         (kind::SUBMIT_TRANSFERS, 0, encode_all(&[transfer(1, SETTLEMENT_IN, 1024, 900_000_000, HKD)])),
@@ -128,6 +129,8 @@ fn aml() -> Vec<Step> {
         (kind::TICK, 3_600_000, Vec::new()),
         (kind::EXPORT_STR, 10, encode_all(&[str_request])),
         (kind::STR_ROWS, 10, encode_all(&[str_request])),
+        (kind::EXPORT_STR_PAGE, 10, encode_all(&[str_page])),
+        (kind::STR_PAGE, 10, encode_all(&[str_page])),
     ]
 }
 

@@ -44,8 +44,9 @@ impl Endpoint {
         Ok(Self { host: host.to_string(), port, path: path.to_string() })
     }
 
-    /// POSTs `body`; returns the status line of a 2xx answer.
-    pub fn post(&self, content_type: &str, body: &[u8], timeout: Duration) -> Result<String, String> {
+    /// POSTs `len` bytes read from `body` (a report need not be in memory);
+    /// returns the status line of a 2xx answer.
+    pub fn post(&self, content_type: &str, len: u64, body: &mut dyn Read, timeout: Duration) -> Result<String, String> {
         let fail = |e: std::io::Error| format!("{}:{}: {e}", self.host, self.port);
         let addr = (self.host.as_str(), self.port)
             .to_socket_addrs()
@@ -61,11 +62,14 @@ impl Endpoint {
             self.path,
             self.host,
             self.port,
-            body.len(),
+            len,
             env!("CARGO_PKG_VERSION")
         );
         stream.write_all(head.as_bytes()).map_err(fail)?;
-        stream.write_all(body).map_err(fail)?;
+        let sent = std::io::copy(&mut body.take(len), &mut stream).map_err(fail)?;
+        if sent != len {
+            return Err(format!("the report ended after {sent} of {len} bytes"));
+        }
         stream.flush().map_err(fail)?;
         let mut answer = Vec::new();
         let mut chunk = [0u8; 4096];

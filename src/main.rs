@@ -297,6 +297,10 @@ struct StrArgs {
     /// Also POST it to the intelligence unit's endpoint (http://host:port/path).
     #[arg(long)]
     submit: Option<String>,
+    /// Cases asked per page: the report comes a page at a time, so a month
+    /// of millions of cases never sits in memory whole (1..=100000).
+    #[arg(long, default_value_t = 20_000)]
+    page_cases: u32,
     #[command(flatten)]
     conn: Conn,
 }
@@ -697,8 +701,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| format!("signal handlers: {e}"))?;
     let mut running = harbour::server::start(&config).await.map_err(|e| e.to_string())?;
-    let source = std::sync::Arc::clone(&args);
-    running.set_loader(std::sync::Arc::new(move || serve_config(&source)));
+    // Only a configuration file is read again: the embedded defaults have
+    // nothing to reload (RELOAD_CHANNELS answers so).
+    if args.config.is_some() {
+        let source = std::sync::Arc::clone(&args);
+        running.set_loader(std::sync::Arc::new(move || serve_config(&source)));
+    }
     harbour::alloc::trim_when_idle(|| {
         harbour::metrics::METRICS.requests_total.load(std::sync::atomic::Ordering::Relaxed)
     });
@@ -1225,33 +1233,102 @@ async fn export_str(args: StrArgs) -> Result<(), String> {
         "csv" => (harbour::aml::report::FORMAT_CSV, "text/csv"),
         other => return Err(format!("format must be xml or csv, not {other:?}")),
     };
+    if !(1..=harbour::protocol::records::STR_PAGE_LIMIT_MAX).contains(&args.page_cases) {
+        return Err(format!("--page-cases must be 1..={}", harbour::protocol::records::STR_PAGE_LIMIT_MAX));
+    }
     // Parse the endpoint before asking for the report: a typo fails fast.
     let endpoint = args.submit.as_deref().map(harbour::http::Endpoint::parse).transpose()?;
     let client = connect(&args.conn).await?;
-    let (header, report) = client.export_str(year, month, format).await.map_err(err)?;
-    if header.code == ResultCode::NothingToReport.as_u16() {
-        eprintln!("{}: no AML cases; nothing to report", args.month);
-        return Ok(());
-    }
-    if header.code != 0 {
-        return Err(code_name(header.code));
-    }
-    match &args.out {
-        Some(path) => {
-            std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
-            eprintln!("{}: {} bytes of report saved to {}", args.month, report.len(), path.display());
+    // The report goes page by page to where it is kept: a file (complete
+    // under its name only once whole), a spool file for the endpoint, or
+    // standard output. Neither side holds more than a page.
+    let spool = match (&args.out, &endpoint) {
+        (Some(path), _) => {
+            let mut partial = path.clone().into_os_string();
+            partial.push(".partial");
+            Some((PathBuf::from(partial), path.clone()))
         }
-        None if endpoint.is_none() => {
-            use std::io::Write as _;
-            std::io::stdout().write_all(&report).map_err(|e| e.to_string())?;
+        (None, Some(_)) => {
+            let path = std::env::temp_dir().join(format!("harbour-str-{}.{}", std::process::id(), args.format));
+            Some((path.clone(), path))
         }
-        None => {}
+        (None, None) => None,
+    };
+    let mut sink: Box<dyn std::io::Write> = match &spool {
+        Some((partial, _)) => {
+            Box::new(std::io::BufWriter::new(std::fs::File::create(partial).map_err(|e| io_at(partial, e))?))
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let request = harbour::protocol::records::StrPageRequest {
+        year,
+        month,
+        format,
+        limit: args.page_cases,
+        ..Default::default()
+    };
+    let written = write_pages(&client, request, &mut sink).await;
+    drop(sink);
+    let (cases, bytes) = match written {
+        Ok(Some(done)) => done,
+        done => {
+            // Nothing to report, or it failed: no file looks like a report.
+            if let Some((partial, _)) = &spool {
+                let _ = std::fs::remove_file(partial);
+            }
+            return done.map(|_| eprintln!("{}: no AML cases; nothing to report", args.month));
+        }
+    };
+    if let Some((partial, path)) = &spool {
+        if partial != path {
+            std::fs::rename(partial, path).map_err(|e| io_at(path, e))?;
+        }
+        if args.out.is_some() {
+            eprintln!("{}: {cases} cases, {bytes} bytes of report saved to {}", args.month, path.display());
+        }
     }
-    if let Some(endpoint) = endpoint {
-        let status = endpoint.post(content_type, &report, std::time::Duration::from_secs(30))?;
+    if let (Some(endpoint), Some((_, path))) = (endpoint, &spool) {
+        let mut file = std::fs::File::open(path).map_err(|e| io_at(path, e))?;
+        let posted = endpoint.post(content_type, bytes, &mut file, std::time::Duration::from_secs(30));
+        if args.out.is_none() {
+            let _ = std::fs::remove_file(path);
+        }
+        let status = posted?;
         eprintln!("{}: submitted to {} ({status})", args.month, args.submit.unwrap_or_default());
     }
     Ok(())
+}
+
+/// Asks a report's pages in turn and writes each to `sink`: the report's
+/// cases and bytes, or `None` if the month has no case.
+async fn write_pages(
+    client: &Client,
+    mut request: harbour::protocol::records::StrPageRequest,
+    sink: &mut dyn std::io::Write,
+) -> Result<Option<(u32, u64)>, String> {
+    let mut bytes = 0u64;
+    loop {
+        let (header, page) = client.export_str_page(&request).await.map_err(err)?;
+        if header.code == ResultCode::NothingToReport.as_u16() {
+            return Ok(None);
+        }
+        if header.code != 0 {
+            return Err(code_name(header.code));
+        }
+        sink.write_all(&page).map_err(|e| e.to_string())?;
+        bytes += page.len() as u64;
+        if header.last() {
+            sink.flush().map_err(|e| e.to_string())?;
+            return Ok(Some((header.cases, bytes)));
+        }
+        request.as_of_ms = header.as_of_ms;
+        (request.after_ms, request.after_id) = (header.next_after_ms, header.next_after_id);
+    }
+}
+
+/// An I/O error with the file it happened to.
+fn io_at(path: &std::path::Path, e: std::io::Error) -> String {
+    format!("{}: {e}", path.display())
 }
 
 /// `harbour cluster ...`.

@@ -23,13 +23,13 @@
 //! requests in flight.
 
 use crate::aml::report::{CaseRow, ROW_SIZE};
-use crate::engine::EngineError;
 use crate::engine::book::CUSTOMER_ID_MIN;
+use crate::engine::{EngineError, PagePart};
 use crate::hash::IdMap;
 use crate::protocol::internal::{self, QuoteAt};
 use crate::protocol::records::{
     self, Account, Balance, BalanceKey, CreditLine, Disburse, Finalize, Id, LoanResult, Record, Repay, StepUp,
-    StrRequest, Transfer, TransferResult,
+    StrPageRequest, StrRequest, Transfer, TransferResult,
 };
 use crate::protocol::{ResultCode, kind, kinds};
 
@@ -329,6 +329,9 @@ pub enum Merge {
     Balances(Vec<BalanceKey>),
     /// Every shard gave its STR rows for the month; the report is made here.
     Str(StrRequest, u64),
+    /// Every shard gave its part of an STR page (the request with the time
+    /// the report is as of); the page is made here.
+    StrPage(StrPageRequest),
 }
 
 /// Where the records of requests go, for a switch of `shards` shards.
@@ -672,6 +675,14 @@ impl Router {
             }
             let merge = Merge::Str(StrRequest::decode(body), now_ms);
             return Ok(self.broadcast(kind::STR_ROWS, body, merge));
+        }
+        if kind == kind::EXPORT_STR_PAGE {
+            if body.len() != StrPageRequest::SIZE {
+                return Err(EngineError::BadLength { kind, len: body.len() });
+            }
+            // Every shard reads as of the same time, the first page's.
+            let request = crate::engine::str_page_as_of(&StrPageRequest::decode(body), now_ms);
+            return Ok(self.broadcast(kind::STR_PAGE, &records::encode_all(&[request]), Merge::StrPage(request)));
         }
         if n == 1 {
             let part = Part { shard: 0, kind, body: body.to_vec(), claimed: Claimed::default() };
@@ -1088,6 +1099,12 @@ pub fn merge(how: Merge, mut answers: Vec<Vec<u8>>) -> Vec<u8> {
             crate::engine::sort_rows(&mut rows);
             let mut out = Vec::new();
             crate::engine::str_answer(&rows, &request, now_ms, &mut out);
+            out
+        }
+        Merge::StrPage(request) => {
+            let parts = answers.iter().map(|a| PagePart::decode(a).expect("a shard's page part")).collect();
+            let mut out = Vec::new();
+            crate::engine::str_page_answer(parts, &request, &mut out);
             out
         }
     }

@@ -588,7 +588,7 @@ impl Connection {
         // What reads every account at once is not for a channel scoped to
         // some of them (the STR's rows, a copy of the books).
         let scoped = self.session.as_ref().is_some_and(|s| !s.scope.is_all());
-        if scoped && matches!(h.kind, kind::EXPORT_STR | kind::BACKUP) {
+        if scoped && matches!(h.kind, kind::EXPORT_STR | kind::EXPORT_STR_PAGE | kind::BACKUP) {
             let detail = format!("{} reads every account; this channel is scoped to some", spec.name);
             return fail(ErrorCode::Forbidden, detail).await;
         }
@@ -754,7 +754,7 @@ impl Connection {
             Some(Ok(place)) => place,
             None => None,
         };
-        if h.kind == kind::EXPORT_STR {
+        if matches!(h.kind, kind::EXPORT_STR | kind::EXPORT_STR_PAGE) {
             // One export at a time switch-wide bounds its memory.
             return self.export_str(h, body, Place { _permit: permit, budget: None, _channel: channel }, out).await;
         }
@@ -817,10 +817,11 @@ impl Connection {
 }
 
 impl Connection {
-    /// EXPORT_STR: the shards hand over the month's rows (a copy of a few
-    /// hundred bytes per case); the report, up to 256 MiB, is formatted on a
-    /// blocking thread, never a shard's, and one export runs at a time
-    /// switch-wide (another is BUSY: nothing to undo, send it again).
+    /// EXPORT_STR and EXPORT_STR_PAGE: the shards hand over the month's
+    /// rows, or a page's (a copy of a few hundred bytes per case); the
+    /// report, up to 256 MiB, or the page, is formatted on a blocking
+    /// thread, never a shard's, and one export runs at a time switch-wide
+    /// (another is BUSY: nothing to undo, send it again).
     async fn export_str(&self, h: Header, body: Bytes, permit: Place, out: &mpsc::Sender<BytesMut>) -> Next {
         let Ok(export) = Arc::clone(&self.exports).try_acquire_owned() else {
             METRICS.busy_total.fetch_add(1, Ordering::Relaxed);

@@ -474,6 +474,15 @@ async fn scoped_channel(shards: usize) {
     let refused = cards.export_str(2026, 12, 2).await.unwrap_err();
     assert_eq!(refused.error_code(), Some(ErrorCode::Forbidden), "{refused}");
     assert!(refused.to_string().contains("scoped"), "{refused}");
+    let page = harbour::protocol::records::StrPageRequest {
+        year: 2026,
+        month: 12,
+        format: 2,
+        limit: 10,
+        ..Default::default()
+    };
+    let refused = cards.export_str_page(&page).await.unwrap_err();
+    assert_eq!(refused.error_code(), Some(ErrorCode::Forbidden), "{refused}");
     assert_eq!(bank.lookup_transfers(&[3]).await.unwrap()[0].state, STATE_PENDING);
 
     // Its own customers pay anyone; the unscoped bank still debits them.

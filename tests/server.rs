@@ -885,6 +885,22 @@ async fn aml_over_the_wire_holds_releases_and_reports() {
     }
     let (header, csv) = c.export_str(2026, 1, 2).await.unwrap();
     assert_eq!((header.code, header.format, csv.iter().filter(|b| **b == b'\n').count()), (0, 2, 4));
+    // The same report a case a page (EXPORT_STR_PAGE).
+    let mut request = StrPageRequest { year: 2026, month: 1, format: 1, limit: 1, ..StrPageRequest::default() };
+    let mut pages = Vec::new();
+    loop {
+        let (header, page) = c.export_str_page(&request).await.unwrap();
+        assert_eq!((header.code, header.cases, header.rows), (0, 3, 1), "{header:?}");
+        pages.extend_from_slice(&page);
+        if header.last() {
+            break;
+        }
+        request.as_of_ms = header.as_of_ms;
+        (request.after_ms, request.after_id) = (header.next_after_ms, header.next_after_id);
+    }
+    assert_eq!(String::from_utf8(pages).unwrap(), xml);
+    let bad = c.export_str_page(&StrPageRequest { limit: 0, ..request }).await.unwrap();
+    assert_eq!(bad.0.code, ResultCode::InvalidField.as_u16());
     // A month outside 1..12 is INVALID_FIELD; a bad format never reaches
     // the engine (MALFORMED).
     assert_eq!(c.export_str(2026, 13, 1).await.unwrap().0.code, ResultCode::InvalidField.as_u16());

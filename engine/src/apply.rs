@@ -36,6 +36,8 @@ impl Engine {
             kind::REPAY_LOANS => self.each(body, out, |e, r: Repay, _| e.repay(&r)),
             kind::LOOKUP_LOANS => self.each(body, out, |e, i: Id, _| e.lookup_loan(i.id)),
             kind::EXPORT_STR => self.export_str(&StrRequest::decode(body), out),
+            kind::EXPORT_STR_PAGE => self.export_str_page(&StrPageRequest::decode(body), out),
+            kind::STR_PAGE => self.str_page_part(&StrPageRequest::decode(body)).encode(out),
             kind::STR_ROWS => {
                 let request = StrRequest::decode(body);
                 for row in self.str_rows(u32::from(request.year), u32::from(request.month)) {

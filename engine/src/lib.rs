@@ -54,8 +54,8 @@ use crate::protocol::ResultCode;
 use crate::protocol::internal::{self, Caller, QuoteAt, Verdict};
 use crate::protocol::records::{
     self, Account, Balance as BalanceRecord, BalanceKey, CreditLine as CreditLineRecord, Finalize, FxRate, Id,
-    Quote as QuoteRecord, QuoteRequest, Record, RecordResult, Repay, SetTime, StepUp, StrHeader, StrRequest, Transfer,
-    TransferResult,
+    Quote as QuoteRecord, QuoteRequest, Record, RecordResult, Repay, SetTime, StepUp, StrHeader, StrPageHeader,
+    StrPageRequest, StrRequest, Transfer, TransferResult,
 };
 use crate::protocol::{kind, kinds};
 use book::{AccountKind, AccountPos, Balance, Book};
@@ -70,7 +70,9 @@ use pending::VoidReason;
 pub use snapshot::SnapshotError;
 use submit::{Accepted, check_credit, check_system_debit, fx_code};
 use suspicious::check_outcome;
-pub use suspicious::{sort_rows, str_answer, str_request_valid};
+pub use suspicious::{
+    PagePart, sort_rows, str_answer, str_page_answer, str_page_as_of, str_page_valid, str_request_valid,
+};
 
 /// 2026-01-01T00:00:00Z: where a manual clock starts on a new data directory.
 pub const MANUAL_CLOCK_START_MS: u64 = 1_767_225_600_000;

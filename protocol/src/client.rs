@@ -24,7 +24,8 @@ use crate::frame::{self, ErrorCode, RESPONSE_BIT};
 use crate::kind;
 use crate::records::{
     self, Account, Balance, BalanceKey, CreditLine, Disburse, Finalize, FxRate, Id, LoanResult, Quote, QuoteRequest,
-    Record, RecordResult, Repay, SetTime, StepUp, StrHeader, StrRequest, Transfer, TransferResult,
+    Record, RecordResult, Repay, SetTime, StepUp, StrHeader, StrPageHeader, StrPageRequest, StrRequest, Transfer,
+    TransferResult,
 };
 use crate::session::{Challenge, Hello, HelloResponse};
 
@@ -468,6 +469,23 @@ impl Client {
             return Err(ClientError::Protocol("EXPORT_STR report_len does not match the body".into()));
         }
         Ok((header, report))
+    }
+
+    /// EXPORT_STR_PAGE: one page of a month's Suspicious Transaction
+    /// Report, as its header and bytes. Ask the first page with the cursor
+    /// and `as_of_ms` 0, then each next one with the `as_of_ms` and cursor
+    /// the last answered, until a page is [`StrPageHeader::last`].
+    pub async fn export_str_page(&self, request: &StrPageRequest) -> Result<(StrPageHeader, Vec<u8>), ClientError> {
+        let answer = self.request(kind::EXPORT_STR_PAGE, 1, &records::encode_all(&[*request])).await?;
+        if answer.body.len() < StrPageHeader::SIZE {
+            return Err(ClientError::Protocol("EXPORT_STR_PAGE answer shorter than its header".into()));
+        }
+        let header = StrPageHeader::decode(&answer.body[..StrPageHeader::SIZE]);
+        let page = answer.body[StrPageHeader::SIZE..].to_vec();
+        if page.len() != header.report_len as usize {
+            return Err(ClientError::Protocol("EXPORT_STR_PAGE report_len does not match the body".into()));
+        }
+        Ok((header, page))
     }
 
     /// SET_TIME (manual clock only).

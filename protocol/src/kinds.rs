@@ -8,7 +8,7 @@ use crate::frame::role;
 use crate::kind;
 use crate::records::{
     Account, BalanceKey, ClusterChange, CreditLine, Disburse, Finalize, FxRate, Id, QuoteRequest, Record, Repay,
-    SetTime, StepUp, StrRequest, Transfer,
+    SetTime, StepUp, StrPageHeader, StrPageRequest, StrRequest, Transfer,
 };
 
 /// How many records a kind's request may carry.
@@ -18,7 +18,7 @@ pub enum CountRule {
     Batch,
     /// Exactly 0 (PING).
     Zero,
-    /// Exactly 1 (HELLO, EXPORT_STR).
+    /// Exactly 1 (HELLO, EXPORT_STR, EXPORT_STR_PAGE).
     One,
 }
 
@@ -62,7 +62,7 @@ pub struct KindSpec {
     /// Request record size (0 for PING; 1 for internal records of any
     /// length, which check their own shape).
     pub request_size: usize,
-    /// Response record size (EXPORT_STR: the StrHeader's).
+    /// Response record size (EXPORT_STR, EXPORT_STR_PAGE: their header's).
     pub response_size: usize,
     /// Roles any one of which may send it; 0 = any channel.
     pub roles: u16,
@@ -153,7 +153,7 @@ pub const QUOTE_AT_SIZE: usize = crate::internal::QuoteAt::SIZE;
 /// Every kind, in kind order within each origin. Columns of `wire`: kind,
 /// name, (request, response) record sizes, roles, count, well-formedness,
 /// logged, route, result code offset, waits on links.
-pub static KINDS: [KindSpec; 30] = [
+pub static KINDS: [KindSpec; 32] = [
     wire(kind::PING, "PING", (0, 0), 0, Zero, nothing, false, Session, None, false),
     KindSpec {
         origin: Origin::Switch,
@@ -319,6 +319,18 @@ pub static KINDS: [KindSpec; 30] = [
         None,
         false,
     ),
+    wire(
+        kind::EXPORT_STR_PAGE,
+        "EXPORT_STR_PAGE",
+        (StrPageRequest::SIZE, StrPageHeader::SIZE),
+        role::REPORTING,
+        One,
+        each::<StrPageRequest>,
+        false,
+        Broadcast,
+        None,
+        false,
+    ),
     // Clusters' operators (docs/cluster.md): answered by the node itself,
     // each with one JSON (or, for BACKUP, snapshot) body.
     wire(kind::CLUSTER_STATUS, "CLUSTER_STATUS", (0, 1), role::OPERATOR, Zero, nothing, false, Session, None, false),
@@ -343,6 +355,11 @@ pub static KINDS: [KindSpec; 30] = [
         count: One,
         route: Broadcast,
         ..internal(kind::STR_ROWS, "STR_ROWS", StrRequest::SIZE, Origin::Router, false)
+    },
+    KindSpec {
+        count: One,
+        route: Broadcast,
+        ..internal(kind::STR_PAGE, "STR_PAGE", StrPageRequest::SIZE, Origin::Router, false)
     },
     internal(kind::LINK_IN, "LINK_IN", 1, Origin::Shard, true),
     KindSpec { route: Broadcast, ..internal(kind::QUOTE_AT, "QUOTE_AT", QUOTE_AT_SIZE, Origin::Router, true) },

@@ -53,6 +53,9 @@ pub mod kind {
     pub const LOOKUP_LOANS: u16 = 0x0033;
     /// EXPORT_STR.
     pub const EXPORT_STR: u16 = 0x0042;
+    /// One page of a month's STR (a Harbour addition): a report of any
+    /// size, a bounded page at a time.
+    pub const EXPORT_STR_PAGE: u16 = 0x0043;
     /// A cluster node's view of its cluster, as JSON (OPERATOR; any node).
     pub const CLUSTER_STATUS: u16 = 0x0050;
     /// Adds or removes a node of a cluster (OPERATOR; the leader).
@@ -79,6 +82,9 @@ pub mod kind {
     /// Internal query (never logged, never on the wire): one shard's STR
     /// case rows for a month, for the switch to merge (`aml::report`).
     pub const STR_ROWS: u16 = 0xF003;
+    /// Internal query (never logged, never on the wire): one shard's next
+    /// STR case rows after a cursor, for a page (`aml::report`).
+    pub const STR_PAGE: u16 = 0xF008;
     /// Internal log record: entries from another shard and its
     /// acknowledgement of this shard's (`engine::links`).
     pub const LINK_IN: u16 = 0xF004;

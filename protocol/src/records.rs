@@ -760,6 +760,133 @@ impl Record for StrHeader {
     }
 }
 
+/// Rows a page of EXPORT_STR_PAGE may ask for at most (a page of XML then
+/// stays well inside the 256 MiB a body may have).
+pub const STR_PAGE_LIMIT_MAX: u32 = 100_000;
+
+/// StrPageRequest (48): one page of a month's Suspicious Transaction Report
+/// (EXPORT_STR_PAGE, a Harbour addition). The first page has `after_ms` and
+/// `after_id` 0 and `as_of_ms` 0 (the switch's time now); each next page
+/// sends back the `as_of_ms` and the cursor the previous page answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrPageRequest {
+    pub year: u16,
+    pub month: u8,
+    pub format: u8,
+    /// Rows in this page at most, 1..=[`STR_PAGE_LIMIT_MAX`].
+    pub limit: u32,
+    /// The report covers the cases submitted at or before this time.
+    pub as_of_ms: u64,
+    /// The cursor: the page starts after the case (submitted_at, transfer_id).
+    pub after_ms: u64,
+    pub after_id: u128,
+}
+
+impl StrPageRequest {
+    /// Whether this asks for the first page.
+    #[must_use]
+    pub fn first(&self) -> bool {
+        self.after_ms == 0 && self.after_id == 0
+    }
+}
+
+impl Record for StrPageRequest {
+    const SIZE: usize = 48;
+    #[inline]
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u16(b, 0, self.year);
+        b[2] = self.month;
+        b[3] = self.format;
+        put_u32(b, 4, self.limit);
+        put_u64(b, 8, self.as_of_ms);
+        put_u64(b, 16, self.after_ms);
+        put_u128(b, 32, self.after_id);
+    }
+    #[inline]
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            year: get_u16(b, 0),
+            month: b[2],
+            format: b[3],
+            limit: get_u32(b, 4),
+            as_of_ms: get_u64(b, 8),
+            after_ms: get_u64(b, 16),
+            after_id: get_u128(b, 32),
+        }
+    }
+    #[inline]
+    fn well_formed(b: &[u8]) -> bool {
+        (STR_FORMAT_XML..=STR_FORMAT_CSV).contains(&b[3]) && zero(&b[24..32])
+    }
+}
+
+/// StrPageHeader flag: this page ends the report.
+pub const STR_PAGE_LAST: u8 = 1;
+
+/// StrPageHeader (48): precedes a page's report bytes in EXPORT_STR_PAGE's
+/// answer. The pages' bytes, in order, are the report EXPORT_STR would
+/// give at `as_of_ms`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrPageHeader {
+    pub code: u16,
+    pub format: u8,
+    /// [`STR_PAGE_LAST`] on the page that ends the report.
+    pub flags: u8,
+    pub report_len: u32,
+    /// Cases in the whole report (the month's, submitted by `as_of_ms`).
+    pub cases: u32,
+    /// Cases in this page.
+    pub rows: u32,
+    pub as_of_ms: u64,
+    /// The cursor of the next page: its request's `after_ms`, `after_id`.
+    pub next_after_ms: u64,
+    pub next_after_id: u128,
+}
+
+impl StrPageHeader {
+    /// Whether this page ends the report.
+    #[must_use]
+    pub fn last(&self) -> bool {
+        self.flags & STR_PAGE_LAST != 0
+    }
+}
+
+impl Record for StrPageHeader {
+    const SIZE: usize = 48;
+    #[inline]
+    fn encode(&self, b: &mut [u8]) {
+        b.fill(0);
+        put_u16(b, 0, self.code);
+        b[2] = self.format;
+        b[3] = self.flags;
+        put_u32(b, 4, self.report_len);
+        put_u32(b, 8, self.cases);
+        put_u32(b, 12, self.rows);
+        put_u64(b, 16, self.as_of_ms);
+        put_u64(b, 24, self.next_after_ms);
+        put_u128(b, 32, self.next_after_id);
+    }
+    #[inline]
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            code: get_u16(b, 0),
+            format: b[2],
+            flags: b[3],
+            report_len: get_u32(b, 4),
+            cases: get_u32(b, 8),
+            rows: get_u32(b, 12),
+            as_of_ms: get_u64(b, 16),
+            next_after_ms: get_u64(b, 24),
+            next_after_id: get_u128(b, 32),
+        }
+    }
+    #[inline]
+    fn well_formed(b: &[u8]) -> bool {
+        b[3] & !STR_PAGE_LAST == 0
+    }
+}
+
 /// Decodes every record of a body that is a whole number of records.
 pub fn decode_all<'a, R: Record + 'a>(body: &'a [u8]) -> impl Iterator<Item = R> + 'a {
     debug_assert_eq!(body.len() % R::SIZE, 0);
@@ -803,6 +930,8 @@ const _: () = assert!(<Repay as Record>::SIZE == 48);
 const _: () = assert!(<LoanResult as Record>::SIZE == 64);
 const _: () = assert!(<StrRequest as Record>::SIZE == 16);
 const _: () = assert!(<StrHeader as Record>::SIZE == 8);
+const _: () = assert!(<StrPageRequest as Record>::SIZE == 48);
+const _: () = assert!(<StrPageHeader as Record>::SIZE == 48);
 
 /// A set of hold reasons (the wire's `holds` bit mask).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -959,6 +1088,26 @@ mod tests {
         });
         round_trip(StrRequest { year: 2026, month: 11, format: STR_FORMAT_CSV });
         round_trip(StrHeader { code: 26, format: 1, report_len: 0 });
+        round_trip(StrPageRequest {
+            year: 2026,
+            month: 11,
+            format: STR_FORMAT_XML,
+            limit: 3,
+            as_of_ms: 4,
+            after_ms: 5,
+            after_id: u128::MAX - 6,
+        });
+        round_trip(StrPageHeader {
+            code: 0,
+            format: 2,
+            flags: STR_PAGE_LAST,
+            report_len: 7,
+            cases: 8,
+            rows: 9,
+            as_of_ms: 10,
+            next_after_ms: 11,
+            next_after_id: u128::MAX - 12,
+        });
     }
 
     #[test]

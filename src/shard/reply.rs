@@ -28,7 +28,7 @@ impl Core {
         wait: bool,
         continues: Option<(u64, u64)>,
     ) -> Result<Progress, SwitchError> {
-        if self.txs.len() == 1 && kind != kind::EXPORT_STR {
+        if self.txs.len() == 1 && !matches!(kind, kind::EXPORT_STR | kind::EXPORT_STR_PAGE) {
             // One shard: no claims, no merge.
             let mut router = Router::new(1, 1);
             let Routed::Plan { mut parts, .. } = router.route(kind, body, 0, 0, None).map_err(SwitchError::Engine)?

@@ -198,28 +198,42 @@ pub fn format(rows: &[CaseRow], year: u32, month: u32, format: u8, generated_ms:
     if rows.is_empty() {
         return Err(ReportError::Empty);
     }
+    let cases = u32::try_from(rows.len()).map_err(|_| ReportError::TooLarge)?;
     let mut out = String::new();
+    head(&mut out, year, month, format, generated_ms, cases);
+    body(&mut out, rows, format)?;
+    foot(&mut out, format);
+    if out.len() > REPORT_MAX {
+        return Err(ReportError::TooLarge);
+    }
+    Ok(out.into_bytes())
+}
+
+/// A report's opening, before its first case: the XML declaration and the
+/// root element with the month, the time and the number of `cases`, or
+/// the CSV header line.
+pub fn head(out: &mut String, year: u32, month: u32, format: u8, generated_ms: u64, cases: u32) {
     if format == FORMAT_CSV {
         out.push_str(&COLUMNS.join(","));
         out.push_str("\r\n");
-        for row in rows {
-            out.push_str(&row.values().join(","));
-            out.push_str("\r\n");
-            if out.len() > REPORT_MAX {
-                return Err(ReportError::TooLarge);
-            }
-        }
     } else {
         out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         out.push_str(&std::format!(
             "<str xmlns=\"{NAMESPACE}\" version=\"1\" month=\"{year:04}-{month:02}\" generated_at=\"{}\" \
-             cases=\"{}\">\n",
+             cases=\"{cases}\">\n",
             timestamp(generated_ms),
-            rows.len()
         ));
-        // One line a case, without indentation: a month of a million
-        // cases fits the contract's 256 MiB (about 250 bytes a case).
-        for row in rows {
+    }
+}
+
+/// The cases, one line each (XML without indentation: a month of a
+/// million cases fits the contract's 256 MiB at about 610 bytes a case).
+pub fn body(out: &mut String, rows: &[CaseRow], format: u8) -> Result<(), ReportError> {
+    for row in rows {
+        if format == FORMAT_CSV {
+            out.push_str(&row.values().join(","));
+            out.push_str("\r\n");
+        } else {
             out.push_str("<case>");
             for (name, value) in COLUMNS.iter().zip(row.values()) {
                 if name == &"closed_at" && value.is_empty() {
@@ -228,14 +242,17 @@ pub fn format(rows: &[CaseRow], year: u32, month: u32, format: u8, generated_ms:
                 out.push_str(&std::format!("<{name}>{value}</{name}>"));
             }
             out.push_str("</case>\n");
-            if out.len() > REPORT_MAX {
-                return Err(ReportError::TooLarge);
-            }
         }
+        if out.len() > REPORT_MAX {
+            return Err(ReportError::TooLarge);
+        }
+    }
+    Ok(())
+}
+
+/// A report's end, after its last case.
+pub fn foot(out: &mut String, format: u8) {
+    if format != FORMAT_CSV {
         out.push_str("</str>\n");
     }
-    if out.len() > REPORT_MAX {
-        return Err(ReportError::TooLarge);
-    }
-    Ok(out.into_bytes())
 }
