@@ -182,6 +182,14 @@ fn an_operator_reports_the_months_aml_cases() {
     assert_eq!(report.matches("<case>").count(), 2, "{report}");
     assert!(report.contains("<transfer_id>2</transfer_id>") && report.contains("<outcome>passed</outcome>"));
     assert!(report.contains("<customer_ref>77</customer_ref>") && report.contains("<outcome>cancelled</outcome>"));
+    // A case a page, and the same report.
+    let paged = dir.path().join("paged.xml");
+    let (ok, out) = run(&addr, &["str", "--month", "2026-01", "--page-cases", "1", "--out", paged.to_str().unwrap()]);
+    assert!(ok && out.contains("2 cases"), "{out}");
+    assert_eq!(std::fs::read_to_string(&paged).unwrap(), report);
+    assert!(!dir.path().join("paged.xml.partial").exists());
+    let (ok, out) = run(&addr, &["str", "--month", "2026-01", "--page-cases", "0"]);
+    assert!(!ok && out.contains("--page-cases"), "{out}");
     let (ok, csv) = run(&addr, &["str", "--month", "2026-01", "--format", "csv"]);
     assert!(ok && csv.starts_with("transfer_id,submitted_at,") && csv.lines().count() == 3, "{csv}");
     // Submitted to the intelligence unit's endpoint.
@@ -366,6 +374,25 @@ fn sighup_reloads_the_channels() {
     assert!(reloaded, "the new role is taken after SIGHUP");
     let (ok, out) = run(&addr, &["ping", "--channel", "2", "--key", "a-second-channel-key"]);
     assert!(ok, "the new channel connects: {out}");
+    terminate(child);
+}
+
+#[test]
+fn a_switch_without_a_configuration_file_has_nothing_to_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--clock", "manual", "--data"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("harbour runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("a line");
+    let addr = line.trim().strip_prefix("listening on ").expect("the address").to_string();
+    let (ok, out) = run(&addr, &["reload"]);
+    assert!(!ok && out.contains("no configuration file"), "{out}");
+    assert!(run(&addr, &["ping"]).0, "still served with the embedded channel");
     terminate(child);
 }
 
