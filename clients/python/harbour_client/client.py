@@ -37,13 +37,15 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from .codes import ResultCode
 from .errors import (
     ConnectionClosedError,
     HarbourError,
     ProtocolError,
     RequestTimeoutError,
+    StrReportError,
     refused,
 )
 from .frame import (
@@ -77,6 +79,8 @@ from .records import (
     StepUp,
     StrFormat,
     StrHeader,
+    StrPageHeader,
+    StrPageRequest,
     StrRequest,
     Transfer,
     TransferResult,
@@ -91,6 +95,9 @@ __all__ = [
     "Response",
     "Pending",
     "StrReport",
+    "StrPage",
+    "StrWritten",
+    "STR_PAGE_LIMIT_DEFAULT",
     "RESPONSE_BODY_MAX",
     "TIMEOUT_DEFAULT",
     "CONNECT_TIMEOUT_DEFAULT",
@@ -105,6 +112,9 @@ RESPONSE_BODY_MAX = (256 << 20) + 8
 TIMEOUT_DEFAULT = 30.0
 #: Default time for the connect, the TLS handshake and HELLO together, in seconds.
 CONNECT_TIMEOUT_DEFAULT = 10.0
+#: Cases a page asks for by default in the paged STR export (the CLI's
+#: ``harbour str --page-cases`` default; at most ``STR_PAGE_LIMIT_MAX``).
+STR_PAGE_LIMIT_DEFAULT = 20_000
 #: The development channel a switch without a configuration file has (all roles, loopback only).
 DEV_CHANNEL_ID = 1
 #: Its key.
@@ -170,6 +180,32 @@ class StrReport(NamedTuple):
         return self.report.decode("utf-8")
 
 
+class StrPage(NamedTuple):
+    """EXPORT_STR_PAGE's answer: the StrPageHeader and the page's bytes
+    (UTF-8 XML or CSV, whole cases: the first page also carries the
+    report's head, the last its foot)."""
+
+    header: StrPageHeader
+    page: bytes
+
+    @property
+    def last(self) -> bool:
+        """Whether this page ends the report."""
+        return self.header.last
+
+    @property
+    def text(self) -> str:
+        return self.page.decode("utf-8")
+
+
+class StrWritten(NamedTuple):
+    """What :meth:`Client.write_str_report` wrote: the report's cases (the
+    month's, by the first page's ``as_of_ms``) and its bytes."""
+
+    cases: int
+    bytes: int
+
+
 def parse_address(address: Union[str, Tuple[str, int]]) -> Tuple[str, int]:
     """``"host:port"``, ``"[::1]:7400"`` or ``(host, port)`` as ``(host, port)``."""
     if isinstance(address, tuple):
@@ -214,8 +250,9 @@ class Pending:
 
     def result(self, timeout: Optional[float] = None) -> Any:
         """The decoded answer: a list of records, None (PING), a StrReport
-        (EXPORT_STR), a dict (JSON answers), bytes (BACKUP), or the raw
-        :class:`Response` for a kind the table does not know."""
+        (EXPORT_STR), a StrPage (EXPORT_STR_PAGE), a dict (JSON answers),
+        bytes (BACKUP), or the raw :class:`Response` for a kind the table
+        does not know."""
         return _decode_answer(spec(self.kind), self.response(timeout))
 
 
@@ -229,14 +266,18 @@ def _decode_answer(row: Optional[KindSpec], answer: Response) -> Any:
         if len(body) != answer.count * row.response.SIZE:
             raise ProtocolError(f"{row.name} answer of {len(body)} bytes is not {answer.count} records")
         return decode_all(row.response, body)
-    if row.answer is AnswerBody.STR_REPORT:
-        if len(body) < StrHeader.SIZE:
-            raise ProtocolError("EXPORT_STR answer shorter than its header")
-        header = StrHeader.decode(body[: StrHeader.SIZE])
-        report = body[StrHeader.SIZE :]
+    if row.answer is AnswerBody.STR_REPORT or row.answer is AnswerBody.STR_PAGE:
+        head = row.response
+        assert head is not None
+        if len(body) < head.SIZE:
+            raise ProtocolError(f"{row.name} answer shorter than its header")
+        header = head.decode(body[: head.SIZE])
+        report = body[head.SIZE :]
         if len(report) != header.report_len:
-            raise ProtocolError("EXPORT_STR report_len does not match the body")
-        return StrReport(header, report)
+            raise ProtocolError(f"{row.name} report_len does not match the body")
+        if row.answer is AnswerBody.STR_PAGE:
+            return StrPage(header, report)  # type: ignore[arg-type]
+        return StrReport(header, report)  # type: ignore[arg-type]
     if row.answer is AnswerBody.JSON:
         try:
             return json.loads(body.decode("utf-8"))
@@ -526,6 +567,89 @@ class Client:
         result: StrReport = self.request(Kind.EXPORT_STR, [StrRequest(year, month, format)], timeout)
         return result
 
+    def export_str_page(self, request: StrPageRequest, timeout: Optional[float] = None) -> StrPage:
+        """EXPORT_STR_PAGE (role REPORTING; not for a scoped channel): one
+        page of the month's Suspicious Transaction Report, as its
+        StrPageHeader and bytes. Ask the first page with ``as_of_ms`` and the
+        cursor 0, then each next one with ``request.after(header)`` (the
+        ``as_of_ms`` and cursor the last page answered) until a page is
+        ``header.last``; the pages' bytes in order are the report EXPORT_STR
+        gives at ``as_of_ms``. Like :meth:`export_str`, a result code is
+        ``header.code``, not an exception: NOTHING_TO_REPORT (no case in the
+        month by ``as_of_ms``, empty page), INVALID_FIELD (month outside
+        1..12, limit outside 1..100,000), OVERFLOW. An unknown format is
+        refused MALFORMED (:class:`MalformedError`), a scoped channel
+        FORBIDDEN. :meth:`export_str_pages` and :meth:`write_str_report`
+        run the loop."""
+        result: StrPage = self.request(Kind.EXPORT_STR_PAGE, [request], timeout)
+        return result
+
+    def export_str_pages(
+        self,
+        year: int,
+        month: int,
+        format: int = StrFormat.CSV,
+        limit: int = STR_PAGE_LIMIT_DEFAULT,
+        timeout: Optional[float] = None,
+    ) -> Iterator[StrPage]:
+        """The month's Suspicious Transaction Report a page of at most
+        ``limit`` cases at a time (EXPORT_STR_PAGE), without holding it whole:
+        yields each page, the first opening the report and the one flagged
+        ``last`` closing it, as of the first page's ``as_of_ms``. A month
+        without cases (NOTHING_TO_REPORT) yields no page at all. Any other
+        code but OK raises :class:`StrReportError` (INVALID_FIELD for a month
+        outside 1..12 or ``limit`` outside 1..100,000); an ERROR answer
+        raises its :class:`RefusedError`. ``timeout`` bounds each page's
+        request. A generator: nothing is asked until it is iterated."""
+        request = StrPageRequest(year, month, format, limit)
+        while True:
+            answer = self.export_str_page(request, timeout)
+            header = answer.header
+            if header.code == ResultCode.NOTHING_TO_REPORT and request.first:
+                return
+            if header.code != ResultCode.OK:
+                where = "" if request.first else "after the first page"
+                raise StrReportError(header.code, header, where)
+            yield answer
+            if header.last:
+                return
+            following = request.after(header)
+            if (following.after_ms, following.after_id) == (request.after_ms, request.after_id):
+                raise ProtocolError("EXPORT_STR_PAGE answered a page that is not the last without moving its cursor")
+            request = following
+
+    def write_str_report(
+        self,
+        out: IO[bytes],
+        year: int,
+        month: int,
+        format: int = StrFormat.CSV,
+        limit: int = STR_PAGE_LIMIT_DEFAULT,
+        timeout: Optional[float] = None,
+    ) -> Optional[StrWritten]:
+        """Writes the month's Suspicious Transaction Report to ``out`` (a
+        binary file-like object: ``write(bytes)``) page by page
+        (:meth:`export_str_pages`), so neither side holds more than a page,
+        and flushes it. Returns :class:`StrWritten` (the report's cases and
+        bytes written), or ``None`` if the month has no case
+        (NOTHING_TO_REPORT; nothing is written). Raises as
+        :meth:`export_str_pages` does; on an error what was written is only
+        part of a report, so write to a temporary file and rename it once
+        this returns."""
+        cases = written = 0
+        pages = 0
+        for answer in self.export_str_pages(year, month, format, limit, timeout):
+            _write_all(out, answer.page)
+            cases = answer.header.cases
+            written += len(answer.page)
+            pages += 1
+        if not pages:
+            return None
+        flush = getattr(out, "flush", None)
+        if flush is not None:
+            flush()
+        return StrWritten(cases, written)
+
     def cluster_status(self, timeout: Optional[float] = None) -> Dict[str, Any]:
         """CLUSTER_STATUS (role OPERATOR): this node's view of its cluster.
         A single node refuses it UNKNOWN_KIND ("not a cluster node")."""
@@ -686,6 +810,18 @@ class Client:
         if reason is not None:
             closed.__cause__ = reason
         self._fail_all(closed)
+
+
+def _write_all(out: IO[bytes], data: bytes) -> None:
+    """Writes all of ``data`` (a raw file may take part of it at a time)."""
+    view = memoryview(data)
+    while view:
+        n = out.write(view)  # type: ignore[arg-type]
+        if n is None or n >= len(view):
+            return
+        if n <= 0:
+            raise OSError("the file took none of the page")
+        view = view[n:]
 
 
 def _ids(ids: Sequence[Union[int, Id]]) -> List[Id]:

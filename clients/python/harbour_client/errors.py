@@ -7,12 +7,16 @@ the detail, and has one subclass per code so a caller can catch just
 the detail). Nothing in a refused request was applied.
 
 A per-record failure is not an exception: it is the record's ``code``.
+The one exception to that is :class:`StrReportError`, raised by the paged
+STR export's loop (``Client.export_str_pages``, ``Client.write_str_report``)
+when a page is answered with a code that ends the report.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type, Union
+from typing import Any, Dict, Optional, Type, Union
 
+from .codes import ResultCode
 from .frame import ErrorCode
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "BusyError",
     "MalformedError",
     "NotLeaderError",
+    "StrReportError",
     "refused",
 ]
 
@@ -142,6 +147,30 @@ class NotLeaderError(RefusedError):
     def leader(self) -> Optional[str]:
         """The leader's channel address ``host:port``, or None when no leader is known."""
         return self.detail or None
+
+
+class StrReportError(HarbourError):
+    """A page of a paged STR export (EXPORT_STR_PAGE) was answered with a
+    result code that ends the report: INVALID_FIELD (month outside 1..12,
+    ``limit`` outside 1..100,000), OVERFLOW (a page past 256 MiB), or any
+    code but OK after the first page. NOTHING_TO_REPORT on the first page
+    is not an error (the export gives ``None`` or no pages), and an unknown
+    format is the frame error MALFORMED (:class:`MalformedError`). Not a
+    :class:`RefusedError`: the request was read and answered.
+    """
+
+    def __init__(self, code: Union[ResultCode, int], header: Any = None, detail: str = "") -> None:
+        #: The page's :class:`~harbour_client.codes.ResultCode` (a bare int if unknown).
+        self.code = code
+        #: The page's :class:`~harbour_client.records.StrPageHeader`.
+        self.header = header
+        name = code.name if isinstance(code, ResultCode) else "?"
+        super().__init__(f"STR page answered {name} ({int(code)})" + (f": {detail}" if detail else ""))
+
+    @property
+    def name(self) -> str:
+        """The code's contract name, e.g. ``INVALID_FIELD`` (``"?"`` for an unknown code)."""
+        return self.code.name if isinstance(self.code, ResultCode) else "?"
 
 
 _BY_CODE: Dict[ErrorCode, Type[RefusedError]] = {

@@ -33,6 +33,8 @@ from .records import (
     SetTime,
     StepUp,
     StrHeader,
+    StrPageHeader,
+    StrPageRequest,
     StrRequest,
     Transfer,
     TransferResult,
@@ -61,6 +63,8 @@ class Kind(enum.IntEnum):
     RESOLVE_REVIEW = 0x0040
     SET_TIME = 0x0041
     EXPORT_STR = 0x0042
+    #: Harbour addition: one bounded page of EXPORT_STR's report.
+    EXPORT_STR_PAGE = 0x0043
     #: Harbour addition: a cluster node's view of its cluster, as JSON.
     CLUSTER_STATUS = 0x0050
     #: Harbour addition: add or remove a cluster node (the leader).
@@ -81,7 +85,7 @@ class CountRule(enum.Enum):
     BATCH = "batch"
     #: Exactly 0 (PING, CLUSTER_STATUS, BACKUP, RELOAD_CHANNELS).
     ZERO = "zero"
-    #: Exactly 1 (HELLO, EXPORT_STR, CLUSTER_CHANGE).
+    #: Exactly 1 (HELLO, EXPORT_STR, EXPORT_STR_PAGE, CLUSTER_CHANGE).
     ONE = "one"
 
 
@@ -92,6 +96,8 @@ class AnswerBody(enum.Enum):
     RECORDS = "records"
     #: A StrHeader, then ``report_len`` bytes of report (EXPORT_STR).
     STR_REPORT = "str_report"
+    #: A StrPageHeader, then ``report_len`` bytes of a page (EXPORT_STR_PAGE).
+    STR_PAGE = "str_page"
     #: One UTF-8 JSON document (count 1).
     JSON = "json"
     #: Opaque bytes (count 1): BACKUP's ``raft.snap``.
@@ -105,7 +111,8 @@ class KindSpec:
     kind: Kind
     #: The request's record; ``None`` for kinds whose requests carry none.
     request: Optional[Type[Record]]
-    #: The answer's record (EXPORT_STR: the StrHeader); ``None`` for PING
+    #: The answer's record (EXPORT_STR: the StrHeader; EXPORT_STR_PAGE: the
+    #: StrPageHeader); ``None`` for PING
     #: and the JSON or bytes answers.
     response: Optional[Type[Record]]
     #: Roles any one of which may send it; 0 = any channel.
@@ -143,6 +150,7 @@ KINDS: Dict[Kind, KindSpec] = {
         KindSpec(Kind.RESOLVE_REVIEW, StepUp, TransferResult, Role.OPERATOR, _B),
         KindSpec(Kind.SET_TIME, SetTime, RecordResult, Role.OPERATOR, _B),
         KindSpec(Kind.EXPORT_STR, StrRequest, StrHeader, Role.REPORTING, _O, AnswerBody.STR_REPORT),
+        KindSpec(Kind.EXPORT_STR_PAGE, StrPageRequest, StrPageHeader, Role.REPORTING, _O, AnswerBody.STR_PAGE),
         KindSpec(Kind.CLUSTER_STATUS, None, None, Role.OPERATOR, _Z, AnswerBody.JSON),
         KindSpec(Kind.CLUSTER_CHANGE, ClusterChange, None, Role.OPERATOR, _O, AnswerBody.JSON),
         KindSpec(Kind.BACKUP, None, None, Role.OPERATOR, _Z, AnswerBody.BYTES),

@@ -37,6 +37,7 @@ __all__ = [
     "CreditLineFlags",
     "LoanState",
     "StrFormat",
+    "StrPageFlags",
     "ClusterOp",
     "Currency",
     "MINOR_UNITS",
@@ -59,6 +60,9 @@ __all__ = [
     "LoanResult",
     "StrRequest",
     "StrHeader",
+    "StrPageRequest",
+    "StrPageHeader",
+    "STR_PAGE_LIMIT_MAX",
     "ClusterChange",
     "CLUSTER_ADDR_MAX",
     "encode_all",
@@ -166,6 +170,13 @@ class StrFormat(enum.IntEnum):
 
     XML = 1
     CSV = 2
+
+
+class StrPageFlags(enum.IntFlag):
+    """StrPageHeader.flags."""
+
+    #: This page ends the report.
+    LAST = 1
 
 
 class ClusterOp(enum.IntEnum):
@@ -751,6 +762,104 @@ class StrHeader(Record):
     LAYOUT = (("code", "u16", ResultCode), ("format", "u8", StrFormat), (None, "reserved1"), ("report_len", "u32"))
 
 
+#: Cases a page of EXPORT_STR_PAGE may ask for at most (StrPageRequest.limit).
+STR_PAGE_LIMIT_MAX = 100_000
+
+
+@dataclass
+class StrPageRequest(Record):
+    """StrPageRequest (48): one page of a month's Suspicious Transaction Report
+    (EXPORT_STR_PAGE, a Harbour addition). The first page has ``as_of_ms``,
+    ``after_ms`` and ``after_id`` 0; each next page sends back the
+    ``as_of_ms`` and the cursor the previous page answered (:meth:`after`)."""
+
+    year: int = 0
+    #: 1..12 (the Hong Kong calendar month).
+    month: int = 0
+    #: :class:`StrFormat`.
+    format: int = StrFormat.XML
+    #: Cases in this page at most, 1..=:data:`STR_PAGE_LIMIT_MAX`.
+    limit: int = 0
+    #: The report covers the cases submitted at or before this time; 0 on
+    #: the first page (the switch's time now).
+    as_of_ms: int = 0
+    #: The cursor: the page starts after the case (``after_ms``, ``after_id``)
+    #: (submission time, transfer id); both 0 on the first page.
+    after_ms: int = 0
+    after_id: int = 0
+
+    SIZE = 48
+    LAYOUT = (
+        ("year", "u16"),
+        ("month", "u8"),
+        ("format", "u8", StrFormat),
+        ("limit", "u32"),
+        ("as_of_ms", "u64"),
+        ("after_ms", "u64"),
+        (None, "reserved8"),
+        ("after_id", "u128"),
+    )
+
+    @property
+    def first(self) -> bool:
+        """Whether this asks for the first page (the cursor is 0)."""
+        return self.after_ms == 0 and self.after_id == 0
+
+    def after(self, header: "StrPageHeader") -> "StrPageRequest":
+        """The request for the page after the one ``header`` answered: the
+        same month, format and limit, its ``as_of_ms`` and its cursor."""
+        return StrPageRequest(
+            self.year,
+            self.month,
+            self.format,
+            self.limit,
+            header.as_of_ms,
+            header.next_after_ms,
+            header.next_after_id,
+        )
+
+
+@dataclass
+class StrPageHeader(Record):
+    """StrPageHeader (48): precedes a page's bytes in EXPORT_STR_PAGE's
+    answer. The pages' bytes, in order, are the report EXPORT_STR would
+    give at ``as_of_ms``."""
+
+    code: int = ResultCode.OK
+    format: int = StrFormat.XML
+    #: :class:`StrPageFlags`: LAST on the page that ends the report.
+    flags: int = 0
+    #: Bytes of the page after this header.
+    report_len: int = 0
+    #: Cases in the whole report (the month's, submitted by ``as_of_ms``).
+    cases: int = 0
+    #: Cases in this page.
+    rows: int = 0
+    #: The time the report is as of (the switch's now on the first page).
+    as_of_ms: int = 0
+    #: The cursor of the next page: its request's ``after_ms``, ``after_id``.
+    next_after_ms: int = 0
+    next_after_id: int = 0
+
+    SIZE = 48
+    LAYOUT = (
+        ("code", "u16", ResultCode),
+        ("format", "u8", StrFormat),
+        ("flags", "u8", StrPageFlags),
+        ("report_len", "u32"),
+        ("cases", "u32"),
+        ("rows", "u32"),
+        ("as_of_ms", "u64"),
+        ("next_after_ms", "u64"),
+        ("next_after_id", "u128"),
+    )
+
+    @property
+    def last(self) -> bool:
+        """Whether this page ends the report."""
+        return bool(self.flags & StrPageFlags.LAST)
+
+
 #: Longest address a ClusterChange carries, in bytes.
 CLUSTER_ADDR_MAX = 64
 
@@ -800,5 +909,7 @@ RECORDS: Sequence[Type[Record]] = (
     LoanResult,
     StrRequest,
     StrHeader,
+    StrPageRequest,
+    StrPageHeader,
     ClusterChange,
 )

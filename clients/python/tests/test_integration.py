@@ -19,6 +19,7 @@ Over TLS (optional): ``HARBOUR_TLS_ADDR`` of a switch configured with
 """
 
 import datetime
+import io
 import itertools
 import os
 import socket
@@ -61,6 +62,9 @@ from harbour_client import (
     Role,
     StepUp,
     StrFormat,
+    StrPageRequest,
+    StrReportError,
+    StrWritten,
     TlsConfig,
     Transfer,
     TransferFlags,
@@ -412,6 +416,67 @@ class LiveSwitchTest(unittest.TestCase):
         self.assertEqual(bad.header.code, ResultCode.INVALID_FIELD)
         c.cancel_transfers([case.transfer_id])
 
+    def test_str_pages_of_one_case_are_export_strs_report(self) -> None:
+        c = self.client
+        (a,) = self.accounts(1)
+        self.deposit(a, 100_000)
+        cases = [self.transfer(a, REMITTANCE_OUT, 1_000 + i, destination_country=408) for i in range(3)]
+        self.assertTrue(all(r.holds == Holds.SMS_OTP for r in cases))
+        year, month = hk_month(self.switch_time_ms())
+        # The clock is manual and nothing is submitted in between: the pages
+        # and EXPORT_STR are made at the same switch time.
+        for format in (StrFormat.CSV, StrFormat.XML):
+            with self.subTest(format=format.name):
+                whole = c.export_str(year, month, format)
+                self.assertEqual(whole.header.code, ResultCode.OK)
+                pages = list(c.export_str_pages(year, month, format, limit=1))
+                self.assertEqual(b"".join(p.page for p in pages), whole.report)
+                self.assertEqual([p.last for p in pages], [False] * (len(pages) - 1) + [True])
+                self.assertTrue(all(p.header.rows == 1 for p in pages), "one case a page")
+                self.assertEqual({p.header.cases for p in pages}, {len(pages)}, "a page a case")
+                self.assertEqual({p.header.as_of_ms for p in pages}, {pages[0].header.as_of_ms})
+                self.assertEqual({p.header.format for p in pages}, {format})
+                self.assertGreaterEqual(len(pages), len(cases))
+                for r in cases:
+                    self.assertIn(str(r.transfer_id).encode(), whole.report)
+                out = io.BytesIO()
+                written = c.write_str_report(out, year, month, format, limit=2)
+                self.assertEqual(written, StrWritten(len(pages), len(whole.report)))
+                self.assertEqual(out.getvalue(), whole.report)
+        # The first page by hand: as_of_ms 0 is the switch's now.
+        first = c.export_str_page(StrPageRequest(year, month, StrFormat.CSV, limit=1))
+        self.assertEqual(first.header.code, ResultCode.OK)
+        self.assertEqual(first.header.as_of_ms, self.switch_time_ms())
+        self.assertTrue(first.text.startswith("transfer_id,submitted_at,"))
+        c.cancel_transfers([r.transfer_id for r in cases])
+
+    def test_str_page_codes_and_errors(self) -> None:
+        c = self.client
+        year, month = hk_month(self.switch_time_ms())
+        for bad in (
+            StrPageRequest(year, month, StrFormat.CSV, limit=0),
+            StrPageRequest(year, month, StrFormat.CSV, limit=100_001),
+            StrPageRequest(year, 13, StrFormat.XML, limit=1),
+            StrPageRequest(year, 0, StrFormat.XML, limit=1),
+        ):
+            with self.subTest(month=bad.month, limit=bad.limit):
+                answer = c.export_str_page(bad)
+                self.assertEqual((answer.header.code, answer.page), (ResultCode.INVALID_FIELD, b""))
+        with self.assertRaises(StrReportError) as e:
+            list(c.export_str_pages(year, month, StrFormat.CSV, limit=0))
+        self.assertEqual(e.exception.code, ResultCode.INVALID_FIELD)
+        nothing = c.export_str_page(StrPageRequest(2000, 1, StrFormat.CSV, limit=10))
+        self.assertEqual((nothing.header.code, nothing.page), (ResultCode.NOTHING_TO_REPORT, b""))
+        out = io.BytesIO()
+        self.assertIsNone(c.write_str_report(out, 2000, 1))
+        self.assertEqual(out.getvalue(), b"")
+        # An unknown format never reaches the engine: MALFORMED, as EXPORT_STR's.
+        with self.assertRaises(MalformedError):
+            c.export_str_page(StrPageRequest(year, month, 3, limit=1))
+        with self.assertRaises(MalformedError):
+            c.export_str(year, month, 3)
+        c.ping()
+
     # -- bad input -------------------------------------------------------------
 
     def test_bad_records_get_their_own_codes(self) -> None:
@@ -456,6 +521,8 @@ class LiveSwitchTest(unittest.TestCase):
             (Kind.SUBMIT_TRANSFERS, 1, good[:63], ErrorCode.BAD_LENGTH),
             (Kind.PING, 1, b"", ErrorCode.BAD_LENGTH),
             (Kind.EXPORT_STR, 0, b"", ErrorCode.BAD_LENGTH),
+            (Kind.EXPORT_STR_PAGE, 0, b"", ErrorCode.BAD_LENGTH),
+            (Kind.EXPORT_STR_PAGE, 2, bytes(96), ErrorCode.BAD_LENGTH),
             (Kind.LOOKUP_TRANSFERS, c.max_batch + 1, bytes(16) * (c.max_batch + 1), ErrorCode.BATCH_TOO_LARGE),
             # MALFORMED refuses the whole frame: the good transfer is not applied.
             (Kind.SUBMIT_TRANSFERS, 2, good + undefined_flag, ErrorCode.MALFORMED),
@@ -684,6 +751,10 @@ class LiveTlsTest(unittest.TestCase):
             with self.assertRaises(ForbiddenError) as e:
                 c.create_accounts([Account(new_id(), home_country=344)])
             self.assertEqual(e.exception.name, "FORBIDDEN")
+            # REPORTING is enough for the paged STR (a month without cases is None).
+            year, month = hk_month(c.server_time_ms)
+            written = c.write_str_report(io.BytesIO(), year, month, limit=1)
+            self.assertTrue(written is None or written.cases >= 1, written)
             c.ping()
 
 

@@ -26,6 +26,7 @@ RUST_KINDS = {
     "RESOLVE_REVIEW": 0x0040,
     "SET_TIME": 0x0041,
     "EXPORT_STR": 0x0042,
+    "EXPORT_STR_PAGE": 0x0043,
     "CLUSTER_STATUS": 0x0050,
     "CLUSTER_CHANGE": 0x0051,
     "BACKUP": 0x0052,
@@ -54,6 +55,7 @@ SIZES = {
     "RESOLVE_REVIEW": (24, 64),
     "SET_TIME": (16, 32),
     "EXPORT_STR": (16, 8),
+    "EXPORT_STR_PAGE": (48, 48),
     "CLUSTER_STATUS": (0, 1),
     "CLUSTER_CHANGE": (144, 1),
     "BACKUP": (0, 1),
@@ -71,7 +73,7 @@ class KindsTest(unittest.TestCase):
             row = KINDS[Kind[name]]
             with self.subTest(kind=name):
                 self.assertEqual(row.request.SIZE if row.request else 0, request)
-                if row.answer is AnswerBody.RECORDS or row.answer is AnswerBody.STR_REPORT:
+                if row.answer in (AnswerBody.RECORDS, AnswerBody.STR_REPORT, AnswerBody.STR_PAGE):
                     self.assertEqual(row.response.SIZE if row.response else 0, response)
                 else:
                     self.assertEqual(response, 1)
@@ -81,7 +83,9 @@ class KindsTest(unittest.TestCase):
         zero = {k.name for k, row in KINDS.items() if row.count is CountRule.ZERO}
         one = {k.name for k, row in KINDS.items() if row.count is CountRule.ONE}
         self.assertEqual(zero, {"PING", "CLUSTER_STATUS", "BACKUP", "RELOAD_CHANNELS"})
-        self.assertEqual(one, {"EXPORT_STR", "CLUSTER_CHANGE"})
+        self.assertEqual(one, {"EXPORT_STR", "EXPORT_STR_PAGE", "CLUSTER_CHANGE"})
+        self.assertEqual(KINDS[Kind.EXPORT_STR_PAGE].roles, Role.REPORTING)
+        self.assertIs(KINDS[Kind.EXPORT_STR_PAGE].answer, AnswerBody.STR_PAGE)
         self.assertEqual(KINDS[Kind.REPAY_LOANS].roles, Role.PAYMENTS | Role.LENDING)
         self.assertEqual(KINDS[Kind.LOOKUP_BALANCES].roles, Role(0), "any channel")
         self.assertEqual(KINDS[Kind.SET_TIME].roles, Role.OPERATOR)

@@ -8,6 +8,7 @@ from typing import Dict, List, Tuple, Type
 from harbour_client.codes import ResultCode, result_code
 from harbour_client.records import (
     RECORDS,
+    STR_PAGE_LIMIT_MAX,
     Account,
     AccountKind,
     Balance,
@@ -37,6 +38,9 @@ from harbour_client.records import (
     StepUp,
     StrFormat,
     StrHeader,
+    StrPageFlags,
+    StrPageHeader,
+    StrPageRequest,
     StrRequest,
     Transfer,
     TransferFlags,
@@ -119,6 +123,26 @@ SAMPLES: List[Record] = [
     ),
     StrRequest(year=2026, month=11, format=StrFormat.CSV),
     StrHeader(code=ResultCode.NOTHING_TO_REPORT, format=StrFormat.XML, report_len=(1 << 32) - 1),
+    StrPageRequest(
+        year=2026,
+        month=12,
+        format=StrFormat.CSV,
+        limit=STR_PAGE_LIMIT_MAX,
+        as_of_ms=U64,
+        after_ms=U64 - 1,
+        after_id=U128,
+    ),
+    StrPageHeader(
+        code=ResultCode.OVERFLOW,
+        format=StrFormat.XML,
+        flags=StrPageFlags.LAST,
+        report_len=(1 << 32) - 1,
+        cases=(1 << 32) - 2,
+        rows=(1 << 32) - 3,
+        as_of_ms=U64,
+        next_after_ms=U64 - 1,
+        next_after_id=U128 - 1,
+    ),
     ClusterChange(node_id=U64, op=ClusterOp.ADD, channel="10.0.0.4:7400", peer="n" * 62 + ":1"),
 ]
 
@@ -216,6 +240,26 @@ LAYOUTS: Dict[Type[Record], Tuple[int, Dict[str, int], List[Tuple[int, int]]]] =
     ),
     StrRequest: (16, {"year": 0, "month": 2, "format": 3}, [(4, 16)]),
     StrHeader: (8, {"code": 0, "format": 2, "report_len": 4}, [(3, 4)]),
+    StrPageRequest: (
+        48,
+        {"year": 0, "month": 2, "format": 3, "limit": 4, "as_of_ms": 8, "after_ms": 16, "after_id": 32},
+        [(24, 32)],
+    ),
+    StrPageHeader: (
+        48,
+        {
+            "code": 0,
+            "format": 2,
+            "flags": 3,
+            "report_len": 4,
+            "cases": 8,
+            "rows": 12,
+            "as_of_ms": 16,
+            "next_after_ms": 24,
+            "next_after_id": 32,
+        },
+        [],
+    ),
     ClusterChange: (144, {"node_id": 0, "op": 8, "channel": 16, "peer": 80}, [(9, 16)]),
 }
 
@@ -261,6 +305,62 @@ class LayoutTest(unittest.TestCase):
         self.assertEqual(b[46:48], bytes([0x01, 0x00]))
         self.assertEqual(b[48:50], bytes([0x12, 0x11]))
         self.assertEqual(b[56:58], bytes([0x14, 0x13]))
+
+    def test_str_page_bytes_land_at_their_offsets(self) -> None:
+        # protocol/src/records.rs, StrPageRequest and StrPageHeader; docs/protocol.md.
+        r = StrPageRequest(
+            year=0x07EA,
+            month=0x0B,
+            format=StrFormat.CSV,
+            limit=0x01020304,
+            as_of_ms=0x1112131415161718,
+            after_ms=0x2122232425262728,
+            after_id=(0x3132333435363738 << 64) | 0x4142434445464748,
+        )
+        b = r.encode()
+        self.assertEqual(len(b), 48)
+        self.assertEqual(b[0:4], bytes([0xEA, 0x07, 0x0B, 0x02]))
+        self.assertEqual(b[4:8], bytes([0x04, 0x03, 0x02, 0x01]))
+        self.assertEqual(b[8:16], (0x1112131415161718).to_bytes(8, "little"))
+        self.assertEqual(b[16:24], (0x2122232425262728).to_bytes(8, "little"))
+        self.assertEqual(b[24:32], bytes(8), "reserved")
+        self.assertEqual(b[32:40], (0x4142434445464748).to_bytes(8, "little"), "u128: low half first")
+        self.assertEqual(b[40:48], (0x3132333435363738).to_bytes(8, "little"))
+        self.assertEqual(b[32:48], r.after_id.to_bytes(16, "little"))
+        # The header, from bytes laid out by hand.
+        raw = (
+            (22).to_bytes(2, "little")
+            + bytes([1, 1])
+            + (0x0A0B0C0D).to_bytes(4, "little")
+            + (7).to_bytes(4, "little")
+            + (3).to_bytes(4, "little")
+            + (0x5152535455565758).to_bytes(8, "little")
+            + (0x6162636465666768).to_bytes(8, "little")
+            + ((1 << 100) + 5).to_bytes(16, "little")
+        )
+        h = StrPageHeader.decode(raw)
+        self.assertEqual(
+            (h.code, h.format, h.flags, h.report_len, h.cases, h.rows),
+            (ResultCode.INVALID_FIELD, StrFormat.XML, StrPageFlags.LAST, 0x0A0B0C0D, 7, 3),
+        )
+        self.assertEqual(
+            (h.as_of_ms, h.next_after_ms, h.next_after_id), (0x5152535455565758, 0x6162636465666768, (1 << 100) + 5)
+        )
+        self.assertTrue(h.last)
+        self.assertEqual(h.encode(), raw)
+        self.assertFalse(StrPageHeader.decode(raw[:3] + b"\0" + raw[4:]).last)
+
+    def test_str_page_request_first_and_after(self) -> None:
+        first = StrPageRequest(2026, 3, StrFormat.XML, 500)
+        self.assertTrue(first.first)
+        self.assertEqual(first.encode()[8:48], bytes(40), "as_of_ms, the cursor and reserved all 0 on the first page")
+        header = StrPageHeader(as_of_ms=1_772_000_000_000, next_after_ms=1_771_000_000_000, next_after_id=99)
+        following = first.after(header)
+        self.assertEqual(
+            following, StrPageRequest(2026, 3, StrFormat.XML, 500, 1_772_000_000_000, 1_771_000_000_000, 99)
+        )
+        self.assertFalse(following.first)
+        self.assertEqual(STR_PAGE_LIMIT_MAX, 100_000)
 
     def test_u128_is_low_half_first(self) -> None:
         b = Id((2 << 64) | 1).encode()
@@ -382,6 +482,7 @@ class EnumTest(unittest.TestCase):
         self.assertEqual((Outcome.PASS, Outcome.FAIL), (1, 2))
         self.assertEqual((FinalizeAction.POST, FinalizeAction.VOID), (1, 2))
         self.assertEqual((StrFormat.XML, StrFormat.CSV), (1, 2))
+        self.assertEqual(StrPageFlags.LAST, 1)
         self.assertEqual(Currency.HKD, 344)
         self.assertEqual(Currency.AUD, 36)
         self.assertEqual(len(Currency), 14)
