@@ -21,8 +21,12 @@ fn serve_command(data: &std::path::Path, config: &std::path::Path) -> Command {
 
 /// Starts `harbour serve` and returns it with the address it printed.
 fn serve(data: &std::path::Path, config: &std::path::Path) -> (Child, String) {
-    let mut child =
-        serve_command(data, config).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("harbour runs");
+    listening(&mut serve_command(data, config))
+}
+
+/// Runs a `harbour serve` command and returns it with the address it printed.
+fn listening(command: &mut Command) -> (Child, String) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("harbour runs");
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("a line");
     let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_string();
@@ -380,16 +384,9 @@ fn sighup_reloads_the_channels() {
 #[test]
 fn a_switch_without_a_configuration_file_has_nothing_to_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--clock", "manual", "--data"])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("harbour runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("a line");
-    let addr = line.trim().strip_prefix("listening on ").expect("the address").to_string();
+    let mut command = Command::new(BIN);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--clock", "manual", "--data"]);
+    let (child, addr) = listening(command.arg(dir.path().join("data")));
     let (ok, out) = run(&addr, &["reload"]);
     assert!(!ok && out.contains("no configuration file"), "{out}");
     assert!(run(&addr, &["ping"]).0, "still served with the embedded channel");
