@@ -172,6 +172,9 @@ pub struct Config {
     /// Bytes of answers not yet taken by their connections' writers, all
     /// connections together; past it requests are BUSY (nothing applied).
     pub answer_bytes_max: u64,
+    /// Log the whole timeline of one request in this many (0: none;
+    /// `docs/operations.md`, "A request's timeline").
+    pub trace_sample: u64,
     pub connections_max: usize,
     /// Connections awaiting HELLO at most, and from one address.
     pub unauthenticated_max: usize,
@@ -309,6 +312,7 @@ impl Default for Config {
             max_batch: MAX_BATCH_DEFAULT,
             max_in_flight: MAX_IN_FLIGHT_DEFAULT,
             answer_bytes_max: 256 << 20,
+            trace_sample: 0,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             unauthenticated_max: UNAUTHENTICATED_MAX_DEFAULT,
             unauthenticated_per_address: UNAUTHENTICATED_PER_ADDRESS_DEFAULT,
@@ -352,6 +356,7 @@ struct File {
     backend: Option<String>,
     max_in_flight: Option<u32>,
     answer_bytes_max: Option<u64>,
+    trace_sample: Option<u64>,
     connections_max: Option<usize>,
     unauthenticated_max: Option<usize>,
     unauthenticated_per_address: Option<usize>,
@@ -559,6 +564,9 @@ impl Config {
         }
         if let Some(v) = file.answer_bytes_max {
             self.answer_bytes_max = v;
+        }
+        if let Some(v) = file.trace_sample {
+            self.trace_sample = v;
         }
         if let Some(v) = file.connections_max {
             self.connections_max = v;

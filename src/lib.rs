@@ -35,6 +35,7 @@ pub mod shard;
 pub mod show;
 pub mod sim;
 pub mod sync;
+pub mod timeline;
 pub mod tls;
 pub mod top;
 pub mod traffic;

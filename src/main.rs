@@ -360,6 +360,10 @@ struct ServeArgs {
     /// Number of shards (recorded in the data directory) [default: 1].
     #[arg(long)]
     shards: Option<usize>,
+    /// Log the whole timeline of one request in N (target harbour::trace)
+    /// [default: 0, none].
+    #[arg(long, value_name = "N")]
+    trace_sample: Option<u64>,
     /// Record every request the switch takes to this traffic file, for
     /// `harbour-loadtest replay`.
     #[arg(long)]
@@ -756,6 +760,9 @@ fn serve_config(args: &ServeArgs) -> Result<Config, String> {
     }
     if let Some(v) = &args.clock {
         config.switch.clock = config::parse_clock(v).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = args.trace_sample {
+        config.trace_sample = v;
     }
     if let Some(v) = args.shards {
         config.switch.shards = v;

@@ -107,36 +107,90 @@ fn quantile_of(buckets: &[u64; HISTO_BUCKETS], count: u64, q: f64) -> u64 {
     Histo::upper(HISTO_BUCKETS - 1)
 }
 
-/// The stages a request goes through, each with its latency histogram.
+/// The stages a request goes through, each with its latency histogram: a
+/// request's timeline, in order (`docs/operations.md`, "A request's
+/// timeline"). Gaps are stages too, so the stages of one request add up to
+/// its time in the switch (`total`); `aml` and `log_append` are parts of a
+/// group's time, inside `group_to_apply` and `apply_to_fsync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
-    /// From a whole frame read to the request handed to a shard (checks,
-    /// session, routing).
-    Decode = 0,
+    /// From the read that completed a frame to its checks starting (the
+    /// frames read before it in the same buffer are handled first).
+    Read = 0,
+    /// From the frame's checks starting to the request handed to a shard
+    /// (checks, session, routing).
+    Decode = 1,
     /// Waiting in the shard's queue.
-    QueueWait = 1,
+    QueueWait = 2,
+    /// From taken off the queue to its group starting (the shard takes the
+    /// rest of the group).
+    QueueToGroup = 3,
     /// The AML remote scorer's wait for a group (the built-in rules are
     /// inside `Apply`).
-    Aml = 2,
+    Aml = 4,
+    /// From the group's start to this request's apply: timers, other
+    /// shards' entries, the scorer, the group's earlier requests.
+    GroupToApply = 5,
     /// The engine applying one request.
-    Apply = 3,
+    Apply = 6,
+    /// From this request applied to its group's sync: the group's later
+    /// requests.
+    ApplyToFsync = 7,
     /// Appending one group's records to the log buffer.
-    LogAppend = 4,
+    LogAppend = 8,
     /// Writing and syncing one group (one fdatasync).
-    Fsync = 5,
+    Fsync = 9,
+    /// From the group's sync to this request's answer handed back: the
+    /// group's earlier answers, and with several shards the wait for the
+    /// other shards' acknowledgements.
+    FsyncToAnswer = 10,
+    /// From the answer queued for the connection's writer to its bytes
+    /// written to the socket.
+    AnswerToWrite = 11,
     /// From a whole frame read to its answer queued for the writer.
-    EndToEnd = 6,
+    EndToEnd = 12,
+    /// From the read that completed a frame to its answer written.
+    Total = 13,
 }
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 7] =
-        [Self::Decode, Self::QueueWait, Self::Aml, Self::Apply, Self::LogAppend, Self::Fsync, Self::EndToEnd];
+    pub const ALL: [Stage; 14] = [
+        Self::Read,
+        Self::Decode,
+        Self::QueueWait,
+        Self::QueueToGroup,
+        Self::Aml,
+        Self::GroupToApply,
+        Self::Apply,
+        Self::ApplyToFsync,
+        Self::LogAppend,
+        Self::Fsync,
+        Self::FsyncToAnswer,
+        Self::AnswerToWrite,
+        Self::EndToEnd,
+        Self::Total,
+    ];
 
     /// Its label value.
     #[must_use]
     pub fn name(self) -> &'static str {
-        ["decode", "queue_wait", "aml", "apply", "log_append", "fsync", "end_to_end"][self as usize]
+        [
+            "read",
+            "decode",
+            "queue_wait",
+            "queue_to_group",
+            "aml",
+            "group_to_apply",
+            "apply",
+            "apply_to_fsync",
+            "log_append",
+            "fsync",
+            "fsync_to_answer",
+            "answer_to_write",
+            "end_to_end",
+            "total",
+        ][self as usize]
     }
 }
 
@@ -169,7 +223,7 @@ const RESULT_CODES_MAX: usize = 72;
 #[derive(Debug)]
 pub struct Metrics {
     /// Latency per stage.
-    pub stages: [Histo; 7],
+    pub stages: [Histo; Stage::ALL.len()],
     /// End-to-end latency per kind (`KIND_SLOTS` order).
     pub kinds: [Histo; 17],
     /// Per-record result codes of the shards' answers, by code.
@@ -261,7 +315,7 @@ const AML_HOLDS: [(crate::engine::holds::Holds, &str, &str); 4] = [
 
 /// The process's counters.
 pub static METRICS: Metrics = Metrics {
-    stages: [const { Histo::new() }; 7],
+    stages: [const { Histo::new() }; Stage::ALL.len()],
     kinds: [const { Histo::new() }; 17],
     results: [const { AtomicU64::new(0) }; RESULT_CODES_MAX],
     queue_depth: AtomicU64::new(0),

@@ -42,6 +42,7 @@ use crate::protocol::kind;
 use crate::protocol::kinds::{self, CountRule, KindSpec, Route};
 use crate::protocol::session::{Challenge, Hello, HelloResponse};
 use crate::shard::{Switch, SwitchError};
+use crate::timeline::{Mark, Sampler, Trace};
 
 /// Bytes a connection reads at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -117,6 +118,7 @@ async fn serve(
         write_timeout: Duration::from_millis(config.write_timeout_ms),
     };
     let exports = Arc::new(Semaphore::new(STR_EXPORTS_MAX));
+    let traces = Arc::new(Sampler::new(config.trace_sample));
     let answer_bytes = Arc::new(crate::handoff::Admission::new(config.answer_bytes_max));
     // Connections watch `draining`; the server waits for them through `done`.
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -154,6 +156,7 @@ async fn serve(
                     limits: limits.clone(),
                     in_flight: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
                     exports: Arc::clone(&exports),
+                    traces: Arc::clone(&traces),
                     recorder: recorder.clone(),
                     session: None,
                     fatal: fatal_tx.clone(),
@@ -381,6 +384,28 @@ fn channel_limits(config: &Config) -> Vec<(u32, crate::admission::ChannelLimits)
 /// writer takes it.
 type Answer = (BytesMut, Place);
 
+/// A request's times the writer finishes once its answer is written: the
+/// read that completed its frame, its answer queued, and its trace if it is
+/// sampled (`timeline`).
+struct Timing {
+    read: std::time::Instant,
+    answered: std::time::Instant,
+    trace: Option<Arc<Trace>>,
+}
+
+impl Timing {
+    /// Records the stages from the answer queued to its bytes written, and
+    /// logs the trace.
+    fn written(self, at: std::time::Instant) {
+        METRICS.stage(Stage::AnswerToWrite, at.saturating_duration_since(self.answered));
+        METRICS.stage(Stage::Total, at.saturating_duration_since(self.read));
+        if let Some(trace) = self.trace {
+            trace.mark(Mark::Written, at);
+            trace.log();
+        }
+    }
+}
+
 /// What an unanswered request holds: its in-flight place on the
 /// connection and, for the books' answers, its share of the answer budget.
 /// The place is given back when the answer is taken for writing (or
@@ -391,6 +416,8 @@ struct Place {
     budget: Option<AnswerBudget>,
     /// The channel's own in-flight place, if it has a bound.
     _channel: Option<OwnedSemaphorePermit>,
+    /// A books' answer's times, for the timeline.
+    timing: Option<Timing>,
 }
 
 /// A share of the answer budget (`Config::answer_bytes_max`: channels that
@@ -418,6 +445,8 @@ struct Connection {
     in_flight: Arc<Semaphore>,
     /// STR exports being made, switch-wide.
     exports: Arc<Semaphore>,
+    /// Which requests' timelines are logged (`--trace-sample`).
+    traces: Arc<Sampler>,
     /// Where taken requests are recorded (`--record`), if anywhere.
     recorder: Option<Arc<crate::traffic::Recorder>>,
     session: Option<Session>,
@@ -488,6 +517,8 @@ impl Connection {
         send_frame(&out_tx, kind::CHALLENGE, 1, 0, &challenge.encode()).await;
 
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // When the last read returned: the frames it completed were read then.
+        let mut read_at = std::time::Instant::now();
         'frames: loop {
             // Take every whole frame already buffered.
             loop {
@@ -500,7 +531,7 @@ impl Connection {
                         if self.writer_gone.is_set() {
                             break 'frames;
                         }
-                        if let Next::Close = self.handle(header, body, &nonce, &out_tx).await {
+                        if let Next::Close = self.handle((header, body), &nonce, &out_tx, read_at).await {
                             break 'frames;
                         }
                     }
@@ -526,7 +557,7 @@ impl Connection {
             tokio::select! {
                 read = tokio::time::timeout(timeout, reader.read_buf(&mut buf)) => match read {
                     Ok(Ok(0)) | Ok(Err(_)) => break,
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => read_at = std::time::Instant::now(),
                     Err(_) => {
                         // Idle too long: only close if still nothing is pending.
                         if self.in_flight.available_permits() == self.limits.max_in_flight as usize {
@@ -569,8 +600,15 @@ impl Connection {
 
     /// Runs the per-frame checks after the codec's, in the contract's order:
     /// session, kind, role, length, count, in-flight, record contents.
-    async fn handle(&mut self, h: Header, body: Bytes, nonce: &[u8; 16], out: &mpsc::Sender<BytesMut>) -> Next {
+    async fn handle(
+        &mut self,
+        (h, body): (Header, Bytes),
+        nonce: &[u8; 16],
+        out: &mpsc::Sender<BytesMut>,
+        read: std::time::Instant,
+    ) -> Next {
         let received = std::time::Instant::now();
+        METRICS.stage(Stage::Read, received.saturating_duration_since(read));
         let fail = |code: ErrorCode, detail: String| async move {
             send_error(out, code, h.request_id, &detail).await;
             if code.closes() { Next::Close } else { Next::Continue }
@@ -643,7 +681,7 @@ impl Connection {
                 return self.operate(h, body, permit, out).await;
             }
             _ if spec.route != Route::Session => {
-                return self.dispatch(h, body, spec, permit, out, received).await;
+                return self.dispatch(h, body, spec, permit, out, (read, received)).await;
             }
             // Every kind of the table is PING, HELLO or the engine's.
             _ => return fail(ErrorCode::UnknownKind, format!("kind {:#06x} is not served", h.kind)).await,
@@ -737,7 +775,7 @@ impl Connection {
         spec: &KindSpec,
         permit: tokio::sync::OwnedSemaphorePermit,
         out: &mpsc::Sender<BytesMut>,
-        received: std::time::Instant,
+        (read, received): (std::time::Instant, std::time::Instant),
     ) -> Next {
         if self.writer_gone.is_set() {
             // Its answer could not be delivered: do not apply it.
@@ -756,7 +794,8 @@ impl Connection {
         };
         if matches!(h.kind, kind::EXPORT_STR | kind::EXPORT_STR_PAGE) {
             // One export at a time switch-wide bounds its memory.
-            return self.export_str(h, body, Place { _permit: permit, budget: None, _channel: channel }, out).await;
+            let place = Place { _permit: permit, budget: None, _channel: channel, timing: None };
+            return self.export_str(h, body, place, out).await;
         }
         let bytes = u64::from(h.count) * spec.response_size as u64;
         if !self.answer_bytes.admit(bytes, false) {
@@ -764,7 +803,12 @@ impl Connection {
                 .await;
         }
         let budget = Some(AnswerBudget { admission: Arc::clone(&self.answer_bytes), bytes });
-        let permit = Place { _permit: permit, budget, _channel: channel };
+        let trace = self.traces.take().then(|| Trace::new(read, h.request_id, h.kind, h.count));
+        if let Some(t) = &trace {
+            t.mark(Mark::Decoded, received);
+        }
+        let timing = Some(Timing { read, answered: received, trace: trace.clone() });
+        let permit = Place { _permit: permit, budget, _channel: channel, timing };
         let scoped = self.session.as_ref().and_then(|s| s.scoped(h.kind, &body));
         let applied_kind = if scoped.is_some() { kind::SCOPED } else { h.kind };
         if self.switch.single_shard() {
@@ -780,7 +824,7 @@ impl Connection {
             });
             METRICS.stage(Stage::Decode, received.elapsed());
             let applied = scoped.unwrap_or_else(|| body.to_vec());
-            return match self.switch.dispatch_direct(applied_kind, applied, false, reply) {
+            return match self.switch.dispatch_direct(applied_kind, applied, false, reply, trace) {
                 Ok(()) => {
                     if let Some(r) = &self.recorder {
                         r.record(h.kind, h.count, &body);
@@ -793,7 +837,8 @@ impl Connection {
             };
         }
         METRICS.stage(Stage::Decode, received.elapsed());
-        let pending = match self.switch.dispatch(applied_kind, scoped.as_deref().unwrap_or(&body), false) {
+        let applied = scoped.as_deref().unwrap_or(&body);
+        let pending = match self.switch.dispatch_traced(applied_kind, applied, false, trace.as_ref()) {
             Ok(p) => p,
             Err(e) => return self.refused(e, h, out).await,
         };
@@ -863,7 +908,7 @@ impl Connection {
             return Next::Continue;
         };
         let answers = self.answers.clone().expect("a running connection has an answer queue");
-        let place = Place { _permit: permit, budget: None, _channel: None };
+        let place = Place { _permit: permit, budget: None, _channel: None, timing: None };
         let failed = self.failed();
         tokio::spawn(async move {
             let answer = match h.kind {
@@ -971,7 +1016,13 @@ fn deliver_error(answers: &mpsc::Sender<Answer>, code: ErrorCode, h: Header, det
 }
 
 /// Queues a shard's answer for the writer, with its in-flight place.
-fn deliver(answers: &mpsc::Sender<Answer>, kind: u16, h: Header, records: &[u8], permit: Place) {
+fn deliver(answers: &mpsc::Sender<Answer>, kind: u16, h: Header, records: &[u8], mut permit: Place) {
+    if let Some(timing) = &mut permit.timing {
+        timing.answered = std::time::Instant::now();
+        if let Some(trace) = &timing.trace {
+            trace.mark(Mark::Answered, timing.answered);
+        }
+    }
     let mut bytes = BytesMut::with_capacity(frame::HEADER_SIZE + records.len());
     frame::encode(&mut bytes, kind, h.count, h.request_id, records);
     // There is a place per permit; Closed means the channel went away.
@@ -1009,6 +1060,7 @@ async fn write_loop(
     let mut gathered = BytesMut::with_capacity(READ_CHUNK);
     let mut places: Vec<Place> = Vec::new();
     let mut budgets: Vec<AnswerBudget> = Vec::new();
+    let mut timings: Vec<Timing> = Vec::new();
     let (mut frames_open, mut answers_open) = (true, true);
     while frames_open || answers_open {
         tokio::select! {
@@ -1035,12 +1087,15 @@ async fn write_loop(
             }
         }
         // The places go now; the budget stays with the bytes until written.
+        timings.extend(places.iter_mut().filter_map(|p| p.timing.take()));
         budgets.extend(places.drain(..).filter_map(|p| p.budget));
         if !gathered.is_empty() {
             // A channel that stops reading does not hold the connection (or
             // a shutdown) forever.
             match tokio::time::timeout(write_timeout, writer.write_all(&gathered)).await {
                 Ok(Ok(())) => {
+                    let written = std::time::Instant::now();
+                    timings.drain(..).for_each(|t| t.written(written));
                     gathered.clear();
                     budgets.clear();
                     // A burst's buffer is not kept for the connection's life.

@@ -88,8 +88,9 @@ pub fn render(now: &Samples, before: Option<&Samples>, elapsed: Duration) -> Str
         None => "since the switch started (the next screens: the last second)".to_string(),
     };
     let _ = writeln!(out, "\nlatency {window}");
-    let _ = writeln!(out, "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10}", "stage", "per s", "p50", "p99", "p99.9", "max");
-    for stage in ["decode", "queue_wait", "aml", "apply", "log_append", "fsync", "end_to_end"] {
+    let _ = writeln!(out, "{:<16} {:>10} {:>10} {:>10} {:>10} {:>10}", "stage", "per s", "p50", "p99", "p99.9", "max");
+    // A request's timeline in order: the gaps between stages are stages.
+    for stage in crate::metrics::Stage::ALL.map(crate::metrics::Stage::name) {
         let label = format!("stage=\"{stage}\"");
         let q = |quantile: f64| match before {
             Some(b) => interval_quantile(now, b, "harbour_stage_seconds", &label, quantile),
@@ -97,7 +98,7 @@ pub fn render(now: &Samples, before: Option<&Samples>, elapsed: Duration) -> Str
         };
         let _ = writeln!(
             out,
-            "{stage:<14} {:>10.0} {:>10} {:>10} {:>10} {:>10}",
+            "{stage:<16} {:>10.0} {:>10} {:>10} {:>10} {:>10}",
             rate(&format!("harbour_stage_seconds_count{{{label}}}")),
             seconds(q(0.5)),
             seconds(q(0.99)),

@@ -393,6 +393,40 @@ fn a_switch_without_a_configuration_file_has_nothing_to_reload() {
     terminate(child);
 }
 
+#[test]
+fn a_sampled_requests_timeline_is_logged_whole() {
+    for shards in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), "\"ACCOUNTS\", \"PAYMENTS\"");
+        let mut command = serve_command(&dir.path().join("data"), &config);
+        command.args(["--trace-sample", "1", "--shards", shards]).env("HARBOUR_LOG", "info");
+        let (child, addr) = listening(&mut command);
+        assert!(run(&addr, &["account", "create", "--id", "1024"]).0);
+        for id in 1..=4 {
+            let transfer = ["transfer", "--id", &id.to_string(), "--from", "4", "--to", "1024", "--amount", "1"];
+            assert!(run(&addr, &transfer).0);
+        }
+        // SAFETY: sending SIGTERM to our own child process.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+        let logs = String::from_utf8_lossy(&child.wait_with_output().expect("exits").stderr).to_string();
+        let transfers: Vec<&str> =
+            logs.lines().filter(|l| l.contains("harbour::trace") && l.contains("kind 0x0011")).collect();
+        assert_eq!(transfers.len(), 4, "every transfer ({shards} shards): {logs}");
+        let marks = harbour::timeline::Mark::ALL.map(harbour::timeline::Mark::name);
+        for line in transfers {
+            // Every mark, in order, each at or after the one before.
+            let mut last = 0.0;
+            for mark in marks {
+                let at = line.split(&format!(" {mark} ")).nth(1).unwrap_or_else(|| panic!("{mark}: {line}"));
+                let at: f64 = at.split_whitespace().next().unwrap().parse().unwrap();
+                assert!(at >= last, "{mark} at {at} before {last}: {line}");
+                last = at;
+            }
+            assert!(line.contains("count 1 group 1") && line.ends_with(" µs"), "{line}");
+        }
+    }
+}
+
 /// `harbour certs dev`, a switch serving TLS with them, and the CLI
 /// talking to it with the channel's certificate (and refused without).
 #[test]

@@ -184,7 +184,7 @@ pub(super) fn finish_rounds(core: &Arc<Core>, multis: &[multi::Multi], epoch: u6
     let mut answers = Vec::new();
     for (shard, records) in multi::reconcile(&multis).into_iter().enumerate() {
         for body in records {
-            let sent = core.send(shard, kind::MULTI, body.clone(), true, None, epoch);
+            let sent = core.send(shard, kind::MULTI, body.clone(), (true, None, epoch), None);
             answers.push((shard, body, sent.map_err(|error| OpenError::Round { shard, error })?));
         }
     }
@@ -197,7 +197,7 @@ pub(super) fn finish_rounds(core: &Arc<Core>, multis: &[multi::Multi], epoch: u6
     let continuations = multi::continuations(&multis);
     core.router.lock().restore_rests(continuations.iter().map(|&(round, _, _)| round));
     for (round, kind, rest) in continuations {
-        let stage = core.route_and_send(kind, &rest, true, Some((round, epoch)));
+        let stage = core.route_and_send(kind, &rest, true, Some((round, epoch)), None);
         stage
             .and_then(|stage| {
                 let shown = crate::router::answer_kind(kind, &rest);

@@ -52,6 +52,7 @@ use crate::protocol::records::{self, Record, Transfer};
 use crate::protocol::{kind, kinds};
 use crate::router::{Gather, Merge, Routed, Router};
 use crate::scorer::{Gate, GateStats, RemoteScorer};
+use crate::timeline::{Mark, Trace};
 use crate::wal::storage::{FileStorage, Storage};
 use crate::wal::{RecoveryReport, Wal, WalError};
 
@@ -211,6 +212,10 @@ pub struct Request {
     pub reply: ReplyFn,
     /// When it was queued (for the queue-wait metric).
     pub enqueued: std::time::Instant,
+    /// When the shard took it off its queue (`enqueued` until then).
+    pub taken: std::time::Instant,
+    /// Its timeline, if it is one the switch traces (`--trace-sample`).
+    pub trace: Option<Arc<crate::timeline::Trace>>,
     /// In a cluster of several shards, the router's epoch it was routed in:
     /// a proposer drops it in any other (`lead`). 0 elsewhere.
     pub epoch: u64,
@@ -258,6 +263,8 @@ struct Deferred {
     reply: ReplyFn,
     /// The engine's refund count when the answer was made.
     refunds: u64,
+    /// When its group was durable.
+    synced: std::time::Instant,
 }
 
 /// One shard's engine and log, driven by its thread (or directly by tests).
@@ -285,6 +292,33 @@ pub struct Shard {
     draining: bool,
     /// The gate's counters as last added to the metrics.
     gate_reported: GateStats,
+    /// Per request of the group being applied: when its apply started and
+    /// ended (the timeline's stages, `metrics::Stage`).
+    applied: Vec<(std::time::Instant, std::time::Instant)>,
+    /// The group's start, and its sync's start and end.
+    group_times: GroupTimes,
+}
+
+/// When the last group started and synced.
+#[derive(Clone, Copy, Debug)]
+struct GroupTimes {
+    start: std::time::Instant,
+    fsync_start: std::time::Instant,
+    fsync_end: std::time::Instant,
+}
+
+impl GroupTimes {
+    fn at(now: std::time::Instant) -> Self {
+        Self { start: now, fsync_start: now, fsync_end: now }
+    }
+}
+
+impl Request {
+    /// A request queued now.
+    pub fn new(kind: u16, body: Vec<u8>, reply: ReplyFn, epoch: u64) -> Self {
+        let now = std::time::Instant::now();
+        Self { kind, body, reply, enqueued: now, taken: now, trace: None, epoch }
+    }
 }
 
 pub use crate::router::{route_transfer, shard_of};

@@ -20,13 +20,14 @@ impl Core {
     /// Routes a request and sends its parts, or says it must wait for
     /// another request's claims (nothing sent). `continues`: the round a
     /// rest continues, and the router's epoch it was routed in (0 outside
-    /// a cluster of several shards).
+    /// a cluster of several shards). Every part carries `trace`.
     pub(super) fn route_and_send(
         &self,
         kind: u16,
         body: &[u8],
         wait: bool,
         continues: Option<(u64, u64)>,
+        trace: Option<&Arc<Trace>>,
     ) -> Result<Progress, SwitchError> {
         if self.txs.len() == 1 && !matches!(kind, kind::EXPORT_STR | kind::EXPORT_STR_PAGE) {
             // One shard: no claims, no merge.
@@ -36,7 +37,7 @@ impl Core {
                 unreachable!("one shard is never contended")
             };
             let part = parts.pop().expect("one part");
-            let rx = self.send(part.shard, part.kind, part.body, wait, None, 0)?;
+            let rx = self.send(part.shard, part.kind, part.body, (wait, None, 0), trace.cloned())?;
             return Ok(Progress::Sent { parts: vec![rx], merge: Merge::Single, rest: None, epoch: 0 });
         }
         let mut router = self.router.lock();
@@ -80,7 +81,7 @@ impl Core {
         let mut parts = parts.into_iter();
         while let Some(part) = parts.next() {
             let claimed = (!part.claimed.is_empty()).then_some(part.claimed);
-            match self.send(part.shard, part.kind, part.body, wait, claimed, epoch) {
+            match self.send(part.shard, part.kind, part.body, (wait, claimed, epoch), trace.cloned()) {
                 Ok(rx) => rxs.push(rx),
                 Err(e) => {
                     // Only a stopping switch refuses here (room was
@@ -125,9 +126,8 @@ impl Core {
         shard: usize,
         kind: u16,
         body: Vec<u8>,
-        wait: bool,
-        claimed: Option<crate::router::Claimed>,
-        epoch: u64,
+        (wait, claimed, epoch): (bool, Option<crate::router::Claimed>, u64),
+        trace: Option<Arc<Trace>>,
     ) -> Result<oneshot::Receiver<Reply>, SwitchError> {
         let (tx, rx) = oneshot::channel();
         let reply: ReplyFn = match claimed {
@@ -142,7 +142,7 @@ impl Core {
                 })
             }
         };
-        self.enqueue(shard, Request { kind, body, reply, enqueued: std::time::Instant::now(), epoch }, wait)?;
+        self.enqueue(shard, Request { trace, ..Request::new(kind, body, reply, epoch) }, wait)?;
         Ok(rx)
     }
 
@@ -274,7 +274,7 @@ impl Core {
         wait: bool,
         continues: Option<(u64, u64)>,
     ) -> Result<Progress, SwitchError> {
-        match self.route_and_send(kind, &body, wait, continues) {
+        match self.route_and_send(kind, &body, wait, continues, None) {
             Err(SwitchError::Busy) => Ok(Progress::Contended(body, continues)),
             other => other,
         }

@@ -127,8 +127,9 @@ impl Shard {
         }
         while let Some(message) = next.take() {
             match message {
-                Message::Request(r) => {
-                    METRICS.stage(Stage::QueueWait, r.enqueued.elapsed());
+                Message::Request(mut r) => {
+                    r.taken = std::time::Instant::now();
+                    METRICS.stage(Stage::QueueWait, r.taken - r.enqueued);
                     METRICS.queue_depth.fetch_sub(1, Ordering::Relaxed);
                     bytes += r.body.len();
                     batch.push(r);
@@ -153,7 +154,9 @@ impl Shard {
         deferred: &mut VecDeque<Deferred>,
     ) -> bool {
         let waits = self.take_waits(batch.len());
-        for ((request, reply), wait) in batch.drain(..).zip(replies).zip(waits) {
+        let group = batch.len();
+        for (i, ((request, reply), wait)) in batch.drain(..).zip(replies).zip(waits).enumerate() {
+            self.timeline(&request, i, group);
             match (wait, reply) {
                 (Some(need), Ok(answer)) if result.is_ok() => {
                     let refunds = self.engine.refunds();
@@ -163,10 +166,14 @@ impl Shard {
                         answer,
                         reply: request.reply,
                         refunds,
+                        synced: self.group_times.fsync_end,
                     });
                 }
                 // A requester that gave up is not an error.
-                (_, reply) => (request.reply)(reply),
+                (_, reply) => {
+                    METRICS.stage(Stage::FsyncToAnswer, self.group_times.fsync_end.elapsed());
+                    (request.reply)(reply);
+                }
             }
         }
         if let Err(e) = &result {
@@ -192,7 +199,32 @@ impl Shard {
             let mut d = deferred.pop_front().expect("front exists");
             self.engine.settle_answers(d.kind, &mut d.answer, Some(d.refunds));
             self.count(d.kind, &d.answer);
+            METRICS.stage(Stage::FsyncToAnswer, d.synced.elapsed());
             (d.reply)(Ok(d.answer));
+        }
+    }
+
+    /// Records the stages of the last group's `i`th request (of `group`)
+    /// up to its sync, and marks its trace.
+    fn timeline(&self, request: &Request, i: usize, group: usize) {
+        let g = self.group_times;
+        let (apply_start, apply_end) = self.applied.get(i).copied().unwrap_or((g.start, g.start));
+        METRICS.stage(Stage::QueueToGroup, g.start.saturating_duration_since(request.taken));
+        METRICS.stage(Stage::GroupToApply, apply_start.saturating_duration_since(g.start));
+        METRICS.stage(Stage::ApplyToFsync, g.fsync_start.saturating_duration_since(apply_end));
+        if let Some(trace) = &request.trace {
+            trace.group(group);
+            for (mark, at) in [
+                (Mark::Queued, request.enqueued),
+                (Mark::Taken, request.taken),
+                (Mark::GroupStart, g.start),
+                (Mark::ApplyStart, apply_start),
+                (Mark::ApplyEnd, apply_end),
+                (Mark::FsyncStart, g.fsync_start),
+                (Mark::FsyncEnd, g.fsync_end),
+            ] {
+                trace.mark(mark, at);
+            }
         }
     }
 

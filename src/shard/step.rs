@@ -47,6 +47,8 @@ impl Shard {
             waits: Vec::new(),
             draining: false,
             gate_reported: GateStats::default(),
+            applied: Vec::new(),
+            group_times: GroupTimes::at(std::time::Instant::now()),
         };
         Ok((shard, report))
     }
@@ -114,10 +116,13 @@ impl Shard {
         group: &[(u16, &[u8])],
     ) -> (Vec<Reply>, Result<(), WalError>) {
         let mut replies = Vec::with_capacity(group.len());
+        self.group_times = GroupTimes::at(std::time::Instant::now());
         let result = self.apply_group(links, group, &mut replies).and_then(|()| {
             let syncing = std::time::Instant::now();
             let syncs = self.wal.stats().syncs;
             let committed = self.wal.commit();
+            self.group_times.fsync_start = syncing;
+            self.group_times.fsync_end = std::time::Instant::now();
             // Only a group that synced is an fsync sample (a lookup-only
             // group or an idle wake-up writes nothing).
             if self.wal.stats().syncs > syncs {
@@ -232,6 +237,7 @@ impl Shard {
         replies: &mut Vec<Reply>,
     ) -> Result<(), WalError> {
         self.waits.clear();
+        self.applied.clear();
         let now = if self.draining { self.engine.now_ms() } else { self.clock.now_ms(self.engine.now_ms()) };
         if self.engine.advance(now) > 0 {
             // Timers fired: record the time so a replay fires them too.
@@ -275,6 +281,8 @@ impl Shard {
             if let Err(e) = Self::acceptable(kind, body) {
                 replies.push(Err(e));
                 self.waits.push(None);
+                let now = std::time::Instant::now();
+                self.applied.push((now, now));
                 continue;
             }
             let (inner, submitted) = submission(kind, body);
@@ -305,7 +313,9 @@ impl Shard {
             }
             let t = std::time::Instant::now();
             self.engine.apply(kind_logged, logged, now, &mut out).expect("kind and length checked before logging");
-            METRICS.stage(Stage::Apply, t.elapsed());
+            let done = std::time::Instant::now();
+            METRICS.stage(Stage::Apply, done - t);
+            self.applied.push((t, done));
             self.answered(inner, out, replies);
         }
         if !appending.is_zero() {

@@ -392,8 +392,20 @@ impl Switch {
     /// and nothing is sent anywhere. A request that must wait for another's
     /// claims (`router`) is accepted and routed when its answer is awaited.
     pub fn dispatch(&self, kind: u16, body: &[u8], wait: bool) -> Result<PendingReply, SwitchError> {
+        self.dispatch_traced(kind, body, wait, None)
+    }
+
+    /// [`Switch::dispatch`] of a request whose timeline is traced: its
+    /// first round's parts carry `trace` to their shards.
+    pub fn dispatch_traced(
+        &self,
+        kind: u16,
+        body: &[u8],
+        wait: bool,
+        trace: Option<&Arc<Trace>>,
+    ) -> Result<PendingReply, SwitchError> {
         self.core.check_room(kind, body)?;
-        let stage = self.core.route_and_send(kind, body, wait, None)?;
+        let stage = self.core.route_and_send(kind, body, wait, None, trace)?;
         let shown = crate::router::answer_kind(kind, body);
         Ok(PendingReply { core: Arc::clone(&self.core), kind, shown, wait, stage })
     }
@@ -410,13 +422,20 @@ impl Switch {
     /// caller a task wake-up per request. `Busy` (nothing sent) if the
     /// queue is full and `wait` is false; the callback is then dropped
     /// uncalled.
-    pub fn dispatch_direct(&self, kind: u16, body: Vec<u8>, wait: bool, reply: ReplyFn) -> Result<(), SwitchError> {
+    pub fn dispatch_direct(
+        &self,
+        kind: u16,
+        body: Vec<u8>,
+        wait: bool,
+        reply: ReplyFn,
+        trace: Option<Arc<Trace>>,
+    ) -> Result<(), SwitchError> {
         assert!(self.single_shard(), "dispatch_direct needs a single shard");
         if kinds::from_channel(crate::router::answer_kind(kind, &body)).is_none() {
             return Err(SwitchError::Engine(EngineError::UnknownKind(kind)));
         }
         self.core.check_room(kind, &body)?;
-        self.core.enqueue(0, Request { kind, body, reply, enqueued: std::time::Instant::now(), epoch: 0 }, wait)
+        self.core.enqueue(0, Request { trace, ..Request::new(kind, body, reply, 0) }, wait)
     }
 
     /// Stops every shard after the group it is applying; waits for them.
