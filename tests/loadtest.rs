@@ -106,6 +106,7 @@ async fn a_generated_workload_leaves_the_predicted_balances() {
     assert!(totals.windows(2).all(|w| w[0] <= w[1]), "cumulative: {totals:?}");
     assert_eq!(totals.last().copied(), Some(shared.histogram.lock().unwrap().len()));
     assert!(hgrm.contains("milliseconds"), "the unit is said");
+    assert!(summary.sent_late_us.is_empty() && !table.contains("pacing"), "--max paces nothing: {table}");
     let transfers = summary.transfers;
     assert!(transfers.posted > 0 && table.contains("posted"), "posted, held and refused apart: {table}");
     let plot = dir.path().join("latency.svg");

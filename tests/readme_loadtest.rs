@@ -64,6 +64,9 @@ async fn the_one_minute_load_test_runs_as_written() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string("run.json").unwrap()).unwrap();
     assert!(json["records_per_second"].as_f64().is_some_and(|r| r > 0.0), "{json}");
     assert!(json["latency_us"]["p99.99"].as_u64().is_some() && json["codes"]["OK"].as_u64().is_some(), "{json}");
+    // A paced replay says how late the tester itself sent.
+    let late = &json["sent_late_us"];
+    assert!(["p50", "p99", "p99.9", "max"].iter().all(|q| late[q].as_f64().is_some()), "{json}");
     eprintln!("replay: {} s, {} records", json["seconds"], json["records"]);
     let hgrm = std::fs::read_to_string("run.hgrm").unwrap();
     assert!(hgrm.contains("Percentile") && hgrm.contains("milliseconds"), "{hgrm}");

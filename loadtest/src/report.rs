@@ -75,6 +75,9 @@ pub struct Shared {
     pub errors: AtomicU64,
     /// Requests sent again to a new leader after a failover (clusters).
     pub resends: AtomicU64,
+    /// How late each paced request was sent after its intended time, in
+    /// ns: the tester's own share of the latency.
+    pub sent_late: Mutex<Histogram<u64>>,
 }
 
 impl Shared {
@@ -88,7 +91,14 @@ impl Shared {
             records: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             resends: AtomicU64::new(0),
+            sent_late: Mutex::new(Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("bounds")),
         })
+    }
+
+    /// Notes how late a paced request went out.
+    pub(crate) fn sent_late(&self, late: Duration) {
+        let ns = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX).clamp(1, 60_000_000_000);
+        self.sent_late.lock().expect("not poisoned").record(ns).expect("within bounds");
     }
 
     /// Books one answer (or failure) and its latency in microseconds. Setup
@@ -198,6 +208,10 @@ pub struct Summary {
     pub records_per_second: f64,
     /// Latency percentiles in microseconds.
     pub latency_us: BTreeMap<String, u64>,
+    /// How late paced requests were sent after their intended time (the
+    /// tester's own overhead, inside the latency), percentiles in
+    /// microseconds; empty for a run without pacing.
+    pub sent_late_us: BTreeMap<String, f64>,
     pub codes: BTreeMap<String, u64>,
     pub request_errors: BTreeMap<String, u64>,
     /// Submitted transfers by what became of them.
@@ -217,6 +231,14 @@ impl Summary {
         }
         latency_us.insert("max".into(), h.max());
         latency_us.insert("min".into(), h.min());
+        let late = shared.sent_late.lock().expect("not poisoned");
+        let mut sent_late_us = BTreeMap::new();
+        if late.len() > 0 {
+            for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+                sent_late_us.insert(name.to_string(), late.value_at_quantile(q) as f64 / 1e3);
+            }
+            sent_late_us.insert("max".into(), late.max() as f64 / 1e3);
+        }
         let codes = codes_by_count(&outcome.codes).into_iter().collect();
         Self {
             mode: mode.into(),
@@ -229,6 +251,7 @@ impl Summary {
             setup_seconds: setup.as_secs_f64(),
             records_per_second: records as f64 / elapsed.as_secs_f64().max(1e-9),
             latency_us,
+            sent_late_us,
             codes,
             request_errors: outcome.errors.clone(),
             transfers: outcome.transfers,
@@ -264,6 +287,18 @@ impl Summary {
         writeln!(out, "  latency (per request, from its intended send time):")?;
         for name in ["p50", "p90", "p99", "p99.9", "p99.99", "max"] {
             writeln!(out, "    {name:<7} {:>12}", micros(self.latency_us[name]))?;
+        }
+        if !self.sent_late_us.is_empty() {
+            let late = |q: &str| self.sent_late_us[q];
+            writeln!(
+                out,
+                "  pacing (sent after the intended time, the tester's own): p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, \
+                 max {}",
+                late("p50"),
+                late("p99"),
+                late("p99.9"),
+                micros(late("max") as u64)
+            )?;
         }
         writeln!(out, "  result codes:")?;
         let mut codes: Vec<_> = self.codes.iter().collect();

@@ -196,7 +196,7 @@ enum Collect {
 async fn connection(
     target: Target,
     client: Client,
-    mut rx: mpsc::Receiver<Msg>,
+    rx: mpsc::Receiver<Msg>,
     shared: Arc<Shared>,
 ) -> Result<(), String> {
     let link = Arc::new(Link {
@@ -260,6 +260,26 @@ async fn connection(
         }
         Ok::<(), String>(())
     });
+    // The sender paces on a thread of its own: tokio's timer ticks in
+    // milliseconds, a thread's own sleep and a short spin are precise to a
+    // few microseconds.
+    let runtime = tokio::runtime::Handle::current();
+    let sender = tokio::task::spawn_blocking(move || {
+        precise_sleeps();
+        runtime.block_on(send_loop(rx, link, to_collector, shared));
+    });
+    sender.await.map_err(|e| e.to_string())?;
+    collector.await.map_err(|e| e.to_string())?
+}
+
+/// A connection's sender: each request at its intended time, noting how
+/// late it went (the tester's own share of the latency).
+async fn send_loop(
+    mut rx: mpsc::Receiver<Msg>,
+    link: Arc<Link>,
+    to_collector: mpsc::Sender<Collect>,
+    shared: Arc<Shared>,
+) {
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Barrier(b) => {
@@ -269,7 +289,8 @@ async fn connection(
             }
             Msg::Request { record, intended } => {
                 if let Some(at) = intended {
-                    tokio::time::sleep_until(at.into()).await;
+                    until(at).await;
+                    shared.sent_late(Instant::now().saturating_duration_since(at));
                 }
                 let intended = intended.unwrap_or_else(Instant::now);
                 // The collector's place is taken before the gate, and the
@@ -288,8 +309,36 @@ async fn connection(
             }
         }
     }
-    drop(to_collector);
-    collector.await.map_err(|e| e.to_string())?
+}
+
+/// How long before the intended time a sender stops sleeping and spins.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// Waits until `at`, to within a few microseconds: tokio's timer for the
+/// bulk (it ticks in milliseconds), then the thread's own sleep, then a
+/// spin of at most [`SPIN`]. Blocks the thread: senders have their own.
+async fn until(at: Instant) {
+    let coarse = Duration::from_millis(2);
+    if let Some(early) = at.checked_sub(coarse).filter(|&early| early > Instant::now()) {
+        tokio::time::sleep_until(early.into()).await;
+    }
+    if let Some(rest) = at.checked_duration_since(Instant::now()).and_then(|d| d.checked_sub(SPIN)) {
+        std::thread::sleep(rest);
+    }
+    while Instant::now() < at {
+        std::hint::spin_loop();
+    }
+}
+
+/// This thread's sleeps end when asked, not up to 50 µs later (Linux's
+/// default timer slack).
+fn precise_sleeps() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes a number of nanoseconds and changes
+    // only this thread's timer slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
 }
 
 /// The answer a sent request got (or why it was not sent).
