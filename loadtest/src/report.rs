@@ -233,7 +233,7 @@ impl Summary {
         latency_us.insert("min".into(), h.min());
         let late = shared.sent_late.lock().expect("not poisoned");
         let mut sent_late_us = BTreeMap::new();
-        if late.len() > 0 {
+        if !late.is_empty() {
             for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
                 sent_late_us.insert(name.to_string(), late.value_at_quantile(q) as f64 / 1e3);
             }
