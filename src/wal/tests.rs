@@ -319,6 +319,9 @@ fn preallocated_segments_end_cleanly_at_their_zeros() {
         for i in 0..20u64 {
             wal.append(0x11, i, &[i as u8; 50]).unwrap();
             wal.commit().unwrap();
+            // A commit never waits for the segment being prepared; the
+            // shard rolls after its answers, here once it is ready.
+            wal.try_roll(true).unwrap();
         }
         drop(wal);
         let names = storage.list().unwrap();
@@ -345,12 +348,16 @@ fn a_failed_segment_preparation_leaves_no_file() {
     let storage = MemStorage::new();
     storage.set_free_bytes(1000);
     let shared: Arc<dyn Storage> = Arc::new(storage.clone());
-    let prepared = prepare_in_background(&shared, 64 << 10).join().expect("the thread ends");
+    let prepared =
+        prepare_in_background(&shared, 64 << 10, Arc::new(AtomicBool::new(true))).join().expect("the thread ends");
     assert_eq!(prepared.map_err(|e| e.raw_os_error()), Err(Some(libc::ENOSPC)));
     assert!(!storage.list().unwrap().iter().any(|n| n == PREP_NAME), "{:?}", storage.list());
     // With room, it prepares.
     storage.set_free_bytes(u64::MAX);
-    prepare_in_background(&shared, 64 << 10).join().expect("the thread ends").expect("prepared");
+    prepare_in_background(&shared, 64 << 10, Arc::new(AtomicBool::new(true)))
+        .join()
+        .expect("the thread ends")
+        .expect("prepared");
     assert!(storage.list().unwrap().iter().any(|n| n == PREP_NAME));
 }
 
@@ -393,4 +400,37 @@ fn a_segment_that_cannot_be_made_fails_no_write_and_is_made_once_space_returns()
     let (_, _, _, records) = open_collect(&storage, config).expect("reopens");
     assert_eq!(records.len() as u64, lsn + 1, "every record, in order, across both segments");
     assert!(records.iter().enumerate().all(|(i, r)| r.2 == i as u64));
+}
+
+/// The durable mark is two slots rewritten in turn: one torn by a crash
+/// leaves the other (an older, still true mark), and the first format, a
+/// lone slot, still reads.
+#[test]
+fn a_torn_mark_slot_leaves_the_other() {
+    let storage = MemStorage::new();
+    let config = WalConfig { segment_bytes_max: 4096, preallocate: Preallocate::Inline };
+    let (mut wal, _, _, _) = open_collect(&storage, config).expect("opens");
+    for lsn in 0..3 {
+        wal.append(0x11, lsn, &body(6)).unwrap();
+        wal.commit().unwrap();
+        wal.write_mark().unwrap();
+    }
+    let names = storage.list().unwrap();
+    let marked = read_mark(&storage, &names).unwrap().expect("a mark");
+    assert_eq!(marked, wal.next_lsn() - 1);
+    let bytes = storage::read_all(&storage, MARK_NAME).unwrap();
+    assert_eq!(bytes.len(), MARK_SLOT + MARK_LEN);
+    // Tear the slot written last: the other one's mark stands.
+    let last = if mark_of(&bytes[..MARK_LEN]) == Some(marked) { 0 } else { 1 };
+    let mut file = storage.open(MARK_NAME, false).unwrap();
+    file.write_at(&[0xFF; 4], (last * MARK_SLOT) as u64).unwrap();
+    let older = read_mark(&storage, &names).unwrap().expect("the other slot");
+    assert!(older < marked, "{older} < {marked}");
+    // Both torn: refused, not ignored.
+    file.write_at(&[0xFF; 4], ((1 - last) * MARK_SLOT) as u64).unwrap();
+    assert!(matches!(read_mark(&storage, &names), Err(WalError::Corrupt { .. })));
+    // The first format: 12 bytes.
+    file.truncate(0).unwrap();
+    file.write_at(&mark_slot(7), 0).unwrap();
+    assert_eq!(read_mark(&storage, &names).unwrap(), Some(7));
 }
