@@ -82,8 +82,10 @@ impl Shard {
             backlog = self.send_links(peers, &mut sent, &mut ack_sent);
             // Answers first: a segment roll or a snapshot must not delay
             // what is durable.
+            let upkeep = std::time::Instant::now();
             self.wal.poll_roll();
             self.snapshot_if_due();
+            METRICS.stage(Stage::Upkeep, upkeep.elapsed());
         }
     }
 
