@@ -210,3 +210,41 @@ async fn the_realistic_profile_is_held_only_where_aml_should_hold() {
     assert!(held_share[0] < 0.005, "realistic: {:.3}% held", held_share[0] * 100.0);
     assert!(held_share[1] > 0.2, "stress: {:.1}% held", held_share[1] * 100.0);
 }
+
+/// `sweep` end to end with the real binary: a fresh switch saturated, then
+/// one at half of it; each step carries the tester's latency and the
+/// switch's own stages (fsync among them), and the plot is drawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_measures_saturation_then_a_share_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = workload(dir.path());
+    let config = harbour_loadtest::sweep::SweepConfig {
+        harbour: env!("CARGO_BIN_EXE_harbour").into(),
+        config: None,
+        shards: 1,
+        dir: dir.path().join("steps"),
+        file,
+        shares: vec![0.5],
+        connections: 2,
+        pin: false,
+        channel: 1,
+        key: b"hksw-dev-key".to_vec(),
+    };
+    let steps = harbour_loadtest::sweep::sweep(&config, |_| {}).await.expect("sweeps");
+    assert_eq!(steps.len(), 2);
+    let (max, half) = (&steps[0], &steps[1]);
+    assert!(max.share.is_none() && max.offered.is_none() && max.records_per_second > 0.0, "{max:?}");
+    assert_eq!(half.offered, Some(max.records_per_second * 0.5));
+    for s in &steps {
+        for stage in ["fsync", "queue_wait", "apply", "answer_to_write", "total"] {
+            assert!(s.stages_us.get(stage).is_some_and(|q| q[0] > 0.0), "{stage} in {s:?}");
+        }
+        assert!(s.latency_us["p50"] > 0, "{s:?}");
+    }
+    assert!(half.sent_late_us.contains_key("p99") && max.sent_late_us.is_empty(), "only paced steps are late");
+    assert!(harbour_loadtest::sweep::line(half).contains("50%"));
+    let svg = dir.path().join("sweep.svg");
+    harbour_loadtest::sweep::write_svg(&svg, "test", &steps).unwrap();
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("latency against load"));
+    assert!(!config.dir.join("step-0").exists() && !config.dir.join("step-1").exists(), "steps cleaned up");
+}

@@ -38,6 +38,46 @@ enum Command {
     /// Overload: many connections keeping every place in flight taken with
     /// large requests, sampling the switch's memory (docs/reliability.md).
     Flood(FloodArgs),
+    /// Latency against load: a fresh switch per step, first saturated, then
+    /// the same traffic at each share of saturation, each step beside its
+    /// own fsync; a table, JSON and a plot (docs/benchmarks.md).
+    Sweep(SweepArgs),
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// The traffic file every step replays (from `gen`).
+    file: PathBuf,
+    /// The `harbour` binary to run.
+    #[arg(long, default_value = "target/release/harbour")]
+    harbour: PathBuf,
+    /// The switch's configuration file (`serve --config`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Where the steps' data directories go (each removed after its step).
+    #[arg(long, default_value = "target/sweep")]
+    dir: PathBuf,
+    /// Shares of saturation to offer, in percent.
+    #[arg(long, value_delimiter = ',', default_value = "5,10,20,30,50,70,90,100")]
+    shares: Vec<f64>,
+    /// Connections.
+    #[arg(long, short = 'c', default_value_t = 4)]
+    connections: usize,
+    /// The switch on CPU 0 and the tester on CPU 1.
+    #[arg(long)]
+    pin: bool,
+    #[arg(long, default_value_t = 1)]
+    channel: u32,
+    #[arg(long, env = "HARBOUR_KEY", default_value = "hksw-dev-key", hide_env_values = true)]
+    key: String,
+    /// Write every step as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw latency against load (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -418,6 +458,35 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             };
             let report = crate::failover::run(&config).await?;
             print_report(&report, a.json.as_deref(), report.violations.len())
+        }
+        Command::Sweep(a) => {
+            if a.shares.iter().any(|s| !(*s > 0.0 && *s <= 100.0)) {
+                return Err("--shares are percentages in (0, 100]".into());
+            }
+            let config = crate::sweep::SweepConfig {
+                harbour: a.harbour,
+                config: a.config,
+                shards: a.shards,
+                dir: a.dir,
+                file: a.file,
+                shares: a.shares.iter().map(|s| s / 100.0).collect(),
+                connections: a.connections,
+                pin: a.pin,
+                channel: a.channel,
+                key: a.key.into_bytes(),
+            };
+            println!("{}", crate::sweep::HEADER);
+            let steps = crate::sweep::sweep(&config, |s| println!("{}", crate::sweep::line(s))).await?;
+            if let Some(path) = &a.json {
+                let json = serde_json::to_string_pretty(&steps).map_err(|e| e.to_string())?;
+                std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if let Some(path) = &a.plot {
+                let title =
+                    if config.pin { "switch on CPU 0, tester on CPU 1" } else { "switch and tester share the CPUs" };
+                crate::sweep::write_svg(path, title, &steps)?;
+            }
+            Ok(())
         }
         Command::Bench(a) => {
             let config = BenchConfig {

@@ -8,5 +8,6 @@ pub mod flood;
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod sweep;
 pub mod torture;
 pub mod workload;
