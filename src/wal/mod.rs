@@ -614,6 +614,14 @@ fn decode_snapshot(bytes: &[u8]) -> Option<(u64, &[u8])> {
     (body.len() == len && crc32c::crc32c(body) == body_crc).then_some((lsn, body))
 }
 
+impl Drop for Wal {
+    /// A preparation still running finishes without its pauses (its thread
+    /// is not waited for).
+    fn drop(&mut self) {
+        self.hurry.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Wal {
     /// Opens a shard's log: loads the newest valid snapshot (handing its
     /// bytes and LSN to `on_snapshot`), replays every later record through
@@ -675,8 +683,10 @@ impl Wal {
                 ),
             });
         }
-        // A log that starts a new segment marks its first commit.
-        let mark_due = last.is_none();
+        // Every start marks its first commit: the newest segment is then
+        // covered even when a crash came between its first records and its
+        // mark, or a restart found it empty (a mark costs one small sync).
+        let mark_due = true;
         let (file_name, offset) = match last {
             Some(found) => found,
             None => {
@@ -718,7 +728,7 @@ impl Wal {
             stats: WalStats::default(),
         };
         let mut wal = wal;
-        wal.prepare_next();
+        wal.prepare_next(false);
         Ok((wal, report))
     }
 
@@ -770,9 +780,12 @@ impl Wal {
     }
 
     fn write_and_sync(&mut self) -> Result<(), WalError> {
-        // Never waits for a segment still being prepared: the group goes
-        // on into the current one (its preallocated slack, then growing).
-        self.try_roll(false)?;
+        // Does not wait for a segment still being prepared: the group goes
+        // on into the current one (its preallocated slack, then growing),
+        // up to a quarter segment past its size, where the disk reserve
+        // is counted on; past that it waits.
+        let overshot = self.offset > self.config.segment_bytes_max + self.config.segment_bytes_max / 4;
+        self.try_roll(overshot)?;
         end_group(&mut self.buffer, self.last_at);
         let storage = &*self.storage;
         let name = &self.file_name;
@@ -831,9 +844,9 @@ impl Wal {
     }
 
     /// Makes the next segment if the current one is full and the last try
-    /// is `ROLL_RETRY` old: at once if its background preparation finished
-    /// (or, with `wait`, after waiting for it). Call off the answer path,
-    /// after a group's answers went out. Never fails the log.
+    /// is `ROLL_RETRY` old, once its background preparation finished. Call
+    /// off the answer path, after a group's answers went out. Never fails
+    /// the log.
     pub fn poll_roll(&mut self) {
         if let Err(e) = self.try_roll(false) {
             // The next commit reports the failed log.
@@ -939,7 +952,8 @@ impl Wal {
                             _ => {}
                         }
                         storage.sync_dir().map_err(|r| RollError::Failed(io_err(storage, "sync dir", &name)(r)))?;
-                        self.prepare_next();
+                        // Due already: the retry need not pause.
+                        self.prepare_next(true);
                         return Err(RollError::NoSpace(io_err(storage, "make segment", &name)(e)));
                     }
                     Err(e) => return Err(RollError::Failed(io_err(storage, "make segment", &name)(e))),
@@ -951,13 +965,15 @@ impl Wal {
         self.file_name = name;
         self.offset = 0;
         self.mark_due = true;
-        self.prepare_next();
+        self.prepare_next(false);
         Ok(())
     }
 
-    fn prepare_next(&mut self) {
+    /// Starts preparing the next segment in the background (`Background`
+    /// only), pausing between chunks unless `hurry` (it is due already).
+    fn prepare_next(&mut self, hurry: bool) {
         if self.config.preallocate == Preallocate::Background && self.preparing.is_none() {
-            self.hurry = Arc::default();
+            self.hurry = Arc::new(AtomicBool::new(hurry));
             let hurry = Arc::clone(&self.hurry);
             self.preparing = Some(prepare_in_background(&self.storage, self.config.segment_bytes_max, hurry));
         }
@@ -997,15 +1013,15 @@ impl Wal {
     }
 
     /// After a snapshot was written: removes snapshots beyond the newest two
-    /// and the segments the older one covers, and starts a fresh segment at
-    /// the next write (so old segments can go whole later).
+    /// and the segments the older one covers, and makes a fresh segment due
+    /// (made once ready, so old segments can go whole later).
     pub fn snapshot_written(&mut self) -> Result<(), WalError> {
         let storage = Arc::clone(&self.storage);
         let storage = &*storage;
         self.stats.snapshots += 1;
 
-        // The next write starts a fresh segment, so the old ones can go as
-        // a whole once a later snapshot covers them.
+        // A fresh segment is due, so the old ones can go as a whole once a
+        // later snapshot covers them.
         if self.offset > 0 {
             self.roll_due = true;
             self.hurry.store(true, Ordering::Relaxed);

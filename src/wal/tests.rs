@@ -434,3 +434,45 @@ fn a_torn_mark_slot_leaves_the_other() {
     file.write_at(&mark_slot(7), 0).unwrap();
     assert_eq!(read_mark(&storage, &names).unwrap(), Some(7));
 }
+
+/// A commit does not wait for the next segment being prepared: it goes on
+/// into the current one and the roll comes after (here, `poll_roll` once
+/// the preparation is done); every record reads back in order across the
+/// segments, whatever the timing, and a restart marks its first commit.
+#[test]
+fn commits_go_on_while_the_next_segment_is_prepared() {
+    let storage = MemStorage::new();
+    let config = WalConfig { segment_bytes_max: 16 << 10, preallocate: Preallocate::Background };
+    let (mut wal, _, _, _) = open_collect(&storage, config).expect("opens");
+    let mut lsn = 0u64;
+    for _ in 0..3 {
+        while !wal.roll_pending() {
+            wal.append(0x11, lsn, &body(200)).unwrap();
+            wal.commit().unwrap();
+            lsn += 1;
+        }
+        // A few more groups whether or not the segment is ready.
+        for _ in 0..5 {
+            wal.append(0x11, lsn, &body(200)).unwrap();
+            wal.commit().unwrap();
+            lsn += 1;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while wal.roll_pending() && std::time::Instant::now() < deadline {
+            std::thread::sleep(ROLL_RETRY);
+            wal.poll_roll();
+        }
+        assert!(!wal.roll_pending(), "rolled once the segment was ready");
+    }
+    drop(wal);
+    let segments = storage.list().unwrap().into_iter().filter(|n| n.ends_with(".log")).count();
+    assert!(segments >= 4, "{segments} segments");
+    let (mut wal, _, _, records) = open_collect(&storage, config).expect("reopens");
+    assert_eq!(records.len() as u64, lsn, "every record");
+    assert!(records.iter().enumerate().all(|(i, r)| r.2 == i as u64), "in order");
+    // The first commit after the restart marks it.
+    wal.append(0x11, lsn, &body(6)).unwrap();
+    wal.commit().unwrap();
+    let names = storage.list().unwrap();
+    assert_eq!(read_mark(&storage, &names).unwrap(), Some(wal.next_lsn() - 1));
+}
