@@ -6,7 +6,6 @@
 //! (fsync among them); the steps are drawn as one plot.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -146,7 +145,6 @@ impl Switch {
             .arg("--data")
             .arg(data)
             .env("HARBOUR_LOG", "warn")
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(config) = &c.config {
             command.arg("--config").arg(config);
@@ -154,17 +152,8 @@ impl Switch {
         if c.pin {
             on_cpu(&mut command, 0);
         }
-        let mut child = command.spawn().map_err(|e| format!("{}: {e}", c.harbour.display()))?;
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
-        match line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok()) {
-            Some(addr) => Ok(Self { child, addr }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(format!("the switch did not start: {line:?}"))
-            }
-        }
+        let (child, addr) = crate::torture::listening(command, &c.harbour)?;
+        Ok(Self { child, addr })
     }
 
     /// SIGTERM, and the wait for its clean exit.

@@ -204,7 +204,16 @@ fn start(cfg: &TortureConfig, slow_us: Option<u64>) -> Result<Server, String> {
     if let Some(us) = slow_us {
         command.env("HARBOUR_FAILPOINT_SYNC_DELAY_US", us.to_string());
     }
-    let mut child = command.spawn().map_err(|e| format!("{}: {e}", cfg.harbour.display()))?;
+    let (child, addr) = listening(command, &cfg.harbour)?;
+    Ok(Server { child, addr })
+}
+
+/// Spawns a `harbour serve` command (stdout piped here; stderr as the
+/// caller set it, drained if piped, so the switch never blocks on it) and
+/// waits at most `START_TIMEOUT` for the address it prints; Err(stderr) if
+/// it exits instead.
+pub(crate) fn listening(mut command: Command, harbour: &Path) -> Result<(Child, SocketAddr), String> {
+    let mut child = command.stdout(Stdio::piped()).spawn().map_err(|e| format!("{}: {e}", harbour.display()))?;
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -214,16 +223,18 @@ fn start(cfg: &TortureConfig, slow_us: Option<u64>) -> Result<Server, String> {
     });
     let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
     if let Some(addr) = line.trim().strip_prefix("listening on ") {
-        // Stderr is drained so the switch never blocks on it.
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || std::io::copy(&mut BufReader::new(stderr), &mut std::io::sink()));
+        if let Some(stderr) = child.stderr.take() {
+            std::thread::spawn(move || std::io::copy(&mut BufReader::new(stderr), &mut std::io::sink()));
+        }
         let addr = addr.parse().map_err(|_| format!("unexpected: {line:?}"))?;
-        return Ok(Server { child, addr });
+        return Ok((child, addr));
     }
     let _ = child.kill();
     let _ = child.wait();
     let mut err = String::new();
-    let _ = child.stderr.take().expect("piped").read_to_string(&mut err);
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut err);
+    }
     Err(format!("the switch did not start: {line:?} {err}"))
 }
 

@@ -460,15 +460,7 @@ impl Client {
     pub async fn export_str(&self, year: u16, month: u8, format: u8) -> Result<(StrHeader, Vec<u8>), ClientError> {
         let request = StrRequest { year, month, format };
         let answer = self.request(kind::EXPORT_STR, 1, &records::encode_all(&[request])).await?;
-        if answer.body.len() < StrHeader::SIZE {
-            return Err(ClientError::Protocol("EXPORT_STR answer shorter than its header".into()));
-        }
-        let header = StrHeader::decode(&answer.body[..StrHeader::SIZE]);
-        let report = answer.body[StrHeader::SIZE..].to_vec();
-        if report.len() != header.report_len as usize {
-            return Err(ClientError::Protocol("EXPORT_STR report_len does not match the body".into()));
-        }
-        Ok((header, report))
+        report_answer(&answer.body, "EXPORT_STR", |h: &StrHeader| h.report_len)
     }
 
     /// EXPORT_STR_PAGE: one page of a month's Suspicious Transaction
@@ -477,15 +469,7 @@ impl Client {
     /// the last answered, until a page is [`StrPageHeader::last`].
     pub async fn export_str_page(&self, request: &StrPageRequest) -> Result<(StrPageHeader, Vec<u8>), ClientError> {
         let answer = self.request(kind::EXPORT_STR_PAGE, 1, &records::encode_all(&[*request])).await?;
-        if answer.body.len() < StrPageHeader::SIZE {
-            return Err(ClientError::Protocol("EXPORT_STR_PAGE answer shorter than its header".into()));
-        }
-        let header = StrPageHeader::decode(&answer.body[..StrPageHeader::SIZE]);
-        let page = answer.body[StrPageHeader::SIZE..].to_vec();
-        if page.len() != header.report_len as usize {
-            return Err(ClientError::Protocol("EXPORT_STR_PAGE report_len does not match the body".into()));
-        }
-        Ok((header, page))
+        report_answer(&answer.body, "EXPORT_STR_PAGE", |h: &StrPageHeader| h.report_len)
     }
 
     /// SET_TIME (manual clock only).
@@ -493,6 +477,24 @@ impl Client {
         let answers: Vec<RecordResult> = self.batch(kind::SET_TIME, &[SetTime { unix_ms }]).await?;
         answers.into_iter().next().ok_or_else(|| ClientError::Protocol("no SET_TIME answer".into()))
     }
+}
+
+/// An STR answer's header and the report bytes after it, which must be
+/// the `report_len` it says.
+fn report_answer<H: Record>(
+    body: &[u8],
+    name: &str,
+    report_len: impl Fn(&H) -> u32,
+) -> Result<(H, Vec<u8>), ClientError> {
+    if body.len() < H::SIZE {
+        return Err(ClientError::Protocol(format!("{name} answer shorter than its header")));
+    }
+    let header = H::decode(&body[..H::SIZE]);
+    let report = body[H::SIZE..].to_vec();
+    if report.len() != report_len(&header) as usize {
+        return Err(ClientError::Protocol(format!("{name} report_len does not match the body")));
+    }
+    Ok((header, report))
 }
 
 async fn decode_into<A: Record>(in_flight: InFlight<'_>, out: &mut Vec<A>) -> Result<(), ClientError> {
