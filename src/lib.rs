@@ -26,6 +26,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod handoff;
+pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod router;

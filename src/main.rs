@@ -698,6 +698,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             "HARBOUR_FAILPOINT_SYNC_DELAY_US: every fsync is slowed (a torture run)"
         );
     }
+    for hint in harbour::host::latency_hints() {
+        tracing::info!("latency: {hint}");
+    }
     let args = std::sync::Arc::new(args);
     let config = serve_config(&args)?;
     // Handlers are in place before the line a supervisor waits for.
