@@ -447,6 +447,14 @@ struct AmlFile {
     increased_monitoring: Option<bool>,
     /// Level 3 on or off.
     behaviour: Option<bool>,
+    /// Level 3's model version (1 or 2).
+    behaviour_model: Option<u32>,
+    /// Level 3's share of normal transfers it may hold, e.g. "0.3%"
+    /// (model 2; its operating points).
+    false_hold_budget: Option<String>,
+    /// Level 3's threshold in points, in quarters, e.g. "4.25" (instead of
+    /// a budget).
+    behaviour_threshold: Option<String>,
     cooling_off_ms: Option<u64>,
     /// The latency budget for the remote scorer's verdicts.
     budget_us: Option<u64>,
@@ -462,6 +470,33 @@ pub const AML_BUDGET_US_DEFAULT: u64 = 50;
 pub const AML_BUDGET_US_MAX: u64 = 1_000_000;
 /// The remote scorer connection's default deadline.
 pub const AML_SCORER_TIMEOUT_MS_DEFAULT: u64 = 1_000;
+
+/// Parses a false-hold budget, a percentage with at most two decimal
+/// places ("0.3%"), into basis points (0.01% to 10%).
+pub fn parse_budget_bp(text: &str) -> Result<u32, ConfigError> {
+    use rust_decimal::prelude::ToPrimitive as _;
+    let bad = || ConfigError(format!("aml.false_hold_budget {text:?}: a percentage from \"0.01%\" to \"10%\""));
+    let number = text.trim().strip_suffix('%').ok_or_else(bad)?;
+    let d = rust_decimal::Decimal::from_str_exact(number.trim()).map_err(|_| bad())?;
+    let bp = d * rust_decimal::Decimal::from(100);
+    if !bp.fract().is_zero() || bp < rust_decimal::Decimal::ONE || bp > rust_decimal::Decimal::from(1000) {
+        return Err(bad());
+    }
+    bp.to_u32().ok_or_else(bad)
+}
+
+/// Parses a level-3 threshold in points, in quarters ("4", "4.25"), into
+/// quarter points (1 to 40 points).
+pub fn parse_threshold_q(text: &str) -> Result<u32, ConfigError> {
+    use rust_decimal::prelude::ToPrimitive as _;
+    let bad = || ConfigError(format!("aml.behaviour_threshold {text:?}: points from 1 to 40, in quarters"));
+    let d = rust_decimal::Decimal::from_str_exact(text.trim()).map_err(|_| bad())?;
+    let q = d * rust_decimal::Decimal::from(4);
+    if !q.fract().is_zero() || q < rust_decimal::Decimal::from(4) || q > rust_decimal::Decimal::from(160) {
+        return Err(bad());
+    }
+    q.to_u32().ok_or_else(bad)
+}
 
 /// Parses an HKD decimal with at most two places into minor units.
 pub fn parse_hkd(text: &str) -> Result<u64, ConfigError> {
@@ -680,6 +715,24 @@ impl Config {
         if let Some(v) = a.cooling_off_ms {
             aml.cooling_off_ms = v;
         }
+        if let Some(v) = a.behaviour_model {
+            aml.model = crate::aml::BehaviourModel::from_version(v)
+                .ok_or_else(|| ConfigError(format!("aml.behaviour_model: {v} is not a model (1 or 2)")))?;
+        }
+        aml.threshold_q = match (a.false_hold_budget, a.behaviour_threshold, aml.model) {
+            (Some(_), Some(_), _) => {
+                return Err(ConfigError("aml: false_hold_budget and behaviour_threshold both set; set one".into()));
+            }
+            (Some(_), None, crate::aml::BehaviourModel::V1) => {
+                return Err(ConfigError(
+                    "aml.false_hold_budget: model 1 has no operating points; set behaviour_threshold".into(),
+                ));
+            }
+            (Some(budget), None, _) => crate::aml::threshold_for_budget(parse_budget_bp(&budget)?),
+            (None, Some(points), _) => parse_threshold_q(&points)?,
+            (None, None, crate::aml::BehaviourModel::V1) => crate::aml::TRIP_SCORE * crate::aml::QUARTER,
+            (None, None, _) => aml.threshold_q,
+        };
         if let Some(v) = a.budget_us {
             self.aml_budget = Duration::from_micros(v);
         }
@@ -1065,9 +1118,30 @@ mod tests {
             "[aml]\ndaily_limit_hkd = \"-1\"",
             "[aml]\nhigh_risk_countries = [999]",
             "[aml]\nlevel = 4",
+            "[aml]\nbehaviour_model = 3",
+            "[aml]\nfalse_hold_budget = \"0.3\"",
+            "[aml]\nfalse_hold_budget = \"0.001%\"",
+            "[aml]\nfalse_hold_budget = \"11%\"",
+            "[aml]\nbehaviour_threshold = \"4.1\"",
+            "[aml]\nbehaviour_threshold = \"0\"",
+            "[aml]\nfalse_hold_budget = \"0.3%\"\nbehaviour_threshold = \"4\"",
+            "[aml]\nbehaviour_model = 1\nfalse_hold_budget = \"0.3%\"",
         ] {
             assert!(Config::default().merge_toml(bad).is_err(), "{bad}");
         }
+        let level3 = |text: &str| {
+            let mut c = Config::default();
+            c.merge_toml(text).unwrap();
+            (c.switch.engine.aml.model.version(), c.switch.engine.aml.threshold_q)
+        };
+        assert_eq!(level3(""), (2, crate::aml::V2_DEFAULT_THRESHOLD_Q));
+        assert_eq!(level3("[aml]\nbehaviour_model = 1"), (1, 16), "model 1 trips at 4 points");
+        assert_eq!(level3("[aml]\nbehaviour_threshold = \"4.25\""), (2, 17));
+        assert_eq!(level3("[aml]\nbehaviour_model = 1\nbehaviour_threshold = \"5\""), (1, 20));
+        assert_eq!(level3("[aml]\nfalse_hold_budget = \"1%\""), (2, 22));
+        assert_eq!(level3("[aml]\nfalse_hold_budget = \"0.3%\""), (2, 32));
+        assert_eq!(level3("[aml]\nfalse_hold_budget = \"0.01%\""), (2, 32), "below every point: the strictest");
+        assert_eq!(level3("[aml]\nfalse_hold_budget = \"10%\""), (2, 17));
         let mut zero = Config::default();
         zero.merge_toml("[aml]\nbudget_us = 0").unwrap();
         assert!(zero.validate().is_err(), "a zero budget");

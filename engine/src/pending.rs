@@ -266,8 +266,29 @@ impl Engine {
         } else {
             assert!(holds.contains(Holds::COOLING_OFF), "a timer fired for an open window");
             assert!(entry.cooling_until_ms <= self.now_ms, "cooling-off fired early");
+            self.confirm_behaviour(&entry);
             self.release(entry.at, Holds::COOLING_OFF);
         }
+    }
+
+    /// A cooling-off period ended with the transfer still wanted: the
+    /// account's profile learns it (model 2; `Profile::confirm`).
+    fn confirm_behaviour(&mut self, entry: &PendingEntry) {
+        if entry.case == NO_CASE {
+            return;
+        }
+        let s = *self.transfers.get(entry.at);
+        let value = self.cases.get(entry.case).hkd_value;
+        let o = crate::aml::Outgoing {
+            now_ms: entry.submitted_ms,
+            debit_currency: s.debit_currency,
+            debit_amount: s.debit_amount,
+            credit_account: s.credit_account,
+            credit_currency: s.credit_currency,
+            destination_country: s.destination_country,
+        };
+        let debit = self.book.find(s.debit_account).expect("debit account exists");
+        self.profiles.get_mut(debit.index()).confirm(&self.config.aml, &o, value);
     }
 
     // ---- lookups and time -------------------------------------------------

@@ -26,7 +26,7 @@ use crate::money::CurrencyIndex;
 use crate::protocol::records::{self, Transfer};
 
 const STATE_MAGIC: &[u8; 4] = b"HKST";
-const STATE_VERSION: u32 = 7;
+const STATE_VERSION: u32 = 8;
 
 /// A snapshot body that does not decode: the file is corrupt or from
 /// another version.
@@ -415,7 +415,7 @@ impl Engine {
         if !aml {
             return engine.finish_decode(&r);
         }
-        engine.decode_aml(&mut r)?;
+        engine.decode_aml(&mut r, version)?;
         if version >= 4 {
             engine.decode_credit(&mut r)?;
         }
@@ -591,7 +591,7 @@ impl Engine {
     }
 
     /// AML profiles and cases.
-    fn decode_aml(&mut self, r: &mut Reader) -> Result<(), SnapshotError> {
+    fn decode_aml(&mut self, r: &mut Reader, version: u32) -> Result<(), SnapshotError> {
         let profiles = r.count("profile", 72)?;
         let mut previous = None;
         for _ in 0..profiles {
@@ -605,6 +605,11 @@ impl Engine {
                 return Err(bad("profiles out of order"));
             }
             previous = Some(id);
+            if version < 8 {
+                // The count and the day were two 32-bit halves of word 6.
+                let (count, day) = (words[6] as u32, words[6] >> 32);
+                words[6] = u64::from(count.min(u32::from(u16::MAX))) | (day << 32);
+            }
             *self.profiles.get_mut(at.index()) = Profile::from_words(words);
         }
         let cases = r.count("case", 68)?;

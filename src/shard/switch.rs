@@ -30,7 +30,7 @@ pub fn meta(config: &SwitchConfig) -> String {
     format!(
         "shards={}\nclock={clock}\nstep_up_window_ms={}\nmanual_review_window_ms={}\nclient_window_ms={}\n\
          quote_ttl_ms={}\naml_enabled={}\naml_daily_limit_hkd_minor={}\naml_high_risk_countries={}\n\
-         aml_behaviour={}\naml_behaviour_model={}\naml_cooling_off_ms={}\n",
+         aml_behaviour={}\naml_behaviour_model={}\naml_behaviour_threshold_q={}\naml_cooling_off_ms={}\n",
         config.shards,
         w.step_up_ms,
         w.manual_review_ms,
@@ -40,7 +40,8 @@ pub fn meta(config: &SwitchConfig) -> String {
         aml.daily_limit_hkd_minor,
         high_risk.join(","),
         aml.behaviour,
-        crate::aml::BEHAVIOUR_MODEL_VERSION,
+        aml.model.version(),
+        aml.threshold_q,
         aml.cooling_off_ms,
     )
 }
@@ -61,6 +62,10 @@ pub fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, String, St
             // only with AML off.
             None if key == "aml_enabled" && now != "false" => {
                 return Some((key, "false (a data directory from before AML)".into(), now));
+            }
+            // Before the threshold was recorded, model 1 tripped at 4 points.
+            None if key == "aml_behaviour_threshold_q" && now != "16" => {
+                return Some((key, "16 (a data directory from before the threshold was set)".into(), now));
             }
             None => {}
         }

@@ -12,6 +12,7 @@ use crate::money::HKD;
 use crate::protocol::accounts::{REMITTANCE_OUT, SETTLEMENT_IN};
 use crate::protocol::records::Transfer;
 
+use super::population::Strength;
 use super::{DAY_MS, HONG_KONG_OFFSET_MS};
 
 /// A small, fast, seeded generator (SplitMix64).
@@ -76,6 +77,17 @@ pub enum Anomaly {
 impl Anomaly {
     /// Every kind.
     pub const ALL: [Anomaly; 4] = [Self::Takeover, Self::NewCorridor, Self::MuleBurst, Self::Drain];
+
+    /// Its name in reports.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Takeover => "takeover",
+            Self::NewCorridor => "new corridor",
+            Self::MuleBurst => "new-payee burst",
+            Self::Drain => "drain",
+        }
+    }
 }
 
 /// What a generated transfer is.
@@ -85,8 +97,8 @@ pub enum Label {
     Funding,
     /// In line with the account's habits.
     Normal,
-    /// Part of injected anomaly number `n`, of a kind.
-    Anomaly(usize, Anomaly),
+    /// Part of injected anomaly number `n`, of a kind and strength.
+    Anomaly(usize, Anomaly, Strength),
 }
 
 /// One generated transfer at its time.
@@ -116,6 +128,9 @@ pub struct SynthConfig {
     pub days: u32,
     /// Share of accounts that get one anomaly after their history.
     pub anomaly_share: f64,
+    /// Whether anomalies come in four strengths (full, half, quarter,
+    /// eighth, in turn) or all at full strength.
+    pub strengths: bool,
     /// First account id.
     pub first_account: u64,
     /// Time of the first day's HK midnight.
@@ -129,6 +144,7 @@ impl Default for SynthConfig {
             accounts: 1_000,
             days: 60,
             anomaly_share: 0.25,
+            strengths: true,
             first_account: 100_000,
             // 2026-09-01T00:00 HKT.
             start_ms: 1_788_192_000_000 - HONG_KONG_OFFSET_MS,
@@ -277,7 +293,20 @@ pub fn generate(c: &SynthConfig) -> Scenario {
             continue;
         }
         let kind = Anomaly::ALL[anomalies % Anomaly::ALL.len()];
-        let n = anomalies;
+        let strength = if c.strengths {
+            Strength::ALL[anomalies / Anomaly::ALL.len() % Strength::ALL.len()]
+        } else {
+            Strength::Full
+        };
+        // Full strength is this generator's first calibration; each step
+        // halves how far the anomaly is from the account's habits.
+        let scale = match strength {
+            Strength::Full => 1.0,
+            Strength::Half => 0.5,
+            Strength::Quarter => 0.25,
+            Strength::Eighth => 0.125,
+        };
+        let label = Label::Anomaly(anomalies, kind, strength);
         anomalies += 1;
         let day_start = history_end + rng.below(5) * DAY_MS;
         let at_hour = |hour: u64, rng: &mut Rng| day_start + hour * 3_600_000 + rng.below(3_600_000);
@@ -286,36 +315,42 @@ pub fn generate(c: &SynthConfig) -> Scenario {
             Anomaly::Takeover => {
                 let hour = p.odd_hour(&mut rng);
                 let time = at_hour(hour, &mut rng);
-                let times = rng.range(20.0, 100.0);
+                let times = (rng.range(20.0, 100.0) * scale).max(1.5);
                 let amount = p.amount(&mut rng, times);
                 let to = stranger(&mut rng);
-                push(&mut events, time, p.id, to, amount, 0, Label::Anomaly(n, kind));
+                push(&mut events, time, p.id, to, amount, 0, label);
             }
             Anomaly::NewCorridor => {
                 let hour = p.hour_start + rng.below(p.hour_len);
                 let time = at_hour(hour % 24, &mut rng);
-                let times = rng.range(8.0, 30.0);
+                let times = (rng.range(8.0, 30.0) * scale).max(1.5);
                 let amount = p.amount(&mut rng, times);
                 let country = NEW_COUNTRIES[rng.below(NEW_COUNTRIES.len() as u64) as usize];
-                push(&mut events, time, p.id, REMITTANCE_OUT, amount, country, Label::Anomaly(n, kind));
+                push(&mut events, time, p.id, REMITTANCE_OUT, amount, country, label);
             }
             Anomaly::MuleBurst => {
                 let hour = p.hour_start + rng.below(p.hour_len);
                 let mut time = at_hour(hour % 24, &mut rng);
-                for _ in 0..8 + rng.below(8) {
+                let count = match strength {
+                    Strength::Full => 8 + rng.below(8),
+                    Strength::Half => 4 + rng.below(4),
+                    Strength::Quarter => 2 + rng.below(2),
+                    Strength::Eighth => 1 + rng.below(2),
+                };
+                for _ in 0..count {
                     let to = stranger(&mut rng);
                     let amount = p.amount(&mut rng, 1.0);
-                    push(&mut events, time, p.id, to, amount, 0, Label::Anomaly(n, kind));
+                    push(&mut events, time, p.id, to, amount, 0, label);
                     time += 30_000 + rng.below(60_000);
                 }
             }
             Anomaly::Drain => {
                 let hour = p.odd_hour(&mut rng);
                 let time = at_hour(hour, &mut rng);
-                let times = rng.range(40.0, 150.0);
+                let times = (rng.range(40.0, 150.0) * scale).max(1.5);
                 let amount = p.amount(&mut rng, times);
                 let to = p.payees[0];
-                push(&mut events, time, p.id, to, amount, 0, Label::Anomaly(n, kind));
+                push(&mut events, time, p.id, to, amount, 0, label);
             }
         }
     }

@@ -75,7 +75,9 @@ fn profile_words_round_trip() {
         day_total_lo: 1,
         day_total_hi: 2,
         cooling_until_ms: 3,
-        last_ms: 4,
+        last_lo: 4,
+        last_hi: 40,
+        amount_high: 44,
         payees: 5,
         hours: 6,
         countries: 7,
@@ -85,8 +87,15 @@ fn profile_words_round_trip() {
         amount_spread: 11,
         burst: 12,
         burst_usual: 13,
+        fresh: 14,
+        fresh_usual: 15,
     };
     assert_eq!(Profile::from_words(p.to_words()), p);
+    // Model 1 never sets model 2's fields: its words are the first
+    // layout's (count and day in the halves of word 6).
+    let v1 = Profile { fresh: 0, fresh_usual: 0, amount_high: 0, ..p };
+    assert_eq!(v1.to_words()[6], 8 | (9 << 32));
+    assert_eq!(v1.to_words()[3], 4 | (40 << 32));
 }
 
 #[test]
