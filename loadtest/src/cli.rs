@@ -42,6 +42,31 @@ enum Command {
     /// the same traffic at each share of saturation, each step beside its
     /// own fsync; a table, JSON and a plot (docs/benchmarks.md).
     Sweep(SweepArgs),
+    /// AML level 3 on both synthetic populations: anomalies caught by
+    /// strength, mules caught and normal transfers held at each threshold;
+    /// a table, JSON and a plot (docs/aml.md). Needs no switch.
+    AmlCurve(AmlCurveArgs),
+}
+
+#[derive(Args)]
+struct AmlCurveArgs {
+    /// Customers of the first population (the second has half as many).
+    #[arg(long, default_value_t = 4_000)]
+    accounts: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Level 3's model (1 or 2).
+    #[arg(long, default_value_t = 2)]
+    model: u32,
+    /// Thresholds in points, in quarters.
+    #[arg(long, value_delimiter = ',', default_value = "3,3.5,3.75,4,4.25,4.5,4.75,5,5.5,6")]
+    thresholds: Vec<f64>,
+    /// Write every point as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw detection against false holds (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -458,6 +483,31 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             };
             let report = crate::failover::run(&config).await?;
             print_report(&report, a.json.as_deref(), report.violations.len())
+        }
+        Command::AmlCurve(a) => {
+            let model = harbour::aml::BehaviourModel::from_version(a.model)
+                .ok_or_else(|| format!("--model {}: a model is 1 or 2", a.model))?;
+            let mut thresholds_q = Vec::new();
+            for t in &a.thresholds {
+                let q = t * 4.0;
+                if q.fract() != 0.0 || !(4.0..=160.0).contains(&q) {
+                    return Err(format!("--thresholds: {t} is not a threshold (points from 1 to 40, in quarters)"));
+                }
+                thresholds_q.push(q as u32);
+            }
+            let trials = crate::amlcurve::trials(a.accounts, a.seed);
+            println!("{}", crate::amlcurve::HEADER);
+            let points = crate::amlcurve::curve(&trials, model, &thresholds_q, |p| {
+                println!("{}", crate::amlcurve::line(p));
+            });
+            if let Some(path) = &a.json {
+                let json = serde_json::to_string_pretty(&points).map_err(|e| e.to_string())?;
+                std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if let Some(path) = &a.plot {
+                crate::amlcurve::write_svg(path, &points)?;
+            }
+            Ok(())
         }
         Command::Sweep(a) => {
             if a.shares.iter().any(|s| !(*s > 0.0 && *s <= 100.0)) {

@@ -2,6 +2,7 @@
 //! closed-loop bench, and their reports. The `harbour-loadtest` binary is a
 //! thin command line over it; tests drive it directly.
 
+pub mod amlcurve;
 pub mod cli;
 pub mod failover;
 pub mod flood;
