@@ -456,6 +456,11 @@ struct AmlFile {
     /// a budget).
     behaviour_threshold: Option<String>,
     cooling_off_ms: Option<u64>,
+    /// The mule rule (MULE_REVIEW) on or off.
+    mule_detection: Option<bool>,
+    /// The mule rule looks only at strangers' recent money of at least
+    /// this much, an HKD decimal, e.g. "5000.00".
+    mule_min_inbound_hkd: Option<String>,
     /// The latency budget for the remote scorer's verdicts.
     budget_us: Option<u64>,
     /// The remote scorer's address (none by default).
@@ -714,6 +719,12 @@ impl Config {
         }
         if let Some(v) = a.cooling_off_ms {
             aml.cooling_off_ms = v;
+        }
+        if let Some(v) = a.mule_detection {
+            aml.mule = v;
+        }
+        if let Some(v) = a.mule_min_inbound_hkd {
+            aml.mule_min_inbound_hkd_minor = parse_hkd(&v)?;
         }
         if let Some(v) = a.behaviour_model {
             aml.model = crate::aml::BehaviourModel::from_version(v)
@@ -1110,6 +1121,16 @@ mod tests {
         .unwrap();
         let a = aml.switch.engine.aml;
         assert_eq!((a.daily_limit_hkd_minor, a.cooling_off_ms, a.behaviour), (5_000_050, 3_600_000, false));
+        let mule = |text: &str| {
+            let mut c = Config::default();
+            c.merge_toml(text).map(|()| (c.switch.engine.aml.mule, c.switch.engine.aml.mule_min_inbound_hkd_minor))
+        };
+        assert_eq!(mule("").unwrap(), (true, 500_000), "on by default, from HK$5,000");
+        assert_eq!(
+            mule("[aml]\nmule_detection = false\nmule_min_inbound_hkd = \"20000\"").unwrap(),
+            (false, 2_000_000)
+        );
+        assert!(mule("[aml]\nmule_min_inbound_hkd = \"lots\"").is_err());
         assert!(a.high_risk.contains(408) && !a.high_risk.contains(364) && a.high_risk.contains(887));
         let s = aml.switch.aml_scorer.unwrap();
         assert_eq!((s.addr.port(), s.budget, s.io_timeout), (7500, Duration::from_micros(200), Duration::from_secs(1)));

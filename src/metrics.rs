@@ -279,7 +279,7 @@ pub struct Metrics {
     pub frame_errors: [AtomicU64; 14],
     /// New AML holds by kind: FACE_REVIEW (level 1), SMS_OTP (level 2),
     /// COOLING_OFF (level 3), MANUAL_REVIEW (no HKD rate, scorer, budget).
-    pub aml_holds: [AtomicU64; 4],
+    pub aml_holds: [AtomicU64; AML_HOLDS.len()],
     /// Transfers sent to the remote scorer.
     pub aml_scorer_evaluations: AtomicU64,
     /// Transfers held because the scorer's verdict missed the budget.
@@ -314,11 +314,12 @@ pub struct ClusterGauges {
 }
 
 /// Names of `Metrics::aml_holds`, in order.
-const AML_HOLDS: [(crate::engine::holds::Holds, &str, &str); 4] = [
+const AML_HOLDS: [(crate::engine::holds::Holds, &str, &str); 5] = [
     (crate::engine::holds::Holds::FACE_REVIEW, "FACE_REVIEW", "1"),
     (crate::engine::holds::Holds::SMS_OTP, "SMS_OTP", "2"),
     (crate::engine::holds::Holds::COOLING_OFF, "COOLING_OFF", "3"),
     (crate::engine::holds::Holds::MANUAL_REVIEW, "MANUAL_REVIEW", "review"),
+    (crate::engine::holds::Holds::MULE_REVIEW, "MULE_REVIEW", "mule"),
 ];
 
 /// The process's counters.
@@ -347,7 +348,7 @@ pub static METRICS: Metrics = Metrics {
     no_space_total: AtomicU64::new(0),
     resends_unlogged_total: AtomicU64::new(0),
     frame_errors: [const { AtomicU64::new(0) }; 14],
-    aml_holds: [const { AtomicU64::new(0) }; 4],
+    aml_holds: [const { AtomicU64::new(0) }; AML_HOLDS.len()],
     aml_scorer_evaluations: AtomicU64::new(0),
     aml_budget_fallbacks: AtomicU64::new(0),
     aml_scorer_reviews: AtomicU64::new(0),
@@ -534,7 +535,8 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP harbour_aml_holds_total Transfers AML held, by hold (level 1 FACE_REVIEW, 2 SMS_OTP, 3 \
-             COOLING_OFF; MANUAL_REVIEW for no HKD rate, scorer or budget fallback).\n\
+             COOLING_OFF; MANUAL_REVIEW for no HKD rate, scorer or budget fallback; MULE_REVIEW for \
+             money passing through).\n\
              # TYPE harbour_aml_holds_total counter"
         );
         for (i, (_, name, level)) in AML_HOLDS.iter().enumerate() {

@@ -49,7 +49,7 @@ pub fn holds(bits: u8) -> String {
 
 /// Each hold of a mask, by name, in bit order (undefined bits ignored).
 pub fn hold_names(bits: u8) -> impl Iterator<Item = &'static str> {
-    Holds::from_bits(bits & 0x3f).unwrap_or_default().names()
+    Holds::from_bits(bits & 0x7f).unwrap_or_default().names()
 }
 
 /// What releases a hold, for a person: the command that does it.
@@ -61,7 +61,7 @@ pub fn release(bits: u8, id: u128) -> String {
             "FACE_REVIEW" => format!("harbour step-up --id {id} --method face"),
             "SMS_OTP" => format!("harbour step-up --id {id} --method sms"),
             "COOLING_OFF" => "it posts when the cooling-off ends".to_string(),
-            "MANUAL_REVIEW" => format!("an operator's harbour review --id {id}"),
+            "MANUAL_REVIEW" | "MULE_REVIEW" => format!("an operator's harbour review --id {id}"),
             "CLIENT" => format!("harbour finalize --id {id} [--void]"),
             _ => "it posts within milliseconds".to_string(),
         });

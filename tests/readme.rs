@@ -15,7 +15,7 @@ fn promised(comment: &str) -> Vec<String> {
     for name in ["POSTED", "PENDING", "VOIDED", "ACTIVE", "REPAID"] {
         names.push(name.into());
     }
-    names.extend(harbour::show::hold_names(0x3f).map(str::to_string));
+    names.extend(harbour::show::hold_names(0x7f).map(str::to_string));
     names.retain(|n| n.len() > 2);
     let amount = |t: &str| {
         let t = t.strip_prefix('-').unwrap_or(t);

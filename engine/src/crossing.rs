@@ -86,6 +86,9 @@ impl Engine {
                 let amount = i64::try_from(e.amount).expect("checked");
                 self.add(inter, currency, -amount);
                 self.add(credit, currency, amount);
+                if self.config.aml.enabled && self.config.aml.mule {
+                    self.feed_inbound(credit, e.sender, currency, e.amount);
+                }
             }
             None => {
                 self.links.push(peer, EntryKind::Refund, e.id, 0, 0, e.seq);
@@ -106,6 +109,7 @@ impl Engine {
             account: s.credit_account,
             currency: s.credit_currency.code(),
             amount: s.credit_amount,
+            sender: crate::aml::mule::sender_key(s.debit_account),
         };
         self.links.push_flight(peer, entry, Some(flight));
         self.link_wait = true;

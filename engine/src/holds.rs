@@ -2,7 +2,8 @@
 //! wait, and the timer queue that fires them on the logical clock.
 //!
 //! A pending transfer carries a set of holds. Each hold has an end: a
-//! verification window (FACE_REVIEW, SMS_OTP, MANUAL_REVIEW, CLIENT) whose
+//! verification window (FACE_REVIEW, SMS_OTP, MANUAL_REVIEW, MULE_REVIEW,
+//! CLIENT) whose
 //! end voids the transfer if the hold is still open, or a cooling-off period
 //! (COOLING_OFF) whose end releases the hold. Timers are ordered by
 //! `(due_ms, transfer_id)`, so expiries at the same instant fire in id order
@@ -21,7 +22,7 @@ pub use crate::protocol::records::Holds;
 pub struct HoldWindows {
     /// FACE_REVIEW and SMS_OTP (contract default 10 minutes).
     pub step_up_ms: u64,
-    /// MANUAL_REVIEW (contract default 24 hours).
+    /// MANUAL_REVIEW (contract default 24 hours), and MULE_REVIEW.
     pub manual_review_ms: u64,
     /// CLIENT (contract default 7 days).
     pub client_ms: u64,
@@ -64,7 +65,7 @@ impl PendingEntry {
         let window = match hold {
             Holds::COOLING_OFF => return self.cooling_until_ms,
             Holds::FACE_REVIEW | Holds::SMS_OTP => windows.step_up_ms,
-            Holds::MANUAL_REVIEW => windows.manual_review_ms,
+            Holds::MANUAL_REVIEW | Holds::MULE_REVIEW => windows.manual_review_ms,
             Holds::CLIENT => windows.client_ms,
             _ => unreachable!("end_of takes a single hold"),
         };

@@ -46,6 +46,7 @@ pub mod quotes;
 pub mod snapshot;
 pub mod transfers;
 
+use crate::aml::mule::{self, Inbound};
 use crate::aml::report::{self, CaseRow, ReportError};
 use crate::aml::{AmlConfig, Case, Judgement, Outcome, Outgoing, Profile};
 use crate::fx::{FxError, RateTable, Side};
@@ -191,6 +192,9 @@ pub struct Engine {
     quotes: Quotes,
     /// AML state per account, at the account's book position.
     profiles: Arena<Profile>,
+    /// The mule rule's inbound state per account, at the account's book
+    /// position.
+    inbound: Arena<Inbound>,
     /// Every transfer AML held, in submission order.
     cases: Arena<Case>,
     /// Verdicts of the SUBMIT_JUDGED record being applied (empty between
@@ -225,6 +229,7 @@ impl Clone for Engine {
             rates: self.rates.clone(),
             quotes: self.quotes.clone(),
             profiles: self.profiles.clone(),
+            inbound: self.inbound.clone(),
             cases: self.cases.clone(),
             verdicts: self.verdicts.clone(),
             caller: self.caller,
@@ -249,6 +254,7 @@ impl Clone for Engine {
             rates,
             quotes,
             profiles,
+            inbound,
             cases,
             verdicts,
             caller,
@@ -266,6 +272,7 @@ impl Clone for Engine {
         self.rates.clone_from(rates);
         self.quotes.clone_from(quotes);
         self.profiles.clone_from(profiles);
+        self.inbound.clone_from(inbound);
         self.cases.clone_from(cases);
         self.verdicts.clone_from(verdicts);
         self.caller = *caller;
@@ -292,6 +299,7 @@ impl Engine {
     fn insert_account(&mut self, id: u64, kind: AccountKind, home_country: u16, customer_ref: u64, opened_by: u32) {
         self.book.insert_account(id, kind, home_country, customer_ref, opened_by);
         self.profiles.push(Profile::default());
+        self.inbound.push(Inbound::default());
         assert_eq!(self.profiles.len(), self.book.account_count(), "one profile per account");
     }
 
@@ -305,6 +313,7 @@ impl Engine {
             rates: RateTable::default(),
             quotes: Quotes::default(),
             profiles: Arena::with_capacity(config.accounts_capacity, Profile::default()),
+            inbound: Arena::with_capacity(config.accounts_capacity, Inbound::default()),
             cases: Arena::default(),
             verdicts: Vec::new(),
             caller: None,
@@ -546,10 +555,17 @@ impl Engine {
         self.credit.loans()
     }
 
-    /// Bytes the AML profiles take (one per account, beside the book).
+    /// Bytes the AML profiles and the mule rule's inbound state take (one
+    /// each per account, beside the book).
     #[must_use]
     pub fn profiles_allocated_bytes(&self) -> usize {
-        self.profiles.allocated_bytes()
+        self.profiles.allocated_bytes() + self.inbound.allocated_bytes()
+    }
+
+    /// An account's inbound state (the mule rule's).
+    #[must_use]
+    pub fn inbound(&self, account_id: u64) -> Option<&Inbound> {
+        self.book.find(account_id).map(|at| self.inbound.get(at.index()))
     }
 
     /// An account's AML profile.

@@ -59,6 +59,10 @@ pub struct Entry {
     pub account: u64,
     pub currency: u16,
     pub amount: u64,
+    /// A CREDIT's sender, as its 40-bit `aml::mule::sender_key` (the mule
+    /// rule's distinct senders on the payee's shard); 0 otherwise, and in
+    /// entries written before the rule.
+    pub sender: u64,
 }
 
 impl Entry {
@@ -70,7 +74,7 @@ impl Entry {
         out.extend_from_slice(&self.amount.to_le_bytes());
         out.extend_from_slice(&self.currency.to_le_bytes());
         out.push(self.kind as u8);
-        out.extend_from_slice(&[0; 5]);
+        out.extend_from_slice(&self.sender.to_le_bytes()[..5]);
     }
 
     /// Reads one entry; `None` for an unknown kind or reserved bytes set.
@@ -85,7 +89,9 @@ impl Entry {
             4 => EntryKind::QuoteSpent,
             _ => return None,
         };
-        if b[43..48].iter().any(|&x| x != 0) {
+        let mut sender = [0; 8];
+        sender[..5].copy_from_slice(&b[43..48]);
+        if kind != EntryKind::Credit && sender != [0; 8] {
             return None;
         }
         Some(Entry {
@@ -95,6 +101,7 @@ impl Entry {
             amount: u64_at(32),
             currency: u16::from_le_bytes([b[40], b[41]]),
             kind,
+            sender: u64::from_le_bytes(sender),
         })
     }
 }
@@ -194,7 +201,7 @@ impl Links {
     /// Puts an entry in the outbox to `peer`, numbering it; returns its
     /// sequence.
     pub fn push(&mut self, peer: u16, kind: EntryKind, id: u128, account: u64, currency: u16, amount: u64) -> u64 {
-        self.push_flight(peer, Entry { seq: 0, kind, id, account, currency, amount }, None)
+        self.push_flight(peer, Entry { seq: 0, kind, id, account, currency, amount, sender: 0 }, None)
     }
 
     /// Puts the same entry in the outbox to every other shard.
@@ -273,19 +280,26 @@ mod tests {
 
     #[test]
     fn entries_and_messages_round_trip() {
-        let e =
-            Entry { seq: 7, kind: EntryKind::Credit, id: 1 << 100 | 5, account: 4096, currency: 344, amount: 12_345 };
+        let e = Entry {
+            seq: 7,
+            kind: EntryKind::Credit,
+            id: 1 << 100 | 5,
+            account: 4096,
+            currency: 344,
+            amount: 12_345,
+            sender: (1 << 40) - 3,
+        };
         let mut body = Vec::new();
-        encode_link_in(3, 9, &[e, Entry { seq: 8, kind: EntryKind::Account, ..e }], &mut body);
+        encode_link_in(3, 9, &[e, Entry { seq: 8, kind: EntryKind::Account, sender: 0, ..e }], &mut body);
         let decoded = decode_link_in(&body).expect("decodes");
         assert_eq!(decoded.from, 3);
         assert_eq!(decoded.ack, 9);
-        assert_eq!(decoded.entries, vec![e, Entry { seq: 8, kind: EntryKind::Account, ..e }]);
+        assert_eq!(decoded.entries, vec![e, Entry { seq: 8, kind: EntryKind::Account, sender: 0, ..e }]);
     }
 
     #[test]
     fn malformed_link_records_are_refused() {
-        let e = Entry { seq: 1, kind: EntryKind::Credit, id: 1, account: 4096, currency: 344, amount: 1 };
+        let e = Entry { seq: 1, kind: EntryKind::Credit, id: 1, account: 4096, currency: 344, amount: 1, sender: 9 };
         let mut good = Vec::new();
         encode_link_in(0, 0, &[e], &mut good);
         let mut cases = Vec::new();
@@ -293,7 +307,9 @@ mod tests {
         let mut bad_kind = good.clone();
         bad_kind[LINK_HEADER_SIZE + 42] = 9;
         cases.push(bad_kind);
-        let mut reserved = good.clone();
+        // Only a CREDIT names a sender.
+        let mut reserved = Vec::new();
+        encode_link_in(0, 0, &[Entry { kind: EntryKind::Account, sender: 0, ..e }], &mut reserved);
         reserved[LINK_HEADER_SIZE + 47] = 1;
         cases.push(reserved);
         let mut header = good.clone();

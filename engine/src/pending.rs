@@ -73,19 +73,33 @@ impl Engine {
         self.step_up_outcome(s, hold, outcome)
     }
 
-    /// RESOLVE_REVIEW, one record: an operator's verdict on a MANUAL_REVIEW
-    /// hold. Precedence: INVALID_ID, TRANSFER_NOT_FOUND, FORBIDDEN (out of
+    /// RESOLVE_REVIEW, one record: an operator's verdict on the operator's
+    /// holds, MANUAL_REVIEW and MULE_REVIEW (a PASS releases whichever the
+    /// transfer has, and a PASS of a MULE_REVIEW clears the account's mule
+    /// flag). Precedence: INVALID_ID, TRANSFER_NOT_FOUND, FORBIDDEN (out of
     /// the channel's scope), INVALID_FIELD (method other than 3),
     /// NOT_PENDING, WRONG_METHOD.
     pub fn resolve_review(&mut self, s: &StepUp) -> TransferResult {
+        let mut hold = Holds::MANUAL_REVIEW;
         let outcome = self.find_in_scope(s.transfer_id).and_then(|at| {
             if s.method != records::METHOD_MANUAL_REVIEW {
                 return Err(ResultCode::InvalidField);
             }
             check_outcome(s.outcome)?;
-            self.check_waiting(at, Holds::MANUAL_REVIEW).map(|()| at)
+            let held = Holds::from_bits(self.transfers.get(at).holds).expect("valid holds");
+            if held.contains(Holds::MULE_REVIEW) {
+                hold = held.intersect(Holds::OPERATOR_REVIEW);
+            }
+            self.check_waiting(at, hold).map(|()| at)
         });
-        self.step_up_outcome(s, Holds::MANUAL_REVIEW, outcome)
+        if let Ok(at) = outcome
+            && hold.contains(Holds::MULE_REVIEW)
+            && s.outcome == records::OUTCOME_PASS
+        {
+            let debit = self.book.find(self.transfers.get(at).debit_account).expect("debit account exists");
+            self.inbound.get_mut(debit.index()).clear_flag();
+        }
+        self.step_up_outcome(s, hold, outcome)
     }
 
     pub(crate) fn step_up_outcome(

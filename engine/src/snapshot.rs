@@ -19,6 +19,7 @@ use super::loans::Repayment;
 use super::quotes::Quote;
 use super::transfers::{StoredTransfer, TransferIndex};
 use super::{Engine, EngineConfig};
+use crate::aml::mule::Inbound;
 use crate::aml::{Case, Outcome, Profile, Reasons};
 use crate::credit::{CreditLine, LOAN_ACTIVE, LOAN_REPAID, Loan};
 use crate::fx::{Rate, Side};
@@ -26,7 +27,7 @@ use crate::money::CurrencyIndex;
 use crate::protocol::records::{self, Transfer};
 
 const STATE_MAGIC: &[u8; 4] = b"HKST";
-const STATE_VERSION: u32 = 8;
+const STATE_VERSION: u32 = 9;
 
 /// A snapshot body that does not decode: the file is corrupt or from
 /// another version.
@@ -270,6 +271,22 @@ impl Engine {
                 w.u64(word);
             }
         }
+        // The mule rule's inbound states that are not blank, by account id
+        // (version 9).
+        let inbound: Vec<(u64, Inbound)> = self
+            .book
+            .account_ids_sorted()
+            .into_iter()
+            .map(|id| (id, *self.inbound(id).expect("listed account")))
+            .filter(|(_, a)| *a != Inbound::default())
+            .collect();
+        w.u64(inbound.len() as u64);
+        for (id, a) in inbound {
+            w.u64(id);
+            for word in a.to_words() {
+                w.u64(word);
+            }
+        }
         w.u64(self.cases.len() as u64);
         for c in self.cases.iter() {
             w.u128(c.transfer_id);
@@ -280,6 +297,12 @@ impl Engine {
             w.u16(c.reasons.0);
             w.u8(c.holds);
             w.u8(c.outcome as u8);
+            let m = &c.mule;
+            w.u16(m.senders);
+            w.u32(m.passed_on_permille);
+            w.u64(m.inbound_hkd_minor);
+            w.u64(m.first_in_ms);
+            w.u64(m.last_in_ms);
         }
     }
 
@@ -612,9 +635,26 @@ impl Engine {
             }
             *self.profiles.get_mut(at.index()) = Profile::from_words(words);
         }
+        if version >= 9 {
+            let n = r.count("inbound state", 72)?;
+            let mut previous = None;
+            for _ in 0..n {
+                let id = r.u64()?;
+                let mut words = [0u64; 8];
+                for w in &mut words {
+                    *w = r.u64()?;
+                }
+                let at = self.book.find(id).ok_or_else(|| bad("inbound state of an unknown account"))?;
+                if previous.is_some_and(|p| p >= id) {
+                    return Err(bad("inbound states out of order"));
+                }
+                previous = Some(id);
+                *self.inbound.get_mut(at.index()) = Inbound::from_words(words);
+            }
+        }
         let cases = r.count("case", 68)?;
         for _ in 0..cases {
-            let case = Case {
+            let mut case = Case {
                 transfer_id: r.u128()?,
                 submitted_ms: r.u64()?,
                 closed_ms: r.u64()?,
@@ -623,7 +663,17 @@ impl Engine {
                 reasons: Reasons(r.u16()?),
                 holds: r.u8()?,
                 outcome: Outcome::from_u8(r.u8()?).ok_or_else(|| bad("case outcome"))?,
+                mule: Default::default(),
             };
+            if version >= 9 {
+                case.mule = crate::aml::mule::Evidence {
+                    senders: r.u16()?,
+                    passed_on_permille: r.u32()?,
+                    inbound_hkd_minor: r.u64()?,
+                    first_in_ms: r.u64()?,
+                    last_in_ms: r.u64()?,
+                };
+            }
             let n = self.cases.len() as u32;
             let ordered = n == 0 || self.cases.get(n - 1).submitted_ms <= case.submitted_ms;
             if self.transfers.find(case.transfer_id).is_none() || !ordered {

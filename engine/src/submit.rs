@@ -41,6 +41,17 @@ impl Engine {
                     && let Some(at) = self.book.candidate(t.debit_account)
                 {
                     index::prefetch(self.profiles.get(at));
+                    if self.config.aml.mule {
+                        index::prefetch(self.inbound.get(at));
+                    }
+                }
+                if self.config.aml.enabled
+                    && self.config.aml.mule
+                    && let Some(at) = self.book.candidate(t.credit_account)
+                {
+                    // The payee's side of the mule rule.
+                    index::prefetch(self.profiles.get(at));
+                    index::prefetch(self.inbound.get(at));
                 }
                 if t.flags & records::TRANSFER_AUTO_CREDIT != 0
                     && let Some(dc) = CurrencyIndex::of(t.debit_currency)
@@ -143,7 +154,46 @@ impl Engine {
             destination_country: t.destination_country,
         };
         let profile = self.profiles.get_mut(a.debit.index());
-        profile.judge(&self.config.aml, &self.rates, &o)
+        let (new_payee, history) = (profile.is_new_payee(&o), profile.count);
+        let mut j = profile.judge(&self.config.aml, &self.rates, &o);
+        if self.config.aml.mule {
+            // What the account has left after it (an AUTO_CREDIT short of
+            // money has nothing), in HKD, if strangers paid it anything.
+            let inbound = self.inbound.get(a.debit.index());
+            let balance_after = if inbound.recent_in == 0 {
+                0
+            } else {
+                let left = self.book.balance_at(a.debit, a.debit_currency).available() - i128::from(a.debit_amount);
+                let left = u64::try_from(left).unwrap_or(0);
+                crate::aml::hkd_value(left, a.debit_currency, &self.rates).map_or(u64::MAX, mule::cents)
+            };
+            let leaving = mule::Leaving {
+                now_ms: self.now_ms,
+                value: mule::cents(j.hkd_value),
+                new_payee,
+                history,
+                balance_after,
+            };
+            let floor = self.config.aml.mule_min_inbound_hkd_minor;
+            let (reasons, evidence) = self.inbound.get_mut(a.debit.index()).judge(floor, &leaving);
+            if reasons != 0 {
+                j.holds = j.holds.with(Holds::MULE_REVIEW);
+                j.reasons.0 |= reasons;
+                j.mule = evidence;
+            }
+        }
+        j
+    }
+
+    /// The mule rule learns of money credited to a customer `credit` from
+    /// the customer whose `mule::sender_key` is `sender`: a stranger's
+    /// (someone the account never paid) feeds its inbound state.
+    pub(crate) fn feed_inbound(&mut self, credit: AccountPos, sender: u64, currency: CurrencyIndex, amount: u64) {
+        if !self.profiles.get(credit.index()).knows_sender(sender)
+            && let Some(value) = crate::aml::hkd_value(amount, currency, &self.rates)
+        {
+            self.inbound.get_mut(credit.index()).credit(self.now_ms, sender, mule::cents(value));
+        }
     }
 
     /// The answer for a rejected or unknown id: its stored state if the id
@@ -315,7 +365,11 @@ impl Engine {
         self.reserve(a.debit, a.credit, &stored, true);
         let at = self.transfers.insert(stored);
         let mut case = NO_CASE;
-        let aml_holds = Holds::FACE_REVIEW.with(Holds::SMS_OTP).with(Holds::COOLING_OFF).with(Holds::MANUAL_REVIEW);
+        let aml_holds = Holds::FACE_REVIEW
+            .with(Holds::SMS_OTP)
+            .with(Holds::COOLING_OFF)
+            .with(Holds::MANUAL_REVIEW)
+            .with(Holds::MULE_REVIEW);
         if let Some(j) = judged.filter(|j| !j.holds.is_empty()) {
             case = self.cases.len() as u32;
             // An arena of chunks: growth never copies what is there (a Vec
@@ -329,6 +383,7 @@ impl Engine {
                 reasons: j.reasons,
                 holds: (holds.bits() & aml_holds.bits()),
                 outcome: Outcome::Pending,
+                mule: j.mule,
             });
         }
         let counted = judged.map_or(0, |j| j.counted);
@@ -356,6 +411,14 @@ impl Engine {
         }
         self.add(debit, s.debit_currency, -debit_amount);
         self.add(credit, s.credit_currency, credit_amount);
+        if self.config.aml.enabled
+            && self.config.aml.mule
+            && debit != credit
+            && self.book.entry(credit).kind == AccountKind::Customer
+            && self.book.entry(debit).kind == AccountKind::Customer
+        {
+            self.feed_inbound(credit, mule::sender_key(s.debit_account), s.credit_currency, s.credit_amount);
+        }
     }
 
     pub(crate) fn add(&mut self, at: AccountPos, currency: CurrencyIndex, delta: i64) {

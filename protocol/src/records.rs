@@ -953,17 +953,24 @@ impl Holds {
     /// Harbour addition: the credit is being applied on another shard
     /// (the engine's links); no window, no timer.
     pub const IN_FLIGHT: Holds = Holds(32);
-    /// Every defined hold, in bit order.
-    pub const ALL: [Holds; 5] =
-        [Self::FACE_REVIEW, Self::SMS_OTP, Self::COOLING_OFF, Self::MANUAL_REVIEW, Self::CLIENT];
+    /// Harbour addition: the account looks like a money mule (money from
+    /// several unrelated senders passing through); an operator's review,
+    /// resolved by RESOLVE_REVIEW like MANUAL_REVIEW, with its window.
+    pub const MULE_REVIEW: Holds = Holds(64);
+    /// The holds only an OPERATOR resolves (RESOLVE_REVIEW).
+    pub const OPERATOR_REVIEW: Holds = Holds(8 | 64);
+    /// Every defined hold with a window, in bit order.
+    pub const ALL: [Holds; 6] =
+        [Self::FACE_REVIEW, Self::SMS_OTP, Self::COOLING_OFF, Self::MANUAL_REVIEW, Self::CLIENT, Self::MULE_REVIEW];
     /// Every hold the wire shows (IN_FLIGHT too), with its name, in bit order.
-    pub const NAMED: [(Holds, &'static str); 6] = [
+    pub const NAMED: [(Holds, &'static str); 7] = [
         (Self::FACE_REVIEW, "FACE_REVIEW"),
         (Self::SMS_OTP, "SMS_OTP"),
         (Self::COOLING_OFF, "COOLING_OFF"),
         (Self::MANUAL_REVIEW, "MANUAL_REVIEW"),
         (Self::CLIENT, "CLIENT"),
         (Self::IN_FLIGHT, "IN_FLIGHT"),
+        (Self::MULE_REVIEW, "MULE_REVIEW"),
     ];
 
     /// The names of the holds in this set, in bit order.
@@ -981,7 +988,7 @@ impl Holds {
     #[must_use]
     #[inline]
     pub const fn from_bits(bits: u8) -> Option<Holds> {
-        if bits & !0x3F == 0 { Some(Holds(bits)) } else { None }
+        if bits & !0x7F == 0 { Some(Holds(bits)) } else { None }
     }
     /// Whether every hold of `other` is in this set.
     #[must_use]
@@ -1006,6 +1013,12 @@ impl Holds {
     #[inline]
     pub const fn without(self, other: Holds) -> Holds {
         Holds(self.0 & !other.0)
+    }
+    /// The holds in both sets.
+    #[must_use]
+    #[inline]
+    pub const fn intersect(self, other: Holds) -> Holds {
+        Holds(self.0 & other.0)
     }
 }
 

@@ -30,7 +30,8 @@ pub fn meta(config: &SwitchConfig) -> String {
     format!(
         "shards={}\nclock={clock}\nstep_up_window_ms={}\nmanual_review_window_ms={}\nclient_window_ms={}\n\
          quote_ttl_ms={}\naml_enabled={}\naml_daily_limit_hkd_minor={}\naml_high_risk_countries={}\n\
-         aml_behaviour={}\naml_behaviour_model={}\naml_behaviour_threshold_q={}\naml_cooling_off_ms={}\n",
+         aml_behaviour={}\naml_behaviour_model={}\naml_behaviour_threshold_q={}\naml_cooling_off_ms={}\n\
+         aml_mule={}\naml_mule_min_inbound_hkd_minor={}\n",
         config.shards,
         w.step_up_ms,
         w.manual_review_ms,
@@ -43,6 +44,9 @@ pub fn meta(config: &SwitchConfig) -> String {
         aml.model.version(),
         aml.threshold_q,
         aml.cooling_off_ms,
+        // What runs: the rule runs only with AML on.
+        aml.enabled && aml.mule,
+        aml.mule_min_inbound_hkd_minor,
     )
 }
 
@@ -66,6 +70,10 @@ pub fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, String, St
             // Before the threshold was recorded, model 1 tripped at 4 points.
             None if key == "aml_behaviour_threshold_q" && now != "16" => {
                 return Some((key, "16 (a data directory from before the threshold was set)".into(), now));
+            }
+            // Before the mule rule, no transfer was held for MULE_REVIEW.
+            None if key == "aml_mule" && now != "false" => {
+                return Some((key, "false (a data directory from before the mule rule)".into(), now));
             }
             None => {}
         }

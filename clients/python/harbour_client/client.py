@@ -549,7 +549,7 @@ class Client:
         return self.batch(Kind.LOOKUP_LOANS, _ids(ids), timeout)
 
     def resolve_review(self, items: Sequence[StepUp], timeout: Optional[float] = None) -> List[TransferResult]:
-        """RESOLVE_REVIEW (role OPERATOR): MANUAL_REVIEW outcomes (method 3)."""
+        """RESOLVE_REVIEW (role OPERATOR): MANUAL_REVIEW and MULE_REVIEW outcomes (method 3)."""
         return self.batch(Kind.RESOLVE_REVIEW, items, timeout)
 
     def set_time(self, unix_ms: int, timeout: Optional[float] = None) -> RecordResult:

@@ -117,6 +117,10 @@ class Holds(enum.IntFlag):
     CLIENT = 16
     #: Harbour addition: the credit is being applied on another shard.
     IN_FLIGHT = 32
+    #: Harbour addition: money from several unrelated senders passing
+    #: through the account (AML mule rule); an operator's review
+    #: (RESOLVE_REVIEW, method MANUAL_REVIEW).
+    MULE_REVIEW = 64
 
 
 class Method(enum.IntEnum):

@@ -406,6 +406,8 @@ class RoundTripTest(unittest.TestCase):
         self.assertTrue(r.holds & Holds.MANUAL_REVIEW)
         self.assertFalse(r.holds & Holds.CLIENT)
         self.assertEqual(int(r.holds), 10)
+        mule = TransferResult.decode(TransferResult(transfer_id=2, state=2, holds=64).encode())
+        self.assertIs(mule.holds, Holds.MULE_REVIEW)
         loan = LoanResult.decode(LoanResult(state=2).encode())
         self.assertIs(loan.state, LoanState.REPAID)
 
@@ -470,6 +472,7 @@ class EnumTest(unittest.TestCase):
                 "MANUAL_REVIEW": 8,
                 "CLIENT": 16,
                 "IN_FLIGHT": 32,
+                "MULE_REVIEW": 64,
             },
         )
 

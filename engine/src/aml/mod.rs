@@ -20,6 +20,7 @@
 //!   and its parameters are in `docs/aml.md`.
 
 pub mod measure;
+pub mod mule;
 pub mod population;
 pub mod report;
 pub mod synth;
@@ -112,6 +113,12 @@ pub struct AmlConfig {
     pub model: BehaviourModel,
     /// Level 3: the score at which an account trips, in quarter points.
     pub threshold_q: u32,
+    /// The mule rule (`mule`): whether it runs (a data directory keeps
+    /// what it was created with; one from before it has it off).
+    pub mule: bool,
+    /// The mule rule looks only at strangers' recent money of at least
+    /// this much (HKD minor units).
+    pub mule_min_inbound_hkd_minor: u64,
 }
 
 /// Level 3's model: its features and weights. Recorded in META, so a log
@@ -156,6 +163,8 @@ impl Default for AmlConfig {
             cooling_off_ms: DAY_MS,
             model: BehaviourModel::V2,
             threshold_q: V2_DEFAULT_THRESHOLD_Q,
+            mule: true,
+            mule_min_inbound_hkd_minor: mule::DEFAULT_MIN_INBOUND_HKD_MINOR,
         }
     }
 }
@@ -201,6 +210,12 @@ impl Reasons {
     /// Level 3 signal (model 2): more than the usual amount to a new payee
     /// at an hour the account never uses.
     pub const ODD_NEW_PAYEE: u16 = 1 << 13;
+    /// Mule rule: most of what several unrelated senders paid in is
+    /// leaving to a new payee (MULE_REVIEW).
+    pub const PASS_THROUGH: u16 = 1 << 14;
+    /// Mule rule: an account too new to have a history passes a stranger's
+    /// money on to a new payee within hours (MULE_REVIEW).
+    pub const NEW_ACCOUNT_PASS_THROUGH: u16 = 1 << 15;
 
     /// Whether `reason` is one a logged verdict may carry (SUBMIT_JUDGED:
     /// the remote scorer's, or the budget's fallback).
@@ -210,7 +225,7 @@ impl Reasons {
     }
 
     /// Each rule's name in the report, by bit.
-    pub const NAMES: [(u16, &'static str); 14] = [
+    pub const NAMES: [(u16, &'static str); 16] = [
         (Self::DAILY_LIMIT, "DAILY_LIMIT"),
         (Self::NO_HKD_RATE, "NO_HKD_RATE"),
         (Self::HIGH_RISK_COUNTRY, "HIGH_RISK_COUNTRY"),
@@ -225,6 +240,8 @@ impl Reasons {
         (Self::BUDGET_FALLBACK, "BUDGET_FALLBACK"),
         (Self::NEW_PAYEE_RUN, "NEW_PAYEE_RUN"),
         (Self::ODD_NEW_PAYEE, "ODD_NEW_PAYEE"),
+        (Self::PASS_THROUGH, "PASS_THROUGH"),
+        (Self::NEW_ACCOUNT_PASS_THROUGH, "NEW_ACCOUNT_PASS_THROUGH"),
     ];
 
     /// Whether a rule's bit is set.
@@ -245,7 +262,10 @@ impl Reasons {
         if self.has(Self::HIGH_RISK_COUNTRY) {
             levels.push(2);
         }
-        if self.0 & (Self::BEHAVIOUR_CHANGE | Self::COOLING_OFF) != 0 {
+        // The mule rule reads behaviour too: its cases are level 3's.
+        if self.0 & (Self::BEHAVIOUR_CHANGE | Self::COOLING_OFF | Self::PASS_THROUGH | Self::NEW_ACCOUNT_PASS_THROUGH)
+            != 0
+        {
             levels.push(3);
         }
         levels
@@ -312,9 +332,11 @@ pub struct Case {
     /// The AML holds it got.
     pub holds: u8,
     pub outcome: Outcome,
+    /// A mule case's evidence (zeros for others).
+    pub mule: mule::Evidence,
 }
 
-const _: () = assert!(size_of::<Case>() == 80);
+const _: () = assert!(size_of::<Case>() == 112);
 
 /// What AML decided for one outgoing transfer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -331,6 +353,8 @@ pub struct Judgement {
     pub hkd_value: u128,
     /// The day total after it.
     pub day_total: u128,
+    /// The mule rule's evidence, when it held the transfer.
+    pub mule: mule::Evidence,
 }
 
 /// The part of an outgoing transfer AML looks at.
@@ -607,6 +631,21 @@ impl Profile {
     fn set_day_total(&mut self, v: u128) {
         self.day_total_lo = v as u64;
         self.day_total_hi = (v >> 64) as u64;
+    }
+
+    /// Whether `o` goes to a payee (or corridor) the account never paid.
+    #[must_use]
+    pub fn is_new_payee(&self, o: &Outgoing) -> bool {
+        let bits = payee_bits(payee_key(o));
+        self.payees & bits != bits
+    }
+
+    /// Whether the account has paid the sender whose `mule::sender_key` is
+    /// `key` (a payee's filter bits come from the key's low 12 bits).
+    #[must_use]
+    pub fn knows_sender(&self, key: u64) -> bool {
+        let bits = payee_bits(key);
+        self.payees & bits == bits
     }
 
     /// Judges one outgoing transfer that will be accepted, and records it:

@@ -24,7 +24,7 @@ pub const FORMAT_CSV: u8 = 2;
 pub const NAMESPACE: &str = "urn:harbour:str:1";
 
 /// The columns, in order: XML child elements of `<case>` and CSV header.
-pub const COLUMNS: [&str; 18] = [
+pub const COLUMNS: [&str; 23] = [
     "transfer_id",
     "submitted_at",
     "account",
@@ -43,7 +43,17 @@ pub const COLUMNS: [&str; 18] = [
     "outcome",
     "state",
     "closed_at",
+    "mule_senders",
+    "mule_inbound_hkd",
+    "mule_passed_on_permille",
+    "mule_first_in_at",
+    "mule_last_in_at",
 ];
+
+/// The columns a case shows only when they apply (XML leaves the element
+/// out, CSV the value empty).
+const OPTIONAL: [&str; 6] =
+    ["closed_at", "mule_senders", "mule_inbound_hkd", "mule_passed_on_permille", "mule_first_in_at", "mule_last_in_at"];
 
 /// One case with what the report shows of its transfer and account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +72,7 @@ pub struct CaseRow {
 }
 
 /// Bytes of an encoded row (shards hand rows to the switch in this form).
-pub const ROW_SIZE: usize = 128;
+pub const ROW_SIZE: usize = 144;
 
 impl CaseRow {
     /// Encodes the row into `ROW_SIZE` bytes.
@@ -84,6 +94,13 @@ impl CaseRow {
         out.push(self.credit_currency.raw());
         out.extend_from_slice(&self.destination_country.to_le_bytes());
         out.push(self.state);
+        let m = &c.mule;
+        out.extend_from_slice(&m.senders.to_le_bytes());
+        out.extend_from_slice(&m.passed_on_permille.to_le_bytes());
+        for v in [m.inbound_hkd_minor, m.first_in_ms, m.last_in_ms] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        debug_assert!(out.len() - start <= ROW_SIZE);
         out.resize(start + ROW_SIZE, 0);
     }
 
@@ -104,6 +121,13 @@ impl CaseRow {
             reasons: Reasons(u16::from_le_bytes([b[64], b[65]])),
             holds: b[66],
             outcome: Outcome::from_u8(b[67])?,
+            mule: super::mule::Evidence {
+                senders: u16::from_le_bytes([b[113], b[114]]),
+                passed_on_permille: u32::from_le_bytes(b[115..119].try_into().expect("4 bytes")),
+                inbound_hkd_minor: u64_at(119),
+                first_in_ms: u64_at(127),
+                last_in_ms: u64_at(135),
+            },
         };
         Some(Self {
             case,
@@ -137,6 +161,10 @@ impl CaseRow {
         };
         let dc = self.debit_currency.currency();
         let cc = self.credit_currency.currency();
+        // The mule rule's evidence, on its cases only.
+        let m = &c.mule;
+        let is_mule = c.holds & Holds::MULE_REVIEW.bits() != 0;
+        let mule = |v: String| if is_mule { v } else { String::new() };
         [
             c.transfer_id.to_string(),
             timestamp(c.submitted_ms),
@@ -156,6 +184,11 @@ impl CaseRow {
             c.outcome.name().to_string(),
             state.to_string(),
             if c.outcome == Outcome::Pending { String::new() } else { timestamp(c.closed_ms) },
+            mule(m.senders.to_string()),
+            mule(hkd(u128::from(m.inbound_hkd_minor) * HKD_VALUE_SCALE)),
+            mule(m.passed_on_permille.to_string()),
+            mule(timestamp(m.first_in_ms)),
+            mule(timestamp(m.last_in_ms)),
         ]
     }
 }
@@ -236,7 +269,7 @@ pub fn body(out: &mut String, rows: &[CaseRow], format: u8) -> Result<(), Report
         } else {
             out.push_str("<case>");
             for (name, value) in COLUMNS.iter().zip(row.values()) {
-                if name == &"closed_at" && value.is_empty() {
+                if OPTIONAL.contains(name) && value.is_empty() {
                     continue;
                 }
                 out.push_str(&std::format!("<{name}>{value}</{name}>"));

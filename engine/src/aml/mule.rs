@@ -1,0 +1,316 @@
+//! The mule rule: an account that passes money through.
+//!
+//! The credit side of every customer-to-customer transfer feeds the payee's
+//! [`Inbound`] state: money from senders the account never paid (strangers)
+//! adds to a decaying sum and to an episode (its distinct senders, its
+//! total, when it began and when money last came in). An outgoing transfer
+//! to a payee or corridor the account never used is held for MULE_REVIEW
+//! when it carries strangers' money (the account's balance after it is
+//! less than what strangers recently paid in: the account's own money does
+//! not cover it), at least a fifth of that money has left recently, this
+//! transfer included, and either
+//!
+//! - several (`FAN_IN_SENDERS`) unrelated senders paid in (fan-in), or
+//! - the account is too new to have a history and the money came in
+//!   within `NEW_ACCOUNT_QUICK_MS` (a link of a chain of new accounts, or a
+//!   new account's first remittance of strangers' money),
+//!
+//! and the strangers' recent money is at least the configured floor. A
+//! held account is flagged: its outgoing transfers are held for
+//! MULE_REVIEW too until the flag's end, or until an operator passes one.
+//!
+//! Integer only, O(1) per transfer, driven by the logged clock: a replay
+//! decides the same. Amounts are HKD cents at the exact rate of the day.
+
+use super::{DAY_MS, HISTORY_MIN, HKD_VALUE_SCALE, Reasons, mix64};
+
+/// Half-life of the decaying sums of money in and money out.
+pub const HALF_LIFE_MS: u64 = 6 * 3_600_000;
+/// An episode of inbound money ends when none came in for this long.
+pub const EPISODE_GAP_MS: u64 = DAY_MS;
+/// Distinct unrelated senders that make a fan-in.
+pub const FAN_IN_SENDERS: u16 = 3;
+/// A new account passes money on within this of receiving it.
+pub const NEW_ACCOUNT_QUICK_MS: u64 = 2 * 3_600_000;
+/// How long a held account stays flagged (every outgoing transfer held).
+pub const FLAG_MS: u64 = DAY_MS;
+/// At least 1/`PASSED_ON_PARTS` of the strangers' recent money has left.
+pub const PASSED_ON_PARTS: u128 = 5;
+/// Default floor of strangers' recent money for the rule to look (HK$5,000).
+pub const DEFAULT_MIN_INBOUND_HKD_MINOR: u64 = 500_000;
+
+/// One account's inbound state. 64 bytes, one cache line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Inbound {
+    /// Strangers' money in, HKD cents, decaying with `HALF_LIFE_MS` from `at_ms`.
+    pub recent_in: u64,
+    /// Money sent on since, HKD cents, decaying the same way.
+    pub recent_out: u64,
+    /// When the decaying sums were last brought up to date.
+    pub at_ms: u64,
+    /// The episode's strangers' money, HKD cents (not decayed).
+    pub episode_in: u64,
+    /// When the episode's first stranger's money came in.
+    pub first_in_ms: u64,
+    /// When a stranger's money last came in.
+    pub last_in_ms: u64,
+    /// Every outgoing transfer is held for MULE_REVIEW before this.
+    pub flagged_until_ms: u64,
+    /// Bloom filter (one bit per sender) of the episode's senders.
+    pub senders: u32,
+    /// Distinct senders of the episode (a sender whose bit was already set
+    /// counts once: a slight undercount, never an overcount).
+    pub sender_count: u16,
+    /// Why the account was flagged (reason bits).
+    pub flag_reasons: u16,
+}
+
+const _: () = assert!(size_of::<Inbound>() == 64);
+
+/// The evidence of a mule case, for the STR.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// Distinct unrelated senders in the episode.
+    pub senders: u16,
+    /// What they paid in, HKD cents.
+    pub inbound_hkd_minor: u64,
+    /// What left the account recently, this transfer included, against the
+    /// decayed inbound: per mille of the recent inbound.
+    pub passed_on_permille: u32,
+    /// When the episode's first and last money came in.
+    pub first_in_ms: u64,
+    pub last_in_ms: u64,
+}
+
+/// The key a sender is known by: the same hash the payee filter uses, so
+/// a payee's own profile says whether a sender is someone it paid. A
+/// credit from another shard carries the key's low 40 bits (`links`).
+#[must_use]
+pub fn sender_key(account: u64) -> u64 {
+    mix64(account) & ((1 << 40) - 1)
+}
+
+fn decay(v: u64, elapsed: u64) -> u64 {
+    let halvings = elapsed / HALF_LIFE_MS;
+    if halvings >= 64 {
+        return 0;
+    }
+    let v = v >> halvings;
+    let rest = elapsed % HALF_LIFE_MS;
+    // Linear between halvings (at most 1/2 off at the next one).
+    v - u64::try_from(u128::from(v) * u128::from(rest) / u128::from(2 * HALF_LIFE_MS)).expect("less than v")
+}
+
+/// HKD cents of a value in value units (saturating).
+#[must_use]
+pub fn cents(value: u128) -> u64 {
+    u64::try_from(value / HKD_VALUE_SCALE).unwrap_or(u64::MAX)
+}
+
+/// What the rule needs of the outgoing transfer and the account's profile.
+#[derive(Clone, Copy, Debug)]
+pub struct Leaving {
+    pub now_ms: u64,
+    /// HKD cents.
+    pub value: u64,
+    /// To a payee (or corridor) the account never used.
+    pub new_payee: bool,
+    /// The account's learned transfers (level 3's `count`).
+    pub history: u16,
+    /// The account's balance in the transfer's currency after it, HKD cents
+    /// (0 when it would be short).
+    pub balance_after: u64,
+}
+
+impl Inbound {
+    fn bring_to(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.at_ms);
+        if elapsed > 0 {
+            self.recent_in = decay(self.recent_in, elapsed);
+            self.recent_out = decay(self.recent_out, elapsed);
+            self.at_ms = now_ms;
+        }
+    }
+
+    /// A stranger's money came in: `key` is the sender's `sender_key`.
+    pub fn credit(&mut self, now_ms: u64, key: u64, value_cents: u64) {
+        if now_ms.saturating_sub(self.last_in_ms) >= EPISODE_GAP_MS || self.first_in_ms == 0 {
+            self.episode_in = 0;
+            self.senders = 0;
+            self.sender_count = 0;
+            self.first_in_ms = now_ms;
+            self.recent_out = 0;
+        }
+        self.bring_to(now_ms);
+        self.recent_in = self.recent_in.saturating_add(value_cents);
+        self.episode_in = self.episode_in.saturating_add(value_cents);
+        self.last_in_ms = now_ms;
+        let bit = 1u32 << ((key >> 12) & 31);
+        if self.senders & bit == 0 {
+            self.senders |= bit;
+            self.sender_count = self.sender_count.saturating_add(1);
+        }
+    }
+
+    /// Judges an outgoing transfer and records it as money sent on: the
+    /// reason bits to hold it for MULE_REVIEW with (0: not held), and the
+    /// evidence.
+    pub fn judge(&mut self, floor_cents: u64, l: &Leaving) -> (u16, Evidence) {
+        self.bring_to(l.now_ms);
+        self.recent_out = self.recent_out.saturating_add(l.value);
+        let evidence = Evidence {
+            senders: self.sender_count,
+            inbound_hkd_minor: self.episode_in,
+            passed_on_permille: u32::try_from(u128::from(self.recent_out) * 1000 / u128::from(self.recent_in.max(1)))
+                .unwrap_or(u32::MAX),
+            first_in_ms: self.first_in_ms,
+            last_in_ms: self.last_in_ms,
+        };
+        if l.now_ms < self.flagged_until_ms {
+            return (self.flag_reasons, evidence);
+        }
+        let recent = l.now_ms.saturating_sub(self.last_in_ms) < EPISODE_GAP_MS && self.first_in_ms != 0;
+        let passing = recent
+            && l.new_payee
+            && self.recent_in >= floor_cents.max(1)
+            && l.balance_after < self.recent_in
+            && u128::from(self.recent_out) * PASSED_ON_PARTS >= u128::from(self.recent_in);
+        if !passing {
+            return (0, evidence);
+        }
+        let reasons = if self.sender_count >= FAN_IN_SENDERS {
+            Reasons::PASS_THROUGH
+        } else if l.history < HISTORY_MIN && l.now_ms.saturating_sub(self.last_in_ms) <= NEW_ACCOUNT_QUICK_MS {
+            Reasons::NEW_ACCOUNT_PASS_THROUGH
+        } else {
+            return (0, evidence);
+        };
+        self.flagged_until_ms = l.now_ms.saturating_add(FLAG_MS);
+        self.flag_reasons = reasons;
+        (reasons, evidence)
+    }
+
+    /// An operator passed a MULE_REVIEW: the account is not a mule.
+    pub fn clear_flag(&mut self) {
+        self.flagged_until_ms = 0;
+        // What came in so far was looked at: it does not count again.
+        self.recent_in = 0;
+        self.recent_out = 0;
+        self.senders = 0;
+        self.sender_count = 0;
+        self.episode_in = 0;
+        self.first_in_ms = 0;
+    }
+
+    /// The state as eight words (snapshots).
+    #[must_use]
+    pub fn to_words(&self) -> [u64; 8] {
+        [
+            self.recent_in,
+            self.recent_out,
+            self.at_ms,
+            self.episode_in,
+            self.first_in_ms,
+            self.last_in_ms,
+            self.flagged_until_ms,
+            u64::from(self.senders) | (u64::from(self.sender_count) << 32) | (u64::from(self.flag_reasons) << 48),
+        ]
+    }
+
+    /// The state from [`Inbound::to_words`].
+    #[must_use]
+    pub fn from_words(w: [u64; 8]) -> Self {
+        Self {
+            recent_in: w[0],
+            recent_out: w[1],
+            at_ms: w[2],
+            episode_in: w[3],
+            first_in_ms: w[4],
+            last_in_ms: w[5],
+            flagged_until_ms: w[6],
+            senders: w[7] as u32,
+            sender_count: (w[7] >> 32) as u16,
+            flag_reasons: (w[7] >> 48) as u16,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = 3_600_000;
+    const T0: u64 = 1_790_000_000_000;
+
+    /// An account with no money of its own.
+    fn leaving(now_ms: u64, value: u64, new_payee: bool, history: u16) -> Leaving {
+        Leaving { now_ms, value, new_payee, history, balance_after: 0 }
+    }
+
+    #[test]
+    fn fan_in_then_most_of_it_out_to_a_new_payee_is_held() {
+        let mut a = Inbound::default();
+        for i in 0..4 {
+            a.credit(T0 + i * 20 * 60_000, sender_key(5_000 + i), 300_000);
+        }
+        assert_eq!(a.sender_count, 4);
+        let (reasons, e) = a.judge(DEFAULT_MIN_INBOUND_HKD_MINOR, &leaving(T0 + 2 * HOUR, 900_000, true, 40));
+        assert_eq!(reasons, Reasons::PASS_THROUGH);
+        assert_eq!((e.senders, e.inbound_hkd_minor, e.first_in_ms, e.last_in_ms), (4, 1_200_000, T0, T0 + HOUR));
+        assert!(e.passed_on_permille > 750, "{}", e.passed_on_permille);
+        // Flagged: the next transfer, even to a usual payee, is held too.
+        assert_eq!(a.judge(0, &leaving(T0 + 3 * HOUR, 100, false, 40)).0, Reasons::PASS_THROUGH);
+        a.clear_flag();
+        assert_eq!(a.judge(0, &leaving(T0 + 3 * HOUR, 100, true, 40)).0, 0);
+    }
+
+    #[test]
+    fn what_the_rule_lets_through() {
+        let fed = || {
+            let mut a = Inbound::default();
+            for i in 0..5 {
+                a.credit(T0 + i * 60_000, sender_key(9_000 + i), 200_000);
+            }
+            a
+        };
+        // To a payee it knows (the market stall paying its supplier).
+        assert_eq!(fed().judge(DEFAULT_MIN_INBOUND_HKD_MINOR, &leaving(T0 + HOUR, 900_000, false, 40)).0, 0);
+        // Less than a fifth of it.
+        assert_eq!(fed().judge(DEFAULT_MIN_INBOUND_HKD_MINOR, &leaving(T0 + HOUR, 150_000, true, 40)).0, 0);
+        // The account's own money covers it.
+        let own = Leaving { balance_after: 1_000_000, ..leaving(T0 + HOUR, 900_000, true, 40) };
+        assert_eq!(fed().judge(DEFAULT_MIN_INBOUND_HKD_MINOR, &own).0, 0);
+        // Under the floor.
+        assert_eq!(fed().judge(2_000_000, &leaving(T0 + HOUR, 900_000, true, 40)).0, 0);
+        // A day after the money came in, the episode is over.
+        assert_eq!(fed().judge(DEFAULT_MIN_INBOUND_HKD_MINOR, &leaving(T0 + 25 * HOUR, 900_000, true, 40)).0, 0);
+        // Two senders to an account with a history: not a fan-in.
+        let mut two = Inbound::default();
+        two.credit(T0, sender_key(1), 500_000);
+        two.credit(T0, sender_key(2), 500_000);
+        assert_eq!(two.judge(DEFAULT_MIN_INBOUND_HKD_MINOR, &leaving(T0 + HOUR, 900_000, true, 40)).0, 0);
+    }
+
+    #[test]
+    fn a_new_account_passing_one_senders_money_on_at_once_is_held() {
+        let mut a = Inbound::default();
+        a.credit(T0, sender_key(77), 2_000_000);
+        let quick = leaving(T0 + 10 * 60_000, 1_900_000, true, 0);
+        let judge = |mut a: Inbound, l: &Leaving| a.judge(DEFAULT_MIN_INBOUND_HKD_MINOR, l).0;
+        assert_eq!(judge(a, &quick), Reasons::NEW_ACCOUNT_PASS_THROUGH);
+        // Hours later, or from an account with a history: not this rule.
+        assert_eq!(judge(a, &leaving(T0 + 3 * HOUR, 1_900_000, true, 0)), 0);
+        assert_eq!(a.judge(DEFAULT_MIN_INBOUND_HKD_MINOR, &leaving(T0 + 60_000, 1_900_000, true, 40)).0, 0);
+    }
+
+    #[test]
+    fn sums_halve_per_half_life_and_words_round_trip() {
+        assert_eq!(decay(1_000, HALF_LIFE_MS), 500);
+        assert_eq!(decay(1_000, HALF_LIFE_MS / 2), 750);
+        assert_eq!(decay(u64::MAX, 70 * HALF_LIFE_MS), 0);
+        let mut a = Inbound::default();
+        a.credit(T0, sender_key(3), 123_456);
+        let _ = a.judge(0, &leaving(T0 + HOUR, 1_000, true, 0));
+        assert_eq!(Inbound::from_words(a.to_words()), a);
+    }
+}
