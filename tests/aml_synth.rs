@@ -1,7 +1,7 @@
 //! AML level 3 measured on two independently written synthetic
 //! populations (`aml::synth`, `aml::population`): anomalies caught by kind
-//! and strength, and the share of normal transfers held, at the default
-//! configuration.
+//! and strength, mule patterns caught by kind, and the share of normal
+//! transfers held, at the default configuration.
 //!
 //! `AML_SYNTH_ACCOUNTS` and `AML_SYNTH_SEED` scale and vary the run; the
 //! figures in docs/aml.md come from
@@ -70,7 +70,7 @@ fn model_1_within(trial: &Trial, rate: f64) -> (u32, Measured) {
 }
 
 #[test]
-fn model_2_at_its_default_meets_the_targets_on_the_first_population_and_beats_model_1_on_both() {
+fn model_2_at_its_default_meets_the_targets_on_the_first_population_and_beats_model_1_on_both_and_mules_are_caught() {
     for trial in trials() {
         let new = measure::measure(&trial, AmlConfig::default());
         let (threshold_q, old) = model_1_within(&trial, new.false_hold_rate());
@@ -84,6 +84,16 @@ fn model_2_at_its_default_meets_the_targets_on_the_first_population_and_beats_mo
         // the strengths that matter than model 1 does.
         let caught = |m: &Measured| m.strength(Strength::Full).caught + m.strength(Strength::Half).caught;
         assert!(caught(&new) > caught(&old), "{}: full and half caught", trial.name);
+        // The mule rule, on both: nine in ten patterns stopped (at least
+        // half of what the mules sent on held), each kind at least four in
+        // five, and at most one normal transfer in a thousand held by it.
+        let mules = new.all_mules();
+        assert!(mules.injected >= 40 && mules.rate() >= 0.9, "{}: mules caught {mules:?}", trial.name);
+        for (kind, t) in &new.mules {
+            assert!(t.rate() >= 0.8, "{}: {kind} caught {t:?}", trial.name);
+        }
+        let mule_false = new.normal_held_mule as f64 / new.normal as f64;
+        assert!(mule_false <= 0.001, "{}: the mule rule held {mule_false:.4} of normal transfers", trial.name);
         if trial.name == "synth" {
             assert!(full.rate() >= 0.95, "full strength caught {:.3}", full.rate());
             assert!(half.rate() >= 0.85, "half strength caught {:.3}", half.rate());

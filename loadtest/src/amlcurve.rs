@@ -8,7 +8,7 @@ use std::path::Path;
 use harbour::aml::measure::{self, Measured, Trial};
 use harbour::aml::population::{self, PopulationConfig, Strength};
 use harbour::aml::synth::{self, SynthConfig};
-use harbour::aml::{AmlConfig, BehaviourModel};
+use harbour::aml::{AmlConfig, BehaviourModel, Reasons};
 use plotters::prelude::*;
 use serde::Serialize;
 
@@ -19,12 +19,19 @@ pub struct Point {
     pub model: u32,
     /// Points (the threshold in quarters ÷ 4).
     pub threshold: f64,
-    /// Normal transfers held, percent.
+    /// Normal transfers held, percent (the mule rule's holds included).
     pub false_holds_pct: f64,
+    /// Of those, the mule rule's, percent of normal transfers.
+    pub mule_false_holds_pct: f64,
     /// Anomalies caught by strength (full, half, quarter, eighth), percent.
     pub caught_pct: [f64; 4],
     /// Mule patterns caught, percent (none injected: 0).
     pub mules_pct: f64,
+    /// Mule patterns caught by kind: (kind, caught, injected).
+    pub mules_by_kind: Vec<(&'static str, u64, u64)>,
+    /// The commonest signals of the false holds: (rules, holds), most
+    /// first, at most eight.
+    pub false_signals: Vec<(String, u64)>,
 }
 
 /// The two populations of `accounts` customers (the second half as many),
@@ -46,9 +53,27 @@ fn point(trial: &Trial, model: BehaviourModel, threshold_q: u32, m: &Measured) -
         model: model.version(),
         threshold: f64::from(threshold_q) / 4.0,
         false_holds_pct: pct(m.false_hold_rate()),
+        mule_false_holds_pct: pct(if m.normal == 0 { 0.0 } else { m.normal_held_mule as f64 / m.normal as f64 }),
         caught_pct: Strength::ALL.map(|s| pct(m.strength(s).rate())),
         mules_pct: pct(m.all_mules().rate()),
+        mules_by_kind: m.mules.iter().map(|(k, t)| (*k, t.caught, t.injected)).collect(),
+        false_signals: signals(m),
     }
+}
+
+fn signals(m: &Measured) -> Vec<(String, u64)> {
+    let mut by: Vec<(String, u64)> = m
+        .false_trips
+        .iter()
+        .map(|(bits, n)| {
+            let names: Vec<&str> =
+                Reasons::NAMES.iter().filter(|(bit, _)| bits & bit != 0).map(|(_, name)| *name).collect();
+            (names.join("+"), *n)
+        })
+        .collect();
+    by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    by.truncate(8);
+    by
 }
 
 /// Every threshold (quarter points) on every trial, each point printed by
@@ -67,15 +92,15 @@ pub fn curve(trials: &[Trial], model: BehaviourModel, thresholds_q: &[u32], prog
 }
 
 /// The table's header.
-pub const HEADER: &str = "population  model threshold  false holds   full   half quarter eighth  mules";
+pub const HEADER: &str = "population  model threshold  false holds (mule rule)   full   half quarter eighth  mules";
 
 /// One point as a table line.
 #[must_use]
 pub fn line(p: &Point) -> String {
     let [f, h, q, e] = p.caught_pct;
     format!(
-        "{:11} {:5} {:9.2} {:11.3}% {:5.1}% {:5.1}% {:6.1}% {:5.1}% {:5.1}%",
-        p.population, p.model, p.threshold, p.false_holds_pct, f, h, q, e, p.mules_pct
+        "{:11} {:5} {:9.2} {:11.3}% {:10.3}% {:5.1}% {:5.1}% {:6.1}% {:5.1}% {:5.1}%",
+        p.population, p.model, p.threshold, p.false_holds_pct, p.mule_false_holds_pct, f, h, q, e, p.mules_pct
     )
 }
 

@@ -67,6 +67,10 @@ struct AmlCurveArgs {
     /// Draw detection against false holds (SVG).
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// After each point, the mule patterns caught by kind and the
+    /// commonest signals of its false holds.
+    #[arg(long)]
+    signals: bool,
 }
 
 #[derive(Args)]
@@ -499,6 +503,14 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             println!("{}", crate::amlcurve::HEADER);
             let points = crate::amlcurve::curve(&trials, model, &thresholds_q, |p| {
                 println!("{}", crate::amlcurve::line(p));
+                if a.signals {
+                    for (kind, caught, injected) in &p.mules_by_kind {
+                        println!("    mules {kind}: {caught} of {injected}");
+                    }
+                    for (rules, n) in &p.false_signals {
+                        println!("    false holds {rules}: {n}");
+                    }
+                }
             });
             if let Some(path) = &a.json {
                 let json = serde_json::to_string_pretty(&points).map_err(|e| e.to_string())?;

@@ -54,6 +54,8 @@ impl Trial {
             synth::Label::Funding => Truth::Funding,
             synth::Label::Normal => Truth::Normal,
             synth::Label::Anomaly(n, kind, strength) => Truth::Anomaly { n, kind: kind.name(), strength },
+            synth::Label::Mule(n, kind) => Truth::Mule { n, kind: kind.name() },
+            synth::Label::Feed(_) => Truth::Feed,
         };
         Self {
             name: "synth",
@@ -104,6 +106,8 @@ pub struct Measured {
     pub normal: u64,
     /// Normal transfers held by level 3 (cooling off) or the mule rule.
     pub normal_held: u64,
+    /// Of those, held by the mule rule.
+    pub normal_held_mule: u64,
     /// Normal transfers refused for money held upstream (not judged).
     pub normal_refused: u64,
     /// Anomalies by (kind, strength).
@@ -143,7 +147,7 @@ impl Measured {
 
 /// The holds that count as the behaviour rules' (level 3 and mules).
 fn behaviour_hold(holds: u8) -> bool {
-    holds & Holds::COOLING_OFF.bits() != 0
+    holds & (Holds::COOLING_OFF.bits() | Holds::MULE_REVIEW.bits()) != 0
 }
 
 /// Runs a trial through a fresh engine under `aml`.
@@ -194,6 +198,7 @@ pub fn measure(trial: &Trial, aml: AmlConfig) -> Measured {
             Truth::Normal => {
                 m.normal += 1;
                 m.normal_held += u64::from(held);
+                m.normal_held_mule += u64::from(r.holds & Holds::MULE_REVIEW.bits() != 0);
             }
             Truth::Anomaly { n, kind, strength } => {
                 anomaly.entry(n).or_insert((kind, strength, false));
@@ -209,7 +214,8 @@ pub fn measure(trial: &Trial, aml: AmlConfig) -> Measured {
     }
     let truth_of: BTreeMap<u128, Truth> = trial.events.iter().map(|(_, t, truth)| (t.transfer_id, *truth)).collect();
     for case in e.cases() {
-        if !case.reasons.has(Reasons::BEHAVIOUR_CHANGE) {
+        let mule = case.holds & Holds::MULE_REVIEW.bits() != 0;
+        if !case.reasons.has(Reasons::BEHAVIOUR_CHANGE) && !mule {
             continue;
         }
         match truth_of.get(&case.transfer_id) {

@@ -12,7 +12,7 @@ use crate::money::HKD;
 use crate::protocol::accounts::{REMITTANCE_OUT, SETTLEMENT_IN};
 use crate::protocol::records::Transfer;
 
-use super::population::Strength;
+use super::population::{MuleKind, Strength};
 use super::{DAY_MS, HONG_KONG_OFFSET_MS};
 
 /// A small, fast, seeded generator (SplitMix64).
@@ -99,6 +99,10 @@ pub enum Label {
     Normal,
     /// Part of injected anomaly number `n`, of a kind and strength.
     Anomaly(usize, Anomaly, Strength),
+    /// A mule account's outgoing transfer in mule pattern `n`.
+    Mule(usize, MuleKind),
+    /// A victim's payment into mule pattern `n`.
+    Feed(usize),
 }
 
 /// One generated transfer at its time.
@@ -117,6 +121,8 @@ pub struct Scenario {
     pub events: Vec<Event>,
     /// Number of injected anomalies.
     pub anomalies: usize,
+    /// Index n is mule pattern n.
+    pub mules: Vec<MuleKind>,
 }
 
 /// The shape of a scenario.
@@ -131,6 +137,8 @@ pub struct SynthConfig {
     /// Whether anomalies come in four strengths (full, half, quarter,
     /// eighth, in turn) or all at full strength.
     pub strengths: bool,
+    /// Mule patterns as a share of `accounts` (their kinds in turn).
+    pub mule_share: f64,
     /// First account id.
     pub first_account: u64,
     /// Time of the first day's HK midnight.
@@ -145,6 +153,7 @@ impl Default for SynthConfig {
             days: 60,
             anomaly_share: 0.25,
             strengths: true,
+            mule_share: 0.03,
             first_account: 100_000,
             // 2026-09-01T00:00 HKT.
             start_ms: 1_788_192_000_000 - HONG_KONG_OFFSET_MS,
@@ -250,6 +259,9 @@ pub fn generate(c: &SynthConfig) -> Scenario {
     }
     let history_end = c.start_ms + u64::from(c.days) * DAY_MS;
     let mut anomalies = 0;
+    // Customers without an anomaly: the mule patterns' victims, so a
+    // victim's payment never stands in an anomaly's way.
+    let mut unchanged = Vec::new();
     for p in &personas {
         let mut rng = Rng::new(c.seed ^ p.id.wrapping_mul(0x9e37_79b9));
         let mut payees = p.payees.clone();
@@ -290,6 +302,7 @@ pub fn generate(c: &SynthConfig) -> Scenario {
             }
         }
         if rng.unit() >= c.anomaly_share {
+            unchanged.push(p.id);
             continue;
         }
         let kind = Anomaly::ALL[anomalies % Anomaly::ALL.len()];
@@ -354,6 +367,7 @@ pub fn generate(c: &SynthConfig) -> Scenario {
             }
         }
     }
+    let mules = inject_mules(c, &unchanged, history_end, &mut events, &mut next_id);
     // Strangers the anomalies pay must exist: they are listed as accounts.
     let mut all_accounts = accounts;
     for e in &events {
@@ -365,5 +379,133 @@ pub fn generate(c: &SynthConfig) -> Scenario {
     all_accounts.sort_unstable();
     all_accounts.dedup();
     events.sort_by_key(|e| (e.time_ms, e.transfer.transfer_id));
-    Scenario { accounts: all_accounts, events, anomalies }
+    Scenario { accounts: all_accounts, events, anomalies, mules }
+}
+
+/// Mule patterns after the history, this generator's own way: victims
+/// (customers of the population) pay what a scammer asks, HK$800 to
+/// HK$40,000, into a mule, which sends most of it on within hours.
+/// Fan-in: a new, unfunded account remits 75-98% abroad in 1-3 parts.
+/// Chain: the first new account passes 90-99% through 1-4 more new
+/// accounts, minutes apart; the last remits abroad. Dormant: an account
+/// with three weeks of small evening spending, silent for a month, then
+/// collects and pays 80-95% on to new domestic payees in 2-4 parts.
+fn inject_mules(
+    c: &SynthConfig,
+    victims: &[u64],
+    history_end: u64,
+    events: &mut Vec<Event>,
+    next_id: &mut u128,
+) -> Vec<MuleKind> {
+    let mut rng = Rng::new(c.seed ^ 0x6d75_6c65);
+    let mut push = |events: &mut Vec<Event>, time_ms: u64, debit: u64, credit: u64, amount: u64, country, label| {
+        let transfer = Transfer {
+            transfer_id: *next_id,
+            debit_account: debit,
+            credit_account: credit,
+            amount,
+            debit_currency: HKD,
+            credit_currency: HKD,
+            destination_country: country,
+            ..Transfer::default()
+        };
+        *next_id += 1;
+        events.push(Event { time_ms, transfer, label });
+    };
+    let mut next_mule = c.first_account + c.accounts as u64 + 500_000;
+    let mut fresh = || {
+        next_mule += 1;
+        next_mule
+    };
+    let n_patterns = (c.accounts as f64 * c.mule_share).round() as usize;
+    let mut kinds = Vec::with_capacity(n_patterns);
+    for n in 0..n_patterns {
+        let kind = MuleKind::ALL[n % MuleKind::ALL.len()];
+        kinds.push(kind);
+        let label = Label::Mule(n, kind);
+        let mule = fresh();
+        if kind == MuleKind::Dormant {
+            // Three weeks of small evening spending from a modest deposit.
+            let payees: Vec<u64> =
+                (0..2 + rng.below(2)).map(|_| victims[rng.below(victims.len() as u64) as usize]).collect();
+            push(events, c.start_ms, SETTLEMENT_IN, mule, 2_000_000, 0, Label::Funding);
+            for k in 0..12 + rng.below(8) {
+                let day = k * 21 / 20;
+                let time = c.start_ms + day * DAY_MS + (18 + rng.below(4)) * 3_600_000 + rng.below(3_600_000);
+                let to = payees[rng.below(payees.len() as u64) as usize];
+                push(events, time, mule, to, 10_000 + rng.below(50_000), 0, Label::Normal);
+            }
+        }
+        // The scam: victims pay over 30 minutes to 8 hours.
+        let paying = match kind {
+            MuleKind::FanInRemit => 5 + rng.below(14),
+            MuleKind::Chain => 3 + rng.below(6),
+            MuleKind::Dormant => 4 + rng.below(8),
+        };
+        let start = history_end + rng.below(5) * DAY_MS + (8 + rng.below(10)) * 3_600_000;
+        let span = 1_800_000 + rng.below(7 * 3_600_000);
+        let mut last = start;
+        let mut held = 0;
+        for _ in 0..paying {
+            let victim = victims[rng.below(victims.len() as u64) as usize];
+            let time = start + rng.below(span);
+            let amount = ((rng.range(6.7, 10.6).exp() * 100.0) as u64).max(100);
+            push(events, time, victim, mule, amount, 0, Label::Feed(n));
+            last = last.max(time);
+            held += amount;
+        }
+        let mut time = last + 60_000 + rng.below(3 * 3_600_000);
+        // The mule's transfers: (time, from, to, amount, country).
+        let mut out: Vec<(u64, u64, u64, u64, u16)> = Vec::new();
+        let abroad = |rng: &mut Rng| {
+            let all = [CORRIDORS.as_slice(), NEW_COUNTRIES.as_slice()].concat();
+            (REMITTANCE_OUT, all[rng.below(all.len() as u64) as usize])
+        };
+        match kind {
+            MuleKind::FanInRemit => {
+                let total = (held as f64 * rng.range(0.75, 0.98)) as u64;
+                let n_parts = 1 + rng.below(3);
+                split(&mut out, &mut rng, (mule, total, n_parts, time), abroad);
+            }
+            MuleKind::Chain => {
+                let (mut from, mut amount) = (mule, held);
+                for _ in 0..1 + rng.below(4) {
+                    let next = fresh();
+                    amount = (amount as f64 * rng.range(0.90, 0.99)) as u64;
+                    out.push((time, from, next, amount.max(1), 0));
+                    from = next;
+                    time += 60_000 + rng.below(30 * 60_000);
+                }
+                amount = (amount as f64 * rng.range(0.90, 0.99)) as u64;
+                split(&mut out, &mut rng, (from, amount, 1, time), abroad);
+            }
+            MuleKind::Dormant => {
+                let total = (held as f64 * rng.range(0.80, 0.95)) as u64;
+                let first = c.first_account + c.accounts as u64 + 2_000_000;
+                let n_parts = 2 + rng.below(3);
+                split(&mut out, &mut rng, (mule, total, n_parts, time), |rng| (first + rng.below(1 << 30), 0));
+            }
+        }
+        for (time, from, to, amount, country) in out {
+            push(events, time, from, to, amount, country, label);
+        }
+    }
+    kinds
+}
+
+/// `total` from `from` in `n` parts a few minutes apart from `time`, each
+/// to where `to` says.
+fn split(
+    out: &mut Vec<(u64, u64, u64, u64, u16)>,
+    rng: &mut Rng,
+    (from, total, n, time): (u64, u64, u64, u64),
+    mut to: impl FnMut(&mut Rng) -> (u64, u16),
+) {
+    let mut t = time;
+    for k in 0..n {
+        let amount = total / n + if k == 0 { total % n } else { 0 };
+        let (credit, country) = to(rng);
+        out.push((t, from, credit, amount.max(1), country));
+        t += 60_000 + rng.below(20 * 60_000);
+    }
 }
