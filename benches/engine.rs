@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::{funding_bodies, transfer};
 use criterion::{Criterion, Throughput};
 use harbour::alloc::HugePageAlloc;
+use harbour::aml::BehaviourModel;
 use harbour::engine::{Engine, EngineConfig, multi};
 use harbour::hash::mix64;
 use harbour::protocol::kind;
@@ -63,15 +64,20 @@ const HKD: u16 = 344;
 const USD: u16 = 840;
 
 fn funded_engine(transfers_capacity: usize, aml: bool) -> Engine {
+    let aml = harbour::aml::AmlConfig { enabled: aml, ..harbour::aml::AmlConfig::default() };
+    funded_engine_aml(transfers_capacity, aml)
+}
+
+/// The same, with these AML settings.
+fn funded_engine_aml(transfers_capacity: usize, aml: harbour::aml::AmlConfig) -> Engine {
     engine_with(transfers_capacity, aml, true, false)
 }
 
 /// 1M accounts, funded or not, with or without a credit line each (HK$1M
 /// limit, AUTO_MICRO_CREDIT up to HK$10,000, 10% APR).
-fn engine_with(transfers_capacity: usize, aml: bool, funded: bool, lines: bool) -> Engine {
+fn engine_with(transfers_capacity: usize, aml: harbour::aml::AmlConfig, funded: bool, lines: bool) -> Engine {
     let mut config =
-        EngineConfig { accounts_capacity: ACCOUNTS as usize + 8, transfers_capacity, ..EngineConfig::default() };
-    config.aml.enabled = aml;
+        EngineConfig { accounts_capacity: ACCOUNTS as usize + 8, transfers_capacity, aml, ..EngineConfig::default() };
     if lines {
         // Every AUTO_CREDIT transfer of the bench draws a loan.
         config.loans_capacity = 8_000_000;
@@ -209,13 +215,24 @@ fn bench_apply(c: &mut Criterion) {
         let mut engine = funded_engine(40_000_000, aml);
         bench_transfers(&mut group, &mut engine, name, flags, to);
     }
+    // Issue 20: what level 3's model 2 and the mule rule cost, against
+    // model 1 alone (the AML before them) in the same run.
+    let variants = [
+        ("same_currency_aml_model_1_no_mule_1M_accounts", BehaviourModel::V1, false),
+        ("same_currency_aml_model_2_no_mule_1M_accounts", BehaviourModel::V2, false),
+    ];
+    for (name, model, mule) in variants {
+        let aml = harbour::aml::AmlConfig { model, mule, threshold_q: 16, ..harbour::aml::AmlConfig::default() };
+        let mut engine = funded_engine_aml(40_000_000, aml);
+        bench_transfers(&mut group, &mut engine, name, 0, HKD);
+    }
     // Issue 6: a disbursement, and an AUTO_CREDIT payment from an empty
     // account (every one draws a micro-loan for its whole amount), each
     // against `same_currency_1M_accounts` (target: within 2x).
-    let mut engine = engine_with(40_000_000, true, false, true);
+    let mut engine = engine_with(40_000_000, harbour::aml::AmlConfig::default(), false, true);
     bench_transfers(&mut group, &mut engine, "auto_credit_1M_accounts", TRANSFER_AUTO_CREDIT, HKD);
     drop(engine);
-    let mut engine = engine_with(1 << 20, true, false, true);
+    let mut engine = engine_with(1 << 20, harbour::aml::AmlConfig::default(), false, true);
     let mut next = 1u64 << 40;
     let mut pool: Vec<Vec<u8>> = (0..64).map(|_| loans_batch(&mut next)).collect();
     let mut turn = 0usize;
@@ -294,7 +311,7 @@ fn report_memory() {
         heap as f64 / (1 << 20) as f64
     );
     println!(
-        "memory: {:.1} bytes per account for its AML profile (level-1 day total and level-3 behaviour)",
+        "memory: {:.1} bytes per account for its AML state (day total, behaviour profile, mule rule's inbound state)",
         engine.profiles_allocated_bytes() as f64 / ACCOUNTS as f64
     );
     println!(

@@ -48,7 +48,7 @@ pub mod transfers;
 
 use crate::aml::mule::{self, Inbound};
 use crate::aml::report::{self, CaseRow, ReportError};
-use crate::aml::{AmlConfig, Case, Judgement, Outcome, Outgoing, Profile};
+use crate::aml::{AmlConfig, AmlState, Case, Judgement, Outcome, Outgoing, Profile};
 use crate::fx::{FxError, RateTable, Side};
 use crate::money::CurrencyIndex;
 use crate::protocol::ResultCode;
@@ -190,11 +190,9 @@ pub struct Engine {
     rates: RateTable,
     /// Live quotes.
     quotes: Quotes,
-    /// AML state per account, at the account's book position.
-    profiles: Arena<Profile>,
-    /// The mule rule's inbound state per account, at the account's book
-    /// position.
-    inbound: Arena<Inbound>,
+    /// AML state per account (level 3's profile and the mule rule's
+    /// inbound state, 128 bytes), at the account's book position.
+    aml: Arena<AmlState>,
     /// Every transfer AML held, in submission order.
     cases: Arena<Case>,
     /// Verdicts of the SUBMIT_JUDGED record being applied (empty between
@@ -228,8 +226,7 @@ impl Clone for Engine {
             pending: self.pending.clone(),
             rates: self.rates.clone(),
             quotes: self.quotes.clone(),
-            profiles: self.profiles.clone(),
-            inbound: self.inbound.clone(),
+            aml: self.aml.clone(),
             cases: self.cases.clone(),
             verdicts: self.verdicts.clone(),
             caller: self.caller,
@@ -253,8 +250,7 @@ impl Clone for Engine {
             pending,
             rates,
             quotes,
-            profiles,
-            inbound,
+            aml,
             cases,
             verdicts,
             caller,
@@ -271,8 +267,7 @@ impl Clone for Engine {
         self.pending.clone_from(pending);
         self.rates.clone_from(rates);
         self.quotes.clone_from(quotes);
-        self.profiles.clone_from(profiles);
-        self.inbound.clone_from(inbound);
+        self.aml.clone_from(aml);
         self.cases.clone_from(cases);
         self.verdicts.clone_from(verdicts);
         self.caller = *caller;
@@ -298,9 +293,8 @@ impl Engine {
     /// Adds an account to the book, with its AML profile beside it.
     fn insert_account(&mut self, id: u64, kind: AccountKind, home_country: u16, customer_ref: u64, opened_by: u32) {
         self.book.insert_account(id, kind, home_country, customer_ref, opened_by);
-        self.profiles.push(Profile::default());
-        self.inbound.push(Inbound::default());
-        assert_eq!(self.profiles.len(), self.book.account_count(), "one profile per account");
+        self.aml.push(AmlState::default());
+        assert_eq!(self.aml.len(), self.book.account_count(), "one AML state per account");
     }
 
     fn empty(config: EngineConfig, now_ms: u64) -> Self {
@@ -312,8 +306,7 @@ impl Engine {
             pending: PendingTable::with_capacity(config.pending_capacity),
             rates: RateTable::default(),
             quotes: Quotes::default(),
-            profiles: Arena::with_capacity(config.accounts_capacity, Profile::default()),
-            inbound: Arena::with_capacity(config.accounts_capacity, Inbound::default()),
+            aml: Arena::with_capacity(config.accounts_capacity, AmlState::default()),
             cases: Arena::default(),
             verdicts: Vec::new(),
             caller: None,
@@ -559,19 +552,19 @@ impl Engine {
     /// each per account, beside the book).
     #[must_use]
     pub fn profiles_allocated_bytes(&self) -> usize {
-        self.profiles.allocated_bytes() + self.inbound.allocated_bytes()
+        self.aml.allocated_bytes()
     }
 
     /// An account's inbound state (the mule rule's).
     #[must_use]
     pub fn inbound(&self, account_id: u64) -> Option<&Inbound> {
-        self.book.find(account_id).map(|at| self.inbound.get(at.index()))
+        self.book.find(account_id).map(|at| &self.aml.get(at.index()).inbound)
     }
 
     /// An account's AML profile.
     #[must_use]
     pub fn profile(&self, account_id: u64) -> Option<&Profile> {
-        self.book.find(account_id).map(|at| self.profiles.get(at.index()))
+        self.book.find(account_id).map(|at| &self.aml.get(at.index()).profile)
     }
 
     /// SET_TIME, one record: CLOCK_NOT_MANUAL, TIME_BACKWARDS, else the clock

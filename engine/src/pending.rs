@@ -97,7 +97,7 @@ impl Engine {
             && s.outcome == records::OUTCOME_PASS
         {
             let debit = self.book.find(self.transfers.get(at).debit_account).expect("debit account exists");
-            self.inbound.get_mut(debit.index()).clear_flag();
+            self.aml.get_mut(debit.index()).inbound.clear_flag();
         }
         self.step_up_outcome(s, hold, outcome)
     }
@@ -220,7 +220,7 @@ impl Engine {
         }
         // A voided transfer no longer counts toward its day's total.
         let debit = self.book.find(stored.debit_account).expect("debit account exists");
-        self.profiles.get_mut(debit.index()).uncount(entry.submitted_ms, entry.counted);
+        self.aml.get_mut(debit.index()).profile.uncount(entry.submitted_ms, entry.counted);
         let outcome = match reason {
             VoidReason::Failed | VoidReason::Refused => Outcome::Failed,
             VoidReason::Expired => Outcome::Expired,
@@ -302,7 +302,9 @@ impl Engine {
             destination_country: s.destination_country,
         };
         let debit = self.book.find(s.debit_account).expect("debit account exists");
-        self.profiles.get_mut(debit.index()).confirm(&self.config.aml, &o, value);
+        let state = self.aml.get_mut(debit.index());
+        state.profile.confirm(&self.config.aml, &o, value);
+        state.inbound.paid = state.profile.payees;
     }
 
     // ---- lookups and time -------------------------------------------------

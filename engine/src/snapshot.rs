@@ -278,7 +278,7 @@ impl Engine {
             .account_ids_sorted()
             .into_iter()
             .map(|id| (id, *self.inbound(id).expect("listed account")))
-            .filter(|(_, a)| *a != Inbound::default())
+            .filter(|(_, a)| !a.is_blank())
             .collect();
         w.u64(inbound.len() as u64);
         for (id, a) in inbound {
@@ -613,44 +613,57 @@ impl Engine {
         Ok(())
     }
 
-    /// AML profiles and cases.
-    fn decode_aml(&mut self, r: &mut Reader, version: u32) -> Result<(), SnapshotError> {
-        let profiles = r.count("profile", 72)?;
+    /// A count, then per account (by id, ascending) its id and eight words:
+    /// the AML profiles' and the inbound states' encoding.
+    fn account_words(
+        &mut self,
+        r: &mut Reader,
+        (unknown, unordered): (&'static str, &'static str),
+        mut each: impl FnMut(&mut Self, crate::book::AccountPos, [u64; 8]) -> Result<(), SnapshotError>,
+    ) -> Result<(), SnapshotError> {
+        let n = r.count("account's words", 72)?;
         let mut previous = None;
-        for _ in 0..profiles {
+        for _ in 0..n {
             let id = r.u64()?;
             let mut words = [0u64; 8];
             for w in &mut words {
                 *w = r.u64()?;
             }
-            let at = self.book.find(id).ok_or_else(|| bad("profile of an unknown account"))?;
+            let at = self.book.find(id).ok_or_else(|| bad(unknown))?;
             if previous.is_some_and(|p| p >= id) {
-                return Err(bad("profiles out of order"));
+                return Err(bad(unordered));
             }
             previous = Some(id);
+            each(self, at, words)?;
+        }
+        Ok(())
+    }
+
+    /// AML profiles and cases.
+    fn decode_aml(&mut self, r: &mut Reader, version: u32) -> Result<(), SnapshotError> {
+        let errors = ("profile of an unknown account", "profiles out of order");
+        self.account_words(r, errors, |e, at, mut words| {
             if version < 8 {
                 // The count and the day were two 32-bit halves of word 6.
                 let (count, day) = (words[6] as u32, words[6] >> 32);
                 words[6] = u64::from(count.min(u32::from(u16::MAX))) | (day << 32);
             }
-            *self.profiles.get_mut(at.index()) = Profile::from_words(words);
-        }
+            let state = e.aml.get_mut(at.index());
+            state.profile = Profile::from_words(words);
+            state.inbound.paid = state.profile.payees;
+            Ok(())
+        })?;
         if version >= 9 {
-            let n = r.count("inbound state", 72)?;
-            let mut previous = None;
-            for _ in 0..n {
-                let id = r.u64()?;
-                let mut words = [0u64; 8];
-                for w in &mut words {
-                    *w = r.u64()?;
+            let errors = ("inbound state of an unknown account", "inbound states out of order");
+            self.account_words(r, errors, |e, at, words| {
+                // Word 3 is the payee filter's copy: rebuilt, written as 0.
+                if words[3] != 0 {
+                    return Err(bad("inbound state with a payee filter"));
                 }
-                let at = self.book.find(id).ok_or_else(|| bad("inbound state of an unknown account"))?;
-                if previous.is_some_and(|p| p >= id) {
-                    return Err(bad("inbound states out of order"));
-                }
-                previous = Some(id);
-                *self.inbound.get_mut(at.index()) = Inbound::from_words(words);
-            }
+                let state = e.aml.get_mut(at.index());
+                state.inbound = Inbound::from_words(words, state.profile.payees);
+                Ok(())
+            })?;
         }
         let cases = r.count("case", 68)?;
         for _ in 0..cases {

@@ -40,18 +40,18 @@ impl Engine {
                 if self.config.aml.enabled
                     && let Some(at) = self.book.candidate(t.debit_account)
                 {
-                    index::prefetch(self.profiles.get(at));
+                    let state = self.aml.get(at);
+                    index::prefetch(&state.profile);
                     if self.config.aml.mule {
-                        index::prefetch(self.inbound.get(at));
+                        index::prefetch(&state.inbound);
                     }
                 }
                 if self.config.aml.enabled
                     && self.config.aml.mule
                     && let Some(at) = self.book.candidate(t.credit_account)
                 {
-                    // The payee's side of the mule rule.
-                    index::prefetch(self.profiles.get(at));
-                    index::prefetch(self.inbound.get(at));
+                    // The payee's side of the mule rule (one line).
+                    index::prefetch(&self.aml.get(at).inbound);
                 }
                 if t.flags & records::TRANSFER_AUTO_CREDIT != 0
                     && let Some(dc) = CurrencyIndex::of(t.debit_currency)
@@ -153,13 +153,15 @@ impl Engine {
             credit_currency: a.credit_currency,
             destination_country: t.destination_country,
         };
-        let profile = self.profiles.get_mut(a.debit.index());
-        let (new_payee, history) = (profile.is_new_payee(&o), profile.count);
-        let mut j = profile.judge(&self.config.aml, &self.rates, &o);
+        let state = self.aml.get_mut(a.debit.index());
+        let (new_payee, history) = (state.profile.is_new_payee(&o), state.profile.count);
+        let mut j = state.profile.judge(&self.config.aml, &self.rates, &o);
         if self.config.aml.mule {
+            // The inbound state's copy of whom the account has paid.
+            state.inbound.paid = state.profile.payees;
             // What the account has left after it (an AUTO_CREDIT short of
             // money has nothing), in HKD, if strangers paid it anything.
-            let inbound = self.inbound.get(a.debit.index());
+            let inbound = &self.aml.get(a.debit.index()).inbound;
             let balance_after = if inbound.recent_in == 0 {
                 0
             } else {
@@ -175,7 +177,7 @@ impl Engine {
                 balance_after,
             };
             let floor = self.config.aml.mule_min_inbound_hkd_minor;
-            let (reasons, evidence) = self.inbound.get_mut(a.debit.index()).judge(floor, &leaving);
+            let (reasons, evidence) = self.aml.get_mut(a.debit.index()).inbound.judge(floor, &leaving);
             if reasons != 0 {
                 j.holds = j.holds.with(Holds::MULE_REVIEW);
                 j.reasons.0 |= reasons;
@@ -189,10 +191,11 @@ impl Engine {
     /// the customer whose `mule::sender_key` is `sender`: a stranger's
     /// (someone the account never paid) feeds its inbound state.
     pub(crate) fn feed_inbound(&mut self, credit: AccountPos, sender: u64, currency: CurrencyIndex, amount: u64) {
-        if !self.profiles.get(credit.index()).knows_sender(sender)
+        // Only the inbound state's cache line: it holds the payee filter's copy.
+        if !self.aml.get(credit.index()).inbound.knows(sender)
             && let Some(value) = crate::aml::hkd_value(amount, currency, &self.rates)
         {
-            self.inbound.get_mut(credit.index()).credit(self.now_ms, sender, mule::cents(value));
+            self.aml.get_mut(credit.index()).inbound.credit(self.now_ms, sender, mule::cents(value));
         }
     }
 

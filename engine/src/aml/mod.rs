@@ -541,6 +541,18 @@ pub struct Profile {
     pub burst_usual: u16,
 }
 
+/// An account's whole AML state: level 3's profile and the mule rule's
+/// inbound state, two adjacent cache lines (an account's are loaded
+/// together, and the processor fetches the pair as one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, align(128))]
+pub struct AmlState {
+    pub profile: Profile,
+    pub inbound: mule::Inbound,
+}
+
+const _: () = assert!(size_of::<AmlState>() == 128);
+
 /// Bytes of one profile.
 pub const PROFILE_SIZE: usize = size_of::<Profile>();
 const _: () = assert!(PROFILE_SIZE == 64);
@@ -638,14 +650,6 @@ impl Profile {
     pub fn is_new_payee(&self, o: &Outgoing) -> bool {
         let bits = payee_bits(payee_key(o));
         self.payees & bits != bits
-    }
-
-    /// Whether the account has paid the sender whose `mule::sender_key` is
-    /// `key` (a payee's filter bits come from the key's low 12 bits).
-    #[must_use]
-    pub fn knows_sender(&self, key: u64) -> bool {
-        let bits = payee_bits(key);
-        self.payees & bits == bits
     }
 
     /// Judges one outgoing transfer that will be accepted, and records it:

@@ -39,30 +39,41 @@ pub const PASSED_ON_PARTS: u128 = 5;
 /// Default floor of strangers' recent money for the rule to look (HK$5,000).
 pub const DEFAULT_MIN_INBOUND_HKD_MINOR: u64 = 500_000;
 
-/// One account's inbound state. 64 bytes, one cache line.
+/// One account's inbound state. 64 bytes, one cache line: a credit reads
+/// and writes only this line (the payee filter it needs is copied here).
+/// Times are 48-bit milliseconds (until the year 10889), packed with the
+/// small fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inbound {
     /// Strangers' money in, HKD cents, decaying with `HALF_LIFE_MS` from `at_ms`.
     pub recent_in: u64,
     /// Money sent on since, HKD cents, decaying the same way.
     pub recent_out: u64,
-    /// When the decaying sums were last brought up to date.
-    pub at_ms: u64,
     /// The episode's strangers' money, HKD cents (not decayed).
     pub episode_in: u64,
-    /// When the episode's first stranger's money came in.
-    pub first_in_ms: u64,
-    /// When a stranger's money last came in.
-    pub last_in_ms: u64,
-    /// Every outgoing transfer is held for MULE_REVIEW before this.
-    pub flagged_until_ms: u64,
-    /// Bloom filter (one bit per sender) of the episode's senders.
-    pub senders: u32,
-    /// Distinct senders of the episode (a sender whose bit was already set
-    /// counts once: a slight undercount, never an overcount).
-    pub sender_count: u16,
-    /// Why the account was flagged (reason bits).
-    pub flag_reasons: u16,
+    /// A copy of the profile's payee filter (whom the account has paid), so
+    /// a credit tells a stranger from a friend without the profile's line.
+    /// Derived: not in snapshots, rebuilt from the profile.
+    pub paid: u64,
+    /// `at_ms` (when the decaying sums were last brought up to date) and
+    /// `flag_reasons` (why the account was flagged).
+    at: u64,
+    /// `first_in_ms` (the episode's first stranger's money) and
+    /// `sender_count` (distinct senders of the episode: a sender whose bit
+    /// was already set counts once, a slight undercount, never an over).
+    first: u64,
+    /// `last_in_ms` and the low half of `senders`, a Bloom filter (one bit
+    /// per sender) of the episode's senders.
+    last: u64,
+    /// `flagged_until_ms` (every outgoing transfer is held for MULE_REVIEW
+    /// before it) and the high half of `senders`.
+    flagged: u64,
+}
+
+const LOW48: u64 = (1 << 48) - 1;
+
+fn pack(ms: u64, high: u16) -> u64 {
+    ms.min(LOW48) | (u64::from(high) << 48)
 }
 
 const _: () = assert!(size_of::<Inbound>() == 64);
@@ -123,115 +134,168 @@ pub struct Leaving {
 }
 
 impl Inbound {
+    /// When the decaying sums were last brought up to date.
+    #[must_use]
+    pub fn at_ms(&self) -> u64 {
+        self.at & LOW48
+    }
+    /// Why the account was flagged (reason bits).
+    #[must_use]
+    pub fn flag_reasons(&self) -> u16 {
+        (self.at >> 48) as u16
+    }
+    /// When the episode's first stranger's money came in (0: no episode).
+    #[must_use]
+    pub fn first_in_ms(&self) -> u64 {
+        self.first & LOW48
+    }
+    /// Distinct senders of the episode.
+    #[must_use]
+    pub fn sender_count(&self) -> u16 {
+        (self.first >> 48) as u16
+    }
+    /// When a stranger's money last came in.
+    #[must_use]
+    pub fn last_in_ms(&self) -> u64 {
+        self.last & LOW48
+    }
+    /// The episode's senders' Bloom filter.
+    #[must_use]
+    pub fn senders(&self) -> u32 {
+        ((self.last >> 48) | ((self.flagged >> 48) << 16)) as u32
+    }
+    /// Every outgoing transfer is held for MULE_REVIEW before this.
+    #[must_use]
+    pub fn flagged_until_ms(&self) -> u64 {
+        self.flagged & LOW48
+    }
+
+    fn set_at(&mut self, at_ms: u64, flag_reasons: u16) {
+        self.at = pack(at_ms, flag_reasons);
+    }
+    fn set_first(&mut self, first_in_ms: u64, sender_count: u16) {
+        self.first = pack(first_in_ms, sender_count);
+    }
+    fn set_last(&mut self, last_in_ms: u64, senders: u32) {
+        self.last = pack(last_in_ms, senders as u16);
+        self.flagged = pack(self.flagged_until_ms(), (senders >> 16) as u16);
+    }
+    fn set_flagged(&mut self, until_ms: u64) {
+        self.flagged = pack(until_ms, (self.flagged >> 48) as u16);
+    }
+
+    /// Whether the account has paid the sender whose `sender_key` is
+    /// `key` (the profile's payee filter, copied).
+    #[must_use]
+    pub fn knows(&self, key: u64) -> bool {
+        let bits = super::payee_bits(key);
+        self.paid & bits == bits
+    }
+
     fn bring_to(&mut self, now_ms: u64) {
-        let elapsed = now_ms.saturating_sub(self.at_ms);
+        let elapsed = now_ms.saturating_sub(self.at_ms());
         if elapsed > 0 {
             self.recent_in = decay(self.recent_in, elapsed);
             self.recent_out = decay(self.recent_out, elapsed);
-            self.at_ms = now_ms;
+            self.set_at(now_ms, self.flag_reasons());
         }
     }
 
     /// A stranger's money came in: `key` is the sender's `sender_key`.
     pub fn credit(&mut self, now_ms: u64, key: u64, value_cents: u64) {
-        if now_ms.saturating_sub(self.last_in_ms) >= EPISODE_GAP_MS || self.first_in_ms == 0 {
+        let (mut senders, mut count) = (self.senders(), self.sender_count());
+        let mut first = self.first_in_ms();
+        if now_ms.saturating_sub(self.last_in_ms()) >= EPISODE_GAP_MS || first == 0 {
             self.episode_in = 0;
-            self.senders = 0;
-            self.sender_count = 0;
-            self.first_in_ms = now_ms;
+            (senders, count, first) = (0, 0, now_ms);
             self.recent_out = 0;
         }
         self.bring_to(now_ms);
         self.recent_in = self.recent_in.saturating_add(value_cents);
         self.episode_in = self.episode_in.saturating_add(value_cents);
-        self.last_in_ms = now_ms;
         let bit = 1u32 << ((key >> 12) & 31);
-        if self.senders & bit == 0 {
-            self.senders |= bit;
-            self.sender_count = self.sender_count.saturating_add(1);
+        if senders & bit == 0 {
+            senders |= bit;
+            count = count.saturating_add(1);
         }
+        self.set_first(first, count);
+        self.set_last(now_ms, senders);
     }
 
     /// Judges an outgoing transfer and records it as money sent on: the
     /// reason bits to hold it for MULE_REVIEW with (0: not held), and the
-    /// evidence.
+    /// evidence (zeros when not held).
     pub fn judge(&mut self, floor_cents: u64, l: &Leaving) -> (u16, Evidence) {
         self.bring_to(l.now_ms);
         self.recent_out = self.recent_out.saturating_add(l.value);
-        let evidence = Evidence {
-            senders: self.sender_count,
-            inbound_hkd_minor: self.episode_in,
-            passed_on_permille: u32::try_from(u128::from(self.recent_out) * 1000 / u128::from(self.recent_in.max(1)))
-                .unwrap_or(u32::MAX),
-            first_in_ms: self.first_in_ms,
-            last_in_ms: self.last_in_ms,
-        };
-        if l.now_ms < self.flagged_until_ms {
-            return (self.flag_reasons, evidence);
+        if l.now_ms < self.flagged_until_ms() {
+            return (self.flag_reasons(), self.evidence());
         }
-        let recent = l.now_ms.saturating_sub(self.last_in_ms) < EPISODE_GAP_MS && self.first_in_ms != 0;
+        let recent = l.now_ms.saturating_sub(self.last_in_ms()) < EPISODE_GAP_MS && self.first_in_ms() != 0;
         let passing = recent
             && l.new_payee
             && self.recent_in >= floor_cents.max(1)
             && l.balance_after < self.recent_in
             && u128::from(self.recent_out) * PASSED_ON_PARTS >= u128::from(self.recent_in);
         if !passing {
-            return (0, evidence);
+            return (0, Evidence::default());
         }
-        let reasons = if self.sender_count >= FAN_IN_SENDERS {
+        let reasons = if self.sender_count() >= FAN_IN_SENDERS {
             Reasons::PASS_THROUGH
-        } else if l.history < HISTORY_MIN && l.now_ms.saturating_sub(self.last_in_ms) <= NEW_ACCOUNT_QUICK_MS {
+        } else if l.history < HISTORY_MIN && l.now_ms.saturating_sub(self.last_in_ms()) <= NEW_ACCOUNT_QUICK_MS {
             Reasons::NEW_ACCOUNT_PASS_THROUGH
         } else {
-            return (0, evidence);
+            return (0, Evidence::default());
         };
-        self.flagged_until_ms = l.now_ms.saturating_add(FLAG_MS);
-        self.flag_reasons = reasons;
-        (reasons, evidence)
+        self.set_flagged(l.now_ms.saturating_add(FLAG_MS));
+        self.set_at(self.at_ms(), reasons);
+        (reasons, self.evidence())
     }
 
-    /// An operator passed a MULE_REVIEW: the account is not a mule.
+    /// What a held transfer's case records (computed only for one).
+    fn evidence(&self) -> Evidence {
+        Evidence {
+            senders: self.sender_count(),
+            inbound_hkd_minor: self.episode_in,
+            passed_on_permille: u32::try_from(u128::from(self.recent_out) * 1000 / u128::from(self.recent_in.max(1)))
+                .unwrap_or(u32::MAX),
+            first_in_ms: self.first_in_ms(),
+            last_in_ms: self.last_in_ms(),
+        }
+    }
+
+    /// An operator passed a MULE_REVIEW: the account is not a mule. What
+    /// came in so far was looked at: it does not count again.
     pub fn clear_flag(&mut self) {
-        self.flagged_until_ms = 0;
-        // What came in so far was looked at: it does not count again.
-        self.recent_in = 0;
-        self.recent_out = 0;
-        self.senders = 0;
-        self.sender_count = 0;
-        self.episode_in = 0;
-        self.first_in_ms = 0;
+        *self = Self { paid: self.paid, ..Self::default() };
     }
 
-    /// The state as eight words (snapshots).
+    /// The state as eight words (snapshots). `paid` is written as 0: it
+    /// is the profile's, copied.
     #[must_use]
     pub fn to_words(&self) -> [u64; 8] {
-        [
-            self.recent_in,
-            self.recent_out,
-            self.at_ms,
-            self.episode_in,
-            self.first_in_ms,
-            self.last_in_ms,
-            self.flagged_until_ms,
-            u64::from(self.senders) | (u64::from(self.sender_count) << 32) | (u64::from(self.flag_reasons) << 48),
-        ]
+        [self.recent_in, self.recent_out, self.episode_in, 0, self.at, self.first, self.last, self.flagged]
     }
 
-    /// The state from [`Inbound::to_words`].
+    /// The state from [`Inbound::to_words`] and the account's payee filter.
     #[must_use]
-    pub fn from_words(w: [u64; 8]) -> Self {
+    pub fn from_words(w: [u64; 8], paid: u64) -> Self {
         Self {
             recent_in: w[0],
             recent_out: w[1],
-            at_ms: w[2],
-            episode_in: w[3],
-            first_in_ms: w[4],
-            last_in_ms: w[5],
-            flagged_until_ms: w[6],
-            senders: w[7] as u32,
-            sender_count: (w[7] >> 32) as u16,
-            flag_reasons: (w[7] >> 48) as u16,
+            episode_in: w[2],
+            paid,
+            at: w[4],
+            first: w[5],
+            last: w[6],
+            flagged: w[7],
         }
+    }
+
+    /// Whether there is nothing to keep (a snapshot leaves it out).
+    #[must_use]
+    pub fn is_blank(&self) -> bool {
+        Self { paid: 0, ..*self } == Self::default()
     }
 }
 
@@ -253,7 +317,7 @@ mod tests {
         for i in 0..4 {
             a.credit(T0 + i * 20 * 60_000, sender_key(5_000 + i), 300_000);
         }
-        assert_eq!(a.sender_count, 4);
+        assert_eq!(a.sender_count(), 4);
         let (reasons, e) = a.judge(DEFAULT_MIN_INBOUND_HKD_MINOR, &leaving(T0 + 2 * HOUR, 900_000, true, 40));
         assert_eq!(reasons, Reasons::PASS_THROUGH);
         assert_eq!((e.senders, e.inbound_hkd_minor, e.first_in_ms, e.last_in_ms), (4, 1_200_000, T0, T0 + HOUR));
@@ -311,6 +375,10 @@ mod tests {
         let mut a = Inbound::default();
         a.credit(T0, sender_key(3), 123_456);
         let _ = a.judge(0, &leaving(T0 + HOUR, 1_000, true, 0));
-        assert_eq!(Inbound::from_words(a.to_words()), a);
+        a.paid = 77;
+        assert_eq!(Inbound::from_words(a.to_words(), 77), a);
+        assert!(!a.is_blank() && Inbound { paid: 5, ..Inbound::default() }.is_blank());
+        a.clear_flag();
+        assert_eq!(a, Inbound { paid: 77, ..Inbound::default() });
     }
 }

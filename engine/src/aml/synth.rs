@@ -240,16 +240,7 @@ pub fn generate(c: &SynthConfig) -> Scenario {
     let mut next_id: u128 = 1;
     let mut push =
         |events: &mut Vec<Event>, time_ms: u64, debit: u64, credit: u64, amount: u64, country: u16, label| {
-            let transfer = Transfer {
-                transfer_id: next_id,
-                debit_account: debit,
-                credit_account: credit,
-                amount,
-                debit_currency: HKD,
-                credit_currency: HKD,
-                destination_country: country,
-                ..Transfer::default()
-            };
+            let transfer = hkd_transfer(next_id, debit, credit, amount, country);
             next_id += 1;
             events.push(Event { time_ms, transfer, label });
         };
@@ -382,6 +373,20 @@ pub fn generate(c: &SynthConfig) -> Scenario {
     Scenario { accounts: all_accounts, events, anomalies, mules }
 }
 
+/// An HKD transfer of this generator.
+fn hkd_transfer(id: u128, debit: u64, credit: u64, amount: u64, country: u16) -> Transfer {
+    Transfer {
+        transfer_id: id,
+        debit_account: debit,
+        credit_account: credit,
+        amount,
+        debit_currency: HKD,
+        credit_currency: HKD,
+        destination_country: country,
+        ..Transfer::default()
+    }
+}
+
 /// Mule patterns after the history, this generator's own way: victims
 /// (customers of the population) pay what a scammer asks, HK$800 to
 /// HK$40,000, into a mule, which sends most of it on within hours.
@@ -399,16 +404,7 @@ fn inject_mules(
 ) -> Vec<MuleKind> {
     let mut rng = Rng::new(c.seed ^ 0x6d75_6c65);
     let mut push = |events: &mut Vec<Event>, time_ms: u64, debit: u64, credit: u64, amount: u64, country, label| {
-        let transfer = Transfer {
-            transfer_id: *next_id,
-            debit_account: debit,
-            credit_account: credit,
-            amount,
-            debit_currency: HKD,
-            credit_currency: HKD,
-            destination_country: country,
-            ..Transfer::default()
-        };
+        let transfer = hkd_transfer(*next_id, debit, credit, amount, country);
         *next_id += 1;
         events.push(Event { time_ms, transfer, label });
     };
