@@ -27,6 +27,8 @@ pub struct Point {
     pub caught_pct: [f64; 4],
     /// Mule patterns caught, percent (none injected: 0).
     pub mules_pct: f64,
+    /// Anomalies caught by kind and strength: (kind, strength, caught, injected).
+    pub by_kind: Vec<(&'static str, &'static str, u64, u64)>,
     /// Mule patterns caught by kind: (kind, caught, injected).
     pub mules_by_kind: Vec<(&'static str, u64, u64)>,
     /// The commonest signals of the false holds: (rules, holds), most
@@ -56,6 +58,7 @@ fn point(trial: &Trial, model: BehaviourModel, threshold_q: u32, m: &Measured) -
         mule_false_holds_pct: pct(if m.normal == 0 { 0.0 } else { m.normal_held_mule as f64 / m.normal as f64 }),
         caught_pct: Strength::ALL.map(|s| pct(m.strength(s).rate())),
         mules_pct: pct(m.all_mules().rate()),
+        by_kind: m.anomalies.iter().map(|((k, st), t)| (*k, st.name(), t.caught, t.injected)).collect(),
         mules_by_kind: m.mules.iter().map(|(k, t)| (*k, t.caught, t.injected)).collect(),
         false_signals: signals(m),
     }

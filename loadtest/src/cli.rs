@@ -504,6 +504,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let points = crate::amlcurve::curve(&trials, model, &thresholds_q, |p| {
                 println!("{}", crate::amlcurve::line(p));
                 if a.signals {
+                    for (kind, strength, caught, injected) in &p.by_kind {
+                        println!("    {kind} {strength}: {caught} of {injected}");
+                    }
                     for (kind, caught, injected) in &p.mules_by_kind {
                         println!("    mules {kind}: {caught} of {injected}");
                     }
