@@ -153,10 +153,51 @@ fn what_the_rule_leaves_alone() {
     }
     fan_in(&mut e, MULE, 300_000);
     assert_eq!(submit(&mut e, &remit(2, MULE, 1_100_000, 608)).holds, 0, "friends are not strangers");
-    // The rule switched off.
+    // The rule switched off; and with level 3 off, whose learned payees
+    // and history it reads.
     let mut e = bank_with(AmlConfig { mule: false, ..AmlConfig::default() });
     fan_in(&mut e, MULE, 300_000);
     assert_eq!(submit(&mut e, &remit(2, MULE, 1_100_000, 608)).holds, 0, "mule rule off");
+    let mut e = bank_with(AmlConfig { behaviour: false, ..AmlConfig::default() });
+    fan_in(&mut e, MULE, 300_000);
+    assert_eq!(submit(&mut e, &remit(2, MULE, 1_100_000, 608)).holds, 0, "level 3 off");
+}
+
+#[test]
+fn a_late_pass_of_an_old_hold_leaves_a_newer_flag_standing() {
+    let mut e = bank();
+    fan_in(&mut e, MULE, 300_000);
+    e.advance(t0() + 60 * MINUTE);
+    assert_eq!(submit(&mut e, &remit(1, MULE, 1_100_000, 608)).holds, MULE_REVIEW);
+    e.advance(t0() + 23 * 60 * MINUTE);
+    assert_eq!(submit(&mut e, &transfer(2, MULE, NEXT, 10_000, HKD)).holds, MULE_REVIEW, "flagged");
+    // The operator passes the first: the flag is cleared with its episode.
+    assert_eq!(review(&mut e, 1, METHOD_MANUAL_REVIEW, OUTCOME_PASS).state, STATE_POSTED);
+    // New victims pay in; the account is held and flagged again.
+    e.advance(t0() + 23 * 60 * MINUTE + 10 * MINUTE);
+    for (i, v) in VICTIMS.into_iter().enumerate() {
+        assert_eq!(submit(&mut e, &transfer(200 + i as u128, v, MULE, 400_000, HKD)).state, STATE_POSTED);
+    }
+    assert_eq!(submit(&mut e, &remit(3, MULE, 1_500_000, 360)).holds, MULE_REVIEW, "a new flag");
+    // A late pass of the hold from the old flag leaves the new one.
+    assert_eq!(review(&mut e, 2, METHOD_MANUAL_REVIEW, OUTCOME_PASS).state, STATE_POSTED);
+    assert_eq!(submit(&mut e, &remit(4, MULE, 50_000, 116)).holds, MULE_REVIEW, "still flagged");
+}
+
+#[test]
+fn a_held_payee_stays_new() {
+    let mut e = bank();
+    fan_in(&mut e, MULE, 300_000);
+    assert_eq!(submit(&mut e, &transfer(1, MULE, NEXT, 1_100_000, HKD)).holds, MULE_REVIEW);
+    assert_eq!(review(&mut e, 1, METHOD_MANUAL_REVIEW, OUTCOME_FAIL).state, STATE_VOIDED);
+    // After the flag, more strangers' money and the same payee: still a new
+    // payee (the failed transfer taught level 3 nothing).
+    e.advance(t0() + 26 * 60 * MINUTE);
+    for (i, v) in VICTIMS.into_iter().enumerate() {
+        assert_eq!(submit(&mut e, &transfer(300 + i as u128, v, MULE, 300_000, HKD)).state, STATE_POSTED);
+    }
+    let again = submit(&mut e, &transfer(2, MULE, NEXT, 2_000_000, HKD));
+    assert_eq!((again.holds, case_of(&e, 2).reasons.0), (MULE_REVIEW, Reasons::PASS_THROUGH));
 }
 
 #[test]

@@ -86,7 +86,8 @@ impl Engine {
                 let amount = i64::try_from(e.amount).expect("checked");
                 self.add(inter, currency, -amount);
                 self.add(credit, currency, amount);
-                if self.config.aml.enabled && self.config.aml.mule {
+                // A customer's credit names its sender (0: a system account's).
+                if self.config.aml.mule_runs() && e.sender != 0 {
                     self.feed_inbound(credit, e.sender, currency, e.amount);
                 }
             }
@@ -109,7 +110,12 @@ impl Engine {
             account: s.credit_account,
             currency: s.credit_currency.code(),
             amount: s.credit_amount,
-            sender: crate::aml::mule::sender_key(s.debit_account),
+            sender: match self.book.find(s.debit_account) {
+                Some(d) if self.book.entry(d).kind == AccountKind::Customer => {
+                    crate::aml::mule::sender_key(s.debit_account)
+                }
+                _ => 0,
+            },
         };
         self.links.push_flight(peer, entry, Some(flight));
         self.link_wait = true;

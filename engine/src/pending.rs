@@ -96,8 +96,11 @@ impl Engine {
             && hold.contains(Holds::MULE_REVIEW)
             && s.outcome == records::OUTCOME_PASS
         {
-            let debit = self.book.find(self.transfers.get(at).debit_account).expect("debit account exists");
-            self.aml.get_mut(debit.index()).inbound.clear_flag();
+            let stored = self.transfers.get(at);
+            let submitted_ms = self.pending.get(stored.id()).expect("pending entry").submitted_ms;
+            let debit = self.book.find(stored.debit_account).expect("debit account exists");
+            let now = self.now_ms;
+            self.aml.get_mut(debit.index()).inbound.passed(submitted_ms, now);
         }
         self.step_up_outcome(s, hold, outcome)
     }
@@ -192,6 +195,7 @@ impl Engine {
     /// Moves a reserved transfer's money and marks it posted.
     pub(crate) fn post(&mut self, at: TransferIndex, entry: &PendingEntry, credit: AccountPos) {
         let stored = *self.transfers.get(at);
+        self.confirm_behaviour(entry);
         self.close_case(entry, Outcome::Passed);
         let debit = self.book.find(stored.debit_account).expect("debit account exists");
         self.reserve(debit, credit, &stored, false);
@@ -220,7 +224,10 @@ impl Engine {
         }
         // A voided transfer no longer counts toward its day's total.
         let debit = self.book.find(stored.debit_account).expect("debit account exists");
-        self.aml.get_mut(debit.index()).profile.uncount(entry.submitted_ms, entry.counted);
+        let state = self.aml.get_mut(debit.index());
+        state.profile.uncount(entry.submitted_ms, entry.counted);
+        // Nor as money the account sent on (the mule rule).
+        state.inbound.take_back(crate::aml::mule::cents(entry.counted));
         let outcome = match reason {
             VoidReason::Failed | VoidReason::Refused => Outcome::Failed,
             VoidReason::Expired => Outcome::Expired,
@@ -280,15 +287,17 @@ impl Engine {
         } else {
             assert!(holds.contains(Holds::COOLING_OFF), "a timer fired for an open window");
             assert!(entry.cooling_until_ms <= self.now_ms, "cooling-off fired early");
-            self.confirm_behaviour(&entry);
             self.release(entry.at, Holds::COOLING_OFF);
         }
     }
 
-    /// A cooling-off period ended with the transfer still wanted: the
-    /// account's profile learns it (model 2; `Profile::confirm`).
+    /// A transfer level 3 or the mule rule held (so did not learn) posts:
+    /// its cooling-off ended, or an operator passed it, and nothing else
+    /// held it back. The account's profile learns it (model 2;
+    /// `Profile::confirm`).
     fn confirm_behaviour(&mut self, entry: &PendingEntry) {
-        if entry.case == NO_CASE {
+        let unlearned = Holds::COOLING_OFF.with(Holds::MULE_REVIEW).bits();
+        if entry.case == NO_CASE || self.cases.get(entry.case).holds & unlearned == 0 {
             return;
         }
         let s = *self.transfers.get(entry.at);

@@ -42,12 +42,11 @@ impl Engine {
                 {
                     let state = self.aml.get(at);
                     index::prefetch(&state.profile);
-                    if self.config.aml.mule {
+                    if self.config.aml.mule_runs() {
                         index::prefetch(&state.inbound);
                     }
                 }
-                if self.config.aml.enabled
-                    && self.config.aml.mule
+                if self.config.aml.mule_runs()
                     && let Some(at) = self.book.candidate(t.credit_account)
                 {
                     // The payee's side of the mule rule (one line).
@@ -153,36 +152,39 @@ impl Engine {
             credit_currency: a.credit_currency,
             destination_country: t.destination_country,
         };
+        if !self.config.aml.mule_runs() {
+            return self.aml.get_mut(a.debit.index()).profile.judge(&self.config.aml, &self.rates, &o);
+        }
+        // The mule rule first: a transfer it holds is not learned by level 3
+        // (its payee stays new) unless an operator passes it.
+        let value = crate::aml::hkd_value(a.debit_amount, a.debit_currency, &self.rates);
+        let state = self.aml.get(a.debit.index());
+        // What the account has left after it (an AUTO_CREDIT short of money
+        // has nothing), in HKD, if strangers paid it anything.
+        let balance_after = if state.inbound.recent_in == 0 {
+            0
+        } else {
+            let left = self.book.balance_at(a.debit, a.debit_currency).available() - i128::from(a.debit_amount);
+            let left = u64::try_from(left).unwrap_or(0);
+            crate::aml::hkd_value(left, a.debit_currency, &self.rates).map_or(u64::MAX, mule::cents)
+        };
+        let leaving = mule::Leaving {
+            now_ms: self.now_ms,
+            value: value.map_or(0, mule::cents),
+            new_payee: state.profile.is_new_payee(&o),
+            history: state.profile.count,
+            balance_after,
+        };
+        let floor = self.config.aml.mule_min_inbound_hkd_minor;
         let state = self.aml.get_mut(a.debit.index());
-        let (new_payee, history) = (state.profile.is_new_payee(&o), state.profile.count);
-        let mut j = state.profile.judge(&self.config.aml, &self.rates, &o);
-        if self.config.aml.mule {
-            // The inbound state's copy of whom the account has paid.
-            state.inbound.paid = state.profile.payees;
-            // What the account has left after it (an AUTO_CREDIT short of
-            // money has nothing), in HKD, if strangers paid it anything.
-            let inbound = &self.aml.get(a.debit.index()).inbound;
-            let balance_after = if inbound.recent_in == 0 {
-                0
-            } else {
-                let left = self.book.balance_at(a.debit, a.debit_currency).available() - i128::from(a.debit_amount);
-                let left = u64::try_from(left).unwrap_or(0);
-                crate::aml::hkd_value(left, a.debit_currency, &self.rates).map_or(u64::MAX, mule::cents)
-            };
-            let leaving = mule::Leaving {
-                now_ms: self.now_ms,
-                value: mule::cents(j.hkd_value),
-                new_payee,
-                history,
-                balance_after,
-            };
-            let floor = self.config.aml.mule_min_inbound_hkd_minor;
-            let (reasons, evidence) = self.aml.get_mut(a.debit.index()).inbound.judge(floor, &leaving);
-            if reasons != 0 {
-                j.holds = j.holds.with(Holds::MULE_REVIEW);
-                j.reasons.0 |= reasons;
-                j.mule = evidence;
-            }
+        let (reasons, evidence) = state.inbound.judge(floor, &leaving);
+        let mut j = state.profile.judge_learning(&self.config.aml, &self.rates, &o, reasons == 0);
+        // The inbound state's copy of whom the account has paid.
+        state.inbound.paid = state.profile.payees;
+        if reasons != 0 {
+            j.holds = j.holds.with(Holds::MULE_REVIEW);
+            j.reasons.0 |= reasons;
+            j.mule = evidence;
         }
         j
     }
@@ -414,8 +416,7 @@ impl Engine {
         }
         self.add(debit, s.debit_currency, -debit_amount);
         self.add(credit, s.credit_currency, credit_amount);
-        if self.config.aml.enabled
-            && self.config.aml.mule
+        if self.config.aml.mule_runs()
             && debit != credit
             && self.book.entry(credit).kind == AccountKind::Customer
             && self.book.entry(debit).kind == AccountKind::Customer

@@ -44,8 +44,8 @@ pub fn meta(config: &SwitchConfig) -> String {
         aml.model.version(),
         aml.threshold_q,
         aml.cooling_off_ms,
-        // What runs: the rule runs only with AML on.
-        aml.enabled && aml.mule,
+        // What runs: the rule runs only with AML and level 3 on.
+        aml.mule_runs(),
         aml.mule_min_inbound_hkd_minor,
     )
 }

@@ -170,6 +170,14 @@ impl Default for AmlConfig {
 }
 
 impl AmlConfig {
+    /// Whether the mule rule runs: it reads level 3's learned payees and
+    /// history (who the account paid, whether it is new), so it runs only
+    /// with AML and level 3 on.
+    #[must_use]
+    pub fn mule_runs(&self) -> bool {
+        self.enabled && self.behaviour && self.mule
+    }
+
     /// Level 1's limit in value units.
     fn limit_value(&self) -> u128 {
         u128::from(self.daily_limit_hkd_minor) * HKD_VALUE_SCALE
@@ -656,6 +664,13 @@ impl Profile {
     /// its value joins the day total, and if it is in line with the
     /// account's history the profile learns from it.
     pub fn judge(&mut self, cfg: &AmlConfig, rates: &RateTable, o: &Outgoing) -> Judgement {
+        self.judge_learning(cfg, rates, o, true)
+    }
+
+    /// [`Profile::judge`], learning from an in-line transfer only if
+    /// `learn` (the mule rule holds one: it is learned if an operator
+    /// passes it, as a cooled-off one is).
+    pub fn judge_learning(&mut self, cfg: &AmlConfig, rates: &RateTable, o: &Outgoing, learn: bool) -> Judgement {
         let mut j = Judgement::default();
         // Level 1.
         let today = hk_day(o.now_ms) as u16;
@@ -691,12 +706,12 @@ impl Profile {
         }
         // Level 3.
         if cfg.behaviour {
-            self.behaviour(cfg, o, value, &mut j);
+            self.behaviour(cfg, o, value, &mut j, learn);
         }
         j
     }
 
-    fn behaviour(&mut self, cfg: &AmlConfig, o: &Outgoing, value: Option<u128>, j: &mut Judgement) {
+    fn behaviour(&mut self, cfg: &AmlConfig, o: &Outgoing, value: Option<u128>, j: &mut Judgement, learn: bool) {
         let elapsed = o.now_ms.saturating_sub(self.last_ms());
         let burst = (decay(self.burst, elapsed) + 16).min(u32::from(u16::MAX));
         self.burst = burst as u16;
@@ -742,6 +757,9 @@ impl Profile {
             return;
         }
         // In line with the account's history (or too new to judge): learn.
+        if !learn {
+            return;
+        }
         let usual = i32::from(self.burst_usual);
         self.burst_usual = (usual + ((burst as i32 - usual) >> BURST_EWMA_SHIFT)).max(0) as u16;
         self.learn(cfg.model, &seen, bits);

@@ -93,12 +93,13 @@ pub struct Evidence {
     pub last_in_ms: u64,
 }
 
-/// The key a sender is known by: the same hash the payee filter uses, so
-/// a payee's own profile says whether a sender is someone it paid. A
-/// credit from another shard carries the key's low 40 bits (`links`).
+/// The key a sender is known by: the same hash the payee filter uses (its
+/// low 12 bits), so a payee's own filter says whether a sender is someone
+/// it paid. 40 bits, bit 39 always set so a key is never 0 (a link's
+/// CREDIT from a system account names no sender: 0).
 #[must_use]
 pub fn sender_key(account: u64) -> u64 {
-    mix64(account) & ((1 << 40) - 1)
+    (mix64(account) & ((1 << 40) - 1)) | (1 << 39)
 }
 
 fn decay(v: u64, elapsed: u64) -> u64 {
@@ -268,6 +269,23 @@ impl Inbound {
     /// came in so far was looked at: it does not count again.
     pub fn clear_flag(&mut self) {
         *self = Self { paid: self.paid, ..Self::default() };
+    }
+
+    /// An operator passed a MULE_REVIEW of a transfer submitted at
+    /// `submitted_ms`: if it belongs to the flag in force (submitted since
+    /// it was set), the flag and the episode are cleared; a late pass of an
+    /// older hold changes nothing else (a newer flag stands).
+    pub fn passed(&mut self, submitted_ms: u64, now_ms: u64) {
+        let until = self.flagged_until_ms();
+        if now_ms < until && submitted_ms.saturating_add(FLAG_MS) >= until {
+            self.clear_flag();
+        }
+    }
+
+    /// A transfer judged here was voided: what it counted as sent on is
+    /// taken back (as far as it has not decayed).
+    pub fn take_back(&mut self, cents: u64) {
+        self.recent_out = self.recent_out.saturating_sub(cents);
     }
 
     /// The state as eight words (snapshots). `paid` is written as 0: it
