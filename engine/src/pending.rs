@@ -227,7 +227,8 @@ impl Engine {
         let state = self.aml.get_mut(debit.index());
         state.profile.uncount(entry.submitted_ms, entry.counted);
         // Nor as money the account sent on (the mule rule).
-        state.inbound.take_back(crate::aml::mule::cents(entry.counted));
+        let now = self.now_ms;
+        state.inbound.take_back(crate::aml::mule::cents(entry.counted), entry.submitted_ms, now);
         let outcome = match reason {
             VoidReason::Failed | VoidReason::Refused => Outcome::Failed,
             VoidReason::Expired => Outcome::Expired,

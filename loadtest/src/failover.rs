@@ -98,9 +98,29 @@ struct Node {
     child: Option<Child>,
 }
 
+/// A free port below the kernel's ephemeral range. A node's ports must
+/// stay free while it is down between a kill and its restart: a port from
+/// the ephemeral range (what binding port 0 gives) can be taken meanwhile
+/// as the local port of any outgoing connection on the machine, and the
+/// restart then fails with "Address already in use".
 fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768)
+        .clamp(2_048, 49_152);
+    // Different runs (and tests running at once) start in different places.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let span = u32::from(low - 1_024);
+    let mut x = (nanos ^ std::process::id().wrapping_mul(0x9e37_79b9)) % span;
+    for _ in 0..span.min(4_096) {
+        let port = 1_024 + x as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(l.local_addr().map_err(|e| e.to_string())?.port());
+        }
+        x = (x + 7_919) % span;
+    }
+    Err("no free port below the ephemeral range".into())
 }
 
 /// One direction of a peer link, through a proxy that can cut it.

@@ -282,10 +282,17 @@ impl Inbound {
         }
     }
 
-    /// A transfer judged here was voided: what it counted as sent on is
-    /// taken back (as far as it has not decayed).
-    pub fn take_back(&mut self, cents: u64) {
-        self.recent_out = self.recent_out.saturating_sub(cents);
+    /// A transfer judged at `submitted_ms` was voided: what it counted as
+    /// sent on is taken back, as much of it as is still in the sum (decayed
+    /// since), and only if it was counted in this episode (an episode's
+    /// start, and an operator's pass, reset the sum).
+    pub fn take_back(&mut self, cents: u64, submitted_ms: u64, now_ms: u64) {
+        if self.first_in_ms() == 0 || submitted_ms < self.first_in_ms() {
+            return;
+        }
+        self.bring_to(now_ms);
+        let left = decay(cents, now_ms.saturating_sub(submitted_ms));
+        self.recent_out -= left.min(self.recent_out);
     }
 
     /// The state as eight words (snapshots). `paid` is written as 0: it
@@ -383,6 +390,21 @@ mod tests {
         // Hours later, or from an account with a history: not this rule.
         assert_eq!(judge(a, &leaving(T0 + 3 * HOUR, 1_900_000, true, 0)), 0);
         assert_eq!(a.judge(DEFAULT_MIN_INBOUND_HKD_MINOR, &leaving(T0 + 60_000, 1_900_000, true, 40)).0, 0);
+    }
+
+    #[test]
+    fn a_void_takes_back_only_what_it_still_counts_in_this_episode() {
+        let mut a = Inbound::default();
+        // Judged before the episode began: its share was reset with it.
+        let _ = a.judge(0, &leaving(T0, 500_000, false, 40));
+        a.credit(T0 + HOUR, sender_key(1), 1_000_000);
+        let _ = a.judge(0, &leaving(T0 + HOUR, 150_000, true, 40));
+        a.take_back(500_000, T0, T0 + HOUR);
+        assert_eq!(a.recent_out, 150_000, "the earlier void takes nothing back");
+        // Judged in the episode, voided a half-life later: half of it.
+        let _ = a.judge(0, &leaving(T0 + HOUR, 200_000, true, 40));
+        a.take_back(200_000, T0 + HOUR, T0 + HOUR + HALF_LIFE_MS);
+        assert_eq!(a.recent_out, (350_000 / 2) - 100_000);
     }
 
     #[test]
