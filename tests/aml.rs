@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{apply, submit};
+
 use harbour::aml::{self, AmlConfig, BehaviourModel, CountrySet, DAY_MS, FATF_INCREASED_MONITORING, Outcome, Reasons};
 use harbour::engine::book::{REMITTANCE_OUT, SETTLEMENT_IN};
 use harbour::engine::{Engine, EngineConfig};
@@ -52,17 +54,6 @@ fn bank_with(start: u64, aml: AmlConfig) -> Engine {
 
 fn bank(start: u64) -> Engine {
     bank_with(start, AmlConfig::default())
-}
-
-fn apply(e: &mut Engine, kind: u16, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let now = e.now_ms();
-    e.apply(kind, body, now, &mut out).expect("a well-formed command");
-    out
-}
-
-fn submit(e: &mut Engine, t: &Transfer) -> TransferResult {
-    TransferResult::decode(&apply(e, kind::SUBMIT_TRANSFERS, &encode_all(&[*t])))
 }
 
 fn at(e: &mut Engine, ms: u64) {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{HKD, account, deposit, transfer};
+use common::{HKD, account, apply, deposit, submit, transfer};
 use harbour::aml::{self, AmlConfig, DAY_MS, Outcome, Reasons};
 use harbour::engine::book::REMITTANCE_OUT;
 use harbour::engine::{Engine, EngineConfig};
@@ -43,17 +43,6 @@ fn bank_with(aml: AmlConfig) -> Engine {
 
 fn bank() -> Engine {
     bank_with(AmlConfig::default())
-}
-
-fn apply(e: &mut Engine, kind: u16, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let now = e.now_ms();
-    e.apply(kind, body, now, &mut out).expect("a well-formed command");
-    out
-}
-
-fn submit(e: &mut Engine, t: &Transfer) -> TransferResult {
-    TransferResult::decode(&apply(e, kind::SUBMIT_TRANSFERS, &encode_all(&[*t])))
 }
 
 fn remit(id: u128, from: u64, amount: u64, country: u16) -> Transfer {

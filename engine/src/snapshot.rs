@@ -256,37 +256,11 @@ impl Engine {
 
     /// AML: profiles that are not blank, by account id; then cases.
     fn encode_aml(&self, w: &mut Writer<'_>) {
-        // AML: profiles that are not blank, by account id; then cases.
-        let profiles: Vec<(u64, Profile)> = self
-            .book
-            .account_ids_sorted()
-            .into_iter()
-            .map(|id| (id, *self.profile(id).expect("listed account")))
-            .filter(|(_, p)| *p != Profile::default())
-            .collect();
-        w.u64(profiles.len() as u64);
-        for (id, p) in profiles {
-            w.u64(id);
-            for word in p.to_words() {
-                w.u64(word);
-            }
-        }
-        // The mule rule's inbound states that are not blank, by account id
-        // (version 9).
-        let inbound: Vec<(u64, Inbound)> = self
-            .book
-            .account_ids_sorted()
-            .into_iter()
-            .map(|id| (id, *self.inbound(id).expect("listed account")))
-            .filter(|(_, a)| !a.is_blank())
-            .collect();
-        w.u64(inbound.len() as u64);
-        for (id, a) in inbound {
-            w.u64(id);
-            for word in a.to_words() {
-                w.u64(word);
-            }
-        }
+        // AML: profiles that are not blank, by account id; the mule rule's
+        // inbound states that are not blank (version 9); then cases.
+        let ids = self.book.account_ids_sorted();
+        self.encode_account_words(w, &ids, |s| (s.profile != Profile::default()).then(|| s.profile.to_words()));
+        self.encode_account_words(w, &ids, |s| (!s.inbound.is_blank()).then(|| s.inbound.to_words()));
         w.u64(self.cases.len() as u64);
         for c in self.cases.iter() {
             w.u128(c.transfer_id);
@@ -303,6 +277,28 @@ impl Engine {
             w.u64(m.inbound_hkd_minor);
             w.u64(m.first_in_ms);
             w.u64(m.last_in_ms);
+        }
+    }
+
+    /// A count, then per account of `ids` (sorted) that `words` gives eight
+    /// words for, its id and those words: what `account_words` reads.
+    fn encode_account_words(
+        &self,
+        w: &mut Writer<'_>,
+        ids: &[u64],
+        words: impl Fn(&crate::aml::AmlState) -> Option<[u64; 8]>,
+    ) {
+        let rows: Vec<(u64, [u64; 8])> = ids
+            .iter()
+            .map(|&id| (id, self.book.find(id).expect("listed account")))
+            .filter_map(|(id, at)| words(self.aml.get(at.index())).map(|x| (id, x)))
+            .collect();
+        w.u64(rows.len() as u64);
+        for (id, row) in rows {
+            w.u64(id);
+            for word in row {
+                w.u64(word);
+            }
         }
     }
 

@@ -178,7 +178,7 @@ impl Engine {
         let floor = self.config.aml.mule_min_inbound_hkd_minor;
         let state = self.aml.get_mut(a.debit.index());
         let (reasons, evidence) = state.inbound.judge(floor, &leaving);
-        let mut j = state.profile.judge_learning(&self.config.aml, &self.rates, &o, reasons == 0);
+        let mut j = state.profile.judge_learning(&self.config.aml, value, &o, reasons == 0);
         // The inbound state's copy of whom the account has paid.
         state.inbound.paid = state.profile.payees;
         if reasons != 0 {

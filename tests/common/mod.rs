@@ -263,3 +263,16 @@ pub fn channel(id: u32, key: &[u8], roles: u16) -> harbour::config::Channel {
         scope: Default::default(),
     }
 }
+
+/// Applies a command to a library engine at its own time; the answer.
+pub fn apply(e: &mut harbour::engine::Engine, kind: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let now = e.now_ms();
+    e.apply(kind, body, now, &mut out).expect("a well-formed command");
+    out
+}
+
+/// SUBMIT_TRANSFERS of one transfer to a library engine; its answer.
+pub fn submit(e: &mut harbour::engine::Engine, t: &Transfer) -> TransferResult {
+    TransferResult::decode(&apply(e, kind::SUBMIT_TRANSFERS, &encode_all(&[*t])))
+}

@@ -664,13 +664,15 @@ impl Profile {
     /// its value joins the day total, and if it is in line with the
     /// account's history the profile learns from it.
     pub fn judge(&mut self, cfg: &AmlConfig, rates: &RateTable, o: &Outgoing) -> Judgement {
-        self.judge_learning(cfg, rates, o, true)
+        let value = hkd_value(o.debit_amount, o.debit_currency, rates);
+        self.judge_learning(cfg, value, o, true)
     }
 
-    /// [`Profile::judge`], learning from an in-line transfer only if
-    /// `learn` (the mule rule holds one: it is learned if an operator
-    /// passes it, as a cooled-off one is).
-    pub fn judge_learning(&mut self, cfg: &AmlConfig, rates: &RateTable, o: &Outgoing, learn: bool) -> Judgement {
+    /// [`Profile::judge`] of a transfer whose HKD value (`hkd_value`, none
+    /// without a rate) the caller has, learning from an in-line transfer
+    /// only if `learn` (the mule rule holds one: it is learned if an
+    /// operator passes it, as a cooled-off one is).
+    pub fn judge_learning(&mut self, cfg: &AmlConfig, value: Option<u128>, o: &Outgoing, learn: bool) -> Judgement {
         let mut j = Judgement::default();
         // Level 1.
         let today = hk_day(o.now_ms) as u16;
@@ -678,7 +680,6 @@ impl Profile {
             self.day = today;
             self.set_day_total(0);
         }
-        let value = hkd_value(o.debit_amount, o.debit_currency, rates);
         match value {
             Some(v) => {
                 let before = self.day_total();
