@@ -602,16 +602,23 @@ fn is_cross_border(country: u16) -> bool {
     country != 0 && country != money::HONG_KONG
 }
 
-/// Decays a Q4 burst counter over `elapsed` milliseconds: halves per
-/// half-life, linearly in between.
+/// Decays a Q4 burst counter over `elapsed` milliseconds (`halve_over`
+/// with `BURST_HALF_LIFE_MS`).
 fn decay(burst: u16, elapsed: u64) -> u32 {
-    let halvings = elapsed / BURST_HALF_LIFE_MS;
-    if halvings >= 16 {
+    halve_over(u64::from(burst), elapsed, BURST_HALF_LIFE_MS) as u32
+}
+
+/// `v` after `elapsed` milliseconds of halving every `half_life`: whole
+/// halvings by shifting, linearly in between (at most 1/2 off at the next
+/// one). Integer only, so a replay decays alike.
+fn halve_over(v: u64, elapsed: u64, half_life: u64) -> u64 {
+    let halvings = elapsed / half_life;
+    if halvings >= 64 {
         return 0;
     }
-    let b = u32::from(burst) >> halvings;
-    let rest = elapsed % BURST_HALF_LIFE_MS;
-    b - (u64::from(b) * rest / (2 * BURST_HALF_LIFE_MS)) as u32
+    let v = v >> halvings;
+    let rest = elapsed % half_life;
+    v - u64::try_from(u128::from(v) * u128::from(rest) / u128::from(2 * half_life)).expect("less than v")
 }
 
 /// What level 3 sees of one transfer.

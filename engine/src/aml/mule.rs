@@ -103,14 +103,7 @@ pub fn sender_key(account: u64) -> u64 {
 }
 
 fn decay(v: u64, elapsed: u64) -> u64 {
-    let halvings = elapsed / HALF_LIFE_MS;
-    if halvings >= 64 {
-        return 0;
-    }
-    let v = v >> halvings;
-    let rest = elapsed % HALF_LIFE_MS;
-    // Linear between halvings (at most 1/2 off at the next one).
-    v - u64::try_from(u128::from(v) * u128::from(rest) / u128::from(2 * HALF_LIFE_MS)).expect("less than v")
+    super::halve_over(v, elapsed, HALF_LIFE_MS)
 }
 
 /// HKD cents of a value in value units (saturating).
