@@ -52,9 +52,10 @@ async fn leader_of(running: &[harbour::server::Running]) -> usize {
     panic!("no leader in 10 s")
 }
 
-/// Free (channel, peer) ports for `n` nodes.
+/// Free (channel, peer) ports for `n` nodes, below the ephemeral range
+/// (`failover::free_port`: a restarted node needs its ports again).
 fn ports(n: usize) -> Vec<(u16, u16)> {
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = || failover::free_port().expect("a free port");
     (0..n).map(|_| (free(), free())).collect()
 }
 

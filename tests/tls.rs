@@ -247,7 +247,8 @@ async fn peer_links_are_mutual_tls_and_refuse_strangers() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     harbour::tls::dev_certs(&certs, &["127.0.0.1".to_string()], &[1], &[1, 2, 3]).unwrap();
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Below the ephemeral range, as for any node's ports (failover::free_port).
+    let free = || harbour_loadtest::failover::free_port().expect("a free port");
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free(), free())).collect();
     let nodes: String = (1..=3)
         .map(|i| {

@@ -102,17 +102,26 @@ struct Node {
 /// stay free while it is down between a kill and its restart: a port from
 /// the ephemeral range (what binding port 0 gives) can be taken meanwhile
 /// as the local port of any outgoing connection on the machine, and the
-/// restart then fails with "Address already in use".
-fn free_port() -> Result<u16, String> {
+/// restart then fails with "Address already in use". The tests that start
+/// nodes in process take theirs here too.
+pub fn free_port() -> Result<u16, String> {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32_768)
         .clamp(2_048, 49_152);
-    // Different runs (and tests running at once) start in different places.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let span = u32::from(low - 1_024);
-    let mut x = (nanos ^ std::process::id().wrapping_mul(0x9e37_79b9)) % span;
+    // Different runs (and test processes running at once) start in
+    // different places; calls in one process walk on from one start, so
+    // they never repeat a port just handed out (its listener is closed).
+    static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        nanos ^ std::process::id().wrapping_mul(0x9e37_79b9)
+    });
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut x = (seed % span + call.wrapping_mul(7_919) % span) % span;
     for _ in 0..span.min(4_096) {
         let port = 1_024 + x as u16;
         if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
