@@ -19,10 +19,14 @@ pub struct Point {
     pub model: u32,
     /// Points (the threshold in quarters ÷ 4).
     pub threshold: f64,
-    /// Normal transfers held, percent (the mule rule's holds included).
+    /// Normal transfers held by false alarms, percent (the mule rule's
+    /// holds included).
     pub false_holds_pct: f64,
     /// Of those, the mule rule's, percent of normal transfers.
     pub mule_false_holds_pct: f64,
+    /// Normal transfers held in cooling-off periods true detections
+    /// started, percent of normal transfers (not false holds).
+    pub held_after_true_pct: f64,
     /// Anomalies caught by strength (full, half, quarter, eighth), percent.
     pub caught_pct: [f64; 4],
     /// Mule patterns caught, percent (none injected: 0).
@@ -56,6 +60,7 @@ fn point(trial: &Trial, model: BehaviourModel, threshold_q: u32, m: &Measured) -
         threshold: f64::from(threshold_q) / 4.0,
         false_holds_pct: pct(m.false_hold_rate()),
         mule_false_holds_pct: pct(if m.normal == 0 { 0.0 } else { m.normal_held_mule as f64 / m.normal as f64 }),
+        held_after_true_pct: pct(if m.normal == 0 { 0.0 } else { m.normal_held_after_true as f64 / m.normal as f64 }),
         caught_pct: Strength::ALL.map(|s| pct(m.strength(s).rate())),
         mules_pct: pct(m.all_mules().rate()),
         by_kind: m.anomalies.iter().map(|((k, st), t)| (*k, st.name(), t.caught, t.injected)).collect(),
@@ -95,15 +100,26 @@ pub fn curve(trials: &[Trial], model: BehaviourModel, thresholds_q: &[u32], prog
 }
 
 /// The table's header.
-pub const HEADER: &str = "population  model threshold  false holds (mule rule)   full   half quarter eighth  mules";
+pub const HEADER: &str =
+    "population  model threshold  false holds (mule rule) after true   full   half quarter eighth  mules";
 
 /// One point as a table line.
 #[must_use]
 pub fn line(p: &Point) -> String {
     let [f, h, q, e] = p.caught_pct;
     format!(
-        "{:11} {:5} {:9.2} {:11.3}% {:10.3}% {:5.1}% {:5.1}% {:6.1}% {:5.1}% {:5.1}%",
-        p.population, p.model, p.threshold, p.false_holds_pct, p.mule_false_holds_pct, f, h, q, e, p.mules_pct
+        "{:11} {:5} {:9.2} {:11.3}% {:10.3}% {:9.3}% {:5.1}% {:5.1}% {:6.1}% {:5.1}% {:5.1}%",
+        p.population,
+        p.model,
+        p.threshold,
+        p.false_holds_pct,
+        p.mule_false_holds_pct,
+        p.held_after_true_pct,
+        f,
+        h,
+        q,
+        e,
+        p.mules_pct
     )
 }
 

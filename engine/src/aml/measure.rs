@@ -104,8 +104,16 @@ impl Tally {
 pub struct Measured {
     /// Normal transfers judged.
     pub normal: u64,
-    /// Normal transfers held by level 3 (cooling off) or the mule rule.
+    /// Normal transfers held by level 3 (cooling off) or the mule rule
+    /// because of a false alarm: a trip on a normal transfer, or the
+    /// cooling-off period it started (the account's other transfers wait
+    /// for its end), or a mule hold.
     pub normal_held: u64,
+    /// Normal transfers held in a cooling-off period that a true detection
+    /// started (an anomaly's transfer tripped; contract §6 holds every
+    /// outgoing transfer until the period ends). The cost of catching
+    /// something, not a false alarm; reported beside the false holds.
+    pub normal_held_after_true: u64,
     /// Of those, held by the mule rule.
     pub normal_held_mule: u64,
     /// Normal transfers refused for money held upstream (not judged).
@@ -156,6 +164,7 @@ fn behaviour_hold(holds: u8) -> bool {
 /// If the trial's own transfers are refused (a generator's bug).
 #[must_use]
 pub fn measure(trial: &Trial, aml: AmlConfig) -> Measured {
+    let cooling_off_ms = aml.cooling_off_ms;
     let config = EngineConfig {
         manual_clock: true,
         accounts_capacity: trial.accounts.len() + 16,
@@ -181,6 +190,9 @@ pub fn measure(trial: &Trial, aml: AmlConfig) -> Measured {
     let mut anomaly: BTreeMap<usize, (&'static str, Strength, bool)> = BTreeMap::new();
     // Mule pattern n: (kind, amount sent on, amount held).
     let mut mule: BTreeMap<usize, (&'static str, u128, u128)> = BTreeMap::new();
+    // Per account, its cooling-off period's end and whether a true
+    // detection (not a normal transfer) started it.
+    let mut cooling: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
     for (time, transfer, truth) in &trial.events {
         out.clear();
         e.apply(kind::SUBMIT_TRANSFERS, &encode_all(std::slice::from_ref(transfer)), *time, &mut out)
@@ -192,13 +204,29 @@ pub fn measure(trial: &Trial, aml: AmlConfig) -> Measured {
         let refused = r.code != 0;
         assert!(!refused || *truth != Truth::Funding, "{}: funding refused: {transfer:?}", trial.name);
         let held = refused || behaviour_hold(r.holds);
+        let mut after_true = false;
+        if r.holds & Holds::COOLING_OFF.bits() != 0 {
+            let account = transfer.debit_account;
+            match cooling.get(&account) {
+                Some(&(until, truly)) if *time < until => after_true = truly,
+                // This transfer tripped: the period is its.
+                _ => {
+                    cooling.insert(account, (time + cooling_off_ms, !matches!(truth, Truth::Normal)));
+                }
+            }
+        }
         match *truth {
             Truth::Funding | Truth::Feed => {}
             Truth::Normal if refused => m.normal_refused += 1,
             Truth::Normal => {
                 m.normal += 1;
-                m.normal_held += u64::from(held);
-                m.normal_held_mule += u64::from(r.holds & Holds::MULE_REVIEW.bits() != 0);
+                let mule_held = r.holds & Holds::MULE_REVIEW.bits() != 0;
+                if held && after_true && !mule_held {
+                    m.normal_held_after_true += 1;
+                } else {
+                    m.normal_held += u64::from(held);
+                }
+                m.normal_held_mule += u64::from(mule_held);
             }
             Truth::Anomaly { n, kind, strength } => {
                 anomaly.entry(n).or_insert((kind, strength, false));
