@@ -1,5 +1,5 @@
 //! The inline AML check alone: one outgoing transfer judged against its
-//! account's profile (levels 1, 2 and 3), over 1M accounts with history, so
+//! account's AML state (levels 1, 2 and 3), over 1M accounts with history, so
 //! every judgement is a cache miss on a cold profile as in production.
 //!
 //! Run: `cargo bench --bench aml`. Target (issue 5): p99.9 below 10 µs per
@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use harbour::aml::{AmlConfig, Outgoing, Profile};
+use harbour::aml::{AmlConfig, AmlState, Outgoing};
 use harbour::fx::RateTable;
 use harbour::hash::mix64;
 use harbour::money::CurrencyIndex;
@@ -36,9 +36,9 @@ fn outgoing(r: u64, now_ms: u64) -> Outgoing {
     }
 }
 
-/// 1M profiles, each with `HISTORY` transfers behind it.
-fn profiles(config: &AmlConfig, rates: &RateTable) -> Vec<Profile> {
-    let mut profiles = vec![Profile::default(); ACCOUNTS];
+/// 1M AML states, each with `HISTORY` transfers behind it.
+fn profiles(config: &AmlConfig, rates: &RateTable) -> Vec<AmlState> {
+    let mut profiles = vec![AmlState::default(); ACCOUNTS];
     for h in 0..HISTORY {
         let now = START_MS + h * 86_400_000;
         for (i, p) in profiles.iter_mut().enumerate() {

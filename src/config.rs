@@ -728,21 +728,22 @@ impl Config {
         }
         if let Some(v) = a.behaviour_model {
             aml.model = crate::aml::BehaviourModel::from_version(v)
-                .ok_or_else(|| ConfigError(format!("aml.behaviour_model: {v} is not a model (1 or 2)")))?;
+                .ok_or_else(|| ConfigError(format!("aml.behaviour_model: {v} is not a model (1, 2 or 3)")))?;
         }
         aml.threshold_q = match (a.false_hold_budget, a.behaviour_threshold, aml.model) {
             (Some(_), Some(_), _) => {
                 return Err(ConfigError("aml: false_hold_budget and behaviour_threshold both set; set one".into()));
             }
-            (Some(_), None, crate::aml::BehaviourModel::V1) => {
-                return Err(ConfigError(
-                    "aml.false_hold_budget: model 1 has no operating points; set behaviour_threshold".into(),
-                ));
-            }
-            (Some(budget), None, _) => crate::aml::threshold_for_budget(parse_budget_bp(&budget)?),
+            (Some(budget), None, model) => crate::aml::threshold_for_budget(model, parse_budget_bp(&budget)?)
+                .ok_or_else(|| {
+                    ConfigError(
+                        "aml.false_hold_budget: model 1 has no operating points; set behaviour_threshold".into(),
+                    )
+                })?,
             (None, Some(points), _) => parse_threshold_q(&points)?,
             (None, None, crate::aml::BehaviourModel::V1) => crate::aml::TRIP_SCORE * crate::aml::QUARTER,
-            (None, None, _) => aml.threshold_q,
+            (None, None, crate::aml::BehaviourModel::V2) => crate::aml::V2_DEFAULT_THRESHOLD_Q,
+            (None, None, crate::aml::BehaviourModel::V3) => crate::aml::V3_DEFAULT_THRESHOLD_Q,
         };
         if let Some(v) = a.budget_us {
             self.aml_budget = Duration::from_micros(v);
@@ -1139,7 +1140,7 @@ mod tests {
             "[aml]\ndaily_limit_hkd = \"-1\"",
             "[aml]\nhigh_risk_countries = [999]",
             "[aml]\nlevel = 4",
-            "[aml]\nbehaviour_model = 3",
+            "[aml]\nbehaviour_model = 4",
             "[aml]\nfalse_hold_budget = \"0.3\"",
             "[aml]\nfalse_hold_budget = \"0.001%\"",
             "[aml]\nfalse_hold_budget = \"11%\"",
@@ -1155,14 +1156,18 @@ mod tests {
             c.merge_toml(text).unwrap();
             (c.switch.engine.aml.model.version(), c.switch.engine.aml.threshold_q)
         };
-        assert_eq!(level3(""), (2, crate::aml::V2_DEFAULT_THRESHOLD_Q));
+        // The default is model 3 at the default budget's operating point.
+        assert_eq!(level3(""), (3, crate::aml::V3_DEFAULT_THRESHOLD_Q));
+        assert_eq!(level3("[aml]\nfalse_hold_budget = \"0.3%\""), (3, crate::aml::V3_DEFAULT_THRESHOLD_Q));
         assert_eq!(level3("[aml]\nbehaviour_model = 1"), (1, 16), "model 1 trips at 4 points");
-        assert_eq!(level3("[aml]\nbehaviour_threshold = \"4.25\""), (2, 17));
+        assert_eq!(level3("[aml]\nbehaviour_threshold = \"4.25\""), (3, 17));
         assert_eq!(level3("[aml]\nbehaviour_model = 1\nbehaviour_threshold = \"5\""), (1, 20));
-        assert_eq!(level3("[aml]\nfalse_hold_budget = \"1%\""), (2, 22));
-        assert_eq!(level3("[aml]\nfalse_hold_budget = \"0.3%\""), (2, 32));
-        assert_eq!(level3("[aml]\nfalse_hold_budget = \"0.01%\""), (2, 32), "below every point: the strictest");
-        assert_eq!(level3("[aml]\nfalse_hold_budget = \"10%\""), (2, 17));
+        assert_eq!(level3("[aml]\nfalse_hold_budget = \"1%\""), (3, 13));
+        assert_eq!(level3("[aml]\nfalse_hold_budget = \"0.01%\""), (3, 20), "below every point: the strictest");
+        assert_eq!(level3("[aml]\nfalse_hold_budget = \"10%\""), (3, 12));
+        // Model 2 keeps its own default and operating points.
+        assert_eq!(level3("[aml]\nbehaviour_model = 2"), (2, crate::aml::V2_DEFAULT_THRESHOLD_Q));
+        assert_eq!(level3("[aml]\nbehaviour_model = 2\nfalse_hold_budget = \"0.3%\""), (2, 32));
         let mut zero = Config::default();
         zero.merge_toml("[aml]\nbudget_us = 0").unwrap();
         assert!(zero.validate().is_err(), "a zero budget");

@@ -285,10 +285,11 @@ fn holds_combine_and_each_method_releases_its_own() {
 }
 
 /// Alice's usual: ~HK$200 to Bob or Carol at 10:00-11:00 HKT, daily, for
-/// 20 days. Returns the time after.
+/// 30 days (model 3 judges a history of four weeks or more). Returns the
+/// time after.
 fn usual_history(e: &mut Engine, first_id: u128) -> u64 {
     let mut time = nov27() + 2 * HOUR;
-    for i in 0..20u64 {
+    for i in 0..30u64 {
         let to = if i % 2 == 0 { BOB } else { CAROL };
         let amount = 15_000 + (i % 5) * 2_500;
         check(e, &[("usual", pay(first_id + u128::from(i), ALICE, to, amount, HKD), time, STATE_POSTED, 0)]);
@@ -404,8 +405,14 @@ fn level_3_trips_on_a_burst() {
     // Model 2 weighs a run of new payees against how rarely the account
     // adds one: this account never has, so the fourth in four minutes
     // trips, two pass.
-    let (first, reasons) = new_payee_burst(AmlConfig::default());
+    let v2 = AmlConfig { model: BehaviourModel::V2, threshold_q: 16, ..AmlConfig::default() };
+    let (first, reasons) = new_payee_burst(v2);
     assert!((2..4).contains(&first), "model 2 trips on a short run of new payees (tripped at {first})");
+    assert!(reasons.has(Reasons::NEW_PAYEE_RUN), "{:#x}", reasons.0);
+    // Model 3 weighs the run more (four weeks of history leave fewer new
+    // payees in ordinary life): the second trips, the first passes.
+    let (first, reasons) = new_payee_burst(AmlConfig::default());
+    assert_eq!(first, 1, "model 3 trips on the second new payee in a minute");
     assert!(reasons.has(Reasons::NEW_PAYEE_RUN), "{:#x}", reasons.0);
 }
 

@@ -174,10 +174,11 @@ async fn bench_runs_again_on_the_same_switch_and_counts_outcomes_apart() {
 }
 
 /// Against default AML (all three levels, the system clock), the realistic
-/// profile is held next to nothing beyond its injected anomalies and
-/// high-risk remittances, while the stress profile's random payees at
-/// this rate are mostly held (level 3's mule bursts): the default
-/// measures payments, `--profile stress` the hold path.
+/// profile is held next to nothing beyond its high-risk remittances, while
+/// the stress profile's busy payers pass the HK$80,000 day limit: the
+/// default measures payments, `--profile stress` the hold path. (Level 3's
+/// default model waits for four weeks of payee memory, which no account of
+/// a fresh switch has, so neither profile's level 3 holds here.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_realistic_profile_is_held_only_where_aml_should_hold() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,7 +209,7 @@ async fn the_realistic_profile_is_held_only_where_aml_should_hold() {
     }
     eprintln!("held: realistic {:.4}%, stress {:.1}%", held_share[0] * 100.0, held_share[1] * 100.0);
     assert!(held_share[0] < 0.005, "realistic: {:.3}% held", held_share[0] * 100.0);
-    assert!(held_share[1] > 0.2, "stress: {:.1}% held", held_share[1] * 100.0);
+    assert!(held_share[1] > 0.1, "stress: {:.1}% held", held_share[1] * 100.0);
 }
 
 /// `sweep` end to end with the real binary: a fresh switch saturated, then

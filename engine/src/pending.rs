@@ -313,7 +313,7 @@ impl Engine {
         };
         let debit = self.book.find(s.debit_account).expect("debit account exists");
         let state = self.aml.get_mut(debit.index());
-        state.profile.confirm(&self.config.aml, &o, value);
+        state.confirm(&self.config.aml, &o, value);
         state.inbound.paid = state.profile.payees;
     }
 

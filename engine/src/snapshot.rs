@@ -27,7 +27,7 @@ use crate::money::CurrencyIndex;
 use crate::protocol::records::{self, Transfer};
 
 const STATE_MAGIC: &[u8; 4] = b"HKST";
-const STATE_VERSION: u32 = 9;
+const STATE_VERSION: u32 = 10;
 
 /// A snapshot body that does not decode: the file is corrupt or from
 /// another version.
@@ -257,10 +257,12 @@ impl Engine {
     /// AML: profiles that are not blank, by account id; then cases.
     fn encode_aml(&self, w: &mut Writer<'_>) {
         // AML: profiles that are not blank, by account id; the mule rule's
-        // inbound states that are not blank (version 9); then cases.
+        // inbound states that are not blank (version 9); model 3's payee
+        // memories that are not blank (version 10); then cases.
         let ids = self.book.account_ids_sorted();
         self.encode_account_words(w, &ids, |s| (s.profile != Profile::default()).then(|| s.profile.to_words()));
         self.encode_account_words(w, &ids, |s| (!s.inbound.is_blank()).then(|| s.inbound.to_words()));
+        self.encode_account_words(w, &ids, |s| (!s.payees.is_blank()).then(|| s.payees.to_words()));
         w.u64(self.cases.len() as u64);
         for c in self.cases.iter() {
             w.u128(c.transfer_id);
@@ -658,6 +660,14 @@ impl Engine {
                 }
                 let state = e.aml.get_mut(at.index());
                 state.inbound = Inbound::from_words(words, state.profile.payees);
+                Ok(())
+            })?;
+        }
+        if version >= 10 {
+            let errors = ("payee memory of an unknown account", "payee memories out of order");
+            self.account_words(r, errors, |e, at, words| {
+                e.aml.get_mut(at.index()).payees =
+                    crate::aml::payees::Payees::from_words(words).ok_or_else(|| bad("payee memory's first day"))?;
                 Ok(())
             })?;
         }

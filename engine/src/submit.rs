@@ -153,7 +153,7 @@ impl Engine {
             destination_country: t.destination_country,
         };
         if !self.config.aml.mule_runs() {
-            return self.aml.get_mut(a.debit.index()).profile.judge(&self.config.aml, &self.rates, &o);
+            return self.aml.get_mut(a.debit.index()).judge(&self.config.aml, &self.rates, &o);
         }
         // The mule rule first: a transfer it holds is not learned by level 3
         // (its payee stays new) unless an operator passes it.
@@ -178,7 +178,7 @@ impl Engine {
         let floor = self.config.aml.mule_min_inbound_hkd_minor;
         let state = self.aml.get_mut(a.debit.index());
         let (reasons, evidence) = state.inbound.judge(floor, &leaving);
-        let mut j = state.profile.judge_learning(&self.config.aml, value, &o, reasons == 0);
+        let mut j = state.judge_learning(&self.config.aml, value, &o, reasons == 0);
         // The inbound state's copy of whom the account has paid.
         state.inbound.paid = state.profile.payees;
         if reasons != 0 {

@@ -483,8 +483,15 @@ fn a_snapshot_from_before_aml_still_decodes() {
     let mut e = Engine::new(config, MANUAL_CLOCK_START_MS);
     e.create_account(&Account { account_id: ALICE, kind: 1, flags: 0, home_country: 344, customer_ref: 1 });
     e.submit_transfer(&deposit(1, ALICE, 500, HKD));
-    let mut v9 = Vec::new();
-    e.encode_state(&mut v9);
+    let mut v10 = Vec::new();
+    e.encode_state(&mut v10);
+    // Version 10 added model 3's payee memories: a count (0 here) after
+    // the inbound states' count.
+    let at = v10.len() - 108 - 16;
+    assert_eq!(v10[at - 16..v10.len() - 108], [0; 32], "no profiles, inbound states, payee memories or cases");
+    let mut v9 = [&v10[..at], &v10[at + 8..]].concat();
+    v9[4..8].copy_from_slice(&9u32.to_le_bytes());
+    assert_eq!(Engine::decode_state(config, &v9).expect("version 9 decodes").state_hash(), e.state_hash());
     // Version 9 added the mule rule's inbound states: a count (0 here)
     // between the profiles and the cases, whose section ends before the
     // credit (24 bytes), links (44) and multi-shard (40) sections.

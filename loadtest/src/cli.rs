@@ -228,8 +228,8 @@ struct GenArgs {
     #[arg(long)]
     aml_share: Option<f64>,
     /// realistic: customers with habits and a few injected anomalies
-    /// (what AML should see); stress: random payees at any rate, which
-    /// AML level 3 holds as mule bursts (the hold path's cost).
+    /// (what AML should see); stress: random payees at any rate, whose
+    /// busy payers pass the day limit (the hold path's cost).
     #[arg(long, default_value = "realistic")]
     profile: String,
     /// Realistic profile: share of customers with one injected anomaly.

@@ -14,10 +14,13 @@
 //! and for one customer in twenty a home country it remits to, 40% of its
 //! payments; a small share of customers (`anomaly_share`) have one
 //! injected anomaly (30 times the usual amount to a stranger), which AML
-//! level 3 should hold, with the customer's payments in the cooling-off
-//! after it. So default AML holds what the model should, not everything.
-//! **Stress**: random payees and amounts at any rate, which level 3 rightly
-//! calls mule bursts; for the hold path's cost.
+//! level 3 should hold (model 2 does; model 3 waits for four weeks of
+//! payee memory, more than a load test's switch has), with the customer's
+//! payments in the cooling-off after it. So AML holds what the model
+//! should, not everything.
+//! **Stress**: random payees and amounts at any rate, whose busy payers pass
+//! the day limit (and which level 3's model 2 calls mule bursts); for the
+//! hold path's cost.
 //!
 //! Replays may run on many connections. So that the outcome does not
 //! depend on how they interleave, every request belongs to a lane, and

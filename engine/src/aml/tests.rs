@@ -113,7 +113,7 @@ fn saturated_day_totals_uncount_exactly() {
     let jpy = CurrencyIndex::of(392).unwrap();
     rates.set(jpy, CurrencyIndex::HKD, u64::MAX);
     let cfg = AmlConfig { behaviour: false, ..AmlConfig::default() };
-    let mut p = Profile::default();
+    let mut s = AmlState::default();
     let o = Outgoing {
         now_ms: 1_788_192_000_000,
         debit_currency: jpy,
@@ -122,8 +122,9 @@ fn saturated_day_totals_uncount_exactly() {
         credit_currency: jpy,
         destination_country: 0,
     };
-    let first = p.judge(&cfg, &rates, &o);
-    let second = p.judge(&cfg, &rates, &o);
+    let first = s.judge(&cfg, &rates, &o);
+    let second = s.judge(&cfg, &rates, &o);
+    let p = &mut s.profile;
     assert_eq!(p.day_total(), u128::MAX, "saturated");
     assert!(second.counted < second.hkd_value, "only what fitted was counted");
     // Voiding both (in either order) brings the total back to zero.
@@ -132,4 +133,120 @@ fn saturated_day_totals_uncount_exactly() {
     assert_eq!(p.day_total(), 0);
     // The clock's far end does not overflow the calendar.
     assert_eq!(hk_hour(u64::MAX), hk_hour(u64::MAX - 1));
+}
+
+#[test]
+fn the_default_threshold_is_model_3s_point_for_the_default_budget() {
+    let d = AmlConfig::default();
+    assert_eq!(d.model, BehaviourModel::V3);
+    assert_eq!(threshold_for_budget(BehaviourModel::V3, DEFAULT_FALSE_HOLD_BUDGET_BP), Some(d.threshold_q));
+    assert_eq!(threshold_for_budget(BehaviourModel::V1, DEFAULT_FALSE_HOLD_BUDGET_BP), None);
+    assert_eq!(BehaviourModel::from_version(3), Some(BehaviourModel::V3));
+    assert_eq!(BehaviourModel::from_version(4), None);
+}
+
+/// Model 3 tests: an account paying HK$200 (± a little) to one of four
+/// payees at 10:00-12:00 HKT, daily from day 0.
+mod model_3 {
+    use super::*;
+
+    const DAY0: u64 = 1_790_784_000_000; // 2026-10-01T00:00 HKT
+    const HOUR: u64 = 3_600_000;
+
+    fn pay(now_ms: u64, to: u64, cents: u64, country: u16) -> Outgoing {
+        let credit_account = if country == 0 { to } else { crate::protocol::accounts::REMITTANCE_OUT };
+        Outgoing {
+            now_ms,
+            debit_currency: CurrencyIndex::HKD,
+            debit_amount: cents,
+            credit_account,
+            credit_currency: CurrencyIndex::HKD,
+            destination_country: country,
+        }
+    }
+
+    fn habits(model: BehaviourModel, days: u64) -> (AmlState, AmlConfig) {
+        let cfg = AmlConfig {
+            model,
+            threshold_q: if model == BehaviourModel::V3 { V3_DEFAULT_THRESHOLD_Q } else { V2_DEFAULT_THRESHOLD_Q },
+            ..AmlConfig::default()
+        };
+        let mut s = AmlState::default();
+        for d in 0..days {
+            let o = pay(DAY0 + d * DAY_MS + 2 * HOUR + (d % 3) * HOUR, 1_000 + d % 4, 18_000 + (d % 5) * 1_000, 0);
+            let j = s.judge(&cfg, &RateTable::default(), &o);
+            assert!(!j.holds.contains(Holds::COOLING_OFF), "day {d}: a usual payment");
+        }
+        (s, cfg)
+    }
+
+    fn trips(s: &mut AmlState, cfg: &AmlConfig, o: &Outgoing) -> Option<Reasons> {
+        let j = s.judge(cfg, &RateTable::default(), o);
+        j.holds.contains(Holds::COOLING_OFF).then_some(j.reasons)
+    }
+
+    #[test]
+    fn nothing_trips_before_the_history_spans_four_weeks() {
+        // 100 times the usual, to a stranger, at 03:00.
+        let far_out = |days: u64| pay(DAY0 + days * DAY_MS + 19 * HOUR, 9_999, 2_000_000, 0);
+        let (mut young, cfg) = habits(BehaviourModel::V3, 20);
+        assert_eq!(trips(&mut young, &cfg, &far_out(20)), None, "20 days of history: too new");
+        let (mut v2, cfg2) = habits(BehaviourModel::V2, 20);
+        assert!(trips(&mut v2, &cfg2, &far_out(20)).is_some(), "model 2 counts transfers, not days");
+        let (mut grown, cfg) = habits(BehaviourModel::V3, 30);
+        let r = trips(&mut grown, &cfg, &far_out(30)).expect("30 days: it trips");
+        assert!(r.has(Reasons::UNUSUAL_AMOUNT) && r.has(Reasons::NEW_PAYEE) && r.has(Reasons::UNUSUAL_HOUR));
+    }
+
+    #[test]
+    fn payments_to_a_payee_added_this_week_add_up() {
+        let (mut s, cfg) = habits(BehaviourModel::V3, 35);
+        let t = DAY0 + 35 * DAY_MS + 2 * HOUR;
+        let shop = |at: u64| pay(at, 7_777, 80_000, 0);
+        // Four times the usual to a new payee at a usual hour: a purchase
+        // from a new shop, not enough alone.
+        assert_eq!(trips(&mut s, &cfg, &shop(t)), None);
+        // More of the same that day: by the fourth, over ten times the
+        // usual to a payee added today, though each payment alone is
+        // ordinary.
+        let r = (1..4).find_map(|k| trips(&mut s, &cfg, &shop(t + k * HOUR))).expect("together they trip");
+        assert!(r.has(Reasons::UNUSUAL_AMOUNT) && r.has(Reasons::NEW_PAYEE), "{:#x}", r.0);
+        // Model 2 trips on the purchase itself, past anything the account
+        // paid: the false alarm model 3's weights avoid.
+        let (mut v2, cfg2) = habits(BehaviourModel::V2, 35);
+        assert!(trips(&mut v2, &cfg2, &shop(t)).is_some());
+    }
+
+    #[test]
+    fn a_payee_added_long_ago_does_not_add_up() {
+        let (mut s, cfg) = habits(BehaviourModel::V3, 35);
+        let t = DAY0 + 35 * DAY_MS + 2 * HOUR;
+        for week in 0..3 {
+            let o = pay(t + week * u64::from(payees::RECENT_DAYS) * DAY_MS, 7_777, 80_000, 0);
+            assert_eq!(trips(&mut s, &cfg, &o), None, "week {week}: a payee added a week before is known");
+        }
+    }
+
+    #[test]
+    fn a_large_amount_trips_alone_only_past_anything_the_account_paid() {
+        let (mut s, cfg) = habits(BehaviourModel::V3, 35);
+        let t = DAY0 + 35 * DAY_MS + 2 * HOUR;
+        // Once: 60 times the usual to a usual payee at a usual hour (rent
+        // on a new lease, say) confirmed by the customer.
+        let big = pay(t, 1_001, 1_200_000, 0);
+        assert!(trips(&mut s, &cfg, &big).is_some(), "the first time it is past anything paid");
+        s.confirm(&cfg, &big, 1_200_000 * HKD_VALUE_SCALE);
+        // A month later the same amount is not past the mark: no trip.
+        let again = pay(t + 30 * DAY_MS, 1_001, 1_200_000, 0);
+        assert_eq!(trips(&mut s, &cfg, &again), None);
+        // Model 2's mark sinks per transfer learned, model 3's per day.
+        assert!(i32::from(s.profile.amount_high) >= log2_q8(1_200_000) - 60);
+    }
+
+    #[test]
+    fn a_new_country_after_four_weeks_trips_alone() {
+        let (mut s, cfg) = habits(BehaviourModel::V3, 35);
+        let r = trips(&mut s, &cfg, &pay(DAY0 + 35 * DAY_MS + 2 * HOUR, 0, 18_000, 566)).expect("trips");
+        assert!(r.has(Reasons::NEW_COUNTRY), "{:#x}", r.0);
+    }
 }
