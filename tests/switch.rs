@@ -123,6 +123,34 @@ fn settings_that_decide_outcomes_cannot_change() {
 }
 
 #[test]
+fn a_data_directory_keeps_the_behaviour_model_it_was_written_with() {
+    use harbour::aml::BehaviourModel;
+    use harbour::shard::meta_mismatch;
+    let with = |model: BehaviourModel| {
+        let mut c = config(1);
+        c.engine.aml.model = model;
+        harbour::shard::meta(&c)
+    };
+    // A directory written with model 2 (before model 3 was the default)
+    // opens only with model 2.
+    assert_eq!(
+        meta_mismatch(&with(BehaviourModel::V2), &with(BehaviourModel::V3)),
+        Some(("aml_behaviour_model".into(), "2".into(), "3".into()))
+    );
+    assert_eq!(meta_mismatch(&with(BehaviourModel::V2), &with(BehaviourModel::V2)), None);
+    // A directory from before the model was recorded was decided by model 1.
+    let before: String = with(BehaviourModel::V1)
+        .lines()
+        .filter(|l| !l.starts_with("aml_behaviour_model="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (key, recorded, configured) = meta_mismatch(&before, &with(BehaviourModel::V3)).expect("refused");
+    assert_eq!((key.as_str(), configured.as_str()), ("aml_behaviour_model", "3"));
+    assert!(recorded.starts_with("1 "), "{recorded}");
+    assert_eq!(meta_mismatch(&before, &with(BehaviourModel::V1)), None, "model 1 opens it");
+}
+
+#[test]
 fn a_data_directory_from_before_aml_replays_only_with_aml_off() {
     let dir = tempfile::tempdir().unwrap();
     Switch::open_dir(dir.path(), config(1), Backend::Std).expect("opens").shutdown();

@@ -56,7 +56,11 @@ pub fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, String, St
         text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().into(), v.trim().into())).collect()
     };
     let recorded = pairs(recorded);
-    for (key, now) in pairs(wanted) {
+    let wanted = pairs(wanted);
+    // With AML off no level 3 runs, so a missing model, threshold or mule
+    // key cannot have decided anything differently.
+    let aml_on = wanted.iter().any(|(k, v)| k == "aml_enabled" && v != "false");
+    for (key, now) in wanted {
         match recorded.iter().find(|(k, _)| *k == key) {
             Some((_, was)) if *was != now => return Some((key, was.clone(), now)),
             Some(_) => {}
@@ -67,12 +71,16 @@ pub fn meta_mismatch(recorded: &str, wanted: &str) -> Option<(String, String, St
             None if key == "aml_enabled" && now != "false" => {
                 return Some((key, "false (a data directory from before AML)".into(), now));
             }
+            // Before the model was recorded, level 3 was model 1.
+            None if aml_on && key == "aml_behaviour_model" && now != "1" => {
+                return Some((key, "1 (a data directory from before the model was recorded)".into(), now));
+            }
             // Before the threshold was recorded, model 1 tripped at 4 points.
-            None if key == "aml_behaviour_threshold_q" && now != "16" => {
+            None if aml_on && key == "aml_behaviour_threshold_q" && now != "16" => {
                 return Some((key, "16 (a data directory from before the threshold was set)".into(), now));
             }
             // Before the mule rule, no transfer was held for MULE_REVIEW.
-            None if key == "aml_mule" && now != "false" => {
+            None if aml_on && key == "aml_mule" && now != "false" => {
                 return Some((key, "false (a data directory from before the mule rule)".into(), now));
             }
             None => {}
