@@ -215,11 +215,12 @@ fn bench_apply(c: &mut Criterion) {
         let mut engine = funded_engine(40_000_000, aml);
         bench_transfers(&mut group, &mut engine, name, flags, to);
     }
-    // Issue 20: what level 3's model 2 and the mule rule cost, against
-    // model 1 alone (the AML before them) in the same run.
+    // Issue 20: what level 3's models 2 and 3 and the mule rule cost,
+    // against model 1 alone (the AML before them) in the same run.
     let variants = [
         ("same_currency_aml_model_1_no_mule_1M_accounts", BehaviourModel::V1, false),
         ("same_currency_aml_model_2_no_mule_1M_accounts", BehaviourModel::V2, false),
+        ("same_currency_aml_model_3_no_mule_1M_accounts", BehaviourModel::V3, false),
     ];
     for (name, model, mule) in variants {
         let aml = harbour::aml::AmlConfig { model, mule, threshold_q: 16, ..harbour::aml::AmlConfig::default() };

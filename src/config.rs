@@ -447,10 +447,10 @@ struct AmlFile {
     increased_monitoring: Option<bool>,
     /// Level 3 on or off.
     behaviour: Option<bool>,
-    /// Level 3's model version (1 or 2).
+    /// Level 3's model version (1, 2 or 3).
     behaviour_model: Option<u32>,
     /// Level 3's share of normal transfers it may hold, e.g. "0.3%"
-    /// (model 2; its operating points).
+    /// (models 2 and 3; their operating points).
     false_hold_budget: Option<String>,
     /// Level 3's threshold in points, in quarters, e.g. "4.25" (instead of
     /// a budget).

@@ -55,8 +55,8 @@ struct AmlCurveArgs {
     accounts: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Level 3's model (1 or 2).
-    #[arg(long, default_value_t = 2)]
+    /// Level 3's model (1, 2 or 3).
+    #[arg(long, default_value_t = 3)]
     model: u32,
     /// Thresholds in points, in quarters.
     #[arg(long, value_delimiter = ',', default_value = "3,3.5,3.75,4,4.25,4.5,4.75,5,5.5,6")]
@@ -490,7 +490,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::AmlCurve(a) => {
             let model = harbour::aml::BehaviourModel::from_version(a.model)
-                .ok_or_else(|| format!("--model {}: a model is 1 or 2", a.model))?;
+                .ok_or_else(|| format!("--model {}: a model is 1, 2 or 3", a.model))?;
             let mut thresholds_q = Vec::new();
             for t in &a.thresholds {
                 let q = t * 4.0;

@@ -507,6 +507,7 @@ pub fn threshold_for_budget(model: BehaviourModel, budget_bp: u32) -> Option<u32
     };
     Some(points.iter().rev().find(|(bp, _)| *bp <= budget_bp).unwrap_or(&points[0]).1)
 }
+
 /// Half-life of the burst counter (and model 2's run of new payees).
 pub const BURST_HALF_LIFE_MS: u64 = 10 * 60_000;
 /// Model 2: an account adds a new payee rarely below this share of its
