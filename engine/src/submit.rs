@@ -42,6 +42,10 @@ impl Engine {
                 {
                     let state = self.aml.get(at);
                     index::prefetch(&state.profile);
+                    if self.config.aml.behaviour && self.config.aml.model == crate::aml::BehaviourModel::V3 {
+                        // Model 3's payee memory (one line more).
+                        index::prefetch(&state.payees);
+                    }
                     if self.config.aml.mule_runs() {
                         index::prefetch(&state.inbound);
                     }
@@ -179,8 +183,11 @@ impl Engine {
         let state = self.aml.get_mut(a.debit.index());
         let (reasons, evidence) = state.inbound.judge(floor, &leaving);
         let mut j = state.judge_learning(&self.config.aml, value, &o, reasons == 0);
-        // The inbound state's copy of whom the account has paid.
-        state.inbound.paid = state.profile.payees;
+        // The inbound state's copy of whom the account has paid (stored
+        // only when it changed: a clean line is not written back).
+        if state.inbound.paid != state.profile.payees {
+            state.inbound.paid = state.profile.payees;
+        }
         if reasons != 0 {
             j.holds = j.holds.with(Holds::MULE_REVIEW);
             j.reasons.0 |= reasons;

@@ -104,8 +104,12 @@ impl Payees {
             let sum = log2_q8(exp2_q8(i32::from(self.sums[i])) + exp2_q8(x));
             self.sums[i] = sum.clamp(0, i32::from(u16::MAX)) as u16;
         }
-        for (w, b) in bits(key) {
-            self.filter[w] |= b;
+        // Only an unknown payee's bits are stored: a payment to an old payee
+        // leaves this line clean (no write-back to memory).
+        if !self.knows(key) {
+            for (w, b) in bits(key) {
+                self.filter[w] |= b;
+            }
         }
     }
 
