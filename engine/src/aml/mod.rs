@@ -738,7 +738,28 @@ fn halve_over(v: u64, elapsed: u64, half_life: u64) -> u64 {
     }
     let v = v >> halvings;
     let rest = elapsed % half_life;
-    v - u64::try_from(u128::from(v) * u128::from(rest) / u128::from(2 * half_life)).expect("less than v")
+    // In 64 bits when the product fits (always for the counters, nearly
+    // always for sums of money): a 128-bit division is a library call.
+    let part = match v.checked_mul(rest) {
+        Some(p) => p / (2 * half_life),
+        None => u64::try_from(u128::from(v) * u128::from(rest) / u128::from(2 * half_life)).expect("less than v"),
+    };
+    v - part
+}
+
+/// A value in HKD minor units: `value / HKD_VALUE_SCALE`, in 64-bit
+/// arithmetic when it fits (10^12 is 2^12 · 5^12, and floor division by
+/// 2^12 first, then by 5^12, is exact), since a 128-bit division is a
+/// library call on every judged transfer.
+#[must_use]
+#[inline]
+pub fn minor_units(value: u128) -> u128 {
+    const FIVES: u64 = 244_140_625;
+    let shifted = value >> 12;
+    match u64::try_from(shifted) {
+        Ok(s) => u128::from(s / FIVES),
+        Err(_) => shifted / u128::from(FIVES),
+    }
 }
 
 /// What level 3 sees of one transfer.
@@ -910,7 +931,7 @@ impl Profile {
     ) -> Seen {
         let key = payee_key(o);
         let today = hk_day(o.now_ms) as u16;
-        let x = value.map(|v| log2_q8(v / HKD_VALUE_SCALE));
+        let x = value.map(|v| log2_q8(minor_units(v)));
         let new_payee = match model {
             BehaviourModel::V3 => !payees.knows(key),
             _ => self.payees & payee_bits(key) != payee_bits(key),

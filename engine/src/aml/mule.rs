@@ -22,7 +22,7 @@
 //! Integer only, O(1) per transfer, driven by the logged clock: a replay
 //! decides the same. Amounts are HKD cents at the exact rate of the day.
 
-use super::{DAY_MS, HISTORY_MIN, HKD_VALUE_SCALE, Reasons, mix64};
+use super::{DAY_MS, HISTORY_MIN, Reasons, mix64};
 
 /// Half-life of the decaying sums of money in and money out.
 pub const HALF_LIFE_MS: u64 = 6 * 3_600_000;
@@ -109,7 +109,7 @@ fn decay(v: u64, elapsed: u64) -> u64 {
 /// HKD cents of a value in value units (saturating).
 #[must_use]
 pub fn cents(value: u128) -> u64 {
-    u64::try_from(value / HKD_VALUE_SCALE).unwrap_or(u64::MAX)
+    u64::try_from(super::minor_units(value)).unwrap_or(u64::MAX)
 }
 
 /// What the rule needs of the outgoing transfer and the account's profile.

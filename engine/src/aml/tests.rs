@@ -25,6 +25,19 @@ fn calendar_round_trips() {
 }
 
 #[test]
+fn minor_units_divide_exactly_in_both_paths() {
+    let edges = [0, 1, HKD_VALUE_SCALE - 1, HKD_VALUE_SCALE, 7_812_345_678 * 100_000, u128::from(u64::MAX) << 12];
+    let past = [(u128::from(u64::MAX) << 12) + 4095, (u128::from(u64::MAX) + 1) << 12, u128::MAX];
+    let mut x = 0x9e37_79b9_7f4a_7c15_u128;
+    for v in edges.into_iter().chain(past).chain((0..10_000).map(|_| {
+        x = x.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(1);
+        x >> (x % 100)
+    })) {
+        assert_eq!(minor_units(v), v / HKD_VALUE_SCALE, "{v}");
+    }
+}
+
+#[test]
 fn hkd_values_are_exact() {
     let mut rates = RateTable::default();
     let usd = CurrencyIndex::of(840).unwrap();
