@@ -190,8 +190,9 @@ pub struct Engine {
     rates: RateTable,
     /// Live quotes.
     quotes: Quotes,
-    /// AML state per account (level 3's profile and the mule rule's
-    /// inbound state, 128 bytes), at the account's book position.
+    /// AML state per account (level 3's profile, the mule rule's inbound
+    /// state and model 3's payee memory, 192 bytes), at the account's book
+    /// position.
     aml: Arena<AmlState>,
     /// Every transfer AML held, in submission order.
     cases: Arena<Case>,

@@ -488,9 +488,9 @@ pub const DEFAULT_FALSE_HOLD_BUDGET_BP: u32 = 30;
 /// half-strength anomalies (`docs/aml.md`).
 pub const V3_DEFAULT_THRESHOLD_Q: u32 = 16;
 
-/// Model 3's operating points, taken as model 2's (false holds averaged
-/// over the two populations and seeds 1 and 2 of 6,000 and 3,000
-/// customers; `harbour-loadtest aml-curve --model 3`).
+/// Model 3's operating points, measured the way model 2's were (false
+/// holds averaged over the two populations and seeds 1 and 2 of 6,000 and
+/// 3,000 customers; `harbour-loadtest aml-curve --model 3`).
 pub const V3_OPERATING_POINTS: [(u32, u32); 7] =
     [(10, 20), (15, 18), (20, 17), (30, 16), (50, 15), (100, 13), (150, 12)];
 
