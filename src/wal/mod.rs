@@ -351,9 +351,15 @@ fn written_from(bytes: &[u8], at: usize) -> u64 {
     (written.max(at) - at) as u64
 }
 
-/// Where the durable mark's second slot starts: the next sector, so
-/// rewriting one slot in place never tears the other.
-const MARK_SLOT: usize = 512;
+/// Where the durable mark's second slot starts: the next 4 KiB page. The
+/// page cache writes a file back in whole pages (and ext4 in whole 4 KiB
+/// blocks), so two slots in one page would be rewritten together and one
+/// torn write could damage both; a page apart, rewriting one slot in place
+/// writes only its own page.
+const MARK_SLOT: usize = 4096;
+/// Where the second slot started in the format of issue 19 (a sector
+/// apart, in one page): still read.
+const MARK_SLOT_ONE_PAGE: usize = 512;
 /// Bytes of a mark slot: the LSN and its CRC-32C (the first format was one
 /// slot alone, a 12-byte file).
 const MARK_LEN: usize = 12;
@@ -383,8 +389,8 @@ fn read_mark(storage: &dyn Storage, names: &[String]) -> Result<Option<u64>, Wal
     let bytes = storage::read_all(storage, MARK_NAME).map_err(io_err(storage, "read", MARK_NAME))?;
     let marks: Vec<u64> = match bytes.len() {
         MARK_LEN => mark_of(&bytes).into_iter().collect(),
-        n if n == MARK_SLOT + MARK_LEN => {
-            [&bytes[..MARK_LEN], &bytes[MARK_SLOT..]].into_iter().filter_map(mark_of).collect()
+        n if n == MARK_SLOT + MARK_LEN || n == MARK_SLOT_ONE_PAGE + MARK_LEN => {
+            [&bytes[..MARK_LEN], &bytes[n - MARK_LEN..]].into_iter().filter_map(mark_of).collect()
         }
         _ => Vec::new(),
     };

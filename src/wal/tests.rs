@@ -368,10 +368,12 @@ fn a_segment_that_cannot_be_made_fails_no_write_and_is_made_once_space_returns()
     // by) and goes on in the current segment, growing it, instead of
     // failing; once space returns the next try makes the segment.
     let storage = MemStorage::new();
-    let config = WalConfig { segment_bytes_max: 4096, preallocate: Preallocate::Inline };
+    let config = WalConfig { segment_bytes_max: 64 << 10, preallocate: Preallocate::Inline };
     let (mut wal, _, _, _) = open_collect(&storage, config).expect("opens");
     let short = wal.short_flag();
-    storage.set_free_bytes(1000);
+    // Room for the durable mark (4 KiB and a slot) the first commit
+    // writes, not for a segment.
+    storage.set_free_bytes(8 << 10);
     let mut lsn = 0;
     while !wal.roll_pending() {
         wal.append(0x11, lsn, &body(6)).unwrap();
@@ -402,9 +404,9 @@ fn a_segment_that_cannot_be_made_fails_no_write_and_is_made_once_space_returns()
     assert!(records.iter().enumerate().all(|(i, r)| r.2 == i as u64));
 }
 
-/// The durable mark is two slots rewritten in turn: one torn by a crash
-/// leaves the other (an older, still true mark), and the first format, a
-/// lone slot, still reads.
+/// The durable mark is two slots rewritten in turn, each in its own 4 KiB
+/// page: one torn by a crash leaves the other (an older, still true mark),
+/// and the earlier formats (a lone slot; two slots in one page) still read.
 #[test]
 fn a_torn_mark_slot_leaves_the_other() {
     let storage = MemStorage::new();
@@ -420,6 +422,7 @@ fn a_torn_mark_slot_leaves_the_other() {
     assert_eq!(marked, wal.next_lsn() - 1);
     let bytes = storage::read_all(&storage, MARK_NAME).unwrap();
     assert_eq!(bytes.len(), MARK_SLOT + MARK_LEN);
+    assert_eq!(bytes.len() - MARK_LEN, 4096, "the second slot starts the second 4 KiB page");
     // Tear the slot written last: the other one's mark stands.
     let last = if mark_of(&bytes[..MARK_LEN]) == Some(marked) { 0 } else { 1 };
     let mut file = storage.open(MARK_NAME, false).unwrap();
@@ -433,6 +436,12 @@ fn a_torn_mark_slot_leaves_the_other() {
     file.truncate(0).unwrap();
     file.write_at(&mark_slot(7), 0).unwrap();
     assert_eq!(read_mark(&storage, &names).unwrap(), Some(7));
+    // Issue 19's: two slots a sector apart, the larger mark wins.
+    file.write_at(&mark_slot(9), MARK_SLOT_ONE_PAGE as u64).unwrap();
+    assert_eq!(read_mark(&storage, &names).unwrap(), Some(9));
+    // Any other length is no mark the switch wrote.
+    file.write_at(&[0], (MARK_SLOT_ONE_PAGE + MARK_LEN) as u64).unwrap();
+    assert!(matches!(read_mark(&storage, &names), Err(WalError::Corrupt { .. })));
 }
 
 /// A commit does not wait for the next segment being prepared: it goes on
