@@ -421,8 +421,7 @@ fn a_torn_mark_slot_leaves_the_other() {
     let marked = read_mark(&storage, &names).unwrap().expect("a mark");
     assert_eq!(marked, wal.next_lsn() - 1);
     let bytes = storage::read_all(&storage, MARK_NAME).unwrap();
-    assert_eq!(bytes.len(), MARK_SLOT + MARK_LEN);
-    assert_eq!(bytes.len() - MARK_LEN, 4096, "the second slot starts the second 4 KiB page");
+    assert_eq!(bytes.len(), 4096 + MARK_LEN, "the second slot starts the second 4 KiB page");
     // Tear the slot written last: the other one's mark stands.
     let last = if mark_of(&bytes[..MARK_LEN]) == Some(marked) { 0 } else { 1 };
     let mut file = storage.open(MARK_NAME, false).unwrap();

@@ -988,7 +988,7 @@ impl Profile {
             self.fresh_usual = (share + ((now - share) >> FRESH_EWMA_SHIFT)).clamp(0, i32::from(u16::MAX)) as u16;
         }
         if model == BehaviourModel::V3 {
-            payees.learn(seen.key, seen.x, seen.today, seen.new_payee);
+            payees.learn(seen.key, seen.x, seen.today, seen.new_payee, seen.to_recent);
         }
         self.payees |= payee_bits(seen.key);
         self.hours |= seen.hour_bit;

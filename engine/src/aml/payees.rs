@@ -88,8 +88,10 @@ impl Payees {
 
     /// Takes a payment into the memory: `new` when the payee was not known
     /// (it takes a slot: an empty or expired one, else the oldest), else
-    /// its value adds to its slot if the payee is recent.
-    pub fn learn(&mut self, key: u64, x: Option<i32>, today: u16, new: bool) {
+    /// its value adds to its slot if the payee is recent. `sent` is what
+    /// [`Payees::sent_to_recent`] answered for this payment, if the caller
+    /// asked (the slot's new sum, not worked out twice).
+    pub fn learn(&mut self, key: u64, x: Option<i32>, today: u16, new: bool, sent: Option<i32>) {
         if self.since_day == 0 {
             self.since_day = today.max(1);
         }
@@ -101,7 +103,7 @@ impl Payees {
             self.days[i] = today;
             self.sums[i] = x.clamp(0, i32::from(u16::MAX)) as u16;
         } else if let Some(i) = self.recent_slot(key, today) {
-            let sum = log2_q8(exp2_q8(i32::from(self.sums[i])) + exp2_q8(x));
+            let sum = sent.unwrap_or_else(|| log2_q8(exp2_q8(i32::from(self.sums[i])) + exp2_q8(x)));
             self.sums[i] = sum.clamp(0, i32::from(u16::MAX)) as u16;
         }
         // Only an unknown payee's bits are stored: a payment to an old payee
@@ -163,7 +165,7 @@ mod tests {
     fn a_payee_once_paid_is_known_and_others_mostly_not() {
         let mut p = Payees::default();
         for k in 0..40 {
-            p.learn(mix64(k), Some(3000), DAY, true);
+            p.learn(mix64(k), Some(3000), DAY, true, None);
         }
         assert!((0..40).all(|k| p.knows(mix64(k))), "a filter never forgets");
         let mistaken = (1_000..3_000).filter(|&k| p.knows(mix64(k))).count();
@@ -174,10 +176,10 @@ mod tests {
     fn money_to_a_payee_added_this_week_adds_up_until_the_week_is_over() {
         let mut p = Payees::default();
         let (shop, x) = (mix64(7), 10 * 256); // HK$10.24 in minor units: 2^10
-        p.learn(shop, Some(x), DAY, true);
+        p.learn(shop, Some(x), DAY, true, None);
         // The next payment: 2^10 + 2^10 = 2^11.
         assert_eq!(p.sent_to_recent(shop, DAY + 1, x), Some(11 * 256));
-        p.learn(shop, Some(x), DAY + 1, false);
+        p.learn(shop, Some(x), DAY + 1, false, None);
         assert_eq!(p.sent_to_recent(shop, DAY + 2, 11 * 256), Some(12 * 256));
         assert_eq!(p.sent_to_recent(shop, DAY + RECENT_DAYS, x), None, "a week on, no longer recent");
         assert_eq!(p.sent_to_recent(mix64(8), DAY + 1, x), None, "never added");
@@ -186,10 +188,22 @@ mod tests {
     }
 
     #[test]
+    fn learning_with_the_sum_already_worked_out_learns_the_same() {
+        let (shop, mut told, mut alone) = (mix64(7), Payees::default(), Payees::default());
+        for (day, x) in [(0, 2560), (1, 3000), (2, 2900), (3, 3100)] {
+            let new = !told.knows(shop);
+            let sent = if new { None } else { told.sent_to_recent(shop, DAY + day, x) };
+            told.learn(shop, Some(x), DAY + day, new, sent);
+            alone.learn(shop, Some(x), DAY + day, new, None);
+            assert_eq!(told, alone, "day {day}");
+        }
+    }
+
+    #[test]
     fn the_oldest_recent_payee_makes_room() {
         let mut p = Payees::default();
         for k in 0..5u16 {
-            p.learn(mix64(u64::from(k)), Some(256), DAY + k / 2, true);
+            p.learn(mix64(u64::from(k)), Some(256), DAY + k / 2, true, None);
         }
         assert_eq!(p.sent_to_recent(mix64(0), DAY + 3, 256), None, "the first one made room for the fifth");
         assert!((1..5).all(|k| p.sent_to_recent(mix64(k), DAY + 3, 256).is_some()));
@@ -198,9 +212,9 @@ mod tests {
     #[test]
     fn words_round_trip() {
         let mut p = Payees::default();
-        p.learn(mix64(1), Some(4000), DAY, true);
-        p.learn(mix64(2), None, DAY + 2, true);
-        p.learn(mix64(1), Some(4100), DAY + 3, false);
+        p.learn(mix64(1), Some(4000), DAY, true, None);
+        p.learn(mix64(2), None, DAY + 2, true, None);
+        p.learn(mix64(1), Some(4100), DAY + 3, false, None);
         assert_eq!(Payees::from_words(p.to_words()), Some(p));
         let mut w = p.to_words();
         w[7] = 1 << 16;
